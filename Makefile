@@ -1,0 +1,52 @@
+# Two commands do everything on a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+DEMO   := demo
+
+.PHONY: venv demo test lint format tools bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -e '.[postgres,dask,test]'
+	touch $(STAMP)
+
+# fitsverify (HEASARC, Debian package) checks every FITS file ccdcal writes.
+# Installed when missing and possible; the tests that need it skip with the reason otherwise.
+tools:
+	@command -v fitsverify >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fitsverify) >/dev/null \
+	      || echo "warning: could not install fitsverify; its tests will skip"; \
+	  else echo "note: fitsverify not installed (apt-get install fitsverify); its tests will skip"; fi; }
+
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(BIN)/ccdcal simulate $(DEMO)/raw --seed 1
+	cd $(DEMO) && ../$(BIN)/ccdcal --db ccdcal.db ingest raw
+	cd $(DEMO) && ../$(BIN)/ccdcal --db ccdcal.db status
+	@echo
+	@echo "Raw night:  $(CURDIR)/$(DEMO)/raw"
+	@echo "Catalog:    $(CURDIR)/$(DEMO)/ccdcal.db   (try: sqlite3 $(DEMO)/ccdcal.db 'select imagetyp, count(*) from frames group by 1')"
+
+lint: $(STAMP)
+	$(BIN)/ruff check ccdcal tests benchmarks migrations
+	$(BIN)/ruff format --check ccdcal tests benchmarks migrations
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format ccdcal tests benchmarks migrations
+	$(BIN)/ruff check --fix ccdcal tests benchmarks migrations
+
+test: $(STAMP) tools lint
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_ingest.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,252 @@
+"""The catalog's tables, as SQLAlchemy 2.0 typed models.
+
+The schema itself is created only by the Alembic migrations in ``migrations/``; these models describe it
+for queries. Table and column names are fixed by DESIGN.md. Every column used to group or match frames and
+masters is indexed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: The frame kinds ccdcal knows, as stored in ``frames.imagetyp`` and ``masters.kind``.
+FRAME_KINDS = ("bias", "dark", "flat", "light")
+
+
+def utcnow() -> dt.datetime:
+    """The current time in UTC, without tzinfo (every stored time is naive UTC)."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the catalog's MetaData and naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, str: String(255)}
+
+
+class Run(Base):
+    """One invocation of a ccdcal command that changed the catalog."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    command: Mapped[str] = mapped_column(String(32), index=True)
+    arguments: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    summary: Mapped[dict[str, Any] | None] = mapped_column()
+    ccdcal_version: Mapped[str] = mapped_column(String(32))
+    astropy_version: Mapped[str | None] = mapped_column(String(32))
+    ccdproc_version: Mapped[str | None] = mapped_column(String(32))
+    numpy_version: Mapped[str | None] = mapped_column(String(32))
+    python_version: Mapped[str | None] = mapped_column(String(32))
+    host: Mapped[str | None] = mapped_column(String(255))
+    user: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+
+
+class Frame(Base):
+    """One raw FITS file ingested: where it is, what it was when last read, and its normalised keys."""
+
+    __tablename__ = "frames"
+    __table_args__ = (
+        # The grouping keys of DESIGN.md, in the order masters are grouped and lights matched.
+        Index(
+            "ix_frames_group",
+            "imagetyp",
+            "instrument",
+            "xbinning",
+            "ybinning",
+            "gain",
+            "offset",
+            "readout_mode",
+            "naxis1",
+            "naxis2",
+            "temp_key",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    changed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+    hdu: Mapped[int | None] = mapped_column(Integer)
+    imagetyp: Mapped[str | None] = mapped_column(String(16), index=True)
+    imagetyp_header: Mapped[str | None] = mapped_column(String(80))
+    imagetyp_source: Mapped[str | None] = mapped_column(String(8))
+    exptime: Mapped[float | None] = mapped_column(Float, index=True)
+    ccd_temp: Mapped[float | None] = mapped_column(Float)
+    set_temp: Mapped[float | None] = mapped_column(Float)
+    temp_key: Mapped[float | None] = mapped_column(Float, index=True)
+    xbinning: Mapped[int | None] = mapped_column(Integer)
+    ybinning: Mapped[int | None] = mapped_column(Integer)
+    gain: Mapped[float | None] = mapped_column(Float)
+    offset: Mapped[float | None] = mapped_column(Float)
+    filter: Mapped[str | None] = mapped_column(String(80), index=True)
+    instrument: Mapped[str | None] = mapped_column(String(80), index=True)
+    readout_mode: Mapped[str | None] = mapped_column(String(80))
+    naxis1: Mapped[int | None] = mapped_column(Integer)
+    naxis2: Mapped[int | None] = mapped_column(Integer)
+    bitpix: Mapped[int | None] = mapped_column(Integer)
+    date_obs: Mapped[dt.datetime | None] = mapped_column(DateTime, index=True)
+    is_bad: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    bad_reason: Mapped[str | None] = mapped_column(Text)
+    ingested_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+
+
+class HeaderCard(Base):
+    """One header card of a frame's image HDU, as it is in the file now."""
+
+    __tablename__ = "header_cards"
+    __table_args__ = (UniqueConstraint("frame_id", "hdu", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id", ondelete="CASCADE"))
+    hdu: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)
+    keyword: Mapped[str] = mapped_column(String(72), index=True)
+    value: Mapped[str | None] = mapped_column(Text)
+    value_num: Mapped[float | None] = mapped_column(Float)
+    comment: Mapped[str | None] = mapped_column(Text)
+
+
+class Master(Base):
+    """One master calibration file (bias, dark or flat) and the group it was built for."""
+
+    __tablename__ = "masters"
+    __table_args__ = (
+        Index(
+            "ix_masters_match",
+            "kind",
+            "instrument",
+            "xbinning",
+            "ybinning",
+            "gain",
+            "offset",
+            "readout_mode",
+            "naxis1",
+            "naxis2",
+            "status",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), index=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    identity: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    xbinning: Mapped[int | None] = mapped_column(Integer)
+    ybinning: Mapped[int | None] = mapped_column(Integer)
+    gain: Mapped[float | None] = mapped_column(Float)
+    offset: Mapped[float | None] = mapped_column(Float)
+    exptime: Mapped[float | None] = mapped_column(Float, index=True)
+    temp_key: Mapped[float | None] = mapped_column(Float, index=True)
+    filter: Mapped[str | None] = mapped_column(String(80), index=True)
+    instrument: Mapped[str | None] = mapped_column(String(80))
+    readout_mode: Mapped[str | None] = mapped_column(String(80))
+    naxis1: Mapped[int | None] = mapped_column(Integer)
+    naxis2: Mapped[int | None] = mapped_column(Integer)
+    includes_bias: Mapped[bool] = mapped_column(Boolean, default=False)
+    ccd_temp_mean: Mapped[float | None] = mapped_column(Float, index=True)
+    date_obs_mean: Mapped[dt.datetime | None] = mapped_column(DateTime, index=True)
+    n_inputs: Mapped[int] = mapped_column(Integer)
+    method: Mapped[str] = mapped_column(String(32))
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    stat_median: Mapped[float | None] = mapped_column(Float)
+    stat_mean: Mapped[float | None] = mapped_column(Float)
+    stat_std: Mapped[float | None] = mapped_column(Float)
+    rejected_fraction: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="current", index=True)
+    is_bad: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    bad_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+
+
+class MasterInput(Base):
+    """One raw frame combined into a master, with the frame's sha256 as it was used."""
+
+    __tablename__ = "master_inputs"
+
+    master_id: Mapped[int] = mapped_column(ForeignKey("masters.id", ondelete="CASCADE"), primary_key=True)
+    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id"), primary_key=True, index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+class MasterCalibrator(Base):
+    """One master used to pre-calibrate another master's inputs (bias for darks; bias, dark for flats)."""
+
+    __tablename__ = "master_calibrators"
+
+    master_id: Mapped[int] = mapped_column(ForeignKey("masters.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(8), primary_key=True)
+    calibrator_id: Mapped[int] = mapped_column(ForeignKey("masters.id"), index=True)
+    scale: Mapped[float | None] = mapped_column(Float)
+
+
+class Calibration(Base):
+    """One calibrated output of one light frame (current, superseded or failed)."""
+
+    __tablename__ = "calibrations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id"), index=True)
+    raw_sha256: Mapped[str | None] = mapped_column(String(64))
+    path: Mapped[str | None] = mapped_column(Text, index=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    dark_scale_factor: Mapped[float | None] = mapped_column(Float)
+    flat_norm: Mapped[float | None] = mapped_column(Float)
+    steps: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+
+
+class CalibrationMaster(Base):
+    """One master used for one calibration (the provenance row), with the numbers behind the match."""
+
+    __tablename__ = "calibration_masters"
+
+    calibration_id: Mapped[int] = mapped_column(
+        ForeignKey("calibrations.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(8), primary_key=True)
+    master_id: Mapped[int] = mapped_column(ForeignKey("masters.id"), index=True)
+    delta_temp: Mapped[float | None] = mapped_column(Float)
+    delta_time: Mapped[float | None] = mapped_column(Float)
+    scale: Mapped[float | None] = mapped_column(Float)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,0 +1,296 @@
+"""The ``ccdcal`` command line: parse options, call the library, print.
+
+No work is done here. This module is also the one place where ccdcal's errors become user messages and
+exit statuses (see :class:`CcdcalGroup`): 0 done, 1 some frames rejected/unmatched/failed, 2 usage or
+configuration error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from typer.core import TyperGroup
+
+from ccdcal._version import __version__
+from ccdcal.errors import CcdcalError
+
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+class CcdcalGroup(TyperGroup):
+    """The command group; turns library errors and Ctrl-C into one-line messages and exit statuses."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CcdcalError as exc:
+            err.print(f"Error: {exc}", markup=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("Interrupted: what was finished is kept; run the same command again to resume.")
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=CcdcalGroup,
+    name="ccdcal",
+    help="Catalog raw CCD/CMOS frames, build master calibrations and calibrate science frames, "
+    "with provenance in a database.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+db_app = typer.Typer(cls=CcdcalGroup, help="Catalog schema: show or upgrade its revision.")
+app.add_typer(db_app, name="db")
+
+
+@dataclass
+class State:
+    """Options given before the command."""
+
+    db: str | None = None
+    verbosity: int = 0
+
+    @property
+    def quiet(self) -> bool:
+        return self.verbosity < 0
+
+    def catalog(self, *, upgrade: bool = True) -> Any:
+        from ccdcal.catalog.db import Catalog
+
+        return Catalog(self.db, upgrade=upgrade)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"ccdcal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="CCDCAL_DB",
+            help="Catalog: a path (SQLite) or a SQLAlchemy URL. Default ./ccdcal.db.",
+            show_envvar=True,
+        ),
+    ] = None,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="Say more.")] = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """Catalog raw frames, build masters and calibrate lights, with provenance."""
+    state = State(db=db, verbosity=-1 if quiet else verbose)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 0 else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = state
+
+
+def _state(ctx: typer.Context) -> State:
+    state = ctx.find_object(State)
+    return state if state is not None else State()
+
+
+@contextmanager
+def _progress(state: State, label: str) -> Iterator[Any]:
+    """A Rich progress bar on a terminal (stderr); a silent callback in pipes or with -q."""
+    show = err.is_terminal and not state.quiet
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not show,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str, sort_keys=False), indent=2)
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders to catalogue (recursively).")],
+    imagetyp: Annotated[
+        str | None,
+        typer.Option(
+            "--imagetyp",
+            help="Force this type (bias, dark, flat, light) on every file under PATH.",
+            case_sensitive=False,
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", "-j", min=1, help="Processes reading headers (default: all cores)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Catalogue raw FITS frames: every header card, normalised keys, hashes. Incremental."""
+    from ccdcal.ingest.core import ingest as run_ingest
+
+    state = _state(ctx)
+    with state.catalog() as catalog, _progress(state, "Reading headers") as progress:
+        summary = run_ingest(
+            catalog,
+            paths,
+            imagetyp=imagetyp.lower() if imagetyp else None,
+            jobs=jobs,
+            progress=progress,
+        )
+    if as_json:
+        _print_json({"catalog": catalog.name, "run": summary.run_id, **summary.as_dict()})
+    elif not state.quiet:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(summary.by_type.items())) or "none"
+        out.print(
+            f"Catalog {catalog.name} (run {summary.run_id}): {summary.new} new, {summary.changed} changed, "
+            f"{summary.unchanged} unchanged, {summary.missing} missing, {len(summary.rejected)} rejected",
+            markup=False,
+        )
+        out.print(f"Frames under these paths: {kinds}", markup=False)
+        if summary.forced:
+            out.print(f"Type forced to {imagetyp} on {summary.forced} frames", markup=False)
+        if summary.unclassified:
+            out.print(
+                f"Unclassified ({len(summary.unclassified)}; no type in header or folder name — "
+                "use --imagetyp):",
+                markup=False,
+            )
+            for path in summary.unclassified:
+                out.print(f"  {path}", markup=False)
+    if summary.rejected and not as_json:
+        err.print(f"Rejected ({len(summary.rejected)}):", markup=False)
+        for path, reason in summary.rejected:
+            err.print(f"  {path}: {reason}", markup=False)
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """What is catalogued: frames by type and group, unclassified, rejected and missing files."""
+    from ccdcal.status import catalog_status
+
+    state = _state(ctx)
+    with state.catalog() as catalog:
+        report = catalog_status(catalog)
+    if as_json:
+        _print_json(report)
+        return
+    out.print(f"Catalog {report['catalog']}", markup=False)
+    totals = report["frames"]
+    for status_name in sorted(totals):
+        parts = ", ".join(f"{k} {n}" for k, n in sorted(totals[status_name].items()))
+        out.print(f"  {status_name}: {parts}", markup=False)
+    for kind, groups in report["groups"].items():
+        if not groups:
+            continue
+        keys = report["group_keys"][kind]
+        table = Table(title=f"{kind} groups", title_justify="left")
+        for key in keys:
+            table.add_column(key)
+        table.add_column("frames", justify="right")
+        for group in groups:
+            table.add_row(*("" if group[k] is None else str(group[k]) for k in keys), str(group["n"]))
+        out.print(table)
+    for title, key in (
+        ("Unclassified (use ingest --imagetyp)", "unclassified"),
+        ("Missing", "missing"),
+    ):
+        if report[key]:
+            out.print(f"{title} ({len(report[key])}):", markup=False)
+            for path in report[key]:
+                out.print(f"  {path}", markup=False)
+    for title, key in (("Rejected", "rejected"), ("Marked bad", "bad")):
+        if report[key]:
+            out.print(f"{title} ({len(report[key])}):", markup=False)
+            for item in report[key]:
+                out.print(f"  {item['path']}: {item['reason']}", markup=False)
+
+
+@app.command()
+def simulate(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="Folder to create (must be empty or absent).")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same files.")] = 0,
+) -> None:
+    """Write a small, realistic raw night (BIAS/ DARK/ FLAT/ LIGHT/) for demos and tests."""
+    from ccdcal.simulate import simulate_night
+
+    state = _state(ctx)
+    with _progress(state, "Simulating") as progress:
+        night = simulate_night(directory, seed=seed, progress=progress)
+    if not state.quiet:
+        counts = ", ".join(f"{len(files)} {kind}" for kind, files in night.files.items())
+        out.print(f"Simulated night in {night.root}: {counts}", markup=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Upgrade the catalog's schema to this ccdcal's revision (also done on every open)."""
+    from ccdcal.catalog.db import SCHEMA_HEAD
+
+    state = _state(ctx)
+    with state.catalog() as catalog:
+        before = catalog.revision_on_open
+        if before != SCHEMA_HEAD:
+            with catalog.run("db upgrade", {"from": before, "to": SCHEMA_HEAD}):
+                pass
+    if not state.quiet:
+        if before == SCHEMA_HEAD:
+            out.print(f"{catalog.name} is at revision {SCHEMA_HEAD} (up to date)", markup=False)
+        else:
+            out.print(f"{catalog.name} upgraded from {before or 'empty'} to {SCHEMA_HEAD}", markup=False)
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Show the catalog's schema revision."""
+    from ccdcal.catalog.db import SCHEMA_HEAD
+
+    state = _state(ctx)
+    with state.catalog(upgrade=False) as catalog:
+        revision = catalog.current_revision()
+    note = "(head)" if revision == SCHEMA_HEAD else f"(head is {SCHEMA_HEAD}; run `ccdcal db upgrade`)"
+    out.print(f"{catalog.name}: revision {revision or 'none'} {note}", markup=False)
+
+
+def run() -> None:
+    """Entry point for ``python -m ccdcal``."""
+    app(prog_name="ccdcal")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run())  # type: ignore[func-returns-value]

@@ -1,0 +1,46 @@
+"""Exceptions raised by the ccdcal library.
+
+The library raises these; ``ccdcal.cli`` is the one place that turns them into a one-line message and an
+exit status. Every message names the file or value at fault and says what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class CcdcalError(Exception):
+    """Base class of every error ccdcal reports to a user."""
+
+    exit_code = 2
+
+
+class UsageError(CcdcalError):
+    """An option or argument cannot be used as given."""
+
+
+class ConfigError(CcdcalError):
+    """A configuration file or value is invalid."""
+
+
+class CatalogError(CcdcalError):
+    """The catalog database cannot be opened or used."""
+
+
+class NotACatalogError(CatalogError):
+    """The database exists but is not a ccdcal catalog."""
+
+
+class CatalogTooNewError(CatalogError):
+    """The catalog was written by a newer ccdcal than this one."""
+
+
+class FitsFormatError(CcdcalError):
+    """A file is not a readable FITS image (empty, truncated, not FITS, no image HDU)."""
+
+    def __init__(self, reason: str, path: str | None = None) -> None:
+        self.reason = reason
+        self.path = path
+        super().__init__(f"{path}: {reason}" if path else reason)
+
+
+class NotFoundError(CcdcalError):
+    """A path or catalog identifier names nothing ccdcal knows."""

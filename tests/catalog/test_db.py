@@ -1,0 +1,169 @@
+"""Opening catalogs: migrations on SQLite and PostgreSQL, schema checks, run rows."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, select, text
+
+from ccdcal.catalog.db import SCHEMA_HEAD, Catalog, resolve_url, script_head
+from ccdcal.catalog.models import Base, Run
+from ccdcal.errors import CatalogTooNewError, NotACatalogError, NotFoundError
+
+TABLES = {
+    "frames",
+    "header_cards",
+    "masters",
+    "master_inputs",
+    "master_calibrators",
+    "calibrations",
+    "calibration_masters",
+    "runs",
+}
+
+
+def test_schema_head_constant_matches_the_migration_scripts() -> None:
+    assert script_head() == SCHEMA_HEAD
+
+
+def test_resolve_url_takes_paths_urls_and_environment(tmp_path: Path, monkeypatch) -> None:
+    assert resolve_url(tmp_path / "a.db").database == str((tmp_path / "a.db").resolve())
+    assert resolve_url("postgresql+psycopg://u@h/db").get_backend_name() == "postgresql"
+    monkeypatch.setenv("CCDCAL_DB", str(tmp_path / "env.db"))
+    assert resolve_url(None).database == str(tmp_path / "env.db")
+    monkeypatch.delenv("CCDCAL_DB")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_url(None).database == str(tmp_path / "ccdcal.db")
+
+
+def _check_schema(catalog: Catalog) -> None:
+    inspector = inspect(catalog.engine)
+    assert set(inspector.get_table_names()) >= TABLES
+    assert catalog.current_revision() == SCHEMA_HEAD
+    frame_indexes = {ix["name"] for ix in inspector.get_indexes("frames")}
+    assert {"ix_frames_group", "ix_frames_imagetyp", "ix_frames_status", "ix_frames_sha256"} <= (
+        frame_indexes
+    )
+    master_indexes = {ix["name"] for ix in inspector.get_indexes("masters")}
+    assert "ix_masters_match" in master_indexes
+    foreign = {
+        (fk["referred_table"], tuple(fk["constrained_columns"]))
+        for fk in inspector.get_foreign_keys("calibration_masters")
+    }
+    assert ("masters", ("master_id",)) in foreign
+    assert ("calibrations", ("calibration_id",)) in foreign
+
+
+def test_migrations_build_the_schema_from_empty_on_sqlite(tmp_path: Path) -> None:
+    with Catalog(tmp_path / "new.db") as catalog:
+        _check_schema(catalog)
+        with catalog.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 60_000
+
+
+@pytest.mark.postgres
+def test_migrations_build_the_schema_from_empty_on_postgresql(pg_url: str) -> None:
+    with Catalog(pg_url) as catalog:
+        assert catalog.dialect == "postgresql"
+        _check_schema(catalog)
+    with Catalog(pg_url) as again:  # already at head: opens without migrating
+        assert again.current_revision() == SCHEMA_HEAD
+
+
+def test_migration_matches_the_models(tmp_path: Path) -> None:
+    """The tables Alembic builds have the columns the models declare (create_all only for comparison)."""
+    from sqlalchemy import create_engine
+
+    reference = create_engine(f"sqlite:///{tmp_path / 'models.db'}")
+    Base.metadata.create_all(reference)
+    with Catalog(tmp_path / "migrated.db") as catalog:
+        migrated, modelled = inspect(catalog.engine), inspect(reference)
+        for table in TABLES:
+            assert [c["name"] for c in migrated.get_columns(table)] == [
+                c["name"] for c in modelled.get_columns(table)
+            ], table
+            assert {i["name"] for i in migrated.get_indexes(table)} == {
+                i["name"] for i in modelled.get_indexes(table)
+            }, table
+    reference.dispose()
+
+
+def test_an_older_catalog_is_upgraded_on_open(tmp_path: Path) -> None:
+    from alembic import command
+
+    from ccdcal.catalog.db import _alembic_config, make_engine
+
+    engine = make_engine(tmp_path / "old.db")
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0001")
+    engine.dispose()
+    with Catalog(tmp_path / "old.db") as catalog:
+        assert catalog.current_revision() == SCHEMA_HEAD
+
+
+def test_a_non_sqlite_file_is_not_a_catalog(tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.db"
+    bogus.write_text("these are my observing notes, not a database\n" * 100)
+    with pytest.raises(NotACatalogError, match=r"notes\.db is not a ccdcal catalog"):
+        Catalog(bogus)
+    assert bogus.read_text().startswith("these are my observing notes")
+
+
+def test_a_foreign_sqlite_database_is_not_a_catalog(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE stars (name TEXT)")
+    with pytest.raises(NotACatalogError, match=r"holds other tables: stars"):
+        Catalog(other)
+
+
+def test_a_catalog_from_a_newer_ccdcal_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    Catalog(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(CatalogTooNewError, match=r"revision 9999, newer than ccdcal"):
+        Catalog(path)
+
+
+def test_checking_a_missing_catalog_does_not_create_it(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="no catalog at"):
+        Catalog(tmp_path / "absent.db", upgrade=False)
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_run_rows_record_versions_status_and_summary(catalog: Catalog) -> None:
+    with catalog.run("ingest", {"paths": ["/x"]}) as run:
+        run.summary = {"new": 3}
+    with pytest.raises(RuntimeError), catalog.run("ingest", {}):
+        raise RuntimeError("boom")
+    with catalog.session() as session:
+        rows = session.scalars(select(Run).order_by(Run.id)).all()
+    assert [(r.command, r.status) for r in rows] == [("ingest", "ok"), ("ingest", "failed")]
+    first = rows[0]
+    assert first.arguments == {"paths": ["/x"]}
+    assert first.summary == {"new": 3}
+    for version in (first.ccdcal_version, first.astropy_version, first.numpy_version, first.ccdproc_version):
+        assert version
+    assert first.host
+    assert first.finished_at >= first.started_at
+
+
+def test_sessions_roll_back_on_error(catalog: Catalog) -> None:
+    insert_run = text(
+        "INSERT INTO runs (command, arguments, started_at, status, ccdcal_version) "
+        "VALUES ('x', '{}', CURRENT_TIMESTAMP, 'ok', '0')"
+    )
+
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort), catalog.session() as session:  # noqa: PT012
+        session.execute(insert_run)
+        raise Abort
+    with catalog.session() as session:
+        assert session.scalars(select(Run)).all() == []

@@ -1,0 +1,74 @@
+"""Fixtures shared by the whole suite: real-data locations and a fresh migrated catalog per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_DATA = ROOT / "tests" / "data"
+SHARED_REAL = ROOT.parent / "shared" / "data" / "real"
+
+
+def real_set(name: str) -> Path:
+    """The folder of one real data set: in tests/data when copied there, else in ../shared (or skip)."""
+    local = TEST_DATA / name
+    if local.is_dir():
+        return local
+    shared = SHARED_REAL / name
+    if not shared.is_dir():
+        pytest.skip(f"real data set {name} not found at {shared} (../shared is absent)")
+    return shared
+
+
+@pytest.fixture
+def real_data() -> Path:
+    """The ../shared/data/real folder (skips when absent)."""
+    if not SHARED_REAL.is_dir():
+        pytest.skip(f"{SHARED_REAL} is absent")
+    return SHARED_REAL
+
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _pg_admin_url() -> str:
+    import os
+
+    return os.environ.get("CCDCAL_TEST_PG", PG_URL)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards); skips with the reason."""
+    import uuid
+
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    pytest.importorskip("psycopg", reason="psycopg (the postgres extra) is not installed")
+    admin = sqlalchemy.create_engine(_pg_admin_url(), isolation_level="AUTOCOMMIT")
+    name = f"ccdcal_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sqlalchemy.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"no PostgreSQL server reachable at {_pg_admin_url()}: {exc.orig}")
+    url = sqlalchemy.make_url(_pg_admin_url()).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Iterator[Any]:
+    """A fresh catalog migrated to head, in tmp_path."""
+    from ccdcal.catalog.db import Catalog
+
+    with Catalog(tmp_path / "ccdcal.db") as cat:
+        yield cat

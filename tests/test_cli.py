@@ -1,0 +1,154 @@
+"""The command line: exact exit codes and messages (library errors become messages in one place)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ccdcal import __version__
+from ccdcal.cli import app
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def raw(tmp_path: Path) -> Path:
+    import numpy as np
+    from astropy.io import fits
+
+    root = tmp_path / "raw"
+    for kind, folder in (("BIAS", "BIAS"), ("DARK", "DARK"), ("LIGHT", "LIGHT")):
+        (root / folder).mkdir(parents=True)
+        for i in range(2):
+            header = fits.Header({"IMAGETYP": kind, "EXPTIME": 0.0 if kind == "BIAS" else 30.0})
+            data = np.full((4, 6), 1000 + i, dtype=np.uint16)
+            fits.PrimaryHDU(data, header).writeto(root / folder / f"{kind.lower()}_{i}.fits")
+    return root
+
+
+def test_version(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["--version"])
+    assert (result.exit_code, result.output) == (0, f"ccdcal {__version__}\n")
+
+
+def test_python_dash_m_works(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ccdcal", "--version"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert (done.returncode, done.stdout) == (0, f"ccdcal {__version__}\n")
+
+
+def test_ingest_prints_a_summary(runner: CliRunner, tmp_path: Path, raw: Path) -> None:
+    db = tmp_path / "c.db"
+    result = runner.invoke(app, ["--db", str(db), "ingest", str(raw)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        f"Catalog {db} (run 1): 6 new, 0 changed, 0 unchanged, 0 missing, 0 rejected\n"
+        "Frames under these paths: bias 2, dark 2, light 2\n"
+    )
+    again = runner.invoke(app, ["--db", str(db), "ingest", str(raw)])
+    assert again.stdout.startswith(f"Catalog {db} (run 2): 0 new, 0 changed, 6 unchanged,")
+
+
+def test_ingest_exits_1_and_lists_rejected_files(runner: CliRunner, tmp_path: Path, raw: Path) -> None:
+    (raw / "LIGHT" / "broken.fits").write_bytes(b"")
+    result = runner.invoke(app, ["--db", str(tmp_path / "c.db"), "ingest", str(raw)])
+    assert result.exit_code == 1
+    assert result.stderr == f"Rejected (1):\n  {raw / 'LIGHT' / 'broken.fits'}: empty file (0 bytes)\n"
+    assert "7 new" in result.stdout
+
+
+def test_ingest_json(runner: CliRunner, tmp_path: Path, raw: Path) -> None:
+    result = runner.invoke(app, ["--db", str(tmp_path / "c.db"), "ingest", "--json", str(raw)])
+    data = json.loads(result.stdout)
+    assert data["new"] == 6
+    assert data["by_type"] == {"bias": 2, "dark": 2, "light": 2}
+    assert data["rejected"] == []
+
+
+def test_db_from_environment(runner: CliRunner, tmp_path: Path, raw: Path) -> None:
+    db = tmp_path / "env.db"
+    result = runner.invoke(app, ["ingest", str(raw)], env={"CCDCAL_DB": str(db)})
+    assert result.exit_code == 0
+    assert db.exists()
+
+
+def test_missing_path_is_exit_2(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--db", str(tmp_path / "c.db"), "ingest", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {tmp_path / 'nope'}: no such file or folder; check the path\n"
+
+
+def test_not_a_catalog_is_exit_2_without_traceback(runner: CliRunner, tmp_path: Path, raw: Path) -> None:
+    bogus = tmp_path / "photo.db"
+    bogus.write_bytes(b"\x89PNG not a database" * 100)
+    result = runner.invoke(app, ["--db", str(bogus), "ingest", str(raw)])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: {bogus} is not a ccdcal catalog (not an SQLite database); choose another --db\n"
+    )
+
+
+def test_newer_catalog_is_exit_2(runner: CliRunner, tmp_path: Path, raw: Path) -> None:
+    db = tmp_path / "c.db"
+    runner.invoke(app, ["--db", str(db), "ingest", str(raw)])
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'ffff'")
+    result = runner.invoke(app, ["--db", str(db), "status"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: {db} is at schema revision ffff, newer than ccdcal {__version__} knows (up to 0001); "
+        "upgrade ccdcal to use this catalog\n"
+    )
+
+
+def test_bad_imagetyp_option_is_exit_2(runner: CliRunner, tmp_path: Path, raw: Path) -> None:
+    result = runner.invoke(app, ["--db", str(tmp_path / "c.db"), "ingest", "--imagetyp", "sky", str(raw)])
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --imagetyp 'sky': use one of bias, dark, flat, light\n"
+
+
+def test_status_json_lists_groups(runner: CliRunner, tmp_path: Path, raw: Path) -> None:
+    db = str(tmp_path / "c.db")
+    runner.invoke(app, ["--db", db, "ingest", str(raw)])
+    (raw / "BIAS" / "bias_1.fits").unlink()
+    runner.invoke(app, ["--db", db, "ingest", str(raw)])
+    result = runner.invoke(app, ["--db", db, "status", "--json"])
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["frames"] == {"ok": {"bias": 1, "dark": 2, "light": 2}, "missing": {"bias": 1}}
+    assert [g["n"] for g in data["groups"]["dark"]] == [2]
+    assert data["groups"]["dark"][0]["exptime"] == 30.0
+    assert data["missing"] == [str(raw / "BIAS" / "bias_1.fits")]
+    text = runner.invoke(app, ["--db", db, "status"])
+    assert text.exit_code == 0
+    assert "dark groups" in text.stdout
+    assert f"Missing (1):\n  {raw / 'BIAS' / 'bias_1.fits'}\n" in text.stdout
+
+
+def test_db_current_and_upgrade(runner: CliRunner, tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    missing = runner.invoke(app, ["--db", str(db), "db", "current"])
+    assert missing.exit_code == 2
+    assert missing.stderr == f"Error: no catalog at {db}; check --db or run `ccdcal ingest` first\n"
+    up = runner.invoke(app, ["--db", str(db), "db", "upgrade"])
+    assert (up.exit_code, up.stdout) == (0, f"{db} upgraded from empty to 0001\n")
+    current = runner.invoke(app, ["--db", str(db), "db", "current"])
+    assert (current.exit_code, current.stdout) == (0, f"{db}: revision 0001 (head)\n")
+    again = runner.invoke(app, ["--db", str(db), "db", "upgrade"])
+    assert again.stdout == f"{db} is at revision 0001 (up to date)\n"
+
+
+def test_unknown_command_is_usage_error(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["frobnicate"])
+    assert result.exit_code == 2
+    assert "No such command 'frobnicate'" in result.stderr
