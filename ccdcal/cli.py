@@ -23,7 +23,13 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from ccdcal._version import __version__
+from ccdcal.catalog.db import SCHEMA_HEAD, Catalog
 from ccdcal.errors import CcdcalError
+from ccdcal.ingest.core import ingest as ingest_paths
+from ccdcal.status import catalog_status
+
+# The numerical stack (numpy, astropy) is imported by the commands that need it, so that catalog
+# commands and --help start quickly.
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -68,9 +74,7 @@ class State:
     def quiet(self) -> bool:
         return self.verbosity < 0
 
-    def catalog(self, *, upgrade: bool = True) -> Any:
-        from ccdcal.catalog.db import Catalog
-
+    def catalog(self, *, upgrade: bool = True) -> Catalog:
         return Catalog(self.db, upgrade=upgrade)
 
 
@@ -157,11 +161,9 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Catalogue raw FITS frames: every header card, normalised keys, hashes. Incremental."""
-    from ccdcal.ingest.core import ingest as run_ingest
-
     state = _state(ctx)
     with state.catalog() as catalog, _progress(state, "Reading headers") as progress:
-        summary = run_ingest(
+        summary = ingest_paths(
             catalog,
             paths,
             imagetyp=imagetyp.lower() if imagetyp else None,
@@ -201,8 +203,6 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """What is catalogued: frames by type and group, unclassified, rejected and missing files."""
-    from ccdcal.status import catalog_status
-
     state = _state(ctx)
     with state.catalog() as catalog:
         report = catalog_status(catalog)
@@ -260,8 +260,6 @@ def simulate(
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Upgrade the catalog's schema to this ccdcal's revision (also done on every open)."""
-    from ccdcal.catalog.db import SCHEMA_HEAD
-
     state = _state(ctx)
     with state.catalog() as catalog:
         before = catalog.revision_on_open
@@ -278,8 +276,6 @@ def db_upgrade(ctx: typer.Context) -> None:
 @db_app.command("current")
 def db_current(ctx: typer.Context) -> None:
     """Show the catalog's schema revision."""
-    from ccdcal.catalog.db import SCHEMA_HEAD
-
     state = _state(ctx)
     with state.catalog(upgrade=False) as catalog:
         revision = catalog.current_revision()

@@ -22,7 +22,6 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
-    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -130,12 +129,13 @@ class HeaderCard(Base):
     """One header card of a frame's image HDU, as it is in the file now."""
 
     __tablename__ = "header_cards"
-    __table_args__ = (UniqueConstraint("frame_id", "hdu", "position"),)
+    # Stored in primary-key order on SQLite (WITHOUT ROWID): a frame's cards are one contiguous range,
+    # and a bulk ingest appends instead of maintaining a separate rowid tree.
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id", ondelete="CASCADE"))
-    hdu: Mapped[int] = mapped_column(Integer)
-    position: Mapped[int] = mapped_column(Integer)
+    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True)
+    hdu: Mapped[int] = mapped_column(Integer, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
     keyword: Mapped[str] = mapped_column(String(72), index=True)
     value: Mapped[str | None] = mapped_column(Text)
     value_num: Mapped[float | None] = mapped_column(Float)

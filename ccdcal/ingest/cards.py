@@ -225,8 +225,17 @@ class _SlowCard:
         """(value text, value_num, Python type astropy gives); raises _Unparsable or ValueError."""
         if self.keyword.upper() in _COMMENTARY or self.invalid:
             return self.image[8:].rstrip(), None, str
-        if self.rvkc_number is not None:
-            return self.rvkc_number, float(self.rvkc_number.translate(_DE)), float
+        number = self.rvkc_number
+        if number is None and (self.hierarch or self.keyword == "CONTINUE"):
+            # astropy's _parse_value looks for a record-valued card again, with '= ' allowed up
+            # to column 10 (it then renames the card; we keep the keyword it gave first).
+            index = self.image.find("= ")
+            rest = self.image[index + 2 :].lstrip()
+            if 0 <= index <= 9 and rest[:1] == "'" and rest.find(": ") >= 2:
+                m = _RVKC_KEYWORD_VAL_COMM_RE.match(rest)
+                number = m.group("val") if m else None
+        if number is not None:
+            return number, float(number.translate(_DE)), float
         m = _VALUE_NFSC_RE.match(self.split()[1])
         if m is None:
             raise _Unparsable(self.keyword)

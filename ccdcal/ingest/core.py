@@ -276,25 +276,46 @@ def _write_batch(
         session.execute(delete(HeaderCard).where(HeaderCard.frame_id == previous.id))
         new_cards.append((previous.id, record.hdu or 0, record.cards))
     if new_rows:
-        ids = session.scalars(insert(Frame).returning(Frame.id, sort_by_parameter_order=True), new_rows).all()
+        inserted = session.connection().execute(
+            insert(Frame).returning(Frame.id, sort_by_parameter_order=True), new_rows
+        )
+        ids = inserted.scalars().all()
         new_cards.extend(
             (frame_id, hdu, cards) for frame_id, (hdu, cards) in zip(ids, pending_cards, strict=True)
         )
-    card_rows = [
-        {
-            "frame_id": frame_id,
-            "hdu": hdu,
-            "position": position,
-            "keyword": card[0],
-            "value": card[1],
-            "value_num": card[2],
-            "comment": card[3],
-        }
-        for frame_id, hdu, cards in new_cards
+    _insert_cards(session, new_cards)
+
+
+#: Columns of ``header_cards`` in the order :func:`_insert_cards` writes them.
+_CARD_COLUMNS = ("frame_id", "hdu", "position", "keyword", "value", "value_num", "comment")
+
+
+def _insert_cards(session: Session, cards_by_frame: list[tuple[int, int, list[Any]]]) -> None:
+    """Bulk-insert header cards: the hot path of a first ingest (hundreds of thousands of rows).
+
+    SQLAlchemy's executemany builds a parameter dict per row, which costs more than SQLite's insert
+    itself; here rows go to the driver as plain tuples (PostgreSQL: ``COPY``). Values stay parameters.
+    """
+    rows = [
+        (frame_id, hdu, position, *card)
+        for frame_id, hdu, cards in cards_by_frame
         for position, card in enumerate(cards)
     ]
-    if card_rows:
-        session.execute(insert(HeaderCard), card_rows)
+    if not rows:
+        return
+    connection = session.connection()
+    columns = ", ".join(_CARD_COLUMNS)
+    if connection.dialect.name == "postgresql":
+        dbapi: Any = connection.connection.dbapi_connection
+        with dbapi.cursor() as cursor, cursor.copy(f"COPY header_cards ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    if connection.dialect.paramstyle != "qmark":  # pragma: no cover - other drivers: the portable path
+        connection.execute(insert(HeaderCard), [dict(zip(_CARD_COLUMNS, r, strict=True)) for r in rows])
+        return
+    marks = ", ".join("?" * len(_CARD_COLUMNS))
+    connection.exec_driver_sql(f"INSERT INTO header_cards ({columns}) VALUES ({marks})", rows)
 
 
 def _frame_values(record: FrameRecord, forced: str | None, run_id: int, now: Any) -> dict[str, Any]:

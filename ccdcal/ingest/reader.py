@@ -69,14 +69,17 @@ def read_frame(task: ReadTask) -> FrameRecord:
     try:
         if data[:2] == _GZIP_MAGIC:
             info = _gzip_image_header(data)
+            values = header_values(info.cards)
         else:
             info = find_image_header(data)
-            _check_data_present(info, len(data))
+            values = header_values(info.cards)
+            if not info.compressed:
+                _check_data_present(values, info.data_offset, len(data))
         if info.compressed:
             info = _astropy_image_header(path, info.hdu)
+            values = header_values(info.cards)
     except FitsFormatError as exc:
         return _rejected(path, size, mtime, digest, exc.reason)
-    values = header_values(info.cards)
     naxis = values.get("NAXIS")
     if isinstance(naxis, int) and naxis > 2 and _true_cube(values, naxis):
         return _rejected(
@@ -116,10 +119,10 @@ def _data_bytes(values: dict[str, Any]) -> int:
     return abs(bitpix) // 8 * gcount * (pcount + count)
 
 
-def _check_data_present(info: HeaderInfo, available: int) -> None:
-    needed = _data_bytes(header_values(info.cards))
-    if info.data_offset + needed > available:
-        missing = info.data_offset + needed - available
+def _check_data_present(values: dict[str, Any], data_offset: int, available: int) -> None:
+    needed = _data_bytes(values)
+    if data_offset + needed > available:
+        missing = data_offset + needed - available
         raise FitsFormatError(
             f"truncated data: the header promises {needed} bytes of pixels, "
             f"{missing} are missing (an interrupted copy or download?)"

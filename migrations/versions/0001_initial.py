@@ -202,7 +202,6 @@ def upgrade() -> None:
 
     op.create_table(
         "header_cards",
-        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("frame_id", sa.Integer(), nullable=False),
         sa.Column("hdu", sa.Integer(), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
@@ -216,10 +215,8 @@ def upgrade() -> None:
             name=op.f("fk_header_cards_frame_id_frames"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_header_cards")),
-        sa.UniqueConstraint(
-            "frame_id", "hdu", "position", name=op.f("uq_header_cards_frame_id_hdu_position")
-        ),
+        sa.PrimaryKeyConstraint("frame_id", "hdu", "position", name=op.f("pk_header_cards")),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("header_cards", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_header_cards_keyword"), ["keyword"], unique=False)

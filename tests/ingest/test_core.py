@@ -337,3 +337,27 @@ def test_raw_files_are_not_modified(catalog: Catalog, night: Path) -> None:
 def test_a_missing_path_is_a_usage_error(catalog: Catalog, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"nowhere: no such file or folder; check the path"):
         ingest(catalog, [tmp_path / "nowhere"])
+
+
+@pytest.mark.postgres
+def test_postgresql_catalog_stores_the_same_rows(pg_url: str, tmp_path: Path, night: Path) -> None:
+    def snapshot(catalog: Catalog) -> list[tuple]:
+        ingest(catalog, [night])
+        with catalog.session() as session:
+            return [
+                tuple(r)
+                for r in session.execute(
+                    select(
+                        Frame.path, Frame.imagetyp, HeaderCard.position, HeaderCard.keyword, HeaderCard.value
+                    )
+                    .join(Frame, Frame.id == HeaderCard.frame_id)
+                    .order_by(Frame.path, HeaderCard.position)
+                )
+            ]
+
+    with Catalog(pg_url) as pg, Catalog(tmp_path / "lite.db") as lite:
+        rows = snapshot(pg)
+        assert rows == snapshot(lite)
+        assert len(rows) > 9 * 6
+        again = ingest(pg, [night])
+        assert (again.new, again.unchanged) == (0, 9)
