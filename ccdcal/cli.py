@@ -214,17 +214,40 @@ def status(
     for status_name in sorted(totals):
         parts = ", ".join(f"{k} {n}" for k, n in sorted(totals[status_name].items()))
         out.print(f"  {status_name}: {parts}", markup=False)
+    table = Table(box=None, title="Groups of usable frames", title_justify="left", pad_edge=False)
+    for column in (
+        "type",
+        "instrument",
+        "bin",
+        "gain",
+        "offset",
+        "mode",
+        "size",
+        "temp",
+        "exptime",
+        "filter",
+    ):
+        table.add_column(column)
+    table.add_column("frames", justify="right")
     for kind, groups in report["groups"].items():
-        if not groups:
-            continue
-        keys = report["group_keys"][kind]
-        table = Table(title=f"{kind} groups", title_justify="left")
-        for key in keys:
-            table.add_column(key)
-        table.add_column("frames", justify="right")
         for group in groups:
-            table.add_row(*("" if group[k] is None else str(group[k]) for k in keys), str(group["n"]))
-        out.print(table)
+            table.add_row(
+                kind,
+                _text(group["instrument"]),
+                f"{_text(group['xbinning'])}x{_text(group['ybinning'])}",
+                _text(group["gain"]),
+                _text(group["offset"]),
+                _text(group["readout_mode"]),
+                f"{_text(group['naxis1'])}x{_text(group['naxis2'])}",
+                _text(group["temp_key"]),
+                _text(group["exptime"]) if "exptime" in group else "",
+                _text(group["filter"]) if "filter" in group else "",
+                str(group["n"]),
+            )
+    if table.row_count:
+        # In a pipe, lay the table out wide rather than wrapping it at 80 columns.
+        wide = out if out.is_terminal else Console(file=out.file, width=200, highlight=False)
+        wide.print(table)
     for title, key in (
         ("Unclassified (use ingest --imagetyp)", "unclassified"),
         ("Missing", "missing"),
@@ -238,6 +261,15 @@ def status(
             out.print(f"{title} ({len(report[key])}):", markup=False)
             for item in report[key]:
                 out.print(f"  {item['path']}: {item['reason']}", markup=False)
+
+
+def _text(value: Any) -> str:
+    """A group key for display: ``NA`` when absent, whole numbers without ``.0``."""
+    if value is None:
+        return "NA"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 @app.command()

@@ -131,7 +131,8 @@ def test_status_json_lists_groups(runner: CliRunner, tmp_path: Path, raw: Path) 
     assert data["missing"] == [str(raw / "BIAS" / "bias_1.fits")]
     text = runner.invoke(app, ["--db", db, "status"])
     assert text.exit_code == 0
-    assert "dark groups" in text.stdout
+    assert "dark   ZWO" not in text.stdout
+    assert "Groups of usable frames" in text.stdout
     assert f"Missing (1):\n  {raw / 'BIAS' / 'bias_1.fits'}\n" in text.stdout
 
 
