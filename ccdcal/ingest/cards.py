@@ -42,6 +42,20 @@ A string value that reads ``T`` or ``F``, or a complex value, is returned as a p
 value apart from a boolean or a string without changing the tuple. Once the card has been through
 the database the subclass is lost: ``'T'``/``'F'`` then read as booleans and a complex number reads
 as a string.
+
+Where this deliberately differs from astropy
+--------------------------------------------
+* When extensions follow a primary header that has no EXTEND card, ``fits.open`` adds
+  ``EXTEND = T`` to it (and changes ``EXTEND = F`` to T). We store the cards that are in the file.
+* A card whose value astropy cannot read keeps only its raw text. astropy would also guess a
+  comment from the first '/'; we keep no comment.
+* astropy renames a CONTINUE or HIERARCH card that looks record-valued (``'AXIS.1: 1'``) only after
+  its value has been read. We keep the keyword astropy gives first.
+* A number's text has its inner blanks removed (``'- 5'`` becomes ``'-5'``) so that ``int()`` and
+  ``float()`` accept it. :func:`header_values` gives an int for a record-valued card whose number
+  is an integer, where astropy gives a float.
+* astropy refuses a header whose last 2880-byte block is cut short. We return the cards, and the
+  caller checks the file size.
 """
 
 from __future__ import annotations
@@ -480,8 +494,18 @@ def parse_header(buf: bytes, offset: int = 0) -> tuple[list[Card], int]:
     return cards, offset + blocks * BLOCK
 
 
-def _int_keyword(values: dict[str, HeaderValue], keyword: str, where: str, default: int = -1) -> int:
+def _structural(values: dict[str, HeaderValue], keyword: str, default: int | None) -> HeaderValue:
+    """A structural keyword's value. A card that a CONTINUE card follows is merged with it and
+    unreadable (astropy raises), but fits.open sizes the data from the first card alone
+    (_BasicHeader), and so do we: its text starts with that card's columns 9-80."""
     value = values.get(keyword, default)
+    if isinstance(value, str) and value[:1] == "=" and len(value) > 72 and len(keyword) <= 8:
+        value = header_values(_parse_cards(f"{keyword:8}{value[:72]}")).get(keyword)
+    return value
+
+
+def _int_keyword(values: dict[str, HeaderValue], keyword: str, where: str, default: int = -1) -> int:
+    value = _structural(values, keyword, default)
     if type(value) is not int or value < 0:
         state = "missing" if keyword not in values else f"{value!r}, not a non-negative integer"
         raise FitsFormatError(f"{where}: {keyword} is {state}")
@@ -495,7 +519,7 @@ def _data_size(values: dict[str, HeaderValue], where: str) -> tuple[int, bool]:
         return 0, False
     if naxis > 999:
         raise FitsFormatError(f"{where}: NAXIS is {naxis}, more than 999")
-    bitpix = values.get("BITPIX")
+    bitpix = _structural(values, "BITPIX", None)
     if type(bitpix) is not int or bitpix not in (8, 16, 32, 64, -32, -64):
         state = "missing" if bitpix is None else f"{bitpix!r}"
         raise FitsFormatError(f"{where}: BITPIX is {state}, not 8, 16, 32, 64, -32 or -64")
@@ -609,7 +633,7 @@ def header_values(cards: list[Card]) -> dict[str, HeaderValue]:
 # --------------------------------------------------------------------------------------------
 
 
-def _format_float(value: float) -> str:
+def _format_float(value: Any) -> str:
     """astropy.io.fits.card._format_float: how astropy writes a float it formats itself."""
     text = str(value).replace("e", "E")
     if len(text) > 20:
@@ -619,16 +643,17 @@ def _format_float(value: float) -> str:
 
 
 def _astropy_number_text(card: Any, value: Any) -> str:
-    """The value text of an astropy numeric card: as written when read from a file."""
+    """The value text of an astropy numeric card: as written when it was read from a file, else
+    as astropy writes it (numpy scalars included)."""
     if card.field_specifier is not None:  # record-valued keyword card: 'AXIS.1: 1'
         return str(card.rawvalue).split(":", 1)[1].strip()
     written = getattr(card, "_valuestring", None)
     if written:
         return str(written).replace(" ", "")
-    if isinstance(value, complex):
+    if isinstance(value, complex) or type(value).__name__.startswith("complex"):
         return f"({_format_float(value.real)}, {_format_float(value.imag)})"
     if isinstance(value, float) or type(value).__name__.startswith("float"):
-        return _format_float(float(value))
+        return _format_float(value)
     return str(int(value))
 
 
@@ -656,12 +681,13 @@ def cards_from_astropy(header: Any) -> list[Card]:
             out.append((keyword, None, None, comment))
         elif isinstance(value, str):
             out.append((keyword, _mark(value, str), None, comment))
-        elif isinstance(value, bool) or type(value).__name__ == "bool_":
+        elif isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):
             out.append((keyword, "T" if value else "F", None, comment))
         elif isinstance(value, complex) or type(value).__name__.startswith("complex"):
-            text = _astropy_number_text(card, complex(value))
+            text = _astropy_number_text(card, value)
             out.append((keyword, _ComplexValue(text), None, comment))
         else:
+            # value_num from the text, as the parser does (a float32 0.1 is written '0.1')
             text = _astropy_number_text(card, value)
-            out.append((keyword, text, float(value), comment))
+            out.append((keyword, text, float(text.translate(_DE)), comment))
     return out
