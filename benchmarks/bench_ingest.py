@@ -14,7 +14,7 @@ Run: ``.venv/bin/python benchmarks/bench_ingest.py [--files N] [--jobs J] [--kee
 from __future__ import annotations
 
 import argparse
-import os
+import gc
 import shutil
 import statistics
 import subprocess
@@ -136,7 +136,7 @@ def command_seconds(args: list[str], repeat: int = 3) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--files", type=int, default=3000)
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--jobs", type=int, default=None, help="reader processes (default: ccdcal's)")
     parser.add_argument("--keep", type=Path, help="build the tree here and keep it")
     args = parser.parse_args()
 
@@ -165,6 +165,8 @@ def main() -> None:
         warnings.simplefilter("ignore")
         t_ifc, collection = timed(ImageFileCollection, str(flat), keywords="*")
     print(f"ccdproc ImageFileCollection(keywords='*'): {t_ifc:7.2f} s  ({len(collection.summary)} rows)")
+    del collection
+    gc.collect()
 
     db = work / "bench.db"
     for suffix in ("", "-wal", "-shm"):

@@ -78,7 +78,7 @@ def calibrated_name(raw_path: str | Path) -> str:
 
 
 def versioned(folder: Path, name: str, taken: set[str] | None = None) -> Path:
-    """``folder/name``, or ``name`` with ``_v2``, ``_v3`` ... when that file (or a name in ``taken``) exists."""
+    """``folder/name``, or with ``_v2``, ``_v3`` ... when that file (or a name in ``taken``) exists."""
     taken = taken or set()
     stem, suffix = name[: -len(".fits")], ".fits"
     candidate = folder / name

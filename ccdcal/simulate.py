@@ -454,9 +454,7 @@ def _star_positions(
             break
         y = float(rng.uniform(margin, shape[0] - 1 - margin))
         x = float(rng.uniform(margin, shape[1] - 1 - margin))
-        if all(
-            math.hypot(y - oy, x - ox) >= STAR_MIN_SEPARATION for oy, ox in zip(ys, xs, strict=True)
-        ):
+        if all(math.hypot(y - oy, x - ox) >= STAR_MIN_SEPARATION for oy, ox in zip(ys, xs, strict=True)):
             ys.append(y)
             xs.append(x)
     return np.array(ys, dtype=np.float64), np.array(xs, dtype=np.float64)
@@ -472,8 +470,7 @@ def _fixed_patterns(shape: tuple[int, int], rng: np.random.Generator) -> _Fixed:
     lo, hi = math.log(HOT_RATE_RANGE[0]), math.log(HOT_RATE_RANGE[1])
     hot_rates = np.exp(rng.uniform(lo, hi, flat_index.size))
     hot_pixels = sorted(
-        (int(i // nx), int(i % nx), round(float(r), 4))
-        for i, r in zip(flat_index, hot_rates, strict=True)
+        (int(i // nx), int(i % nx), round(float(r), 4)) for i, r in zip(flat_index, hot_rates, strict=True)
     )
     dark_rate = dark_rate_map(shape, DARK_CURRENT, hot_pixels)
 
@@ -518,8 +515,7 @@ def _fixed_patterns(shape: tuple[int, int], rng: np.random.Generator) -> _Fixed:
         "dust": dust,
         "prnu_sigma": PRNU_SIGMA,
         "stars": [
-            (float(y), float(x), float(r))
-            for y, x, r in zip(star_ys, star_xs, star_rates, strict=True)
+            (float(y), float(x), float(r)) for y, x, r in zip(star_ys, star_xs, star_rates, strict=True)
         ],
         "star_fwhm": STAR_FWHM,
         "star_sigma": sigma,
@@ -543,9 +539,7 @@ def _light_filters(n_light: int) -> list[str]:
     return ["R"] * n_first + ["Ha"] * (n_light - n_first)
 
 
-def _plan(
-    n_bias: int, n_dark: int, n_flat: int, n_light: int, rng: np.random.Generator
-) -> list[_Frame]:
+def _plan(n_bias: int, n_dark: int, n_flat: int, n_light: int, rng: np.random.Generator) -> list[_Frame]:
     """Every exposure in time order: bias, darks, flats at dusk; lights through the night."""
     frames: list[_Frame] = []
     t = _after(BIAS_START, 0.0, rng)
@@ -733,9 +727,7 @@ def _check_arguments(
         or any(isinstance(n, bool) or not isinstance(n, int | np.integer) for n in shape)
         or min(shape) < _MIN_SIDE
     ):
-        raise UsageError(
-            f"shape must be two integers of at least {_MIN_SIDE} pixels, not {shape!r}"
-        )
+        raise UsageError(f"shape must be two integers of at least {_MIN_SIDE} pixels, not {shape!r}")
     for name, count in counts.items():
         if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 0:
             raise UsageError(f"{name} must be a non-negative integer, not {count!r}")
@@ -747,9 +739,7 @@ def _prepare_root(directory: Path | str) -> Path:
     root = Path(directory).expanduser().resolve()
     if root.exists():
         if not root.is_dir():
-            raise UsageError(
-                f"{root} exists and is not a directory: choose a new folder to simulate into"
-            )
+            raise UsageError(f"{root} exists and is not a directory: choose a new folder to simulate into")
         if any(root.iterdir()):
             raise UsageError(f"{root} is not empty: choose a new or empty folder to simulate into")
     try:

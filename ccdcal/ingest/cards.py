@@ -61,6 +61,7 @@ Where this deliberately differs from astropy
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 from typing import Any, NamedTuple
 
 from ccdcal.errors import FitsFormatError
@@ -555,7 +556,7 @@ def find_image_header(buf: bytes) -> HeaderInfo:
     cards, end = parse_header(buf, 0)
     if not cards or cards[0][0] != "SIMPLE":
         raise FitsFormatError("not a FITS file (does not start with SIMPLE =)")
-    size, is_image = _data_size(header_values(cards), "primary HDU")
+    size, is_image = _data_size(header_values(cards, STRUCTURAL_KEYS), "primary HDU")
     if is_image:
         return HeaderInfo(0, cards, end, size, False)
     compressed: HeaderInfo | None = None
@@ -564,7 +565,7 @@ def find_image_header(buf: bytes) -> HeaderInfo:
     try:
         while pos < len(buf) and bytes(buf[pos : pos + 8]) == b"XTENSION":
             cards, end = parse_header(buf, pos)
-            values = header_values(cards)
+            values = header_values(cards, STRUCTURAL_KEYS)
             size, is_image = _data_size(values, f"extension {index}")
             xtension = values.get("XTENSION")
             if is_image and xtension == "IMAGE":
@@ -597,16 +598,24 @@ def _complex(text: str) -> complex:
     return parts[0] + parts[1] * 1j
 
 
-def header_values(cards: list[Card]) -> dict[str, HeaderValue]:
+#: The keywords that describe an HDU's structure (enough for :func:`find_image_header`).
+STRUCTURAL_KEYS = frozenset(
+    {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "ZIMAGE", "EXTEND"}
+    | {f"NAXIS{axis}" for axis in range(1, 1000)}
+)
+
+
+def header_values(cards: list[Card], keys: Container[str] | None = None) -> dict[str, HeaderValue]:
     """Typed values by keyword, first occurrence wins (as astropy's header[kw]): str for strings,
     bool for T/F, int for integers, float for reals, complex for complex values, None for
     undefined; commentary cards (COMMENT, HISTORY, blank keyword) excluded.
 
     A card that astropy cannot parse comes back as its raw text (astropy would raise).
+    With ``keys``, only those keywords are converted (ingest needs a few dozen of ~200).
     """
     out: dict[str, HeaderValue] = {}
     for keyword, value, num, _comment in cards:
-        if keyword in out or keyword.upper() in _COMMENTARY:
+        if keyword in out or (keys is not None and keyword not in keys) or keyword.upper() in _COMMENTARY:
             continue
         typed: HeaderValue
         if value is None:

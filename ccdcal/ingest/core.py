@@ -13,16 +13,17 @@ The order of work, top to bottom in :func:`ingest`:
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import PurePath
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog
@@ -37,8 +38,8 @@ Progress = Callable[[int, int], None]
 
 # Files written per transaction.
 BATCH = 250
-# Fewer files than this are read in-process: starting workers would cost more than it saves.
-MIN_FILES_FOR_WORKERS = 48
+# Files at least this large on average are read by several threads (see reader_threads).
+LARGE_FILE = 1 << 20
 
 
 @dataclass
@@ -107,7 +108,8 @@ def ingest(
         Force this kind (``bias``, ``dark``, ``flat``, ``light``) on every file under ``paths``, including
         files already catalogued; recorded as ``imagetyp_source = 'forced'``.
     jobs
-        Worker processes reading headers (default: all cores).
+        Threads reading and hashing files (default: chosen from the files' sizes, see
+        :func:`reader_threads`).
     progress
         Called with (files read, files to read).
 
@@ -129,6 +131,7 @@ def ingest(
         with catalog.session() as session:
             known = _known_under(session, [str(r) for r in roots])
         to_read: list[ReadTask] = []
+        sizes: list[int] = []
         seen: set[str] = set()
         for item in found:
             seen.add(item.path)
@@ -142,12 +145,15 @@ def ingest(
                 summary.unchanged += 1
                 continue
             to_read.append(ReadTask(item.path, _folder_type(item)))
+            sizes.append(item.size)
         vanished = [row.id for path, row in known.items() if path not in seen and row.status != "missing"]
         summary.missing = len(vanished)
 
-        for batch in _batches(_read_all(to_read, jobs, progress), BATCH):
-            with catalog.session() as session:
-                _write_batch(session, batch, known, imagetyp, run.id, summary)
+        with _bulk_card_load(catalog, len(to_read)):
+            threads = reader_threads(jobs, sizes)
+            for batch in _batches(_read_all(to_read, threads, progress), BATCH):
+                with catalog.session() as session:
+                    _write_batch(session, batch, known, imagetyp, run.id, summary)
         with catalog.session() as session:
             if vanished:
                 session.execute(
@@ -159,6 +165,37 @@ def ingest(
         run.summary = summary.as_dict()
         run.partial = bool(summary.rejected)
     return summary
+
+
+#: Name of the index on ``header_cards.keyword`` (created by migration 0001).
+KEYWORD_INDEX = "ix_header_cards_keyword"
+# A load of more files than this, into a catalog holding fewer frames than the load, rebuilds the
+# keyword index once at the end instead of maintaining it row by row.
+BULK_LOAD_FILES = 500
+
+
+@contextmanager
+def _bulk_card_load(catalog: Catalog, files: int) -> Iterator[None]:
+    """Defer the SQLite keyword index while a large load fills ``header_cards``.
+
+    Maintaining the index row by row costs about as much as the inserts themselves; building it once
+    afterwards costs a fifth of that. The index is rebuilt when the load ends, however it ends; should
+    the process die in between, the next ingest rebuilds it (``CREATE INDEX IF NOT EXISTS``).
+    """
+    if catalog.dialect != "sqlite":
+        yield
+        return
+    create = f"CREATE INDEX IF NOT EXISTS {KEYWORD_INDEX} ON header_cards (keyword)"
+    with catalog.session() as session:
+        frames = session.scalar(select(func.count()).select_from(Frame)) or 0
+        bulk = files > BULK_LOAD_FILES and frames < files
+        session.execute(text(f"DROP INDEX IF EXISTS {KEYWORD_INDEX}" if bulk else create))
+    try:
+        yield
+    finally:
+        if bulk:
+            with catalog.session() as session:
+                session.execute(text(create))
 
 
 def _folder_type(item: Found) -> str | None:
@@ -192,32 +229,52 @@ def _known_under(session: Session, roots: list[str]) -> dict[str, _Known]:
     return {row[0]: _Known(*row[1:]) for row in rows}
 
 
-def _read_all(tasks: list[ReadTask], jobs: int | None, progress: Progress | None) -> Iterator[FrameRecord]:
-    """Read files in worker processes (in order), or in-process when there are few."""
+def reader_threads(jobs: int | None, sizes: list[int]) -> int:
+    """How many threads read files (1: the calling thread alone): ``jobs`` when given, else automatic.
+
+    Reading and hashing release the GIL and dominate for real frames (megabytes each), so several
+    threads overlap them with the parsing and the catalog writes. For small files parsing dominates,
+    and one thread is fastest: a second thread only contends for the GIL, and worker processes spend
+    more on shipping a parsed header (hundreds of small objects) than they save (measured).
+    """
+    if jobs is not None:
+        return max(1, jobs)
+    mean = sum(sizes) / len(sizes) if sizes else 0
+    return min(4, os.cpu_count() or 1) if mean >= LARGE_FILE else 1
+
+
+def _read_all(tasks: list[ReadTask], threads: int, progress: Progress | None) -> Iterator[FrameRecord]:
+    """Read files in order, with ``threads`` reader threads (at most a bounded number ahead)."""
     total = len(tasks)
-    workers = max(1, min(jobs or os.cpu_count() or 1, total // 16 or 1))
     if progress:
         progress(0, total)
-    if workers == 1 or total < MIN_FILES_FOR_WORKERS:
-        results: Iterable[FrameRecord] = map(read_frame, tasks)
-        for done, record in enumerate(results, 1):
+    if threads <= 1 or total < 2:
+        for done, record in enumerate(map(read_frame, tasks), 1):
             if progress:
                 progress(done, total)
             yield record
         return
-    context = multiprocessing.get_context(
-        "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    )
-    chunk = max(1, min(64, total // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    # Readers keep working while the writer inserts a batch (SQLite releases the GIL while it steps),
+    # yet the results waiting for the writer stay bounded whatever the tree's size.
+    ahead = 2 * BATCH
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ccdcal-read") as pool:
+        pending: deque[Future[FrameRecord]] = deque()
+        queue = iter(tasks)
         try:
-            for done, record in enumerate(pool.map(read_frame, tasks, chunksize=chunk), 1):
+            for task in islice(queue, ahead):
+                pending.append(pool.submit(read_frame, task))
+            done = 0
+            while pending:
+                record = pending.popleft().result()
+                for task in islice(queue, 1):
+                    pending.append(pool.submit(read_frame, task))
+                done += 1
                 if progress:
                     progress(done, total)
                 yield record
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _batches(records: Iterable[FrameRecord], size: int) -> Iterator[list[FrameRecord]]:
@@ -276,14 +333,29 @@ def _write_batch(
         session.execute(delete(HeaderCard).where(HeaderCard.frame_id == previous.id))
         new_cards.append((previous.id, record.hdu or 0, record.cards))
     if new_rows:
-        inserted = session.connection().execute(
-            insert(Frame).returning(Frame.id, sort_by_parameter_order=True), new_rows
-        )
-        ids = inserted.scalars().all()
+        ids = _insert_frames(session, new_rows)
         new_cards.extend(
             (frame_id, hdu, cards) for frame_id, (hdu, cards) in zip(ids, pending_cards, strict=True)
         )
     _insert_cards(session, new_cards)
+
+
+def _insert_frames(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert new frame rows; return their ids in the order given.
+
+    On SQLite the transaction holds the write lock (``BEGIN IMMEDIATE``), so the ids SQLite would assign
+    (max + 1, ...) are assigned here and the rows go in one executemany; elsewhere ``RETURNING``.
+    """
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        start = (connection.execute(select(func.max(Frame.id))).scalar() or 0) + 1
+        ids = list(range(start, start + len(rows)))
+        for frame_id, row in zip(ids, rows, strict=True):
+            row["id"] = frame_id
+        connection.execute(insert(Frame), rows)
+        return ids
+    inserted = connection.execute(insert(Frame).returning(Frame.id, sort_by_parameter_order=True), rows)
+    return list(inserted.scalars().all())
 
 
 #: Columns of ``header_cards`` in the order :func:`_insert_cards` writes them.

@@ -69,6 +69,13 @@ TIME_KEYS = ("UTCSTART", "UTC-OBS", "UT", "TIME-OBS", "UTSTART", "UT-START", "UT
 #: A temperature above this is taken to be in kelvin (no cooled camera runs at +150 °C).
 KELVIN_THRESHOLD = 150.0
 
+#: Every keyword :func:`normalise` may consult (the reader converts only these values).
+CONSULTED_KEYS = frozenset(
+    {*IMAGETYP_KEYS, *TIME_KEYS, "DATE-OBS", "DATE_OBS", "XBINNING", "YBINNING", "BINNING", "CCDSUM"}
+    | {"NAXIS1", "NAXIS2", "BITPIX"}
+    | {key for keys in KEYWORDS.values() for key in keys}
+)
+
 _TYPE_STRIP = re.compile(r"[\s_\-]+")
 _TYPE_SUFFIXES = ("frame", "frames", "image", "images", "field", "fields")
 _BINNING = re.compile(r"^\s*(\d+)\s*[xX*,\s]\s*(\d+)\s*$")

@@ -15,18 +15,20 @@ from typing import Any, NamedTuple
 
 from ccdcal.errors import FitsFormatError
 from ccdcal.ingest.cards import (
+    STRUCTURAL_KEYS,
     Card,
     HeaderInfo,
     cards_from_astropy,
     find_image_header,
     header_values,
 )
-from ccdcal.ingest.normalise import normalise
+from ccdcal.ingest.normalise import CONSULTED_KEYS, normalise
+
+# Header values the reader needs: the normaliser's keywords and the data-unit structure.
+_NEEDED = CONSULTED_KEYS | STRUCTURAL_KEYS
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _BLOCK = 2880
-# Uncompressed bytes decoded at a time while looking for a gzipped file's image header.
-_GZIP_STEP = 16 * _BLOCK
 
 
 class ReadTask(NamedTuple):
@@ -69,15 +71,15 @@ def read_frame(task: ReadTask) -> FrameRecord:
     try:
         if data[:2] == _GZIP_MAGIC:
             info = _gzip_image_header(data)
-            values = header_values(info.cards)
+            values = header_values(info.cards, _NEEDED)
         else:
             info = find_image_header(data)
-            values = header_values(info.cards)
+            values = header_values(info.cards, _NEEDED)
             if not info.compressed:
                 _check_data_present(values, info.data_offset, len(data))
         if info.compressed:
             info = _astropy_image_header(path, info.hdu)
-            values = header_values(info.cards)
+            values = header_values(info.cards, _NEEDED)
     except FitsFormatError as exc:
         return _rejected(path, size, mtime, digest, exc.reason)
     naxis = values.get("NAXIS")
