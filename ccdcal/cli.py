@@ -263,6 +263,107 @@ def status(
                 out.print(f"  {item['path']}: {item['reason']}", markup=False)
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(text: str) -> int:
+    """``512M``, ``2G``, ``1500000`` → bytes (a usage error names the bad value)."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1:] if value[-1:] in _SIZE_UNITS and value[-1:] else ""
+    try:
+        number = float(value[:-1] if unit else value)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a size such as 512M or 2G") from None
+    if number <= 0:
+        raise typer.BadParameter(f"{text!r} must be positive")
+    return int(number * _SIZE_UNITS[unit])
+
+
+@app.command()
+def masters(
+    ctx: typer.Context,
+    kind: Annotated[
+        list[str] | None, typer.Option("--kind", help="Build only this kind (bias, dark, flat); repeatable.")
+    ] = None,
+    masters_dir: Annotated[Path, typer.Option("--masters-dir", help="Folder for master files.")] = Path(
+        "masters"
+    ),
+    min_frames: Annotated[int, typer.Option("--min-frames", help="Smallest group combined.")] = 3,
+    mem_limit: Annotated[
+        str, typer.Option("--mem-limit", help="Memory the combine may use, e.g. 512M or 2G.")
+    ] = "2G",
+    sigma: Annotated[float, typer.Option("--sigma", help="Clipping bounds in sigma (low and high).")] = 3.0,
+    iterations: Annotated[int, typer.Option("--iterations", help="Sigma-clipping iterations.")] = 5,
+    no_bias: Annotated[
+        bool, typer.Option("--no-bias", help="Darks keep the bias (used at their own exposure only).")
+    ] = False,
+    temp_tolerance: Annotated[
+        float, typer.Option("--temp-tolerance", help="|ΔT| allowed between a master and its users (°C).")
+    ] = 2.0,
+    show: Annotated[bool, typer.Option("--list", help="List the masters instead of building.")] = False,
+    all_versions: Annotated[bool, typer.Option("--all", help="With --list: superseded ones too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Build missing or stale master bias, dark and flat frames (sigma-clipped median, 5 iterations)."""
+    from ccdcal.catalog.queries import MatchRules
+    from ccdcal.masters import MasterOptions, build_masters, list_masters
+    from ccdcal.steps.combine import ClipParams
+
+    state = _state(ctx)
+    if show:
+        with state.catalog() as catalog:
+            rows = list_masters(catalog, include_superseded=all_versions)
+        if as_json:
+            _print_json(rows)
+            return
+        table = Table(box=None, pad_edge=False)
+        for column in ("id", "kind", "file", "status", "inputs", "median", "std", "rejected"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                str(row["id"]),
+                row["kind"],
+                Path(row["path"]).name,
+                row["status"] + (" BAD" if row["is_bad"] else ""),
+                str(row["n_inputs"]),
+                f"{row['median']:.6g}" if row["median"] is not None else "NA",
+                f"{row['std']:.4g}" if row["std"] is not None else "NA",
+                f"{row['rejected_fraction']:.3%}" if row["rejected_fraction"] is not None else "NA",
+            )
+        wide = out if out.is_terminal else Console(file=out.file, width=200, highlight=False)
+        wide.print(table)
+        return
+    options = MasterOptions(
+        masters_dir=masters_dir,
+        kinds=tuple(k.lower() for k in kind) if kind else MasterOptions().kinds,
+        min_frames=min_frames,
+        params=ClipParams(sigma_lower=sigma, sigma_upper=sigma, maxiters=iterations),
+        mem_limit=_size(mem_limit),
+        no_bias=no_bias,
+        rules=MatchRules(temp_tolerance=temp_tolerance),
+    )
+    with state.catalog() as catalog, _progress(state, "Building masters") as progress:
+        summary = build_masters(catalog, options, progress=lambda _label, done, total: progress(done, total))
+    if as_json:
+        _print_json({"catalog": catalog.name, "run": summary.run_id, **summary.as_dict()})
+    elif not state.quiet:
+        out.print(
+            f"Masters (run {summary.run_id}): {len(summary.of('built'))} built, "
+            f"{len(summary.of('current'))} already current, {len(summary.of('skipped'))} skipped",
+            markup=False,
+        )
+        for report in summary.of("built"):
+            out.print(f"  built {report.path} ({report.n_inputs} frames)", markup=False)
+    for report in summary.reports:
+        for warning in report.warnings:
+            err.print(f"Warning: {warning}", markup=False)
+    if summary.of("skipped") and not as_json:
+        err.print(f"Skipped ({len(summary.of('skipped'))}):", markup=False)
+        for report in summary.of("skipped"):
+            err.print(f"  {report.reason}", markup=False)
+    raise typer.Exit(summary.exit_code)
+
+
 def _text(value: Any) -> str:
     """A group key for display: ``NA`` when absent, whole numbers without ``.0``."""
     if value is None:

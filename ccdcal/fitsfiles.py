@@ -62,7 +62,7 @@ def write_atomic(path: Path, hdul: fits.HDUList) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
     try:
-        with open(temporary, "xb") as handle:
+        with open(temporary, "wb") as handle:
             hdul.writeto(handle, checksum=True)
             handle.flush()
             os.fsync(handle.fileno())

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import DateTime, Float, case, func, literal, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
-from ccdcal.catalog.models import Frame
+from ccdcal.catalog.models import Frame, Master
 
 #: Keys every master group shares (DESIGN.md "Grouping and matching").
 CAMERA_KEYS = (
@@ -73,3 +77,105 @@ def grouped_frames(session: Session, kind: str) -> list[dict[str, Any]]:
         .order_by(*keys, Frame.date_obs, Frame.path)
     )
     return [dict(row._mapping) for row in session.execute(query)]
+
+
+#: Keys on which a master must equal the frame it serves (NULL matches NULL); temperature is matched
+#: with a tolerance instead, exposure and filter per kind (see :func:`select_master`).
+MATCH_KEYS = (
+    "instrument",
+    "xbinning",
+    "ybinning",
+    "gain",
+    "offset",
+    "readout_mode",
+    "naxis1",
+    "naxis2",
+)
+
+
+@dataclass(frozen=True)
+class MatchRules:
+    """Tolerances and choices of master matching (DESIGN.md "Grouping and matching")."""
+
+    temp_tolerance: float = 2.0
+    exptime_tolerance: float = 1e-6
+    dark_scale: bool = False
+
+
+def select_master(
+    session: Session,
+    kind: str,
+    target: Mapping[str, Any],
+    rules: MatchRules = MatchRules(),
+    *,
+    exclude_with_bias: bool = False,
+) -> Master | None:
+    """The master of ``kind`` that best serves a frame (or a group of frames) with ``target``'s keys.
+
+    One select: same camera keys (:data:`MATCH_KEYS`, NULL matching NULL); |ΔT| within the tolerance
+    (a frame without temperature takes only masters without one); for darks the same exposure within
+    the relative tolerance or, with dark scaling, the nearest exposure preferring longer darks (never a
+    dark that still holds the bias); for flats the same filter. Only current masters not marked bad.
+    Among candidates: nearest in temperature, then nearest in time, then newest.
+
+    Parameters
+    ----------
+    target
+        ``frames``-like values: the :data:`MATCH_KEYS`, ``ccd_temp``, ``date_obs``, and ``exptime`` (darks)
+        or ``filter`` (flats).
+    """
+    conditions = [
+        Master.kind == kind,
+        Master.status == "current",
+        Master.is_bad.is_(False),
+        *(getattr(Master, key).is_not_distinct_from(target.get(key)) for key in MATCH_KEYS),
+    ]
+    temp = target.get("ccd_temp")
+    if temp is None:
+        conditions.append(Master.ccd_temp_mean.is_(None))
+        delta_temp: Any = literal(0.0)
+    else:
+        delta_temp = func.abs(Master.ccd_temp_mean - temp)
+        conditions.append(delta_temp <= rules.temp_tolerance)
+    order: list[Any] = []
+    if kind == "dark":
+        exptime = target.get("exptime")
+        if exptime is None:
+            conditions.append(Master.exptime.is_(None))
+        elif rules.dark_scale:
+            conditions.append(Master.includes_bias.is_(False) | _same_exposure(exptime, rules))
+            order += [case((Master.exptime >= exptime, 0), else_=1), func.abs(Master.exptime - exptime)]
+        else:
+            conditions.append(_same_exposure(exptime, rules))
+        if exclude_with_bias:
+            conditions.append(Master.includes_bias.is_(False))
+    if kind == "flat":
+        conditions.append(Master.filter.is_not_distinct_from(target.get("filter")))
+    order.append(delta_temp)
+    when = target.get("date_obs")
+    if when is not None:
+        order.append(func.abs(epoch_seconds(Master.date_obs_mean) - epoch_seconds(literal(when, DateTime()))))
+    order.append(Master.id.desc())
+    query = select(Master).where(*conditions).order_by(*order).limit(1)
+    return session.scalars(query).first()
+
+
+def _same_exposure(exptime: float, rules: MatchRules) -> Any:
+    return func.abs(Master.exptime - exptime) <= rules.exptime_tolerance * max(abs(exptime), 1e-9)
+
+
+class epoch_seconds(FunctionElement[float]):
+    """A datetime as seconds, for |Δt| ordering: ``julianday`` on SQLite, ``EXTRACT(EPOCH)`` elsewhere."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(epoch_seconds, "sqlite")
+def _epoch_sqlite(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
+    return f"(julianday({compiler.process(element.clauses, **kw)}) * 86400.0)"
+
+
+@compiles(epoch_seconds)
+def _epoch_default(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
+    return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
