@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import textwrap
 import uuid
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -54,10 +56,26 @@ def read_image(path: str | os.PathLike[str], hdu: int = 0, dtype: type = np.floa
         raise FitsFormatError(f"cannot read the pixels: {exc}", str(path)) from exc
 
 
-def write_atomic(path: Path, hdul: fits.HDUList) -> str:
+def write_atomic(path: Path, hdul: fits.HDUList, *, overwrite: bool = True) -> str:
     """Write ``hdul`` to ``path`` atomically and return the written file's sha256.
 
-    The file is written as ``.ccdcal-tmp-*`` in the same folder, synced, and renamed over ``path``.
+    The file is written as ``.ccdcal-tmp-*`` in the same folder, synced, and renamed over ``path``; on
+    any error the temporary file is removed and ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : Path
+        Final name (its folder is created).
+    hdul : astropy.io.fits.HDUList
+        What to write (with CHECKSUM/DATASUM cards).
+    overwrite : bool
+        With ``False`` an existing ``path`` is never replaced, even by a concurrent writer: the file is
+        published with a hard link, which fails when the name exists.
+
+    Raises
+    ------
+    FileExistsError
+        ``overwrite=False`` and ``path`` exists.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
@@ -67,12 +85,26 @@ def write_atomic(path: Path, hdul: fits.HDUList) -> str:
             handle.flush()
             os.fsync(handle.fileno())
         digest = sha256_file(temporary)
-        os.replace(temporary, path)
-    except BaseException:
+        _publish(temporary, path, overwrite)
+    finally:
         temporary.unlink(missing_ok=True)
-        raise
     _sync_folder(path.parent)
     return digest
+
+
+def _publish(temporary: Path, path: Path, overwrite: bool) -> None:
+    """Give ``temporary`` its final name (the caller removes ``temporary`` if it is still there)."""
+    if overwrite:
+        os.replace(temporary, path)
+        return
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: check, then rename (not race-free)
+        if path.exists():
+            raise FileExistsError(f"{path} exists") from None
+        os.replace(temporary, path)
 
 
 def _sync_folder(folder: Path) -> None:
@@ -99,11 +131,38 @@ def remove_stale_temporaries(folder: Path) -> int:
     return removed
 
 
+#: Characters of text a HISTORY card holds.
+_HISTORY_TEXT = 72
+#: A string value longer than this needs CONTINUE cards (the OGIP long-string convention).
+_LONG_STRING = 68
+
+
+def set_card(header: fits.Header, keyword: str, value: Any, comment: str = "") -> None:
+    """Set ``keyword`` to ``value`` with ``comment`` shortened to what fits on the card.
+
+    astropy truncates a comment that does not fit, with a ``VerifyWarning``; this never warns. A string
+    value longer than one card can hold is written with CONTINUE cards, and the header then declares
+    the convention (``LONGSTRN = 'OGIP 1.0'``) so that fitsverify accepts it.
+    """
+    if isinstance(value, str) and len(value.replace("'", "''")) > _LONG_STRING:
+        if "LONGSTRN" not in header:
+            header["LONGSTRN"] = ("OGIP 1.0", "CONTINUE long-string convention is used")
+        header[keyword] = (value, comment)
+        return
+    shown = fits.Card(keyword, value).image.rstrip()
+    room = 80 - max(len(shown), 30) - len(" / ")
+    if len(comment) > room:
+        head = comment[: max(room, 0) + 1]
+        comment = (head.rsplit(" ", 1)[0] if " " in head else head)[: max(room, 0)].rstrip()
+    header[keyword] = (value, comment) if comment else value
+
+
 def add_history(header: fits.Header, lines: Iterable[str]) -> None:
-    """Append HISTORY cards, splitting long lines so nothing is lost."""
+    """Append HISTORY cards, wrapping long lines at spaces (a word longer than a card is split)."""
     for line in lines:
-        for start in range(0, max(len(line), 1), 70):
-            header.add_history(line[start : start + 70])
+        wrapped = textwrap.wrap(line, _HISTORY_TEXT, break_long_words=True, break_on_hyphens=False)
+        for part in wrapped or [""]:
+            header.add_history(part)
 
 
 def stamp_version(header: fits.Header) -> None:

@@ -2,14 +2,21 @@
 
 The order of work in :func:`build_masters`:
 
-1. for each kind in calibration order (bias, then dark, then flat, so the masters a master needs exist
-   first), group the usable frames in SQL (:func:`ccdcal.catalog.queries.grouped_frames`);
-2. skip groups below ``min_frames``; choose each group's calibrators (bias for darks; bias and dark for
-   flats) with :func:`ccdcal.catalog.queries.select_master`;
-3. compute the master's identity (its inputs with their hashes, calibrators, parameters); a current
-   master with that identity means nothing to do;
-4. otherwise combine, write the file atomically, and in one transaction register the master, its inputs
-   and calibrators, and supersede the group's previous master.
+1. for each kind in calibration order (bias, then dark, then flat, so that the masters a master needs
+   are current before it is planned), group the usable frames in SQL
+   (:func:`ccdcal.catalog.queries.grouped_frames`);
+2. skip groups below ``min_frames``; choose each group's calibrators with
+   :func:`ccdcal.catalog.queries.select_master` (:func:`plan_group`): the master bias for darks (unless
+   ``no_bias``, or the camera set-up has no bias frames: the dark then keeps the bias, ``_withbias``);
+   the master bias and a dark for flats — the nearest bias-subtracted dark scaled to each flat's
+   exposure, else a bias-including dark at the flats' own exposure (which replaces the bias);
+3. compute the master's identity (its inputs with their sha256, the calibrators' sha256, scales and
+   parameters); a current master with that identity, whose file is still there, means nothing to do —
+   so a new bias version makes new darks and flats too;
+4. otherwise combine, compare with the group's current master (:mod:`ccdcal.steps.qa`), write the file
+   atomically under a free name (``_v2``, ``_v3`` ...), and in one transaction register the master, its
+   inputs and calibrators, and supersede the group's previous master (which stays on disk and in the
+   catalog).
 """
 
 from __future__ import annotations
@@ -19,34 +26,47 @@ import hashlib
 import json
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
-from astropy.stats import mad_std
+from astropy.time import Time
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Frame, Master, MasterCalibrator, MasterInput
-from ccdcal.catalog.queries import GROUP_KEYS, MatchRules, grouped_frames, select_master, usable
+from ccdcal.catalog.queries import GROUP_KEYS, MATCH_KEYS, MatchRules, grouped_frames, select_master, usable
 from ccdcal.errors import FitsFormatError, UsageError
-from ccdcal.fitsfiles import add_history, read_image, remove_stale_temporaries, stamp_version, write_atomic
+from ccdcal.fitsfiles import (
+    add_history,
+    read_image,
+    remove_stale_temporaries,
+    set_card,
+    stamp_version,
+    write_atomic,
+)
 from ccdcal.naming import master_name, number_text, versioned
 from ccdcal.steps.combine import ClipParams, combine_files
 from ccdcal.steps.dark import dark_scale
-from ccdcal.steps.flat import finite_median, normalise_to_median, precalibration_offset
+from ccdcal.steps.flat import flat_level, normalise_to_median, precalibration_offset
+from ccdcal.steps.qa import (
+    QA_OUTLIER_FRACTION,
+    QA_OUTLIER_SIGMA,
+    QA_SHIFT_SIGMA,
+    Comparison,
+    compare_masters,
+    master_stats,
+)
 
 #: Kinds in the order they must be built: each may need the ones before it.
 MASTER_ORDER = ("bias", "dark", "flat")
 
-#: A new master whose level moved by more than this many robust pixel dispersions from the previous
-#: version of its group, or which differs from it beyond 5 dispersions on more than this fraction of
-#: pixels, is reported (a gate like BANZAI's comparison with the previous master).
-QA_SHIFT_SIGMA = 1.0
-QA_OUTLIER_FRACTION = 0.01
+#: IRAF's IMCMBnnn cards name at most this many inputs (all of them are in ``master_inputs``).
+MAX_IMCMB = 999
 
 Progress = Callable[[str, int, int], None]
 
@@ -61,6 +81,7 @@ class MasterReport:
     n_inputs: int
     path: str | None = None
     master_id: int | None = None
+    version: int | None = None
     reason: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -73,6 +94,7 @@ class MasterReport:
             "n_inputs": self.n_inputs,
             "path": self.path,
             "master_id": self.master_id,
+            "version": self.version,
             "reason": self.reason,
             "warnings": self.warnings,
         }
@@ -122,6 +144,15 @@ def build_masters(
 ) -> MastersSummary:
     """Build every missing or stale master of the requested kinds.
 
+    Parameters
+    ----------
+    catalog : Catalog
+        The open catalog (its usable frames are grouped; masters and their rows are added).
+    options : MasterOptions
+        Folder, kinds, ``min_frames``, clipping parameters, ``no_bias`` and matching tolerances.
+    progress : callable, optional
+        Called as ``progress(label, groups done, groups)``.
+
     Returns
     -------
     MastersSummary
@@ -167,8 +198,23 @@ def build_masters(
 
 
 @dataclass
-class _Plan:
-    """A group's master as it would be built: calibrators, scales, identity."""
+class GroupPlan:
+    """A group's master as it would be built: inputs, calibrators, scales and identity.
+
+    Attributes
+    ----------
+    kind, keys, frames
+        The group: its kind, its keys (:data:`~ccdcal.catalog.queries.GROUP_KEYS`) and its frames as
+        :func:`~ccdcal.catalog.queries.grouped_frames` returns them.
+    bias, dark
+        The masters subtracted from each input (``None``: not subtracted).
+    dark_scales
+        Per input, the factor the dark is multiplied by (``t_input / t_dark``); empty without a dark.
+    includes_bias
+        A dark built without a bias: it still contains the bias (``_withbias``).
+    identity
+        sha256 of what makes the master what it is (see :func:`master_identity`).
+    """
 
     kind: str
     keys: dict[str, Any]
@@ -178,6 +224,35 @@ class _Plan:
     dark_scales: list[float] = field(default_factory=list)
     includes_bias: bool = False
     identity: str = ""
+
+    @property
+    def target(self) -> dict[str, Any]:
+        """The group as a matching target: its keys, mean temperature and mean DATE-OBS."""
+        return {**self.keys, "ccd_temp": self.ccd_temp_mean, "date_obs": self.date_obs_mean}
+
+    @property
+    def ccd_temp_mean(self) -> float | None:
+        """Mean CCD temperature of the inputs that have one."""
+        temps = [f["ccd_temp"] for f in self.frames if f["ccd_temp"] is not None]
+        return statistics.fmean(temps) if temps else None
+
+    @property
+    def date_obs_mean(self) -> dt.datetime | None:
+        """Mean DATE-OBS of the inputs that have one."""
+        return _mean_time([f["date_obs"] for f in self.frames if f["date_obs"] is not None])
+
+
+@dataclass
+class _Built:
+    """A combined master before it is written: pixels, statistics, QA."""
+
+    image: np.ndarray
+    stats: dict[str, float]
+    rejected: float
+    flat_levels: list[float] = field(default_factory=list)
+    previous: Master | None = None
+    comparison: Comparison | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def _one_group(
@@ -190,40 +265,49 @@ def _one_group(
 ) -> MasterReport:
     keys = {name: frames[0][name] for name in GROUP_KEYS[kind]}
     report = MasterReport(kind, keys, "skipped", len(frames))
-    if len(frames) < options.min_frames:
-        report.reason = (
-            f"{len(frames)} {kind} frame{'s' if len(frames) != 1 else ''} in group {describe_keys(keys)}: "
-            f"fewer than --min-frames {options.min_frames}"
-        )
-        return report
-    hdus = {f["hdu"] or 0 for f in frames}
-    if len(hdus) > 1:
-        report.reason = f"the {kind} frames of group {describe_keys(keys)} keep their image in different HDUs"
+    report.reason = _cannot_group(kind, keys, frames, options)
+    if report.reason:
         return report
     with catalog.session() as session:
-        plan, problem = _plan(session, kind, keys, frames, options)
-        if problem:
-            report.reason = problem
+        plan, report.reason = plan_group(session, kind, keys, frames, options)
+        if report.reason:
             return report
         existing = session.scalars(
             select(Master).where(Master.identity == plan.identity, Master.status == "current")
         ).first()
-        if existing is not None:
+        if existing is not None and Path(existing.path).is_file():  # a deleted file is built again
             report.outcome, report.path, report.master_id = "current", existing.path, existing.id
+            report.version = existing.version
             return report
     try:
-        image, result_stats, rejected = _combine(plan, options)
+        built = _combine(plan, options)
     except (FitsFormatError, ValueError) as exc:
         report.reason = f"cannot build the {kind} master of group {describe_keys(keys)}: {exc}"
         return report
-    report.warnings = _quality_gate(catalog, plan, image)
-    master_id, path = _register(catalog, plan, image, result_stats, rejected, folder, options, run_id)
-    report.outcome, report.path, report.master_id = "built", str(path), master_id
+    _quality_gate(catalog, plan, built)
+    master = _register(catalog, plan, built, folder, options, run_id)
+    report.outcome, report.path, report.master_id = "built", master.path, master.id
+    report.version, report.warnings = master.version, built.warnings
     return report
 
 
+def _cannot_group(
+    kind: str, keys: dict[str, Any], frames: list[dict[str, Any]], options: MasterOptions
+) -> str | None:
+    """Why a group cannot make a master before any calibrator is looked at (``None``: it can)."""
+    if len(frames) < options.min_frames:
+        plural = "s" if len(frames) != 1 else ""
+        return (
+            f"{len(frames)} {kind} frame{plural} in group {describe_keys(keys)}: "
+            f"fewer than --min-frames {options.min_frames}"
+        )
+    if len({f["hdu"] or 0 for f in frames}) > 1:
+        return f"the {kind} frames of group {describe_keys(keys)} keep their image in different HDUs"
+    return None
+
+
 def describe_keys(keys: dict[str, Any]) -> str:
-    """A group's keys for messages: ``b2x2 g120 C-10 300s R``."""
+    """A group's keys for messages: ``ZWO ASI294MM Pro b2x2 g120 C-10 300s``, ``... filter R``."""
     parts = [
         f"b{number_text(keys.get('xbinning'))}x{number_text(keys.get('ybinning'))}",
         f"g{number_text(keys.get('gain'))}",
@@ -238,16 +322,6 @@ def describe_keys(keys: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _group_target(keys: dict[str, Any], frames: list[dict[str, Any]]) -> dict[str, Any]:
-    temps = [f["ccd_temp"] for f in frames if f["ccd_temp"] is not None]
-    dates = [f["date_obs"] for f in frames if f["date_obs"] is not None]
-    return {
-        **keys,
-        "ccd_temp": statistics.fmean(temps) if temps else None,
-        "date_obs": _mean_time(dates),
-    }
-
-
 def _mean_time(dates: Sequence[dt.datetime]) -> dt.datetime | None:
     if not dates:
         return None
@@ -255,61 +329,77 @@ def _mean_time(dates: Sequence[dt.datetime]) -> dt.datetime | None:
     return origin + dt.timedelta(seconds=statistics.fmean((d - origin).total_seconds() for d in dates))
 
 
-def _setup_has(session: Any, kind: str, keys: dict[str, Any]) -> bool:
-    """Whether the catalog holds usable ``kind`` frames for this set-up (instrument, binning, shape)."""
-    setup = ("instrument", "xbinning", "ybinning", "naxis1", "naxis2")
-    query = select(Frame.id).where(
-        usable(kind), *(getattr(Frame, k).is_not_distinct_from(keys.get(k)) for k in setup)
-    )
-    return session.execute(query.limit(1)).first() is not None
+# -- planning: calibrators and identity ---------------------------------------------------------------
 
 
-def _plan(
-    session: Any, kind: str, keys: dict[str, Any], frames: list[dict[str, Any]], options: MasterOptions
-) -> tuple[_Plan, str | None]:
-    """Choose calibrators and scales for a group; return the plan, or a reason it cannot be built."""
-    plan = _Plan(kind, keys, frames)
-    target = _group_target(keys, frames)
-    where = describe_keys(keys)
-    want_bias = kind in ("dark", "flat") and not options.no_bias and _setup_has(session, "bias", keys)
-    if want_bias:
-        plan.bias = select_master(session, "bias", target, options.rules)
+def plan_group(
+    session: Session, kind: str, keys: dict[str, Any], frames: list[dict[str, Any]], options: MasterOptions
+) -> tuple[GroupPlan, str | None]:
+    """Choose a group's calibrators and scales, and compute its identity.
+
+    Returns
+    -------
+    plan : GroupPlan
+        The plan (its identity set when it can be built).
+    reason : str or None
+        Why the group cannot be built (no matching master bias), else ``None``.
+    """
+    plan = GroupPlan(kind, keys, frames)
+    if kind in ("dark", "flat") and not options.no_bias and _setup_has_bias(session, keys):
+        plan.bias = select_master(session, "bias", plan.target, options.rules)
         if plan.bias is None:
-            return (
-                plan,
-                f"no master bias matches the {kind} group {where}: build the bias first or pass --no-bias",
+            return plan, (
+                f"no master bias matches the {kind} group {describe_keys(keys)} (±"
+                f"{number_text(options.rules.temp_tolerance)} °C): build the bias first or pass --no-bias"
             )
     if kind == "dark":
         plan.includes_bias = plan.bias is None
     if kind == "flat":
-        exposures = {f["exptime"] for f in frames}
-        if len(exposures) == 1:  # a dark at the flats' own exposure, possibly still holding the bias
-            exact = MatchRules(options.rules.temp_tolerance, options.rules.exptime_tolerance, False)
-            plan.dark = select_master(session, "dark", {**target, "exptime": exposures.pop()}, exact)
-            if plan.dark is not None and plan.dark.includes_bias:
-                plan.bias = None  # that dark subtracts the bias too
-        if plan.dark is None and plan.bias is not None:
-            scaled = MatchRules(options.rules.temp_tolerance, options.rules.exptime_tolerance, True)
-            longest = max((f["exptime"] or 0.0) for f in frames)
-            plan.dark = select_master(
-                session, "dark", {**target, "exptime": longest}, scaled, exclude_with_bias=True
-            )
-        if plan.dark is not None:
-            if plan.dark.includes_bias:
-                plan.dark_scales = [1.0] * len(frames)
-            else:
-                try:
-                    plan.dark_scales = [
-                        dark_scale(f["exptime"] or 0.0, plan.dark.exptime or 0.0) for f in frames
-                    ]
-                except UsageError:
-                    plan.dark = None
-    plan.identity = _identity(plan, options.params)
+        _choose_flat_dark(session, plan, options.rules)
+    plan.identity = master_identity(plan, options.params)
     return plan, None
 
 
-def _identity(plan: _Plan, params: ClipParams) -> str:
-    """What makes a master what it is: inputs as used, calibrators, parameters."""
+def _setup_has_bias(session: Session, keys: dict[str, Any]) -> bool:
+    """Whether the catalog holds usable bias frames of this camera set-up (match keys, any temperature)."""
+    query = select(Frame.id).where(
+        usable("bias"), *(getattr(Frame, k).is_not_distinct_from(keys.get(k)) for k in MATCH_KEYS)
+    )
+    return session.execute(query.limit(1)).first() is not None
+
+
+def _choose_flat_dark(session: Session, plan: GroupPlan, rules: MatchRules) -> None:
+    """The dark subtracted from a group of flats, and its scale for each flat.
+
+    With a master bias: the nearest bias-subtracted dark, preferring one at least as long as the longest
+    flat, scaled to each flat's exposure. Otherwise (or when there is none) a dark that still holds the
+    bias, at the flats' own exposure, unscaled: it replaces the bias. No dark when a flat's exposure is
+    unknown or when nothing matches (the flats are then only bias-subtracted).
+    """
+    exposures = [f["exptime"] for f in plan.frames]
+    if any(t is None or t <= 0 for t in exposures):
+        return
+    if plan.bias is not None:
+        longest = max(exposures)
+        dark = select_master(
+            session, "dark", {**plan.target, "exptime": longest}, replace(rules, dark_scale=True)
+        )
+        if dark is not None and dark.exptime:
+            plan.dark, plan.dark_scales = dark, [dark_scale(t, dark.exptime) for t in exposures]
+            return
+    if len(set(exposures)) == 1:
+        exact = replace(rules, dark_scale=False)
+        dark = select_master(session, "dark", {**plan.target, "exptime": exposures[0]}, exact)
+        if dark is not None and dark.includes_bias:
+            plan.bias, plan.dark, plan.dark_scales = None, dark, [1.0] * len(exposures)
+
+
+def master_identity(plan: GroupPlan, params: ClipParams) -> str:
+    """What makes a master what it is, as a sha256: inputs as used, calibrators, scales, parameters.
+
+    A change of any input file (its sha256), of the input set, of a calibrator (a new version of the
+    bias has a new sha256) or of the parameters gives a new identity, hence a new master version.
+    """
     payload = {
         "kind": plan.kind,
         "inputs": sorted((f["id"], f["sha256"]) for f in plan.frames),
@@ -325,77 +415,79 @@ def _identity(plan: _Plan, params: ClipParams) -> str:
 # -- numbers -------------------------------------------------------------------------------------------
 
 
-def _combine(plan: _Plan, options: MasterOptions) -> tuple[np.ndarray, dict[str, float], float]:
-    """Pre-calibrate (as offsets and scales of the combine) and combine a group's frames."""
+def _combine(plan: GroupPlan, options: MasterOptions) -> _Built:
+    """Pre-calibrate (as the combine's per-frame offsets and scales) and combine a group's frames."""
     paths = [Path(f["path"]) for f in plan.frames]
     hdu = plan.frames[0]["hdu"] or 0
-    bias = read_image(plan.bias.path, 0, np.float64) if plan.bias else None
-    dark = read_image(plan.dark.path, 0, np.float64) if plan.dark else None
-    offsets: list[np.ndarray | float] | None = None
-    scales: list[float] | None = None
-    if plan.kind == "dark" and bias is not None:
-        offsets = [bias] * len(paths)
-    elif plan.kind == "flat":
-        per_frame = plan.dark_scales or [0.0] * len(paths)
-        offsets = [precalibration_offset(bias, dark, s) for s in per_frame]
-        # Each flat is divided by its own median after pre-calibration (a first pass over the files).
-        scales = []
-        for path, offset in zip(paths, offsets, strict=True):
-            level = finite_median(read_image(path, hdu, np.float64) - offset)
-            if not (np.isfinite(level) and level > 0):
-                raise ValueError(f"{path.name}: its level after bias/dark subtraction is {level}, not a flat")
-            scales.append(1.0 / level)
+    offsets = _offsets(plan)
+    levels: list[float] = []
+    if plan.kind == "flat":  # each flat is divided by its own level: a first pass over the files
+        for path, offset in zip(paths, offsets or [0.0] * len(paths), strict=True):
+            try:
+                levels.append(flat_level(read_image(path, hdu, np.float64), offset))
+            except ValueError as exc:
+                raise ValueError(f"{path.name}: {exc}") from None
     result = combine_files(
-        paths, hdu=hdu, params=options.params, mem_limit=options.mem_limit, scale=scales, offset=offsets
+        paths,
+        hdu=hdu,
+        params=options.params,
+        mem_limit=options.mem_limit,
+        scale=[1.0 / level for level in levels] if levels else None,
+        offset=offsets,
     )
     image = result.image
     if plan.kind == "flat":
         image, _ = normalise_to_median(image)
-    finite = image[np.isfinite(image)]
-    stats = {
-        "median": float(np.median(finite)) if finite.size else float("nan"),
-        "mean": float(np.mean(finite)) if finite.size else float("nan"),
-        "std": float(np.std(finite)) if finite.size else float("nan"),
-    }
-    return image, stats, float(result.rejected_fraction)
+    return _Built(image, master_stats(image), float(result.rejected_fraction), levels)
 
 
-def _quality_gate(catalog: Catalog, plan: _Plan, image: np.ndarray) -> list[str]:
-    """Compare a new master with the current one of its group; say so when it moved a lot."""
+def _offsets(plan: GroupPlan) -> list[np.ndarray | float] | None:
+    """What is subtracted from each input: the bias, plus the dark times its scale (one image per scale)."""
+    if plan.bias is None and plan.dark is None:
+        return None
+    bias = read_image(plan.bias.path, 0, np.float64) if plan.bias else None
+    dark = read_image(plan.dark.path, 0, np.float64) if plan.dark else None
+    scales = plan.dark_scales or [0.0] * len(plan.frames)
+    by_scale = {s: precalibration_offset(bias, dark, s) for s in set(scales)}  # shared, held once
+    return [by_scale[s] for s in scales]
+
+
+def _quality_gate(catalog: Catalog, plan: GroupPlan, built: _Built) -> None:
+    """Compare a new master with the current one of its group; warn when it moved (:mod:`ccdcal.steps.qa`)."""
     with catalog.session() as session:
-        previous = session.scalars(_same_group(plan).order_by(Master.id.desc()).limit(1)).first()
-    if previous is None:
-        return []
+        built.previous = session.scalars(_same_group(plan).order_by(Master.id.desc()).limit(1)).first()
+    if built.previous is None:
+        return
+    name = Path(built.previous.path).name
     try:
-        old = read_image(previous.path, 0, np.float64)
+        old = read_image(built.previous.path, 0, np.float64)
     except FitsFormatError:
-        return [f"the previous {plan.kind} master {previous.path} cannot be read for comparison"]
-    if old.shape != image.shape:
-        return []
-    difference = image.astype(np.float64) - old
-    finite = difference[np.isfinite(difference)]
-    if not finite.size:
-        return []
-    sigma = float(mad_std(finite))
-    shift = float(np.median(finite))
-    scale = sigma if sigma > 0 else float(mad_std(image[np.isfinite(image)])) or 1.0
-    outliers = float(np.mean(np.abs(finite - shift) > 5 * scale))
-    warnings = []
-    if abs(shift) > QA_SHIFT_SIGMA * scale:
-        warnings.append(
-            f"new {plan.kind} master differs from the previous one ({Path(previous.path).name}) by "
-            f"{shift:+.4g} in median, {abs(shift) / scale:.1f} times the pixel scatter of their difference"
+        built.warnings.append(f"the previous {plan.kind} master {name} cannot be read for comparison")
+        return
+    built.comparison = compare_masters(built.image, old)
+    if built.comparison is None:
+        return
+    shift, sigma = built.comparison.shift, built.comparison.sigma
+    what = (
+        f"new {plan.kind} master of group {describe_keys(plan.keys)} differs from the previous one ({name})"
+    )
+    if built.comparison.level_moved:
+        built.warnings.append(
+            f"{what} by {shift:+.4g} in median, more than {QA_SHIFT_SIGMA:g} x its noise {sigma:.4g}"
         )
-    if outliers > QA_OUTLIER_FRACTION:
-        warnings.append(
-            f"new {plan.kind} master differs from the previous one ({Path(previous.path).name}) beyond "
-            f"5 sigma on {outliers:.1%} of pixels"
+    if built.comparison.structure_changed:
+        built.warnings.append(
+            f"{what} by more than {QA_OUTLIER_SIGMA:g} x its noise {sigma:.4g} on "
+            f"{built.comparison.outlier_fraction:.2%} of pixels (gate {QA_OUTLIER_FRACTION:.0%})"
         )
-    return warnings
 
 
-def _same_group(plan: _Plan, *, current_only: bool = True) -> Any:
-    """Masters of the plan's kind with exactly its group keys (NULL matching NULL); by default current."""
+def _same_group(plan: GroupPlan, *, current_only: bool = True) -> Any:
+    """Masters of the plan's kind with exactly its group keys (NULL matching NULL); by default current.
+
+    A dark that keeps the bias and one that does not are different products (``_withbias``): they do
+    not supersede each other.
+    """
     query = select(Master).where(
         Master.kind == plan.kind,
         *(getattr(Master, k).is_not_distinct_from(v) for k, v in plan.keys.items()),
@@ -406,77 +498,130 @@ def _same_group(plan: _Plan, *, current_only: bool = True) -> Any:
 
 # -- files and rows ------------------------------------------------------------------------------------
 
+_KEY_CARDS = (
+    ("instrument", "INSTRUME", "instrument of the inputs"),
+    ("xbinning", "XBINNING", "binning along x"),
+    ("ybinning", "YBINNING", "binning along y"),
+    ("gain", "GAIN", "camera gain setting of the inputs"),
+    ("offset", "OFFSET", "camera offset setting of the inputs"),
+    ("readout_mode", "READOUTM", "readout mode of the inputs"),
+    ("exptime", "EXPTIME", "[s] exposure of the inputs"),
+    ("filter", "FILTER", "filter of the inputs"),
+)
 
-def _header(plan: _Plan, stats: dict[str, float], rejected: float, params: ClipParams) -> fits.Header:
+
+def _header(plan: GroupPlan, built: _Built, params: ClipParams) -> fits.Header:
+    """The master's header: group keys, inputs, combine parameters, calibrators, statistics, HISTORY."""
     header = fits.Header()
-    header["IMAGETYP"] = (f"MASTER {plan.kind.upper()}", "ccdcal master calibration frame")
-    header["BUNIT"] = ("adu" if plan.kind != "flat" else "", "flat: normalised to median 1")
-    for key, card in (
-        ("instrument", "INSTRUME"),
-        ("xbinning", "XBINNING"),
-        ("ybinning", "YBINNING"),
-        ("gain", "GAIN"),
-        ("offset", "OFFSET"),
-        ("readout_mode", "READOUTM"),
-        ("exptime", "EXPTIME"),
-        ("filter", "FILTER"),
-    ):
-        if plan.keys.get(key) is not None:
-            header[card] = plan.keys[key]
-    temps = [f["ccd_temp"] for f in plan.frames if f["ccd_temp"] is not None]
-    if temps:
-        header["CCD-TEMP"] = (round(statistics.fmean(temps), 4), "[C] mean of the inputs")
-    if plan.keys.get("temp_key") is not None:
-        header["TEMPKEY"] = (plan.keys["temp_key"], "[C] group temperature (SET-TEMP or rounded)")
-    mean_date = _mean_time([f["date_obs"] for f in plan.frames if f["date_obs"] is not None])
-    if mean_date is not None:
-        header["DATE-OBS"] = (mean_date.isoformat(timespec="milliseconds"), "mean DATE-OBS of the inputs")
-    header["NCOMBINE"] = (len(plan.frames), "number of frames combined")
-    for index, frame in enumerate(plan.frames, 1):
-        header[f"IMCMB{index:03d}" if index < 1000 else f"IMCMB{index}"] = Path(frame["path"]).name[:68]
-    header["COMBMETH"] = ("sigma_clipped_median", "combine method")
-    header["CLIPLOW"] = (params.sigma_lower, "sigma clip lower bound")
-    header["CLIPHIGH"] = (params.sigma_upper, "sigma clip upper bound")
-    header["CLIPITER"] = (params.maxiters, "sigma clip iterations")
-    header["CLIPCEN"] = (params.cenfunc, "sigma clip centre")
-    header["CLIPDEV"] = (params.stdfunc, "sigma clip dispersion")
-    header["REJFRAC"] = (round(rejected, 8), "fraction of samples rejected")
-    header["WITHBIAS"] = (plan.includes_bias, "the master still contains the bias")
-    if plan.bias is not None:
-        header["BIASCOR"] = (Path(plan.bias.path).name[:68], "master bias subtracted from inputs")
-    if plan.dark is not None:
-        header["DARKCOR"] = (Path(plan.dark.path).name[:68], "master dark subtracted from inputs")
-    lines = [f"ccdcal: {plan.kind} master of {len(plan.frames)} frames, group {describe_keys(plan.keys)}"]
-    if plan.bias is not None:
-        lines.append(f"bias subtracted: {Path(plan.bias.path).name} sha256 {plan.bias.sha256}")
-    if plan.dark is not None:
-        scales = sorted(set(plan.dark_scales))
-        lines.append(f"dark subtracted: {Path(plan.dark.path).name} sha256 {plan.dark.sha256} scale {scales}")
+    set_card(header, "IMAGETYP", f"MASTER {plan.kind.upper()}", "ccdcal master calibration frame")
     if plan.kind == "flat":
-        lines.append("each flat divided by its median, combined, divided by the median (median 1)")
-    lines.append(
-        f"sigma-clipped median: {params.sigma_lower}/{params.sigma_upper} sigma, "
-        f"{params.maxiters} iterations, {params.cenfunc}, {params.stdfunc}"
-    )
-    for name, value in stats.items():
-        header[f"STAT{name[:4].upper()}"] = (value if np.isfinite(value) else "NaN", f"{name} of the master")
-    add_history(header, lines)
+        set_card(header, "BUNIT", "", "dimensionless: normalised to median 1")
+    else:
+        set_card(header, "BUNIT", "adu", "")
+    _group_cards(header, plan)
+    _input_cards(header, plan)
+    _combine_cards(header, plan, built, params)
+    add_history(header, _history(plan, built, params))
     stamp_version(header)
     return header
 
 
+def _group_cards(header: fits.Header, plan: GroupPlan) -> None:
+    for key, keyword, comment in _KEY_CARDS:
+        if plan.keys.get(key) is not None:
+            set_card(header, keyword, plan.keys[key], comment)
+    if plan.ccd_temp_mean is not None:
+        set_card(header, "CCD-TEMP", round(plan.ccd_temp_mean, 4), "[C] mean CCD temperature of the inputs")
+    if plan.keys.get("temp_key") is not None:
+        set_card(header, "TEMPKEY", plan.keys["temp_key"], "[C] group temperature (SET-TEMP or rounded)")
+    when = plan.date_obs_mean
+    if when is not None:
+        iso = when.isoformat(timespec="milliseconds")
+        set_card(header, "DATE-OBS", iso, "[UTC] mean DATE-OBS of the inputs")
+        set_card(header, "MJD-OBS", round(Time(iso, scale="utc").mjd, 8), "[d] MJD of DATE-OBS")
+
+
+def _input_cards(header: fits.Header, plan: GroupPlan) -> None:
+    set_card(header, "NCOMBINE", len(plan.frames), "number of frames combined")
+    for index, frame in enumerate(plan.frames[:MAX_IMCMB], 1):
+        set_card(header, f"IMCMB{index:03d}", Path(frame["path"]).name)
+    if plan.kind == "dark":
+        set_card(header, "WITHBIAS", plan.includes_bias, "the dark still contains the bias")
+    if plan.bias is not None:
+        set_card(header, "BIASCOR", Path(plan.bias.path).name, "master bias subtracted")
+    if plan.dark is not None:
+        set_card(header, "DARKCOR", Path(plan.dark.path).name, "master dark subtracted")
+        if len(set(plan.dark_scales)) == 1:
+            set_card(header, "DARKSCAL", plan.dark_scales[0], "dark scale factor t_flat / t_dark")
+
+
+def _combine_cards(header: fits.Header, plan: GroupPlan, built: _Built, params: ClipParams) -> None:
+    set_card(header, "COMBMETH", "sigma_clipped_median", "combine method")
+    set_card(header, "CLIPLOW", params.sigma_lower, "[sigma] lower clipping bound")
+    set_card(header, "CLIPHIGH", params.sigma_upper, "[sigma] upper clipping bound")
+    set_card(header, "CLIPITER", params.maxiters, "maximum clipping iterations")
+    set_card(header, "CLIPCEN", params.cenfunc, "clipping centre function")
+    set_card(header, "CLIPDEV", params.stdfunc, "clipping dispersion function")
+    set_card(header, "REJFRAC", round(built.rejected, 8), "fraction of input samples rejected")
+    for name, value in built.stats.items():
+        keyword = {"median": "STATMED", "mean": "STATMEAN", "std": "STATSTD"}[name]
+        set_card(header, keyword, float(value) if np.isfinite(value) else "NaN", f"{name} of the master")
+
+
+def _history(plan: GroupPlan, built: _Built, params: ClipParams) -> list[str]:
+    lines = [f"ccdcal: {plan.kind} master of {len(plan.frames)} frames, group {describe_keys(plan.keys)}"]
+    if len(plan.frames) > MAX_IMCMB:
+        lines.append(f"IMCMBnnn name the first {MAX_IMCMB} inputs; all are in the catalog's master_inputs")
+    if plan.bias is not None:
+        lines.append(f"bias subtracted: {Path(plan.bias.path).name} sha256 {plan.bias.sha256}")
+    if plan.dark is not None:
+        scales = ", ".join(f"{s:.6g}" for s in sorted(set(plan.dark_scales)))
+        lines.append(f"dark subtracted: {Path(plan.dark.path).name} sha256 {plan.dark.sha256}")
+        lines.append(f"dark scaled by t_flat / t_dark = {scales}")
+    if plan.kind == "dark" and plan.includes_bias:
+        lines.append("no bias subtracted: this dark contains the bias; use it at its own exposure only")
+    if plan.kind == "flat":
+        lines.append("each flat divided by its median, then combined; the result divided by its median")
+    lines.append(
+        f"sigma-clipped median: {params.sigma_lower:g}/{params.sigma_upper:g} sigma, "
+        f"{params.maxiters} iterations, centre {params.cenfunc}, dispersion {params.stdfunc}"
+    )
+    lines.extend(f"QA warning: {w}" for w in built.warnings)
+    return lines
+
+
 def _register(
-    catalog: Catalog,
-    plan: _Plan,
-    image: np.ndarray,
-    stats: dict[str, float],
-    rejected: float,
-    folder: Path,
-    options: MasterOptions,
-    run_id: int,
-) -> tuple[int, Path]:
-    """Write the master file and, in one transaction, its rows; supersede the group's previous master."""
-    name = master_name(
+    catalog: Catalog, plan: GroupPlan, built: _Built, folder: Path, options: MasterOptions, run_id: int
+) -> Master:
+    """Write the master's file and, in the same transaction, its rows; supersede the group's current one.
+
+    The file is written under a name no master of the catalog uses and no file has (``_v2``, ``_v3``
+    ...; an existing file is never replaced); if the transaction fails the new file is removed.
+    """
+    hdul = fits.HDUList(
+        [fits.PrimaryHDU(built.image.astype(np.float32), _header(plan, built, options.params))]
+    )
+    name = _file_name(plan)
+    written: Path | None = None
+    try:
+        with catalog.session() as session:
+            written, digest = _write_free(session, folder, name, hdul)
+            master = _master_row(session, plan, built, written, digest, options, run_id)
+            for old in session.scalars(_same_group(plan).where(Master.id != master.id)):
+                old.status = "superseded"
+            session.add_all(
+                MasterInput(master_id=master.id, frame_id=f["id"], sha256=f["sha256"]) for f in plan.frames
+            )
+            session.add_all(_calibrator_rows(plan, master.id))
+        return master
+    except BaseException:
+        if written is not None:
+            written.unlink(missing_ok=True)
+        raise
+
+
+def _file_name(plan: GroupPlan) -> str:
+    return master_name(
         plan.kind,
         xbinning=plan.keys.get("xbinning"),
         ybinning=plan.keys.get("ybinning"),
@@ -486,55 +631,92 @@ def _register(
         filter=plan.keys.get("filter"),
         includes_bias=plan.includes_bias,
     )
-    header = _header(plan, stats, rejected, options.params)
-    hdul = fits.HDUList([fits.PrimaryHDU(image.astype(np.float32), header)])
-    with catalog.session() as session:
-        taken = set(session.scalars(select(Master.path).where(Master.path.like(f"%{name[:-5]}%"))))
+
+
+def _write_free(session: Session, folder: Path, name: str, hdul: fits.HDUList) -> tuple[Path, str]:
+    """Write ``hdul`` as ``folder/name`` or its first free ``_vN`` variant; return the path and sha256."""
+    stem = name.removesuffix(".fits")
+    taken = set(session.scalars(select(Master.path).where(Master.path.startswith(str(folder / stem)))))
+    for _ in range(100):  # a concurrent writer may take a name between the check and the write
         path = versioned(folder, name, taken)
-        earlier = _same_group(plan, current_only=False).with_only_columns(func.count())
-        version = 1 + (session.scalar(earlier) or 0)
-        previous = list(session.scalars(_same_group(plan)))
-        digest = write_atomic(path, hdul)
-        temps = [f["ccd_temp"] for f in plan.frames if f["ccd_temp"] is not None]
-        master = Master(
-            kind=plan.kind,
-            path=str(path),
-            sha256=digest,
-            identity=plan.identity,
-            version=version,
-            **plan.keys,
-            includes_bias=plan.includes_bias,
-            ccd_temp_mean=statistics.fmean(temps) if temps else None,
-            date_obs_mean=_mean_time([f["date_obs"] for f in plan.frames if f["date_obs"] is not None]),
-            n_inputs=len(plan.frames),
-            method="sigma_clipped_median",
-            parameters={
-                **options.params.as_dict(),
-                "dark_scales": plan.dark_scales,
-                "mem_limit": options.mem_limit,
-            },
-            stat_median=_finite(stats["median"]),
-            stat_mean=_finite(stats["mean"]),
-            stat_std=_finite(stats["std"]),
-            rejected_fraction=rejected,
-            status="current",
-            run_id=run_id,
+        try:
+            return path, write_atomic(path, hdul, overwrite=False)
+        except FileExistsError:
+            taken.add(str(path))
+    raise FileExistsError(f"no free file name for {name} in {folder}")
+
+
+def _master_row(
+    session: Session,
+    plan: GroupPlan,
+    built: _Built,
+    path: Path,
+    digest: str,
+    options: MasterOptions,
+    run_id: int,
+) -> Master:
+    earlier = session.scalar(
+        _same_group(plan, current_only=False).with_only_columns(func.max(Master.version))
+    )
+    master = Master(
+        kind=plan.kind,
+        path=str(path),
+        sha256=digest,
+        identity=plan.identity,
+        version=(earlier or 0) + 1,
+        **plan.keys,
+        includes_bias=plan.includes_bias,
+        ccd_temp_mean=plan.ccd_temp_mean,
+        date_obs_mean=plan.date_obs_mean,
+        n_inputs=len(plan.frames),
+        method="sigma_clipped_median",
+        parameters=_parameters(plan, built, options),
+        stat_median=_finite(built.stats["median"]),
+        stat_mean=_finite(built.stats["mean"]),
+        stat_std=_finite(built.stats["std"]),
+        rejected_fraction=built.rejected,
+        status="current",
+        run_id=run_id,
+    )
+    session.add(master)
+    session.flush()
+    return master
+
+
+def _parameters(plan: GroupPlan, built: _Built, options: MasterOptions) -> dict[str, Any]:
+    """The ``masters.parameters`` JSON: combine parameters, pre-calibration numbers and the QA result."""
+    parameters: dict[str, Any] = {
+        **options.params.as_dict(),
+        "mem_limit": options.mem_limit,
+        "dark_scales": plan.dark_scales,
+        "flat_levels": built.flat_levels,
+        "min_frames": options.min_frames,
+        "temp_tolerance": options.rules.temp_tolerance,
+    }
+    qa: dict[str, Any] = {
+        "previous_id": built.previous.id if built.previous else None,
+        "warnings": built.warnings,
+    }
+    if built.comparison is not None:
+        qa |= {
+            "shift": built.comparison.shift,
+            "sigma": built.comparison.sigma,
+            "outlier_fraction": built.comparison.outlier_fraction,
+        }
+    parameters["qa"] = qa
+    return parameters
+
+
+def _calibrator_rows(plan: GroupPlan, master_id: int) -> list[MasterCalibrator]:
+    rows = []
+    if plan.bias is not None:
+        rows.append(MasterCalibrator(master_id=master_id, role="bias", calibrator_id=plan.bias.id))
+    if plan.dark is not None:
+        scale = plan.dark_scales[0] if len(set(plan.dark_scales)) == 1 else None
+        rows.append(
+            MasterCalibrator(master_id=master_id, role="dark", calibrator_id=plan.dark.id, scale=scale)
         )
-        for old in previous:
-            old.status = "superseded"
-        session.add(master)
-        session.flush()
-        session.add_all(
-            MasterInput(master_id=master.id, frame_id=f["id"], sha256=f["sha256"]) for f in plan.frames
-        )
-        if plan.bias is not None:
-            session.add(MasterCalibrator(master_id=master.id, role="bias", calibrator_id=plan.bias.id))
-        if plan.dark is not None:
-            scale = plan.dark_scales[0] if len(set(plan.dark_scales)) == 1 else None
-            session.add(
-                MasterCalibrator(master_id=master.id, role="dark", calibrator_id=plan.dark.id, scale=scale)
-            )
-        return master.id, path
+    return rows
 
 
 def _finite(value: float) -> float | None:
@@ -542,28 +724,46 @@ def _finite(value: float) -> float | None:
 
 
 def list_masters(catalog: Catalog, *, include_superseded: bool = False) -> list[dict[str, Any]]:
-    """The catalog's masters with their QA numbers, newest first."""
+    """The catalog's masters with their QA numbers, by kind, newest first.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The open catalog.
+    include_superseded : bool
+        Also list the versions that a newer master replaced.
+
+    Returns
+    -------
+    list of dict
+        One dict a master: id, kind, path, version, status, is_bad, the group keys shown in names,
+        n_inputs, median/mean/std, rejected_fraction, QA warnings, created_at.
+    """
     with catalog.session() as session:
         query = select(Master).order_by(Master.kind, Master.id.desc())
         if not include_superseded:
             query = query.where(Master.status == "current")
-        return [
-            {
-                "id": m.id,
-                "kind": m.kind,
-                "path": m.path,
-                "status": m.status,
-                "is_bad": m.is_bad,
-                "n_inputs": m.n_inputs,
-                "exptime": m.exptime,
-                "filter": m.filter,
-                "temp_key": m.temp_key,
-                "ccd_temp_mean": m.ccd_temp_mean,
-                "median": m.stat_median,
-                "mean": m.stat_mean,
-                "std": m.stat_std,
-                "rejected_fraction": m.rejected_fraction,
-                "created_at": m.created_at,
-            }
-            for m in session.scalars(query)
-        ]
+        return [_listed(m) for m in session.scalars(query)]
+
+
+def _listed(m: Master) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "kind": m.kind,
+        "path": m.path,
+        "version": m.version,
+        "status": m.status,
+        "is_bad": m.is_bad,
+        "includes_bias": m.includes_bias,
+        "n_inputs": m.n_inputs,
+        "exptime": m.exptime,
+        "filter": m.filter,
+        "temp_key": m.temp_key,
+        "ccd_temp_mean": m.ccd_temp_mean,
+        "median": m.stat_median,
+        "mean": m.stat_mean,
+        "std": m.stat_std,
+        "rejected_fraction": m.rejected_fraction,
+        "warnings": list((m.parameters or {}).get("qa", {}).get("warnings", [])),
+        "created_at": m.created_at,
+    }

@@ -14,13 +14,15 @@ def number_text(value: float | int | None) -> str:
 
     Examples
     --------
-    >>> [number_text(v) for v in (120.0, -20.0, 2.5, 0.125, None, -0.0)]
-    ['120', '-20', '2.5', '0.125', 'NA', '0']
+    >>> [number_text(v) for v in (120.0, -20.0, 2.5, 0.125, None, -0.0, 5e-08)]
+    ['120', '-20', '2.5', '0.125', 'NA', '0', '5e-08']
     """
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if value is None or not math.isfinite(float(value)):
         return "NA"
     text = f"{float(value):.6f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
+    if text in ("0", "-0", ""):
+        return f"{float(value):.3g}" if value else "0"
+    return text
 
 
 def safe_token(text: str | None) -> str:

@@ -77,3 +77,18 @@ def catalog(tmp_path: Path) -> Iterator[Any]:
 
     with Catalog(tmp_path / "ccdcal.db") as cat:
         yield cat
+
+
+def fitsverify_counts(path: Path) -> tuple[int, int]:
+    """(warnings, errors) that HEASARC's fitsverify reports for one file (skips when it is absent)."""
+    import re
+    import shutil
+    import subprocess
+
+    exe = shutil.which("fitsverify")
+    if exe is None:
+        pytest.skip("fitsverify (HEASARC) is not installed: apt-get install fitsverify")
+    out = subprocess.run([exe, str(path)], capture_output=True, text=True, check=False).stdout
+    found = re.findall(r"(\d+)\s+warning\(s\)\s+and\s+(\d+)\s+error\(s\)", out)
+    assert len(found) == 1, out
+    return int(found[0][0]), int(found[0][1])

@@ -93,9 +93,25 @@ MATCH_KEYS = (
 )
 
 
+#: Slack added to the temperature tolerance so that a difference of exactly the tolerance, computed in
+#: binary floating point (``|-10.1 - -8.1|`` is 2.0000000000000004), still matches.
+TEMP_SLACK = 1e-9
+
+
 @dataclass(frozen=True)
 class MatchRules:
-    """Tolerances and choices of master matching (DESIGN.md "Grouping and matching")."""
+    """Tolerances and choices of master matching (DESIGN.md "Grouping and matching").
+
+    Attributes
+    ----------
+    temp_tolerance : float
+        Largest |master.ccd_temp_mean − frame.ccd_temp| in °C (inclusive).
+    exptime_tolerance : float
+        Largest relative exposure difference of a dark used without scaling.
+    dark_scale : bool
+        Choose the dark of nearest exposure (preferring one at least as long) to be scaled, instead of
+        requiring the same exposure.
+    """
 
     temp_tolerance: float = 2.0
     exptime_tolerance: float = 1e-6
@@ -112,17 +128,36 @@ def select_master(
 ) -> Master | None:
     """The master of ``kind`` that best serves a frame (or a group of frames) with ``target``'s keys.
 
-    One select: same camera keys (:data:`MATCH_KEYS`, NULL matching NULL); |ΔT| within the tolerance
-    (a frame without temperature takes only masters without one); for darks the same exposure within
-    the relative tolerance or, with dark scaling, the nearest exposure preferring longer darks (never a
-    dark that still holds the bias); for flats the same filter. Only current masters not marked bad.
-    Among candidates: nearest in temperature, then nearest in time, then newest.
+    One select over current masters not marked bad, with the same camera keys (:data:`MATCH_KEYS`,
+    NULL matching NULL only) and |ΔT| within the tolerance (a target without temperature takes only
+    masters without one). Per kind:
+
+    - dark: the same exposure within the relative tolerance; with ``rules.dark_scale`` the dark of
+      nearest exposure instead, preferring one at least as long as the target's, and only darks that
+      can be scaled (bias subtracted, positive exposure: a dark still holding the bias is never chosen);
+    - flat: the same filter.
+
+    Among candidates: nearest in temperature, then nearest in time (masters without a date last), then
+    the newest.
 
     Parameters
     ----------
-    target
-        ``frames``-like values: the :data:`MATCH_KEYS`, ``ccd_temp``, ``date_obs``, and ``exptime`` (darks)
-        or ``filter`` (flats).
+    session : Session
+        An open catalog session.
+    kind : str
+        ``bias``, ``dark`` or ``flat``.
+    target : mapping
+        ``frames``-like values: the :data:`MATCH_KEYS`, ``ccd_temp``, ``date_obs``, and ``exptime``
+        (darks) or ``filter`` (flats).
+    rules : MatchRules
+        Tolerances and dark scaling.
+    exclude_with_bias : bool
+        Never choose a dark that still contains the bias (implied by ``rules.dark_scale``).
+
+    Returns
+    -------
+    Master or None
+        The best candidate, or ``None`` when nothing matches.
     """
     conditions = [
         Master.kind == kind,
@@ -136,17 +171,11 @@ def select_master(
         delta_temp: Any = literal(0.0)
     else:
         delta_temp = func.abs(Master.ccd_temp_mean - temp)
-        conditions.append(delta_temp <= rules.temp_tolerance)
+        conditions.append(delta_temp <= rules.temp_tolerance + TEMP_SLACK)
     order: list[Any] = []
     if kind == "dark":
-        exptime = target.get("exptime")
-        if exptime is None:
-            conditions.append(Master.exptime.is_(None))
-        elif rules.dark_scale:
-            conditions.append(Master.includes_bias.is_(False) | _same_exposure(exptime, rules))
-            order += [case((Master.exptime >= exptime, 0), else_=1), func.abs(Master.exptime - exptime)]
-        else:
-            conditions.append(_same_exposure(exptime, rules))
+        exposure_conditions, order = _dark_exposure(target.get("exptime"), rules)
+        conditions += exposure_conditions
         if exclude_with_bias:
             conditions.append(Master.includes_bias.is_(False))
     if kind == "flat":
@@ -154,14 +183,23 @@ def select_master(
     order.append(delta_temp)
     when = target.get("date_obs")
     if when is not None:
-        order.append(func.abs(epoch_seconds(Master.date_obs_mean) - epoch_seconds(literal(when, DateTime()))))
+        delta_time = func.abs(epoch_seconds(Master.date_obs_mean) - epoch_seconds(literal(when, DateTime())))
+        order += [Master.date_obs_mean.is_(None), delta_time]
     order.append(Master.id.desc())
     query = select(Master).where(*conditions).order_by(*order).limit(1)
     return session.scalars(query).first()
 
 
-def _same_exposure(exptime: float, rules: MatchRules) -> Any:
-    return func.abs(Master.exptime - exptime) <= rules.exptime_tolerance * max(abs(exptime), 1e-9)
+def _dark_exposure(exptime: float | None, rules: MatchRules) -> tuple[list[Any], list[Any]]:
+    """The conditions and leading order terms on a dark's exposure."""
+    if exptime is None:
+        return [Master.exptime.is_(None)], []
+    if not rules.dark_scale:
+        tolerance = rules.exptime_tolerance * max(abs(exptime), 1e-9)
+        return [func.abs(Master.exptime - exptime) <= tolerance], []
+    scalable = [Master.includes_bias.is_(False), Master.exptime > 0]
+    longer_first = case((Master.exptime >= exptime * (1 - rules.exptime_tolerance), 0), else_=1)
+    return scalable, [longer_first, func.abs(Master.exptime - exptime)]
 
 
 class epoch_seconds(FunctionElement[float]):

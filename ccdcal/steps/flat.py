@@ -1,4 +1,13 @@
-"""Flat: frames normalised by their own median, combined, and the master normalised to median 1."""
+"""Flat: pre-calibrated frames divided by their own median, combined, and the master normalised to median 1.
+
+A master flat is built as (DESIGN.md "Science")::
+
+    flat_i' = (flat_i − bias − dark × t_i / t_dark) / median(flat_i − bias − dark × t_i / t_dark)
+    master  = combine(flat_1' … flat_n') / median(combine(…))
+
+:func:`precalibration_offset` gives the subtracted part, :func:`flat_level` the per-frame median, and
+:func:`normalise_to_median` the last division; the combine itself is :mod:`ccdcal.steps.combine`.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +15,62 @@ import numpy as np
 
 
 def finite_median(image: np.ndarray) -> float:
-    """The median of an image's finite pixels (NaN when there are none)."""
-    values = image[np.isfinite(image)]
+    """The median of an image's finite pixels.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Any array.
+
+    Returns
+    -------
+    float
+        The median, NaN when no pixel is finite.
+    """
+    values = np.asarray(image)[np.isfinite(image)]
     return float(np.median(values)) if values.size else float("nan")
+
+
+def flat_level(frame: np.ndarray, offset: np.ndarray | float = 0.0) -> float:
+    """The level a flat is divided by before combining: ``median(frame − offset)`` over finite pixels.
+
+    Parameters
+    ----------
+    frame : numpy.ndarray
+        A raw flat.
+    offset : numpy.ndarray or float
+        What pre-calibration subtracts (see :func:`precalibration_offset`).
+
+    Returns
+    -------
+    float
+        The level (in float64).
+
+    Raises
+    ------
+    ValueError
+        When the level is not a finite positive number (an empty or negative "flat").
+    """
+    level = finite_median(np.subtract(frame, offset, dtype=np.float64))
+    if not (np.isfinite(level) and level > 0):
+        raise ValueError(f"its level after bias/dark subtraction is {level}, not a flat")
+    return level
 
 
 def normalise_to_median(image: np.ndarray) -> tuple[np.ndarray, float]:
     """``image / median(image)`` as float32, and the median divided by.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        A combined flat.
+
+    Returns
+    -------
+    normalised : numpy.ndarray
+        float32 image of median 1 (computed in float64, then rounded).
+    median : float
+        The median of the finite pixels of ``image``.
 
     Raises
     ------
@@ -28,9 +86,21 @@ def normalise_to_median(image: np.ndarray) -> tuple[np.ndarray, float]:
 def precalibration_offset(
     bias: np.ndarray | None, dark: np.ndarray | None, dark_scale: float
 ) -> np.ndarray | float:
-    """What is subtracted from a raw flat before normalising: ``bias + dark × scale`` (float64).
+    """What is subtracted from a raw flat before normalising: ``bias + dark × dark_scale`` (float64).
 
-    Either part may be absent (``None``); with neither, 0.
+    Parameters
+    ----------
+    bias : numpy.ndarray or None
+        Master bias (``None``: not subtracted).
+    dark : numpy.ndarray or None
+        Master dark, bias subtracted unless ``bias`` is ``None`` (``None``: not subtracted).
+    dark_scale : float
+        ``t_flat / t_dark`` (1 for a dark at the flat's exposure).
+
+    Returns
+    -------
+    numpy.ndarray or float
+        The offset image, or 0.0 when neither part is given.
     """
     offset: np.ndarray | float = 0.0
     if bias is not None:

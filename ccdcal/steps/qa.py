@@ -1,0 +1,132 @@
+"""Quality numbers of master frames: their statistics, and how a new master differs from the previous one.
+
+The gate (used by ``ccdcal masters``) compares a new master with the current master of its group, the
+one it supersedes. With ``d = new − old`` and a robust noise ``σ`` (see :func:`compare_masters`):
+
+- *level*: ``|median(d)| > QA_SHIFT_SIGMA × σ`` — the master's level moved by more than its pixel noise
+  (a bias level that drifted, darks taken at another temperature, a light leak);
+- *structure*: more than ``QA_OUTLIER_FRACTION`` of the pixels have ``|d − median(d)| > QA_OUTLIER_SIGMA × σ``
+  — the pattern changed (dust that moved, a new hot column, a flat with a gradient).
+
+Either one is a warning, not an error: the new master is still built and used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.stats import mad_std
+
+#: Level gate: a median difference beyond this many σ.
+QA_SHIFT_SIGMA = 1.0
+#: Structure gate: pixels beyond this many σ ...
+QA_OUTLIER_SIGMA = 5.0
+#: ... on more than this fraction of the image.
+QA_OUTLIER_FRACTION = 0.01
+
+
+def master_stats(image: np.ndarray) -> dict[str, float]:
+    """Median, mean and standard deviation of an image's finite pixels.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        A master frame.
+
+    Returns
+    -------
+    dict
+        ``median``, ``mean``, ``std`` (population), each NaN when no pixel is finite.
+    """
+    values = np.asarray(image, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return {"median": float("nan"), "mean": float("nan"), "std": float("nan")}
+    return {"median": float(np.median(values)), "mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
+def pixel_noise(image: np.ndarray) -> float:
+    """A robust estimate of an image's pixel-to-pixel noise: ``mad_std`` of row-to-row differences / √2.
+
+    Differences of adjacent rows remove smooth structure (vignetting, gradients) and column patterns,
+    so this measures the noise of single pixels; hot pixels and dust edges do not move a ``mad_std``.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        A 2-D image.
+
+    Returns
+    -------
+    float
+        The noise (0 for an image with fewer than two rows or no finite differences).
+    """
+    values = np.asarray(image, dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] < 2:
+        return 0.0
+    steps = np.diff(values, axis=0)
+    steps = steps[np.isfinite(steps)]
+    return float(mad_std(steps)) / np.sqrt(2.0) if steps.size else 0.0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How a new master differs from the previous one of its group.
+
+    Attributes
+    ----------
+    shift : float
+        ``median(new − old)``.
+    sigma : float
+        The noise the differences are measured in (see :func:`compare_masters`).
+    outlier_fraction : float
+        Fraction of finite pixels with ``|new − old − shift| > QA_OUTLIER_SIGMA × sigma``.
+    """
+
+    shift: float
+    sigma: float
+    outlier_fraction: float
+
+    @property
+    def level_moved(self) -> bool:
+        """The level gate: ``|shift| > QA_SHIFT_SIGMA × sigma``."""
+        return abs(self.shift) > QA_SHIFT_SIGMA * self.sigma
+
+    @property
+    def structure_changed(self) -> bool:
+        """The structure gate: ``outlier_fraction > QA_OUTLIER_FRACTION``."""
+        return self.outlier_fraction > QA_OUTLIER_FRACTION
+
+
+def compare_masters(new: np.ndarray, old: np.ndarray) -> Comparison | None:
+    """Compare two versions of a master pixel by pixel.
+
+    ``σ = max(mad_std(new − old), pixel_noise(new))``. The spread of the difference is the natural
+    unit; the new master's own pixel noise is its floor, because two versions that share most of their
+    inputs differ far less than either master's noise (and by quantised amounts when the raw frames are
+    integers), which would otherwise turn ordinary changes into alarms.
+
+    Parameters
+    ----------
+    new, old : numpy.ndarray
+        Images of the same shape.
+
+    Returns
+    -------
+    Comparison or None
+        ``None`` when the shapes differ or no pixel is finite in both.
+    """
+    if np.shape(new) != np.shape(old):
+        return None
+    difference = np.asarray(new, dtype=np.float64) - np.asarray(old, dtype=np.float64)
+    finite = difference[np.isfinite(difference)]
+    if not finite.size:
+        return None
+    shift = float(np.median(finite))
+    sigma = max(float(mad_std(finite)), pixel_noise(new))
+    if sigma > 0:
+        outliers = float(np.mean(np.abs(finite - shift) > QA_OUTLIER_SIGMA * sigma))
+    else:  # identical noiseless images: any differing pixel is an outlier
+        outliers = float(np.mean(finite != shift))
+    return Comparison(shift, float(sigma), outliers)
