@@ -153,3 +153,51 @@ def test_unknown_command_is_usage_error(runner: CliRunner) -> None:
     result = runner.invoke(app, ["frobnicate"])
     assert result.exit_code == 2
     assert "No such command 'frobnicate'" in result.stderr
+
+
+@pytest.fixture
+def simulated(tmp_path: Path) -> Path:
+    from ccdcal.simulate import simulate_night
+
+    return simulate_night(
+        tmp_path / "night", seed=3, shape=(48, 64), n_bias=3, n_dark=3, n_flat=3, n_light=2
+    ).root
+
+
+def test_masters_builds_then_has_nothing_to_do(runner: CliRunner, tmp_path: Path, simulated: Path) -> None:
+    db, folder = str(tmp_path / "c.db"), tmp_path / "m"
+    assert runner.invoke(app, ["--db", db, "ingest", str(simulated)]).exit_code == 0
+    first = runner.invoke(app, ["--db", db, "masters", "--masters-dir", str(folder)])
+    assert first.exit_code == 0, first.output
+    assert first.stdout.splitlines()[0] == "Masters (run 2): 7 built, 0 already current, 0 skipped"
+    assert f"  built {folder / 'master_bias_b2x2_g120_sNA_C-10.fits'} (3 frames)" in first.stdout
+    again = runner.invoke(app, ["--db", db, "masters", "--masters-dir", str(folder)])
+    assert (again.exit_code, again.stdout) == (0, "Masters (run 3): 0 built, 7 already current, 0 skipped\n")
+    listed = runner.invoke(app, ["--db", db, "masters", "--list", "--json"])
+    assert sorted(row["kind"] for row in json.loads(listed.stdout)) == ["bias"] + ["dark"] * 4 + ["flat"] * 2
+
+
+def test_masters_exit_1_when_a_group_is_too_small(runner: CliRunner, tmp_path: Path, simulated: Path) -> None:
+    db = str(tmp_path / "c.db")
+    runner.invoke(app, ["--db", db, "ingest", str(simulated)])
+    result = runner.invoke(
+        app,
+        ["--db", db, "masters", "--kind", "bias", "--min-frames", "4", "--masters-dir", str(tmp_path / "m")],
+    )
+    assert result.exit_code == 1
+    assert result.stdout == "Masters (run 2): 0 built, 0 already current, 1 skipped\n"
+    assert result.stderr == (
+        "Skipped (1):\n  3 bias frames in group ZWO ASI294MM Pro b2x2 g120 C-10: fewer than --min-frames 4\n"
+    )
+
+
+def test_masters_bad_options_are_exit_2(runner: CliRunner, tmp_path: Path) -> None:
+    db = str(tmp_path / "c.db")
+    bad_kind = runner.invoke(app, ["--db", db, "masters", "--kind", "lights"])
+    assert (bad_kind.exit_code, bad_kind.stderr) == (
+        2,
+        "Error: --kind 'lights': use one of bias, dark, flat\n",
+    )
+    bad_size = runner.invoke(app, ["--db", db, "masters", "--mem-limit", "lots"])
+    assert bad_size.exit_code == 2
+    assert "'lots' is not a size such as 512M or 2G" in bad_size.stderr
