@@ -39,7 +39,7 @@ import os
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +127,7 @@ DITHER_MAX = 3.0
 NIGHT = "2026-03-14"
 UTC_OFFSET = timedelta(hours=1)
 """Local time of the site (CET, before the switch to summer time)."""
-_NIGHT_UTC = datetime(2026, 3, 14, tzinfo=timezone.utc)
+_NIGHT_UTC = datetime(2026, 3, 14, tzinfo=UTC)
 BIAS_START = _NIGHT_UTC + timedelta(hours=17, minutes=2)
 FLAT_START = _NIGHT_UTC + timedelta(hours=17, minutes=50)
 LIGHT_START = _NIGHT_UTC + timedelta(hours=19, minutes=20)

@@ -39,7 +39,7 @@ FRAME_KINDS = ("bias", "dark", "flat", "light")
 
 def utcnow() -> dt.datetime:
     """The current time in UTC, without tzinfo (every stored time is naive UTC)."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):
