@@ -17,14 +17,15 @@ Hypothesis property tests on arbitrary 80-character cards.
 How it works
 ------------
 The header is decoded once, the way ``fits.open`` decodes it: ASCII, with every non-ASCII byte
-replaced by ``?``. It is then cut into 80-character card images. A card in the common form
-``KEYWORD = value / comment`` is parsed with one compiled regular expression, and so is a COMMENT,
-HISTORY or blank card. Every other card goes to ``_SlowCard``, a line-by-line port of the parts of
-``astropy.io.fits.card.Card`` that are used when a header is read (keyword, value, comment, the
-CONTINUE long-string convention, HIERARCH, record-valued keyword cards, invalid cards). The regular
-expressions are copied from astropy 6-8 (BSD-3-Clause). A card that astropy cannot parse, and would
-raise on when its value is read, never raises here. It is stored like commentary, as
-``(keyword, text after column 8, None, None)``.
+replaced by ``?``. It is then cut into 80-character card images. The cards in the common form
+``KEYWORD = value / comment`` are parsed with regular expressions (all the cards of a header with
+one ``findall`` when the header allows it), and so are COMMENT, HISTORY and blank cards. Every
+other card goes to ``_SlowCard``, a line-by-line port of the parts of ``astropy.io.fits.card.Card``
+that are used when a header is read (keyword, value, comment, the CONTINUE long-string convention,
+HIERARCH, record-valued keyword cards, invalid cards). The regular expressions are copied from
+astropy 6-8 (BSD-3-Clause). A card that astropy cannot parse, and would raise on when its value is
+read, never raises here. It is stored like commentary, as ``(keyword, text after column 8, None,
+None)``.
 
 Card tuples
 -----------
@@ -61,7 +62,8 @@ Where this deliberately differs from astropy
 from __future__ import annotations
 
 import re
-from collections.abc import Container
+import struct
+from collections.abc import Callable, Container
 from typing import Any, NamedTuple
 
 from ccdcal.errors import FitsFormatError
@@ -167,8 +169,45 @@ _FAST_VALUE_RE = re.compile(
     r" *(?:/ *(?P<c>.*))?$"
 )
 
+# The whole-header fast path (_parse_cards) runs one findall over the card images of a header,
+# each with its trailing blanks stripped and a newline before it, so that the regular expression
+# engine, not Python, loops over the cards. Each card gives a tuple (columns 1-8, number, string
+# with its quotes or boolean, comment). A card that is not 'KEYWORD = value / comment' gives
+# (columns 1-8, '', '', ''); its stripped columns 1-8 may be shorter. The value and comment
+# sub-patterns match exactly what _FAST_VALUE_RE matches on the whole card. They are written so
+# that the engine does less work, and each change gives the same match:
+# * A number, string or boolean starts with a different character, so their order is free.
+# * What follows a run of blanks is never a blank, and what follows a number is a blank, '/' or
+#   the end of the card, so possessive quantifiers (which never give back) find the same match.
+#   '(?:x|)' is '(?:x)?', and '[0-9]' is '\d' in ASCII text.
+# * A non-empty string whose first inner quote closes it (is followed by the end, '/' or a
+#   blank) is also the first candidate of astropy's lazy string sub-pattern, which follows.
+# * Stripping removes only blanks that the final ' *' or the comment's '.*' would match (and
+#   that _parse_images strips from the comment); a string is followed by the end either way. A
+#   card that is blank after its '= ' no longer matches, and goes to _parse_images.
+_CARDS_RE = re.compile(
+    r"\n(.{0,8}+)(?:= ++"
+    r"(?:([+-]?+(?:[0-9]++\.?+[0-9]*+|\.[0-9]++)(?:[DEde][+-]?+[0-9]++|))"
+    r"|('[^'\n]++'(?=$|/| )|'(?:[ -~]+?|)'(?=$|/| )|F|T)|)"
+    r" *+(?:/ *+(.*+)|)$|.*)",
+    re.MULTILINE,
+)
+_PRINTABLE = bytes(range(32, 127))
+# By card count: the unpack of a header into its 80-byte card images (struct cuts them in C).
+_splitters: dict[int, Callable[[bytes], tuple[Any, ...]]] = {}
+
 _STD, _TEXT, _SLOW = 0, 1, 2
-_keyword_cache: dict[str, tuple[int, str]] = {}
+
+
+class _KeywordCache(dict[str, tuple[int, str]]):
+    """_classify's answer by keyword field (columns 1-8), computed on first use."""
+
+    def __missing__(self, field: str) -> tuple[int, str]:
+        entry = self[field] = _classify(field)
+        return entry
+
+
+_keyword_cache = _KeywordCache()
 
 
 def _classify(field: str) -> tuple[int, str]:
@@ -358,6 +397,67 @@ def _parse_cards(text: str) -> list[Card]:
     """Cards of a decoded header (a multiple of 80 characters, END excluded), like
     ``astropy.io.fits.Header.fromstring`` followed by reading every card.
 
+    The result is always _parse_images(text). A header of printable ASCII cards is read with
+    one ``findall`` of _CARDS_RE, which finds the cards that _parse_images reads with
+    _FAST_VALUE_RE and gives the same value and comment. Commentary cards take their text from
+    the card, as _parse_images does. Every other card is read by _parse_images on its own, and
+    so is a card whose tuple does not tell its form (an undefined value with no comment). A
+    header with a CONTINUE card, which joins the card before it, is read by _parse_images whole.
+    """
+    n = len(text)
+    if not n or n % CARD or not text.isascii():
+        return _parse_images(text)
+    raw = text.encode("ascii")
+    if raw.translate(None, _PRINTABLE):  # a character that is not printable
+        return _parse_images(text)
+    count = n // CARD
+    split = _splitters.get(count)
+    if split is None:
+        if len(_splitters) > 1000:
+            _splitters.clear()
+        split = _splitters[count] = struct.Struct(f"{CARD}s" * count).unpack
+    lines = "\n" + b"\n".join(map(bytes.rstrip, split(raw))).decode("ascii")
+    cache = _keyword_cache
+    if len(cache) > 20000:
+        cache.clear()
+    out: list[Card] = []
+    for field, num, value, comment in _CARDS_RE.findall(lines):
+        kind, keyword = cache[field]  # stripping the field does not change _classify's answer
+        if kind:  # commentary, or a card for the slow path
+            start = len(out) * CARD
+            if kind == _TEXT:
+                out.append((keyword, text[start + 8 : start + CARD].rstrip(), None, None))
+            elif text[start : start + 8] == "CONTINUE":
+                return _parse_images(text)
+            else:
+                out.append(_parse_images(text[start : start + CARD])[0])
+        elif num:
+            try:
+                f = float(num)
+            except ValueError:  # a D exponent
+                f = float(num.translate(_DE))
+            out.append((keyword, num, f, comment or None))
+        elif value in _TF:
+            out.append((keyword, value, None, comment or None))
+        elif value:
+            s = value[1:-1]
+            if ": " in s:  # maybe a record-valued keyword card
+                start = len(out) * CARD
+                out.append(_parse_images(text[start : start + CARD])[0])
+                continue
+            v = s.replace("''", "'").rstrip() if "'" in s else s.rstrip()
+            out.append((keyword, _StrValue(v) if v in _TF else v, None, comment or None))
+        elif comment:  # undefined value
+            out.append((keyword, None, None, comment))
+        else:  # not of the fast form, or an undefined value with no comment ('KEY     = /')
+            start = len(out) * CARD
+            out.append(_parse_images(text[start : start + CARD])[0])
+    return out
+
+
+def _parse_images(text: str) -> list[Card]:
+    """_parse_cards card by card (and the way it reads any header it does not read itself).
+
     The fast path is used when the card is printable ASCII and no CONTINUE card follows it.
     Cards whose keyword field is COMMENT, HISTORY or blank are commentary: the value is
     ``image[8:].rstrip()``. A card whose keyword field is a plain keyword (no '=', not special)
@@ -435,36 +535,40 @@ def _find_end(buf: bytes, offset: int) -> int:
     complete and ASCII, so a malformed 'END ...' card before a real END card is just a card.
     """
     size = len(buf)
+    # The first exact END card (q), and before it the first card that starts with 'END' and a
+    # byte that is not a keyword character (end), found from the cards' first bytes.
     pos = offset
+    while (q := buf.find(_END_CARD, pos)) >= 0 and (q - offset) % CARD:
+        pos = q - (q - offset) % CARD + CARD
     end = -1
-    while True:
-        p = buf.find(b"END", pos)
-        if p < 0:
-            return -1
-        rel = (p - offset) % CARD
-        if rel:
-            pos = p - rel + CARD
-            continue
-        if p + 3 >= size or buf[p + 3] not in _KEYWORD_BYTES:
-            end = p
-            break
-        pos = p + CARD
-    if buf[end : end + CARD] == _END_CARD:
-        return end
-    # A malformed END card: does a later exact END card satisfy astropy's fast parser?
-    pos = end + CARD
-    while True:
-        q = buf.find(_END_CARD, pos)
-        if q < 0:
-            return end
-        rel = (q - offset) % CARD
-        if rel:
-            pos = q - rel + CARD
-            continue
-        block_end = offset + ((q - offset) // BLOCK + 1) * BLOCK
-        if block_end <= size and buf[offset:block_end].isascii():
+    if q >= 0:
+        starts = bytes(buf[offset:q:CARD])
+        k = starts.find(b"E")
+        while k >= 0 and end < 0:
+            p = offset + k * CARD
+            if buf[p + 1 : p + 3] == b"ND" and buf[p + 3] not in _KEYWORD_BYTES:
+                end = p
+            k = starts.find(b"E", k + 1)
+        if end < 0:
             return q
-        return end
+    else:  # no exact END card: the first card-aligned 'END' not followed by a keyword character
+        pos = offset
+        while True:
+            p = buf.find(b"END", pos)
+            if p < 0:
+                return -1
+            rel = (p - offset) % CARD
+            if rel:
+                pos = p - rel + CARD
+                continue
+            if p + 3 >= size or buf[p + 3] not in _KEYWORD_BYTES:
+                return p
+            pos = p + CARD
+    # A malformed END card before the exact one: does the exact one satisfy the fast parser?
+    block_end = offset + ((q - offset) // BLOCK + 1) * BLOCK
+    if block_end <= size and buf[offset:block_end].isascii():
+        return q
+    return end
 
 
 def _decode(raw: bytes) -> str:
@@ -600,7 +704,7 @@ def _complex(text: str) -> complex:
 
 #: The keywords that describe an HDU's structure (enough for :func:`find_image_header`).
 STRUCTURAL_KEYS = frozenset(
-    {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "ZIMAGE", "EXTEND"}
+    {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "GROUPS", "ZIMAGE", "EXTEND"}
     | {f"NAXIS{axis}" for axis in range(1, 1000)}
 )
 
@@ -614,8 +718,10 @@ def header_values(cards: list[Card], keys: Container[str] | None = None) -> dict
     With ``keys``, only those keywords are converted (ingest needs a few dozen of ~200).
     """
     out: dict[str, HeaderValue] = {}
+    if keys is not None:
+        cards = [card for card in cards if card[0] in keys]
     for keyword, value, num, _comment in cards:
-        if keyword in out or (keys is not None and keyword not in keys) or keyword.upper() in _COMMENTARY:
+        if keyword in out or keyword.upper() in _COMMENTARY:
             continue
         typed: HeaderValue
         if value is None:

@@ -386,6 +386,41 @@ def test_malformed_end_card_like_fits_open(tmp_path: Path) -> None:
         assert_same_header(info.cards, hdul[0].header)
 
 
+def test_end_card_is_not_mistaken_for_a_look_alike(tmp_path: Path) -> None:
+    # 'END' inside EXTEND, an ENDX keyword, and 'END' + 77 blanks across two cards (a comment
+    # ending in 'END' and a blank card) are not the END card.
+    cards = (
+        "SIMPLE  =                    T",
+        "BITPIX  =                    8",
+        "NAXIS   =                    0",
+        "EXTEND  =                    T",
+        "ENDX    = 'a keyword'",
+        f"{'COMMENT the':77}END",
+        "",
+    )
+    text = header_bytes(*cards)
+    parsed, end = parse_header(text)
+    assert [c[0] for c in parsed] == ["SIMPLE", "BITPIX", "NAXIS", "EXTEND", "ENDX", "COMMENT", ""]
+    assert end == 2880
+    assert_same_header(parsed, astropy_header(text))
+    # The same look-alikes before a malformed END card, with no exact END card after it.
+    path = tmp_path / "badend.fits"
+    path.write_bytes(header_bytes(*cards, "END     garbage", end=False))
+    parsed, end = parse_header(path.read_bytes())
+    assert [c[0] for c in parsed] == ["SIMPLE", "BITPIX", "NAXIS", "EXTEND", "ENDX", "COMMENT", ""]
+    assert end == 2880
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fits.open(path) as hdul:
+            assert_same_header(parsed, hdul[0].header)
+
+
+def test_empty_header() -> None:
+    text = header_bytes()
+    assert parse_header(text) == ([], 2880)
+    assert len(astropy_header(text)) == 0
+
+
 def test_empty_primary_then_image_extension(tmp_path: Path) -> None:
     path = tmp_path / "ext.fits"
     image = fits.ImageHDU(np.arange(12, dtype=np.int16).reshape(3, 4), name="SCI")
