@@ -299,7 +299,7 @@ class RunLog:
 
 def _read_revision(conn: Connection) -> str | None:
     try:
-        if "alembic_version" not in inspect(conn).get_table_names():
+        if not conn.dialect.has_table(conn, "alembic_version"):
             return None
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except DatabaseError as exc:

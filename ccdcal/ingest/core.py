@@ -13,13 +13,21 @@ The order of work, top to bottom in :func:`ingest`:
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, count, islice, repeat
 from pathlib import PurePath
 from typing import Any, NamedTuple
 
@@ -30,7 +38,7 @@ from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import FRAME_KINDS, Frame, HeaderCard, utcnow
 from ccdcal.errors import UsageError
 from ccdcal.ingest.normalise import folders_between, type_from_folders
-from ccdcal.ingest.reader import FrameRecord, ReadTask, read_frame
+from ccdcal.ingest.reader import CardColumns, FrameRecord, ReadTask, read_frame, read_frames
 from ccdcal.ingest.scan import Found, resolve_roots, walk
 
 #: Called as ``progress(done, total)`` while files are read.
@@ -38,8 +46,12 @@ Progress = Callable[[int, int], None]
 
 # Files written per transaction.
 BATCH = 250
-# Files at least this large on average are read by several threads (see reader_threads).
+# Files at least this large on average are read by several threads (see reader_plan).
 LARGE_FILE = 1 << 20
+# Smaller files are parsed by worker processes when there are at least this many.
+MIN_FILES_FOR_PROCESSES = 200
+# Files handed to a reader at a time.
+READ_CHUNK = 50
 
 
 @dataclass
@@ -150,8 +162,8 @@ def ingest(
         summary.missing = len(vanished)
 
         with _bulk_card_load(catalog, len(to_read)):
-            threads = reader_threads(jobs, sizes)
-            for batch in _batches(_read_all(to_read, threads, progress), BATCH):
+            plan = reader_plan(jobs, sizes)
+            for batch in _batches(_read_all(to_read, plan, progress), BATCH):
                 with catalog.session() as session:
                     _write_batch(session, batch, known, imagetyp, run.id, summary)
         with catalog.session() as session:
@@ -229,6 +241,26 @@ def _known_under(session: Session, roots: list[str]) -> dict[str, _Known]:
     return {row[0]: _Known(*row[1:]) for row in rows}
 
 
+class ReaderPlan(NamedTuple):
+    """How files are read: ``threads`` or ``processes``, and how many (1 thread: the caller's own)."""
+
+    kind: str
+    workers: int
+
+
+def reader_plan(jobs: int | None, sizes: list[int]) -> ReaderPlan:
+    """Decide how to read: ``jobs`` reader processes when given, else chosen from the files' sizes."""
+    if jobs is not None:
+        return ReaderPlan("processes" if jobs > 1 else "threads", max(1, jobs))
+    mean = sum(sizes) / len(sizes) if sizes else 0
+    if mean >= LARGE_FILE:
+        return ReaderPlan("threads", min(4, os.cpu_count() or 1))
+    cores = os.cpu_count() or 1
+    if cores > 1 and len(sizes) >= MIN_FILES_FOR_PROCESSES:
+        return ReaderPlan("processes", max(1, min(cores - 1, 4)))
+    return ReaderPlan("threads", 1)
+
+
 def reader_threads(jobs: int | None, sizes: list[int]) -> int:
     """How many threads read files (1: the calling thread alone): ``jobs`` when given, else automatic.
 
@@ -243,35 +275,67 @@ def reader_threads(jobs: int | None, sizes: list[int]) -> int:
     return min(4, os.cpu_count() or 1) if mean >= LARGE_FILE else 1
 
 
-def _read_all(tasks: list[ReadTask], threads: int, progress: Progress | None) -> Iterator[FrameRecord]:
-    """Read files in order, with ``threads`` reader threads (at most a bounded number ahead)."""
+def _process_context() -> Any:
+    """``forkserver`` where there is one (no fork of a process with threads), else ``spawn``."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _start_process_server() -> None:
+    """Start the fork server early, with the reader module loaded, so workers start in milliseconds."""
+    if (os.cpu_count() or 1) < 2 or "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    from multiprocessing import forkserver
+
+    context = _process_context()
+    context.set_forkserver_preload(["ccdcal.ingest.reader"])
+    forkserver.ensure_running()
+
+
+def _read_all(tasks: list[ReadTask], plan: ReaderPlan, progress: Progress | None) -> Iterator[FrameRecord]:
+    """Read files: in this thread (in order), or in a pool of threads or processes (in the order they are
+    done), a bounded amount ahead of the writer."""
     total = len(tasks)
     if progress:
         progress(0, total)
-    if threads <= 1 or total < 2:
+    if (plan.workers <= 1 and plan.kind == "threads") or total < 2:
         for done, record in enumerate(map(read_frame, tasks), 1):
             if progress:
                 progress(done, total)
             yield record
         return
-    # Readers keep working while the writer inserts a batch (SQLite releases the GIL while it steps),
-    # yet the results waiting for the writer stay bounded whatever the tree's size.
-    ahead = 2 * BATCH
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ccdcal-read") as pool:
-        pending: deque[Future[FrameRecord]] = deque()
-        queue = iter(tasks)
+    chunks = [tasks[i : i + READ_CHUNK] for i in range(0, total, READ_CHUNK)]
+    # Results waiting for the writer stay bounded whatever the tree's size.
+    ahead = max(2 * plan.workers, 2 * BATCH // READ_CHUNK)
+    if plan.kind == "processes":
+        _start_process_server()
+        pool: Executor = ProcessPoolExecutor(max_workers=plan.workers, mp_context=_process_context())
+    else:
+        pool = ThreadPoolExecutor(max_workers=plan.workers, thread_name_prefix="ccdcal-read")
+    with pool:
+        pending: dict[Future[list[FrameRecord]], list[ReadTask]] = {}
+        queue = iter(chunks)
+        done = 0
         try:
-            for task in islice(queue, ahead):
-                pending.append(pool.submit(read_frame, task))
-            done = 0
+            for chunk in islice(queue, ahead):
+                pending[pool.submit(read_frames, chunk)] = chunk
             while pending:
-                record = pending.popleft().result()
-                for task in islice(queue, 1):
-                    pending.append(pool.submit(read_frame, task))
-                done += 1
-                if progress:
-                    progress(done, total)
-                yield record
+                finished = [future for future in pending if future.done()]
+                if not finished:
+                    # While the workers start up (or fall behind) this process reads a chunk none of
+                    # them has started; otherwise it waits for the first one to finish.
+                    idle = next((f for f in reversed(pending) if f.cancel()), None)
+                    finished = [idle] if idle else list(wait(pending, return_when=FIRST_COMPLETED).done)
+                for future in finished:
+                    chunk = pending.pop(future)
+                    records = read_frames(chunk) if future.cancelled() else future.result()
+                    for following in islice(queue, 1):
+                        pending[pool.submit(read_frames, following)] = following
+                    for record in records:
+                        done += 1
+                        if progress:
+                            progress(done, total)
+                        yield record
         finally:
             for future in pending:
                 future.cancel()
@@ -299,8 +363,8 @@ def _write_batch(
     """Write one batch of read files: new rows, updated rows, and their header cards."""
     now = utcnow()
     new_rows: list[dict[str, Any]] = []
-    new_cards: list[tuple[int, int, list[Any]]] = []
-    pending_cards: list[tuple[int, list[Any]]] = []
+    new_cards: list[tuple[int, int, CardColumns]] = []
+    pending_cards: list[tuple[int, CardColumns]] = []
     for record in batch:
         row = _frame_values(record, forced, run_id, now)
         previous = known.get(record.path)
@@ -358,21 +422,25 @@ def _insert_frames(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     return list(inserted.scalars().all())
 
 
+#: Rows of ``header_cards`` per INSERT statement on SQLite.
+ROWS_PER_INSERT = 140
+
 #: Columns of ``header_cards`` in the order :func:`_insert_cards` writes them.
 _CARD_COLUMNS = ("frame_id", "hdu", "position", "keyword", "value", "value_num", "comment")
 
 
-def _insert_cards(session: Session, cards_by_frame: list[tuple[int, int, list[Any]]]) -> None:
+def _insert_cards(session: Session, cards_by_frame: list[tuple[int, int, CardColumns]]) -> None:
     """Bulk-insert header cards: the hot path of a first ingest (hundreds of thousands of rows).
 
     SQLAlchemy's executemany builds a parameter dict per row, which costs more than SQLite's insert
-    itself; here rows go to the driver as plain tuples (PostgreSQL: ``COPY``). Values stay parameters.
+    itself; here rows are zipped from the card columns in C and go to the driver as plain tuples
+    (PostgreSQL: ``COPY``). Values stay parameters.
     """
-    rows = [
-        (frame_id, hdu, position, *card)
-        for frame_id, hdu, cards in cards_by_frame
-        for position, card in enumerate(cards)
-    ]
+    rows = list(
+        chain.from_iterable(
+            zip(repeat(frame_id), repeat(hdu), count(), *columns) for frame_id, hdu, columns in cards_by_frame
+        )
+    )
     if not rows:
         return
     connection = session.connection()
@@ -386,8 +454,17 @@ def _insert_cards(session: Session, cards_by_frame: list[tuple[int, int, list[An
     if connection.dialect.paramstyle != "qmark":  # pragma: no cover - other drivers: the portable path
         connection.execute(insert(HeaderCard), [dict(zip(_CARD_COLUMNS, r, strict=True)) for r in rows])
         return
-    marks = ", ".join("?" * len(_CARD_COLUMNS))
-    connection.exec_driver_sql(f"INSERT INTO header_cards ({columns}) VALUES ({marks})", rows)
+    # Many rows per statement: SQLite spends less per row than with one statement per row. 140 rows of
+    # 7 values stay under 999 parameters, the limit of older SQLite builds.
+    one = "(" + ", ".join("?" * len(_CARD_COLUMNS)) + ")"
+    full = len(rows) // ROWS_PER_INSERT * ROWS_PER_INSERT
+    if full:
+        flat = list(chain.from_iterable(rows[:full]))
+        width = ROWS_PER_INSERT * len(_CARD_COLUMNS)
+        many = f"INSERT INTO header_cards ({columns}) VALUES " + ", ".join([one] * ROWS_PER_INSERT)
+        connection.exec_driver_sql(many, [tuple(flat[i : i + width]) for i in range(0, len(flat), width)])
+    if full < len(rows):
+        connection.exec_driver_sql(f"INSERT INTO header_cards ({columns}) VALUES {one}", rows[full:])
 
 
 def _frame_values(record: FrameRecord, forced: str | None, run_id: int, now: Any) -> dict[str, Any]:
