@@ -120,8 +120,8 @@ def ingest(
         Force this kind (``bias``, ``dark``, ``flat``, ``light``) on every file under ``paths``, including
         files already catalogued; recorded as ``imagetyp_source = 'forced'``.
     jobs
-        Threads reading and hashing files (default: chosen from the files' sizes, see
-        :func:`reader_threads`).
+        Reader processes (1: read here, in order); by default chosen from the number and sizes of
+        the files, see :func:`reader_plan`.
     progress
         Called with (files read, files to read).
 
@@ -249,7 +249,13 @@ class ReaderPlan(NamedTuple):
 
 
 def reader_plan(jobs: int | None, sizes: list[int]) -> ReaderPlan:
-    """Decide how to read: ``jobs`` reader processes when given, else chosen from the files' sizes."""
+    """Decide how to read: ``jobs`` reader processes when given, else a choice from the files' sizes.
+
+    Reading and hashing release the GIL and dominate for real frames (megabytes each), so several
+    threads overlap them with the parsing and the catalog writes. For many small files parsing
+    dominates: worker processes parse while this process writes (two threads would only contend
+    for the GIL). A few files are read here, in order: starting workers would cost more.
+    """
     if jobs is not None:
         return ReaderPlan("processes" if jobs > 1 else "threads", max(1, jobs))
     mean = sum(sizes) / len(sizes) if sizes else 0
@@ -259,20 +265,6 @@ def reader_plan(jobs: int | None, sizes: list[int]) -> ReaderPlan:
     if cores > 1 and len(sizes) >= MIN_FILES_FOR_PROCESSES:
         return ReaderPlan("processes", max(1, min(cores - 1, 4)))
     return ReaderPlan("threads", 1)
-
-
-def reader_threads(jobs: int | None, sizes: list[int]) -> int:
-    """How many threads read files (1: the calling thread alone): ``jobs`` when given, else automatic.
-
-    Reading and hashing release the GIL and dominate for real frames (megabytes each), so several
-    threads overlap them with the parsing and the catalog writes. For small files parsing dominates,
-    and one thread is fastest: a second thread only contends for the GIL, and worker processes spend
-    more on shipping a parsed header (hundreds of small objects) than they save (measured).
-    """
-    if jobs is not None:
-        return max(1, jobs)
-    mean = sum(sizes) / len(sizes) if sizes else 0
-    return min(4, os.cpu_count() or 1) if mean >= LARGE_FILE else 1
 
 
 def _process_context() -> Any:

@@ -361,3 +361,16 @@ def test_postgresql_catalog_stores_the_same_rows(pg_url: str, tmp_path: Path, ni
         assert len(rows) > 9 * 6
         again = ingest(pg, [night])
         assert (again.new, again.unchanged) == (0, 9)
+
+
+def test_reader_plan_follows_jobs_and_file_sizes(monkeypatch) -> None:
+    from ccdcal.ingest.core import ReaderPlan, reader_plan
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert reader_plan(1, [100] * 5000) == ReaderPlan("threads", 1)
+    assert reader_plan(3, [100] * 10) == ReaderPlan("processes", 3)
+    assert reader_plan(None, [8 << 20] * 10) == ReaderPlan("threads", 4)
+    assert reader_plan(None, [20_000] * 3000) == ReaderPlan("processes", 3)
+    assert reader_plan(None, [20_000] * 10) == ReaderPlan("threads", 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert reader_plan(None, [20_000] * 3000) == ReaderPlan("threads", 1)
