@@ -156,7 +156,12 @@ def ingest(
     ] = None,
     jobs: Annotated[
         int | None,
-        typer.Option("--jobs", "-j", min=1, help="Processes reading headers (default: automatic; 1 reads in this process)."),
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Processes reading headers (default: automatic; 1 reads in this process).",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
