@@ -100,7 +100,7 @@ def main(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.")] = False,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+        typer.Option("--version", callback=_version, help="Show the version and exit."),
     ] = False,
 ) -> None:
     """Catalog raw frames, build masters and calibrate lights, with provenance."""

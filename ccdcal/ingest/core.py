@@ -192,15 +192,17 @@ def _bulk_card_load(catalog: Catalog, files: int) -> Iterator[None]:
 
     Maintaining the index row by row costs about as much as the inserts themselves; building it once
     afterwards costs a fifth of that. The index is rebuilt when the load ends, however it ends; should
-    the process die in between, the next ingest rebuilds it (``CREATE INDEX IF NOT EXISTS``).
+    the process die in between, the next ingest that reads a file rebuilds it (``CREATE INDEX IF NOT
+    EXISTS``).
     """
-    if catalog.dialect != "sqlite":
+    if catalog.dialect != "sqlite" or files == 0:
         yield
         return
     create = f"CREATE INDEX IF NOT EXISTS {KEYWORD_INDEX} ON header_cards (keyword)"
     with catalog.session() as session:
-        frames = session.scalar(select(func.count()).select_from(Frame)) or 0
-        bulk = files > BULK_LOAD_FILES and frames < files
+        bulk = files > BULK_LOAD_FILES
+        if bulk:
+            bulk = (session.scalar(select(func.count()).select_from(Frame)) or 0) < files
         session.execute(text(f"DROP INDEX IF EXISTS {KEYWORD_INDEX}" if bulk else create))
     try:
         yield
@@ -227,7 +229,7 @@ def _under(roots: list[str]) -> Any:
 
 
 def _known_under(session: Session, roots: list[str]) -> dict[str, _Known]:
-    rows = session.execute(
+    rows = session.connection().execute(
         select(
             Frame.path,
             Frame.id,
@@ -513,18 +515,24 @@ def _force_type(session: Session, roots: list[str], kind: str) -> int:
 
 def _tally(session: Session, roots: list[str], summary: IngestSummary) -> None:
     """Count the frames under the roots by kind, list the unclassified and the still-rejected ones."""
-    rows = session.execute(
-        select(Frame.path, Frame.status, Frame.imagetyp, Frame.error)
-        .where(_under(roots))
-        .order_by(Frame.path)
+    connection = session.connection()
+    under = _under(roots)
+    for kind, n in connection.execute(
+        select(Frame.imagetyp, func.count()).where(under, Frame.status == "ok").group_by(Frame.imagetyp)
+    ):
+        if kind is not None:
+            summary.by_type[kind] = n
+    summary.unclassified = list(
+        connection.execute(
+            select(Frame.path)
+            .where(under, Frame.status == "ok", Frame.imagetyp.is_(None))
+            .order_by(Frame.path)
+        ).scalars()
     )
     reported = {path for path, _ in summary.rejected}
-    for path, status, kind, error in rows:
-        if status == "ok":
-            if kind is None:
-                summary.unclassified.append(path)
-            else:
-                summary.by_type[kind] += 1
-        elif status == "rejected" and path not in reported:
+    for path, error in connection.execute(
+        select(Frame.path, Frame.error).where(under, Frame.status == "rejected").order_by(Frame.path)
+    ):
+        if path not in reported:
             summary.rejected.append((path, error or "rejected"))
     summary.rejected.sort()
