@@ -708,3 +708,20 @@ def test_any_header_agrees_with_astropy(images: list[str]) -> None:
                 card.value  # noqa: B018
             assume(card.keyword == keyword)
     assert_same_header(cards, astropy_header(text))
+
+
+def test_random_groups_primary_is_skipped_to_the_image_extension(tmp_path) -> None:
+    import numpy as np
+    from astropy.io import fits
+
+    groups = fits.GroupData(
+        np.arange(24, dtype=np.float32).reshape(3, 1, 2, 4),
+        parnames=["abc"],
+        pardata=[np.zeros(3)],
+        bitpix=-32,
+    )
+    path = tmp_path / "groups.fits"
+    fits.HDUList([fits.GroupsHDU(groups), fits.ImageHDU(np.ones((5, 6), np.int16))]).writeto(path)
+    info = find_image_header(path.read_bytes())
+    assert info.hdu == 1
+    assert {c[0]: c[1] for c in info.cards}["NAXIS1"] == "6"
