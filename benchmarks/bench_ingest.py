@@ -174,7 +174,7 @@ def main() -> None:
     with Catalog(db) as catalog:
         t_first, summary = timed(ingest, catalog, [tree], jobs=args.jobs)
         print(
-            f"ccdcal ingest (first, --jobs {args.jobs}):   {t_first:7.2f} s  "
+            f"ccdcal ingest (first, --jobs {args.jobs or 'auto'}):   {t_first:7.2f} s  "
             f"({summary.new} frames, every card stored)  -> {t_ifc / t_first:5.1f}x faster"
         )
         t_again, again = timed(ingest, catalog, [tree], jobs=args.jobs)
@@ -182,6 +182,14 @@ def main() -> None:
             f"ccdcal ingest (unchanged, in-process): {t_again:7.3f} s  ({again.unchanged} unchanged)"
             f"  -> {t_first / t_again:5.1f}x faster than the first"
         )
+    serial_db = work / "bench-serial.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{serial_db}{suffix}").unlink(missing_ok=True)
+    with Catalog(serial_db) as catalog:
+        t_serial, _ = timed(ingest, catalog, [tree], jobs=1)
+    print(
+        f"ccdcal ingest (first, --jobs 1, one process): {t_serial:7.2f} s  -> {t_ifc / t_serial:5.1f}x faster"
+    )
     exe = shutil.which("ccdcal") or str(Path(sys.executable).with_name("ccdcal"))
     t_version = command_seconds([exe, "--version"])
     t_cmd = command_seconds([exe, "--db", str(db), "-q", "ingest", str(tree)])
