@@ -28,11 +28,12 @@ demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(BIN)/ccdcal simulate $(DEMO)/raw --seed 1
 	cd $(DEMO) && ../$(BIN)/ccdcal --db ccdcal.db ingest raw
-	cd $(DEMO) && ../$(BIN)/ccdcal --db ccdcal.db masters --masters-dir masters
+	cd $(DEMO) && ../$(BIN)/ccdcal --db ccdcal.db process --masters-dir masters --output-dir calibrated
 	cd $(DEMO) && ../$(BIN)/ccdcal --db ccdcal.db status
 	@echo
 	@echo "Raw night:  $(CURDIR)/$(DEMO)/raw"
 	@echo "Masters:    $(CURDIR)/$(DEMO)/masters"
+	@echo "Calibrated: $(CURDIR)/$(DEMO)/calibrated"
 	@echo "Catalog:    $(CURDIR)/$(DEMO)/ccdcal.db   (try: sqlite3 $(DEMO)/ccdcal.db 'select imagetyp, count(*) from frames group by 1')"
 
 lint: $(STAMP)

@@ -16,13 +16,15 @@ from typing import Any
 
 from ccdcal._version import __version__
 
-__all__ = ["Catalog", "__version__", "catalog_status", "ingest", "simulate_night"]
+__all__ = ["Catalog", "__version__", "build_masters", "catalog_status", "ingest", "process", "simulate_night"]
 
 _LAZY = {
     "Catalog": ("ccdcal.catalog.db", "Catalog"),
     "ingest": ("ccdcal.ingest.core", "ingest"),
     "catalog_status": ("ccdcal.status", "catalog_status"),
     "simulate_night": ("ccdcal.simulate", "simulate_night"),
+    "build_masters": ("ccdcal.masters", "build_masters"),
+    "process": ("ccdcal.pipeline", "process"),
 }
 
 

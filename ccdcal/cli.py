@@ -26,7 +26,7 @@ from ccdcal._version import __version__
 from ccdcal.catalog.db import SCHEMA_HEAD, Catalog
 from ccdcal.errors import CcdcalError
 from ccdcal.ingest.core import ingest as ingest_paths
-from ccdcal.status import catalog_status
+from ccdcal.status import catalog_status, pending_lines
 
 # The numerical stack (numpy, astropy) is imported by the commands that need it, so that catalog
 # commands and --help start quickly.
@@ -266,6 +266,8 @@ def status(
             out.print(f"{title} ({len(report[key])}):", markup=False)
             for item in report[key]:
                 out.print(f"  {item['path']}: {item['reason']}", markup=False)
+    for line in pending_lines(report["pending"]):
+        out.print(line, markup=False)
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -376,6 +378,107 @@ def _text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+@app.command()
+def process(
+    ctx: typer.Context,
+    masters_dir: Annotated[Path, typer.Option("--masters-dir", help="Folder for master files.")] = Path(
+        "masters"
+    ),
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", help="Folder for calibrated lights ({stem}_cal.fits).")
+    ] = Path("calibrated"),
+    dark_scale: Annotated[
+        bool,
+        typer.Option(
+            "--dark-scale/--no-dark-scale", help="Scale the dark of nearest exposure to the light's."
+        ),
+    ] = False,
+    no_bias: Annotated[
+        bool, typer.Option("--no-bias", help="Darks keep the bias (used at their own exposure only).")
+    ] = False,
+    no_dark: Annotated[bool, typer.Option("--no-dark", help="Do not subtract darks.")] = False,
+    no_flat: Annotated[bool, typer.Option("--no-flat", help="Do not divide by flats.")] = False,
+    temp_tolerance: Annotated[
+        float, typer.Option("--temp-tolerance", help="|ΔT| allowed between a master and a light (°C).")
+    ] = 2.0,
+    exptime_tolerance: Annotated[
+        float, typer.Option("--exptime-tolerance", help="Relative exposure difference of an unscaled dark.")
+    ] = 1e-6,
+    bias: Annotated[Path | None, typer.Option("--bias", help="Use this master bias (pinned).")] = None,
+    dark: Annotated[Path | None, typer.Option("--dark", help="Use this master dark (pinned).")] = None,
+    flat: Annotated[Path | None, typer.Option("--flat", help="Use this master flat (pinned).")] = None,
+    allow_missing: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-missing", help="Calibrate without this step when no master matches; repeatable."
+        ),
+    ] = None,
+    flat_min: Annotated[
+        float, typer.Option("--flat-min", help="Flat pixels below this are clamped and flagged in MASK.")
+    ] = 0.01,
+    min_frames: Annotated[int, typer.Option("--min-frames", help="Smallest group combined.")] = 3,
+    mem_limit: Annotated[
+        str, typer.Option("--mem-limit", help="Memory the combine may use, e.g. 512M or 2G.")
+    ] = "2G",
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", "-j", min=1, help="Processes calibrating frames (default: all cores)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; write nothing (no files, no rows).")
+    ] = False,
+    redo: Annotated[bool, typer.Option("--redo", help="Calibrate every light again.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Build masters as needed, then calibrate every light (bias, dark, flat), with provenance rows."""
+    from ccdcal import pipeline
+    from ccdcal.catalog.queries import MatchRules
+
+    state = _state(ctx)
+    options = pipeline.ProcessOptions(
+        masters_dir=masters_dir,
+        output_dir=output_dir,
+        rules=MatchRules(temp_tolerance, exptime_tolerance, dark_scale),
+        no_bias=no_bias,
+        no_dark=no_dark,
+        no_flat=no_flat,
+        allow_missing=tuple(k.lower() for k in allow_missing or ()),
+        bias=bias,
+        dark=dark,
+        flat=flat,
+        flat_min=flat_min,
+        jobs=jobs,
+        redo=redo,
+        min_frames=min_frames,
+        mem_limit=_size(mem_limit),
+    )
+    with state.catalog() as catalog:
+        if dry_run:
+            summary = pipeline.dry_run(catalog, options)
+        else:
+            with _progress(state, "Processing") as progress:
+                summary = pipeline.process(
+                    catalog, options, lambda _label, done, total: progress(done, total)
+                )
+    if as_json:
+        _print_json(summary.as_dict())
+    elif not state.quiet:
+        for line in summary.plan_lines() if summary.dry_run else [summary.headline()]:
+            out.print(line, markup=False)
+        rows = summary.table_rows() if not (summary.dry_run or summary.nothing_done) else []
+        if rows:
+            table = Table(box=None, pad_edge=False)
+            for column in rows[0]:
+                table.add_column(column)
+            for row in rows[1:]:
+                table.add_row(*row)
+            wide = out if out.is_terminal else Console(file=out.file, width=250, highlight=False)
+            wide.print(table)
+    for line in summary.problem_lines() if not as_json else []:
+        err.print(line, markup=False)
+    raise typer.Exit(summary.exit_code)
 
 
 @app.command()

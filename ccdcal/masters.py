@@ -140,7 +140,11 @@ class MasterOptions:
 
 
 def build_masters(
-    catalog: Catalog, options: MasterOptions = MasterOptions(), progress: Progress | None = None
+    catalog: Catalog,
+    options: MasterOptions = MasterOptions(),
+    progress: Progress | None = None,
+    *,
+    run_id: int | None = None,
 ) -> MastersSummary:
     """Build every missing or stale master of the requested kinds.
 
@@ -152,19 +156,19 @@ def build_masters(
         Folder, kinds, ``min_frames``, clipping parameters, ``no_bias`` and matching tolerances.
     progress : callable, optional
         Called as ``progress(label, groups done, groups)``.
+    run_id : int, optional
+        Record the masters under this run (``ccdcal process`` builds its masters in its own run);
+        by default a ``masters`` run is recorded.
 
     Returns
     -------
     MastersSummary
         One report per group: built, already current, or skipped with the reason.
     """
-    for kind in options.kinds:
-        if kind not in MASTER_ORDER:
-            raise UsageError(f"--kind {kind!r}: use one of {', '.join(MASTER_ORDER)}")
-    if options.min_frames < 1:
-        raise UsageError(f"--min-frames must be at least 1, not {options.min_frames}")
+    _check_options(options)
     folder = options.masters_dir.expanduser().resolve()
-    summary = MastersSummary()
+    if run_id is not None:
+        return _build_all(catalog, options, folder, run_id, progress)
     arguments = {
         "masters_dir": str(folder),
         "kinds": list(options.kinds),
@@ -175,23 +179,107 @@ def build_masters(
         "temp_tolerance": options.rules.temp_tolerance,
     }
     with catalog.run("masters", arguments) as run:
-        summary.run_id = run.id
-        remove_stale_temporaries(folder)
-        for kind in MASTER_ORDER:
-            if kind not in options.kinds:
-                continue
-            with catalog.session() as session:
-                rows = grouped_frames(session, kind)
-            groups = [list(g) for _, g in groupby(rows, key=lambda r: r["group_number"])]
-            for number, frames in enumerate(groups, 1):
-                if progress:
-                    progress(f"master {kind}", number - 1, len(groups))
-                summary.reports.append(_one_group(catalog, kind, frames, folder, options, run.id))
-            if progress and groups:
-                progress(f"master {kind}", len(groups), len(groups))
+        summary = _build_all(catalog, options, folder, run.id, progress)
         run.summary = summary.as_dict()
         run.partial = summary.exit_code != 0
     return summary
+
+
+def _check_options(options: MasterOptions) -> None:
+    for kind in options.kinds:
+        if kind not in MASTER_ORDER:
+            raise UsageError(f"--kind {kind!r}: use one of {', '.join(MASTER_ORDER)}")
+    if options.min_frames < 1:
+        raise UsageError(f"--min-frames must be at least 1, not {options.min_frames}")
+
+
+def _build_all(
+    catalog: Catalog, options: MasterOptions, folder: Path, run_id: int, progress: Progress | None
+) -> MastersSummary:
+    summary = MastersSummary(run_id=run_id)
+    remove_stale_temporaries(folder)
+    for kind in MASTER_ORDER:
+        if kind not in options.kinds:
+            continue
+        with catalog.session() as session:
+            rows = grouped_frames(session, kind)
+        groups = [list(g) for _, g in groupby(rows, key=lambda r: r["group_number"])]
+        for number, frames in enumerate(groups, 1):
+            if progress:
+                progress(f"master {kind}", number - 1, len(groups))
+            summary.reports.append(_one_group(catalog, kind, frames, folder, options, run_id))
+        if progress and groups:
+            progress(f"master {kind}", len(groups), len(groups))
+    return summary
+
+
+def plan_masters(session: Session, options: MasterOptions = MasterOptions()) -> list[MasterReport]:
+    """What :func:`build_masters` would do, group by group, without combining or writing any file.
+
+    A group whose master would be built gets the outcome ``build`` and a provisional ``masters`` row in
+    ``session`` (its future file name, a placeholder sha256, the group's current master superseded), so
+    that the groups planned after it, and lights matched later in the same session, see the catalog as
+    it would be. The caller must roll the session back (``ccdcal process --dry-run`` does).
+    """
+    _check_options(options)
+    folder = options.masters_dir.expanduser().resolve()
+    reports: list[MasterReport] = []
+    for kind in (k for k in MASTER_ORDER if k in options.kinds):
+        rows = grouped_frames(session, kind)
+        for _, group in groupby(rows, key=lambda r: r["group_number"]):
+            frames = list(group)
+            keys = {name: frames[0][name] for name in GROUP_KEYS[kind]}
+            report = MasterReport(kind, keys, "skipped", len(frames))
+            report.reason = _cannot_group(kind, keys, frames, options)
+            if report.reason is None:
+                plan, report.reason = plan_group(session, kind, keys, frames, options)
+            if report.reason is None:
+                existing = _existing(session, plan)
+                if existing is None:
+                    existing = _provisional(session, plan, folder)
+                    report.outcome = "build"
+                else:
+                    report.outcome = "current"
+                report.path, report.master_id, report.version = existing.path, existing.id, existing.version
+            reports.append(report)
+    return reports
+
+
+def _existing(session: Session, plan: GroupPlan) -> Master | None:
+    """The current master with the plan's identity whose file is still there (else it is built again)."""
+    existing = session.scalars(
+        select(Master).where(Master.identity == plan.identity, Master.status == "current")
+    ).first()
+    return existing if existing is not None and Path(existing.path).is_file() else None
+
+
+def _provisional(session: Session, plan: GroupPlan, folder: Path) -> Master:
+    """A placeholder row for a master that would be built (see :func:`plan_masters`)."""
+    stem = _file_name(plan).removesuffix(".fits")
+    taken = set(session.scalars(select(Master.path).where(Master.path.startswith(str(folder / stem)))))
+    earlier = session.scalar(
+        _same_group(plan, current_only=False).with_only_columns(func.max(Master.version))
+    )
+    for old in session.scalars(_same_group(plan)):
+        old.status = "superseded"
+    master = Master(
+        kind=plan.kind,
+        path=str(versioned(folder, _file_name(plan), taken)),
+        sha256="0" * 64,
+        identity=plan.identity,
+        version=(earlier or 0) + 1,
+        **plan.keys,
+        includes_bias=plan.includes_bias,
+        ccd_temp_mean=plan.ccd_temp_mean,
+        date_obs_mean=plan.date_obs_mean,
+        n_inputs=len(plan.frames),
+        method="sigma_clipped_median",
+        parameters={"provisional": True},
+        status="current",
+    )
+    session.add(master)
+    session.flush()
+    return master
 
 
 # -- one group ----------------------------------------------------------------------------------------
@@ -272,10 +360,8 @@ def _one_group(
         plan, report.reason = plan_group(session, kind, keys, frames, options)
         if report.reason:
             return report
-        existing = session.scalars(
-            select(Master).where(Master.identity == plan.identity, Master.status == "current")
-        ).first()
-        if existing is not None and Path(existing.path).is_file():  # a deleted file is built again
+        existing = _existing(session, plan)
+        if existing is not None:
             report.outcome, report.path, report.master_id = "current", existing.path, existing.id
             report.version = existing.version
             return report

@@ -1,4 +1,9 @@
-"""``ccdcal status``: what the catalog holds, grouped, and what needs attention."""
+"""``ccdcal status``: what the catalog holds, grouped, what needs attention, and the pending work.
+
+The pending work is computed on the fly, not read from a stored plan: it is ``ccdcal process --dry-run``
+with the options of the last ``process`` run (:func:`ccdcal.pipeline.pending_work`), so it always reflects
+the catalog as it is now — new frames, frames marked bad, masters rebuilt.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +24,12 @@ def catalog_status(catalog: Catalog) -> dict[str, Any]:
     dict
         ``catalog`` (its name), ``frames`` (counts by status and kind), ``groups`` (per kind, the group
         keys and frame count of each group), ``unclassified``, ``rejected`` (path and reason), ``missing``
-        and ``bad`` (path and reason).
+        and ``bad`` (path and reason), and ``pending``: what ``ccdcal process`` would do now (masters to
+        build; lights to calibrate, that cannot be, or that failed, each with the reason; see
+        :func:`ccdcal.pipeline.pending_work`).
     """
+    from ccdcal.pipeline import pending_work  # the numerical stack: imported only when asked
+
     with catalog.session() as session:
         counts: dict[str, dict[str, int]] = {}
         for status, kind, n in session.execute(
@@ -57,4 +66,27 @@ def catalog_status(catalog: Catalog) -> dict[str, Any]:
         "rejected": rejected,
         "missing": missing,
         "bad": bad,
+        "pending": pending_work(catalog),
     }
+
+
+def pending_lines(pending: dict[str, Any]) -> list[str]:
+    """The pending work of :func:`catalog_status` as text lines (what ``ccdcal status`` prints)."""
+    lights, masters = pending["lights"], pending["masters_to_build"]
+    if not lights and not masters:
+        return [f"Pending: nothing ({pending['current']} lights calibrated)"]
+    run = pending["options_of_run"]
+    source = f"the options of run {run}" if run is not None else "default options"
+    lines = [f"Pending (what `ccdcal process` would do now, with {source}):"]
+    if masters:
+        lines += [f"  masters to build ({len(masters)}):", *(f"    {name}" for name in masters)]
+    for title, outcome in (
+        ("to calibrate", "calibrate"),
+        ("cannot be calibrated", "cannot"),
+        ("failed", "failed"),
+    ):
+        listed = [light for light in lights if light["outcome"] == outcome]
+        if listed:
+            lines.append(f"  lights {title} ({len(listed)}):")
+            lines += [f"    {light['path']}: {light['reason']}" for light in listed]
+    return lines

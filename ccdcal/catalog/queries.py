@@ -93,6 +93,36 @@ MATCH_KEYS = (
 )
 
 
+#: The camera set-up: a step is "not available" to a light when the catalog holds no frame and no master
+#: of that kind with these keys (an LN2-cooled CCD has no darks at all).
+SETUP_KEYS = ("instrument", "xbinning", "ybinning", "naxis1", "naxis2")
+
+
+def kind_available(session: Session, kind: str, target: Mapping[str, Any]) -> bool:
+    """Whether the catalog holds any frame (not rejected) or any master of ``kind`` for ``target``'s set-up.
+
+    Parameters
+    ----------
+    session : Session
+        An open catalog session.
+    kind : str
+        ``bias``, ``dark`` or ``flat``.
+    target : mapping
+        Values of :data:`SETUP_KEYS` (NULL matches NULL).
+    """
+    frames = select(Frame.id).where(
+        Frame.imagetyp == kind,
+        Frame.status != "rejected",
+        *(getattr(Frame, k).is_not_distinct_from(target.get(k)) for k in SETUP_KEYS),
+    )
+    if session.execute(frames.limit(1)).first() is not None:
+        return True
+    masters = select(Master.id).where(
+        Master.kind == kind, *(getattr(Master, k).is_not_distinct_from(target.get(k)) for k in SETUP_KEYS)
+    )
+    return session.execute(masters.limit(1)).first() is not None
+
+
 #: Slack added to the temperature tolerance so that a difference of exactly the tolerance, computed in
 #: binary floating point (``|-10.1 - -8.1|`` is 2.0000000000000004), still matches.
 TEMP_SLACK = 1e-9
@@ -125,6 +155,7 @@ def select_master(
     rules: MatchRules = MatchRules(),
     *,
     exclude_with_bias: bool = False,
+    only_with_bias: bool = False,
 ) -> Master | None:
     """The master of ``kind`` that best serves a frame (or a group of frames) with ``target``'s keys.
 
@@ -153,6 +184,8 @@ def select_master(
         Tolerances and dark scaling.
     exclude_with_bias : bool
         Never choose a dark that still contains the bias (implied by ``rules.dark_scale``).
+    only_with_bias : bool
+        Choose only a dark that still contains the bias (for frames calibrated without a master bias).
 
     Returns
     -------
@@ -178,6 +211,8 @@ def select_master(
         conditions += exposure_conditions
         if exclude_with_bias:
             conditions.append(Master.includes_bias.is_(False))
+        if only_with_bias:
+            conditions.append(Master.includes_bias.is_(True))
     if kind == "flat":
         conditions.append(Master.filter.is_not_distinct_from(target.get("filter")))
     order.append(delta_temp)

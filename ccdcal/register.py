@@ -1,0 +1,278 @@
+"""The coordinator of ``ccdcal process``: per-frame work in worker processes, catalog rows written here.
+
+Workers (:func:`ccdcal.calibrate.calibrate_frame`) write each calibrated light to a temporary file and
+return its sha256. This process flushes each file to disk in a background thread — waiting on the disk,
+not on a core, while the next frames are computed — and then, alone, writes the catalog: in one
+transaction per batch of synced frames it adds each light's ``calibrations`` row and its
+``calibration_masters`` rows, supersedes the light's previous calibration (its row and sha256 are kept),
+and renames the temporary file to its final name (one atomic rename; the file it replaces is kept alive
+by a hard link and removed in the background, as freeing its blocks waits on the disk); if the
+transaction fails, the temporary files are removed. A frame that failed is recorded ``failed`` with the
+reason; the others go on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import update
+
+from ccdcal.calibrate import FrameResult, FrameTask, calibrate_frame
+from ccdcal.catalog.db import Catalog
+from ccdcal.catalog.models import Calibration, CalibrationMaster
+from ccdcal.fitsfiles import TEMP_PREFIX, remove_stale_temporaries
+from ccdcal.matching import APPLIED
+from ccdcal.planning import LightReport
+from ccdcal.steps.light import warm_up
+
+Progress = Callable[[str, int, int], None]
+
+#: Finished frames per job that may wait for their catalog transaction (registered together).
+_BATCH = 4
+
+
+def calibrate_lights(
+    catalog: Catalog, reports: list[LightReport], options: Any, run_id: int, progress: Progress | None = None
+) -> None:
+    """Calibrate the planned lights and record them; each report's outcome becomes ``calibrated`` or
+    ``failed``.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The open catalog (written by this process only).
+    reports : list of LightReport
+        Lights planned ``calibrate`` (each with its task).
+    options : ProcessOptions
+        ``output_dir`` and ``jobs`` (default: all cores).
+    run_id : int
+        The process run.
+    progress : callable, optional
+        Called as ``progress("calibrate", done, total)``.
+    """
+    tasks = [r.task for r in reports if r.task is not None]
+    if not tasks:
+        return
+    folder = Path(options.output_dir).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)
+    warm_up({(t.bias is not None, t.dark is not None, t.flat is not None) for t in tasks})
+    by_frame = {r.frame_id: r for r in reports}
+    jobs = min(options.jobs or default_jobs(), len(tasks))
+    done = 0
+    if progress:
+        progress("calibrate", 0, len(tasks))
+    syncing: deque[Future[FrameResult]] = deque()  # results whose file is being flushed, in order
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ccdcal-sync") as syncer:
+        try:
+            for batch in _results(tasks, jobs):
+                syncing.extend(syncer.submit(_synced, result) for result in batch)
+                if len(syncing) > _BATCH * jobs:  # a few frames a transaction
+                    done += _register_synced(catalog, syncing, by_frame, run_id, _BATCH * jobs, syncer)
+                    if progress:
+                        progress("calibrate", done, len(tasks))
+            done += _register_synced(catalog, syncing, by_frame, run_id, 0, syncer)
+            if progress:
+                progress("calibrate", done, len(tasks))
+        finally:
+            for future in syncing:  # interrupted: these files are not registered
+                temporary = None if future.cancelled() else future.result().temporary
+                if temporary:
+                    Path(temporary).unlink(missing_ok=True)
+    _sync_folder(folder)
+
+
+def _register_synced(
+    catalog: Catalog,
+    syncing: deque[Future[FrameResult]],
+    by_frame: dict[int, LightReport],
+    run_id: int,
+    keep: int,
+    background: ThreadPoolExecutor,
+) -> int:
+    """Register, in one transaction, the results at the head of ``syncing`` whose files are on disk —
+    waiting for more while over ``keep`` are pending — and remove the outputs they replaced in
+    ``background``. Returns how many were registered."""
+    ready = []
+    while syncing and (syncing[0].done() or len(syncing) > keep):
+        ready.append(syncing.popleft().result())
+    if ready:
+        retired = register(catalog, [(by_frame[result.frame_id], result) for result in ready], run_id)
+        for old in retired:  # replaced outputs: freeing their blocks waits on the disk, not on a core
+            background.submit(old.unlink, missing_ok=True)
+    return len(ready)
+
+
+def _synced(result: FrameResult) -> FrameResult:
+    """The result once its file is on disk (or failed with the reason when it cannot be flushed)."""
+    if result.temporary is None:
+        return result
+    try:
+        descriptor = os.open(result.temporary, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    except OSError as exc:
+        Path(result.temporary).unlink(missing_ok=True)
+        return replace(result, temporary=None, sha256=None, error=f"cannot write the output: {exc}")
+    return result
+
+
+def default_jobs() -> int:
+    """All the cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _results(tasks: list[FrameTask], jobs: int) -> Iterator[list[FrameResult]]:
+    """Results as they come: in this process for one job, else from a pool, in batches of the finished."""
+    if jobs <= 1:
+        for task in tasks:
+            yield [calibrate_frame(task)]
+        return
+    context = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    )
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    pending: set[Future[FrameResult]] = set()
+    unclaimed: list[FrameResult] = []
+    try:
+        pending = {pool.submit(calibrate_frame, task) for task in tasks}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            unclaimed = [future.result() for future in finished]
+            yield unclaimed
+            unclaimed = []
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future in pending:  # finished after an interruption: their files are not registered
+            if future.done() and not future.cancelled() and future.exception() is None:
+                unclaimed.append(future.result())
+        for result in unclaimed:
+            if result.temporary:
+                Path(result.temporary).unlink(missing_ok=True)
+
+
+def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], run_id: int) -> list[Path]:
+    """Record finished frames in one transaction, renaming each output to its final name.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The open catalog.
+    finished : list of (LightReport, FrameResult)
+        The planned light and what its worker did.
+    run_id : int
+        The process run.
+
+    Returns
+    -------
+    list of Path
+        Hard links (temporary names) to the files the new outputs replaced: the caller removes them. The
+        replacement itself stays one atomic rename.
+    """
+    retired: list[Path] = []
+    try:
+        with catalog.session() as session:
+            for report, result in finished:
+                task = report.task
+                assert task is not None
+                assert report.match is not None
+                ok = result.error is None
+                row = Calibration(
+                    frame_id=report.frame_id,
+                    raw_sha256=task.sha256,
+                    path=task.output,
+                    sha256=result.sha256,
+                    status="current" if ok else "failed",
+                    error=result.error,
+                    dark_scale_factor=task.dark_scale if task.dark is not None else None,
+                    flat_norm=1.0 if task.flat is not None else None,
+                    steps=_steps(report, task, result),
+                    run_id=run_id,
+                )
+                session.add(row)
+                session.flush()
+                session.add_all(_provenance(report, row.id))
+                if ok:
+                    session.execute(
+                        update(Calibration)
+                        .where(
+                            Calibration.frame_id == report.frame_id,
+                            Calibration.status == "current",
+                            Calibration.id != row.id,
+                        )
+                        .values(status="superseded")
+                    )
+                    assert result.temporary is not None
+                    retired += _retire(Path(task.output))
+                    os.replace(result.temporary, task.output)
+                report.outcome = "calibrated" if ok else "failed"
+                report.reason = report.reason if ok else result.error
+                report.calibration_id, report.seconds = row.id, result.seconds
+    except BaseException:
+        for path in [*(Path(r.temporary) for _, r in finished if r.temporary), *retired]:
+            path.unlink(missing_ok=True)
+        raise
+    return retired
+
+
+def _retire(output: Path) -> list[Path]:
+    """A hard link to an output about to be replaced, so that the rename does not free its blocks."""
+    retired = output.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-replaced-{output.name}")
+    try:
+        os.link(output, retired)
+    except OSError:  # no previous file, or no hard links here: the rename frees it
+        return []
+    return [retired]
+
+
+def _steps(report: LightReport, task: FrameTask, result: FrameResult) -> dict[str, Any]:
+    """The ``calibrations.steps`` JSON: each step with its status, reason and master."""
+    assert report.match is not None
+    steps = {role: step.as_json() for role, step in report.match.steps.items()}
+    if task.flat is not None:
+        steps["flat"] |= {"flat_min": task.flat_min, "masked": result.masked, "norm_value": 1.0}
+    return steps
+
+
+def _provenance(report: LightReport, calibration_id: int) -> list[CalibrationMaster]:
+    """One ``calibration_masters`` row per applied step, with the numbers behind the choice."""
+    assert report.match is not None
+    return [
+        CalibrationMaster(
+            calibration_id=calibration_id,
+            role=role,
+            master_id=step.master.id,
+            delta_temp=step.delta_temp,
+            delta_time=step.delta_time,
+            scale=step.scale,
+            pinned=step.pinned,
+        )
+        for role, step in report.match.steps.items()
+        if step.status == APPLIED and step.master is not None
+    ]
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
