@@ -301,6 +301,9 @@ def masters(
     ] = "2G",
     sigma: Annotated[float, typer.Option("--sigma", help="Clipping bounds in sigma (low and high).")] = 3.0,
     iterations: Annotated[int, typer.Option("--iterations", help="Sigma-clipping iterations.")] = 5,
+    dispersion: Annotated[
+        str, typer.Option("--dispersion", help="Clipping dispersion: mad_std (default) or std.")
+    ] = "mad_std",
     no_bias: Annotated[
         bool, typer.Option("--no-bias", help="Darks keep the bias (used at their own exposure only).")
     ] = False,
@@ -344,7 +347,7 @@ def masters(
         masters_dir=masters_dir,
         kinds=tuple(k.lower() for k in kind) if kind else MasterOptions().kinds,
         min_frames=min_frames,
-        params=ClipParams(sigma_lower=sigma, sigma_upper=sigma, maxiters=iterations),
+        params=ClipParams(sigma_lower=sigma, sigma_upper=sigma, maxiters=iterations, stdfunc=dispersion),
         mem_limit=_size(mem_limit),
         no_bias=no_bias,
         rules=MatchRules(temp_tolerance=temp_tolerance),

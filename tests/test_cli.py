@@ -201,3 +201,37 @@ def test_masters_bad_options_are_exit_2(runner: CliRunner, tmp_path: Path) -> No
     bad_size = runner.invoke(app, ["--db", db, "masters", "--mem-limit", "lots"])
     assert bad_size.exit_code == 2
     assert "'lots' is not a size such as 512M or 2G" in bad_size.stderr
+
+
+def test_masters_records_the_clipping_options(runner: CliRunner, tmp_path: Path, simulated: Path) -> None:
+    from sqlalchemy import select
+
+    from ccdcal.catalog.db import Catalog
+    from ccdcal.catalog.models import Master
+
+    db = str(tmp_path / "c.db")
+    runner.invoke(app, ["--db", db, "ingest", str(simulated)])
+    result = runner.invoke(
+        app,
+        [
+            "--db",
+            db,
+            "masters",
+            "--kind",
+            "bias",
+            "--sigma",
+            "2.5",
+            "--iterations",
+            "3",
+            "--dispersion",
+            "std",
+            "--masters-dir",
+            str(tmp_path / "m"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with Catalog(db) as catalog, catalog.session() as session:
+        parameters = session.scalars(select(Master.parameters)).one()
+    assert (parameters["sigma_lower"], parameters["maxiters"], parameters["stdfunc"]) == (2.5, 3, "std")
+    bad = runner.invoke(app, ["--db", db, "masters", "--dispersion", "iqr"])
+    assert (bad.exit_code, bad.stderr) == (2, "Error: stdfunc must be 'mad_std' or 'std', not 'iqr'\n")
