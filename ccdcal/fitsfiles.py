@@ -88,7 +88,7 @@ def write_atomic(path: Path, hdul: fits.HDUList, *, overwrite: bool = True) -> s
         _publish(temporary, path, overwrite)
     finally:
         temporary.unlink(missing_ok=True)
-    _sync_folder(path.parent)
+    sync_folder(path.parent)
     return digest
 
 
@@ -107,7 +107,8 @@ def _publish(temporary: Path, path: Path, overwrite: bool) -> None:
         os.replace(temporary, path)
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so a rename into it survives a crash (best effort: not every system allows it)."""
     try:
         descriptor = os.open(folder, os.O_RDONLY)
     except OSError:

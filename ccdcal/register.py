@@ -28,7 +28,7 @@ from sqlalchemy import update
 from ccdcal.calibrate import FrameResult, FrameTask, calibrate_frame
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Calibration, CalibrationMaster
-from ccdcal.fitsfiles import TEMP_PREFIX, remove_stale_temporaries
+from ccdcal.fitsfiles import TEMP_PREFIX, remove_stale_temporaries, sync_folder
 from ccdcal.matching import APPLIED
 from ccdcal.planning import LightReport
 from ccdcal.steps.light import warm_up
@@ -87,7 +87,7 @@ def calibrate_lights(
                 temporary = None if future.cancelled() else future.result().temporary
                 if temporary:
                     Path(temporary).unlink(missing_ok=True)
-    _sync_folder(folder)
+    sync_folder(folder)
 
 
 def _register_synced(
@@ -263,16 +263,3 @@ def _provenance(report: LightReport, calibration_id: int) -> list[CalibrationMas
         for role, step in report.match.steps.items()
         if step.status == APPLIED and step.master is not None
     ]
-
-
-def _sync_folder(folder: Path) -> None:
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)

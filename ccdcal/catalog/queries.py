@@ -81,16 +81,7 @@ def grouped_frames(session: Session, kind: str) -> list[dict[str, Any]]:
 
 #: Keys on which a master must equal the frame it serves (NULL matches NULL); temperature is matched
 #: with a tolerance instead, exposure and filter per kind (see :func:`select_master`).
-MATCH_KEYS = (
-    "instrument",
-    "xbinning",
-    "ybinning",
-    "gain",
-    "offset",
-    "readout_mode",
-    "naxis1",
-    "naxis2",
-)
+MATCH_KEYS = tuple(key for key in CAMERA_KEYS if key != "temp_key")
 
 
 #: The camera set-up: a step is "not available" to a light when the catalog holds no frame and no master
