@@ -257,15 +257,19 @@ def _provisional(session: Session, plan: GroupPlan, folder: Path) -> Master:
     """A placeholder row for a master that would be built (see :func:`plan_masters`)."""
     stem = _file_name(plan).removesuffix(".fits")
     taken = set(session.scalars(select(Master.path).where(Master.path.startswith(str(folder / stem)))))
+    for old in session.scalars(_same_group(plan)):
+        old.status = "superseded"
+    path = versioned(folder, _file_name(plan), taken)
+    return _add_master(session, plan, path=str(path), sha256="0" * 64, parameters={"provisional": True})
+
+
+def _add_master(session: Session, plan: GroupPlan, **fields: Any) -> Master:
+    """Add the ``masters`` row of a plan (the next version of its group) with ``fields`` on top."""
     earlier = session.scalar(
         _same_group(plan, current_only=False).with_only_columns(func.max(Master.version))
     )
-    for old in session.scalars(_same_group(plan)):
-        old.status = "superseded"
     master = Master(
         kind=plan.kind,
-        path=str(versioned(folder, _file_name(plan), taken)),
-        sha256="0" * 64,
         identity=plan.identity,
         version=(earlier or 0) + 1,
         **plan.keys,
@@ -274,8 +278,8 @@ def _provisional(session: Session, plan: GroupPlan, folder: Path) -> Master:
         date_obs_mean=plan.date_obs_mean,
         n_inputs=len(plan.frames),
         method="sigma_clipped_median",
-        parameters={"provisional": True},
         status="current",
+        **fields,
     )
     session.add(master)
     session.flush()
@@ -741,32 +745,18 @@ def _master_row(
     options: MasterOptions,
     run_id: int,
 ) -> Master:
-    earlier = session.scalar(
-        _same_group(plan, current_only=False).with_only_columns(func.max(Master.version))
-    )
-    master = Master(
-        kind=plan.kind,
+    return _add_master(
+        session,
+        plan,
         path=str(path),
         sha256=digest,
-        identity=plan.identity,
-        version=(earlier or 0) + 1,
-        **plan.keys,
-        includes_bias=plan.includes_bias,
-        ccd_temp_mean=plan.ccd_temp_mean,
-        date_obs_mean=plan.date_obs_mean,
-        n_inputs=len(plan.frames),
-        method="sigma_clipped_median",
         parameters=_parameters(plan, built, options),
         stat_median=_finite(built.stats["median"]),
         stat_mean=_finite(built.stats["mean"]),
         stat_std=_finite(built.stats["std"]),
         rejected_fraction=built.rejected,
-        status="current",
         run_id=run_id,
     )
-    session.add(master)
-    session.flush()
-    return master
 
 
 def _parameters(plan: GroupPlan, built: _Built, options: MasterOptions) -> dict[str, Any]:
