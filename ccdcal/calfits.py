@@ -18,9 +18,11 @@ user can see what was done. The data unit is written from big-endian words compu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
+import textwrap
 import uuid
 import warnings
 from collections.abc import Iterable
@@ -30,7 +32,8 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from ccdcal.fitsfiles import TEMP_PREFIX, add_history, set_card, stamp_version
+from ccdcal._version import __version__
+from ccdcal.fitsfiles import HISTORY_TEXT, LONG_STRING, TEMP_PREFIX, add_history, set_card
 
 _BLOCK = 2880
 
@@ -254,15 +257,21 @@ def output_cards(
     unit = raw.get("BUNIT")
     if isinstance(unit, str) and unit.strip().lower() not in ("adu", ""):
         notes.append(f"raw BUNIT '{unit.strip()}' replaced by 'adu'")
-    ours = fits.Header()
-    if any(len(_image(c)) > 80 for c in kept):  # a long string continued on CONTINUE cards
-        ours["LONGSTRN"] = ("OGIP 1.0", "CONTINUE long-string convention is used")
-    set_card(ours, "BUNIT", "adu", "calibrated pixels in ADU")
-    for keyword, value, comment in cards:
-        set_card(ours, keyword, value, comment)
-    stamp_version(ours)
-    replaced = set(ours)
-    add_history(ours, [ascii_text(line) for line in (*notes, *history)])
+    ours = {"BUNIT": ("adu", "calibrated pixels in ADU")}
+    ours |= {keyword: (value, comment) for keyword, value, comment in cards}
+    ours["CCDCALV"] = (__version__, "ccdcal version that wrote this file")
+    lines = [ascii_text(line) for line in (*notes, *history)]
+    if any(len(_image(c)) > 80 for c in kept) or any(_long(value) for value, _ in ours.values()):
+        tail = _tail_astropy(ours, lines)  # long strings: CONTINUE cards and the LONGSTRN declaration
+    else:
+        tail = "".join(_card_image(k, v, type(v), c) for k, (v, c) in ours.items()) + _history_images(lines)
+    structure = _structure_images(shape)
+    return structure + "".join(_image(c) for c in kept if c.keyword not in ours) + tail
+
+
+@functools.lru_cache(maxsize=64)
+def _structure_images(shape: tuple[int, int]) -> str:
+    """SIMPLE ... EXTEND of a float32 primary image of ``shape``."""
     structure = [
         fits.Card("SIMPLE", True, "conforms to FITS standard"),
         fits.Card("BITPIX", -32, "array data type"),
@@ -271,8 +280,45 @@ def output_cards(
         fits.Card("NAXIS2", shape[0]),
         fits.Card("EXTEND", True),
     ]
-    images = [c.image for c in structure] + [_image(c) for c in kept if c.keyword not in replaced]
-    return "".join(images) + ours.tostring(endcard=False, padding=False)
+    return "".join(c.image for c in structure)
+
+
+def _long(value: Any) -> bool:
+    return isinstance(value, str) and len(value.replace("'", "''")) > LONG_STRING
+
+
+@functools.lru_cache(maxsize=1024)
+def _card_image(keyword: str, value: Any, kind: type, comment: str) -> str:
+    """One card as :func:`ccdcal.fitsfiles.set_card` writes it (``kind`` keeps ``1`` and ``True`` apart
+    in the cache): the same cards recur from frame to frame (the masters' names, the version)."""
+    header = fits.Header()
+    set_card(header, keyword, value, comment)
+    return header.cards[0].image
+
+
+def _history_images(lines: Iterable[str]) -> str:
+    """HISTORY cards of ``lines`` (ASCII), wrapped as :func:`ccdcal.fitsfiles.add_history` wraps them."""
+    images = []
+    for line in lines:
+        if not line.isprintable():  # astropy's card checks decide
+            header = fits.Header()
+            add_history(header, [line])
+            images.extend(card.image for card in header.cards)
+        elif len(line) <= HISTORY_TEXT and line == line.rstrip():
+            images.append(f"HISTORY {line:<{HISTORY_TEXT}}")
+        else:
+            parts = textwrap.wrap(line, HISTORY_TEXT, break_long_words=True, break_on_hyphens=False)
+            images.extend(f"HISTORY {part:<{HISTORY_TEXT}}" for part in parts or [""])
+    return "".join(images)
+
+
+def _tail_astropy(ours: dict[str, tuple[Any, str]], lines: list[str]) -> str:
+    header = fits.Header()
+    header["LONGSTRN"] = ("OGIP 1.0", "CONTINUE long-string convention is used")
+    for keyword, (value, comment) in ours.items():
+        set_card(header, keyword, value, comment)
+    add_history(header, lines)
+    return header.tostring(endcard=False, padding=False)
 
 
 def output_header(

@@ -133,9 +133,9 @@ def remove_stale_temporaries(folder: Path) -> int:
 
 
 #: Characters of text a HISTORY card holds.
-_HISTORY_TEXT = 72
+HISTORY_TEXT = 72
 #: A string value longer than this needs CONTINUE cards (the OGIP long-string convention).
-_LONG_STRING = 68
+LONG_STRING = 68
 
 
 def set_card(header: fits.Header, keyword: str, value: Any, comment: str = "") -> None:
@@ -145,7 +145,7 @@ def set_card(header: fits.Header, keyword: str, value: Any, comment: str = "") -
     value longer than one card can hold is written with CONTINUE cards, and the header then declares
     the convention (``LONGSTRN = 'OGIP 1.0'``) so that fitsverify accepts it.
     """
-    if isinstance(value, str) and len(value.replace("'", "''")) > _LONG_STRING:
+    if isinstance(value, str) and len(value.replace("'", "''")) > LONG_STRING:
         if "LONGSTRN" not in header:
             header["LONGSTRN"] = ("OGIP 1.0", "CONTINUE long-string convention is used")
         header[keyword] = (value, comment)
@@ -161,7 +161,7 @@ def set_card(header: fits.Header, keyword: str, value: Any, comment: str = "") -
 def add_history(header: fits.Header, lines: Iterable[str]) -> None:
     """Append HISTORY cards, wrapping long lines at spaces (a word longer than a card is split)."""
     for line in lines:
-        wrapped = textwrap.wrap(line, _HISTORY_TEXT, break_long_words=True, break_on_hyphens=False)
+        wrapped = textwrap.wrap(line, HISTORY_TEXT, break_long_words=True, break_on_hyphens=False)
         for part in wrapped or [""]:
             header.add_history(part)
 

@@ -12,10 +12,20 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.nddata import CCDData
+from hypothesis import given
+from hypothesis import strategies as st
 
-from ccdcal.calfits import clean_raw_header, encode_checksum, output_cards, output_header, write_calibrated
+from ccdcal.calfits import (
+    _card_image,
+    _history_images,
+    clean_raw_header,
+    encode_checksum,
+    output_cards,
+    output_header,
+    write_calibrated,
+)
 from ccdcal.calibrate import FrameTask, MasterUse, calibrate_frame
-from ccdcal.fitsfiles import sha256_file
+from ccdcal.fitsfiles import add_history, set_card, sha256_file
 from ccdcal.steps.light import be_words, calibrate_image, clamp_flat
 from tests.conftest import SHARED_REAL, TEST_DATA, fitsverify_counts, real_set
 
@@ -331,3 +341,31 @@ def test_lowell_wcs_strings_become_numbers(tmp_path: Path) -> None:
     assert header["TRIMSEC"] == "[18:1382,1:1370]"
     history = " ".join(str(h) for h in header["HISTORY"])
     assert "raw cards converted to their standard type: EQUINOX, CRVAL1, CRVAL2" in history
+
+
+_LINES = st.lists(st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=200), max_size=4)
+
+
+@given(_LINES)
+def test_history_cards_are_written_as_astropy_writes_them(lines: list[str]) -> None:
+    """The fast HISTORY rendering of output headers equals :func:`add_history` through astropy."""
+    header = fits.Header()
+    add_history(header, lines)
+    assert _history_images(lines) == header.tostring(endcard=False, padding=False)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "comment"),
+    [
+        ("BIASCOR", "master_bias_b1x1_g100_sNA_C-10.fits", "master bias subtracted"),
+        ("DARKSCAL", 0.2, "dark scale factor t_light / t_dark"),
+        ("NMASKED", 12, "flat pixels clamped, flagged in MASK"),
+        ("FLAG", True, "a logical"),
+        ("FLATCOR", "x" * 60, "a comment far too long to fit on the card with such a long value"),
+        ("MJD-OBS", 60000.123456789, "[d] MJD of DATE-OBS"),
+    ],
+)
+def test_provenance_cards_are_written_as_set_card_writes_them(keyword: str, value: Any, comment: str) -> None:
+    header = fits.Header()
+    set_card(header, keyword, value, comment)
+    assert _card_image(keyword, value, type(value), comment) == header.cards[0].image
