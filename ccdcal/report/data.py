@@ -1,0 +1,505 @@
+"""What a report shows, read from the catalog: masters, calibrated lights, runs and drift series.
+
+:func:`gather` selects, for a :class:`ReportScope`:
+
+- ``--run ID``: the masters built and the lights calibrated in that run;
+- ``--since DATE``: the masters built and the lights calibrated since then (a light calibrated several
+  times: its latest calibration), and the runs started since then;
+- neither: the catalog now — the current masters and every light's current calibration;
+
+plus, always, the masters those lights used, and the runs that made what is shown. Plain values only
+(dataclasses), so that the HTML writer (:mod:`ccdcal.report.html`) needs no database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from ccdcal.catalog.models import (
+    Calibration,
+    CalibrationMaster,
+    Frame,
+    Master,
+    MasterCalibrator,
+    MasterInput,
+    Run,
+)
+from ccdcal.catalog.queries import GROUP_KEYS
+from ccdcal.errors import NotFoundError, UsageError
+from ccdcal.matching import APPLIED
+from ccdcal.planning import STEP_LABELS
+
+_T = TypeVar("_T")
+
+#: Master kinds in report order.
+KINDS = ("bias", "dark", "flat")
+
+#: The ``runs`` columns holding software versions, and how the report names them.
+VERSION_COLUMNS = {
+    "ccdcal_version": "ccdcal",
+    "astropy_version": "astropy",
+    "ccdproc_version": "ccdproc",
+    "numpy_version": "numpy",
+    "python_version": "Python",
+}
+
+
+@dataclass(frozen=True)
+class ReportScope:
+    """Which part of the catalog a report covers: one run, everything since a date, or the catalog now.
+
+    ``since`` is naive UTC, as every time the catalog stores.
+    """
+
+    run_id: int | None = None
+    since: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.run_id is not None and self.since is not None:
+            raise UsageError("--run and --since cannot be used together: choose one")
+
+    def describe(self) -> str:
+        """``run 4``, ``since 2026-03-14 18:00:00 UTC`` or ``the catalog now``."""
+        if self.run_id is not None:
+            return f"run {self.run_id}"
+        if self.since is not None:
+            return f"since {self.since:%Y-%m-%d %H:%M:%S} UTC"
+        return "the catalog now"
+
+
+def parse_since(text: str) -> dt.datetime:
+    """An ISO date or date-time (``2026-03-14``, ``2026-03-14T18:00``, ``...+01:00``) as naive UTC.
+
+    A value without an offset is taken as UTC.
+
+    Raises
+    ------
+    UsageError
+        The text is not an ISO date.
+    """
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r} is not a date: give an ISO date such as 2026-03-14 or 2026-03-14T18:00 "
+            "(UTC unless an offset such as +01:00 is given)"
+        ) from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+@dataclass
+class RunEntry:
+    """One ``runs`` row: what was run, when, with which arguments and software."""
+
+    id: int
+    command: str
+    status: str
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    arguments: dict[str, Any]
+    versions: dict[str, str | None]
+    host: str | None
+    user: str | None
+    summary: dict[str, Any] | None
+    in_scope: bool = True
+
+
+@dataclass
+class MasterEntry:
+    """One master with its statistics, inputs, calibrators and QA notes."""
+
+    id: int
+    kind: str
+    path: str
+    version: int
+    status: str
+    is_bad: bool
+    bad_reason: str | None
+    includes_bias: bool
+    keys: dict[str, Any]
+    label: str
+    n_inputs: int
+    median: float | None
+    mean: float | None
+    std: float | None
+    rejected_fraction: float | None
+    ccd_temp_mean: float | None
+    date_obs_mean: dt.datetime | None
+    created_at: dt.datetime
+    run_id: int | None
+    method: str
+    parameters: dict[str, Any]
+    inputs: list[tuple[str, bool]] = field(default_factory=list)
+    calibrators: list[tuple[str, str, float | None]] = field(default_factory=list)
+    in_scope: bool = True
+    superseded_reason: str | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """The QA warnings recorded when the master was built."""
+        return [str(w) for w in (self.parameters.get("qa") or {}).get("warnings") or []]
+
+
+@dataclass
+class MasterUse:
+    """One ``calibration_masters`` row with its master: role, file, ΔT, Δt, scale, pinned."""
+
+    role: str
+    master_id: int
+    path: str
+    version: int
+    status: str
+    is_bad: bool
+    delta_temp: float | None
+    delta_time: float | None
+    scale: float | None
+    pinned: bool
+
+
+@dataclass
+class LightEntry:
+    """One calibrated light: the raw frame, the output, the masters used and anything to know."""
+
+    calibration_id: int
+    frame_id: int
+    raw_path: str
+    hdu: int
+    output: str | None
+    status: str
+    filter: str | None
+    exptime: float | None
+    date_obs: dt.datetime | None
+    ccd_temp: float | None
+    created_at: dt.datetime
+    run_id: int | None
+    masters: list[MasterUse] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    replaced_by: int | None = None
+    superseded_reason: str | None = None
+
+
+@dataclass
+class Problem:
+    """A frame, light or master group that was rejected, not calibrated, failed or left out, and why."""
+
+    category: str
+    subject: str
+    reason: str
+    run_id: int | None = None
+
+
+@dataclass
+class DriftSeries:
+    """One master group's level over time (bias median, or dark current = dark median / exposure)."""
+
+    kind: str
+    label: str
+    points: list[tuple[dt.datetime, float]]
+
+
+@dataclass
+class ReportData:
+    """Everything one report shows."""
+
+    catalog: str
+    scope: ReportScope
+    generated_at: dt.datetime
+    runs: list[RunEntry]
+    masters: list[MasterEntry]
+    lights: list[LightEntry]
+    drift: list[DriftSeries]
+    problems: list[Problem] = field(default_factory=list)
+    pending: list[Problem] = field(default_factory=list)
+    plan_run: int | None = None
+
+
+#: Values bound in one ``IN (...)`` list at most (SQLite allows 32766 parameters, PostgreSQL 65535).
+_IN_CHUNK = 5000
+
+
+def _chunks(values: Iterable[_T]) -> Iterator[list[_T]]:
+    """``values`` in lists of at most :data:`_IN_CHUNK`."""
+    listed = list(values)
+    for start in range(0, len(listed), _IN_CHUNK):
+        yield listed[start : start + _IN_CHUNK]
+
+
+def select_lights(session: Session, scope: ReportScope) -> list[LightEntry]:
+    """The calibrated lights in scope (not the failed attempts: those are problems), by raw path."""
+    query = (
+        select(Calibration, Frame)
+        .join(Frame, Frame.id == Calibration.frame_id)
+        .where(Calibration.status != "failed")
+        .order_by(Calibration.id)
+    )
+    if scope.run_id is not None:
+        query = query.where(Calibration.run_id == scope.run_id)
+    elif scope.since is not None:
+        query = query.where(Calibration.created_at >= scope.since)
+    else:
+        query = query.where(Calibration.status == "current")
+    latest: dict[int, tuple[Calibration, Frame]] = {}
+    for calibration, frame in session.execute(query):
+        latest[frame.id] = (calibration, frame)  # ordered by id: the last one is the latest
+    lights = [_light(c, f) for c, f in sorted(latest.values(), key=lambda cf: (cf[1].path, cf[0].id))]
+    _add_masters_used(session, lights)
+    _add_replacements(session, lights)
+    return lights
+
+
+def _light(calibration: Calibration, frame: Frame) -> LightEntry:
+    light = LightEntry(
+        calibration_id=calibration.id,
+        frame_id=frame.id,
+        raw_path=frame.path,
+        hdu=frame.hdu or 0,
+        output=calibration.path,
+        status=calibration.status,
+        filter=frame.filter,
+        exptime=frame.exptime,
+        date_obs=frame.date_obs,
+        ccd_temp=frame.ccd_temp,
+        created_at=calibration.created_at,
+        run_id=calibration.run_id,
+        superseded_reason=_superseded_reason(calibration),
+    )
+    for role, step in (calibration.steps or {}).items():
+        status = step.get("status")
+        if status != APPLIED:
+            light.notes.append(f"{role}: {STEP_LABELS.get(status, status)} — {step.get('reason', '')}")
+        elif role == "flat" and step.get("masked"):
+            light.notes.append(
+                f"flat: {step['masked']} pixels below flat_min {step.get('flat_min')} clamped "
+                "(flagged in the MASK extension)"
+            )
+    if calibration.raw_sha256 and frame.sha256 and calibration.raw_sha256 != frame.sha256:
+        light.notes.append("the raw file changed after this calibration (its sha256 differs)")
+    return light
+
+
+def _add_masters_used(session: Session, lights: list[LightEntry]) -> None:
+    by_id = {light.calibration_id: light for light in lights}
+    if not by_id:
+        return
+    order = case({role: i for i, role in enumerate(KINDS)}, value=CalibrationMaster.role, else_=9)
+    for ids in _chunks(by_id):
+        query = (
+            select(CalibrationMaster, Master)
+            .join(Master, Master.id == CalibrationMaster.master_id)
+            .where(CalibrationMaster.calibration_id.in_(ids))
+            .order_by(CalibrationMaster.calibration_id, order)
+        )
+        for link, master in session.execute(query):
+            by_id[link.calibration_id].masters.append(_use(link, master))
+
+
+def _use(link: CalibrationMaster, master: Master) -> MasterUse:
+    return MasterUse(
+        role=link.role,
+        master_id=master.id,
+        path=master.path,
+        version=master.version,
+        status=master.status,
+        is_bad=master.is_bad,
+        delta_temp=link.delta_temp,
+        delta_time=link.delta_time,
+        scale=link.scale,
+        pinned=link.pinned,
+    )
+
+
+def _add_replacements(session: Session, lights: list[LightEntry]) -> None:
+    """A superseded calibration's file name now holds a later calibration's output: say which."""
+    old: dict[str, LightEntry] = {}
+    for light in lights:
+        if light.status != "current" and light.output:
+            old[light.output] = light
+    if not old:
+        return
+    for paths in _chunks(old):
+        query = (
+            select(Calibration.path, func.max(Calibration.id))
+            .where(Calibration.path.in_(paths), Calibration.status != "failed")
+            .group_by(Calibration.path)
+        )
+        for path, newest in session.execute(query):
+            if path is not None and newest > old[path].calibration_id:
+                old[path].replaced_by = newest
+
+
+def select_masters(session: Session, scope: ReportScope, used: set[int]) -> list[MasterEntry]:
+    """The masters in scope, and those in ``used`` (masters the lights in scope used), by kind and keys."""
+    if scope.run_id is not None:
+        condition: Any = Master.run_id == scope.run_id
+    elif scope.since is not None:
+        condition = Master.created_at >= scope.since
+    else:
+        condition = Master.status == "current"
+    kind_order = case({kind: i for i, kind in enumerate(KINDS)}, value=Master.kind, else_=9)
+    query = (
+        select(Master, condition.label("in_scope"))
+        .where(condition | Master.id.in_(sorted(used)))
+        .order_by(
+            kind_order,
+            Master.exptime,
+            Master.filter,
+            Master.temp_key,
+            Master.instrument,
+            Master.xbinning,
+            Master.gain,
+            Master.version,
+            Master.id,
+        )
+    )
+    masters = [_master(m, bool(in_scope)) for m, in_scope in session.execute(query)]
+    _add_inputs(session, masters)
+    return masters
+
+
+def _master(m: Master, in_scope: bool) -> MasterEntry:
+    from ccdcal.masters import describe_keys
+
+    keys = {name: getattr(m, name) for name in GROUP_KEYS[m.kind]}
+    return MasterEntry(
+        id=m.id,
+        kind=m.kind,
+        path=m.path,
+        version=m.version,
+        status=m.status,
+        is_bad=m.is_bad,
+        bad_reason=m.bad_reason,
+        includes_bias=m.includes_bias,
+        keys=keys,
+        label=describe_keys(keys),
+        n_inputs=m.n_inputs,
+        median=m.stat_median,
+        mean=m.stat_mean,
+        std=m.stat_std,
+        rejected_fraction=m.rejected_fraction,
+        ccd_temp_mean=m.ccd_temp_mean,
+        date_obs_mean=m.date_obs_mean,
+        created_at=m.created_at,
+        run_id=m.run_id,
+        method=m.method,
+        parameters=dict(m.parameters or {}),
+        in_scope=in_scope,
+        superseded_reason=_superseded_reason(m),
+    )
+
+
+def _superseded_reason(row: Master | Calibration) -> str | None:
+    """Why a newer version replaced this row, where the catalog records it (schema revision 0002)."""
+    reason = getattr(row, "superseded_reason", None)
+    return str(reason) if reason else None
+
+
+def _add_inputs(session: Session, masters: list[MasterEntry]) -> None:
+    """Each master's input frames (path, changed since) and calibrators (role, path, scale)."""
+    by_id = {m.id: m for m in masters}
+    if not by_id:
+        return
+    for ids in _chunks(by_id):
+        inputs = (
+            select(MasterInput.master_id, Frame.path, Frame.sha256, MasterInput.sha256)
+            .join(Frame, Frame.id == MasterInput.frame_id)
+            .where(MasterInput.master_id.in_(ids))
+            .order_by(MasterInput.master_id, Frame.path)
+        )
+        for master_id, path, now, used in session.execute(inputs):
+            by_id[master_id].inputs.append((path, now != used))
+        calibrators = (
+            select(MasterCalibrator.master_id, MasterCalibrator.role, Master.path, MasterCalibrator.scale)
+            .join(Master, Master.id == MasterCalibrator.calibrator_id)
+            .where(MasterCalibrator.master_id.in_(ids))
+            .order_by(MasterCalibrator.master_id, MasterCalibrator.role)
+        )
+        for master_id, role, path, scale in session.execute(calibrators):
+            by_id[master_id].calibrators.append((role, path, scale))
+
+
+def select_runs(session: Session, scope: ReportScope, referenced: set[int]) -> list[RunEntry]:
+    """The runs in scope (the run asked for; the runs started since the date) and the ``referenced`` ones.
+
+    Raises
+    ------
+    NotFoundError
+        ``--run ID`` names no run of the catalog.
+    """
+    if scope.run_id is not None:
+        if session.get(Run, scope.run_id) is None:
+            newest = session.scalar(select(func.max(Run.id)))
+            known = f"runs are 1 to {newest}" if newest else "the catalog has no runs yet"
+            raise NotFoundError(f"--run {scope.run_id}: no such run ({known}); see the runs table")
+        condition: Any = Run.id == scope.run_id
+    elif scope.since is not None:
+        condition = Run.started_at >= scope.since
+    else:
+        condition = Run.id.in_(sorted(referenced))
+    query = select(Run, condition.label("in_scope")).where(condition | Run.id.in_(sorted(referenced)))
+    return [_run(r, bool(in_scope)) for r, in_scope in session.execute(query.order_by(Run.id))]
+
+
+def _run(r: Run, in_scope: bool) -> RunEntry:
+    return RunEntry(
+        id=r.id,
+        command=r.command,
+        status=r.status,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        arguments=dict(r.arguments or {}),
+        versions={label: getattr(r, column) for column, label in VERSION_COLUMNS.items()},
+        host=r.host,
+        user=r.user,
+        summary=r.summary,
+        in_scope=in_scope,
+    )
+
+
+def select_drift(session: Session, masters: list[MasterEntry]) -> list[DriftSeries]:
+    """Every version of the bias and dark groups shown, over time: bias median; dark current per second.
+
+    A dark that still holds the bias is left out (its median is not a dark current). Masters without a
+    DATE-OBS or a median have no point.
+    """
+    from ccdcal.masters import describe_keys
+
+    wanted: dict[tuple[Any, ...], int] = {}  # group -> rank: the order of the masters shown
+    for shown in masters:
+        if shown.kind in ("bias", "dark"):
+            wanted.setdefault((shown.kind, *shown.keys.values()), len(wanted))
+    if not wanted:
+        return []
+    query = (
+        select(Master)
+        .where(
+            Master.kind.in_(("bias", "dark")),
+            Master.date_obs_mean.is_not(None),
+            Master.stat_median.is_not(None),
+        )
+        .order_by(Master.date_obs_mean, Master.id)
+    )
+    series: dict[tuple[Any, ...], DriftSeries] = {}
+    for m in session.scalars(query):
+        keys = {name: getattr(m, name) for name in GROUP_KEYS[m.kind]}
+        group = (m.kind, *keys.values())
+        assert m.date_obs_mean is not None
+        assert m.stat_median is not None
+        if group not in wanted:
+            continue
+        if m.kind == "bias":
+            value = m.stat_median
+        elif not m.includes_bias and m.exptime:
+            value = m.stat_median / m.exptime
+        else:
+            continue
+        entry = series.setdefault(group, DriftSeries(m.kind, describe_keys(keys), []))
+        entry.points.append((m.date_obs_mean, value))
+    return [series[group] for group in sorted(series, key=wanted.__getitem__)]

@@ -1,0 +1,67 @@
+"""The report's plots: master levels over time, one line per master group, as PNG bytes.
+
+matplotlib is used through :class:`matplotlib.figure.Figure` and the Agg canvas only — never
+``pyplot`` — so a report leaves no global figure state behind and works without a display.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import numpy as np
+
+from ccdcal.report.data import DriftSeries
+
+#: What each kind's plot shows.
+DRIFT_TITLES = {
+    "bias": ("Master bias level", "median [ADU]"),
+    "dark": ("Dark current (bias-subtracted master darks)", "median / exposure [ADU/s]"),
+}
+
+_WIDTH_IN, _HEIGHT_IN, _DPI = 8.0, 3.6, 100
+#: The narrowest time axis: masters of one night are shown on a two-day axis.
+_MIN_SPAN = dt.timedelta(days=2)
+
+
+def drift_plot(kind: str, series: list[DriftSeries]) -> bytes:
+    """A PNG of the ``kind`` series over time (DATE-OBS of the masters, UTC), with a legend below.
+
+    Parameters
+    ----------
+    kind : str
+        ``bias`` or ``dark`` (see :data:`DRIFT_TITLES`).
+    series : list of DriftSeries
+        The groups of that kind, each with at least one point.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
+    from matplotlib.figure import Figure
+
+    title, ylabel = DRIFT_TITLES[kind]
+    legend_rows = (len(series) + 1) // 2
+    figure = Figure(figsize=(_WIDTH_IN, _HEIGHT_IN + 0.22 * legend_rows), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for entry in series:
+        times = np.array([t for t, _ in entry.points], dtype="datetime64[ms]")
+        values = np.array([v for _, v in entry.points], dtype=float)
+        axes.plot(times, values, marker="o", markersize=5, linewidth=1.2, label=entry.label)
+    every = [t for entry in series for t, _ in entry.points]
+    if every and max(every) - min(every) < _MIN_SPAN:  # one night: a window of days, not of minutes
+        middle = min(every) + (max(every) - min(every)) / 2
+        axes.set_xlim(float(date2num(middle - _MIN_SPAN / 2)), float(date2num(middle + _MIN_SPAN / 2)))
+    locator = AutoDateLocator()
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    axes.set_title(title, fontsize=11)
+    axes.set_xlabel("mean DATE-OBS of the inputs (UTC)", fontsize=9)
+    axes.set_ylabel(ylabel, fontsize=9)
+    axes.ticklabel_format(axis="y", useOffset=False, style="plain")
+    axes.grid(True, alpha=0.3)
+    axes.tick_params(labelsize=8)
+    if series:
+        figure.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI)
+    return buffer.getvalue()
