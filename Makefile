@@ -15,14 +15,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[postgres,dask,test]'
 	touch $(STAMP)
 
-# fitsverify (HEASARC, Debian package) checks every FITS file ccdcal writes.
-# Installed when missing and possible; the tests that need it skip with the reason otherwise.
+# fitsverify (HEASARC, Debian package) checks every FITS file ccdcal writes; headless Chromium (Debian
+# package chromium) opens the HTML report and checks that its images render.
+# Installed when missing and possible; the tests that need them skip with the reason otherwise.
 tools:
 	@command -v fitsverify >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fitsverify) >/dev/null \
 	      || echo "warning: could not install fitsverify; its tests will skip"; \
 	  else echo "note: fitsverify not installed (apt-get install fitsverify); its tests will skip"; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+	      || echo "warning: could not install chromium; the report's browser test will skip"; \
+	  else echo "note: chromium not installed (apt-get install chromium); the report's browser test will skip"; fi; }
 
 demo: $(STAMP)
 	rm -rf $(DEMO)

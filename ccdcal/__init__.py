@@ -16,7 +16,17 @@ from typing import Any
 
 from ccdcal._version import __version__
 
-__all__ = ["Catalog", "__version__", "build_masters", "catalog_status", "ingest", "process", "simulate_night"]
+__all__ = [
+    "Catalog",
+    "__version__",
+    "build_masters",
+    "catalog_status",
+    "ingest",
+    "load_config",
+    "process",
+    "run_config",
+    "simulate_night",
+]
 
 _LAZY = {
     "Catalog": ("ccdcal.catalog.db", "Catalog"),
@@ -25,6 +35,8 @@ _LAZY = {
     "simulate_night": ("ccdcal.simulate", "simulate_night"),
     "build_masters": ("ccdcal.masters", "build_masters"),
     "process": ("ccdcal.pipeline", "process"),
+    "load_config": ("ccdcal.seedconfig", "load_config"),
+    "run_config": ("ccdcal.seedconfig", "run_config"),
 }
 
 

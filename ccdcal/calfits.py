@@ -23,7 +23,6 @@ import hashlib
 import os
 import re
 import textwrap
-import uuid
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,7 +32,14 @@ import numpy as np
 from astropy.io import fits
 
 from ccdcal._version import __version__
-from ccdcal.fitsfiles import HISTORY_TEXT, LONG_STRING, TEMP_PREFIX, add_history, set_card
+from ccdcal.fitsfiles import (
+    HISTORY_TEXT,
+    LONG_STRING,
+    add_history,
+    output_error,
+    set_card,
+    temporary_path,
+)
 
 _BLOCK = 2880
 
@@ -298,7 +304,7 @@ def _card_image(keyword: str, value: Any, kind: type, comment: str) -> str:
 
 def _history_images(lines: Iterable[str]) -> str:
     """HISTORY cards of ``lines`` (ASCII), wrapped as :func:`ccdcal.fitsfiles.add_history` wraps them."""
-    images = []
+    images: list[str] = []
     for line in lines:
         if not line.isprintable():  # astropy's card checks decide
             header = fits.Header()
@@ -402,6 +408,8 @@ def write_calibrated(
     mask: np.ndarray | None,
     *,
     sync: bool = True,
+    uncertainty: np.ndarray | None = None,
+    mask_cards: Iterable[tuple[str, Any, str]] = (),
 ) -> tuple[Path, str]:
     """Write a calibrated frame to a temporary file in ``folder``; return its path and sha256.
 
@@ -420,13 +428,18 @@ def write_calibrated(
     word_sum : int
         Unfolded sum of ``words`` as big-endian integers (from the kernel).
     mask : numpy.ndarray or None
-        uint8 image written as the ``MASK`` extension.
+        uint8 image written as the ``MASK`` extension (read by ``CCDData.read`` as its mask).
     sync : bool
         Flush the file to disk before returning. ``ccdcal process`` leaves this to its coordinator, which
         syncs each file (waiting on the disk while the next frame is computed) before registering it.
+    uncertainty : numpy.ndarray or None
+        Standard deviation per pixel, written (float32) as the ``UNCERT`` extension with
+        ``UTYPE = 'StdDevUncertainty'`` (read by ``CCDData.read`` as a ``StdDevUncertainty``).
+    mask_cards : iterable of (keyword, value, comment)
+        Cards added to the MASK extension's header (what its bits mean).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    temporary = folder / f"{TEMP_PREFIX}{uuid.uuid4().hex}-{name}"
+    temporary = temporary_path(folder, name)
     digest = hashlib.sha256()
     parts: list[Any] = [
         _header_bytes(cards, fold_checksum(word_sum)),
@@ -434,7 +447,9 @@ def write_calibrated(
     ]
     parts.append(_padding(words.nbytes))
     if mask is not None:
-        parts.extend(_mask_hdu(mask))
+        parts.extend(_mask_hdu(mask, mask_cards))
+    if uncertainty is not None:
+        parts.extend(_uncertainty_hdu(uncertainty))
     try:
         with open(temporary, "wb") as handle:
             for part in parts:
@@ -443,16 +458,36 @@ def write_calibrated(
             handle.flush()
             if sync:
                 os.fsync(handle.fileno())
+    except OSError as exc:  # a full disk, a folder made read-only: named, nothing left behind
+        temporary.unlink(missing_ok=True)
+        raise output_error(folder / name, exc) from exc
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     return temporary, digest.hexdigest()
 
 
-def _mask_hdu(mask: np.ndarray) -> list[bytes]:
-    """The MASK image extension (uint8: 1 = flat pixel below flat_min, clamped) as bytes."""
+def _mask_hdu(mask: np.ndarray, cards: Iterable[tuple[str, Any, str]] = ()) -> list[bytes]:
+    """The MASK image extension (uint8: 1 = flat pixel below flat_min, clamped; other bits as its
+    ``cards`` tell) as bytes."""
     data = np.ascontiguousarray(mask, dtype=np.uint8)
     header = fits.ImageHDU(data=data, name="MASK").header
+    for keyword, value, comment in cards:
+        set_card(header, keyword, value, comment)
+    return _extension(header, data)
+
+
+def _uncertainty_hdu(uncertainty: np.ndarray) -> list[bytes]:
+    """The UNCERT image extension (float32 standard deviation, ``UTYPE = 'StdDevUncertainty'``)."""
+    data = np.ascontiguousarray(uncertainty, dtype=">f4")
+    header = fits.ImageHDU(data=data, name="UNCERT").header
+    set_card(header, "UTYPE", "StdDevUncertainty", "uncertainty type (astropy CCDData)")
+    set_card(header, "BUNIT", "adu", "standard deviation of the pixels, in ADU")
+    return _extension(header, data)
+
+
+def _extension(header: fits.Header, data: np.ndarray) -> list[bytes]:
+    """An image extension's header and data as bytes, with CHECKSUM and DATASUM."""
     raw = data.tobytes()
     padded = raw + _padding(len(raw))
     return [

@@ -10,6 +10,11 @@ it is stored and calibrated straight into the big-endian float32 words of the ou
 (:func:`ccdcal.steps.light.calibrate_be16_words`); any other layout (compressed, float, 32-bit, image in
 an extension) is read with astropy and goes through :func:`ccdcal.steps.light.calibrate_image`.
 Masters are read once per worker process, checked against their catalog sha256, and kept.
+
+A task with optional steps (:class:`LightSteps`: overscan and trim, uncertainty, cosmic rays, bad-pixel
+mask) goes through :func:`ccdcal.calibrate_steps.calibrate_with_steps` instead; without them the fused
+path above is the only one taken. Either way a light whose level is far below its master bias's is
+reported (:func:`level_warning`): it was probably calibrated already (a capture program's auto-dark).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import os
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -57,6 +62,42 @@ class MasterUse:
 
 
 @dataclass(frozen=True)
+class LightSteps:
+    """The optional steps of one light (``None`` fields are not applied).
+
+    Attributes
+    ----------
+    overscan : OverscanPlan or None
+        Overscan subtracted and image trimmed (:mod:`ccdcal.steps.overscan`), resolved from the header.
+    overscan_mode : str
+        The ``--overscan`` option it was resolved under.
+    noise : NoiseModel or None
+        Gain and read noise: an UNCERT extension is written (:mod:`ccdcal.steps.uncertainty`).
+    cosmic : CosmicParams or None
+        L.A.Cosmic is run on the calibrated light (:mod:`ccdcal.steps.cosmic`).
+    cosmic_noise : tuple of (float, float, str) or None
+        Gain, read noise and their source, for L.A.Cosmic.
+    bpm : MasterUse or None
+        Bad-pixel mask ORed into MASK.
+    """
+
+    overscan: Any = None
+    overscan_mode: str = "auto"
+    noise: Any = None
+    cosmic: Any = None
+    cosmic_noise: tuple[float, float, str] | None = None
+    bpm: MasterUse | None = None
+
+    @property
+    def any(self) -> bool:
+        """Whether any step applies."""
+        plan = self.overscan
+        return (plan is not None and plan.applies) or any(
+            x is not None for x in (self.noise, self.cosmic, self.bpm)
+        )
+
+
+@dataclass(frozen=True)
 class FrameTask:
     """Everything a worker needs to calibrate one light (no catalog access).
 
@@ -74,6 +115,8 @@ class FrameTask:
         Flat pixels below it are clamped and flagged in the MASK extension.
     notes : tuple of str
         HISTORY lines for the steps not applied, with their reasons.
+    steps : LightSteps or None
+        The optional steps (``None``: the fused path only).
     """
 
     frame_id: int
@@ -89,11 +132,16 @@ class FrameTask:
     flat: MasterUse | None = None
     flat_min: float = 0.01
     notes: tuple[str, ...] = field(default_factory=tuple)
+    steps: LightSteps | None = None
 
 
 @dataclass(frozen=True)
 class FrameResult:
-    """What a worker did: a temporary file and its sha256, or the reason the light failed."""
+    """What a worker did: a temporary file and its sha256, or the reason the light failed.
+
+    ``details`` holds, per optional step, what was done (merged into ``calibrations.steps``);
+    ``warnings`` what looked wrong (a light far below its bias).
+    """
 
     frame_id: int
     temporary: str | None = None
@@ -101,6 +149,8 @@ class FrameResult:
     error: str | None = None
     masked: int = 0
     seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
 
 def calibrate_frame(task: FrameTask) -> FrameResult:
@@ -112,10 +162,33 @@ def calibrate_frame(task: FrameTask) -> FrameResult:
     """
     start = time.perf_counter()
     try:
-        temporary, digest, masked = _calibrate(task)
+        done = _calibrate(task)
     except Exception as exc:  # one bad frame must not stop the others: it is recorded with the reason
-        return FrameResult(task.frame_id, error=_reason(exc), seconds=time.perf_counter() - start)
-    return FrameResult(task.frame_id, str(temporary), digest, None, masked, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        return FrameResult(task.frame_id, error=_reason(exc), seconds=seconds, details=planned(task))
+    return replace(done, seconds=time.perf_counter() - start)
+
+
+def planned(task: FrameTask) -> dict[str, Any]:
+    """The optional steps a task asked for, as ``calibrations.steps`` records them with status
+    ``planned``: what a failed calibration was attempted with (a rerun with the same plan is not retried)."""
+    steps = task.steps
+    if steps is None or not steps.any:
+        return {}
+    records: dict[str, Any] = {}
+    if steps.overscan is not None and steps.overscan.applies:
+        records["overscan"] = {"status": "planned", "mode": steps.overscan_mode, **steps.overscan.signature()}
+    if steps.noise is not None:
+        records["uncertainty"] = {"status": "planned", **steps.noise.as_json()}
+    if steps.cosmic is not None:
+        gain, readnoise = (steps.cosmic_noise or (None, None, ""))[:2]
+        records["cosmic_rays"] = {
+            "status": "planned",
+            **steps.cosmic.as_json(),
+            "gain": gain,
+            "readnoise": readnoise,
+        }
+    return records
 
 
 def _reason(exc: Exception) -> str:
@@ -128,8 +201,12 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"  # not foreseen: the type helps a bug report
 
 
-def _calibrate(task: FrameTask) -> tuple[Path, str, int]:
+def _calibrate(task: FrameTask) -> FrameResult:
     raw = read_raw(task)
+    if task.steps is not None and task.steps.any:
+        from ccdcal.calibrate_steps import calibrate_with_steps
+
+        return calibrate_with_steps(task, raw)
     bias = _master(task.bias, raw.shape)
     dark = _master(task.dark, raw.shape)
     inv_flat, mask, masked = (
@@ -149,7 +226,79 @@ def _calibrate(task: FrameTask) -> tuple[Path, str, int]:
     temporary, digest = write_calibrated(
         output.parent, output.name, cards, words, total, mask_image, sync=False
     )
-    return temporary, digest, masked
+    warning = level_warning(task.bias, bias, sample_level(raw))
+    details = {"warnings": [warning]} if warning else {}
+    return FrameResult(
+        task.frame_id, str(temporary), digest, None, masked, details=details, warnings=_tuple(warning)
+    )
+
+
+def _tuple(warning: str | None) -> tuple[str, ...]:
+    return (warning,) if warning else ()
+
+
+# -- a light far below its bias ---------------------------------------------------------------------------
+
+#: Pixels sampled (evenly spaced) for a frame's level: a median of a few thousand pixels costs nothing
+#: next to the calibration pass.
+_LEVEL_SAMPLES = 8191
+#: A light is far below its bias when its level is below the bias's median by more than this many times
+#: the bias's dispersion, and by more than :data:`LEVEL_MARGIN_ADU`.
+LEVEL_SIGMAS = 10.0
+LEVEL_MARGIN_ADU = 10.0
+
+
+def sample_level(raw: RawFrame) -> float:
+    """The median of evenly spaced pixels of a raw light (its level, in ADU)."""
+    if raw.words is not None:
+        step = max(1, raw.words.size // _LEVEL_SAMPLES)
+        sample = raw.words[::step].byteswap()
+        values = sample.view(np.int16).astype(np.float64) if raw.signed else (sample ^ 0x8000).astype(float)
+        return float(np.median(values))
+    assert raw.values is not None
+    return image_level(raw.values)
+
+
+def image_level(image: np.ndarray) -> float:
+    """The median of evenly spaced finite pixels of an image."""
+    flat = np.asarray(image).reshape(-1)
+    sample = np.asarray(flat[:: max(1, flat.size // _LEVEL_SAMPLES)], dtype=np.float64)
+    sample = sample[np.isfinite(sample)]
+    return float(np.median(sample)) if sample.size else float("nan")
+
+
+def _bias_level(use: MasterUse, pixels: np.ndarray) -> tuple[float, float]:
+    def make() -> tuple[float, float]:
+        from astropy.stats import mad_std
+
+        flat = pixels.reshape(-1)
+        sample = np.asarray(flat[:: max(1, flat.size // (8 * _LEVEL_SAMPLES))], dtype=np.float64)
+        sample = sample[np.isfinite(sample)]
+        if not sample.size:
+            return float("nan"), float("nan")
+        return float(np.median(sample)), float(mad_std(sample))
+
+    level: tuple[float, float] = _cached(("level", use.path, use.sha256), make)
+    return level
+
+
+def level_warning(use: MasterUse | None, pixels: np.ndarray | None, level: float) -> str | None:
+    """A warning when a light's ``level`` is far below its master bias's (see :data:`LEVEL_SIGMAS`).
+
+    A light holds the bias plus signal: one far below it was already bias- or dark-subtracted, as
+    CCDSoft's auto-dark does to frames whose headers still look raw.
+    """
+    if use is None or pixels is None or not np.isfinite(level):
+        return None
+    bias, spread = _bias_level(use, pixels)
+    margin = max(LEVEL_SIGMAS * spread, LEVEL_MARGIN_ADU)
+    if not (np.isfinite(bias) and level < bias - margin):
+        return None
+    return (
+        f"the light's level {level:.6g} ADU is far below its master bias {use.name} ({bias:.6g} ADU, "
+        f"by more than {LEVEL_SIGMAS:g} x its dispersion {spread:.3g}): it may already be bias- or "
+        "dark-subtracted (a capture program's auto-dark)"
+    )
 
 
 # -- the raw light ---------------------------------------------------------------------------------------
@@ -342,8 +491,9 @@ def _mjd_card(header: fits.Header) -> tuple[str, Any, str] | None:
     return ("MJD-OBS", round((when - _MJD_ZERO).total_seconds() / 86400.0, 8), "[d] MJD of DATE-OBS")
 
 
-def _history(task: FrameTask, masked: int) -> list[str]:
-    lines = [f"ccdcal: calibrated from {Path(task.path).name} sha256 {task.sha256}"]
+def _history(task: FrameTask, masked: int, steps: tuple[list[str], list[str]] = ([], [])) -> list[str]:
+    """HISTORY lines: the raw file, ``steps[0]`` (done before the masters), each master, ``steps[1]``."""
+    lines = [f"ccdcal: calibrated from {Path(task.path).name} sha256 {task.sha256}", *steps[0]]
     if task.bias is not None:
         lines.append(f"bias subtracted: {task.bias.name} sha256 {task.bias.sha256}")
     if task.dark is not None:
@@ -356,5 +506,6 @@ def _history(task: FrameTask, masked: int) -> list[str]:
             "clamped to it" + (" and flagged in the MASK extension" if masked else "")
         )
     lines.extend(task.notes)
+    lines.extend(steps[1])
     lines.append("pixels: (light - bias - dark x scale) / flat, float32")
     return lines

@@ -26,19 +26,21 @@ from ccdcal._version import __version__
 from ccdcal.catalog.db import SCHEMA_HEAD, Catalog
 from ccdcal.errors import CcdcalError
 from ccdcal.ingest.core import ingest as ingest_paths
+from ccdcal.owners import keep_interrupts
 from ccdcal.status import catalog_status, pending_lines
 
 # The numerical stack (numpy, astropy) is imported by the commands that need it, so that catalog
 # commands and --help start quickly.
 
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+out = Console(soft_wrap=True, highlight=False, emoji=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 
 
 class CcdcalGroup(TyperGroup):
     """The command group; turns library errors and Ctrl-C into one-line messages and exit statuses."""
 
     def invoke(self, ctx: Any) -> Any:
+        keep_interrupts()
         try:
             return super().invoke(ctx)
         except CcdcalError as exc:
@@ -163,6 +165,22 @@ def ingest(
             help="Processes reading headers (default: automatic; 1 reads in this process).",
         ),
     ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Read on a Dask cluster: tcp://HOST:8786, or local:N to start N local workers.",
+        ),
+    ] = None,
+    type_from_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--type-from-name",
+            metavar="PATTERN=KIND",
+            help="Force KIND on files whose name matches PATTERN (wildcards, any case), e.g. 'flats*=flat'; "
+            "repeatable, the first matching rule wins.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Catalogue raw FITS frames: every header card, normalised keys, hashes. Incremental."""
@@ -173,7 +191,9 @@ def ingest(
             paths,
             imagetyp=imagetyp.lower() if imagetyp else None,
             jobs=jobs,
+            scheduler=scheduler,
             progress=progress,
+            type_rules=type_from_name or (),
         )
     if as_json:
         _print_json({"catalog": catalog.name, "run": summary.run_id, **summary.as_dict()})
@@ -186,7 +206,8 @@ def ingest(
         )
         out.print(f"Frames under these paths: {kinds}", markup=False)
         if summary.forced:
-            out.print(f"Type forced to {imagetyp} on {summary.forced} frames", markup=False)
+            how = f"to {imagetyp}" if imagetyp else "by --type-from-name"
+            out.print(f"Type forced {how} on {summary.forced} frames", markup=False)
         if summary.unclassified:
             out.print(
                 f"Unclassified ({len(summary.unclassified)}; no type in header or folder name — "
@@ -286,6 +307,23 @@ def _size(text: str) -> int:
     return int(number * _SIZE_UNITS[unit])
 
 
+#: Options of the optional reduction steps (ccdcal.reduction), shared by masters and process.
+OverscanOption = Annotated[
+    str,
+    typer.Option(
+        "--overscan",
+        help="Overscan on every frame: auto (BIASSEC row-wise median and TRIMSEC/DATASEC trim when the "
+        "header has them), off, median, or poly:N (a degree-N polynomial fit).",
+    ),
+]
+UncertaintyOption = Annotated[
+    bool,
+    typer.Option(
+        "--uncertainty", help="Write UNCERT extensions: masters the combine's, lights propagated (ccdproc)."
+    ),
+]
+
+
 @app.command()
 def masters(
     ctx: typer.Context,
@@ -299,6 +337,13 @@ def masters(
     mem_limit: Annotated[
         str, typer.Option("--mem-limit", help="Memory the combine may use, e.g. 512M or 2G.")
     ] = "2G",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Combine on a Dask cluster: tcp://HOST:8786, or local:N to start N local workers.",
+        ),
+    ] = None,
     sigma: Annotated[float, typer.Option("--sigma", help="Clipping bounds in sigma (low and high).")] = 3.0,
     iterations: Annotated[int, typer.Option("--iterations", help="Sigma-clipping iterations.")] = 5,
     dispersion: Annotated[
@@ -310,6 +355,14 @@ def masters(
     temp_tolerance: Annotated[
         float, typer.Option("--temp-tolerance", help="|ΔT| allowed between a master and its users (°C).")
     ] = 2.0,
+    overscan: OverscanOption = "auto",
+    uncertainty: UncertaintyOption = False,
+    bpm: Annotated[
+        bool,
+        typer.Option(
+            "--bpm", help="Also build bad-pixel masks: hot pixels of master darks, ccdmask of master flats."
+        ),
+    ] = False,
     show: Annotated[bool, typer.Option("--list", help="List the masters instead of building.")] = False,
     all_versions: Annotated[bool, typer.Option("--all", help="With --list: superseded ones too.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
@@ -351,6 +404,10 @@ def masters(
         mem_limit=_size(mem_limit),
         no_bias=no_bias,
         rules=MatchRules(temp_tolerance=temp_tolerance),
+        overscan=overscan,
+        uncertainty=uncertainty,
+        bpm=bpm,
+        scheduler=scheduler,
     )
     with state.catalog() as catalog, _progress(state, "Building masters") as progress:
         summary = build_masters(catalog, options, progress=lambda _label, done, total: progress(done, total))
@@ -429,10 +486,34 @@ def process(
         int | None,
         typer.Option("--jobs", "-j", min=1, help="Processes calibrating frames (default: all cores)."),
     ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Combine masters and calibrate on a Dask cluster: tcp://HOST:8786, or local:N to start N "
+            "local workers.",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; write nothing (no files, no rows).")
     ] = False,
     redo: Annotated[bool, typer.Option("--redo", help="Calibrate every light again.")] = False,
+    overscan: OverscanOption = "auto",
+    uncertainty: UncertaintyOption = False,
+    gain: Annotated[
+        float | None, typer.Option("--gain", help="Gain in e-/ADU for --uncertainty (default: EGAIN ...).")
+    ] = None,
+    readnoise: Annotated[
+        float | None, typer.Option("--readnoise", help="Read noise in e- (default: RDNOISE ...).")
+    ] = None,
+    cosmic_rays: Annotated[
+        bool, typer.Option("--cosmic-rays", help="Clean cosmic rays (L.A.Cosmic), flagged in MASK.")
+    ] = False,
+    cr_sigclip: Annotated[float, typer.Option("--cr-sigclip", help="L.A.Cosmic sigclip.")] = 4.5,
+    cr_objlim: Annotated[float, typer.Option("--cr-objlim", help="L.A.Cosmic objlim.")] = 5.0,
+    no_bpm: Annotated[
+        bool, typer.Option("--no-bpm", help="Do not OR the bad-pixel mask (masters --bpm) into MASK.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Build masters as needed, then calibrate every light (bias, dark, flat), with provenance rows."""
@@ -453,9 +534,18 @@ def process(
         flat=flat,
         flat_min=flat_min,
         jobs=jobs,
+        scheduler=scheduler,
         redo=redo,
         min_frames=min_frames,
         mem_limit=_size(mem_limit),
+        overscan=overscan,
+        uncertainty=uncertainty,
+        gain=gain,
+        readnoise=readnoise,
+        cosmic_rays=cosmic_rays,
+        cr_sigclip=cr_sigclip,
+        cr_objlim=cr_objlim,
+        no_bpm=no_bpm,
     )
     with state.catalog() as catalog:
         if dry_run:
@@ -525,6 +615,313 @@ def db_current(ctx: typer.Context) -> None:
         revision = catalog.current_revision()
     note = "(head)" if revision == SCHEMA_HEAD else f"(head is {SCHEMA_HEAD}; run `ccdcal db upgrade`)"
     out.print(f"{catalog.name}: revision {revision or 'none'} {note}", markup=False)
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    run_id: Annotated[int | None, typer.Option("--run", help="Report on this run only.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Report on what was done since this ISO date or time (UTC)."),
+    ] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")] = Path(
+        "report.html"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Write an HTML quality report: master previews and statistics, levels over time, lights before and
+    after, problems with reasons, runs with parameters and versions. One file, images inline."""
+    from ccdcal.report import build_report, parse_since
+
+    state = _state(ctx)
+    when = parse_since(since) if since is not None else None
+    with state.catalog() as catalog, _progress(state, "Rendering previews") as progress:
+        summary = build_report(catalog, output, run_id=run_id, since=when, progress=progress)
+    if as_json:
+        _print_json(summary.as_dict())
+    elif not state.quiet:
+        out.print(
+            f"Report {summary.path} ({summary.scope}): {summary.masters} masters, {summary.lights} "
+            f"calibrated lights, {summary.problems} problems, {summary.images} images, "
+            f"{summary.size / 1024:.0f} KiB",
+            markup=False,
+        )
+    for _path, reason in summary.unavailable if not as_json else []:
+        err.print(f"Warning: no preview: {reason}", markup=False)
+
+
+@app.command()
+def preview(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A FITS frame (.fits .fit .fts, .gz, .fz).")],
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="The PNG to write. Default: {stem}.png in the current folder."),
+    ] = None,
+    hdu: Annotated[
+        int | None, typer.Option("--hdu", min=0, help="HDU to show (default: the first image).")
+    ] = None,
+    max_size: Annotated[
+        int, typer.Option("--max-size", help="Longest side in pixels (averaged down); 0 keeps every pixel.")
+    ] = 1024,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+) -> None:
+    """Write a zscale PNG of a FITS frame (row 0 at the bottom, as DS9 shows it)."""
+    from ccdcal.report import preview_file
+
+    state = _state(ctx)
+    result = preview_file(file, output, hdu=hdu, max_size=max_size)
+    if as_json:
+        _print_json(result.as_dict())
+    elif not state.quiet:
+        shown = result.preview
+        out.print(
+            f"Preview {result.output}: {shown.width}x{shown.height} px of {result.source} HDU {shown.hdu} "
+            f"({shown.shape[1]}x{shown.shape[0]}), zscale {shown.limits[0]:.6g} to {shown.limits[1]:.6g}",
+            markup=False,
+        )
+
+
+@app.command("run")
+def run_seed_config(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="CONFIG", help="The config file (the seed's config.ini). Default: ./config.ini."
+        ),
+    ] = None,
+    write_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-config", metavar="PATH", help="Write a fully commented default config to PATH and exit."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run the script pipeline's config.ini end to end: ingest, build masters, calibrate the lights."""
+    from ccdcal.errors import UsageError
+    from ccdcal.seedconfig import load_config, run_config, write_default_config
+
+    state = _state(ctx)
+    if write_config is not None:
+        if config is not None:
+            raise UsageError("give either CONFIG or --write-config PATH, not both")
+        written = write_default_config(write_config)
+        if not state.quiet:
+            out.print(f"Wrote {written}; edit it, then run: ccdcal run {written}", markup=False)
+        return
+    seed = load_config(config if config is not None else Path("config.ini"))  # checked before any write
+    with _progress(state, "Running") as progress:
+        result = run_config(seed, state.db, lambda _label, done, total: progress(done, total))
+    if as_json:
+        _print_json(result.as_dict())
+    elif not state.quiet:
+        for line in result.lines(details=seed.debug or state.verbosity > 0):
+            out.print(line, markup=False)
+        rows = result.summary.table_rows()
+        if rows:
+            table = Table(box=None, pad_edge=False)
+            for column in rows[0]:
+                table.add_column(column)
+            for row in rows[1:]:
+                table.add_row(*row)
+            wide = out if out.is_terminal else Console(file=out.file, width=250, highlight=False)
+            wide.print(table)
+    for line in result.problem_lines() if not as_json else []:
+        err.print(line, markup=False)
+    raise typer.Exit(result.exit_code)
+
+
+# -- provenance, audit, bad files (ccdcal.provenance, ccdcal.headertrace, ccdcal.audit, ccdcal.impact) ------
+
+_TARGET_HELP = "A calibrated file, master or raw frame (its path), or calibration:N, master:N, frame:N."
+
+
+def _existing_catalog(state: State) -> Catalog:
+    """The catalog, which must exist (an older schema is upgraded): these commands never create one."""
+    state.catalog(upgrade=False).close()
+    return state.catalog()
+
+
+def _wide() -> Console:
+    """stdout; in a pipe, laid out wide rather than wrapped at 80 columns."""
+    return out if out.is_terminal else Console(file=out.file, width=250, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def provenance(
+    ctx: typer.Context,
+    target: Annotated[str | None, typer.Argument(help=_TARGET_HELP, show_default=False)] = None,
+    from_header: Annotated[
+        Path | None,
+        typer.Option("--from-header", help="Read the tree from this FITS file's header alone (no catalog)."),
+    ] = None,
+    search: Annotated[
+        list[Path] | None,
+        typer.Option("--search", help="With --from-header: look for the files named under this folder too."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tree as JSON.")] = False,
+) -> None:
+    """The tree of what made a file, each file checked against its recorded sha256.
+
+    Output → masters (ΔT, Δt, scale, pinned) → calibrator masters → raw frames, each with its path, its
+    sha256 and whether the file on disk still matches (exit 1 when one does not).
+    """
+    from rich.text import Text
+    from rich.tree import Tree
+
+    from ccdcal.errors import UsageError
+    from ccdcal.headertrace import trace_header
+    from ccdcal.provenance import files_line, label
+    from ccdcal.provenance import provenance as provenance_tree
+
+    state = _state(ctx)
+    if (target is None) == (from_header is None):
+        raise UsageError("give a FILE or ID, or --from-header FILE (not both)")
+    if search and from_header is None:
+        raise UsageError("--search is used with --from-header only")
+    if from_header is not None:
+        result = trace_header(from_header, search or [])
+    else:
+        assert target is not None
+        with _existing_catalog(state) as catalog:
+            result = provenance_tree(catalog, target)
+    if as_json:
+        _print_json(result.as_dict())
+    elif not state.quiet:
+        seen: set[str] = set()
+
+        def grow(branch: Any, node: Any) -> None:
+            key = node.ref or node.path or node.name
+            if node.node == "master" and node.children and key in seen:
+                branch.add(Text(f"({len(node.children)} files listed above)", style="dim"))
+                return
+            seen.add(key)
+            for child in node.children:
+                grow(branch.add(Text.assemble(*label(child))), child)
+
+        tree = Tree(Text.assemble(*label(result.tree)), guide_style="dim")
+        grow(tree, result.tree)
+        _wide().print(tree)
+        out.print(files_line(result), markup=False)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def audit(
+    ctx: typer.Context,
+    search: Annotated[
+        list[Path] | None,
+        typer.Option("--search", help="Look for missing files under this folder (by sha256); repeatable."),
+    ] = None,
+    fix_missing: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--fix-missing", help="Look for missing files under this folder and re-point them; repeatable."
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", min=1, help="Threads hashing files (default: automatic).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Hash every recorded file again; report missing, changed and moved ones.
+
+    Every raw frame, master and current calibrated file, hashed in parallel; exit 1 when anything drifted.
+    """
+    from ccdcal.audit import audit as audit_files
+
+    state = _state(ctx)
+    folders = [*(search or []), *(fix_missing or [])]
+    with _existing_catalog(state) as catalog, _progress(state, "Auditing") as progress:
+        report = audit_files(
+            catalog,
+            search=folders,
+            fix=bool(fix_missing),
+            jobs=jobs,
+            progress=lambda _label, done, total: progress(done, total),
+        )
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        lines = report.lines()
+        if not state.quiet:
+            out.print(lines[0], markup=False)
+        for line in lines[1:]:
+            err.print(line, markup=False)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def impact(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help=_TARGET_HELP, show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Every master and calibrated file made from a raw frame or a master, at any depth."""
+    from ccdcal.impact import impact as impact_of
+
+    state = _state(ctx)
+    with _existing_catalog(state) as catalog:
+        result = impact_of(catalog, target)
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    if state.quiet:
+        return
+    out.print(result.headline(), markup=False)
+    if result.masters:
+        out.print(f"Masters ({len(result.masters)}):", markup=False)
+        for m in result.masters:
+            bad = " BAD" if m.is_bad else ""
+            out.print(f"  {m.status + bad:<14} master:{m.id} {m.path}", markup=False)
+    if result.calibrations:
+        out.print(f"Calibrated files ({len(result.calibrations)}):", markup=False)
+        for c in result.calibrations:
+            out.print(f"  {c.status:<14} calibration:{c.id} {c.path} (from {c.light_path})", markup=False)
+
+
+@app.command("mark-bad")
+def mark_bad(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help=_TARGET_HELP, show_default=False)],
+    reason: Annotated[str, typer.Option("--reason", help="Why it is bad (kept in the catalog).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Keep a raw frame or a master out of every future master and calibration.
+
+    The next `ccdcal process` rebuilds the masters made with it and calibrates their lights again.
+    """
+    from ccdcal.impact import mark_bad as mark
+
+    state = _state(ctx)
+    with _existing_catalog(state) as catalog:
+        result = mark(catalog, target, reason)
+    if as_json:
+        _print_json(result.as_dict())
+    elif not state.quiet:
+        out.print(result.headline(), markup=False)
+
+
+@app.command("mark-good")
+def mark_good(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help=_TARGET_HELP, show_default=False)],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded with the run).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Clear the bad mark of a raw frame or a master: `ccdcal process` may use it again."""
+    from ccdcal.impact import mark_good as mark
+
+    state = _state(ctx)
+    with _existing_catalog(state) as catalog:
+        result = mark(catalog, target, reason)
+    if as_json:
+        _print_json(result.as_dict())
+    elif not state.quiet:
+        out.print(result.headline(), markup=False)
 
 
 def run() -> None:

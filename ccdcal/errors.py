@@ -44,3 +44,7 @@ class FitsFormatError(CcdcalError):
 
 class NotFoundError(CcdcalError):
     """A path or catalog identifier names nothing ccdcal knows."""
+
+
+class OutputError(CcdcalError):
+    """An output file cannot be written (a folder without write permission, a full disk)."""

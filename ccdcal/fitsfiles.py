@@ -7,9 +7,12 @@ final name; each output carries CHECKSUM/DATASUM cards.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import textwrap
+import time
 import uuid
 import warnings
 from collections.abc import Iterable
@@ -20,11 +23,24 @@ import numpy as np
 from astropy.io import fits
 
 from ccdcal._version import __version__
-from ccdcal.errors import FitsFormatError
+from ccdcal.errors import FitsFormatError, OutputError
+from ccdcal.owners import owner_tag, parse_tag, process_alive
 
 #: Prefix of temporary files; a rerun removes stale ones it finds in its output folders.
 TEMP_PREFIX = ".ccdcal-tmp-"
 _HASH_CHUNK = 1 << 22
+#: A temporary file of a process on another machine is stale after this long (its owner is not seen).
+FOREIGN_TEMPORARY_AGE = 24 * 3600.0
+
+
+def temporary_path(folder: Path, name: str) -> Path:
+    """A new temporary file name in ``folder`` for the final name ``name``.
+
+    ``.ccdcal-tmp-{pid}@{host}~{random}-{name}``: it names its owner (:func:`ccdcal.owners.owner_tag`),
+    so that :func:`remove_stale_temporaries` removes the leftovers of dead processes only, never the
+    files a concurrent run is still writing.
+    """
+    return folder / f"{TEMP_PREFIX}{owner_tag()}~{uuid.uuid4().hex}-{name}"
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -76,20 +92,70 @@ def write_atomic(path: Path, hdul: fits.HDUList, *, overwrite: bool = True) -> s
     ------
     FileExistsError
         ``overwrite=False`` and ``path`` exists.
+    OutputError
+        When the file cannot be written (no permission, disk full ...): nothing is left behind.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    temporary = temporary_path(path.parent, path.name)
+    published = False
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as handle:
             hdul.writeto(handle, checksum=True)
             handle.flush()
             os.fsync(handle.fileno())
         digest = sha256_file(temporary)
         _publish(temporary, path, overwrite)
+        published = True
+        temporary.unlink(missing_ok=True)
+        sync_folder(path.parent)
+    except BaseException as exc:  # Ctrl-C too: the caller is told nothing was written, so nothing is left
+        if published and not overwrite:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+            raise output_error(path, exc) from exc
+        raise
     finally:
         temporary.unlink(missing_ok=True)
-    sync_folder(path.parent)
     return digest
+
+
+#: How the message of an output that could not be written begins (a light failed so is tried again).
+OUTPUT_FAILED = "cannot write "
+
+
+def output_error(path: Path, exc: OSError, *, folder: bool = False) -> OutputError:
+    """The error of an output that cannot be written: the file (or the folder), the cause, what to do."""
+    where = path if folder else path.parent
+    what = f"in {path}" if folder else str(path)
+    cause = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = f"free some space on the disk of {where}, then run the command again"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = f"make {where} writable or choose another folder"
+    else:
+        hint = f"check {where} and its disk, then run the command again"
+    return OutputError(f"{OUTPUT_FAILED}{what}: {cause}; {hint}")
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and check that files can be written in it.
+
+    Raises
+    ------
+    OutputError
+        When they cannot, with the cause (permissions, a read-only or full disk).
+    """
+    probe = temporary_path(folder, "probe")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as handle:
+            handle.write(b"ccdcal")
+            handle.flush()
+        probe.unlink()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+        raise output_error(folder, exc, folder=True) from exc
 
 
 def _publish(temporary: Path, path: Path, overwrite: bool) -> None:
@@ -122,14 +188,49 @@ def sync_folder(folder: Path) -> None:
 
 
 def remove_stale_temporaries(folder: Path) -> int:
-    """Delete temporary files an interrupted run left in ``folder``; return how many."""
+    """Delete the temporary files that dead processes left in ``folder``; return how many.
+
+    A temporary file is stale when its owner (named in it, see :func:`temporary_path`) is a process of
+    this machine that is gone, or when it has no owner tag (an older ccdcal's); one of a process on
+    another machine after :data:`FOREIGN_TEMPORARY_AGE`. Files of live processes — a concurrent run
+    sharing the folder — are left alone. This process also tags its own temporaries from now on (see
+    :func:`ccdcal.owners.owner_tag`), so workers it forks later write them as its own.
+    """
+    owner_tag()
     if not folder.is_dir():
         return 0
     removed = 0
     for leftover in folder.glob(f"{TEMP_PREFIX}*"):
+        if _stale(leftover):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def remove_own_temporaries(folder: Path) -> int:
+    """Delete the temporary files this process (and the workers it forked) left in ``folder``: for a run
+    that stops on an error or Ctrl-C, once its workers are done. Returns how many."""
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for leftover in folder.glob(f"{TEMP_PREFIX}{owner_tag()}~*"):
         leftover.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def _stale(temporary: Path) -> bool:
+    try:
+        modified = temporary.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    owner = parse_tag(temporary.name[len(TEMP_PREFIX) :])
+    if owner is None:
+        return True
+    alive = process_alive(*owner, since=modified)
+    if alive is None:
+        return time.time() - modified > FOREIGN_TEMPORARY_AGE
+    return not alive
 
 
 #: Characters of text a HISTORY card holds.

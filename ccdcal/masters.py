@@ -6,14 +6,15 @@ The order of work in :func:`build_masters`:
    are current before it is planned), group the usable frames in SQL
    (:func:`ccdcal.catalog.queries.grouped_frames`);
 2. skip groups below ``min_frames``; choose each group's calibrators with
-   :func:`ccdcal.catalog.queries.select_master` (:func:`plan_group`): the master bias for darks (unless
+   :func:`ccdcal.catalog.selection.select_master` (:func:`plan_group`): the master bias for darks (unless
    ``no_bias``, or the camera set-up has no bias frames: the dark then keeps the bias, ``_withbias``);
    the master bias and a dark for flats — the nearest bias-subtracted dark scaled to each flat's
    exposure, else a bias-including dark at the flats' own exposure (which replaces the bias);
 3. compute the master's identity (its inputs with their sha256, the calibrators' sha256, scales and
    parameters); a current master with that identity, whose file is still there, means nothing to do —
    so a new bias version makes new darks and flats too;
-4. otherwise combine, compare with the group's current master (:mod:`ccdcal.steps.qa`), write the file
+4. otherwise combine (:mod:`ccdcal.mastercombine`: here, or by bands of rows on the Dask workers of
+   ``scheduler``), compare with the group's current master (:mod:`ccdcal.steps.qa`), write the file
    atomically under a free name (``_v2``, ``_v3`` ...), and in one transaction register the master, its
    inputs and calibrators, and supersede the group's previous master (which stays on disk and in the
    catalog).
@@ -39,7 +40,10 @@ from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Frame, Master, MasterCalibrator, MasterInput
-from ccdcal.catalog.queries import GROUP_KEYS, MATCH_KEYS, MatchRules, grouped_frames, select_master, usable
+from ccdcal.catalog.queries import GROUP_KEYS, MATCH_KEYS, MatchRules, grouped_frames, usable
+from ccdcal.catalog.selection import select_master
+from ccdcal.claims import lock_writers
+from ccdcal.distributed import ClusterOnDemand, check_address
 from ccdcal.errors import FitsFormatError, UsageError
 from ccdcal.fitsfiles import (
     add_history,
@@ -49,10 +53,12 @@ from ccdcal.fitsfiles import (
     stamp_version,
     write_atomic,
 )
+from ccdcal.impact import rebuild_reason
+from ccdcal.mastercombine import combine_group
 from ccdcal.naming import master_name, number_text, versioned
-from ccdcal.steps.combine import ClipParams, combine_files
+from ccdcal.reduction import MasterSteps, check_step_options, plan_master_steps
+from ccdcal.steps.combine import ClipParams
 from ccdcal.steps.dark import dark_scale
-from ccdcal.steps.flat import flat_level, normalise_to_median, precalibration_offset
 from ccdcal.steps.qa import (
     QA_OUTLIER_FRACTION,
     QA_OUTLIER_SIGMA,
@@ -61,11 +67,14 @@ from ccdcal.steps.qa import (
     compare_masters,
     master_stats,
 )
+from ccdcal.steps.uncertainty import uncertainty_hdu
 
 #: Kinds in the order they must be built: each may need the ones before it.
 MASTER_ORDER = ("bias", "dark", "flat")
 
-#: IRAF's IMCMBnnn cards name at most this many inputs (all of them are in ``master_inputs``).
+#: IRAF's IMCMBnnn cards name at most this many inputs (all of them are in ``master_inputs``); each
+#: IMSHAnnn card holds the sha256 of its IMCMBnnn file as it was combined, so that a master's header alone
+#: traces its inputs (``ccdcal provenance --from-header``).
 MAX_IMCMB = 999
 
 Progress = Callable[[str, int, int], None]
@@ -137,6 +146,15 @@ class MasterOptions:
     mem_limit: int = 2 << 30
     no_bias: bool = False
     rules: MatchRules = field(default_factory=MatchRules)
+    #: Subtract from flats a dark of another exposure, scaled to theirs (seed ``[MASTERS] dark_scale``);
+    #: when False only a dark at the flats' own exposure is subtracted.
+    flat_dark_scale: bool = True
+    #: ``--overscan``, ``--uncertainty`` and ``--bpm`` (:mod:`ccdcal.reduction`, :mod:`ccdcal.badpixels`).
+    overscan: str = "auto"
+    uncertainty: bool = False
+    bpm: bool = False
+    #: ``--scheduler``: combine in bands of rows on a Dask cluster (:mod:`ccdcal.mastercombine`).
+    scheduler: str | None = None
 
 
 def build_masters(
@@ -177,7 +195,12 @@ def build_masters(
         "mem_limit": options.mem_limit,
         "no_bias": options.no_bias,
         "temp_tolerance": options.rules.temp_tolerance,
+        "overscan": options.overscan,
+        "uncertainty": options.uncertainty,
+        "bpm": options.bpm,
     }
+    if options.scheduler is not None:
+        arguments["scheduler"] = options.scheduler
     with catalog.run("masters", arguments) as run:
         summary = _build_all(catalog, options, folder, run.id, progress)
         run.summary = summary.as_dict()
@@ -191,6 +214,9 @@ def _check_options(options: MasterOptions) -> None:
             raise UsageError(f"--kind {kind!r}: use one of {', '.join(MASTER_ORDER)}")
     if options.min_frames < 1:
         raise UsageError(f"--min-frames must be at least 1, not {options.min_frames}")
+    if options.scheduler is not None:
+        check_address(options.scheduler)
+    check_step_options(options)
 
 
 def _build_all(
@@ -198,18 +224,23 @@ def _build_all(
 ) -> MastersSummary:
     summary = MastersSummary(run_id=run_id)
     remove_stale_temporaries(folder)
-    for kind in MASTER_ORDER:
-        if kind not in options.kinds:
-            continue
-        with catalog.session() as session:
-            rows = grouped_frames(session, kind)
-        groups = [list(g) for _, g in groupby(rows, key=lambda r: r["group_number"])]
-        for number, frames in enumerate(groups, 1):
-            if progress:
-                progress(f"master {kind}", number - 1, len(groups))
-            summary.reports.append(_one_group(catalog, kind, frames, folder, options, run_id))
-        if progress and groups:
-            progress(f"master {kind}", len(groups), len(groups))
+    with ClusterOnDemand(options.scheduler) as cluster:  # started when a master is to be combined
+        for kind in MASTER_ORDER:
+            if kind not in options.kinds:
+                continue
+            with catalog.session() as session:
+                rows = grouped_frames(session, kind)
+            groups = [list(g) for _, g in groupby(rows, key=lambda r: r["group_number"])]
+            for number, frames in enumerate(groups, 1):
+                if progress:
+                    progress(f"master {kind}", number - 1, len(groups))
+                summary.reports.append(_one_group(catalog, kind, frames, folder, options, run_id, cluster))
+            if progress and groups:
+                progress(f"master {kind}", len(groups), len(groups))
+    if options.bpm:
+        from ccdcal.badpixels import build_bpms
+
+        summary.reports += build_bpms(catalog, folder, run_id)
     return summary
 
 
@@ -240,9 +271,23 @@ def plan_masters(session: Session, options: MasterOptions = MasterOptions()) -> 
                     report.outcome = "build"
                 else:
                     report.outcome = "current"
+                    report.reason = _marked_bad(existing)
+                    if report.reason:
+                        report.outcome = "skipped"
                 report.path, report.master_id, report.version = existing.path, existing.id, existing.version
             reports.append(report)
     return reports
+
+
+def _marked_bad(master: Master) -> str | None:
+    """Why a group's up-to-date master is not used: it is marked bad (rebuilding it would give the same)."""
+    if not master.is_bad:
+        return None
+    return (
+        f"the {master.kind} master {Path(master.path).name} is marked bad ({master.bad_reason}) and its "
+        "inputs are unchanged: mark the bad raw frames with `ccdcal mark-bad`, add new ones, or "
+        "`ccdcal mark-good` it"
+    )
 
 
 def _existing(session: Session, plan: GroupPlan) -> Master | None:
@@ -258,7 +303,7 @@ def _provisional(session: Session, plan: GroupPlan, folder: Path) -> Master:
     stem = _file_name(plan).removesuffix(".fits")
     taken = set(session.scalars(select(Master.path).where(Master.path.startswith(str(folder / stem)))))
     for old in session.scalars(_same_group(plan)):
-        old.status = "superseded"
+        _supersede(session, old, plan)
     path = versioned(folder, _file_name(plan), taken)
     return _add_master(session, plan, path=str(path), sha256="0" * 64, parameters={"provisional": True})
 
@@ -316,6 +361,7 @@ class GroupPlan:
     dark_scales: list[float] = field(default_factory=list)
     includes_bias: bool = False
     identity: str = ""
+    steps: MasterSteps | None = None
 
     @property
     def target(self) -> dict[str, Any]:
@@ -345,6 +391,8 @@ class _Built:
     previous: Master | None = None
     comparison: Comparison | None = None
     warnings: list[str] = field(default_factory=list)
+    uncertainty: np.ndarray | None = None
+    overscan_levels: list[float | None] = field(default_factory=list)
 
 
 def _one_group(
@@ -354,6 +402,7 @@ def _one_group(
     folder: Path,
     options: MasterOptions,
     run_id: int,
+    cluster: ClusterOnDemand,
 ) -> MasterReport:
     keys = {name: frames[0][name] for name in GROUP_KEYS[kind]}
     report = MasterReport(kind, keys, "skipped", len(frames))
@@ -368,9 +417,12 @@ def _one_group(
         if existing is not None:
             report.outcome, report.path, report.master_id = "current", existing.path, existing.id
             report.version = existing.version
+            report.reason = _marked_bad(existing)
+            if report.reason:
+                report.outcome = "skipped"
             return report
     try:
-        built = _combine(plan, options)
+        built = _combine(plan, options, cluster)
     except (FitsFormatError, ValueError) as exc:
         report.reason = f"cannot build the {kind} master of group {describe_keys(keys)}: {exc}"
         return report
@@ -378,6 +430,8 @@ def _one_group(
     master = _register(catalog, plan, built, folder, options, run_id)
     report.outcome, report.path, report.master_id = "built", master.path, master.id
     report.version, report.warnings = master.version, built.warnings
+    if master.run_id != run_id:  # a concurrent run registered the same master first
+        report.outcome, report.warnings = "current", []
     return report
 
 
@@ -445,7 +499,10 @@ def plan_group(
     if kind == "dark":
         plan.includes_bias = plan.bias is None
     if kind == "flat":
-        _choose_flat_dark(session, plan, options.rules)
+        _choose_flat_dark(session, plan, options.rules, scale=options.flat_dark_scale)
+    plan.steps, reason = plan_master_steps(session, frames, options)
+    if reason:
+        return plan, f"cannot prepare the {kind} frames of group {describe_keys(keys)}: {reason}"
     plan.identity = master_identity(plan, options.params)
     return plan, None
 
@@ -458,27 +515,33 @@ def _setup_has_bias(session: Session, keys: dict[str, Any]) -> bool:
     return session.execute(query.limit(1)).first() is not None
 
 
-def _choose_flat_dark(session: Session, plan: GroupPlan, rules: MatchRules) -> None:
+def _choose_flat_dark(session: Session, plan: GroupPlan, rules: MatchRules, *, scale: bool) -> None:
     """The dark subtracted from a group of flats, and its scale for each flat.
 
     With a master bias: the nearest bias-subtracted dark, preferring one at least as long as the longest
-    flat, scaled to each flat's exposure. Otherwise (or when there is none) a dark that still holds the
-    bias, at the flats' own exposure, unscaled: it replaces the bias. No dark when a flat's exposure is
-    unknown or when nothing matches (the flats are then only bias-subtracted).
+    flat, scaled to each flat's exposure (with ``scale`` False: only a bias-subtracted dark at the flats'
+    own exposure, unscaled). Otherwise (or when there is none) a dark that still holds the bias, at the
+    flats' own exposure, unscaled: it replaces the bias. No dark when a flat's exposure is unknown or
+    when nothing matches (the flats are then only bias-subtracted).
     """
     exposures = [f["exptime"] for f in plan.frames]
     if any(t is None or t <= 0 for t in exposures):
         return
+    exact = replace(rules, dark_scale=False)
     if plan.bias is not None:
         longest = max(exposures)
-        dark = select_master(
-            session, "dark", {**plan.target, "exptime": longest}, replace(rules, dark_scale=True)
-        )
-        if dark is not None and dark.exptime:
+        if scale:
+            dark = select_master(
+                session, "dark", {**plan.target, "exptime": longest}, replace(rules, dark_scale=True)
+            )
+        elif len(set(exposures)) == 1:
+            dark = select_master(session, "dark", {**plan.target, "exptime": longest}, exact)
+        else:
+            dark = None
+        if dark is not None and dark.exptime and not dark.includes_bias:
             plan.dark, plan.dark_scales = dark, [dark_scale(t, dark.exptime) for t in exposures]
             return
     if len(set(exposures)) == 1:
-        exact = replace(rules, dark_scale=False)
         dark = select_master(session, "dark", {**plan.target, "exptime": exposures[0]}, exact)
         if dark is not None and dark.includes_bias:
             plan.bias, plan.dark, plan.dark_scales = None, dark, [1.0] * len(exposures)
@@ -499,47 +562,21 @@ def master_identity(plan: GroupPlan, params: ClipParams) -> str:
         "includes_bias": plan.includes_bias,
         "params": params.as_dict(),
     }
+    if plan.steps is not None:  # overscan, uncertainty: absent from masters built without them
+        payload["steps"] = plan.steps.identity()
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 # -- numbers -------------------------------------------------------------------------------------------
 
 
-def _combine(plan: GroupPlan, options: MasterOptions) -> _Built:
-    """Pre-calibrate (as the combine's per-frame offsets and scales) and combine a group's frames."""
-    paths = [Path(f["path"]) for f in plan.frames]
-    hdu = plan.frames[0]["hdu"] or 0
-    offsets = _offsets(plan)
-    levels: list[float] = []
-    if plan.kind == "flat":  # each flat is divided by its own level: a first pass over the files
-        for path, offset in zip(paths, offsets or [0.0] * len(paths), strict=True):
-            try:
-                levels.append(flat_level(read_image(path, hdu, np.float64), offset))
-            except ValueError as exc:
-                raise ValueError(f"{path.name}: {exc}") from None
-    result = combine_files(
-        paths,
-        hdu=hdu,
-        params=options.params,
-        mem_limit=options.mem_limit,
-        scale=[1.0 / level for level in levels] if levels else None,
-        offset=offsets,
-    )
-    image = result.image
-    if plan.kind == "flat":
-        image, _ = normalise_to_median(image)
-    return _Built(image, master_stats(image), float(result.rejected_fraction), levels)
-
-
-def _offsets(plan: GroupPlan) -> list[np.ndarray | float] | None:
-    """What is subtracted from each input: the bias, plus the dark times its scale (one image per scale)."""
-    if plan.bias is None and plan.dark is None:
-        return None
-    bias = read_image(plan.bias.path, 0, np.float64) if plan.bias else None
-    dark = read_image(plan.dark.path, 0, np.float64) if plan.dark else None
-    scales = plan.dark_scales or [0.0] * len(plan.frames)
-    by_scale = {s: precalibration_offset(bias, dark, s) for s in set(scales)}  # shared, held once
-    return [by_scale[s] for s in scales]
+def _combine(plan: GroupPlan, options: MasterOptions, cluster: ClusterOnDemand) -> _Built:
+    """Combine a group's frames (:func:`ccdcal.mastercombine.combine_group`: here or on Dask workers)."""
+    combined = combine_group(plan, options, cluster)
+    built = _Built(combined.image, master_stats(combined.image), combined.rejected_fraction)
+    built.flat_levels, built.uncertainty = combined.flat_levels, combined.uncertainty
+    built.overscan_levels = combined.overscan_levels
+    return built
 
 
 def _quality_gate(catalog: Catalog, plan: GroupPlan, built: _Built) -> None:
@@ -611,7 +648,12 @@ def _header(plan: GroupPlan, built: _Built, params: ClipParams) -> fits.Header:
     _group_cards(header, plan)
     _input_cards(header, plan)
     _combine_cards(header, plan, built, params)
-    add_history(header, _history(plan, built, params))
+    history = _history(plan, built, params)
+    if plan.steps is not None:  # overscan and trim of the inputs, the UNCERT extension
+        for keyword, value, comment in plan.steps.cards():
+            set_card(header, keyword, value, comment)
+        history[1:1] = plan.steps.history(built.overscan_levels)
+    add_history(header, history)
     stamp_version(header)
     return header
 
@@ -635,6 +677,8 @@ def _input_cards(header: fits.Header, plan: GroupPlan) -> None:
     set_card(header, "NCOMBINE", len(plan.frames), "number of frames combined")
     for index, frame in enumerate(plan.frames[:MAX_IMCMB], 1):
         set_card(header, f"IMCMB{index:03d}", Path(frame["path"]).name)
+        if frame["sha256"]:
+            set_card(header, f"IMSHA{index:03d}", frame["sha256"])  # the value fills the card
     if plan.kind == "dark":
         set_card(header, "WITHBIAS", plan.includes_bias, "the dark still contains the bias")
     if plan.bias is not None:
@@ -691,23 +735,45 @@ def _register(
     hdul = fits.HDUList(
         [fits.PrimaryHDU(built.image.astype(np.float32), _header(plan, built, options.params))]
     )
+    if built.uncertainty is not None:
+        hdul.append(uncertainty_hdu(built.uncertainty))
     name = _file_name(plan)
     written: Path | None = None
     try:
         with catalog.session() as session:
+            lock_writers(session)  # one registration at a time: a concurrent run may have built it
+            existing = _existing(session, plan)
+            if existing is not None:
+                return existing
             written, digest = _write_free(session, folder, name, hdul)
             master = _master_row(session, plan, built, written, digest, options, run_id)
             for old in session.scalars(_same_group(plan).where(Master.id != master.id)):
-                old.status = "superseded"
+                _supersede(session, old, plan)
             session.add_all(
                 MasterInput(master_id=master.id, frame_id=f["id"], sha256=f["sha256"]) for f in plan.frames
             )
             session.add_all(_calibrator_rows(plan, master.id))
         return master
     except BaseException:
-        if written is not None:
+        if written is not None and not _registered(catalog, written):  # Ctrl-C may cut the commit late
             written.unlink(missing_ok=True)
         raise
+
+
+def _registered(catalog: Catalog, path: Path) -> bool:
+    """Whether a master row names ``path`` (``False`` when the catalog cannot tell)."""
+    try:
+        with catalog.session() as session:
+            return session.scalar(select(Master.id).where(Master.path == str(path))) is not None
+    except Exception:
+        return False
+
+
+def _supersede(session: Session, old: Master, plan: GroupPlan) -> None:
+    """Mark a group's previous master ``superseded``, recording why the plan replaces it."""
+    inputs = {f["id"]: f["sha256"] for f in plan.frames}
+    old.superseded_reason = rebuild_reason(session, old, inputs, {"bias": plan.bias, "dark": plan.dark})
+    old.status = "superseded"
 
 
 def _file_name(plan: GroupPlan) -> str:
@@ -769,6 +835,8 @@ def _parameters(plan: GroupPlan, built: _Built, options: MasterOptions) -> dict[
         "min_frames": options.min_frames,
         "temp_tolerance": options.rules.temp_tolerance,
     }
+    if plan.steps is not None:
+        parameters["steps"] = plan.steps.parameters(plan.frames, built.overscan_levels)
     qa: dict[str, Any] = {
         "previous_id": built.previous.id if built.previous else None,
         "warnings": built.warnings,

@@ -1,4 +1,4 @@
-"""Which masters calibrate a light, and why: one :func:`~ccdcal.catalog.queries.select_master` per step.
+"""Which masters calibrate a light, and why: the rules of :mod:`ccdcal.catalog.selection`, per step.
 
 For each step (bias, dark, flat) of one light, in order (:func:`match_light`):
 
@@ -27,7 +27,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.models import Frame, Master
-from ccdcal.catalog.queries import MATCH_KEYS, SETUP_KEYS, MatchRules, kind_available, select_master
+from ccdcal.catalog.queries import (
+    MATCH_KEYS,
+    SETUP_KEYS,
+    MatchRules,
+    kind_available,
+    unusable_masters,
+    usable,
+)
+from ccdcal.catalog.selection import best_masters, select_master
+from ccdcal.impact import unusable_reason
 from ccdcal.naming import number_text
 
 #: The calibration steps, in the order they are matched and applied.
@@ -157,6 +166,8 @@ class LightMatch:
     @property
     def reason(self) -> str | None:
         """Why the light cannot be calibrated (``None``: it can)."""
+        if self.steps and all(s.status == NOT_AVAILABLE for s in self.steps.values()):
+            return "nothing to calibrate it with: " + "; ".join(s.reason for s in self.steps.values())
         return "; ".join(s.reason for s in self.missing) or None
 
     def applied(self, role: str) -> MasterInfo | None:
@@ -166,13 +177,62 @@ class LightMatch:
 
 
 def target_of(light: Frame) -> dict[str, Any]:
-    """A light's values as a matching target (camera keys, temperature, time, exposure, filter)."""
-    keys = {*MATCH_KEYS, *SETUP_KEYS, "ccd_temp", "date_obs", "exptime", "filter"}
+    """A light's values as a matching target (its id, camera keys, temperature, time, exposure, filter)."""
+    keys = {"id", *MATCH_KEYS, *SETUP_KEYS, "ccd_temp", "date_obs", "exptime", "filter"}
     return {key: getattr(light, key) for key in keys}
 
 
+class Choices:
+    """The masters chosen for lights, by :func:`~ccdcal.catalog.selection.select_master`'s rules.
+
+    With ``batch`` (a plan of every usable light), the first question about a kind and variant (rules,
+    dark with or without the bias) is answered for every usable light at once, by one set-based select
+    (:func:`~ccdcal.catalog.selection.best_masters`): planning 100,000 lights is a few queries, not a few
+    per light. Without it, or for a target that is not a usable light, one select answers one target.
+    """
+
+    def __init__(self, session: Session, *, batch: bool = False) -> None:
+        self.session = session
+        self.batch = batch
+        self.available: dict[Any, bool] = {}
+        self._lights: set[int] | None = None
+        self._best: dict[Any, dict[int, int]] = {}
+        self._info: dict[int, tuple[Master, MasterInfo]] = {}
+
+    def select(self, kind: str, target: dict[str, Any], rules: MatchRules, **flags: bool) -> Master | None:
+        """The best master of ``kind`` for ``target`` (``None``: nothing matches)."""
+        frame_id = target.get("id")
+        if not self.batch or frame_id is None or frame_id not in self._usable_lights():
+            return select_master(self.session, kind, target, rules, **flags)
+        key = (kind, rules, tuple(sorted(flags.items())))
+        if key not in self._best:
+            self._best[key] = best_masters(self.session, kind, usable("light"), rules, **flags)
+        master_id = self._best[key].get(frame_id)
+        return None if master_id is None else self._row(master_id)[0]
+
+    def info(self, master: Master) -> MasterInfo:
+        """The master's :class:`MasterInfo`, made once per master."""
+        return self._row(master.id, master)[1]
+
+    def _row(self, master_id: int, master: Master | None = None) -> tuple[Master, MasterInfo]:
+        if master_id not in self._info:
+            row = master if master is not None else self.session.get(Master, master_id)
+            assert row is not None
+            self._info[master_id] = (row, MasterInfo.of(row))
+        return self._info[master_id]
+
+    def _usable_lights(self) -> set[int]:
+        if self._lights is None:
+            self._lights = set(self.session.scalars(select(Frame.id).where(usable("light"))))
+        return self._lights
+
+
 def match_light(
-    session: Session, light: Frame, options: MatchOptions, available: dict[Any, bool] | None = None
+    session: Session,
+    light: Frame,
+    options: MatchOptions,
+    available: dict[Any, bool] | None = None,
+    choices: Choices | None = None,
 ) -> LightMatch:
     """Decide each step of one light (see the module's description).
 
@@ -187,6 +247,8 @@ def match_light(
     available : dict, optional
         A cache of :func:`~ccdcal.catalog.queries.kind_available` per kind and camera set-up, shared
         by the lights of one plan.
+    choices : Choices, optional
+        Shared by the lights of one plan (made with ``batch=True``: one select per kind for them all).
 
     Returns
     -------
@@ -194,20 +256,21 @@ def match_light(
         One :class:`Step` per role.
     """
     target = target_of(light)
-    cache = available if available is not None else {}
+    choices = choices if choices is not None else Choices(session)
+    cache = available if available is not None else choices.available
     steps: dict[str, Step] = {}
-    steps["bias"] = _step(session, "bias", target, options, _bias_query, cache)
+    steps["bias"] = _step(choices, "bias", target, options, _bias_query, cache)
     with_bias = steps["bias"].status in (APPLIED, MISSING)  # a missing bias stops the light anyway
-    steps["dark"] = _step(session, "dark", target, options, _dark_query(with_bias, options), cache)
-    steps["flat"] = _step(session, "flat", target, options, _flat_query, cache)
+    steps["dark"] = _step(choices, "dark", target, options, _dark_query(with_bias, options), cache)
+    steps["flat"] = _step(choices, "flat", target, options, _flat_query, cache)
     return LightMatch(light.id, steps)
 
 
-Query = Any  # (session, target, rules) -> (Master | None, description of what was wanted)
+Query = Any  # (choices, target, rules) -> (Master | None, description of what was wanted)
 
 
 def _step(
-    session: Session,
+    choices: Choices,
     role: str,
     target: dict[str, Any],
     options: MatchOptions,
@@ -219,6 +282,7 @@ def _step(
         return Step(role, SKIPPED, why)
     if role in options.pins:
         return _pinned(role, options.pins[role], target, options)
+    session = choices.session
     setup = (role, *(target.get(k) for k in SETUP_KEYS))
     if setup not in available:
         available[setup] = kind_available(session, role, target)
@@ -226,13 +290,13 @@ def _step(
         return Step(
             role, NOT_AVAILABLE, f"no {role} frames in the catalog for this camera ({_setup(target)})"
         )
-    master, wanted = query(session, target, options.rules)
+    master, wanted = query(choices, target, options.rules)
     if master is None:
         reason = f"{wanted} ({nearest(session, role, target, options.rules)})"
         if role in options.allow_missing:
             return Step(role, ALLOWED_MISSING, f"{reason}; allowed by --allow-missing {role}")
         return Step(role, MISSING, reason)
-    info = MasterInfo.of(master)
+    info = choices.info(master)
     step = Step(role, APPLIED, "", info, *_deltas(info, target))
     if role == "dark":
         step.scale = _scale(info, target)
@@ -240,27 +304,29 @@ def _step(
     return step
 
 
-def _bias_query(session: Session, target: dict[str, Any], rules: MatchRules) -> tuple[Master | None, str]:
-    return select_master(session, "bias", target, rules), f"no bias at {_wanted_temp(target, rules)}"
+def _bias_query(choices: Choices, target: dict[str, Any], rules: MatchRules) -> tuple[Master | None, str]:
+    return choices.select("bias", target, rules), f"no bias at {_wanted_temp(target, rules)}"
 
 
-def _flat_query(session: Session, target: dict[str, Any], rules: MatchRules) -> tuple[Master | None, str]:
+def _flat_query(choices: Choices, target: dict[str, Any], rules: MatchRules) -> tuple[Master | None, str]:
     wanted = f"no flat in filter {_text(target.get('filter'))}, {_wanted_temp(target, rules)}"
-    return select_master(session, "flat", target, rules), wanted
+    return choices.select("flat", target, rules), wanted
 
 
 def _dark_query(bias_applied: bool, options: MatchOptions) -> Query:
     """The dark's select: bias-subtracted darks after a bias, else darks that hold the bias, unscaled."""
 
-    def query(session: Session, target: dict[str, Any], rules: MatchRules) -> tuple[Master | None, str]:
+    def query(choices: Choices, target: dict[str, Any], rules: MatchRules) -> tuple[Master | None, str]:
+        if target.get("exptime") is None:
+            return None, "no exposure time in the light's header (EXPTIME absent, not a number or negative)"
         exposure = f"{_text(target.get('exptime'))} s, {_wanted_temp(target, rules)}"
         if bias_applied:
             wanted = f"no dark {'to scale to' if rules.dark_scale else 'at'} {exposure}"
-            return select_master(session, "dark", target, rules, exclude_with_bias=True), wanted
+            return choices.select("dark", target, rules, exclude_with_bias=True), wanted
         exact = replace(rules, dark_scale=False)
-        master = select_master(session, "dark", target, exact, only_with_bias=True)
+        master = choices.select("dark", target, exact, only_with_bias=True)
         if master is None and not options.no_bias:  # bias allowed missing: a bias-subtracted dark will do
-            master = select_master(session, "dark", target, rules, exclude_with_bias=True)
+            master = choices.select("dark", target, rules, exclude_with_bias=True)
         return master, f"no dark containing the bias at {exposure}"
 
     return query
@@ -334,25 +400,35 @@ def _matched_text(step: Step) -> str:
 def nearest(session: Session, kind: str, target: Mapping[str, Any], rules: MatchRules) -> str:
     """``nearest: 120 s at -10.2 °C``: the usable master of ``kind`` closest to matching ``target``.
 
-    Candidates are the current masters not marked bad of the same camera set-up; those with the same
-    camera keys come first (else the first differing key is named). They are ranked by how many of the
-    criteria (temperature, exposure for darks, filter for flats) they fail, then by exposure distance,
-    then by temperature distance.
+    Candidates are the current masters of the same camera set-up that may be used (not marked bad, no
+    bad input or calibrator); those with the same camera keys come first (else the first differing key is
+    named). They are ranked by how many of the criteria (temperature, exposure for darks, filter for
+    flats) they fail, then by exposure distance, then by temperature distance. A master that would match
+    but may not be used is named with the reason (``master_dark_60s.fits is marked bad (stripes)``).
     """
     query = select(Master).where(
         Master.kind == kind,
         Master.status == "current",
-        Master.is_bad.is_(False),
         *(getattr(Master, k).is_not_distinct_from(target.get(k)) for k in SETUP_KEYS),
     )
-    candidates = list(session.scalars(query))
+    unusable = set(session.scalars(unusable_masters()))
+    every = list(session.scalars(query))
+    candidates = [m for m in every if m.id not in unusable and not m.is_bad]
+
+    def distance(master: Master) -> tuple[Any, ...]:
+        return _distance(master, kind, target, rules)
+
+    blocked = [
+        m for m in every if m not in candidates and not _camera_difference(m, target) and distance(m)[0] == 0
+    ]
+    why = f"; {unusable_reason(session, min(blocked, key=distance))}" if blocked else ""
     if not candidates:
-        return f"no usable {kind} master for this camera"
+        return f"no usable {kind} master for this camera{why}"
     same_camera = [m for m in candidates if not _camera_difference(m, target)]
-    best = min(same_camera or candidates, key=lambda m: _distance(m, kind, target, rules))
+    best = min(same_camera or candidates, key=distance)
     described = _describe(best, kind)
     difference = _camera_difference(best, target)
-    return f"nearest: {difference + ', ' if difference else ''}{described}"
+    return f"nearest: {difference + ', ' if difference else ''}{described}{why}"
 
 
 def _camera_difference(master: Master, target: Mapping[str, Any]) -> str:

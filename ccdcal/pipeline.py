@@ -3,16 +3,20 @@
 The order of work, top to bottom in :func:`process`:
 
 1. check the options and resolve pinned masters (usage errors before anything is written);
-2. build missing or stale masters (:func:`ccdcal.masters.build_masters`, in this run);
-3. plan every usable light (:func:`plan_lights`): match its masters in SQL
+2. recover after runs that died (:func:`ccdcal.claims.recover`): take over their claims, remove the
+   outputs and masters they published but never registered;
+3. build missing or stale masters (:func:`ccdcal.masters.build_masters`, in this run);
+4. plan every usable light (:func:`plan_lights`): match its masters in SQL
    (:func:`ccdcal.matching.match_light`), then compare with its latest calibration — nothing to do
-   when the raw file, the masters, the steps and the options are the same and the output is there;
-4. calibrate the lights that need it, ``--jobs`` processes doing the per-frame work
+   when the raw file, the masters, the steps and the options are the same and the output is there —
+   and, in the same transaction, claim the lights to calibrate (:func:`calibrate_planned`): a light
+   another live run has claimed is ``busy``, its work, so that concurrent runs calibrate each light once;
+5. calibrate the claimed lights, ``--jobs`` processes doing the per-frame work
    (:func:`ccdcal.calibrate.calibrate_frame`) while this process alone writes the catalog: each
    result's rows (``calibrations``, ``calibration_masters``, the previous calibration superseded) are
    written in the transaction that renames its file to the final name (:mod:`ccdcal.register`).
 
-``--dry-run`` (:func:`dry_run`) runs steps 2 and 3 as a plan inside a transaction that is rolled back:
+``--dry-run`` (:func:`dry_run`) runs steps 3 and 4 as a plan inside a transaction that is rolled back:
 masters that would be built appear as provisional rows, so the lights are matched as they would be, and
 nothing is written — no file, no row, not even a run.
 """
@@ -29,14 +33,18 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ccdcal import claims
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Master
 from ccdcal.catalog.queries import MatchRules
+from ccdcal.distributed import ClusterOnDemand, check_address
 from ccdcal.errors import UsageError
+from ccdcal.fitsfiles import check_writable, remove_own_temporaries
 from ccdcal.masters import MasterOptions, MasterReport, build_masters, plan_masters
 from ccdcal.matching import ROLES, MasterInfo, MatchOptions
 from ccdcal.naming import number_text
 from ccdcal.planning import LightReport, plan_lights
+from ccdcal.reduction import check_step_options
 from ccdcal.register import calibrate_lights
 from ccdcal.steps.light import FLAT_MIN
 
@@ -65,10 +73,18 @@ class ProcessOptions:
         Flat pixels below it are clamped and flagged in the output's MASK extension.
     jobs : int or None
         Processes calibrating frames (default: all cores).
+    scheduler : str or None
+        A Dask scheduler address (``tcp://HOST:8786``) or ``local:N``: frames are calibrated, and masters
+        combined by bands of rows, by its workers instead (:mod:`ccdcal.distributed`).
     redo : bool
         Calibrate every light again, even those already calibrated with the same masters.
     min_frames, mem_limit
         Passed to the master build.
+    overscan, uncertainty, gain, readnoise, cosmic_rays, cr_sigclip, cr_objlim, no_bpm
+        The optional steps (:mod:`ccdcal.reduction`): ``--overscan auto|off|median|poly:N`` on every
+        frame, ``--uncertainty`` (UNCERT extensions; ``--gain`` e-/ADU and ``--readnoise`` e- override
+        the headers), ``--cosmic-rays`` (L.A.Cosmic), and ``--no-bpm`` (do not apply the bad-pixel mask
+        built by ``ccdcal masters --bpm``).
     """
 
     masters_dir: Path = Path("masters")
@@ -83,9 +99,18 @@ class ProcessOptions:
     flat: Path | None = None
     flat_min: float = FLAT_MIN
     jobs: int | None = None
+    scheduler: str | None = None
     redo: bool = False
     min_frames: int = 3
     mem_limit: int = 2 << 30
+    overscan: str = "auto"
+    uncertainty: bool = False
+    gain: float | None = None
+    readnoise: float | None = None
+    cosmic_rays: bool = False
+    cr_sigclip: float = 4.5
+    cr_objlim: float = 5.0
+    no_bpm: bool = False
 
     def master_options(self) -> MasterOptions:
         """The options of the master build."""
@@ -95,6 +120,9 @@ class ProcessOptions:
             mem_limit=self.mem_limit,
             no_bias=self.no_bias,
             rules=self.rules,
+            overscan=self.overscan,
+            uncertainty=self.uncertainty,
+            scheduler=self.scheduler,
         )
 
     def arguments(self) -> dict[str, Any]:
@@ -145,7 +173,7 @@ class ProcessSummary:
 
     def of(self, outcome: str) -> list[LightReport]:
         """The lights with one outcome: ``calibrated`` (``calibrate`` in a dry run), ``current``,
-        ``cannot`` (no master for a step), ``failed``."""
+        ``cannot`` (no master for a step), ``failed``, ``busy`` (being calibrated by another run)."""
         return [light for light in self.lights if light.outcome == outcome]
 
     def masters_of(self, outcome: str) -> list[MasterReport]:
@@ -177,6 +205,7 @@ class ProcessSummary:
             f"{len(self.masters_of('current'))} current, {len(self.masters_of('skipped'))} skipped; "
             f"lights {len(self.of('calibrated'))} calibrated, {len(self.of('current'))} already calibrated, "
             f"{len(self.of('cannot'))} not calibrated, {len(self.of('failed'))} failed"
+            + (f", {len(self.of('busy'))} being calibrated by another run" if self.of("busy") else "")
         )
 
     def table_rows(self) -> list[tuple[str, ...]]:
@@ -209,6 +238,8 @@ class ProcessSummary:
                 lines.append(f"  {light.path} -> {light.output} ({light.reason})")
                 lines.append("    " + ", ".join(f"{role} {name}" for role, name in light.masters().items()))
         lines.append(f"Already calibrated: {len(self.of('current'))} lights")
+        if self.of("busy"):
+            lines.append(f"Being calibrated by another run: {len(self.of('busy'))} lights")
         return lines
 
     def problem_lines(self) -> list[str]:
@@ -222,11 +253,13 @@ class ProcessSummary:
             lights = self.of(outcome)
             if lights:
                 lines += [f"{title} ({len(lights)}):", *(f"  {x.path}: {x.reason}" for x in lights)]
+        lines += [f"Warning: {light.path}: {warning}" for light in self.lights for warning in light.warnings]
         return lines
 
     def counts(self) -> dict[str, int]:
         """Lights per outcome."""
-        return {o: len(self.of(o)) for o in ("calibrated", "calibrate", "current", "cannot", "failed")}
+        outcomes = ("calibrated", "calibrate", "current", "cannot", "failed", "busy")
+        return {o: len(self.of(o)) for o in outcomes}
 
     def run_summary(self) -> dict[str, Any]:
         """The compact record kept in ``runs.summary``: counts, and the lights left undone with the reasons
@@ -276,17 +309,27 @@ def process(
     ------
     UsageError
         When options contradict each other or a pinned file is not a master of the catalog.
+    OutputError
+        When the masters or output folder cannot be written (checked first), or an output cannot be
+        written (a full disk) while masters are built.
     """
     check_options(options)
+    for folder in (options.masters_dir, options.output_dir):
+        check_writable(folder.expanduser().resolve())
     with catalog.session() as session:
         match = match_options(session, options)  # pinned masters resolved before anything is written
-    with catalog.run("process", options.arguments()) as run:
+    # One Dask cluster (--scheduler), started when first needed, for the masters and the lights.
+    with catalog.run("process", options.arguments()) as run, ClusterOnDemand(options.scheduler):
         summary = ProcessSummary(run_id=run.id)
-        built = build_masters(catalog, options.master_options(), progress, run_id=run.id)
-        summary.masters = built.reports
-        with catalog.session() as session:
-            summary.lights = plan_lights(session, options, match_options(session, options, match))
-        calibrate_lights(catalog, summary.of("calibrate"), options, run.id, progress)
+        try:
+            claims.recover(catalog, run.id, options.masters_dir, options.output_dir)
+            built = build_masters(catalog, options.master_options(), progress, run_id=run.id)
+            summary.masters = built.reports
+            summary.lights = calibrate_planned(catalog, options, run.id, progress, match)
+        except BaseException:  # Ctrl-C, a full disk: nothing of this run is left half written
+            for folder in (options.masters_dir, options.output_dir):
+                remove_own_temporaries(folder.expanduser().resolve())
+            raise
         run.summary = summary.run_summary()
         run.partial = summary.exit_code != 0
     return summary
@@ -306,9 +349,52 @@ def dry_run(catalog: Catalog, options: ProcessOptions = ProcessOptions()) -> Pro
     summary = ProcessSummary(dry_run=True)
     with _rolled_back(catalog) as session:
         match = match_options(session, options)
+        taken = claims.busy(session, None)
         summary.masters = plan_masters(session, options.master_options())
         summary.lights = plan_lights(session, options, match_options(session, options, match))
+        claims.mark_busy(summary.lights, taken)
     return summary
+
+
+def calibrate_planned(
+    catalog: Catalog,
+    options: ProcessOptions,
+    run_id: int,
+    progress: Progress | None = None,
+    match: MatchOptions | None = None,
+) -> list[LightReport]:
+    """Plan every light, claim those to calibrate, and calibrate them (steps 4 and 5 of the module docstring).
+
+    The plan and the claims are one transaction, serialised with the other runs' (:mod:`ccdcal.claims`);
+    the lights another live run has claimed come back ``busy``. The claims are renewed while the lights
+    are calibrated and released when this ends, however it ends.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The open catalog.
+    options : ProcessOptions
+        Folders, steps, jobs.
+    run_id : int
+        The run the calibrations are recorded under.
+    progress : callable, optional
+        Called as ``progress(label, done, total)``.
+    match : MatchOptions, optional
+        Matching choices resolved earlier (pinned masters are re-read by id).
+
+    Returns
+    -------
+    list of LightReport
+        One per usable light.
+    """
+    with claims.holding(catalog, run_id):
+        with catalog.session() as session:
+            claims.lock_writers(session)
+            taken = claims.busy(session, run_id)  # read before the plan: see ccdcal.claims
+            lights = plan_lights(session, options, match_options(session, options, match))
+            claims.claim(session, run_id, lights, taken)
+        calibrate_lights(catalog, [x for x in lights if x.outcome == "calibrate"], options, run_id, progress)
+    return lights
 
 
 def _shown(value: Any) -> str:
@@ -348,6 +434,8 @@ def check_options(options: ProcessOptions) -> None:
         )
     if options.jobs is not None and options.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {options.jobs}")
+    if options.scheduler is not None:
+        check_address(options.scheduler)
     if options.no_bias and options.rules.dark_scale:
         raise UsageError(
             "--dark-scale cannot be used with --no-bias: a dark that contains the bias cannot be scaled "
@@ -356,6 +444,7 @@ def check_options(options: ProcessOptions) -> None:
     for role, skipped in (("bias", options.no_bias), ("dark", options.no_dark), ("flat", options.no_flat)):
         if skipped and getattr(options, role) is not None:
             raise UsageError(f"--{role} and --no-{role} cannot be used together")
+    check_step_options(options)
 
 
 def match_options(
@@ -394,6 +483,18 @@ def match_options(
     )
 
 
+def plan_now(catalog: Catalog) -> tuple[int | None, ProcessSummary]:
+    """The dry run of ``ccdcal process`` with the options of the last ``process`` (or ``run``) run, and
+    that run's id; default options (and ``None``) when there was none or its pinned masters are gone."""
+    run = next((r for r in catalog.runs(limit=50) if r.command in ("process", "run")), None)
+    options = ProcessOptions.from_arguments(run.arguments) if run is not None else ProcessOptions()
+    options = replace(options, redo=False)
+    try:
+        return (run.id if run is not None else None), dry_run(catalog, options)
+    except UsageError:  # a pinned master of that run is no longer in the catalog
+        return None, dry_run(catalog, replace(options, bias=None, dark=None, flat=None))
+
+
 def pending_work(catalog: Catalog) -> dict[str, Any]:
     """What ``ccdcal process`` would do now: computed on the fly, as a dry run, with the options of the
     last process run (defaults when there was none, or when its pinned masters are gone).
@@ -405,16 +506,9 @@ def pending_work(catalog: Catalog) -> dict[str, Any]:
         not calibrated as they would be (``path``, ``outcome`` — ``calibrate``, ``cannot`` or ``failed`` —
         and ``reason``), and ``current`` (how many lights need nothing).
     """
-    run = next((r for r in catalog.runs(limit=50) if r.command == "process"), None)
-    options = ProcessOptions.from_arguments(run.arguments) if run is not None else ProcessOptions()
-    options = replace(options, redo=False)
-    try:
-        summary = dry_run(catalog, options)
-    except UsageError:  # a pinned master of that run is no longer in the catalog
-        run, options = None, replace(options, bias=None, dark=None, flat=None)
-        summary = dry_run(catalog, options)
+    run_id, summary = plan_now(catalog)
     return {
-        "options_of_run": run.id if run is not None else None,
+        "options_of_run": run_id,
         "masters_to_build": [Path(m.path).name for m in summary.masters_of("build") if m.path],
         "lights": [
             {"path": light.path, "outcome": light.outcome, "reason": light.reason}

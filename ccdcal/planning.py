@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,11 @@ from sqlalchemy.orm import Session
 from ccdcal.calibrate import FrameTask, MasterUse
 from ccdcal.catalog.models import Calibration, CalibrationMaster, Frame, Master
 from ccdcal.catalog.queries import usable
-from ccdcal.matching import APPLIED, ROLES, LightMatch, MatchOptions, match_light
+from ccdcal.fitsfiles import OUTPUT_FAILED
+from ccdcal.impact import unusable_reason
+from ccdcal.matching import APPLIED, ROLES, Choices, LightMatch, MatchOptions, match_light
 from ccdcal.naming import calibrated_name, versioned
+from ccdcal.reduction import StepContext, plan_light_steps, step_changes
 
 #: How a step that is not applied shows in summaries.
 STEP_LABELS = {
@@ -60,6 +63,7 @@ class LightReport:
     task: FrameTask | None = None
     calibration_id: int | None = None
     seconds: float | None = None
+    warnings: tuple[str, ...] = ()
 
     def masters(self) -> dict[str, str]:
         """Per step, the master's file name, or how the step was left out (``n/a``, ``skipped`` ...)."""
@@ -81,6 +85,7 @@ class LightReport:
             "reason": self.reason,
             "output": self.output,
             "calibration_id": self.calibration_id,
+            "warnings": list(self.warnings),
             "steps": {r: s.as_json() for r, s in self.match.steps.items()} if self.match else {},
         }
 
@@ -109,6 +114,8 @@ def plan_lights(session: Session, options: Any, match: MatchOptions) -> list[Lig
     taken: dict[str | None, int] = dict(session.execute(query).all())
     assigned: set[str] = set()
     available: dict[Any, bool] = {}
+    choices = Choices(session, batch=True)  # one select per kind and variant for every light
+    context = StepContext.load(session, options)  # overscan, uncertainty, cosmic rays, bpm
     reports = []
     for light in lights:
         report = LightReport(light.id, light.path, light.filter, light.exptime)
@@ -116,14 +123,18 @@ def plan_lights(session: Session, options: Any, match: MatchOptions) -> list[Lig
         report.reason = _raw_problem(light)
         if report.reason:
             continue
-        report.match = match_light(session, light, match, available)
+        report.match = match_light(session, light, match, available, choices)
         report.reason = report.match.reason
+        if report.reason:
+            continue
+        steps, report.reason = plan_light_steps(session, context, light, report.match)
         if report.reason:
             continue
         previous, used = latest.get(light.id, (None, {}))
         others = {p for p, frame_id in taken.items() if p and frame_id != light.id} | assigned
         output = _output(light, previous, output_dir, others)
         changes = _changes(session, light, report.match, previous, used, output, options)
+        changes += step_changes(previous, used, steps)
         if previous is not None and not changes and not options.redo:
             report.outcome = "current" if previous.status == "current" else "failed"
             report.output = previous.path
@@ -136,7 +147,7 @@ def plan_lights(session: Session, options: Any, match: MatchOptions) -> list[Lig
         report.reason = "--redo" if options.redo else ("; ".join(changes) or "not calibrated yet")
         report.output = str(output)
         assigned.add(str(output))
-        report.task = _task(light, report.match, output, options.flat_min)
+        report.task = replace(_task(light, report.match, output, options.flat_min), steps=steps)
     return reports
 
 
@@ -209,6 +220,8 @@ def _changes(
         changes.append("output folder changed")
     elif previous.status == "current" and not (previous.path and Path(previous.path).is_file()):
         changes.append("output file missing")
+    elif previous.status == "failed" and (previous.error or "").startswith(OUTPUT_FAILED):
+        changes.append("its output could not be written last time")  # a full disk ... tried again
     return changes
 
 
@@ -219,10 +232,11 @@ def _master_change(session: Session, role: str, before: int | None, now: Any) ->
     if old is None:
         return f"{role} master now available: {now.name}"
     name = Path(old.path).name
-    if old.is_bad:
-        return f"{role} master {name} was marked bad; now {now.name}"
     if old.status == "superseded":
         return f"new {role} master {now.name} (replaces {name})"
+    why = unusable_reason(session, old)
+    if why is not None:
+        return f"{role} master {why}; now {now.name}"
     return f"{role} master changed: {name} → {now.name}"
 
 

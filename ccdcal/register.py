@@ -15,10 +15,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,8 +35,10 @@ from sqlalchemy import update
 from ccdcal.calibrate import FrameResult, FrameTask, calibrate_frame
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Calibration, CalibrationMaster
-from ccdcal.fitsfiles import TEMP_PREFIX, remove_stale_temporaries, sync_folder
+from ccdcal.distributed import dask_cluster
+from ccdcal.fitsfiles import remove_stale_temporaries, sync_folder, temporary_path
 from ccdcal.matching import APPLIED
+from ccdcal.owners import ignore_interrupts
 from ccdcal.planning import LightReport
 from ccdcal.steps.light import warm_up
 
@@ -66,14 +75,16 @@ def calibrate_lights(
     remove_stale_temporaries(folder)
     warm_up({(t.bias is not None, t.dark is not None, t.flat is not None) for t in tasks})
     by_frame = {r.frame_id: r for r in reports}
-    jobs = min(options.jobs or default_jobs(), len(tasks))
     done = 0
     if progress:
         progress("calibrate", 0, len(tasks))
     syncing: deque[Future[FrameResult]] = deque()  # results whose file is being flushed, in order
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ccdcal-sync") as syncer:
+    with (
+        _workers(min(options.jobs or default_jobs(), len(tasks)), options.scheduler) as (pool, jobs),
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="ccdcal-sync") as syncer,
+    ):
         try:
-            for batch in _results(tasks, jobs):
+            for batch in _results(tasks, pool):
                 syncing.extend(syncer.submit(_synced, result) for result in batch)
                 if len(syncing) > _BATCH * jobs:  # a few frames a transaction
                     done += _register_synced(catalog, syncing, by_frame, run_id, _BATCH * jobs, syncer)
@@ -135,16 +146,33 @@ def default_jobs() -> int:
         return os.cpu_count() or 1
 
 
-def _results(tasks: list[FrameTask], jobs: int) -> Iterator[list[FrameResult]]:
-    """Results as they come: in this process for one job, else from a pool, in batches of the finished."""
+@contextmanager
+def _workers(jobs: int, scheduler: str | None) -> Iterator[tuple[Executor | None, int]]:
+    """Where frames are calibrated, and how many at once: a Dask cluster (``--scheduler``), worker
+    processes (``--jobs`` over 1), or this process (``None``)."""
+    if scheduler:
+        with dask_cluster(scheduler) as cluster:
+            yield cluster.executor, cluster.workers
+        return
     if jobs <= 1:
-        for task in tasks:
-            yield [calibrate_frame(task)]
+        yield None, 1
         return
     context = multiprocessing.get_context(
         "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     )
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=ignore_interrupts)
+    try:
+        yield pool, jobs
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _results(tasks: list[FrameTask], pool: Executor | None) -> Iterator[list[FrameResult]]:
+    """Results as they come: in this process without a pool, else in batches of the finished."""
+    if pool is None:
+        for task in tasks:
+            yield [calibrate_frame(task)]
+        return
     pending: set[Future[FrameResult]] = set()
     unclaimed: list[FrameResult] = []
     try:
@@ -155,9 +183,11 @@ def _results(tasks: list[FrameTask], jobs: int) -> Iterator[list[FrameResult]]:
             yield unclaimed
             unclaimed = []
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        for future in pending:  # finished after an interruption: their files are not registered
-            if future.done() and not future.cancelled() and future.exception() is None:
+        for future in pending:
+            future.cancel()
+        wait(pending)  # those already running finish: their files are not registered
+        for future in pending:
+            if not future.cancelled() and future.exception() is None:
                 unclaimed.append(future.result())
         for result in unclaimed:
             if result.temporary:
@@ -183,6 +213,7 @@ def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], 
         replacement itself stays one atomic rename.
     """
     retired: list[Path] = []
+    published: list[tuple[Path, list[Path]]] = []  # renamed outputs, with the file each replaced
     try:
         with catalog.session() as session:
             for report, result in finished:
@@ -213,24 +244,44 @@ def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], 
                             Calibration.status == "current",
                             Calibration.id != row.id,
                         )
-                        .values(status="superseded")
+                        .values(status="superseded", superseded_reason=report.reason)
                     )
                     assert result.temporary is not None
-                    retired += _retire(Path(task.output))
+                    replaced = _retire(Path(task.output))
+                    retired += replaced
                     os.replace(result.temporary, task.output)
+                    published.append((Path(task.output), replaced))
                 report.outcome = "calibrated" if ok else "failed"
                 report.reason = report.reason if ok else result.error
+                report.warnings = result.warnings
                 report.calibration_id, report.seconds = row.id, result.seconds
     except BaseException:
+        committed = bool(finished) and _committed(catalog, finished[0][0].calibration_id)
+        for output, replaced in reversed(published if not committed else []):  # no rows: as they were
+            if replaced:
+                os.replace(replaced[0], output)
+            else:
+                output.unlink(missing_ok=True)
         for path in [*(Path(r.temporary) for _, r in finished if r.temporary), *retired]:
             path.unlink(missing_ok=True)
         raise
     return retired
 
 
+def _committed(catalog: Catalog, calibration_id: int | None) -> bool:
+    """Whether a calibration row was committed (Ctrl-C may cut a transaction short after its commit)."""
+    if calibration_id is None:
+        return False
+    try:
+        with catalog.session() as session:
+            return session.get(Calibration, calibration_id) is not None
+    except Exception:
+        return False
+
+
 def _retire(output: Path) -> list[Path]:
     """A hard link to an output about to be replaced, so that the rename does not free its blocks."""
-    retired = output.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-replaced-{output.name}")
+    retired = temporary_path(output.parent, f"replaced-{output.name}")
     try:
         os.link(output, retired)
     except OSError:  # no previous file, or no hard links here: the rename frees it
@@ -244,6 +295,8 @@ def _steps(report: LightReport, task: FrameTask, result: FrameResult) -> dict[st
     steps = {role: step.as_json() for role, step in report.match.steps.items()}
     if task.flat is not None:
         steps["flat"] |= {"flat_min": task.flat_min, "masked": result.masked, "norm_value": 1.0}
+    for key, record in result.details.items():  # optional steps and warnings (ccdcal.calibrate_steps)
+        steps[key] = steps[key] | record if isinstance(steps.get(key), dict) else record
     return steps
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,10 @@ def _pg_admin_url() -> str:
     return os.environ.get("CCDCAL_TEST_PG", PG_URL)
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test (dropped afterwards); skips with the reason."""
+@contextmanager
+def pg_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (dropped afterwards); skips the test, with the reason, when no
+    server answers."""
     import uuid
 
     sqlalchemy = pytest.importorskip("sqlalchemy")
@@ -71,8 +73,48 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[Any]:
-    """A fresh catalog migrated to head, in tmp_path."""
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards); skips with the reason."""
+    with pg_database() as url:
+        yield url
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where a test's catalog goes: a file in tmp_path, then a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "ccdcal.db")
+    else:
+        with pg_database() as url:
+            yield url
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """:func:`db_url` shared by the tests of a module (which only read the catalog)."""
+    if request.param == "sqlite":
+        yield str(tmp_path_factory.mktemp("catalog") / "ccdcal.db")
+    else:
+        with pg_database() as url:
+            yield url
+
+
+@pytest.fixture
+def catalog(db_url: str) -> Iterator[Any]:
+    """A fresh catalog migrated to head: every test using it runs on SQLite (in tmp_path) and on
+    PostgreSQL (a database of its own; skipped, with the reason, only when no server answers)."""
+    from ccdcal.catalog.db import Catalog
+
+    with Catalog(db_url) as cat:
+        yield cat
+
+
+@pytest.fixture
+def sqlite_catalog(tmp_path: Path) -> Iterator[Any]:
+    """A fresh SQLite catalog in tmp_path, for what only SQLite has (a file, WAL, its locking)."""
     from ccdcal.catalog.db import Catalog
 
     with Catalog(tmp_path / "ccdcal.db") as cat:

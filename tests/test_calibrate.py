@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.nddata import CCDData
+from astropy.nddata import CCDData, StdDevUncertainty
+from astropy.stats import mad_std
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,9 +25,12 @@ from ccdcal.calfits import (
     output_header,
     write_calibrated,
 )
-from ccdcal.calibrate import FrameTask, MasterUse, calibrate_frame
+from ccdcal.calibrate import FrameTask, LightSteps, MasterUse, calibrate_frame
 from ccdcal.fitsfiles import add_history, set_card, sha256_file
+from ccdcal.steps.cosmic import CosmicParams
 from ccdcal.steps.light import be_words, calibrate_image, clamp_flat
+from ccdcal.steps.overscan import NO_OVERSCAN, OverscanPlan, Section, apply_overscan, machine_cards
+from ccdcal.steps.uncertainty import NoiseModel, deviation, propagate, uncertainty_hdu
 from tests.conftest import SHARED_REAL, TEST_DATA, fitsverify_counts, real_set
 
 SHAPE = (40, 56)
@@ -369,3 +373,183 @@ def test_provenance_cards_are_written_as_set_card_writes_them(keyword: str, valu
     header = fits.Header()
     set_card(header, keyword, value, comment)
     assert _card_image(keyword, value, type(value), comment) == header.cards[0].image
+
+
+# -- the optional steps (ccdcal.calibrate_steps) ------------------------------------------------------------
+
+OSCAN_SHAPE = (40, 70)  # lines, columns: data in columns 4-56, overscan in 61-70
+PLAN = OverscanPlan("median", Section(61, 70, 1, 40), Section(4, 56, 1, 40), 1)
+TRIMMED = (40, 53)
+
+
+def write_prepared(
+    path: Path, data: np.ndarray, role: str, sigma: np.ndarray | None = None, plan: OverscanPlan = PLAN
+) -> MasterUse:
+    """A master as ccdcal writes it after overscan and trim: OVSCMETH/OVSCSEC/TRIMSECT, maybe UNCERT."""
+    header = fits.Header()
+    for keyword, value, comment in machine_cards(plan):
+        header[keyword] = (value, comment)
+    hdus = [fits.PrimaryHDU(data.astype(np.float32) if role != "bpm" else data.astype(np.uint8), header)]
+    if sigma is not None:
+        hdus.append(uncertainty_hdu(sigma))
+    fits.HDUList(hdus).writeto(path)
+    return MasterUse(role, 7, str(path), sha256_file(path))
+
+
+@pytest.fixture
+def overscan_raw(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, np.ndarray]:
+    """A 16-bit light: a bias level varying by line, an overscan strip, BIASSEC/TRIMSEC in its header."""
+    level = 1000 + 0.3 * np.arange(OSCAN_SHAPE[0])[:, None]
+    data = level + rng.normal(0, 4, OSCAN_SHAPE)
+    data[:, 3:56] += rng.uniform(200, 3000, (OSCAN_SHAPE[0], 53))
+    raw = np.rint(data).astype(np.uint16)
+    header = nina_header()
+    header["BIASSEC"] = "[61:70,   1:40]"
+    header["TRIMSEC"] = "[4:56,1:40]"
+    header["CRPIX1"] = 20.0
+    header["CRPIX2"] = 10.0
+    header["CTYPE1"], header["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    header["CRVAL1"], header["CRVAL2"] = 10.0, 20.0
+    header["CDELT1"], header["CDELT2"] = -0.001, 0.001
+    return write_raw(tmp_path / "Light_os.fits", raw, header), raw
+
+
+def test_steps_that_do_nothing_keep_the_fast_path_bit_for_bit(
+    tmp_path: Path, rng: np.random.Generator, masters: dict[str, MasterUse]
+) -> None:
+    raw = rng.integers(600, 50000, SHAPE).astype(np.uint16)
+    path = write_raw(tmp_path / "Light_001.fits", raw)
+    plain = calibrate_frame(task_for(path, masters, tmp_path / "a.fits"))
+    idle = LightSteps(overscan=NO_OVERSCAN, overscan_mode="auto")
+    assert not idle.any
+    with_idle = calibrate_frame(task_for(path, masters, tmp_path / "b.fits", steps=idle))
+    assert plain.sha256 == with_idle.sha256
+    assert (plain.details, with_idle.details, plain.warnings) == ({}, {}, ())
+
+
+def test_every_step_on_one_light(
+    tmp_path: Path, rng: np.random.Generator, overscan_raw: tuple[Path, np.ndarray]
+) -> None:
+    path, raw = overscan_raw
+    bias = rng.normal(2.0, 1.0, TRIMMED)
+    flat = rng.normal(1.0, 0.02, TRIMMED)
+    flat[0, :3] = 0.001
+    bad = np.zeros(TRIMMED, dtype=np.uint8)
+    bad[5, 5] = bad[6, 7] = 1
+    sigmas = {"bias": rng.uniform(0.5, 1.0, TRIMMED), "flat": rng.uniform(0.001, 0.003, TRIMMED)}
+    used = {
+        "bias": write_prepared(tmp_path / "mb.fits", bias, "bias", sigmas["bias"]),
+        "flat": write_prepared(tmp_path / "mf.fits", flat, "flat", sigmas["flat"]),
+        "bpm": write_prepared(tmp_path / "bpm.fits", bad, "bpm"),
+    }
+    noise = NoiseModel(2.0, "EGAIN", 6.0, "--readnoise")
+    steps = LightSteps(
+        overscan=PLAN,
+        overscan_mode="auto",
+        noise=noise,
+        cosmic=CosmicParams(),
+        cosmic_noise=(2.0, 6.0, "EGAIN, --readnoise"),
+        bpm=used["bpm"],
+    )
+    output = tmp_path / "Light_os_cal.fits"
+    task = task_for(path, {"bias": used["bias"], "flat": used["flat"]}, output, dark=None, steps=steps)
+    result = calibrate_frame(task)
+    finish(result, output)
+    data = read_clean(output)
+
+    prepared, level = apply_overscan(raw, PLAN)
+    clamped = clamp_flat(flat)[0]
+    image = calibrate_image(prepared, bias, None, 1.0, clamped)
+    cosmic = (np.asarray(fits.getdata(output, "MASK")) & 4) != 0
+    assert data.shape == TRIMMED
+    np.testing.assert_array_equal(data.data[~cosmic], image[~cosmic])
+    sigma = propagate(
+        deviation(prepared - bias.astype(np.float32).astype(np.float64), 2.0, 6.0),
+        prepared - bias.astype(np.float32),
+        bias_sigma=sigmas["bias"].astype(np.float32),
+        flat=clamped.astype(np.float64),
+        flat_sigma=sigmas["flat"].astype(np.float32),
+    )
+    assert isinstance(data.uncertainty, StdDevUncertainty)
+    np.testing.assert_allclose(data.uncertainty.array, sigma, rtol=1e-6)
+    mask = fits.getdata(output, "MASK")
+    assert (mask[0, :3] & 1).all()
+    assert (mask[5, 5] & 2, mask[6, 7] & 2) == (2, 2)
+    np.testing.assert_array_equal(data.mask, mask != 0)
+    assert data.wcs is not None
+    assert data.wcs.wcs.crpix[0] == 17.0
+    header = fits.getheader(output)
+    assert header["OVERSCAN"] == f"Overscan section is [61:70,1:40]: row-wise median, level {level:.6g}"
+    assert header["TRIM"] == "Trim data section is [4:56,1:40]"
+    assert (header["CRPIX1"], header["CRPIX2"], header["LTV1"]) == (17.0, 10.0, -3.0)
+    assert "BIASSEC" not in header
+    assert (header["UNCGAIN"], header["UNCRDNS"]) == (2.0, 6.0)
+    assert (header["BPMCOR"], header["NBADPIX"], header["CRCLEAN"]) == ("bpm.fits", 2, int(cosmic.sum()))
+    assert fits.getheader(output, "MASK")["MASKBIT4"] == "cosmic ray, cleaned (L.A.Cosmic)"
+    assert fits.getheader(output, "UNCERT")["UTYPE"] == "StdDevUncertainty"
+    history = [str(h) for h in header["HISTORY"]]
+    assert f"overscan subtracted: row-wise median of [61:70,1:40], level {level:.6g}" in history
+    assert result.details["overscan"] == {
+        "status": "applied",
+        "mode": "auto",
+        "method": "median",
+        "biassec": "[61:70,1:40]",
+        "trimsec": "[4:56,1:40]",
+        "axis": 1,
+        "level": level,
+    }
+    assert result.details["uncertainty"]["masters"] == {"bias": True, "flat": True}
+    assert result.details["bpm"] == {"flagged": 2}
+    assert result.details["cosmic_rays"]["cleaned"] == int(cosmic.sum())
+    assert fitsverify_counts(output) == (0, 0)
+
+
+def test_a_master_prepared_otherwise_fails_the_light(
+    tmp_path: Path, rng: np.random.Generator, overscan_raw: tuple[Path, np.ndarray]
+) -> None:
+    path, _ = overscan_raw
+    untrimmed = MasterUse("bias", 3, str(tmp_path / "plain.fits"), "")
+    fits.PrimaryHDU(np.zeros(TRIMMED, np.float32)).writeto(untrimmed.path)
+    untrimmed = MasterUse("bias", 3, untrimmed.path, sha256_file(untrimmed.path))
+    steps = LightSteps(overscan=PLAN)
+    result = calibrate_frame(task_for(path, {"bias": untrimmed}, tmp_path / "o.fits", steps=steps))
+    assert result.error == (
+        "the bias master plain.fits was built from frames prepared with overscan none, and this light is "
+        "prepared with median of [61:70,1:40] trim [4:56,1:40]: build the masters with the same "
+        "--overscan (`ccdcal process` rebuilds them)"
+    )
+    other = OverscanPlan("median", Section(61, 70, 1, 40), Section(5, 57, 1, 40), 1)
+    shifted = write_prepared(tmp_path / "shifted.fits", np.zeros(TRIMMED), "bias", plan=other)
+    result = calibrate_frame(task_for(path, {"bias": shifted}, tmp_path / "o.fits", steps=steps))
+    assert result.error is not None
+    assert "trim [5:57,1:40]" in result.error
+
+
+def test_a_signed_light_with_overscan(tmp_path: Path, rng: np.random.Generator) -> None:
+    raw = rng.integers(-2000, 3000, OSCAN_SHAPE).astype(np.int16)
+    header = nina_header()
+    path = write_raw(tmp_path / "signed.fits", raw, header)
+    output = tmp_path / "signed_cal.fits"
+    finish(calibrate_frame(task_for(path, {}, output, steps=LightSteps(overscan=PLAN))), output)
+    np.testing.assert_array_equal(read_clean(output).data, apply_overscan(raw, PLAN)[0].astype(np.float32))
+
+
+@pytest.mark.parametrize("offset", [0, -600])
+def test_a_light_far_below_its_bias_is_reported(
+    tmp_path: Path, rng: np.random.Generator, masters: dict[str, MasterUse], offset: int
+) -> None:
+    bias = fits.getdata(masters["bias"].path)  # about 500 ADU, dispersion 2
+    raw = np.clip(rng.normal(520 + offset, 5, SHAPE), 0, None).astype(np.uint16)
+    path = write_raw(tmp_path / "Light_auto.fits", raw)
+    result = calibrate_frame(task_for(path, {"bias": masters["bias"]}, tmp_path / "o.fits", dark=None))
+    assert result.error is None
+    if offset == 0:
+        assert result.warnings == ()
+        return
+    (warning,) = result.warnings
+    assert warning == (
+        f"the light's level {np.median(raw):.6g} ADU is far below its master bias bias_master.fits "
+        f"({np.median(bias):.6g} ADU, by more than 10 x its dispersion {mad_std(bias):.3g}): it may "
+        "already be bias- or dark-subtracted (a capture program's auto-dark)"
+    )
+    assert result.details == {"warnings": [warning]}

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ccdcal import __version__
+from ccdcal.catalog.db import SCHEMA_HEAD
 from ccdcal.cli import app
 
 
@@ -106,8 +107,8 @@ def test_newer_catalog_is_exit_2(runner: CliRunner, tmp_path: Path, raw: Path) -
     result = runner.invoke(app, ["--db", str(db), "status"])
     assert result.exit_code == 2
     assert result.stderr == (
-        f"Error: {db} is at schema revision ffff, newer than ccdcal {__version__} knows (up to 0001); "
-        "upgrade ccdcal to use this catalog\n"
+        f"Error: {db} is at schema revision ffff, newer than ccdcal {__version__} knows "
+        f"(up to {SCHEMA_HEAD}); upgrade ccdcal to use this catalog\n"
     )
 
 
@@ -142,11 +143,11 @@ def test_db_current_and_upgrade(runner: CliRunner, tmp_path: Path) -> None:
     assert missing.exit_code == 2
     assert missing.stderr == f"Error: no catalog at {db}; check --db or run `ccdcal ingest` first\n"
     up = runner.invoke(app, ["--db", str(db), "db", "upgrade"])
-    assert (up.exit_code, up.stdout) == (0, f"{db} upgraded from empty to 0001\n")
+    assert (up.exit_code, up.stdout) == (0, f"{db} upgraded from empty to {SCHEMA_HEAD}\n")
     current = runner.invoke(app, ["--db", str(db), "db", "current"])
-    assert (current.exit_code, current.stdout) == (0, f"{db}: revision 0001 (head)\n")
+    assert (current.exit_code, current.stdout) == (0, f"{db}: revision {SCHEMA_HEAD} (head)\n")
     again = runner.invoke(app, ["--db", str(db), "db", "upgrade"])
-    assert again.stdout == f"{db} is at revision 0001 (up to date)\n"
+    assert again.stdout == f"{db} is at revision {SCHEMA_HEAD} (up to date)\n"
 
 
 def test_unknown_command_is_usage_error(runner: CliRunner) -> None:

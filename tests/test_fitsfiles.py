@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -11,15 +12,17 @@ import pytest
 from astropy.io import fits
 
 from ccdcal._version import __version__
-from ccdcal.errors import FitsFormatError
+from ccdcal.errors import FitsFormatError, OutputError
 from ccdcal.fitsfiles import (
     TEMP_PREFIX,
     add_history,
+    check_writable,
     read_image,
     remove_stale_temporaries,
     set_card,
     sha256_file,
     stamp_version,
+    temporary_path,
     write_atomic,
 )
 from tests.conftest import fitsverify_counts
@@ -66,9 +69,81 @@ def test_a_failed_write_leaves_neither_temporary_nor_final_file(
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match=f"cannot write {tmp_path / 'm.fits'}: disk full; check "):
         write_atomic(tmp_path / "m.fits", hdul())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_named_with_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OutputError) as raised:
+        write_atomic(tmp_path / "m.fits", hdul())
+    assert str(raised.value) == (
+        f"cannot write {tmp_path / 'm.fits'}: No space left on device; "
+        f"free some space on the disk of {tmp_path}, then run the command again"
+    )
+    assert raised.value.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_writable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    check_writable(tmp_path / "new" / "folder")
+    assert (tmp_path / "new" / "folder").is_dir()
+    assert list((tmp_path / "new" / "folder").iterdir()) == []
+    real_open = open
+
+    def denied(file: object, *args: object, **kwargs: object) -> object:
+        if str(file).startswith(str(tmp_path / "locked")):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr("builtins.open", denied)
+    with pytest.raises(OutputError) as raised:
+        check_writable(tmp_path / "locked")
+    assert str(raised.value) == (
+        f"cannot write in {tmp_path / 'locked'}: Permission denied; "
+        f"make {tmp_path / 'locked'} writable or choose another folder"
+    )
+
+
+def test_temporaries_name_their_owner_and_only_dead_owners_are_stale(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    from ccdcal.owners import HOST, owner_tag
+
+    mine = temporary_path(tmp_path, "m.fits")
+    assert mine.name.startswith(f"{TEMP_PREFIX}{owner_tag()}~")
+    assert owner_tag().endswith(f"@{HOST}")
+    assert mine.name.endswith("-m.fits")
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        files = {
+            "mine": mine,
+            "dead": tmp_path / f"{TEMP_PREFIX}{finished.pid}@{HOST}~{'0' * 32}-a.fits",
+            "alive": tmp_path / f"{TEMP_PREFIX}{alive.pid}@{HOST}~{'1' * 32}-b.fits",
+            "untagged": tmp_path / f"{TEMP_PREFIX}{'2' * 32}-c.fits",
+            "remote-new": tmp_path / f"{TEMP_PREFIX}1@elsewhere~{'3' * 32}-d.fits",
+            "remote-old": tmp_path / f"{TEMP_PREFIX}1@elsewhere~{'4' * 32}-e.fits",
+            # The id of a process that started after the file was written: a reused id, its owner is gone.
+            "reused": tmp_path / f"{TEMP_PREFIX}{alive.pid}@{HOST}~{'5' * 32}-f.fits",
+        }
+        for path in files.values():
+            path.write_bytes(b"half")
+        old = time.time() - 2 * 86400
+        os.utime(files["remote-old"], (old, old))
+        os.utime(files["reused"], (old, old))
+        assert remove_stale_temporaries(tmp_path) == 4
+        left = {name for name, path in files.items() if path.exists()}
+        assert left == {"mine", "alive", "remote-new"}
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def test_an_interrupted_write_keeps_the_previous_file(

@@ -169,7 +169,14 @@ def test_process_json(runner: CliRunner, tmp_path: Path, night: Path) -> None:
     result = process(runner, tmp_path, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["counts"] == {"calibrated": 2, "calibrate": 0, "current": 0, "cannot": 0, "failed": 0}
+    assert data["counts"] == {
+        "calibrated": 2,
+        "calibrate": 0,
+        "current": 0,
+        "cannot": 0,
+        "failed": 0,
+        "busy": 0,
+    }
     assert data["run"] == 2
     assert [light["steps"]["dark"]["status"] for light in data["lights"]] == ["applied", "applied"]
 

@@ -13,7 +13,7 @@ import os
 import platform
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from ccdcal._version import __version__
 from ccdcal.catalog.models import Run, utcnow
 from ccdcal.errors import CatalogError, CatalogTooNewError, NotACatalogError, NotFoundError
+from ccdcal.owners import shielded
 
 #: The newest schema revision this code knows. A test checks it equals the Alembic script head, so that
 #: opening an up-to-date catalog needs neither Alembic nor the migration scripts.
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0003"
 
 #: Environment variable naming the catalog when ``--db`` is not given.
 ENV_VAR = "CCDCAL_DB"
@@ -196,9 +197,25 @@ class Catalog:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session in one transaction: committed on success, rolled back on any exception."""
-        with self._sessions.begin() as session:
+        """A session in one transaction: committed on success, rolled back on any exception.
+
+        Ctrl-C never cuts the commit, the rollback or the release of the connection in two
+        (:func:`ccdcal.owners.shielded`): a transaction left half closed would keep an SQLite catalog
+        locked. It is raised once they are done — after a commit, with the transaction committed.
+        """
+        session = self._sessions()
+        try:
+            session.begin()
             yield session
+            with shielded():
+                session.commit()
+        except BaseException:
+            with shielded(), suppress(Exception):  # after a flush cut short: the pool's reset rolls back
+                session.rollback()
+            raise
+        finally:
+            with shielded():
+                session.close()
 
     # -- schema -------------------------------------------------------------------------------------
     def current_revision(self) -> str | None:

@@ -194,6 +194,8 @@ class Master(Base):
     bad_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+    #: Why a newer master replaced this one (an input marked bad, a new calibrator ...); revision 0002.
+    superseded_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class MasterInput(Base):
@@ -234,6 +236,8 @@ class Calibration(Base):
     steps: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+    #: Why a newer calibration replaced this one (what changed in the plan); revision 0002.
+    superseded_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class CalibrationMaster(Base):
@@ -250,3 +254,19 @@ class CalibrationMaster(Base):
     delta_time: Mapped[float | None] = mapped_column(Float)
     scale: Mapped[float | None] = mapped_column(Float)
     pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Claim(Base):
+    """A light being calibrated by a ``ccdcal process`` run, and the output it will write (revision 0003).
+
+    Written with the plan, deleted when the run ends; a claim counts while its run is alive
+    (:mod:`ccdcal.claims`).
+    """
+
+    __tablename__ = "claims"
+
+    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    output: Mapped[str] = mapped_column(Text, unique=True)
+    claimed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)

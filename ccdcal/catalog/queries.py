@@ -6,12 +6,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import DateTime, Float, case, func, literal, select
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    Select,
+    Text,
+    column,
+    func,
+    select,
+    table,
+    true,
+    union,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
-from ccdcal.catalog.models import Frame, Master
+from ccdcal.catalog.models import Frame, Master, MasterCalibrator, MasterInput
 
 #: Keys every master group shares (DESIGN.md "Grouping and matching").
 CAMERA_KEYS = (
@@ -32,24 +45,23 @@ GROUP_KEYS: dict[str, tuple[str, ...]] = {
     "dark": (*CAMERA_KEYS, "exptime"),
     "flat": (*CAMERA_KEYS, "filter"),
     "light": (*CAMERA_KEYS, "exptime", "filter"),
+    # a bad-pixel mask serves a camera set-up at any temperature (ccdcal.badpixels)
+    "bpm": tuple(key for key in CAMERA_KEYS if key != "temp_key"),
 }
 
 
 def frame_groups(session: Session, kind: str) -> list[dict[str, Any]]:
     """Usable frames of one kind counted per group of :data:`GROUP_KEYS` (status ``ok``, not bad)."""
     keys = [getattr(Frame, name) for name in GROUP_KEYS[kind]]
-    query = (
-        select(*keys, func.count().label("n"))
-        .where(Frame.imagetyp == kind, Frame.status == "ok", Frame.is_bad.is_(False))
-        .group_by(*keys)
-        .order_by(*keys)
-    )
+    query = select(*keys, func.count().label("n")).where(usable(kind)).group_by(*keys).order_by(*keys)
     return [dict(row._mapping) for row in session.execute(query)]
 
 
 def usable(kind: str) -> Any:
     """SQL condition: catalogued frames of a kind that may enter a master (status ok, not marked bad)."""
-    return (Frame.imagetyp == kind) & (Frame.status == "ok") & Frame.is_bad.is_(False)
+    # ``IS NOT true`` (is_bad is never NULL): a test no index serves, so that the databases look the
+    # frames up by kind (ix_frames_group), not by the flag nearly every frame shares.
+    return (Frame.imagetyp == kind) & (Frame.status == "ok") & Frame.is_bad.is_not(True)
 
 
 def grouped_frames(session: Session, kind: str) -> list[dict[str, Any]]:
@@ -59,8 +71,13 @@ def grouped_frames(session: Session, kind: str) -> list[dict[str, Any]]:
     come from window functions, so the grouping is SQL's, on SQLite and PostgreSQL alike. Rows are
     ordered by group, then by DATE-OBS and path.
     """
+    return [dict(row._mapping) for row in session.execute(grouped_frames_query(kind))]
+
+
+def grouped_frames_query(kind: str) -> Select[Any]:
+    """The select of :func:`grouped_frames`."""
     keys = [getattr(Frame, name) for name in GROUP_KEYS[kind]]
-    query = (
+    return (
         select(
             Frame.id,
             Frame.path,
@@ -76,11 +93,10 @@ def grouped_frames(session: Session, kind: str) -> list[dict[str, Any]]:
         .where(usable(kind))
         .order_by(*keys, Frame.date_obs, Frame.path)
     )
-    return [dict(row._mapping) for row in session.execute(query)]
 
 
 #: Keys on which a master must equal the frame it serves (NULL matches NULL); temperature is matched
-#: with a tolerance instead, exposure and filter per kind (see :func:`select_master`).
+#: with a tolerance instead, exposure and filter per kind (see :mod:`ccdcal.catalog.selection`).
 MATCH_KEYS = tuple(key for key in CAMERA_KEYS if key != "temp_key")
 
 
@@ -139,95 +155,6 @@ class MatchRules:
     dark_scale: bool = False
 
 
-def select_master(
-    session: Session,
-    kind: str,
-    target: Mapping[str, Any],
-    rules: MatchRules = MatchRules(),
-    *,
-    exclude_with_bias: bool = False,
-    only_with_bias: bool = False,
-) -> Master | None:
-    """The master of ``kind`` that best serves a frame (or a group of frames) with ``target``'s keys.
-
-    One select over current masters not marked bad, with the same camera keys (:data:`MATCH_KEYS`,
-    NULL matching NULL only) and |ΔT| within the tolerance (a target without temperature takes only
-    masters without one). Per kind:
-
-    - dark: the same exposure within the relative tolerance; with ``rules.dark_scale`` the dark of
-      nearest exposure instead, preferring one at least as long as the target's, and only darks that
-      can be scaled (bias subtracted, positive exposure: a dark still holding the bias is never chosen);
-    - flat: the same filter.
-
-    Among candidates: nearest in temperature, then nearest in time (masters without a date last), then
-    the newest.
-
-    Parameters
-    ----------
-    session : Session
-        An open catalog session.
-    kind : str
-        ``bias``, ``dark`` or ``flat``.
-    target : mapping
-        ``frames``-like values: the :data:`MATCH_KEYS`, ``ccd_temp``, ``date_obs``, and ``exptime``
-        (darks) or ``filter`` (flats).
-    rules : MatchRules
-        Tolerances and dark scaling.
-    exclude_with_bias : bool
-        Never choose a dark that still contains the bias (implied by ``rules.dark_scale``).
-    only_with_bias : bool
-        Choose only a dark that still contains the bias (for frames calibrated without a master bias).
-
-    Returns
-    -------
-    Master or None
-        The best candidate, or ``None`` when nothing matches.
-    """
-    conditions = [
-        Master.kind == kind,
-        Master.status == "current",
-        Master.is_bad.is_(False),
-        *(getattr(Master, key).is_not_distinct_from(target.get(key)) for key in MATCH_KEYS),
-    ]
-    temp = target.get("ccd_temp")
-    if temp is None:
-        conditions.append(Master.ccd_temp_mean.is_(None))
-        delta_temp: Any = literal(0.0)
-    else:
-        delta_temp = func.abs(Master.ccd_temp_mean - temp)
-        conditions.append(delta_temp <= rules.temp_tolerance + TEMP_SLACK)
-    order: list[Any] = []
-    if kind == "dark":
-        exposure_conditions, order = _dark_exposure(target.get("exptime"), rules)
-        conditions += exposure_conditions
-        if exclude_with_bias:
-            conditions.append(Master.includes_bias.is_(False))
-        if only_with_bias:
-            conditions.append(Master.includes_bias.is_(True))
-    if kind == "flat":
-        conditions.append(Master.filter.is_not_distinct_from(target.get("filter")))
-    order.append(delta_temp)
-    when = target.get("date_obs")
-    if when is not None:
-        delta_time = func.abs(epoch_seconds(Master.date_obs_mean) - epoch_seconds(literal(when, DateTime())))
-        order += [Master.date_obs_mean.is_(None), delta_time]
-    order.append(Master.id.desc())
-    query = select(Master).where(*conditions).order_by(*order).limit(1)
-    return session.scalars(query).first()
-
-
-def _dark_exposure(exptime: float | None, rules: MatchRules) -> tuple[list[Any], list[Any]]:
-    """The conditions and leading order terms on a dark's exposure."""
-    if exptime is None:
-        return [Master.exptime.is_(None)], []
-    if not rules.dark_scale:
-        tolerance = rules.exptime_tolerance * max(abs(exptime), 1e-9)
-        return [func.abs(Master.exptime - exptime) <= tolerance], []
-    scalable = [Master.includes_bias.is_(False), Master.exptime > 0]
-    longer_first = case((Master.exptime >= exptime * (1 - rules.exptime_tolerance), 0), else_=1)
-    return scalable, [longer_first, func.abs(Master.exptime - exptime)]
-
-
 class epoch_seconds(FunctionElement[float]):
     """A datetime as seconds, for |Δt| ordering: ``julianday`` on SQLite, ``EXTRACT(EPOCH)`` elsewhere."""
 
@@ -243,3 +170,111 @@ def _epoch_sqlite(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
 @compiles(epoch_seconds)
 def _epoch_default(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
     return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
+
+
+# -- bad frames and masters ---------------------------------------------------------------------------
+
+
+def unusable_masters() -> Any:
+    """Select of the ids of masters that must not be used: marked bad, built from a raw frame marked bad,
+    or pre-calibrated with such a master (followed through the calibrators, ``WITH RECURSIVE``).
+
+    A group whose frames were marked bad gets a new master at the next build; until then (or when too few
+    frames are left) its old master is not chosen, nor are the darks and flats made with it.
+    """
+    # Two selects, each served by an is_bad index (``= true``: PostgreSQL cannot use one for ``IS true``).
+    seeds = union(
+        select(Master.id.label("id")).where(Master.is_bad == true()),
+        select(MasterInput.master_id.label("id"))
+        .join(Frame, Frame.id == MasterInput.frame_id)
+        .where(Frame.is_bad == true()),
+    ).subquery("bad_seeds")
+    tainted = select(seeds.c.id).cte("unusable", recursive=True)
+    tainted = tainted.union(
+        select(MasterCalibrator.master_id).join(tainted, tainted.c.id == MasterCalibrator.calibrator_id)
+    )
+    return select(tainted.c.id)
+
+
+# -- provenance views (migration 0002) -----------------------------------------------------------------
+
+#: The ``calibration_provenance`` view: one row per calibration and master used.
+calibration_provenance = table(
+    "calibration_provenance",
+    column("calibration_id", Integer),
+    column("calibration_status", Text),
+    column("output_path", Text),
+    column("output_sha256", Text),
+    column("light_id", Integer),
+    column("light_path", Text),
+    column("light_sha256", Text),
+    column("role", Text),
+    column("master_id", Integer),
+    column("master_path", Text),
+    column("master_sha256", Text),
+    column("master_version", Integer),
+    column("master_status", Text),
+    column("master_is_bad", Boolean),
+    column("delta_temp", Float),
+    column("delta_time", Float),
+    column("scale", Float),
+    column("pinned", Boolean),
+    column("run_id", Integer),
+    column("run_command", Text),
+    column("ccdcal_version", Text),
+    column("created_at", DateTime),
+    column("superseded_reason", Text),
+)
+
+#: The ``master_lineage`` view: one row per master and raw frame behind it (through its calibrators too).
+master_lineage = table(
+    "master_lineage",
+    column("master_id", Integer),
+    column("master_kind", Text),
+    column("master_path", Text),
+    column("master_sha256", Text),
+    column("master_status", Text),
+    column("master_is_bad", Boolean),
+    column("master_n_inputs", Integer),
+    column("via", Text),
+    column("depth", Integer),
+    column("source_master_id", Integer),
+    column("source_kind", Text),
+    column("source_path", Text),
+    column("source_sha256", Text),
+    column("source_is_bad", Boolean),
+    column("frame_id", Integer),
+    column("frame_path", Text),
+    column("frame_imagetyp", Text),
+    column("frame_sha256", Text),
+    column("frame_sha256_now", Text),
+    column("frame_status", Text),
+    column("frame_is_bad", Boolean),
+)
+
+
+def downstream_masters(
+    session: Session, *, frame_id: int | None = None, master_id: int | None = None
+) -> list[int]:
+    """Ids of the masters made from a raw frame, or from a master (as a calibrator, at any depth).
+
+    Read from the ``master_lineage`` view; a master is not its own downstream. Ordered by id.
+    """
+    lineage = master_lineage.c
+    if frame_id is not None:
+        query = select(lineage.master_id).where(lineage.frame_id == frame_id)
+    else:
+        query = select(lineage.master_id).where(
+            lineage.source_master_id == master_id, lineage.master_id != master_id
+        )
+    return list(session.scalars(query.distinct().order_by(lineage.master_id)))
+
+
+def calibrations_using(session: Session, master_ids: list[int]) -> list[int]:
+    """Ids of the calibrations (any status) that applied one of ``master_ids``, from
+    ``calibration_provenance``."""
+    if not master_ids:
+        return []
+    view = calibration_provenance.c
+    query = select(view.calibration_id).where(view.master_id.in_(master_ids)).distinct()
+    return list(session.scalars(query.order_by(view.calibration_id)))

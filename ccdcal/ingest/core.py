@@ -16,7 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import (
     FIRST_COMPLETED,
     Executor,
@@ -36,10 +36,18 @@ from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import FRAME_KINDS, Frame, HeaderCard, utcnow
+from ccdcal.distributed import check_address, dask_cluster
 from ccdcal.errors import UsageError
-from ccdcal.ingest.normalise import folders_between, type_from_folders
+from ccdcal.ingest.normalise import (
+    TypeRule,
+    folders_between,
+    parse_type_rule,
+    type_from_folders,
+    type_from_name,
+)
 from ccdcal.ingest.reader import CardColumns, FrameRecord, ReadTask, read_frame, read_frames
 from ccdcal.ingest.scan import Found, resolve_roots, walk
+from ccdcal.owners import ignore_interrupts
 
 #: Called as ``progress(done, total)`` while files are read.
 Progress = Callable[[int, int], None]
@@ -106,7 +114,9 @@ def ingest(
     *,
     imagetyp: str | None = None,
     jobs: int | None = None,
+    scheduler: str | None = None,
     progress: Progress | None = None,
+    type_rules: Sequence[str] = (),
 ) -> IngestSummary:
     """Catalogue every FITS file under ``paths``.
 
@@ -122,8 +132,17 @@ def ingest(
     jobs
         Reader processes (1: read here, in order); by default chosen from the number and sizes of
         the files, see :func:`reader_plan`.
+    scheduler
+        Read on the workers of this Dask cluster instead (``tcp://HOST:8786`` or ``local:N``; see
+        :mod:`ccdcal.distributed`): for trees too large for one machine's cores. They must see the files
+        at the same paths.
     progress
         Called with (files read, files to read).
+    type_rules
+        ``--type-from-name`` rules ``PATTERN=KIND`` (``'flats*=flat'``): every file under ``paths``
+        whose name matches a pattern (shell wildcards, case-insensitive; the first rule that matches)
+        gets that kind, as ``imagetyp`` gives one to all (``imagetyp_source = 'forced'``), also when
+        already catalogued.
 
     Returns
     -------
@@ -134,8 +153,18 @@ def ingest(
         raise UsageError("ingest needs at least one file or folder")
     if imagetyp is not None and imagetyp not in FRAME_KINDS:
         raise UsageError(f"--imagetyp {imagetyp!r}: use one of {', '.join(FRAME_KINDS)}")
+    if scheduler is not None:
+        check_address(scheduler)
+    try:
+        rules = [parse_type_rule(text, FRAME_KINDS) for text in type_rules]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     roots = resolve_roots(list(given))
     arguments = {"paths": [str(r) for r in roots], "imagetyp": imagetyp, "jobs": jobs}
+    if scheduler is not None:
+        arguments["scheduler"] = scheduler
+    if rules:
+        arguments["type_from_name"] = list(type_rules)
     summary = IngestSummary()
     with catalog.run("ingest", arguments) as run:
         summary.run_id = run.id
@@ -156,13 +185,13 @@ def ingest(
             ):
                 summary.unchanged += 1
                 continue
-            to_read.append(ReadTask(item.path, _folder_type(item)))
+            to_read.append(ReadTask(item.path, _folder_type(item), item.problem))
             sizes.append(item.size)
         vanished = [row.id for path, row in known.items() if path not in seen and row.status != "missing"]
         summary.missing = len(vanished)
 
         with _bulk_card_load(catalog, len(to_read)):
-            plan = reader_plan(jobs, sizes)
+            plan = reader_plan(jobs, sizes, scheduler)
             for batch in _batches(_read_all(to_read, plan, progress), BATCH):
                 with catalog.session() as session:
                     _write_batch(session, batch, known, imagetyp, run.id, summary)
@@ -173,6 +202,8 @@ def ingest(
                 )
             if imagetyp is not None:
                 summary.forced = _force_type(session, [str(r) for r in roots], imagetyp)
+            if rules:
+                summary.forced += _force_by_name(session, [str(r) for r in roots], rules)
             _tally(session, [str(r) for r in roots], summary)
         run.summary = summary.as_dict()
         run.partial = bool(summary.rejected)
@@ -192,10 +223,10 @@ def _bulk_card_load(catalog: Catalog, files: int) -> Iterator[None]:
 
     Maintaining the index row by row costs about as much as the inserts themselves; building it once
     afterwards costs a fifth of that. The index is rebuilt when the load ends, however it ends; should
-    the process die in between, the next ingest that reads a file rebuilds it (``CREATE INDEX IF NOT
-    EXISTS``).
+    the process die in between, the next ingest rebuilds it (``CREATE INDEX IF NOT EXISTS``), even one
+    with nothing to read.
     """
-    if catalog.dialect != "sqlite" or files == 0:
+    if catalog.dialect != "sqlite":
         yield
         return
     create = f"CREATE INDEX IF NOT EXISTS {KEYWORD_INDEX} ON header_cards (keyword)"
@@ -244,13 +275,15 @@ def _known_under(session: Session, roots: list[str]) -> dict[str, _Known]:
 
 
 class ReaderPlan(NamedTuple):
-    """How files are read: ``threads`` or ``processes``, and how many (1 thread: the caller's own)."""
+    """How files are read: ``threads``, ``processes`` or ``dask`` (the workers of ``scheduler``), and how
+    many (1 thread: the caller's own)."""
 
     kind: str
     workers: int
+    scheduler: str | None = None
 
 
-def reader_plan(jobs: int | None, sizes: list[int]) -> ReaderPlan:
+def reader_plan(jobs: int | None, sizes: list[int], scheduler: str | None = None) -> ReaderPlan:
     """Decide how to read: ``jobs`` reader processes when given, else a choice from the files' sizes.
 
     Reading and hashing release the GIL and dominate for real frames (megabytes each), so several
@@ -258,6 +291,8 @@ def reader_plan(jobs: int | None, sizes: list[int]) -> ReaderPlan:
     dominates: worker processes parse while this process writes (two threads would only contend
     for the GIL). A few files are read here, in order: starting workers would cost more.
     """
+    if scheduler is not None:
+        return ReaderPlan("dask", 2, scheduler)
     if jobs is not None:
         return ReaderPlan("processes" if jobs > 1 else "threads", max(1, jobs))
     mean = sum(sizes) / len(sizes) if sizes else 0
@@ -292,21 +327,16 @@ def _read_all(tasks: list[ReadTask], plan: ReaderPlan, progress: Progress | None
     total = len(tasks)
     if progress:
         progress(0, total)
-    if (plan.workers <= 1 and plan.kind == "threads") or total < 2:
+    if (plan.workers <= 1 and plan.kind == "threads") or (total < 2 and plan.kind != "dask"):
         for done, record in enumerate(map(read_frame, tasks), 1):
             if progress:
                 progress(done, total)
             yield record
         return
     chunks = [tasks[i : i + READ_CHUNK] for i in range(0, total, READ_CHUNK)]
-    # Results waiting for the writer stay bounded whatever the tree's size.
-    ahead = max(2 * plan.workers, 2 * BATCH // READ_CHUNK)
-    if plan.kind == "processes":
-        _start_process_server()
-        pool: Executor = ProcessPoolExecutor(max_workers=plan.workers, mp_context=_process_context())
-    else:
-        pool = ThreadPoolExecutor(max_workers=plan.workers, thread_name_prefix="ccdcal-read")
-    with pool:
+    with _readers(plan) as (pool, workers):
+        # Results waiting for the writer stay bounded whatever the tree's size.
+        ahead = max(2 * workers, 2 * BATCH // READ_CHUNK)
         pending: dict[Future[list[FrameRecord]], list[ReadTask]] = {}
         queue = iter(chunks)
         done = 0
@@ -318,7 +348,9 @@ def _read_all(tasks: list[ReadTask], plan: ReaderPlan, progress: Progress | None
                 if not finished:
                     # While the workers start up (or fall behind) this process reads a chunk none of
                     # them has started; otherwise it waits for the first one to finish.
-                    idle = next((f for f in reversed(pending) if f.cancel()), None)
+                    # (Not on Dask: a task its workers run still looks pending here.)
+                    steal = plan.kind != "dask"
+                    idle = next((f for f in reversed(pending) if steal and f.cancel()), None)
                     finished = [idle] if idle else list(wait(pending, return_when=FIRST_COMPLETED).done)
                 for future in finished:
                     chunk = pending.pop(future)
@@ -333,6 +365,25 @@ def _read_all(tasks: list[ReadTask], plan: ReaderPlan, progress: Progress | None
         finally:
             for future in pending:
                 future.cancel()
+
+
+@contextmanager
+def _readers(plan: ReaderPlan) -> Iterator[tuple[Executor, int]]:
+    """The pool reading chunks of files, and how many it reads at once."""
+    if plan.kind == "dask":
+        assert plan.scheduler is not None
+        with dask_cluster(plan.scheduler) as cluster:
+            yield cluster.executor, cluster.workers
+        return
+    if plan.kind == "processes":
+        _start_process_server()
+        pool: Executor = ProcessPoolExecutor(
+            max_workers=plan.workers, mp_context=_process_context(), initializer=ignore_interrupts
+        )
+    else:
+        pool = ThreadPoolExecutor(max_workers=plan.workers, thread_name_prefix="ccdcal-read")
+    with pool:
+        yield pool, plan.workers
 
 
 def _batches(records: Iterable[FrameRecord], size: int) -> Iterator[list[FrameRecord]]:
@@ -511,6 +562,25 @@ def _force_type(session: Session, roots: list[str], kind: str) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _force_by_name(session: Session, roots: list[str], rules: list[TypeRule]) -> int:
+    """Apply ``--type-from-name`` rules to the frames under the roots; return how many matched."""
+    query = select(Frame.id, Frame.path).where(_under(roots), Frame.status != "missing")
+    by_kind: dict[str, list[int]] = {}
+    for frame_id, path in session.execute(query):
+        kind = type_from_name(os.path.basename(path), rules)
+        if kind is not None:
+            by_kind.setdefault(kind, []).append(frame_id)
+    for kind, ids in by_kind.items():
+        for start in range(0, len(ids), 500):
+            session.execute(
+                update(Frame)
+                .where(Frame.id.in_(ids[start : start + 500]))
+                .values(imagetyp=kind, imagetyp_source="forced")
+                .execution_options(synchronize_session=False)
+            )
+    return sum(len(ids) for ids in by_kind.values())
 
 
 def _tally(session: Session, roots: list[str], summary: IngestSummary) -> None:

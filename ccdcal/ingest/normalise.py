@@ -241,6 +241,19 @@ def parse_date_obs(values: Mapping[str, HeaderValue]) -> dt.datetime | None:
     return dt.datetime.combine(date, dt.time())
 
 
+def exposure(values: Mapping[str, HeaderValue]) -> float | None:
+    """The exposure in seconds: the first of EXPTIME, EXPOSURE that is a number of zero or more.
+
+    ``EXPTIME = 'abc'`` or ``-60`` is no exposure (the next keyword is tried): a light without one is
+    not matched to a dark, and the reason says so.
+    """
+    for key in KEYWORDS["exptime"]:
+        number = as_float(values.get(key))
+        if number is not None and number >= 0:
+            return number
+    return None
+
+
 def temp_key(set_temp: float | None, ccd_temp: float | None) -> float | None:
     """The temperature grouping key: SET-TEMP when present, else CCD-TEMP rounded to a degree."""
     if set_temp is not None:
@@ -275,7 +288,7 @@ def normalise(values: Mapping[str, HeaderValue], folder_type: str | None = None)
         "imagetyp": kind or folder_type,
         "imagetyp_header": header_type[:80] if header_type else None,
         "imagetyp_source": source,
-        "exptime": as_float(_first(values, KEYWORDS["exptime"])),
+        "exptime": exposure(values),
         "ccd_temp": ccd_temp,
         "set_temp": set_temp,
         "temp_key": temp_key(set_temp, ccd_temp),
@@ -296,3 +309,50 @@ def normalise(values: Mapping[str, HeaderValue], folder_type: str | None = None)
 def _text80(value: HeaderValue) -> str | None:
     text = as_text(value)
     return text[:80] if text else None
+
+
+# -- --type-from-name ------------------------------------------------------------------------------------
+
+#: A ``--type-from-name`` rule: a file-name pattern (shell wildcards, case-insensitive) and the kind.
+TypeRule = tuple[str, str]
+
+
+def parse_type_rule(text: str, kinds: Iterable[str] = ("bias", "dark", "flat", "light")) -> TypeRule:
+    """``'bias_*=bias'`` as a rule (pattern, kind).
+
+    Raises
+    ------
+    ValueError
+        When the text is not ``PATTERN=KIND`` with a known kind (the message names the text).
+
+    Examples
+    --------
+    >>> parse_type_rule("IC310_*.fits=Light")
+    ('IC310_*.fits', 'light')
+    """
+    pattern, sep, kind = text.rpartition("=")
+    kind = kind.strip().lower()
+    allowed = tuple(kinds)
+    if not sep or not pattern.strip() or kind not in allowed:
+        raise ValueError(
+            f"--type-from-name {text!r}: give PATTERN=KIND, with KIND one of {', '.join(allowed)} "
+            "(e.g. 'flats*=flat')"
+        )
+    return pattern.strip(), kind
+
+
+def type_from_name(name: str, rules: Iterable[TypeRule]) -> str | None:
+    """The kind of the first rule whose pattern matches the file name (case-insensitive), else ``None``.
+
+    Examples
+    --------
+    >>> type_from_name("IC310_1.fits", [("bias_*", "bias"), ("ic310_*", "light")])
+    'light'
+    """
+    from fnmatch import fnmatchcase
+
+    lowered = name.lower()
+    for pattern, kind in rules:
+        if fnmatchcase(lowered, pattern.lower()):
+            return kind
+    return None

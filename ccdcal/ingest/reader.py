@@ -8,7 +8,6 @@ A file that cannot be catalogued is returned with a reason, never raised: one ba
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import zlib
 from typing import Any, NamedTuple
@@ -44,10 +43,15 @@ def card_columns(cards: list[Card]) -> CardColumns:
 
 
 class ReadTask(NamedTuple):
-    """A file to read and the kind its folders name (for frames whose header names none)."""
+    """A file to read and the kind its folders name (for frames whose header names none).
+
+    ``problem``: why the entry is not a file to open (a broken link, a named pipe ...; see
+    :class:`ccdcal.ingest.scan.Found`): it is rejected with that reason, unread.
+    """
 
     path: str
     folder_type: str | None
+    problem: str | None = None
 
 
 class FrameRecord(NamedTuple):
@@ -70,6 +74,8 @@ def read_frame(task: ReadTask) -> FrameRecord:
     header that was catalogued.
     """
     path = task.path
+    if task.problem is not None:  # never opened (a named pipe would block); looked at again next time
+        return _rejected(path, 0, 0.0, None, task.problem)
     try:
         with open(path, "rb") as handle:
             stat = os.fstat(handle.fileno())
@@ -82,13 +88,11 @@ def read_frame(task: ReadTask) -> FrameRecord:
         return _rejected(path, size, mtime, digest, "empty file (0 bytes)")
     try:
         if data[:2] == _GZIP_MAGIC:
-            info = _gzip_image_header(data)
-            values = header_values(info.cards, _NEEDED)
-        else:
-            info = find_image_header(data)
-            values = header_values(info.cards, _NEEDED)
-            if not info.compressed:
-                _check_data_present(values, info.data_offset, len(data))
+            data = _gunzip(data)
+        info = find_image_header(data)
+        values = header_values(info.cards, _NEEDED)
+        if not info.compressed:
+            _check_data_present(values, info.data_offset, len(data))
         if info.compressed:
             info = _astropy_image_header(path, info.hdu)
             values = header_values(info.cards, _NEEDED)
@@ -148,22 +152,16 @@ def _check_data_present(values: dict[str, Any], data_offset: int, available: int
         )
 
 
-def _gzip_image_header(data: bytes) -> HeaderInfo:
-    """Decompress a gzipped FITS file only as far as needed to find its image header."""
+def _gunzip(data: bytes) -> bytes:
+    """The whole content of a gzipped file, checked to its end (a cut or corrupt stream is an error)."""
     decoder = zlib.decompressobj(wbits=31)
-    source = io.BytesIO(data)
-    text = b""
-    while True:
-        chunk = source.read(1 << 16)
-        try:
-            text += decoder.decompress(chunk) if chunk else decoder.flush()
-        except zlib.error as exc:
-            raise FitsFormatError(f"corrupt gzip stream: {exc}") from exc
-        try:
-            return find_image_header(text)
-        except FitsFormatError:
-            if not chunk or decoder.eof:
-                raise
+    try:
+        content = decoder.decompress(data) + decoder.flush()
+    except zlib.error as exc:
+        raise FitsFormatError(f"corrupt gzip stream: {exc}") from exc
+    if not decoder.eof:
+        raise FitsFormatError("truncated gzip stream: it ends early (an interrupted copy or download?)")
+    return content
 
 
 def _astropy_image_header(path: str, hdu: int) -> HeaderInfo:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -27,6 +29,8 @@ class Found(NamedTuple):
     """A FITS file found on disk: resolved path, size, mtime, the root it was found under, and where.
 
     ``location`` is the path as walked (through any symbolic link), whose folders may name the kind.
+    ``problem`` says why a FITS-named entry cannot be read as a file at all (a broken or looping
+    symbolic link, a named pipe ...); its size and mtime are then those of the entry itself.
     """
 
     path: str
@@ -34,6 +38,7 @@ class Found(NamedTuple):
     mtime: float
     root: str
     location: str
+    problem: str | None = None
 
 
 def is_fits_name(name: str) -> bool:
@@ -56,7 +61,9 @@ def walk(roots: list[Path]) -> Iterator[Found]:
     """Every FITS file under the roots, each once, in a stable order.
 
     Symbolic links are followed, with a guard against loops; paths are reported resolved. Folders that
-    cannot be listed are skipped silently here (they hold nothing that could be catalogued).
+    cannot be listed are skipped silently here (they hold nothing that could be catalogued). An entry
+    with a FITS name that is not a readable regular file (a broken or looping link, a named pipe, a
+    device) is reported with its :attr:`Found.problem`, never opened.
     """
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[str] = set()
@@ -64,8 +71,8 @@ def walk(roots: list[Path]) -> Iterator[Found]:
         if root.is_file():
             if str(root) not in seen_files:
                 seen_files.add(str(root))
-                stat = root.stat()
-                yield Found(str(root), stat.st_size, stat.st_mtime, str(root), str(root))
+                found = root.stat()
+                yield Found(str(root), found.st_size, found.st_mtime, str(root), str(root))
             continue
         yield from _walk_dir(str(root), str(root), str(root), seen_dirs, seen_files)
 
@@ -75,10 +82,10 @@ def _walk_dir(
 ) -> Iterator[Found]:
     """Walk one folder: ``real`` is its resolved path, ``shown`` the path it was reached by."""
     try:
-        stat = os.stat(real)
+        folder = os.stat(real)
     except OSError:
         return
-    key = (stat.st_dev, stat.st_ino)
+    key = (folder.st_dev, folder.st_ino)
     if key in seen_dirs:
         return
     seen_dirs.add(key)
@@ -96,17 +103,25 @@ def _walk_dir(
                 if os.path.isdir(target):
                     subfolders.append((target, location))
                     continue
-                if not (os.path.isfile(target) and is_fits_name(entry.name)):
+                if not is_fits_name(entry.name):
+                    continue
+                if not os.path.isfile(target):
+                    if entry.path not in seen_files:
+                        seen_files.add(entry.path)
+                        yield _unreadable(entry.path, root, location)
                     continue
                 path = target
                 file_stat = os.stat(target)
             elif entry.is_dir(follow_symlinks=False):
                 subfolders.append((entry.path, location))
                 continue
-            elif entry.is_file(follow_symlinks=False) and is_fits_name(entry.name):
+            elif not is_fits_name(entry.name):
+                continue
+            elif entry.is_file(follow_symlinks=False):
                 path = entry.path
                 file_stat = entry.stat(follow_symlinks=False)
             else:
+                yield _unreadable(entry.path, root, location)
                 continue
         except OSError:
             continue
@@ -115,3 +130,28 @@ def _walk_dir(
             yield Found(path, file_stat.st_size, file_stat.st_mtime, root, location)
     for sub_real, sub_shown in subfolders:
         yield from _walk_dir(sub_real, sub_shown, root, seen_dirs, seen_files)
+
+
+def _unreadable(path: str, root: str, location: str) -> Found:
+    """An entry with a FITS name that is no regular file to read, with the reason in words."""
+    entry = os.lstat(path)
+    try:
+        target = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            problem = "a symbolic link loop: the link leads back to itself, never to a file"
+        else:
+            problem = f"a broken symbolic link: its target {os.readlink(path)} does not exist"
+    else:
+        problem = f"not a regular file but {_file_kind(target.st_mode)}: nothing to read as FITS"
+    return Found(path, entry.st_size, entry.st_mtime, root, location, problem)
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"

@@ -43,6 +43,9 @@ per-frame arguments) and :mod:`ccdcal.steps.fitsblocks` (reading FITS files in r
 ``combine_files`` reads FITS files in row blocks (each file read once, peak memory bounded by
 ``mem_limit``), decoding the big-endian data unit and applying BSCALE/BZERO/BLANK inside the kernel with
 astropy's arithmetic, and optionally computes ``(frame - offset) * scale`` per frame before clipping.
+With ``rows=(r0, r1)`` it combines only that band of rows: every pixel is combined on its own samples, so
+bands combined anywhere (:func:`ccdcal.steps.bands.plan_bands`; Dask workers, :mod:`ccdcal.mastercombine`)
+and put together by :class:`ccdcal.steps.bands.Stitcher` equal the whole combine bit for bit.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,6 +174,8 @@ class CombineResult:
         Number of blocks the image was read in.
     params : ClipParams
         The clipping parameters used.
+    first_row : int
+        Image row of ``image[0]``: 0, or the first row of the band combined (``combine_files(rows=)``).
     """
 
     image: np.ndarray
@@ -180,6 +186,7 @@ class CombineResult:
     block_rows: int = 0
     n_blocks: int = 0
     params: ClipParams = field(default_factory=ClipParams)
+    first_row: int = 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -299,8 +306,10 @@ def combine_files(
     scale: Sequence[float] | None = None,
     offset: Sequence[np.ndarray | float] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> CombineResult:
-    """Sigma-clipped median of FITS images, read in row blocks within a memory budget.
+    """Sigma-clipped median of FITS images (or of a band of their rows), read in row blocks within a
+    memory budget.
 
     Each file is read once, block by block; the kernel runs on each block while the next one is read
     (a background thread). Uncompressed image HDUs are read directly from the data unit (big-endian
@@ -325,10 +334,14 @@ def combine_files(
     scale : sequence of float, optional
         Per-file factor.
     offset : sequence of (numpy.ndarray or float), optional
-        Per-file offset: an image of the same shape or a number. Images given as the same object are
-        held once.
+        Per-file offset: an image of the same shape or a number; with ``rows``, an image of the band's
+        shape or of the whole image's (its band is used). Images given as the same object are held once.
     progress : callable, optional
-        Called as ``progress(rows_done, rows_total)`` after each block.
+        Called as ``progress(rows_done, rows_total)`` after each block (rows of the band with ``rows``).
+    rows : tuple of int, optional
+        Combine only the image rows ``rows[0]:rows[1]`` (a non-empty band). The result holds that band
+        (``first_row`` = ``rows[0]``) and ``mem_limit`` counts its images only. Each pixel is combined on
+        its own samples, so the band equals the same rows of the whole combine, bit for bit.
 
     Returns
     -------
@@ -344,7 +357,7 @@ def combine_files(
     ------
     ccdcal.errors.UsageError
         Bad parameters: no files, more than 65535, ``mem_limit`` too small for one row, bad
-        ``scale``/``offset``.
+        ``scale``/``offset``, ``rows`` not a band of the images.
     ccdcal.errors.FitsFormatError
         A file that is unreadable, not a 2-D image, truncated, or whose shape differs from the first
         file's (the message names the file and both shapes).
@@ -361,19 +374,21 @@ def combine_files(
         raise UsageError(f"hdu must be a non-negative integer, not {hdu!r}")
 
     with FitsStack(paths, int(hdu)) as stack:
-        ny, nx = stack.describe()
-        transform = build_transform(n, (ny, nx), scale, offset)
+        full = stack.describe()
+        first, stop = _band(rows, full[0])
+        ny, nx = stop - first, full[1]  # the rows combined
+        transform = build_transform(n, (ny, nx), scale, _band_offsets(offset, full, (first, stop)))
         decoding = stack.open_data()
         fixed = ny * nx * (4 + 2) + transform.copied_bytes  # the result images, the copied offsets
-        rows = plan_rows(n, (ny, nx), stack.dtype.itemsize, mem_limit, fixed)
-        nonfinite = np.empty((rows, nx), np.uint16)
+        block_rows = plan_rows(n, (ny, nx), stack.dtype.itemsize, mem_limit, fixed)
+        nonfinite = np.empty((block_rows, nx), np.uint16)
         image = np.empty((ny, nx), np.float32)
         rejected = np.empty((ny, nx), np.uint16)
         n_nonfinite = 0
         n_blocks = 0
-        with contextlib.closing(stack.blocks(rows)) as blocks:
-            for r0, block in blocks:
-                r1 = r0 + block.shape[1]
+        with contextlib.closing(stack.blocks(block_rows, (first, stop))) as blocks:
+            for start, block in blocks:
+                r0, r1 = start - first, start - first + block.shape[1]  # rows of the band
                 nf = nonfinite[: r1 - r0]
                 _run_kernel(
                     block, decoding, transform, slice(r0, r1), params, image[r0:r1], rejected[r0:r1], nf
@@ -382,15 +397,51 @@ def combine_files(
                 n_blocks += 1
                 if progress is not None:
                     progress(r1, ny)
-    total = n * image.size
-    fraction = float(rejected.sum(dtype=np.int64)) / total if total else 0.0
     return CombineResult(
         image=image,
         rejected=rejected,
-        rejected_fraction=fraction,
+        rejected_fraction=rejected_fraction(rejected, n),
         n_inputs=n,
         n_nonfinite=n_nonfinite,
-        block_rows=rows,
+        block_rows=block_rows,
         n_blocks=n_blocks,
         params=params,
+        first_row=first,
     )
+
+
+def rejected_fraction(rejected: np.ndarray, n: int) -> float:
+    """``rejected.sum() / (n * rejected.size)`` (0 for an empty image), summed exactly in int64."""
+    total = n * rejected.size
+    return float(rejected.sum(dtype=np.int64)) / total if total else 0.0
+
+
+def _band(rows: tuple[int, int] | None, ny: int) -> tuple[int, int]:
+    """``rows`` checked against the images' ``ny`` rows (all of them when ``None``)."""
+    if rows is None:
+        return 0, ny
+    try:
+        first, stop = (operator.index(r) for r in rows)
+    except (TypeError, ValueError):
+        raise UsageError(f"rows must be two integers (first, stop), not {rows!r}") from None
+    if not 0 <= first < stop <= ny:
+        raise UsageError(f"rows {first}:{stop} are not a band of the images' {ny} rows")
+    return first, stop
+
+
+def _band_offsets(
+    offset: Sequence[np.ndarray | float] | None, shape: tuple[int, int], band: tuple[int, int]
+) -> list[np.ndarray | float] | None:
+    """The offsets of a band: whole-image offsets cut to its rows (views; a shared image stays shared)."""
+    if offset is None or band == (0, shape[0]):
+        return None if offset is None else list(offset)
+    cut: dict[int, np.ndarray] = {}
+    items: list[np.ndarray | float] = []
+    for item in offset:
+        if isinstance(item, np.ndarray) and item.shape == shape:
+            if id(item) not in cut:
+                cut[id(item)] = item[band[0] : band[1]]
+            items.append(cut[id(item)])
+        else:
+            items.append(item)
+    return items

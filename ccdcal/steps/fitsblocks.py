@@ -3,7 +3,8 @@
 :class:`FitsStack` describes each file's image HDU from its header (no data read), checks that the
 images share one shape, and then reads them block by block: rows ``r0:r1`` of every file into an
 (n, rows, nx) buffer, the next block read by a background thread while the caller works on the current
-one (two buffers). :func:`plan_rows` chooses the block height within the caller's memory budget.
+one (two buffers), over all the rows or over a band of them (a combine split across workers).
+:func:`plan_rows` chooses the block height within the caller's memory budget.
 
 Uncompressed image HDUs of plain FITS files are read straight from the data unit with ``os.preadv``,
 as stored (big-endian bits in an unsigned buffer); the :class:`ccdcal.steps.clipblock.Decoding` built
@@ -307,8 +308,9 @@ class FitsStack:
         self.dtype = dtype
         return Decoding.identity(n)
 
-    def blocks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Read the images in blocks of ``rows`` rows, the next one in the background.
+    def blocks(self, rows: int, span: tuple[int, int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Read the images (or the band ``span`` of rows) in blocks of ``rows`` rows, the next one in the
+        background.
 
         A block is valid until the next one is asked for (two buffers take turns). Close the iterator
         (``contextlib.closing``) before :meth:`close` when the loop may stop early, so that the
@@ -318,6 +320,8 @@ class FitsStack:
         ----------
         rows : int
             Rows per block (:func:`plan_rows`).
+        span : tuple of int, optional
+            Read only the image rows ``span[0]:span[1]`` (default: all of them).
 
         Yields
         ------
@@ -325,16 +329,24 @@ class FitsStack:
             First image row of the block.
         block : numpy.ndarray
             C-contiguous (n, r, nx) stored samples of rows ``r0:r0 + r`` (the last block may be short).
+
+        Raises
+        ------
+        ccdcal.errors.UsageError
+            When ``span`` is not a non-empty band of the images' rows.
         """
         frames = self.frames
         n = len(frames)
         ny, nx = frames[0].shape
-        starts = list(range(0, ny, rows))
+        first, stop = span if span is not None else (0, ny)
+        if not 0 <= first < stop <= ny:
+            raise UsageError(f"rows {first}:{stop} are not a band of the images' {ny} rows")
+        starts = list(range(first, stop, rows))
         nbuf = 2 if len(starts) > 1 else 1
-        buffers = [np.empty((n, rows, nx), self.dtype) for _ in range(nbuf)]
+        buffers = [np.empty((n, min(rows, stop - first), nx), self.dtype) for _ in range(nbuf)]
 
         def read_block(which: int, r0: int) -> np.ndarray:
-            r1 = min(ny, r0 + rows)
+            r1 = min(stop, r0 + rows)
             # A C-contiguous (n, r1 - r0, nx) view of the buffer, also for a short last block.
             block = buffers[which].reshape(-1)[: n * (r1 - r0) * nx].reshape(n, r1 - r0, nx)
             for i, f in enumerate(frames):
@@ -348,7 +360,7 @@ class FitsStack:
             return block
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(read_block, 0, 0)
+            pending = pool.submit(read_block, 0, first)
             for b, r0 in enumerate(starts):
                 block = pending.result()
                 if b + 1 < len(starts):

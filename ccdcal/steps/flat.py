@@ -49,11 +49,17 @@ def flat_level(frame: np.ndarray, offset: np.ndarray | float = 0.0) -> float:
     Raises
     ------
     ValueError
-        When the level is not a finite positive number (an empty or negative "flat").
+        When the level is not a finite positive number (an empty or negative "flat"), or when most
+        pixels sit at the frame's maximum (a saturated "flat").
     """
     level = finite_median(np.subtract(frame, offset, dtype=np.float64))
     if not (np.isfinite(level) and level > 0):
         raise ValueError(f"its level after bias/dark subtraction is {level}, not a flat")
+    peak = np.max(frame)
+    at_peak = int(np.count_nonzero(frame == peak))
+    if at_peak > np.size(frame) // 2:
+        share = at_peak / np.size(frame)
+        raise ValueError(f"{share:.0%} of its pixels are at its maximum, {peak:g}: saturated")
     return level
 
 

@@ -265,5 +265,5 @@ def warm_up(step_sets: Iterable[tuple[bool, bool, bool]] = ((True, True, True),)
         masters = (plane if bias else None, plane if dark else None, 1.0, inverse if flat else None)
         for signed in (False, True):
             calibrate_be16_words(raw, signed, *masters, words)
-    for values in (raw, raw.astype(np.float32)):
+    for values in (raw, raw.astype(np.float32), raw.astype(np.float64)):  # float64: overscan-corrected
         be_words(calibrate_image(values, plane, plane, 1.0, plane), words)

@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import update
 
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import Frame, Master
-from ccdcal.catalog.queries import MatchRules, epoch_seconds, grouped_frames, select_master
+from ccdcal.catalog.models import Frame, Master, MasterCalibrator, MasterInput
+from ccdcal.catalog.queries import MatchRules, epoch_seconds, grouped_frames, unusable_masters
+from ccdcal.catalog.selection import TARGET_KEYS, best_masters, select_master
 
 NIGHT = dt.datetime(2026, 3, 14, 20, 0, 0)
 CAMERA = {
@@ -66,9 +67,24 @@ DEFAULT_RULES = MatchRules()
 
 
 def chosen(catalog: Catalog, kind: str, rules: MatchRules = DEFAULT_RULES, **target: Any) -> int | None:
+    """The master chosen for one target; the set-based select, for a light with the same values, agrees."""
+    values = {**TARGET, **target}
     with catalog.session() as session:
-        master = select_master(session, kind, {**TARGET, **target}, rules)
-        return master.id if master else None
+        master = select_master(session, kind, values, rules)
+        light = Frame(
+            path=f"/raw/light{next(_serial)}.fits",
+            size=1,
+            mtime=0.0,
+            status="ok",
+            imagetyp="light",
+            **{key: values.get(key) for key in TARGET_KEYS},
+        )
+        session.add(light)
+        session.flush()
+        best = best_masters(session, kind, Frame.id == light.id, rules)
+        session.delete(light)
+    assert best.get(light.id) == (master.id if master else None)
+    return master.id if master else None
 
 
 # -- select_master -------------------------------------------------------------------------------------
@@ -272,3 +288,46 @@ def test_group_rows_carry_what_a_master_needs(cat: Catalog) -> None:
     assert [r["id"] for r in rows] == [early, late]  # by DATE-OBS within the group
     assert {"path", "hdu", "sha256", "exptime", "ccd_temp", "date_obs", "temp_key", "gain"} <= set(rows[0])
     assert rows[1]["hdu"] == 1
+
+
+# -- masters that may not be used (mark-bad) -------------------------------------------------------------
+
+
+def link_input(catalog: Catalog, master: int, frame: int) -> None:
+    with catalog.session() as session:
+        session.add(MasterInput(master_id=master, frame_id=frame, sha256="0" * 64))
+
+
+def link_calibrator(catalog: Catalog, master: int, calibrator: int, role: str) -> None:
+    with catalog.session() as session:
+        session.add(MasterCalibrator(master_id=master, role=role, calibrator_id=calibrator))
+
+
+def unusable(catalog: Catalog) -> set[int]:
+    with catalog.session() as session:
+        return set(session.scalars(unusable_masters()))
+
+
+def test_a_bad_input_or_calibrator_makes_a_master_unusable_down_the_chain(cat: Catalog) -> None:
+    bias = add_master(cat)
+    dark = add_master(cat, kind="dark", exptime=60.0)
+    flat = add_master(cat, kind="flat", filter="R")
+    other_flat = add_master(cat, kind="flat", filter="Ha")
+    frame = add_frame(cat, "bias")
+    link_input(cat, bias, frame)
+    link_calibrator(cat, dark, bias, "bias")
+    link_calibrator(cat, flat, dark, "dark")
+    assert unusable(cat) == set()
+    assert chosen(cat, "flat", filter="R") == flat
+    with cat.session() as session:
+        session.execute(update(Frame).where(Frame.id == frame).values(is_bad=True, bad_reason="hot column"))
+    assert unusable(cat) == {bias, dark, flat}  # the bias, the dark made with it, the flat made with that
+    assert chosen(cat, "bias") is None
+    assert chosen(cat, "dark", exptime=60.0) is None
+    assert chosen(cat, "flat", filter="R") is None
+    assert chosen(cat, "flat", filter="Ha") == other_flat
+    with cat.session() as session:
+        session.execute(update(Frame).where(Frame.id == frame).values(is_bad=False))
+        session.execute(update(Master).where(Master.id == dark).values(is_bad=True))
+    assert unusable(cat) == {dark, flat}
+    assert chosen(cat, "bias") == bias

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from pathlib import PurePath
 
 import pytest
+from astropy.io import fits
+from astropy.io.fits.card import Undefined
+from astropy.io.fits.verify import VerifyError
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
+from ccdcal.ingest.cards import header_values, parse_header
 from ccdcal.ingest.normalise import (
+    CONSULTED_KEYS,
     binning,
     celsius,
     folders_between,
@@ -17,6 +25,7 @@ from ccdcal.ingest.normalise import (
     temp_key,
     type_from_folders,
 )
+from tests.ingest.test_cards import COMMENTS, PROPERTY, VALUES, header_bytes
 
 
 @pytest.mark.parametrize(
@@ -174,3 +183,62 @@ def test_folder_type_used_only_when_the_header_names_none() -> None:
     assert normalise({"IMAGETYP": "Light Frame"}, "flat")["imagetyp"] == "light"
     assert normalise({"IMAGETYP": "Tricolor Image"}, None)["imagetyp"] is None
     assert normalise({"IMAGETYP": "Tricolor Image"}, None)["imagetyp_header"] == "Tricolor Image"
+
+
+# -- properties: any card through the parser and the normaliser ------------------------------------------
+
+CONSULTED = sorted(CONSULTED_KEYS)
+ASCII = st.characters(min_codepoint=0, max_codepoint=127)
+
+
+@st.composite
+def consulted_cards(draw: st.DrawFn) -> str:
+    """A card of a keyword the normaliser reads, with any value: numbers, strings, T/F, dates, junk."""
+    keyword = draw(st.sampled_from(CONSULTED))
+    value = draw(
+        st.one_of(
+            VALUES,
+            st.sampled_from(
+                ["'abc'", "-60", "NaN", "'NaN'", "1e400", "'2x2'", "'2 2'", "'2026-03-14T19:20:15'"]
+            ),
+            st.text(ASCII, max_size=70),
+        )
+    )
+    indicator = draw(st.sampled_from(["= ", "=", "  "]))
+    return f"{keyword:8}{indicator}{value}{draw(COMMENTS)}"[:80].ljust(80)
+
+
+def _normalised(images: list[str]) -> dict[str, object]:
+    cards, _ = parse_header(header_bytes(*images))
+    return normalise(header_values(cards, CONSULTED_KEYS), "light")
+
+
+@PROPERTY
+@given(
+    st.lists(st.one_of(st.text(ASCII, min_size=80, max_size=80), consulted_cards()), min_size=1, max_size=8)
+)
+def test_any_ascii_cards_never_raise_in_parser_or_normaliser(images: list[str]) -> None:
+    assume(not any(image[:3] == "END" for image in images))
+    columns = _normalised(images)
+    assert set(columns) >= {"imagetyp", "exptime", "ccd_temp", "filter", "date_obs"}
+    assert columns["exptime"] is None or columns["exptime"] >= 0
+
+
+@PROPERTY
+@given(st.lists(consulted_cards(), min_size=1, max_size=6))
+def test_normalised_values_agree_with_astropy_where_it_parses_the_cards(images: list[str]) -> None:
+    assume(not any(image[:3] == "END" for image in images))
+    values: dict[str, object] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            header = fits.Header.fromstring(header_bytes(*images).decode("ascii"))
+            for card in header.cards:
+                keyword = card.keyword
+                value = card.value
+                assume(card.keyword == keyword)  # astropy renamed it (a record-valued card)
+                if keyword in CONSULTED_KEYS and keyword not in values:
+                    values[keyword] = None if isinstance(value, Undefined) else value
+        except (VerifyError, ValueError):
+            assume(False)  # astropy cannot parse these cards: only "never raises" applies
+    assert _normalised(images) == normalise(values, "light")

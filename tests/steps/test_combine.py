@@ -577,6 +577,53 @@ def test_bad_files(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# Bands of rows
+
+
+def band_inputs(tmp_path: Path) -> tuple[list[Path], list[np.ndarray | float], list[float]]:
+    """Six int16 frames with NaN-making offsets (two images and a number) and per-frame scales."""
+    rng = np.random.default_rng(31)
+    shape = (53, 29)
+    paths = [write_raw(tmp_path / f"b{i}.fits", f) for i, f in enumerate(raw_frames(6, np.int16, 31, shape))]
+    bias = rng.normal(5, 2, shape)
+    bias[17, 3] = np.nan
+    dark = rng.normal(1, 0.5, shape).astype(np.float32)
+    return paths, [bias, bias, dark, 2.5, bias, dark], [1.0, 0.5, 2.0, 1.25, 0.1, 3.0]
+
+
+def test_a_band_equals_the_same_rows_of_the_whole_combine(tmp_path: Path) -> None:
+    paths, offsets, scales = band_inputs(tmp_path)
+    whole = combine_files(paths, offset=offsets, scale=scales)
+    assert whole.first_row == 0
+    seen: list[tuple[int, int]] = []
+    band = combine_files(
+        paths, offset=offsets, scale=scales, rows=(10, 31), progress=lambda d, t: seen.append((d, t))
+    )
+    assert band.first_row == 10
+    assert band.image.shape == (21, 29)
+    np.testing.assert_array_equal(band.image, whole.image[10:31])
+    np.testing.assert_array_equal(band.rejected, whole.rejected[10:31])
+    assert band.n_nonfinite == 3  # pixel (17, 3) of `bias`, the offset of three frames, is NaN
+    assert band.rejected_fraction == band.rejected.sum() / (6 * 21 * 29)
+    assert seen[-1] == (21, 21)
+    # Offsets already cut to the band; a budget that reads it in blocks of 4 rows.
+    bias, dark = np.asarray(offsets[0])[10:31], np.asarray(offsets[2])[10:31]
+    cut = [bias, bias, dark, 2.5, bias, dark]
+    held = 21 * 29 * 6 + 2 * 21 * 29 * 8  # results, the two distinct offset images copied in float64
+    small = combine_files(
+        paths, offset=cut, scale=scales, rows=(10, 31), mem_limit=held + 2 * 4 * (6 * 29 * 2 + 29 * 2)
+    )
+    assert (small.block_rows, small.n_blocks) == (4, 6)
+    np.testing.assert_array_equal(small.image, band.image)
+    np.testing.assert_array_equal(small.rejected, band.rejected)
+    for rows in ((0, 0), (30, 10), (-1, 5), (0, 54)):
+        with pytest.raises(UsageError, match="not a band"):
+            combine_files(paths, rows=rows)
+    with pytest.raises(UsageError, match="offset"):
+        combine_files(paths, offset=[np.zeros((5, 29))] * 6, rows=(0, 4))
+
+
+# --------------------------------------------------------------------------------------------------
 # Real frames
 
 
