@@ -31,20 +31,26 @@ def runner() -> CliRunner:
 
 
 @pytest.fixture
-def night(tmp_path: Path) -> Path:
-    """Light_001 in R (60 s) and Light_002 in Ha (300 s), 48 x 64 pixels; ingested into tmp/c.db."""
+def db(db_url: str) -> str:
+    """The catalog of a test: SQLite in tmp_path, then a PostgreSQL database of its own."""
+    return db_url
+
+
+@pytest.fixture
+def night(tmp_path: Path, db: str) -> Path:
+    """Light_001 in R (60 s) and Light_002 in Ha (300 s), 48 x 64 pixels; ingested into the catalog."""
     from ccdcal.simulate import simulate_night
 
     root = simulate_night(
         tmp_path / "night", seed=3, shape=(48, 64), n_bias=3, n_dark=3, n_flat=3, n_light=2
     ).root
-    assert CliRunner().invoke(app, ["--db", str(tmp_path / "c.db"), "ingest", str(root)]).exit_code == 0
+    assert CliRunner().invoke(app, ["--db", db, "ingest", str(root)]).exit_code == 0
     return root
 
 
-def process(runner: CliRunner, tmp_path: Path, *args: str) -> object:
+def process(runner: CliRunner, tmp_path: Path, db: str, *args: str) -> object:
     folders = ["--masters-dir", str(tmp_path / "m"), "--output-dir", str(tmp_path / "cal"), "--jobs", "1"]
-    return runner.invoke(app, ["--db", str(tmp_path / "c.db"), "process", *folders, *args])
+    return runner.invoke(app, ["--db", db, "process", *folders, *args])
 
 
 def temp(value: float | None) -> str:
@@ -52,8 +58,10 @@ def temp(value: float | None) -> str:
     return f"{round(value, 2):g}"
 
 
-def test_process_calibrates_then_has_nothing_to_do(runner: CliRunner, tmp_path: Path, night: Path) -> None:
-    first = process(runner, tmp_path)
+def test_process_calibrates_then_has_nothing_to_do(
+    runner: CliRunner, tmp_path: Path, db: str, night: Path
+) -> None:
+    first = process(runner, tmp_path, db)
     assert first.exit_code == 0, first.output
     assert first.stderr == ""
     lines = first.stdout.splitlines()
@@ -75,7 +83,7 @@ def test_process_calibrates_then_has_nothing_to_do(runner: CliRunner, tmp_path: 
         "Light_001_cal.fits",
         "Light_002_cal.fits",
     ]
-    again = process(runner, tmp_path)
+    again = process(runner, tmp_path, db)
     assert (again.exit_code, again.stdout, again.stderr) == (
         0,
         "Process (run 3): nothing to do: 2 lights already calibrated, 7 masters current\n",
@@ -85,7 +93,7 @@ def test_process_calibrates_then_has_nothing_to_do(runner: CliRunner, tmp_path: 
         app,
         [
             "--db",
-            str(tmp_path / "c.db"),
+            db,
             "-q",
             "process",
             "--masters-dir",
@@ -97,8 +105,10 @@ def test_process_calibrates_then_has_nothing_to_do(runner: CliRunner, tmp_path: 
     assert (quiet.exit_code, quiet.stdout) == (0, "")
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(runner: CliRunner, tmp_path: Path, night: Path) -> None:
-    result = process(runner, tmp_path, "--dry-run")
+def test_dry_run_prints_the_plan_and_writes_nothing(
+    runner: CliRunner, tmp_path: Path, db: str, night: Path
+) -> None:
+    result = process(runner, tmp_path, db, "--dry-run")
     assert result.exit_code == 0, result.output
     cal = tmp_path / "cal"
     assert result.stdout == "\n".join(
@@ -119,21 +129,23 @@ def test_dry_run_prints_the_plan_and_writes_nothing(runner: CliRunner, tmp_path:
     )
     assert not (tmp_path / "m").exists()
     assert not cal.exists()
-    with Catalog(tmp_path / "c.db") as catalog:
+    with Catalog(db) as catalog:
         assert [r.command for r in catalog.runs()] == ["ingest"]
-    assert process(runner, tmp_path).stdout.startswith("Process (run 2): masters 7 built")
+    assert process(runner, tmp_path, db).stdout.startswith("Process (run 2): masters 7 built")
 
 
-def test_a_light_without_a_flat_is_listed_and_exit_1(runner: CliRunner, tmp_path: Path, night: Path) -> None:
-    with Catalog(tmp_path / "c.db") as catalog, catalog.session() as session:
+def test_a_light_without_a_flat_is_listed_and_exit_1(
+    runner: CliRunner, tmp_path: Path, db: str, night: Path
+) -> None:
+    with Catalog(db) as catalog, catalog.session() as session:
         session.execute(update(Frame).where(Frame.path.like("%Flat_Ha_%")).values(is_bad=True))
-    result = process(runner, tmp_path)
+    result = process(runner, tmp_path, db)
     assert result.exit_code == 1
     assert result.stdout.splitlines()[0] == (
         "Process (run 2): masters 6 built, 0 current, 0 skipped; lights 1 calibrated, 0 already calibrated, "
         "1 not calibrated, 0 failed"
     )
-    with Catalog(tmp_path / "c.db") as catalog, catalog.session() as session:
+    with Catalog(db) as catalog, catalog.session() as session:
         light = session.scalars(select(Frame).where(Frame.path.like("%Light_002%"))).one()
         flat = session.scalars(select(Master).where(Master.kind == "flat")).one()
     assert result.stderr == (
@@ -141,14 +153,14 @@ def test_a_light_without_a_flat_is_listed_and_exit_1(runner: CliRunner, tmp_path
         f"  {light.path}: no flat in filter Ha, {temp(light.ccd_temp)} °C ±2 "
         f"(nearest: filter R at {temp(flat.ccd_temp_mean)} °C)\n"
     )
-    allowed = process(runner, tmp_path, "--allow-missing", "flat")
+    allowed = process(runner, tmp_path, db, "--allow-missing", "flat")
     assert allowed.exit_code == 0, allowed.output
     assert "lights 1 calibrated, 1 already calibrated, 0 not calibrated, 0 failed" in allowed.stdout
-    status = runner.invoke(app, ["--db", str(tmp_path / "c.db"), "status"])
+    status = runner.invoke(app, ["--db", db, "status"])
     assert status.stdout.endswith("Pending: nothing (2 lights calibrated)\n")
 
 
-def test_a_failed_light_is_listed_and_exit_1(runner: CliRunner, tmp_path: Path, night: Path) -> None:
+def test_a_failed_light_is_listed_and_exit_1(runner: CliRunner, tmp_path: Path, db: str, night: Path) -> None:
     broken = night / "LIGHT" / "Light_001.fits"
     stat = broken.stat()
     content = broken.read_bytes()
@@ -156,7 +168,7 @@ def test_a_failed_light_is_listed_and_exit_1(runner: CliRunner, tmp_path: Path, 
     content = content.replace(b"NAXIS2  =                   48", b"NAXIS2  =                   96", 1)
     broken.write_bytes(content)
     os.utime(broken, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    result = process(runner, tmp_path)
+    result = process(runner, tmp_path, db)
     assert result.exit_code == 1
     assert "lights 1 calibrated, 0 already calibrated, 0 not calibrated, 1 failed" in result.stdout
     assert result.stderr == (
@@ -165,8 +177,8 @@ def test_a_failed_light_is_listed_and_exit_1(runner: CliRunner, tmp_path: Path, 
     )
 
 
-def test_process_json(runner: CliRunner, tmp_path: Path, night: Path) -> None:
-    result = process(runner, tmp_path, "--json")
+def test_process_json(runner: CliRunner, tmp_path: Path, db: str, night: Path) -> None:
+    result = process(runner, tmp_path, db, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["counts"] == {
@@ -195,25 +207,25 @@ def test_process_json(runner: CliRunner, tmp_path: Path, night: Path) -> None:
     ],
 )
 def test_usage_errors_are_exit_2(
-    runner: CliRunner, tmp_path: Path, night: Path, args: list[str], message: str
+    runner: CliRunner, tmp_path: Path, db: str, night: Path, args: list[str], message: str
 ) -> None:
-    result = process(runner, tmp_path, *args)
+    result = process(runner, tmp_path, db, *args)
     assert (result.exit_code, result.stderr) == (2, message)
 
 
-def test_a_pinned_file_must_be_a_master(runner: CliRunner, tmp_path: Path, night: Path) -> None:
+def test_a_pinned_file_must_be_a_master(runner: CliRunner, tmp_path: Path, db: str, night: Path) -> None:
     raw = night / "BIAS" / "Bias_001.fits"
-    result = process(runner, tmp_path, "--bias", str(raw))
+    result = process(runner, tmp_path, db, "--bias", str(raw))
     assert (result.exit_code, result.stderr) == (
         2,
         f"Error: --bias {raw}: no master of the catalog has this path; give a master file built by ccdcal "
         "(see `ccdcal masters --list --all`)\n",
     )
-    assert process(runner, tmp_path, "--jobs", "0").exit_code == 2
+    assert process(runner, tmp_path, db, "--jobs", "0").exit_code == 2
 
 
-def test_status_shows_the_pending_work(runner: CliRunner, tmp_path: Path, night: Path) -> None:
-    result = runner.invoke(app, ["--db", str(tmp_path / "c.db"), "status"])
+def test_status_shows_the_pending_work(runner: CliRunner, tmp_path: Path, db: str, night: Path) -> None:
+    result = runner.invoke(app, ["--db", db, "status"])
     assert result.exit_code == 0, result.output
     tail = result.stdout.split("Pending", 1)[1]
     light = night / "LIGHT"
@@ -228,5 +240,5 @@ def test_status_shows_the_pending_work(runner: CliRunner, tmp_path: Path, night:
             "",
         ]
     )
-    data = json.loads(runner.invoke(app, ["--db", str(tmp_path / "c.db"), "status", "--json"]).stdout)
+    data = json.loads(runner.invoke(app, ["--db", db, "status", "--json"]).stdout)
     assert data["pending"]["masters_to_build"] == MASTERS
