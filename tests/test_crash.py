@@ -42,7 +42,7 @@ from tests.cli_runs import (
 SEED = 20261128
 PROCESS_KILLS = 10
 REDO_KILLS = 2
-INGEST_KILLS = 4
+INGEST_KILLS = 10
 FILES = 260
 LIGHTS = 12
 ARGS = ["--db", "c.db", "process", "--masters-dir", "masters", "--output-dir", "calibrated"]
