@@ -28,13 +28,13 @@ from concurrent.futures import (
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, insert, update
 
 from ccdcal.calibrate import FrameResult, FrameTask, calibrate_frame
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import Calibration, CalibrationMaster
+from ccdcal.catalog.models import Calibration, CalibrationMaster, utcnow
 from ccdcal.distributed import dask_cluster
 from ccdcal.fitsfiles import remove_stale_temporaries, sync_folder, temporary_path
 from ccdcal.matching import APPLIED
@@ -216,36 +216,27 @@ def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], 
     published: list[tuple[Path, list[Path]]] = []  # renamed outputs, with the file each replaced
     try:
         with catalog.session() as session:
-            for report, result in finished:
+            # Core statements, a few per batch (not ORM objects flushed one by one): the coordinator's
+            # catalog writes stay a small part of a frame's time.
+            connection = session.connection()
+            rows = [_calibration_row(report, result, run_id) for report, result in finished]
+            ids = list(connection.scalars(_INSERT_CALIBRATION, rows))
+            done = list(zip(finished, ids, strict=True))
+            links = [link for (report, _), new in done for link in _provenance(report, new)]
+            if links:
+                connection.execute(insert(cast(Table, CalibrationMaster.__table__)), links)
+            superseded = [
+                {"light": report.frame_id, "new": new, "why": report.reason}
+                for (report, result), new in done
+                if result.error is None
+            ]
+            if superseded:
+                connection.execute(_SUPERSEDE, superseded)
+            for (report, result), new in done:
                 task = report.task
                 assert task is not None
-                assert report.match is not None
                 ok = result.error is None
-                row = Calibration(
-                    frame_id=report.frame_id,
-                    raw_sha256=task.sha256,
-                    path=task.output,
-                    sha256=result.sha256,
-                    status="current" if ok else "failed",
-                    error=result.error,
-                    dark_scale_factor=task.dark_scale if task.dark is not None else None,
-                    flat_norm=1.0 if task.flat is not None else None,
-                    steps=_steps(report, task, result),
-                    run_id=run_id,
-                )
-                session.add(row)
-                session.flush()
-                session.add_all(_provenance(report, row.id))
                 if ok:
-                    session.execute(
-                        update(Calibration)
-                        .where(
-                            Calibration.frame_id == report.frame_id,
-                            Calibration.status == "current",
-                            Calibration.id != row.id,
-                        )
-                        .values(status="superseded", superseded_reason=report.reason)
-                    )
                     assert result.temporary is not None
                     replaced = _retire(Path(task.output))
                     retired += replaced
@@ -254,7 +245,7 @@ def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], 
                 report.outcome = "calibrated" if ok else "failed"
                 report.reason = report.reason if ok else result.error
                 report.warnings = result.warnings
-                report.calibration_id, report.seconds = row.id, result.seconds
+                report.calibration_id, report.seconds = new, result.seconds
     except BaseException:
         committed = bool(finished) and _committed(catalog, finished[0][0].calibration_id)
         for output, replaced in reversed(published if not committed else []):  # no rows: as they were
@@ -266,6 +257,41 @@ def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], 
             path.unlink(missing_ok=True)
         raise
     return retired
+
+
+_CALIBRATIONS = cast(Table, Calibration.__table__)
+#: One ``calibrations`` row per finished frame, their ids in the order of the rows.
+_INSERT_CALIBRATION = insert(_CALIBRATIONS).returning(_CALIBRATIONS.c.id, sort_by_parameter_order=True)
+#: The light's other current calibration becomes superseded, with the reason of the new one.
+_SUPERSEDE = (
+    update(_CALIBRATIONS)
+    .where(
+        _CALIBRATIONS.c.frame_id == bindparam("light"),
+        _CALIBRATIONS.c.status == "current",
+        _CALIBRATIONS.c.id != bindparam("new"),
+    )
+    .values(status="superseded", superseded_reason=bindparam("why"))
+)
+
+
+def _calibration_row(report: LightReport, result: FrameResult, run_id: int) -> dict[str, Any]:
+    """The ``calibrations`` row of one finished frame (``current``, or ``failed`` with the reason)."""
+    task = report.task
+    assert task is not None
+    ok = result.error is None
+    return {
+        "frame_id": report.frame_id,
+        "raw_sha256": task.sha256,
+        "path": task.output,
+        "sha256": result.sha256,
+        "status": "current" if ok else "failed",
+        "error": result.error,
+        "dark_scale_factor": task.dark_scale if task.dark is not None else None,
+        "flat_norm": 1.0 if task.flat is not None else None,
+        "steps": _steps(report, task, result),
+        "run_id": run_id,
+        "created_at": utcnow(),
+    }
 
 
 def _committed(catalog: Catalog, calibration_id: int | None) -> bool:
@@ -300,19 +326,19 @@ def _steps(report: LightReport, task: FrameTask, result: FrameResult) -> dict[st
     return steps
 
 
-def _provenance(report: LightReport, calibration_id: int) -> list[CalibrationMaster]:
+def _provenance(report: LightReport, calibration_id: int) -> list[dict[str, Any]]:
     """One ``calibration_masters`` row per applied step, with the numbers behind the choice."""
     assert report.match is not None
     return [
-        CalibrationMaster(
-            calibration_id=calibration_id,
-            role=role,
-            master_id=step.master.id,
-            delta_temp=step.delta_temp,
-            delta_time=step.delta_time,
-            scale=step.scale,
-            pinned=step.pinned,
-        )
+        {
+            "calibration_id": calibration_id,
+            "role": role,
+            "master_id": step.master.id,
+            "delta_temp": step.delta_temp,
+            "delta_time": step.delta_time,
+            "scale": step.scale,
+            "pinned": step.pinned,
+        }
         for role, step in report.match.steps.items()
         if step.status == APPLIED and step.master is not None
     ]
