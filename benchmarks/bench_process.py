@@ -7,7 +7,11 @@ its masters (not timed), then times, on the same frames in the same run:
 1. ccdproc: for each light, ``CCDData.read`` + ``ccdproc.ccd_process(master_bias, dark_frame,
    master_flat, dark_scale=True, min_value=0.01)`` + ``CCDData.write`` (masters read once);
 2. ccdcal: ``ccdcal.pipeline.process(..., redo=True)`` with ``--jobs 1`` then ``--jobs 2``: end to end,
-   planning, masters check, per-frame work and every catalog write (rows, superseding, renames).
+   planning, masters check, per-frame work and every catalog write (rows, superseding, renames);
+3. with ``--dask``: the same with ``--scheduler`` on a Dask ``LocalCluster`` of two worker processes (one
+   thread each), started once before the timed passes (a cluster that already runs, as on a site).
+
+``--db postgresql+psycopg://...`` puts the catalog in that (empty) PostgreSQL database instead of SQLite.
 
 Each contender is timed on its second pass, replacing the files of its first: on a virtual machine, page
 cache never used before can cost ten times more to write than recycled pages, and both should pay the
@@ -17,7 +21,8 @@ Prints per-frame times, the throughput ratio against ccdproc, the scaling from o
 largest difference between ccdcal's output and ccdproc's definition (``flat_correct(..., norm_value=1)``)
 on the first light.
 
-Run: ``.venv/bin/python benchmarks/bench_process.py [--quick] [--lights N] [--size S] [--keep DIR]``.
+Run: ``.venv/bin/python benchmarks/bench_process.py [--quick] [--lights N] [--size S] [--keep DIR]
+[--db URL] [--dask]``.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import numpy as np
 TARGET_RATIO = 3.0
 
 
-def prepare(folder: Path, n_lights: int, size: int) -> tuple[Any, dict[str, Path]]:
+def prepare(folder: Path, n_lights: int, size: int, db: str | None = None) -> tuple[Any, dict[str, Path]]:
     """Simulate, ingest, build masters; return the catalog and the master files by name part."""
     from ccdcal.catalog.db import Catalog
     from ccdcal.ingest.core import ingest
@@ -51,7 +56,7 @@ def prepare(folder: Path, n_lights: int, size: int) -> tuple[Any, dict[str, Path
     print(
         f"simulated {sum(len(f) for f in night.files.values())} frames in {time.perf_counter() - start:.1f} s"
     )
-    catalog = Catalog(folder / "ccdcal.db")
+    catalog = Catalog(db or folder / "ccdcal.db")
     ingest(catalog, [night.root])
     start = time.perf_counter()
     summary = build_masters(catalog, MasterOptions(masters_dir=folder / "masters"))
@@ -94,18 +99,40 @@ def run_ccdproc(lights: list[Path], masters: dict[str, Path], out: Path) -> list
     return times
 
 
-def run_ccdcal(catalog: Any, folder: Path, jobs: int) -> tuple[float, int, list[float]]:
-    """``process --redo --jobs N``: wall seconds, lights calibrated, worker seconds per frame."""
+def run_ccdcal(
+    catalog: Any, folder: Path, jobs: int, scheduler: str | None = None
+) -> tuple[float, int, list[float]]:
+    """``process --redo --jobs N [--scheduler ADDR]``: wall seconds, lights calibrated, worker seconds per
+    frame."""
     from ccdcal.pipeline import ProcessOptions, process
 
     options = ProcessOptions(
-        masters_dir=folder / "masters", output_dir=folder / "calibrated", jobs=jobs, redo=True
+        masters_dir=folder / "masters",
+        output_dir=folder / "calibrated",
+        jobs=jobs,
+        redo=True,
+        scheduler=scheduler,
     )
     start = time.perf_counter()
     summary = process(catalog, options)
     wall = time.perf_counter() - start
     seconds = [light.seconds for light in summary.of("calibrated") if light.seconds is not None]
     return wall, len(summary.of("calibrated")), seconds
+
+
+def run_dask(catalog: Any, folder: Path, n_lights: int) -> float:
+    """Seconds a frame of ``process --redo --scheduler ADDR`` on a 2-worker LocalCluster started here."""
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        run_ccdcal(catalog, folder, 2, cluster.scheduler_address)  # warm-up: workers load the kernels
+        wall, done, worker = run_ccdcal(catalog, folder, 2, cluster.scheduler_address)
+    assert done == n_lights, f"{done} of {n_lights} lights calibrated"
+    print(
+        f"  ccdcal process --scheduler (Dask) {wall / n_lights * 1e3:7.1f} ms  "
+        f"(worker {statistics.fmean(worker) * 1e3:.1f} ms a frame, wall {wall:.2f} s)"
+    )
+    return wall / n_lights
 
 
 def agreement(catalog: Any, light: Path) -> float:
@@ -145,6 +172,8 @@ def main() -> int:
     parser.add_argument("--lights", type=int, default=None, help="number of lights (default 50)")
     parser.add_argument("--size", type=int, default=None, help="image side in pixels (default 2048)")
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
+    parser.add_argument("--db", default=None, help="catalog URL (an empty database; default SQLite)")
+    parser.add_argument("--dask", action="store_true", help="also on a 2-worker Dask LocalCluster")
     args = parser.parse_args()
     n_lights = args.lights or (10 if args.quick else 50)
     size = args.size or (512 if args.quick else 2048)
@@ -153,7 +182,7 @@ def main() -> int:
         "ignore"
     )  # astropy's WCS 'datfix' notes on the N.I.N.A. headers, in ccdproc's reads
     try:
-        catalog, masters = prepare(folder, n_lights, size)
+        catalog, masters = prepare(folder, n_lights, size, args.db)
         lights = sorted((folder / "raw" / "LIGHT").iterdir())
         for light in lights:  # page cache
             light.read_bytes()
@@ -180,6 +209,12 @@ def main() -> int:
         print(f"\nthroughput vs ccdproc: {one:.2f}x with one job, {two:.2f}x with two", end="")
         print(f" (target {TARGET_RATIO:g}x on one core)")
         print(f"scaling from one job to two: {results[1] / results[2]:.2f}x")
+        if args.dask:
+            per_dask = run_dask(catalog, folder, n_lights)
+            print(
+                f"Dask LocalCluster (2 workers): {per_dask * 1e3:.1f} ms a frame, "
+                f"{per_ccdproc / per_dask:.2f}x ccdproc, {results[2] / per_dask:.2f}x of --jobs 2"
+            )
         difference = agreement(catalog, lights[0])
         print(f"largest difference from ccdproc (norm_value=1), first light: {difference:.2e}")
         catalog.close()
