@@ -425,6 +425,16 @@ def _flat(use: MasterUse, flat_min: float, shape: tuple[int, int]) -> tuple[np.n
 
 def _read_master(use: MasterUse) -> np.ndarray:
     """A master's pixels (float32), from a file whose sha256 is the one in the catalog."""
+    content = master_bytes(use)
+    try:
+        with fits.open(io.BytesIO(content), memmap=False) as hdul:
+            return np.ascontiguousarray(hdul[0].data, dtype=np.float32)
+    except (OSError, ValueError, TypeError) as exc:
+        raise FitsFormatError(f"cannot read the {use.role} master's pixels: {exc}", use.path) from exc
+
+
+def master_bytes(use: MasterUse) -> bytes:
+    """A master file's content, checked against the sha256 the catalog recorded for it."""
     try:
         content = Path(use.path).read_bytes()
     except FileNotFoundError:
@@ -437,11 +447,7 @@ def _read_master(use: MasterUse) -> np.ndarray:
             "check it with `ccdcal audit`",
             use.path,
         )
-    try:
-        with fits.open(io.BytesIO(content), memmap=False) as hdul:
-            return np.ascontiguousarray(hdul[0].data, dtype=np.float32)
-    except (OSError, ValueError, TypeError) as exc:
-        raise FitsFormatError(f"cannot read the {use.role} master's pixels: {exc}", use.path) from exc
+    return content
 
 
 _BUFFERS: dict[int, np.ndarray] = {}

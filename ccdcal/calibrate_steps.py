@@ -19,7 +19,6 @@ The MASK reads back as ``CCDData.mask`` (any bit set) and UNCERT as its ``StdDev
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,8 @@ from ccdcal.calibrate import (
     _master,
     image_level,
     level_warning,
+    master_bytes,
 )
-from ccdcal.errors import FitsFormatError
 from ccdcal.steps.cosmic import clean_cosmic_rays
 from ccdcal.steps.light import be_words, calibrate_image, clamp_flat
 from ccdcal.steps.overscan import (
@@ -201,18 +200,7 @@ def _extras(use: MasterUse) -> tuple[dict[str, Any], np.ndarray | None]:
     (read once per worker, from a file whose sha256 is the catalog's)."""
 
     def make() -> tuple[dict[str, Any], np.ndarray | None]:
-        try:
-            content = Path(use.path).read_bytes()
-        except FileNotFoundError:
-            raise FitsFormatError(
-                f"the {use.role} master is missing; run `ccdcal process` again to rebuild it", use.path
-            ) from None
-        if hashlib.sha256(content).hexdigest() != use.sha256:
-            raise FitsFormatError(
-                f"the {use.role} master changed since it was built (sha256 differs from the catalog's); "
-                "check it with `ccdcal audit`",
-                use.path,
-            )
+        content = master_bytes(use)
         with fits.open(io.BytesIO(content), memmap=False) as hdul:
             signature = signature_of_header(hdul[0].header)
             sigma = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +142,19 @@ def _progress(state: State, label: str) -> Iterator[Any]:
 
 def _print_json(data: Any) -> None:
     out.print_json(json.dumps(data, default=str, sort_keys=False), indent=2)
+
+
+def print_table(out: Console, rows: Sequence[Sequence[str]]) -> None:
+    """A summary table (first row: the headings), wide when it goes to a file or a pipe."""
+    if not rows:
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows[1:]:
+        table.add_row(*row)
+    wide = out if out.is_terminal else Console(file=out.file, width=250, highlight=False)
+    wide.print(table)
 
 
 @app.command()
@@ -561,14 +574,7 @@ def process(
         for line in summary.plan_lines() if summary.dry_run else [summary.headline()]:
             out.print(line, markup=False)
         rows = summary.table_rows() if not (summary.dry_run or summary.nothing_done) else []
-        if rows:
-            table = Table(box=None, pad_edge=False)
-            for column in rows[0]:
-                table.add_column(column)
-            for row in rows[1:]:
-                table.add_row(*row)
-            wide = out if out.is_terminal else Console(file=out.file, width=250, highlight=False)
-            wide.print(table)
+        print_table(out, rows)
     for line in summary.problem_lines() if not as_json else []:
         err.print(line, markup=False)
     raise typer.Exit(summary.exit_code)
@@ -720,15 +726,7 @@ def run_seed_config(
     elif not state.quiet:
         for line in result.lines(details=seed.debug or state.verbosity > 0):
             out.print(line, markup=False)
-        rows = result.summary.table_rows()
-        if rows:
-            table = Table(box=None, pad_edge=False)
-            for column in rows[0]:
-                table.add_column(column)
-            for row in rows[1:]:
-                table.add_row(*row)
-            wide = out if out.is_terminal else Console(file=out.file, width=250, highlight=False)
-            wide.print(table)
+        print_table(out, result.summary.table_rows())
     for line in result.problem_lines() if not as_json else []:
         err.print(line, markup=False)
     raise typer.Exit(result.exit_code)
