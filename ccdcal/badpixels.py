@@ -30,8 +30,8 @@ from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Frame, Master, MasterCalibrator
 from ccdcal.catalog.queries import MATCH_KEYS, unusable_masters
 from ccdcal.errors import FitsFormatError
-from ccdcal.fitsfiles import add_history, read_image, set_card, stamp_version, write_atomic
-from ccdcal.naming import master_name, versioned
+from ccdcal.fitsfiles import add_history, read_image, set_card, stamp_version, write_free
+from ccdcal.naming import master_name
 from ccdcal.steps.bpm import BpmParams, flat_defects, hot_pixels, low_pixels
 from ccdcal.steps.overscan import signature_of_header
 
@@ -247,7 +247,7 @@ def _register(
             stem = name.removesuffix(".fits")
             prefix = str(folder / stem)
             taken = set(session.scalars(select(Master.path).where(Master.path.startswith(prefix))))
-            written, digest = _write_free(folder, name, hdul, taken)
+            written, digest = write_free(folder, name, hdul, taken)
             version = session.scalar(same.with_only_columns(func.max(Master.version))) or 0
             fraction = float(mask.mean()) if mask.size else 0.0
             master = Master(
@@ -292,16 +292,6 @@ def _same_setup(keys: dict[str, Any]) -> Any:
     return select(Master).where(
         Master.kind == "bpm", *(getattr(Master, k).is_not_distinct_from(keys.get(k)) for k in MATCH_KEYS)
     )
-
-
-def _write_free(folder: Path, name: str, hdul: fits.HDUList, taken: set[str]) -> tuple[Path, str]:
-    for _ in range(100):  # a concurrent writer may take a name between the check and the write
-        path = versioned(folder, name, taken)
-        try:
-            return path, write_atomic(path, hdul, overwrite=False)
-        except FileExistsError:
-            taken.add(str(path))
-    raise FileExistsError(f"no free file name for {name} in {folder}")
 
 
 def select_bpm(session: Session, light: Frame | dict[str, Any]) -> Master | None:

@@ -24,6 +24,7 @@ from astropy.io import fits
 
 from ccdcal._version import __version__
 from ccdcal.errors import FitsFormatError, OutputError
+from ccdcal.naming import versioned
 from ccdcal.owners import owner_tag, parse_tag, process_alive
 
 #: Prefix of temporary files; a rerun removes stale ones it finds in its output folders.
@@ -121,6 +122,18 @@ def write_atomic(path: Path, hdul: fits.HDUList, *, overwrite: bool = True) -> s
 
 #: How the message of an output that could not be written begins (a light failed so is tried again).
 OUTPUT_FAILED = "cannot write "
+
+
+def write_free(folder: Path, name: str, hdul: fits.HDUList, taken: set[str]) -> tuple[Path, str]:
+    """Write ``hdul`` as ``folder/name`` or its first ``_vN`` variant free on disk and not in ``taken``
+    (the paths the catalog already holds); return the path and the file's sha256."""
+    for _ in range(100):  # a concurrent writer may take a name between the check and the write
+        path = versioned(folder, name, taken)
+        try:
+            return path, write_atomic(path, hdul, overwrite=False)
+        except FileExistsError:
+            taken.add(str(path))
+    raise FileExistsError(f"no free file name for {name} in {folder}")
 
 
 def output_error(path: Path, exc: OSError, *, folder: bool = False) -> OutputError:

@@ -51,7 +51,7 @@ from ccdcal.fitsfiles import (
     remove_stale_temporaries,
     set_card,
     stamp_version,
-    write_atomic,
+    write_free,
 )
 from ccdcal.impact import rebuild_reason
 from ccdcal.mastercombine import combine_group
@@ -793,13 +793,7 @@ def _write_free(session: Session, folder: Path, name: str, hdul: fits.HDUList) -
     """Write ``hdul`` as ``folder/name`` or its first free ``_vN`` variant; return the path and sha256."""
     stem = name.removesuffix(".fits")
     taken = set(session.scalars(select(Master.path).where(Master.path.startswith(str(folder / stem)))))
-    for _ in range(100):  # a concurrent writer may take a name between the check and the write
-        path = versioned(folder, name, taken)
-        try:
-            return path, write_atomic(path, hdul, overwrite=False)
-        except FileExistsError:
-            taken.add(str(path))
-    raise FileExistsError(f"no free file name for {name} in {folder}")
+    return write_free(folder, name, hdul, taken)
 
 
 def _master_row(
