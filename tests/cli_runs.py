@@ -33,6 +33,34 @@ _SCRIPT = Path(sys.executable).with_name("ccdcal")
 CCDCAL = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "ccdcal"]
 
 
+def copy_catalog(source: Path, target: Path) -> None:
+    """A consistent copy of an SQLite catalog (WAL included)."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+
+
+def ingested_night(base: Path, seed: int, lights: int, shape: tuple[int, int] = (48, 64)) -> Path:
+    """A simulated night in ``base/raw`` (3 bias, 3 darks and 3 flats a kind, ``lights`` lights),
+    ingested into ``base/template.db``; returns ``base``."""
+    from ccdcal.ingest.core import ingest
+    from ccdcal.simulate import simulate_night
+
+    raw = simulate_night(base / "raw", seed=seed, shape=shape, n_bias=3, n_dark=3, n_flat=3, n_light=lights)
+    with Catalog(base / "template.db") as catalog:
+        ingest(catalog, [raw.root], jobs=1)
+    return base
+
+
+def trial(night: Path, name: str) -> Path:
+    """A folder ``night/name`` with a copy of the night's ingested catalog as ``c.db``."""
+    folder = night / name
+    folder.mkdir()
+    copy_catalog(night / "template.db", folder / "c.db")
+    return folder
+
+
 def start(args: list[str], cwd: Path, **env: str) -> subprocess.Popen[str]:
     """Start ``ccdcal ARGS`` in ``cwd``, in a new session (its own process group)."""
     return subprocess.Popen(

@@ -18,12 +18,9 @@ from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Calibration, Claim, Frame, Run, utcnow
 from ccdcal.claims import busy, recover, run_alive
 from ccdcal.fitsfiles import sha256_file
-from ccdcal.ingest.core import ingest
 from ccdcal.owners import HOST, process_alive
 from ccdcal.pipeline import ProcessOptions, dry_run, process
-from ccdcal.simulate import simulate_night
-from tests.cli_runs import content, state
-from tests.test_crash import copy_catalog
+from tests.cli_runs import content, copy_catalog, ingested_night, state
 
 
 def dead_pid() -> int:
@@ -35,10 +32,7 @@ def dead_pid() -> int:
 @pytest.fixture(scope="module")
 def night(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A night of 4 lights ingested into template.db, and a processed copy in ``done/``."""
-    base = tmp_path_factory.mktemp("claims")
-    raw = simulate_night(base / "raw", seed=23, shape=(40, 48), n_bias=3, n_dark=3, n_flat=3, n_light=4)
-    with Catalog(base / "template.db") as catalog:
-        ingest(catalog, [raw.root], jobs=1)
+    base = ingested_night(tmp_path_factory.mktemp("claims"), seed=23, lights=4, shape=(40, 48))
     done = base / "done"
     done.mkdir()
     copy_catalog(base / "template.db", done / "c.db")

@@ -15,8 +15,7 @@ from ccdcal.catalog.models import Calibration, CalibrationMaster, Claim, Master,
 from ccdcal.ingest.core import ingest
 from ccdcal.pipeline import ProcessOptions, process
 from ccdcal.simulate import SimulatedNight, simulate_night
-from tests.cli_runs import State, start, state, temporaries
-from tests.test_crash import copy_catalog
+from tests.cli_runs import State, copy_catalog, start, state, temporaries
 
 LIGHTS = 12
 MASTERS = 7

@@ -27,14 +27,15 @@ from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Frame, HeaderCard
 from ccdcal.ingest.core import KEYWORD_INDEX, ingest
 from ccdcal.pipeline import ProcessOptions, process
-from ccdcal.simulate import simulate_night
 from tests.cli_runs import (
     State,
     assert_complete_files,
+    ingested_night,
     kill_group,
     start,
     state,
     temporaries,
+    trial,
     wait_for_run,
     work_seconds,
 )
@@ -48,14 +49,6 @@ LIGHTS = 12
 ARGS = ["--db", "c.db", "process", "--masters-dir", "masters", "--output-dir", "calibrated"]
 
 
-def copy_catalog(source: Path, target: Path) -> None:
-    """A consistent copy of an SQLite catalog (WAL included)."""
-    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
-        src.backup(dst)
-    src.close()
-    dst.close()
-
-
 @dataclass
 class Reference:
     """An uninterrupted run: how long its work took, and what it left."""
@@ -67,18 +60,7 @@ class Reference:
 @pytest.fixture(scope="module")
 def night(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simulated night of 12 lights (48x64 pixels), ingested into ``template.db`` beside it."""
-    base = tmp_path_factory.mktemp("crash")
-    raw = simulate_night(base / "raw", seed=11, shape=(48, 64), n_bias=3, n_dark=3, n_flat=3, n_light=LIGHTS)
-    with Catalog(base / "template.db") as catalog:
-        ingest(catalog, [raw.root], jobs=1)
-    return base
-
-
-def trial(night: Path, name: str) -> Path:
-    folder = night / name
-    folder.mkdir()
-    copy_catalog(night / "template.db", folder / "c.db")
-    return folder
+    return ingested_night(tmp_path_factory.mktemp("crash"), seed=11, lights=LIGHTS)
 
 
 def options(folder: Path, **changes: Any) -> ProcessOptions:

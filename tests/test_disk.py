@@ -19,22 +19,15 @@ from ccdcal import calfits, fitsfiles
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Calibration, Claim, Master
 from ccdcal.cli import app
-from ccdcal.ingest.core import ingest
 from ccdcal.pipeline import ProcessOptions, process
-from ccdcal.simulate import simulate_night
-from tests.cli_runs import State, assert_complete_files, state, temporaries
-from tests.test_crash import copy_catalog
+from tests.cli_runs import State, assert_complete_files, copy_catalog, ingested_night, state, temporaries
 
 NOSPACE = "No space left on device"
 
 
 @pytest.fixture(scope="module")
 def night(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("disk")
-    raw = simulate_night(base / "raw", seed=29, shape=(48, 64), n_bias=3, n_dark=3, n_flat=3, n_light=4)
-    with Catalog(base / "template.db") as catalog:
-        ingest(catalog, [raw.root], jobs=1)
-    return base
+    return ingested_night(tmp_path_factory.mktemp("disk"), seed=29, lights=4)
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,18 @@ from sqlalchemy import func, select
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Claim
 from ccdcal.fitsfiles import TEMP_PREFIX
-from ccdcal.ingest.core import ingest
 from ccdcal.owners import keep_interrupts, shielded
 from ccdcal.pipeline import ProcessOptions, process
-from ccdcal.simulate import simulate_night
-from tests.cli_runs import State, assert_complete_files, start, state, temporaries, wait_for_run
-from tests.test_crash import copy_catalog
+from tests.cli_runs import (
+    State,
+    assert_complete_files,
+    ingested_night,
+    start,
+    state,
+    temporaries,
+    trial,
+    wait_for_run,
+)
 
 ARGS = ["--db", "c.db", "process", "--masters-dir", "masters", "--output-dir", "calibrated"]
 MESSAGE = "Interrupted: what was finished is kept; run the same command again to resume.\n"
@@ -28,18 +34,7 @@ MESSAGE = "Interrupted: what was finished is kept; run the same command again to
 
 @pytest.fixture(scope="module")
 def night(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("interrupt")
-    raw = simulate_night(base / "raw", seed=13, shape=(48, 64), n_bias=3, n_dark=3, n_flat=3, n_light=24)
-    with Catalog(base / "template.db") as catalog:
-        ingest(catalog, [raw.root], jobs=1)
-    return base
-
-
-def trial(night: Path, name: str) -> Path:
-    folder = night / name
-    folder.mkdir()
-    copy_catalog(night / "template.db", folder / "c.db")
-    return folder
+    return ingested_night(tmp_path_factory.mktemp("interrupt"), seed=13, lights=24)
 
 
 @pytest.fixture(scope="module")
