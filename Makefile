@@ -36,10 +36,12 @@ demo: $(STAMP)
 	cd $(DEMO) && ../$(BIN)/ccdcal --db ccdcal.db ingest raw
 	cd $(DEMO) && ../$(BIN)/ccdcal --db ccdcal.db process --masters-dir masters --output-dir calibrated
 	cd $(DEMO) && ../$(BIN)/ccdcal --db ccdcal.db status
+	cd $(DEMO) && ../$(BIN)/ccdcal --db ccdcal.db report -o report.html
 	@echo
 	@echo "Raw night:  $(CURDIR)/$(DEMO)/raw"
 	@echo "Masters:    $(CURDIR)/$(DEMO)/masters"
 	@echo "Calibrated: $(CURDIR)/$(DEMO)/calibrated"
+	@echo "Report:     $(CURDIR)/$(DEMO)/report.html   (open it in a browser)"
 	@echo "Catalog:    $(CURDIR)/$(DEMO)/ccdcal.db   (try: sqlite3 $(DEMO)/ccdcal.db 'select imagetyp, count(*) from frames group by 1')"
 
 lint: $(STAMP)
