@@ -38,7 +38,7 @@ from ccdcal.catalog.models import Calibration, CalibrationMaster, utcnow
 from ccdcal.distributed import dask_cluster
 from ccdcal.fitsfiles import remove_stale_temporaries, sync_folder, temporary_path
 from ccdcal.matching import APPLIED
-from ccdcal.owners import ignore_interrupts
+from ccdcal.owners import ignore_interrupts, shielded
 from ccdcal.planning import LightReport
 from ccdcal.steps.light import warm_up
 
@@ -238,10 +238,11 @@ def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], 
                 ok = result.error is None
                 if ok:
                     assert result.temporary is not None
-                    replaced = _retire(Path(task.output))
-                    retired += replaced
-                    os.replace(result.temporary, task.output)
-                    published.append((Path(task.output), replaced))
+                    with shielded():  # a Ctrl-C never falls between the rename and its record
+                        replaced = _retire(Path(task.output))
+                        retired += replaced
+                        os.replace(result.temporary, task.output)
+                        published.append((Path(task.output), replaced))
                 report.outcome = "calibrated" if ok else "failed"
                 report.reason = report.reason if ok else result.error
                 report.warnings = result.warnings
