@@ -6,16 +6,26 @@ darks), 400 nights, seven filters, set-point temperatures with the sensor a few 
 exposures matching the lights'; 100,000 raw calibration frames and 100,000 lights, none calibrated, and
 5,000 current masters (their files are not written: planning reads only the catalog). The lights are
 sparse files of the catalogued size and mtime (planning checks that each raw file is still the one
-catalogued), so every light is planned in full: its masters matched in SQL, its output chosen.
+catalogued), so every light is planned in full: its masters matched, its output chosen. With
+``--history``, a catalog in use instead: each master made of frames of its camera (``master_inputs``), and
+every light calibrated once with masters of its camera (a current calibration and its
+``calibration_masters``). A PostgreSQL catalog is ``VACUUM ANALYZE``-d after filling, as autovacuum keeps a
+catalog in use.
 
 Then times, on that catalog:
 
 1. ``process --dry-run`` (:func:`ccdcal.pipeline.dry_run`): masters plan + the plan of every light;
 2. ``ccdcal status`` (:func:`ccdcal.status.catalog_status`);
 
-and prints the query plans of the matching and grouping selects (each must use an index).
+and with ``--explain`` prints the query plans of the matching and grouping selects (each must use an
+index).
 
-Run: ``.venv/bin/python benchmarks/bench_scale.py [--frames N] [--db URL] [--keep DIR]``.
+Run: ``.venv/bin/python benchmarks/bench_scale.py [--frames N] [--db URL] [--keep DIR] [--history]``; then
+``--reuse DIR`` (with the same ``--db``) times that catalog again without filling it; ``--repeat N`` runs
+each measure N times (the minimum is reported, with the maximum); ``--profile FILE`` writes cProfile stats
+of one dry run. With ``--db postgresql+psycopg://HOST/NAME`` the catalog is a database of its own,
+``NAME_bench_scale``, created for the run and dropped after it unless ``--keep`` (``NAME`` itself, e.g. the
+tests' ``test``, is not touched).
 """
 
 from __future__ import annotations
@@ -161,62 +171,216 @@ def fill(catalog: Any, folder: Path, n_frames: int, n_masters: int, seed: int = 
     return counts
 
 
-def explain(catalog: Any) -> None:
-    """Print the query plans of the matching and grouping selects."""
-    from ccdcal.catalog.explain import matching_plans
+def add_history(catalog: Any, folder: Path, seed: int = 2) -> dict[str, int]:
+    """A catalog in use: each master made of frames of its kind and camera, and every light calibrated
+    once (a current calibration with a bias, dark and flat of its camera; output files not written)."""
+    from sqlalchemy import insert, select
 
-    for name, plan in matching_plans(catalog).items():
-        print(f"  {name}:")
-        for line in plan:
-            print(f"    {line}")
+    from ccdcal.catalog.models import Calibration, CalibrationMaster, Frame, Master, MasterInput, utcnow
+
+    rng = random.Random(seed)
+    now = utcnow()
+    with catalog.session() as session:
+        frames: dict[tuple[Any, ...], list[tuple[int, str]]] = {}
+        query = select(Frame.id, Frame.sha256, Frame.imagetyp, Frame.instrument, Frame.xbinning)
+        for frame_id, sha256, kind, instrument, binning in session.execute(query):
+            frames.setdefault((kind, instrument, binning), []).append((frame_id, sha256))
+        masters: dict[tuple[Any, ...], list[int]] = {}
+        inputs = []
+        query = select(Master.id, Master.kind, Master.instrument, Master.xbinning, Master.n_inputs)
+        for master_id, kind, instrument, binning, n_inputs in session.execute(query):
+            masters.setdefault((kind, instrument, binning), []).append(master_id)
+            pool = frames.get((kind, instrument, binning), [])
+            for frame_id, sha256 in rng.sample(pool, min(n_inputs, len(pool))):
+                inputs.append({"master_id": master_id, "frame_id": frame_id, "sha256": sha256})
+        calibrations, links = [], []
+        for key in (k for k in frames if k[0] == "light"):
+            for frame_id, sha256 in frames[key]:
+                calibration_id = len(calibrations) + 1
+                calibrations.append(
+                    {
+                        "id": calibration_id,
+                        "frame_id": frame_id,
+                        "raw_sha256": sha256,
+                        "path": str(folder / "calibrated" / f"light_{frame_id:07d}_cal.fits"),
+                        "sha256": f"{frame_id:064x}",
+                        "status": "current",
+                        "steps": {},
+                        "created_at": now,
+                    }
+                )
+                for role in ("bias", "dark", "flat"):
+                    choice = masters.get((role, *key[1:]))
+                    if choice:
+                        links.append(
+                            {"calibration_id": calibration_id, "role": role, "master_id": rng.choice(choice)}
+                        )
+        for model, rows in ((MasterInput, inputs), (Calibration, calibrations), (CalibrationMaster, links)):
+            for i in range(0, len(rows), 20_000):
+                session.execute(insert(model), rows[i : i + 20_000])
+    return {
+        "master_inputs": len(inputs),
+        "calibrations": len(calibrations),
+        "calibration_masters": len(links),
+    }
+
+
+def explain(catalog: Any) -> None:
+    """Print the query plans of the matching and grouping selects, and the tables any reads in full."""
+    from ccdcal.catalog.explain import planned_statements, query_plan, table_scans
+
+    with catalog.session() as session:
+        for name, statement in planned_statements().items():
+            plan = query_plan(session, statement)
+            print(f"  {name}: full scans {table_scans(plan) or 'none'}")
+            for line in plan:
+                print(f"    {line}")
+
+
+def timed(label: str, call: Any, repeat: int, profile: Path | None) -> Any:
+    """Run ``call`` ``repeat`` times; print min and spread of the wall time; return the last result.
+
+    With ``profile``, the first run is under cProfile (its stats written to ``profile``) and not timed.
+    """
+    if profile is not None:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.runcall(call)
+        profiler.dump_stats(str(profile))
+        print(f"  {label}: profile written to {profile}")
+    times, result = [], None
+    for _ in range(repeat):
+        result = None  # the previous result is freed before the clock starts
+        begin = time.perf_counter()
+        result = call()
+        times.append(time.perf_counter() - begin)
+    spread = f" (max {max(times):.2f} s over {len(times)} runs)" if len(times) > 1 else ""
+    print(f"  {label}: min {min(times):.3f} s{spread}")
+    return result, min(times)
+
+
+def bench_database(url: str) -> str:
+    """The PostgreSQL database the benchmark works in: ``{database}_bench_scale`` on the server of
+    ``url`` (the database ``url`` names is never touched: the tests' ``test`` database stays as it is)."""
+    from sqlalchemy import make_url
+
+    target = make_url(url)
+    return target.set(database=f"{target.database or 'postgres'}_bench_scale").render_as_string(
+        hide_password=False
+    )
+
+
+def create_pg_database(url: str) -> None:
+    """Create the benchmark's PostgreSQL database afresh (dropped first if a former run left it)."""
+    from sqlalchemy import create_engine, make_url
+
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+        conn.exec_driver_sql(f'CREATE DATABASE "{target.database}"')
+    admin.dispose()
+
+
+def analyze(url: str) -> None:
+    """``VACUUM ANALYZE`` a PostgreSQL database (table statistics and visibility, as autovacuum keeps)."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE")
+    engine.dispose()
+
+
+def drop_pg_database(url: str) -> None:
+    """Drop the benchmark's PostgreSQL database."""
+    from sqlalchemy import create_engine, make_url
+
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+    admin.dispose()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=200_000, help="raw frames (half of them lights)")
     parser.add_argument("--masters", type=int, default=5_000, help="current masters")
-    parser.add_argument("--db", default=None, help="a SQLAlchemy URL (default: SQLite in a temp folder)")
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="a SQLAlchemy URL (default: SQLite in the work folder); on PostgreSQL the catalog is the "
+        "database NAME_bench_scale beside the one named, created and dropped at the end unless --keep",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
+    parser.add_argument(
+        "--reuse", type=Path, default=None, help="time the catalog filled by an earlier --keep run here"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each measure (min reported)")
+    parser.add_argument("--profile", type=Path, default=None, help="write cProfile stats of a dry run here")
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="a catalog in use: masters with their inputs, every light calibrated once (with --keep)",
+    )
     parser.add_argument("--explain", action="store_true", help="print the query plans too")
     args = parser.parse_args()
 
     from ccdcal.catalog.db import Catalog
-    from ccdcal.pipeline import ProcessOptions, dry_run
-    from ccdcal.status import catalog_status
 
-    folder = args.keep or Path(tempfile.mkdtemp(prefix="ccdcal-bench-scale-"))
+    folder = args.reuse or args.keep or Path(tempfile.mkdtemp(prefix="ccdcal-bench-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
+    is_pg = args.db is not None and args.db.startswith("postgresql")
+    db = bench_database(args.db) if is_pg else str(folder / "ccdcal.db")
     try:
-        catalog = Catalog(args.db or folder / "ccdcal.db")
-        begin = time.perf_counter()
-        counts = fill(catalog, folder, args.frames, args.masters)
-        print(f"catalog {catalog.name}: filled in {time.perf_counter() - begin:.1f} s: {counts}")
-        options = ProcessOptions(masters_dir=folder / "masters", output_dir=folder / "calibrated")
-        begin = time.perf_counter()
-        summary = dry_run(catalog, options)
-        plan = time.perf_counter() - begin
-        outcomes: dict[str, int] = {}
-        for light in summary.lights:
-            outcomes[light.outcome] = outcomes.get(light.outcome, 0) + 1
-        print(
-            f"process --dry-run: {plan:.2f} s for {len(summary.lights)} lights "
-            f"({plan / max(len(summary.lights), 1) * 1e6:.0f} µs a light; target {PLAN_TARGET:g} s) "
-            f"{outcomes}"
-        )
-        begin = time.perf_counter()
-        status = catalog_status(catalog)
-        took = time.perf_counter() - begin
-        print(
-            f"status: {took:.2f} s (target {STATUS_TARGET:g} s); "
-            f"{sum(len(g) for g in status['groups'].values())} groups"
-        )
+        if is_pg and args.reuse is None:
+            create_pg_database(db)
+        catalog = Catalog(db)
+        if args.reuse is None:
+            begin = time.perf_counter()
+            counts = fill(catalog, folder, args.frames, args.masters)
+            if args.history:
+                counts |= add_history(catalog, folder)
+            if is_pg:  # what autovacuum does to a catalog in use
+                analyze(db)
+            print(f"catalog {catalog.name}: filled in {time.perf_counter() - begin:.1f} s: {counts}")
+        else:
+            print(f"catalog {catalog.name}: reused")
+        measure(catalog, folder, args)
         if args.explain:
             explain(catalog)
         catalog.close()
     finally:
-        if args.keep is None:
+        if args.keep is None and args.reuse is None:
             shutil.rmtree(folder, ignore_errors=True)
+            if is_pg:
+                drop_pg_database(db)
     return 0
+
+
+def measure(catalog: Any, folder: Path, args: argparse.Namespace) -> None:
+    """Time the dry run and ``status`` on the filled catalog."""
+    from ccdcal.pipeline import ProcessOptions, dry_run
+    from ccdcal.status import catalog_status
+
+    options = ProcessOptions(masters_dir=folder / "masters", output_dir=folder / "calibrated")
+    summary, plan = timed("process --dry-run", lambda: dry_run(catalog, options), args.repeat, args.profile)
+    outcomes: dict[str, int] = {}
+    for light in summary.lights:
+        outcomes[light.outcome] = outcomes.get(light.outcome, 0) + 1
+    print(
+        f"process --dry-run: {plan:.2f} s for {len(summary.lights)} lights "
+        f"({plan / max(len(summary.lights), 1) * 1e6:.0f} µs a light; target {PLAN_TARGET:g} s) "
+        f"{outcomes}; masters {len(summary.masters_of('build'))} to build, "
+        f"{len(summary.masters_of('current'))} current, {len(summary.masters_of('skipped'))} skipped"
+    )
+    status, took = timed("status", lambda: catalog_status(catalog), args.repeat, None)
+    print(
+        f"status: {took:.2f} s (target {STATUS_TARGET:g} s); "
+        f"{sum(len(g) for g in status['groups'].values())} groups"
+    )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ from ccdcal.fitsfiles import (
 )
 from ccdcal.impact import rebuild_reason
 from ccdcal.mastercombine import combine_group
-from ccdcal.naming import master_name, number_text, versioned
+from ccdcal.naming import master_name, number_text
 from ccdcal.reduction import MasterSteps, check_step_options, plan_master_steps
 from ccdcal.steps.combine import ClipParams
 from ccdcal.steps.dark import dark_scale
@@ -245,38 +245,12 @@ def _build_all(
 
 
 def plan_masters(session: Session, options: MasterOptions = MasterOptions()) -> list[MasterReport]:
-    """What :func:`build_masters` would do, group by group, without combining or writing any file.
+    """What :func:`build_masters` would do, group by group, without combining or writing any file: see
+    :func:`ccdcal.masterplan.plan_masters` (provisional rows are added to ``session``, which the caller
+    must roll back)."""
+    from ccdcal.masterplan import plan_masters as plan  # it builds on this module
 
-    A group whose master would be built gets the outcome ``build`` and a provisional ``masters`` row in
-    ``session`` (its future file name, a placeholder sha256, the group's current master superseded), so
-    that the groups planned after it, and lights matched later in the same session, see the catalog as
-    it would be. The caller must roll the session back (``ccdcal process --dry-run`` does).
-    """
-    _check_options(options)
-    folder = options.masters_dir.expanduser().resolve()
-    reports: list[MasterReport] = []
-    for kind in (k for k in MASTER_ORDER if k in options.kinds):
-        rows = grouped_frames(session, kind)
-        for _, group in groupby(rows, key=lambda r: r["group_number"]):
-            frames = list(group)
-            keys = {name: frames[0][name] for name in GROUP_KEYS[kind]}
-            report = MasterReport(kind, keys, "skipped", len(frames))
-            report.reason = _cannot_group(kind, keys, frames, options)
-            if report.reason is None:
-                plan, report.reason = plan_group(session, kind, keys, frames, options)
-            if report.reason is None:
-                existing = _existing(session, plan)
-                if existing is None:
-                    existing = _provisional(session, plan, folder)
-                    report.outcome = "build"
-                else:
-                    report.outcome = "current"
-                    report.reason = _marked_bad(existing)
-                    if report.reason:
-                        report.outcome = "skipped"
-                report.path, report.master_id, report.version = existing.path, existing.id, existing.version
-            reports.append(report)
-    return reports
+    return plan(session, options)
 
 
 def _marked_bad(master: Master) -> str | None:
@@ -298,25 +272,23 @@ def _existing(session: Session, plan: GroupPlan) -> Master | None:
     return existing if existing is not None and Path(existing.path).is_file() else None
 
 
-def _provisional(session: Session, plan: GroupPlan, folder: Path) -> Master:
-    """A placeholder row for a master that would be built (see :func:`plan_masters`)."""
-    stem = _file_name(plan).removesuffix(".fits")
-    taken = set(session.scalars(select(Master.path).where(Master.path.startswith(str(folder / stem)))))
-    for old in session.scalars(_same_group(plan)):
-        _supersede(session, old, plan)
-    path = versioned(folder, _file_name(plan), taken)
-    return _add_master(session, plan, path=str(path), sha256="0" * 64, parameters={"provisional": True})
-
-
 def _add_master(session: Session, plan: GroupPlan, **fields: Any) -> Master:
     """Add the ``masters`` row of a plan (the next version of its group) with ``fields`` on top."""
     earlier = session.scalar(
         _same_group(plan, current_only=False).with_only_columns(func.max(Master.version))
     )
-    master = Master(
+    master = master_row(plan, (earlier or 0) + 1, **fields)
+    session.add(master)
+    session.flush()
+    return master
+
+
+def master_row(plan: GroupPlan, version: int, **fields: Any) -> Master:
+    """The ``masters`` row of a plan, at ``version``, with ``fields`` on top (not added to a session)."""
+    return Master(
         kind=plan.kind,
         identity=plan.identity,
-        version=(earlier or 0) + 1,
+        version=version,
         **plan.keys,
         includes_bias=plan.includes_bias,
         ccd_temp_mean=plan.ccd_temp_mean,
@@ -326,9 +298,6 @@ def _add_master(session: Session, plan: GroupPlan, **fields: Any) -> Master:
         status="current",
         **fields,
     )
-    session.add(master)
-    session.flush()
-    return master
 
 
 # -- one group ----------------------------------------------------------------------------------------
@@ -477,9 +446,17 @@ def _mean_time(dates: Sequence[dt.datetime]) -> dt.datetime | None:
 
 
 def plan_group(
-    session: Session, kind: str, keys: dict[str, Any], frames: list[dict[str, Any]], options: MasterOptions
+    session: Session,
+    kind: str,
+    keys: dict[str, Any],
+    frames: list[dict[str, Any]],
+    options: MasterOptions,
+    cards: dict[int, dict[str, Any]] | None = None,
 ) -> tuple[GroupPlan, str | None]:
     """Choose a group's calibrators and scales, and compute its identity.
+
+    ``cards``: the section cards of the kind's frames, when the caller has read them for every group
+    (:func:`~ccdcal.reduction.plan_master_steps` reads the group's otherwise).
 
     Returns
     -------
@@ -500,7 +477,7 @@ def plan_group(
         plan.includes_bias = plan.bias is None
     if kind == "flat":
         _choose_flat_dark(session, plan, options.rules, scale=options.flat_dark_scale)
-    plan.steps, reason = plan_master_steps(session, frames, options)
+    plan.steps, reason = plan_master_steps(session, frames, options, cards)
     if reason:
         return plan, f"cannot prepare the {kind} frames of group {describe_keys(keys)}: {reason}"
     plan.identity = master_identity(plan, options.params)

@@ -9,7 +9,7 @@ For each step (bias, dark, flat) of one light, in order (:func:`match_light`):
 4. otherwise the SQL match of DESIGN.md (same camera keys, |ΔT| within the tolerance, dark exposure or
    nearest scaled dark, flat filter; nearest temperature, nearest time, newest). Nothing matching is
    ``missing`` — the light is not calibrated — unless ``--allow-missing`` names the kind
-   (``allowed_missing``). The reason names the failed key and the nearest candidate:
+   (``allowed_missing``). The reason names the failed key and the nearest candidate (:mod:`ccdcal.nearest`):
    ``no dark at 300 s, -10 °C ±2 (nearest: 120 s at -10.2 °C)``.
 
 Every step keeps the numbers behind its choice (ΔT, Δt, scale, pinned) for ``calibration_masters``.
@@ -18,12 +18,13 @@ Every step keeps the numbers behind its choice (ΔT, Δt, scale, pinned) for ``c
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.models import Frame, Master
@@ -32,12 +33,22 @@ from ccdcal.catalog.queries import (
     SETUP_KEYS,
     MatchRules,
     kind_available,
-    unusable_masters,
     usable,
 )
-from ccdcal.catalog.selection import best_masters, select_master
+from ccdcal.catalog.ranking import Targets, rank_masters
+from ccdcal.catalog.selection import select_master
 from ccdcal.impact import unusable_reason
-from ccdcal.naming import number_text
+from ccdcal.nearest import (
+    nearest as nearest,  # also importable from here, as it was
+)
+from ccdcal.nearest import (
+    nearest_among,
+    setup_masters,
+    setup_text,
+    shape_text,
+    value_text,
+    wanted_temp,
+)
 
 #: The calibration steps, in the order they are matched and applied.
 ROLES = ("bias", "dark", "flat")
@@ -91,7 +102,7 @@ class MasterInfo:
             naxis2=master.naxis2,
         )
 
-    @property
+    @cached_property
     def name(self) -> str:
         """The file name."""
         return Path(self.path).name
@@ -124,6 +135,44 @@ class Step:
                 "pinned": self.pinned,
             }
         return data
+
+
+class MatchedStep(Step):
+    """An applied step chosen by the matching rules, whose reason — the numbers behind the match,
+    ``nearest match: ΔT +0.12 °C, Δt -1.50 h`` — is written when first read: a plan of 100,000 lights
+    shows few of them, or none. Otherwise a :class:`Step` (same fields, equality and JSON)."""
+
+    def __init__(
+        self,
+        role: str,
+        status: str = APPLIED,
+        reason: str | None = None,
+        master: MasterInfo | None = None,
+        delta_temp: float | None = None,
+        delta_time: float | None = None,
+        scale: float | None = None,
+        pinned: bool = False,
+    ) -> None:
+        self.role, self.status, self._reason, self.master = role, status, reason, master
+        self.delta_temp, self.delta_time, self.scale, self.pinned = delta_temp, delta_time, scale, pinned
+
+    @property
+    def reason(self) -> str:
+        """The step's reason (see the class docstring)."""
+        if self._reason is None:
+            self._reason = _matched_text(self.delta_temp, self.delta_time, self.scale)
+        return self._reason
+
+    @reason.setter
+    def reason(self, value: str) -> None:
+        self._reason = value
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Step):
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(Step))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a Step
 
 
 @dataclass(frozen=True)
@@ -166,9 +215,12 @@ class LightMatch:
     @property
     def reason(self) -> str | None:
         """Why the light cannot be calibrated (``None``: it can)."""
-        if self.steps and all(s.status == NOT_AVAILABLE for s in self.steps.values()):
+        statuses = {s.status for s in self.steps.values()}
+        if statuses == {NOT_AVAILABLE}:
             return "nothing to calibrate it with: " + "; ".join(s.reason for s in self.steps.values())
-        return "; ".join(s.reason for s in self.missing) or None
+        if MISSING not in statuses:
+            return None
+        return "; ".join(s.reason for s in self.missing)
 
     def applied(self, role: str) -> MasterInfo | None:
         """The master applied in a step, if any."""
@@ -186,53 +238,113 @@ class Choices:
     """The masters chosen for lights, by :func:`~ccdcal.catalog.selection.select_master`'s rules.
 
     With ``batch`` (a plan of every usable light), the first question about a kind and variant (rules,
-    dark with or without the bias) is answered for every usable light at once, by one set-based select
-    (:func:`~ccdcal.catalog.selection.best_masters`): planning 100,000 lights is a few queries, not a few
-    per light. Without it, or for a target that is not a usable light, one select answers one target.
+    dark with or without the bias) is answered for every usable light at once
+    (:func:`~ccdcal.catalog.ranking.rank_masters`: candidates and lights read once, ranked with numpy):
+    planning 100,000 lights is a few queries, not a few per light. Without it, or for a target that is
+    not a usable light, one select answers one target.
+
+    Parameters
+    ----------
+    session : Session
+        An open catalog session.
+    batch : bool
+        Answer for every usable light at once.
+    targets : Targets, optional
+        The usable lights' target columns, when the caller has read them (else read when first needed).
     """
 
-    def __init__(self, session: Session, *, batch: bool = False) -> None:
+    def __init__(self, session: Session, *, batch: bool = False, targets: Targets | None = None) -> None:
         self.session = session
         self.batch = batch
         self.available: dict[Any, bool] = {}
+        self._targets = targets
         self._lights: set[int] | None = None
         self._best: dict[Any, dict[int, int]] = {}
         self._info: dict[int, tuple[Master, MasterInfo]] = {}
+        self._nearest: dict[Any, tuple[list[Master], set[int]]] = {}
+        self._unusable_reasons: dict[int, str | None] = {}
 
-    def select(self, kind: str, target: dict[str, Any], rules: MatchRules, **flags: bool) -> Master | None:
+    def select(self, kind: str, target: Mapping[str, Any], rules: MatchRules, **flags: bool) -> Master | None:
         """The best master of ``kind`` for ``target`` (``None``: nothing matches)."""
         frame_id = target.get("id")
         if not self.batch or frame_id is None or frame_id not in self._usable_lights():
             return select_master(self.session, kind, target, rules, **flags)
-        key = (kind, rules, tuple(sorted(flags.items())))
-        if key not in self._best:
-            self._best[key] = best_masters(self.session, kind, usable("light"), rules, **flags)
-        master_id = self._best[key].get(frame_id)
+        master_id = self._best_of(kind, rules, tuple(sorted(k for k, on in flags.items() if on))).get(
+            frame_id
+        )
         return None if master_id is None else self._row(master_id)[0]
+
+    def pick(
+        self, kind: str, target: Mapping[str, Any], rules: MatchRules, flag: str = ""
+    ) -> MasterInfo | None:
+        """:meth:`select`, as the master's :class:`MasterInfo`; ``flag`` names the one flag set, if any
+        (``exclude_with_bias``, ``only_with_bias``)."""
+        frame_id = target.get("id")
+        if self.batch and frame_id in (self._lights if self._lights is not None else self._usable_lights()):
+            master_id = self._best_of(kind, rules, (flag,) if flag else ()).get(frame_id)
+            return None if master_id is None else self._row(master_id)[1]
+        flags = {flag: True} if flag else {}
+        master = select_master(self.session, kind, target, rules, **flags)
+        return None if master is None else self.info(master)
+
+    def _best_of(self, kind: str, rules: MatchRules, flags: tuple[str, ...]) -> dict[int, int]:
+        """Light id → master id for one kind, rules and the flags set, ranked for every usable light when
+        first asked."""
+        key = (kind, rules, flags)
+        best = self._best.get(key)
+        if best is None:
+            every = self._all_targets()
+            best = self._best[key] = rank_masters(
+                self.session, kind, every, rules, **dict.fromkeys(flags, True)
+            )
+        return best
 
     def info(self, master: Master) -> MasterInfo:
         """The master's :class:`MasterInfo`, made once per master."""
         return self._row(master.id, master)[1]
 
+    def nearest(self, kind: str, target: Mapping[str, Any], rules: MatchRules) -> str:
+        """:func:`~ccdcal.nearest.nearest`, with the masters of each camera set-up read once."""
+        setup = (kind, *(target.get(k) for k in SETUP_KEYS))
+        if setup not in self._nearest:
+            self._nearest[setup] = setup_masters(self.session, kind, target)
+        every, unusable = self._nearest[setup]
+        return nearest_among(self.unusable_reason, kind, target, rules, every, unusable)
+
+    def unusable_reason(self, master: Master) -> str | None:
+        """:func:`~ccdcal.impact.unusable_reason`, once per master."""
+        if master.id not in self._unusable_reasons:
+            self._unusable_reasons[master.id] = unusable_reason(self.session, master)
+        return self._unusable_reasons[master.id]
+
     def _row(self, master_id: int, master: Master | None = None) -> tuple[Master, MasterInfo]:
-        if master_id not in self._info:
+        found = self._info.get(master_id)
+        if found is None:
             row = master if master is not None else self.session.get(Master, master_id)
             assert row is not None
-            self._info[master_id] = (row, MasterInfo.of(row))
-        return self._info[master_id]
+            found = self._info[master_id] = (row, MasterInfo.of(row))
+        return found
+
+    def _all_targets(self) -> Targets:
+        if self._targets is None:
+            self._targets = Targets.load(self.session, usable("light"))
+        return self._targets
 
     def _usable_lights(self) -> set[int]:
-        if self._lights is None:
-            self._lights = set(self.session.scalars(select(Frame.id).where(usable("light"))))
-        return self._lights
+        lights = self._lights
+        if lights is None:
+            lights = self._lights = set(self._all_targets().columns.ids.tolist())
+        return lights
 
 
 def match_light(
     session: Session,
-    light: Frame,
+    light: Any,
     options: MatchOptions,
     available: dict[Any, bool] | None = None,
     choices: Choices | None = None,
+    *,
+    target: Mapping[str, Any] | None = None,
 ) -> LightMatch:
     """Decide each step of one light (see the module's description).
 
@@ -240,8 +352,8 @@ def match_light(
     ----------
     session : Session
         An open catalog session.
-    light : Frame
-        The light's ``frames`` row.
+    light : Frame or Row
+        The light's ``frames`` row (an ORM object, or a row of a select with the target columns).
     options : MatchOptions
         Tolerances, skipped, allowed-missing and pinned steps.
     available : dict, optional
@@ -249,30 +361,37 @@ def match_light(
         by the lights of one plan.
     choices : Choices, optional
         Shared by the lights of one plan (made with ``batch=True``: one select per kind for them all).
+    target : mapping, optional
+        The light's values by column name, when the caller has them as a dict already.
 
     Returns
     -------
     LightMatch
         One :class:`Step` per role.
     """
-    target = target_of(light)
+    if target is None:  # a row of a select holds every value of a target; an ORM row is copied
+        target = dict(light._mapping) if isinstance(light, Row) else target_of(light)
     choices = choices if choices is not None else Choices(session)
     cache = available if available is not None else choices.available
+    setup = tuple(map(target.get, SETUP_KEYS))
     steps: dict[str, Step] = {}
-    steps["bias"] = _step(choices, "bias", target, options, _bias_query, cache)
+    steps["bias"] = _step(choices, "bias", target, setup, options, _bias_query, cache)
     with_bias = steps["bias"].status in (APPLIED, MISSING)  # a missing bias stops the light anyway
-    steps["dark"] = _step(choices, "dark", target, options, _dark_query(with_bias, options), cache)
-    steps["flat"] = _step(choices, "flat", target, options, _flat_query, cache)
-    return LightMatch(light.id, steps)
+    dark = _dark_query if with_bias else _dark_with_bias_query
+    steps["dark"] = _step(choices, "dark", target, setup, options, dark, cache)
+    steps["flat"] = _step(choices, "flat", target, setup, options, _flat_query, cache)
+    return LightMatch(target["id"], steps)
 
 
-Query = Any  # (choices, target, rules) -> (Master | None, description of what was wanted)
+#: (choices, target, options) -> (the master, or None and a description of what was wanted)
+Query = Callable[[Choices, Mapping[str, Any], MatchOptions], tuple[MasterInfo | None, str]]
 
 
 def _step(
     choices: Choices,
     role: str,
-    target: dict[str, Any],
+    target: Mapping[str, Any],
+    setup: tuple[Any, ...],
     options: MatchOptions,
     query: Query,
     available: dict[Any, bool],
@@ -282,57 +401,83 @@ def _step(
         return Step(role, SKIPPED, why)
     if role in options.pins:
         return _pinned(role, options.pins[role], target, options)
-    session = choices.session
-    setup = (role, *(target.get(k) for k in SETUP_KEYS))
-    if setup not in available:
-        available[setup] = kind_available(session, role, target)
-    if not available[setup]:
+    known = available.get((role, setup))
+    if known is None:
+        known = available[(role, setup)] = kind_available(choices.session, role, target)
+    if not known:
         return Step(
-            role, NOT_AVAILABLE, f"no {role} frames in the catalog for this camera ({_setup(target)})"
+            role, NOT_AVAILABLE, f"no {role} frames in the catalog for this camera ({setup_text(target)})"
         )
-    master, wanted = query(choices, target, options.rules)
-    if master is None:
-        reason = f"{wanted} ({nearest(session, role, target, options.rules)})"
+    info, wanted = query(choices, target, options)
+    if info is None:
+        reason = f"{wanted} ({choices.nearest(role, target, options.rules)})"
         if role in options.allow_missing:
             return Step(role, ALLOWED_MISSING, f"{reason}; allowed by --allow-missing {role}")
         return Step(role, MISSING, reason)
-    info = choices.info(master)
-    step = Step(role, APPLIED, "", info, *_deltas(info, target))
-    if role == "dark":
-        step.scale = _scale(info, target)
-    step.reason = _matched_text(step)
-    return step
+    delta_temp, delta_time = _deltas(info, target)
+    scale = _scale(info, target) if role == "dark" else None
+    return MatchedStep(role, APPLIED, None, info, delta_temp, delta_time, scale)
 
 
-def _bias_query(choices: Choices, target: dict[str, Any], rules: MatchRules) -> tuple[Master | None, str]:
-    return choices.select("bias", target, rules), f"no bias at {_wanted_temp(target, rules)}"
+def _bias_query(
+    choices: Choices, target: Mapping[str, Any], options: MatchOptions
+) -> tuple[MasterInfo | None, str]:
+    master = choices.pick("bias", target, options.rules)
+    return master, "" if master is not None else f"no bias at {wanted_temp(target, options.rules)}"
 
 
-def _flat_query(choices: Choices, target: dict[str, Any], rules: MatchRules) -> tuple[Master | None, str]:
-    wanted = f"no flat in filter {_text(target.get('filter'))}, {_wanted_temp(target, rules)}"
-    return choices.select("flat", target, rules), wanted
+def _flat_query(
+    choices: Choices, target: Mapping[str, Any], options: MatchOptions
+) -> tuple[MasterInfo | None, str]:
+    master = choices.pick("flat", target, options.rules)
+    if master is not None:
+        return master, ""
+    return None, f"no flat in filter {value_text(target.get('filter'))}, {wanted_temp(target, options.rules)}"
 
 
-def _dark_query(bias_applied: bool, options: MatchOptions) -> Query:
-    """The dark's select: bias-subtracted darks after a bias, else darks that hold the bias, unscaled."""
-
-    def query(choices: Choices, target: dict[str, Any], rules: MatchRules) -> tuple[Master | None, str]:
-        if target.get("exptime") is None:
-            return None, "no exposure time in the light's header (EXPTIME absent, not a number or negative)"
-        exposure = f"{_text(target.get('exptime'))} s, {_wanted_temp(target, rules)}"
-        if bias_applied:
-            wanted = f"no dark {'to scale to' if rules.dark_scale else 'at'} {exposure}"
-            return choices.select("dark", target, rules, exclude_with_bias=True), wanted
-        exact = replace(rules, dark_scale=False)
-        master = choices.select("dark", target, exact, only_with_bias=True)
-        if master is None and not options.no_bias:  # bias allowed missing: a bias-subtracted dark will do
-            master = choices.select("dark", target, rules, exclude_with_bias=True)
-        return master, f"no dark containing the bias at {exposure}"
-
-    return query
+def _dark_query(
+    choices: Choices, target: Mapping[str, Any], options: MatchOptions
+) -> tuple[MasterInfo | None, str]:
+    """The dark after a bias: bias-subtracted darks (scaled with ``--dark-scale``)."""
+    if target.get("exptime") is None:
+        return None, _NO_EXPTIME
+    rules = options.rules
+    master = choices.pick("dark", target, rules, "exclude_with_bias")
+    if master is not None:
+        return master, ""
+    return None, f"no dark {'to scale to' if rules.dark_scale else 'at'} {_exposure(target, rules)}"
 
 
-def _pinned(role: str, master: MasterInfo, target: dict[str, Any], options: MatchOptions) -> Step:
+def _dark_with_bias_query(
+    choices: Choices, target: Mapping[str, Any], options: MatchOptions
+) -> tuple[MasterInfo | None, str]:
+    """The dark without a bias: darks that hold the bias, unscaled; when the bias is allowed missing, a
+    bias-subtracted dark will do."""
+    if target.get("exptime") is None:
+        return None, _NO_EXPTIME
+    rules = options.rules
+    master = choices.pick("dark", target, _unscaled(rules), "only_with_bias")
+    if master is None and not options.no_bias:
+        master = choices.pick("dark", target, rules, "exclude_with_bias")
+    if master is not None:
+        return master, ""
+    return None, f"no dark containing the bias at {_exposure(target, rules)}"
+
+
+_NO_EXPTIME = "no exposure time in the light's header (EXPTIME absent, not a number or negative)"
+
+
+@lru_cache(maxsize=64)
+def _unscaled(rules: MatchRules) -> MatchRules:
+    """The rules without dark scaling."""
+    return replace(rules, dark_scale=False)
+
+
+def _exposure(target: Mapping[str, Any], rules: MatchRules) -> str:
+    return f"{value_text(target.get('exptime'))} s, {wanted_temp(target, rules)}"
+
+
+def _pinned(role: str, master: MasterInfo, target: Mapping[str, Any], options: MatchOptions) -> Step:
     """A pinned master: applied whatever its status, unless it cannot serve this light at all."""
     shape = (master.naxis1, master.naxis2)
     light_shape = (target.get("naxis1"), target.get("naxis2"))
@@ -340,7 +485,7 @@ def _pinned(role: str, master: MasterInfo, target: dict[str, Any], options: Matc
         return Step(
             role,
             MISSING,
-            f"pinned {role} {master.name} is {_shape(shape)} pixels, the light {_shape(light_shape)}",
+            f"pinned {role} {master.name} is {shape_text(shape)} pixels, the light {shape_text(light_shape)}",
         )
     step = Step(role, APPLIED, f"pinned with --{role}", master, *_deltas(master, target), pinned=True)
     if role == "dark":
@@ -351,7 +496,8 @@ def _pinned(role: str, master: MasterInfo, target: dict[str, Any], options: Matc
             return Step(
                 role,
                 MISSING,
-                f"pinned dark {master.name} is {_text(dark_time)} s, the light {_text(exptime)} s: {why}",
+                f"pinned dark {master.name} is {value_text(dark_time)} s, "
+                f"the light {value_text(exptime)} s: {why}",
             )
         step.scale = _scale(master, target)
     return step
@@ -361,7 +507,7 @@ def _same_exposure(exptime: float, dark_time: float, options: MatchOptions) -> b
     return abs(exptime - dark_time) <= options.rules.exptime_tolerance * max(abs(exptime), 1e-9)
 
 
-def _deltas(master: MasterInfo, target: dict[str, Any]) -> tuple[float | None, float | None]:
+def _deltas(master: MasterInfo, target: Mapping[str, Any]) -> tuple[float | None, float | None]:
     """(ΔT, Δt): master minus light, in °C and seconds (``None`` when either value is unknown)."""
     temp, when = target.get("ccd_temp"), target.get("date_obs")
     delta_temp = (
@@ -375,7 +521,7 @@ def _deltas(master: MasterInfo, target: dict[str, Any]) -> tuple[float | None, f
     return delta_temp, delta_time
 
 
-def _scale(dark: MasterInfo, target: dict[str, Any]) -> float:
+def _scale(dark: MasterInfo, target: Mapping[str, Any]) -> float:
     """``t_light / t_dark`` for a bias-subtracted dark; 1 for one holding the bias or without exposures."""
     exptime = target.get("exptime")
     if dark.includes_bias or not exptime or not dark.exptime:
@@ -383,114 +529,13 @@ def _scale(dark: MasterInfo, target: dict[str, Any]) -> float:
     return float(exptime) / float(dark.exptime)
 
 
-def _matched_text(step: Step) -> str:
+def _matched_text(delta_temp: float | None, delta_time: float | None, scale: float | None) -> str:
+    """``nearest match: ΔT +0.12 °C, Δt -1.50 h, scaled x2``: the numbers behind an applied step."""
     parts = []
-    if step.delta_temp is not None:
-        parts.append(f"ΔT {step.delta_temp:+.2f} °C")
-    if step.delta_time is not None:
-        parts.append(f"Δt {step.delta_time / 3600:+.2f} h")
-    if step.scale is not None and step.scale != 1.0:
-        parts.append(f"scaled x{step.scale:.6g}")
+    if delta_temp is not None:
+        parts.append(f"ΔT {delta_temp:+.2f} °C")
+    if delta_time is not None:
+        parts.append(f"Δt {delta_time / 3600:+.2f} h")
+    if scale is not None and scale != 1.0:
+        parts.append(f"scaled x{scale:.6g}")
     return "nearest match" + (f": {', '.join(parts)}" if parts else "")
-
-
-# -- why nothing matched --------------------------------------------------------------------------------
-
-
-def nearest(session: Session, kind: str, target: Mapping[str, Any], rules: MatchRules) -> str:
-    """``nearest: 120 s at -10.2 °C``: the usable master of ``kind`` closest to matching ``target``.
-
-    Candidates are the current masters of the same camera set-up that may be used (not marked bad, no
-    bad input or calibrator); those with the same camera keys come first (else the first differing key is
-    named). They are ranked by how many of the criteria (temperature, exposure for darks, filter for
-    flats) they fail, then by exposure distance, then by temperature distance. A master that would match
-    but may not be used is named with the reason (``master_dark_60s.fits is marked bad (stripes)``).
-    """
-    query = select(Master).where(
-        Master.kind == kind,
-        Master.status == "current",
-        *(getattr(Master, k).is_not_distinct_from(target.get(k)) for k in SETUP_KEYS),
-    )
-    unusable = set(session.scalars(unusable_masters()))
-    every = list(session.scalars(query))
-    candidates = [m for m in every if m.id not in unusable and not m.is_bad]
-
-    def distance(master: Master) -> tuple[Any, ...]:
-        return _distance(master, kind, target, rules)
-
-    blocked = [
-        m for m in every if m not in candidates and not _camera_difference(m, target) and distance(m)[0] == 0
-    ]
-    why = f"; {unusable_reason(session, min(blocked, key=distance))}" if blocked else ""
-    if not candidates:
-        return f"no usable {kind} master for this camera{why}"
-    same_camera = [m for m in candidates if not _camera_difference(m, target)]
-    best = min(same_camera or candidates, key=distance)
-    described = _describe(best, kind)
-    difference = _camera_difference(best, target)
-    return f"nearest: {difference + ', ' if difference else ''}{described}{why}"
-
-
-def _camera_difference(master: Master, target: Mapping[str, Any]) -> str:
-    for key in MATCH_KEYS:
-        value = getattr(master, key)
-        if value != target.get(key):
-            label = {"readout_mode": "readout mode", "xbinning": "x binning", "ybinning": "y binning"}
-            return f"{label.get(key, key)} {_text(value)}"
-    return ""
-
-
-def _distance(master: Master, kind: str, target: Mapping[str, Any], rules: MatchRules) -> tuple[Any, ...]:
-    temp, mean = target.get("ccd_temp"), master.ccd_temp_mean
-    temp_gap = abs(mean - temp) if temp is not None and mean is not None else float("inf")
-    fails = int(not temp_gap <= rules.temp_tolerance) if temp is not None else int(mean is not None)
-    exposure_gap = 0.0
-    if kind == "dark":
-        exptime = target.get("exptime")
-        exposure_gap = abs((master.exptime or 0.0) - (exptime or 0.0))
-        fails += int(exposure_gap > rules.exptime_tolerance * max(abs(exptime or 0.0), 1e-9))
-    if kind == "flat":
-        fails += int(master.filter != target.get("filter"))
-    return (fails, exposure_gap, temp_gap, -master.id)
-
-
-def _describe(master: Master, kind: str) -> str:
-    temp = f"{_temp(master.ccd_temp_mean)} °C" if master.ccd_temp_mean is not None else "no temperature"
-    if kind == "dark":
-        return f"{_text(master.exptime)} s at {temp}"
-    if kind == "flat":
-        return f"filter {_text(master.filter)} at {temp}"
-    return temp
-
-
-def _wanted_temp(target: Mapping[str, Any], rules: MatchRules) -> str:
-    temp = target.get("ccd_temp")
-    if temp is None:
-        return "unknown temperature"
-    return f"{_temp(temp)} °C ±{number_text(rules.temp_tolerance)}"
-
-
-def _temp(value: float) -> str:
-    """A temperature for messages: at most two decimals, no trailing zeros (``-10.2``, ``-102.25``)."""
-    return f"{round(value, 2):g}"
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return "NA"
-    if isinstance(value, float):
-        return number_text(value)
-    return str(value)
-
-
-def _shape(shape: tuple[Any, Any]) -> str:
-    return f"{_text(shape[0])}x{_text(shape[1])}"
-
-
-def _setup(target: Mapping[str, Any]) -> str:
-    """``ZWO ASI294MM Pro b2x2 80x64``: the camera set-up of a light, for messages."""
-    binning = f"b{_text(target.get('xbinning'))}x{_text(target.get('ybinning'))}"
-    parts = [binning, _shape((target.get("naxis1"), target.get("naxis2")))]
-    if target.get("instrument"):
-        parts.insert(0, str(target["instrument"]))
-    return " ".join(parts)

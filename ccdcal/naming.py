@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 
@@ -70,7 +71,9 @@ def master_name(
 
 def calibrated_name(raw_path: str | Path) -> str:
     """``calibrated/{raw stem}_cal.fits`` for a raw frame (compression suffixes dropped)."""
-    name = Path(raw_path).name
+    name = os.path.basename(raw_path) if isinstance(raw_path, str) else ""
+    if name in ("", ".", ".."):  # a path ending in a separator or a dot: as pathlib reads it
+        name = Path(raw_path).name
     lower = name.lower()
     for suffix in (".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fit.fz", ".fits", ".fit", ".fts", ".fz"):
         if lower.endswith(suffix):

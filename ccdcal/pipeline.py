@@ -43,7 +43,8 @@ from ccdcal.fitsfiles import check_writable, remove_own_temporaries
 from ccdcal.masters import MasterOptions, MasterReport, build_masters, plan_masters
 from ccdcal.matching import ROLES, MasterInfo, MatchOptions
 from ccdcal.naming import number_text
-from ccdcal.planning import LightReport, plan_lights
+from ccdcal.pending import last_process_run
+from ccdcal.planning import LightReport, paused_gc, plan_lights
 from ccdcal.reduction import check_step_options
 from ccdcal.register import calibrate_lights
 from ccdcal.steps.light import FLAT_MIN
@@ -347,7 +348,7 @@ def dry_run(catalog: Catalog, options: ProcessOptions = ProcessOptions()) -> Pro
     """
     check_options(options)
     summary = ProcessSummary(dry_run=True)
-    with _rolled_back(catalog) as session:
+    with _rolled_back(catalog) as session, paused_gc():
         match = match_options(session, options)
         taken = claims.busy(session, None)
         summary.masters = plan_masters(session, options.master_options())
@@ -486,7 +487,7 @@ def match_options(
 def plan_now(catalog: Catalog) -> tuple[int | None, ProcessSummary]:
     """The dry run of ``ccdcal process`` with the options of the last ``process`` (or ``run``) run, and
     that run's id; default options (and ``None``) when there was none or its pinned masters are gone."""
-    run = next((r for r in catalog.runs(limit=50) if r.command in ("process", "run")), None)
+    run = last_process_run(catalog)
     options = ProcessOptions.from_arguments(run.arguments) if run is not None else ProcessOptions()
     options = replace(options, redo=False)
     try:

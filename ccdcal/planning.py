@@ -17,22 +17,27 @@ folder) or a foreign file already has that name.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from ccdcal.calibrate import FrameTask, MasterUse
+from ccdcal.calibrate import FrameTask, LightSteps, MasterUse
 from ccdcal.catalog.models import Calibration, CalibrationMaster, Frame, Master
-from ccdcal.catalog.queries import usable
+from ccdcal.catalog.queries import core_rows, no_jit, usable
+from ccdcal.catalog.ranking import Columns, Targets, exact_time, target_columns
 from ccdcal.fitsfiles import OUTPUT_FAILED
-from ccdcal.impact import unusable_reason
-from ccdcal.matching import APPLIED, ROLES, Choices, LightMatch, MatchOptions, match_light
-from ccdcal.naming import calibrated_name, versioned
+from ccdcal.matching import APPLIED, ROLES, Choices, LightMatch, MasterInfo, MatchOptions, match_light
+from ccdcal.naming import calibrated_name
 from ccdcal.reduction import StepContext, plan_light_steps, step_changes
 
 #: How a step that is not applied shows in summaries.
@@ -60,10 +65,23 @@ class LightReport:
     reason: str | None = None
     output: str | None = None
     match: LightMatch | None = None
-    task: FrameTask | None = None
     calibration_id: int | None = None
     seconds: float | None = None
     warnings: tuple[str, ...] = ()
+    #: Makes :attr:`task` when first asked (a dry run never asks).
+    task_maker: Callable[[], FrameTask] | None = field(default=None, repr=False, compare=False)
+    _task: FrameTask | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def task(self) -> FrameTask | None:
+        """The worker's task, for a light to calibrate (``None`` otherwise)."""
+        if self._task is None and self.task_maker is not None:
+            self._task, self.task_maker = self.task_maker(), None
+        return self._task
+
+    @task.setter
+    def task(self, task: FrameTask | None) -> None:
+        self._task, self.task_maker = task, None
 
     def masters(self) -> dict[str, str]:
         """Per step, the master's file name, or how the step was left out (``n/a``, ``skipped`` ...)."""
@@ -93,6 +111,10 @@ class LightReport:
 def plan_lights(session: Session, options: Any, match: MatchOptions) -> list[LightReport]:
     """Match every usable light and decide what to do with it (see the module docstring).
 
+    The lights are read once, as plain rows; their masters are chosen for all of them at once
+    (:class:`~ccdcal.matching.Choices`), and what each light needs from the catalog — its latest
+    calibration, the output names taken — is read once for all.
+
     Parameters
     ----------
     session : Session
@@ -107,63 +129,253 @@ def plan_lights(session: Session, options: Any, match: MatchOptions) -> list[Lig
     list of LightReport
         One per usable light, by path; those to calibrate carry their :class:`FrameTask`.
     """
-    output_dir = Path(options.output_dir).expanduser().resolve()
-    lights = session.scalars(select(Frame).where(usable("light")).order_by(Frame.path)).all()
-    latest = _latest(session)
-    query = select(Calibration.path, Calibration.frame_id).where(Calibration.status == "current")
-    taken: dict[str | None, int] = dict(session.execute(query).all())
-    assigned: set[str] = set()
-    available: dict[Any, bool] = {}
-    choices = Choices(session, batch=True)  # one select per kind and variant for every light
-    context = StepContext.load(session, options)  # overscan, uncertainty, cosmic rays, bpm
-    reports = []
-    for light in lights:
+    no_jit(session)
+    exact = exact_time(session)
+    lights = read_lights(session, exact)
+    choices = Choices(session, batch=True, targets=Targets(Columns.of(lights, exact)))
+    plan = _Plan(session, options, match, choices)
+    fields = lights[0]._fields if lights else ()
+    with paused_gc():  # a few objects a light, none of them garbage: no collection needed meanwhile
+        return [plan.light(light, dict(zip(fields, light, strict=True))) for light in lights]
+
+
+def read_lights(session: Session, exact: bool) -> list[Any]:
+    """The rows of :func:`light_query`, by path. SQLite orders text by its bytes, as Python orders
+    ``str``: the rows are sorted here, faster than by SQLite; other databases (whose collation may
+    differ) sort them."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    rows = list(core_rows(session, light_query(exact, ordered=not sqlite)))
+    if sqlite and rows:
+        rows.sort(key=itemgetter(rows[0]._fields.index("path")))
+    return rows
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector off, then as it was: a plan makes millions of objects that stay.
+
+    The objects made meanwhile then join the oldest generation unexamined (``gc.freeze`` then
+    ``gc.unfreeze``, when nothing else is frozen), as if they had survived: else the first collection
+    after would walk through them all, for nothing.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            if gc.get_freeze_count() == 0:
+                gc.freeze()
+                gc.unfreeze()
+            gc.enable()
+
+
+def light_query(exact: bool, *, ordered: bool = True) -> Select[Any]:
+    """The usable lights (by path unless not ``ordered``), with what planning reads of them: first the
+    target columns of :func:`~ccdcal.catalog.ranking.target_columns`, then the file's identity and
+    DATE-OBS."""
+    query = select(
+        *target_columns(exact),
+        Frame.path,
+        Frame.sha256,
+        Frame.size,
+        Frame.mtime,
+        Frame.hdu,
+        Frame.date_obs,
+    ).where(usable("light"))
+    return query.order_by(Frame.path) if ordered else query
+
+
+class _Plan:
+    """What planning each light needs, read once: latest calibrations, output names taken, the optional
+    steps' context, and the explanations already written (a master change is explained once)."""
+
+    def __init__(self, session: Session, options: Any, match: MatchOptions, choices: Choices) -> None:
+        self.session, self.options, self.match, self.choices = session, options, match, choices
+        self.folder = Path(options.output_dir).expanduser().resolve()
+        self.prefix = os.path.join(str(self.folder), "")  # the folder, then a separator
+        self.folder_exists = self.folder.is_dir()
+        self.latest = _latest(session)
+        query = select(Calibration.path, Calibration.frame_id).where(Calibration.status == "current")
+        self.taken: dict[str | None, int] = dict(session.execute(query).all())
+        self.assigned: set[str] = set()
+        self.available: dict[Any, bool] = {}
+        self.context = StepContext.load(session, options)  # overscan, uncertainty, cosmic rays, bpm
+        self.explained: dict[Any, str] = {}
+        self.used: dict[int, Master] | None = None
+        self.uses: dict[tuple[str, int], MasterUse] = {}
+        self.steps: dict[Any, tuple[LightSteps | None, str | None]] = {}
+
+    def light(self, light: Any, target: dict[str, Any]) -> LightReport:
+        """The report of one light (a row of :func:`light_query`, and its values as a dict)."""
         report = LightReport(light.id, light.path, light.filter, light.exptime)
-        reports.append(report)
         report.reason = _raw_problem(light)
         if report.reason:
-            continue
-        report.match = match_light(session, light, match, available, choices)
+            return report
+        report.match = match_light(
+            self.session, light, self.match, self.available, self.choices, target=target
+        )
         report.reason = report.match.reason
         if report.reason:
-            continue
-        steps, report.reason = plan_light_steps(session, context, light, report.match)
+            return report
+        steps, report.reason = self._steps(light, report.match)
         if report.reason:
-            continue
-        previous, used = latest.get(light.id, (None, {}))
-        others = {p for p, frame_id in taken.items() if p and frame_id != light.id} | assigned
-        output = _output(light, previous, output_dir, others)
-        changes = _changes(session, light, report.match, previous, used, output, options)
-        changes += step_changes(previous, used, steps)
-        if previous is not None and not changes and not options.redo:
-            report.outcome = "current" if previous.status == "current" else "failed"
-            report.output = previous.path
-            if previous.status != "current":
-                report.reason = (
-                    f"failed before, and nothing changed since: {previous.error} (--redo tries again)"
-                )
-            continue
+            return report
+        previous, used = self.latest.get(light.id, _NEVER)
+        kept = self._kept_output(previous.path) if previous is not None else None
+        output = kept or self._new_output(light)
+        if previous is not None:
+            changes = _changes(self.explain, light, report.match, previous, used, bool(kept), self.options)
+            changes += step_changes(previous, used, steps)
+            if not changes and not self.options.redo:
+                report.outcome = "current" if previous.status == "current" else "failed"
+                report.output = previous.path
+                if previous.status != "current":
+                    report.reason = (
+                        f"failed before, and nothing changed since: {previous.error} (--redo tries again)"
+                    )
+                return report
+        else:
+            changes = []
         report.outcome = "calibrate"
-        report.reason = "--redo" if options.redo else ("; ".join(changes) or "not calibrated yet")
-        report.output = str(output)
-        assigned.add(str(output))
-        report.task = replace(_task(light, report.match, output, options.flat_min), steps=steps)
-    return reports
+        report.reason = "--redo" if self.options.redo else ("; ".join(changes) or "not calibrated yet")
+        report.output = output
+        self.assigned.add(output)
+        report.task_maker = partial(self._task, light, report.match, output, steps)
+        return report
+
+    def _steps(self, light: Any, match: LightMatch) -> tuple[LightSteps | None, str | None]:
+        """:func:`~ccdcal.reduction.plan_light_steps`, once per image shape and header values: without a
+        bad-pixel mask it depends on nothing else (its result is immutable, shared by those lights)."""
+        if self.context.use_bpm:
+            return plan_light_steps(self.session, self.context, light, match)
+        values = self.context.values.get(light.id)
+        key = (light.naxis1, light.naxis2, tuple(sorted(values.items())) if values else ())
+        found = self.steps.get(key)
+        if found is None:
+            found = self.steps[key] = plan_light_steps(self.session, self.context, light, match)
+        return found
+
+    def _kept_output(self, path: str | None) -> str | None:
+        """A previous output's path when it is in the output folder (it keeps it), else ``None``."""
+        if not path:
+            return None
+        name = os.path.basename(path)
+        if name not in ("", ".", "..") and path == self.prefix + name:  # the common case, as a string
+            return path
+        return str(Path(path)) if Path(path).parent == self.folder else None
+
+    def _new_output(self, light: Any) -> str:
+        """A free ``{stem}_cal.fits`` in the output folder (``_v2``, ``_v3`` ... when the file exists,
+        or another light has or is given that name)."""
+        name = calibrated_name(light.path)
+        candidate, version = self.prefix + name, 1
+        while self._exists(candidate) or self._taken(candidate, light.id):
+            version += 1
+            candidate = f"{self.prefix}{name[: -len('.fits')]}_v{version}.fits"
+        return candidate
+
+    def _exists(self, path: str) -> bool:
+        """Whether a file is at ``path`` in the output folder (none is when the folder is not there)."""
+        return self.folder_exists and os.path.exists(path)
+
+    def _taken(self, path: str, frame_id: int) -> bool:
+        """Whether another light's current calibration, or a light planned before, has this output."""
+        owner = self.taken.get(path)
+        return (owner is not None and owner != frame_id) or path in self.assigned
+
+    def explain(self, role: str, before: int | None, now: MasterInfo | None) -> str:
+        """:func:`_master_change`, once per role and pair of masters."""
+        key = (role, before, now.id if now is not None else None)
+        text = self.explained.get(key)
+        if text is None:
+            text = self.explained[key] = _master_change(self.used_master, role, before, now)
+        return text
+
+    def used_master(self, master_id: int) -> tuple[str, str, Callable[[], str | None]] | None:
+        """A master of a previous calibration: its file name, status, and why it may not be used (asked
+        when needed); the masters of every previous calibration are read at the first call."""
+        if self.used is None:
+            ids = sorted({i for _, roles in self.latest.values() for i in roles.values()})
+            self.used = {}
+            for start in range(0, len(ids), 500):
+                query = select(Master).where(Master.id.in_(ids[start : start + 500]))
+                self.used.update((m.id, m) for m in self.session.scalars(query))
+        master = self.used.get(master_id) or self.session.get(Master, master_id)
+        if master is None:
+            return None
+        return Path(master.path).name, master.status, partial(self.choices.unusable_reason, master)
+
+    def _task(self, light: Any, match: LightMatch, output: str, steps: LightSteps | None) -> FrameTask:
+        """The worker's task for one light (each master's :class:`MasterUse` made once)."""
+
+        def use(role: str) -> MasterUse | None:
+            master = match.applied(role)
+            if master is None:
+                return None
+            key = (role, master.id)
+            if key not in self.uses:
+                self.uses[key] = MasterUse(role, master.id, master.path, master.sha256)
+            return self.uses[key]
+
+        steps_of = match.steps
+        notes = (
+            tuple(
+                f"{role} not applied ({STEP_LABELS[step.status]}): {step.reason}"
+                for role, step in steps_of.items()
+                if step.status != APPLIED
+            )
+            if any(step.status != APPLIED for step in steps_of.values())
+            else ()
+        )
+        dark = match.steps["dark"]
+        return FrameTask(
+            frame_id=light.id,
+            path=light.path,
+            hdu=light.hdu or 0,
+            size=light.size,
+            mtime=light.mtime,
+            sha256=light.sha256,
+            output=output,
+            bias=use("bias"),
+            dark=use("dark"),
+            dark_scale=dark.scale if dark.status == APPLIED and dark.scale is not None else 1.0,
+            flat=use("flat"),
+            flat_min=self.options.flat_min,
+            notes=notes,
+            steps=steps,
+        )
 
 
-def _latest(session: Session) -> dict[int, tuple[Calibration, dict[str, int]]]:
-    """Each light's latest calibration row (any status) and its masters by role."""
+#: The latest calibration of a light never calibrated, and its masters.
+_NEVER: tuple[Any, dict[str, int]] = (None, {})
+
+
+def _latest(session: Session) -> dict[int, tuple[Any, dict[str, int]]]:
+    """Each light's latest calibration (any status; a row with ``id``, ``frame_id``, ``path``,
+    ``status``, ``error``, ``raw_sha256`` and ``steps``) and its masters by role."""
     newest = select(func.max(Calibration.id)).group_by(Calibration.frame_id)
-    rows = {c.id: c for c in session.scalars(select(Calibration).where(Calibration.id.in_(newest)))}
+    query = select(
+        Calibration.id,
+        Calibration.frame_id,
+        Calibration.path,
+        Calibration.status,
+        Calibration.error,
+        Calibration.raw_sha256,
+        Calibration.steps,
+    ).where(Calibration.id.in_(newest))
+    rows = {row.id: row for row in core_rows(session, query)}
     used: dict[int, dict[str, int]] = {i: {} for i in rows}
     if rows:
-        query = select(CalibrationMaster).where(CalibrationMaster.calibration_id.in_(newest))
-        for link in session.scalars(query):
-            used[link.calibration_id][link.role] = link.master_id
-    return {c.frame_id: (c, used[i]) for i, c in rows.items()}
+        links = select(CalibrationMaster.calibration_id, CalibrationMaster.role, CalibrationMaster.master_id)
+        for calibration_id, role, master_id in session.execute(
+            links.where(CalibrationMaster.calibration_id.in_(newest))
+        ):
+            used[calibration_id][role] = master_id
+    return {row.frame_id: (row, used[i]) for i, row in rows.items()}
 
 
-def _raw_problem(light: Frame) -> str | None:
+def _raw_problem(light: Any) -> str | None:
     """Why the raw file cannot be used as catalogued (``None``: it can)."""
     try:
         stat = os.stat(light.path)
@@ -176,25 +388,18 @@ def _raw_problem(light: Frame) -> str | None:
     return None
 
 
-def _output(light: Frame, previous: Calibration | None, folder: Path, taken: set[str]) -> Path:
-    """The light's output: its previous path in the same folder, else a free ``{stem}_cal.fits``."""
-    if previous is not None and previous.path and Path(previous.path).parent == folder:
-        return Path(previous.path)
-    return versioned(folder, calibrated_name(light.path), taken)
-
-
 def _changes(
-    session: Session,
-    light: Frame,
+    explain: Any,
+    light: Any,
     match: LightMatch,
-    previous: Calibration | None,
+    previous: Any,
     used: dict[str, int],
-    output: Path,
+    kept: bool,
     options: Any,
 ) -> list[str]:
-    """What differs between the light's latest calibration and the plan (empty: nothing)."""
-    if previous is None:
-        return []
+    """What differs between the light's latest calibration and the plan (empty: nothing);
+    ``explain(role, master id before, master now)`` words a master change, ``kept``: the previous output
+    is in the output folder."""
     changes = []
     if previous.raw_sha256 != light.sha256:
         changes.append("raw file changed")
@@ -203,7 +408,7 @@ def _changes(
         step, before = match.steps[role], steps.get(role) or {}
         now = step.master.id if step.status == APPLIED and step.master else None
         if used.get(role) != now:
-            changes.append(_master_change(session, role, used.get(role), step.master))
+            changes.append(explain(role, used.get(role), step.master))
         elif before.get("status") != step.status:
             changes.append(f"{role} step: {before.get('status', 'none')} → {step.status}")
         elif (
@@ -216,55 +421,32 @@ def _changes(
     flat_kept = flat_before.get("status") == APPLIED and match.applied("flat") is not None
     if flat_kept and flat_before.get("flat_min") != options.flat_min:
         changes.append("--flat-min changed")
-    if previous.path and Path(previous.path).parent != output.parent:
+    if previous.path and not kept:
         changes.append("output folder changed")
-    elif previous.status == "current" and not (previous.path and Path(previous.path).is_file()):
+    elif previous.status == "current" and not (previous.path and os.path.isfile(previous.path)):
         changes.append("output file missing")
     elif previous.status == "failed" and (previous.error or "").startswith(OUTPUT_FAILED):
         changes.append("its output could not be written last time")  # a full disk ... tried again
     return changes
 
 
-def _master_change(session: Session, role: str, before: int | None, now: Any) -> str:
-    old = session.get(Master, before) if before is not None else None
+def _master_change(
+    used_master: Callable[[int], tuple[str, str, Callable[[], str | None]] | None],
+    role: str,
+    before: int | None,
+    now: Any,
+) -> str:
+    """Why a step's master changed: ``used_master(id)`` gives the previous one's name, status and the
+    reason it may not be used."""
+    old = used_master(before) if before is not None else None
     if now is None:
         return f"{role} master no longer applied"
     if old is None:
         return f"{role} master now available: {now.name}"
-    name = Path(old.path).name
-    if old.status == "superseded":
+    name, status, unusable = old
+    if status == "superseded":
         return f"new {role} master {now.name} (replaces {name})"
-    why = unusable_reason(session, old)
+    why = unusable()
     if why is not None:
         return f"{role} master {why}; now {now.name}"
     return f"{role} master changed: {name} → {now.name}"
-
-
-def _task(light: Frame, match: LightMatch, output: Path, flat_min: float) -> FrameTask:
-    """The worker's task for one light."""
-
-    def use(role: str) -> MasterUse | None:
-        master = match.applied(role)
-        return MasterUse(role, master.id, master.path, master.sha256) if master else None
-
-    notes = tuple(
-        f"{role} not applied ({STEP_LABELS[step.status]}): {step.reason}"
-        for role, step in match.steps.items()
-        if step.status != APPLIED
-    )
-    dark = match.steps["dark"]
-    return FrameTask(
-        frame_id=light.id,
-        path=light.path,
-        hdu=light.hdu or 0,
-        size=light.size,
-        mtime=light.mtime,
-        sha256=light.sha256,
-        output=str(output),
-        bias=use("bias"),
-        dark=use("dark"),
-        dark_scale=dark.scale if dark.status == APPLIED and dark.scale is not None else 1.0,
-        flat=use("flat"),
-        flat_min=flat_min,
-        notes=notes,
-    )

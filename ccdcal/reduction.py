@@ -171,9 +171,15 @@ class MasterSteps:
 
 
 def plan_master_steps(
-    session: Session, frames: Sequence[dict[str, Any]], options: Any
+    session: Session,
+    frames: Sequence[dict[str, Any]],
+    options: Any,
+    values: dict[int, dict[str, Any]] | None = None,
 ) -> tuple[MasterSteps | None, str | None]:
     """The optional steps of a group's inputs under ``options`` (``overscan``, ``uncertainty``).
+
+    ``values``: the frames' section cards (:func:`header_values` of :data:`SECTION_KEYS`), when the caller
+    has read them for many groups at once; else they are read here.
 
     Returns
     -------
@@ -188,15 +194,24 @@ def plan_master_steps(
     plans: dict[Any, str] = {}
     chosen: OverscanPlan | None = None
     if mode.name != "off":
-        values = header_values(session, SECTION_KEYS, frame_ids=[f["id"] for f in frames])
+        if values is None:
+            values = header_values(session, SECTION_KEYS, frame_ids=[f["id"] for f in frames])
+        resolved: dict[Any, tuple[OverscanPlan, Any] | ValueError] = {}  # frames alike resolve alike
         for frame in frames:
             shape = (frame["naxis2"] or 0, frame["naxis1"] or 0)
-            try:
-                plan = resolve(mode, values.get(frame["id"], {}), shape)
-            except ValueError as exc:
-                return None, f"{frame['path']}: {exc}"
-            plans.setdefault(tuple(sorted(plan.signature().items())), frame["path"])
-            chosen = plan
+            cards = values.get(frame["id"], {})
+            key = (shape, tuple(sorted(cards.items())))
+            if key not in resolved:
+                try:
+                    plan = resolve(mode, cards, shape)
+                    resolved[key] = (plan, tuple(sorted(plan.signature().items())))
+                except ValueError as exc:
+                    resolved[key] = exc
+            found = resolved[key]
+            if isinstance(found, ValueError):
+                return None, f"{frame['path']}: {found}"
+            chosen, signature = found
+            plans.setdefault(signature, frame["path"])
         if len(plans) > 1:
             first, second = list(plans.values())[:2]
             return None, f"{first} and {second} have different overscan or trim sections"

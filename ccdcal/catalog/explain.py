@@ -13,13 +13,14 @@ import datetime as dt
 import re
 from typing import Any
 
-from sqlalchemy import Select, text
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from ccdcal.catalog.models import Base
-from ccdcal.catalog.queries import MatchRules, grouped_frames_query, usable
+from ccdcal.catalog.queries import MatchRules, frame_groups_query, grouped_frames_query, usable
+from ccdcal.catalog.ranking import candidates_query, target_columns
 from ccdcal.catalog.selection import best_masters_query, select_master_query
 
 #: The catalog's tables (views and common table expressions are not checked).
@@ -27,10 +28,19 @@ TABLES = frozenset(Base.metadata.tables)
 
 
 def planned_statements() -> dict[str, Select[Any]]:
-    """The grouping select of each kind and the matching selects of each step, by name."""
+    """The grouping select of each kind and the matching selects of each step, by name; those of a plan
+    of every light (their target columns, the candidate masters), and those of ``ccdcal status`` (the
+    groups of lights, each light's state)."""
+    from ccdcal.pending import light_states  # it builds on this package
+
     statements: dict[str, Select[Any]] = {
         f"group {kind}": grouped_frames_query(kind) for kind in ("bias", "dark", "flat")
     }
+    statements["targets of every light"] = select(*target_columns(False)).where(usable("light"))
+    statements["candidate darks"] = candidates_query("dark", False, exclude_with_bias=True)
+    statements["count the groups of lights"] = frame_groups_query("light")
+    states = light_states()
+    statements["count the lights by state"] = select(states.c.state, func.count()).group_by(states.c.state)
     target = {"instrument": "cam", "xbinning": 1, "ybinning": 1, "naxis1": 10, "naxis2": 10, "gain": 1.0}
     target |= {"offset": 10.0, "readout_mode": "fast", "ccd_temp": -10.0, "exptime": 60.0, "filter": "R"}
     target["date_obs"] = dt.datetime(2025, 1, 1)

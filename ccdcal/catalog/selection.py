@@ -4,10 +4,14 @@
 over *target columns*. The same terms serve two selects:
 
 - :func:`select_master`: the best master for one target (a light, or a group of frames being combined),
-  its values bound as parameters;
+  its values bound as parameters (the statement is built once per kind and rules);
 - :func:`best_masters`: the best master for every light at once, the target columns being those of
-  ``frames``: one select per kind, ranked by ``row_number()`` per light. This is what planning uses, so
-  that matching 100,000 lights is one query per kind and step, not one per light.
+  ``frames``: one select per kind, ranked by ``row_number()`` per light.
+
+Planning every light uses neither: :mod:`ccdcal.catalog.ranking` reads the candidates
+(:func:`candidate_conditions`, the target-independent part of the rules) and the lights once, and applies
+the rest with numpy — the join of :func:`best_masters` grows as lights × candidates. Tests hold the three
+to the same answer, ties included.
 
 Rules (DESIGN.md "Grouping and matching"): current masters that may be used (not marked bad, no bad input
 or calibrator, :func:`~ccdcal.catalog.queries.unusable_masters`) with the same camera keys
@@ -21,9 +25,10 @@ without a date last), then the newest.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, literal, or_, select
+from sqlalchemy import BindParameter, Select, and_, bindparam, case, func, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
@@ -69,10 +74,7 @@ def match_terms(
     """
     temp = target["ccd_temp"]
     conditions: list[Any] = [
-        Master.kind == kind,
-        Master.status == "current",
-        Master.is_bad.is_not(True),  # never NULL; not an index lookup (ix_masters_match serves)
-        Master.id.not_in(unusable_masters()),
+        *candidate_conditions(kind, exclude_with_bias=exclude_with_bias, only_with_bias=only_with_bias),
         *(same(getattr(Master, key), target[key]) for key in MATCH_KEYS),
         or_(
             and_(temp.is_(None), Master.ccd_temp_mean.is_(None)),
@@ -83,10 +85,6 @@ def match_terms(
     if kind == "dark":
         exposure_conditions, order = _dark_exposure(target["exptime"], rules)
         conditions += exposure_conditions
-        if exclude_with_bias:
-            conditions.append(Master.includes_bias.is_(False))
-        if only_with_bias:
-            conditions.append(Master.includes_bias.is_(True))
     if kind == "flat":
         conditions.append(same(Master.filter, target["filter"]))
     when = target["date_obs"]
@@ -99,6 +97,24 @@ def match_terms(
         Master.id.desc(),
     ]
     return conditions, order
+
+
+def candidate_conditions(
+    kind: str, *, exclude_with_bias: bool = False, only_with_bias: bool = False
+) -> list[Any]:
+    """The conditions of :func:`match_terms` that do not depend on the target: current masters of
+    ``kind`` that may be used, and (darks) whether they may, or must, still contain the bias."""
+    conditions: list[Any] = [
+        Master.kind == kind,
+        Master.status == "current",
+        Master.is_bad.is_not(True),  # never NULL; not an index lookup (ix_masters_match serves)
+        Master.id.not_in(unusable_masters()),
+    ]
+    if kind == "dark" and exclude_with_bias:
+        conditions.append(Master.includes_bias.is_(False))
+    if kind == "dark" and only_with_bias:
+        conditions.append(Master.includes_bias.is_(True))
+    return conditions
 
 
 def _dark_exposure(exptime: Any, rules: MatchRules) -> tuple[list[Any], list[Any]]:
@@ -153,7 +169,7 @@ class bound(FunctionElement[Any]):
 
     def __init__(self, key: str, value: Any) -> None:
         column_type = Frame.__table__.c[key].type
-        super().__init__(literal(value, column_type))
+        super().__init__(value if isinstance(value, BindParameter) else literal(value, column_type))
         self.type = column_type
 
 
@@ -195,10 +211,22 @@ def select_master(
     Master or None
         The best candidate, or ``None`` when nothing matches.
     """
-    query = select_master_query(
-        kind, target, rules, exclude_with_bias=exclude_with_bias, only_with_bias=only_with_bias
+    query = _select_master_statement(kind, rules, exclude_with_bias, only_with_bias)
+    return session.scalars(query, {f"target_{key}": target.get(key) for key in TARGET_KEYS}).first()
+
+
+@lru_cache(maxsize=128)
+def _select_master_statement(
+    kind: str, rules: MatchRules, exclude_with_bias: bool, only_with_bias: bool
+) -> Select[Any]:
+    """:func:`select_master_query` with the target as named parameters (``target_{key}``), built once."""
+    values = {
+        key: bound(key, bindparam(f"target_{key}", type_=Frame.__table__.c[key].type)) for key in TARGET_KEYS
+    }
+    conditions, order = match_terms(
+        kind, values, rules, exclude_with_bias=exclude_with_bias, only_with_bias=only_with_bias
     )
-    return session.scalars(query).first()
+    return select(Master).where(*conditions).order_by(*order).limit(1)
 
 
 def select_master_query(

@@ -10,7 +10,8 @@ def test_the_checked_statements() -> None:
     names = set(planned_statements())
     assert {"group bias", "group dark", "group flat"} <= names
     assert {"match dark of every light", "match dark of every light (dark scaling)"} <= names
-    assert len(names) == 11
+    assert {"targets of every light", "candidate darks", "count the lights by state"} <= names
+    assert len(names) == 15
 
 
 def test_a_full_scan_is_seen() -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import update
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Frame, Master, MasterCalibrator, MasterInput
 from ccdcal.catalog.queries import MatchRules, epoch_seconds, grouped_frames, unusable_masters
+from ccdcal.catalog.ranking import best_masters_ranked
 from ccdcal.catalog.selection import TARGET_KEYS, best_masters, select_master
 
 NIGHT = dt.datetime(2026, 3, 14, 20, 0, 0)
@@ -67,7 +68,8 @@ DEFAULT_RULES = MatchRules()
 
 
 def chosen(catalog: Catalog, kind: str, rules: MatchRules = DEFAULT_RULES, **target: Any) -> int | None:
-    """The master chosen for one target; the set-based select, for a light with the same values, agrees."""
+    """The master chosen for one target; the set-based select and the numpy ranking, for a light with the
+    same values, agree."""
     values = {**TARGET, **target}
     with catalog.session() as session:
         master = select_master(session, kind, values, rules)
@@ -82,8 +84,10 @@ def chosen(catalog: Catalog, kind: str, rules: MatchRules = DEFAULT_RULES, **tar
         session.add(light)
         session.flush()
         best = best_masters(session, kind, Frame.id == light.id, rules)
+        ranked = best_masters_ranked(session, kind, Frame.id == light.id, rules)
         session.delete(light)
     assert best.get(light.id) == (master.id if master else None)
+    assert ranked.get(light.id) == (master.id if master else None)
     return master.id if master else None
 
 

@@ -1,0 +1,153 @@
+"""Planning every light at once (matched with numpy, from rows read once) gives what planning each light
+alone would: the same masters, steps, reasons and outputs, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import gc
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from ccdcal.catalog.db import Catalog
+from ccdcal.catalog.models import Frame
+from ccdcal.catalog.queries import MatchRules, usable
+from ccdcal.ingest.core import ingest
+from ccdcal.matching import APPLIED, Choices, MatchedStep, Step, match_light
+from ccdcal.pipeline import ProcessOptions, _rolled_back, dry_run, match_options, process
+from ccdcal.planning import paused_gc, plan_lights
+from ccdcal.simulate import SimulatedNight, simulate_night
+
+
+@pytest.fixture
+def night(tmp_path: Path) -> SimulatedNight:
+    return simulate_night(tmp_path / "raw", seed=11, shape=(32, 40), n_light=6)
+
+
+def options(tmp_path: Path, **changes: Any) -> ProcessOptions:
+    values: dict[str, Any] = {"masters_dir": tmp_path / "masters", "output_dir": tmp_path / "calibrated"}
+    return ProcessOptions(**(values | {"jobs": 1} | changes))
+
+
+def one_by_one(catalog: Catalog, opts: ProcessOptions) -> list[dict[str, Any]]:
+    """Each light matched alone, by the SQL select of each step (no batch)."""
+    with _rolled_back(catalog) as session:
+        match = match_options(session, opts)
+        lights = session.scalars(select(Frame).where(usable("light")).order_by(Frame.path)).all()
+        return [
+            {role: step.as_json() for role, step in match_light(session, light, match).steps.items()}
+            for light in lights
+        ]
+
+
+def planned(catalog: Catalog, opts: ProcessOptions) -> list[dict[str, Any]]:
+    with _rolled_back(catalog) as session:
+        reports = plan_lights(session, opts, match_options(session, opts))
+        return [
+            {role: s.as_json() for role, s in (r.match.steps if r.match else {}).items()} for r in reports
+        ]
+
+
+VARIANTS = [
+    {},
+    {"rules": MatchRules(dark_scale=True)},
+    {"no_bias": True},
+    {"rules": MatchRules(temp_tolerance=0.05)},  # some steps missing: the nearest master is named
+    {"allow_missing": ("flat",), "no_dark": True},
+]
+
+
+@pytest.mark.parametrize("variant", range(len(VARIANTS)))
+def test_every_light_at_once_matches_as_each_light_alone(
+    catalog: Catalog, night: SimulatedNight, tmp_path: Path, variant: int
+) -> None:
+    ingest(catalog, [night.root])
+    process(catalog, options(tmp_path))  # masters to match against
+    opts = options(tmp_path, **VARIANTS[variant])
+    assert planned(catalog, opts) == one_by_one(catalog, opts)
+
+
+def test_a_second_plan_sees_the_outputs_and_the_masters_of_the_first(
+    catalog: Catalog, night: SimulatedNight, tmp_path: Path
+) -> None:
+    ingest(catalog, [night.root])
+    first = process(catalog, options(tmp_path))
+    plan = dry_run(catalog, options(tmp_path))
+    assert [light.outcome for light in plan.lights] == ["current"] * 6
+    assert [light.output for light in plan.lights] == [light.output for light in first.lights]
+    with catalog.session() as session:  # a bias frame marked bad: a new bias, every light again
+        bias = session.scalars(select(Frame.id).where(usable("bias")).order_by(Frame.path)).first()
+        session.execute(update(Frame).where(Frame.id == bias).values(is_bad=True, bad_reason="x"))
+    plan = dry_run(catalog, options(tmp_path))
+    assert {light.outcome for light in plan.lights} == {"calibrate"}
+    assert all(light.reason and light.reason.startswith("new bias master") for light in plan.lights)
+    (Path(first.lights[0].output or "")).unlink()
+    with catalog.session() as session:
+        session.execute(update(Frame).where(Frame.id == bias).values(is_bad=False, bad_reason=None))
+    plan = dry_run(catalog, options(tmp_path))
+    assert [light.outcome for light in plan.lights] == ["calibrate"] + ["current"] * 5
+    assert plan.lights[0].reason == "output file missing"
+    assert plan.lights[0].output == first.lights[0].output
+
+
+def test_a_planned_light_carries_its_task_when_asked(
+    catalog: Catalog, night: SimulatedNight, tmp_path: Path
+) -> None:
+    ingest(catalog, [night.root])
+    plan = dry_run(catalog, options(tmp_path))
+    light = plan.lights[0]
+    assert light.task_maker is not None
+    task = light.task
+    assert task is not None
+    assert (task.frame_id, task.output) == (light.frame_id, light.output)
+    assert light.task is task
+    assert light.task_maker is None
+    light.task = None
+    assert light.task is None
+
+
+def test_a_matched_step_writes_its_reason_when_read() -> None:
+    lazy = MatchedStep("dark", APPLIED, None, None, 0.1234, -5400.0, 2.0)
+    told = Step(
+        "dark", APPLIED, "nearest match: ΔT +0.12 °C, Δt -1.50 h, scaled x2", None, 0.1234, -5400.0, 2.0
+    )
+    assert lazy == told
+    assert told == lazy
+    assert lazy.as_json() == told.as_json()
+    assert pickle.loads(pickle.dumps(lazy)) == told
+    lazy.reason = "else"
+    assert lazy.reason == "else"
+    assert lazy != told
+
+
+def test_the_garbage_collector_is_paused_then_restored() -> None:
+    assert gc.isenabled()
+    with paused_gc():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_choices_answer_a_light_that_is_not_usable_with_a_select(
+    catalog: Catalog, night: SimulatedNight, tmp_path: Path
+) -> None:
+    ingest(catalog, [night.root])
+    process(catalog, options(tmp_path))
+    with catalog.session() as session:
+        light = session.scalars(select(Frame).where(usable("light")).order_by(Frame.path)).first()
+        assert light is not None
+        batch = Choices(session, batch=True)
+        target = {"id": -1, **{k: getattr(light, k) for k in ("instrument", "xbinning", "ybinning")}}
+        target |= {k: getattr(light, k) for k in ("gain", "offset", "readout_mode", "naxis1", "naxis2")}
+        target |= {"ccd_temp": light.ccd_temp, "date_obs": light.date_obs}
+        alone = Choices(session)
+        assert batch.select("bias", target, MatchRules()) is alone.select("bias", target, MatchRules())
+        assert batch.pick("bias", {**target, "id": light.id}, MatchRules()) is not None
