@@ -178,20 +178,36 @@ def _results(tasks: list[FrameTask], pool: Executor | None) -> Iterator[list[Fra
     try:
         pending = {pool.submit(calibrate_frame, task) for task in tasks}
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            finished, pending = _wait(pending)
+            if not finished:
+                continue
             unclaimed = [future.result() for future in finished]
             yield unclaimed
             unclaimed = []
     finally:
         for future in pending:
             future.cancel()
-        wait(pending)  # those already running finish: their files are not registered
+        running = pending
+        while running:  # those already running finish: their files are not registered
+            running = _wait(running)[1]
         for future in pending:
             if not future.cancelled() and future.exception() is None:
                 unclaimed.append(future.result())
         for result in unclaimed:
             if result.temporary:
                 Path(result.temporary).unlink(missing_ok=True)
+
+
+def _wait(pending: set[Future[FrameResult]]) -> tuple[set[Future[FrameResult]], set[Future[FrameResult]]]:
+    """The futures finished within a moment, and the others.
+
+    A Ctrl-C is held back while :func:`concurrent.futures.wait` runs and raised as it returns (a tenth of a
+    second at the most): raised inside it, where it takes each future's lock in turn, it could leave a lock
+    held and the pool's shutdown waiting for ever.
+    """
+    with shielded():
+        done, rest = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+    return done, rest
 
 
 def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], run_id: int) -> list[Path]:
