@@ -15,19 +15,27 @@ its masters (not timed), then times, on the same frames in the same run:
 
 Each contender is timed on its second pass, replacing the files of its first: on a virtual machine, page
 cache never used before can cost ten times more to write than recycled pages, and both should pay the
-same. ccdcal's first pass also loads numba's compiled kernels (warmed up before workers are forked).
+same. ccdcal's first pass also loads numba's compiled kernels (warmed up before workers are forked) and
+reads the masters into the coordinator's cache (forked workers inherit it), as ccdproc's loop is given its
+masters read once; a command-line run reads each master once more (about 30 ms a 2048 x 2048 master).
 
 Prints per-frame times, the throughput ratio against ccdproc, the scaling from one job to two, and the
 largest difference between ccdcal's output and ccdproc's definition (``flat_correct(..., norm_value=1)``)
 on the first light.
 
+``--repeat N`` runs N rounds, each timing ccdproc, ``--jobs 1`` and ``--jobs 2`` one after the other, and
+prints each round's ratios and the medians (a shared machine's speed drifts: a ratio is only fair
+within a round); ``--one-cpu`` pins ccdproc and ``--jobs 1`` to one CPU, so that no thread of either
+borrows the second core; ``--reuse DIR`` starts from a folder an earlier ``--keep DIR`` left.
+
 Run: ``.venv/bin/python benchmarks/bench_process.py [--quick] [--lights N] [--size S] [--keep DIR]
-[--db URL] [--dask]``.
+[--reuse DIR] [--repeat N] [--one-cpu] [--db URL] [--dask]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -166,6 +174,44 @@ def agreement(catalog: Any, light: Path) -> float:
     return float(np.max(np.abs(ours - data.data) / np.maximum(np.abs(data.data), 1.0)))
 
 
+def report_rounds(rounds: list[tuple[float, Any, Any]], n_lights: int) -> None:
+    """Per-frame times (median over rounds, with the range), and the ratios of each round."""
+
+    def line(label: str, values: list[float], extra: str = "") -> None:
+        values = sorted(v * 1e3 for v in values)
+        spread = f"; {len(values)} rounds {values[0]:.1f} to {values[-1]:.1f} ms" if len(values) > 1 else ""
+        print(f"  {label:<33}{statistics.median(values):7.1f} ms  ({extra}{spread})".replace("(; ", "("))
+
+    line("ccdproc ccd_process + write", [r[0] for r in rounds])
+    for jobs in (1, 2):
+        runs = [r[jobs] for r in rounds]
+        worker = statistics.median(statistics.fmean(run[2]) for run in runs)
+        line(
+            f"ccdcal process --jobs {jobs}",
+            [run[0] / n_lights for run in runs],
+            f"worker {worker * 1e3:.1f} ms a frame; wall incl. plan and catalog writes",
+        )
+    ones = [r[0] / (r[1][0] / n_lights) for r in rounds]
+    twos = [r[0] / (r[2][0] / n_lights) for r in rounds]
+    scaling = [r[1][0] / r[2][0] for r in rounds]
+    print("  ratios by round (ccdproc / ccdcal, same round):")
+    print("    --jobs 1: " + ", ".join(f"{x:.2f}x" for x in ones))
+    print("    --jobs 2: " + ", ".join(f"{x:.2f}x" for x in twos))
+    print("    scaling:  " + ", ".join(f"{x:.2f}x" for x in scaling))
+    print(
+        f"\nthroughput vs ccdproc (median of rounds): {statistics.median(ones):.2f}x with one job, "
+        f"{statistics.median(twos):.2f}x with two (target {TARGET_RATIO:g}x on one core); "
+        f"scaling from one job to two {statistics.median(scaling):.2f}x"
+    )
+
+
+def fits_side(path: Path) -> int:
+    """NAXIS1 of a FITS file's primary image."""
+    from astropy.io import fits
+
+    return int(fits.getheader(path)["NAXIS1"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10 lights of 512 x 512")
@@ -174,41 +220,66 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
     parser.add_argument("--db", default=None, help="catalog URL (an empty database; default SQLite)")
     parser.add_argument("--dask", action="store_true", help="also on a 2-worker Dask LocalCluster")
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="a folder kept by an earlier --keep: skip simulation and masters",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds (ccdproc, --jobs 1, --jobs 2 each time; medians compared)",
+    )
+    parser.add_argument(
+        "--one-cpu",
+        action="store_true",
+        help="pin ccdproc and --jobs 1 (threads included) to one CPU",
+    )
     args = parser.parse_args()
     n_lights = args.lights or (10 if args.quick else 50)
     size = args.size or (512 if args.quick else 2048)
-    folder = args.keep or Path(tempfile.mkdtemp(prefix="ccdcal-bench-process-"))
+    folder = args.reuse or args.keep or Path(tempfile.mkdtemp(prefix="ccdcal-bench-process-"))
     warnings.simplefilter(
         "ignore"
     )  # astropy's WCS 'datfix' notes on the N.I.N.A. headers, in ccdproc's reads
     try:
-        catalog, masters = prepare(folder, n_lights, size, args.db)
+        if args.reuse:
+            from ccdcal.catalog.db import Catalog
+
+            catalog = Catalog(args.db or folder / "ccdcal.db")
+            masters = {path.name: path for path in sorted((folder / "masters").glob("*.fits"))}
+        else:
+            catalog, masters = prepare(folder, n_lights, size, args.db)
         lights = sorted((folder / "raw" / "LIGHT").iterdir())
+        n_lights = len(lights)
+        size = fits_side(lights[0])
+        everywhere = os.sched_getaffinity(0)
+        one_cpu = {min(everywhere)} if args.one_cpu else everywhere
         for light in lights:  # page cache
             light.read_bytes()
         print(f"\n{n_lights} lights of {size} x {size} (uint16), masters float32; per frame, end to end:")
-        run_ccdproc(lights, masters, folder / "ccdproc")  # warm-up: its timed pass replaces these files
-        reference = run_ccdproc(lights, masters, folder / "ccdproc")
-        per_ccdproc = statistics.fmean(reference)
-        median = statistics.median(reference)
-        print(
-            f"  ccdproc ccd_process + write      {per_ccdproc * 1e3:7.1f} ms  (median {median * 1e3:.1f} ms)"
-        )
-        run_ccdcal(catalog, folder, 1)  # warm-up: numba cache, first outputs
-        results = {}
-        for jobs in (1, 2):
-            wall, done, worker = run_ccdcal(catalog, folder, jobs)
-            assert done == n_lights, f"{done} of {n_lights} lights calibrated"
-            results[jobs] = wall / n_lights
-            print(
-                f"  ccdcal process --jobs {jobs}          {wall / n_lights * 1e3:7.1f} ms  "
-                f"(worker {statistics.fmean(worker) * 1e3:.1f} ms a frame, wall {wall:.2f} s "
-                f"incl. plan and catalog writes)"
-            )
-        one, two = per_ccdproc / results[1], per_ccdproc / results[2]
-        print(f"\nthroughput vs ccdproc: {one:.2f}x with one job, {two:.2f}x with two", end="")
-        print(f" (target {TARGET_RATIO:g}x on one core)")
-        print(f"scaling from one job to two: {results[1] / results[2]:.2f}x")
+        if args.one_cpu:
+            print(f"ccdproc and --jobs 1 pinned to CPU {min(everywhere)}")
+        os.sched_setaffinity(0, one_cpu)
+        run_ccdproc(lights, masters, folder / "ccdproc")  # warm-ups: their timed passes replace these files
+        run_ccdcal(catalog, folder, 1)  # and numba's cache, the masters read
+        rounds = []  # (ccdproc s/frame, --jobs 1 run, --jobs 2 run): one after the other, same conditions
+        for _ in range(args.repeat):
+            os.sched_setaffinity(0, one_cpu)
+            reference = statistics.fmean(run_ccdproc(lights, masters, folder / "ccdproc"))
+            one = run_ccdcal(catalog, folder, 1)
+            os.sched_setaffinity(0, everywhere)
+            two = run_ccdcal(catalog, folder, 2)
+            for _wall, done, _worker in (one, two):
+                assert done == n_lights, f"{done} of {n_lights} lights calibrated"
+            rounds.append((reference, one, two))
+        os.sched_setaffinity(0, everywhere)
+        report_rounds(rounds, n_lights)
+        per_ccdproc = statistics.median(r[0] for r in rounds)
+        results = {1: statistics.median(r[1][0] for r in rounds) / n_lights}
+        results[2] = statistics.median(r[2][0] for r in rounds) / n_lights
         if args.dask:
             per_dask = run_dask(catalog, folder, n_lights)
             print(
@@ -219,7 +290,7 @@ def main() -> int:
         print(f"largest difference from ccdproc (norm_value=1), first light: {difference:.2e}")
         catalog.close()
     finally:
-        if args.keep is None:
+        if args.keep is None and args.reuse is None:
             shutil.rmtree(folder, ignore_errors=True)
     return 0
 

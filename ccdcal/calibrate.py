@@ -23,12 +23,14 @@ import datetime as dt
 import hashlib
 import io
 import os
+import threading
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -249,10 +251,15 @@ LEVEL_MARGIN_ADU = 10.0
 
 
 def sample_level(raw: RawFrame) -> float:
-    """The median of evenly spaced pixels of a raw light (its level, in ADU)."""
+    """The median of the pixels of a few evenly spaced rows of a raw light (its level, in ADU).
+
+    Whole rows, not pixels spread over the frame: a few contiguous runs of memory rather than thousands of
+    scattered reads, each of which would miss the cache.
+    """
     if raw.words is not None:
-        step = max(1, raw.words.size // _LEVEL_SAMPLES)
-        sample = raw.words[::step].byteswap()
+        height, width = raw.shape
+        rows = np.unique(np.linspace(0, height - 1, min(height, -(-_LEVEL_SAMPLES // width))).astype(int))
+        sample = raw.words.reshape(raw.shape)[rows].reshape(-1).byteswap()
         values = sample.view(np.int16).astype(np.float64) if raw.signed else (sample ^ 0x8000).astype(float)
         return float(np.median(values))
     assert raw.values is not None
@@ -336,7 +343,7 @@ def read_raw(task: FrameTask) -> RawFrame:
     return _read_astropy(task)
 
 
-def _read_fast(handle: BinaryIO, path: str) -> RawFrame | None:
+def _read_fast(handle: io.BufferedReader, path: str) -> RawFrame | None:
     """A plain 16-bit primary image, read as stored; ``None`` for any other layout."""
     blocks = []
     for _ in range(_MAX_HEADER_BLOCKS):
@@ -359,9 +366,10 @@ def _read_fast(handle: BinaryIO, path: str) -> RawFrame | None:
     if "BLANK" in header or not (isinstance(naxis1, int) and isinstance(naxis2, int)):
         return None
     count = naxis1 * naxis2
-    words = np.fromfile(handle, dtype=np.uint16, count=count)
-    if words.size != count:
-        raise FitsFormatError(f"truncated: {words.size} of {count} pixels", path)
+    words = _buffer(count, np.uint16, "raw")
+    got = handle.readinto(words.data.cast("B"))
+    if got != words.nbytes:
+        raise FitsFormatError(f"truncated: {got // 2} of {count} pixels", path)
     return RawFrame(header, (naxis2, naxis1), words=words, signed=not bzero)
 
 
@@ -385,24 +393,30 @@ def _read_astropy(task: FrameTask) -> RawFrame:
 # -- masters (cached per worker) -------------------------------------------------------------------------
 
 _CACHE: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+#: A Dask worker may calibrate several frames at once in threads: the cache is shared, behind a lock.
+_CACHE_LOCK = threading.Lock()
 
 
 def _cached(key: tuple[Any, ...], make: Any) -> Any:
-    if key in _CACHE:
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    value = make()  # outside the lock: two threads may both read a new master; the second is dropped
+    with _CACHE_LOCK:
+        value = _CACHE.setdefault(key, value)
         _CACHE.move_to_end(key)
-        return _CACHE[key]
-    value = make()
-    _CACHE[key] = value
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return value
 
 
-def _master(use: MasterUse | None, shape: tuple[int, int]) -> np.ndarray | None:
+def _master(use: MasterUse | None, shape: tuple[int, int] | None) -> np.ndarray | None:
+    """A master's pixels (cached), checked against the light's ``shape`` (``None``: not checked)."""
     if use is None:
         return None
     pixels: np.ndarray = _cached(("master", use.path, use.sha256), lambda: _read_master(use))
-    if pixels.shape != shape:
+    if shape is not None and pixels.shape != shape:
         raise ValueError(
             f"the {use.role} master {use.name} is {pixels.shape[1]}x{pixels.shape[0]} pixels, "
             f"the light {shape[1]}x{shape[0]}"
@@ -421,6 +435,42 @@ def _flat(use: MasterUse, flat_min: float, shape: tuple[int, int]) -> tuple[np.n
 
     prepared: tuple[np.ndarray, np.ndarray, int] = _cached(("flat", use.path, use.sha256, flat_min), make)
     return prepared
+
+
+def preload(tasks: Iterable[FrameTask]) -> int:
+    """Read (and check) the masters of ``tasks`` into this process's cache, as many as it holds.
+
+    Called by the coordinator before worker processes are forked: they inherit the pixels (shared
+    copy-on-write, never written) instead of each reading and hashing every master again. A master that
+    cannot be read is left to the workers, which record the failure against each light. Returns the
+    number of masters loaded.
+    """
+    seen: dict[tuple[str, str, float | None], tuple[MasterUse, float | None]] = {}
+    room = _CACHE_SIZE  # entries: a master's pixels, and its prepared flat or bias level
+    for task in tasks:
+        if task.steps is not None and task.steps.any:
+            continue  # overscan and trimming may change the shape the masters are checked against
+        for use, flat_min in ((task.bias, None), (task.dark, None), (task.flat, task.flat_min)):
+            if use is None:
+                continue
+            key = (use.path, use.sha256, flat_min)
+            entries = 1 if use.role == "dark" else 2
+            if key not in seen and entries <= room:
+                seen[key] = (use, flat_min)
+                room -= entries
+    loaded = 0
+    for use, flat_min in seen.values():
+        try:
+            pixels = _master(use, None)
+            assert pixels is not None
+            if flat_min is not None:
+                _flat(use, flat_min, pixels.shape)
+            elif use.role == "bias":
+                _bias_level(use, pixels)
+        except (CcdcalError, OSError, ValueError):
+            continue
+        loaded += 1
+    return loaded
 
 
 def _read_master(use: MasterUse) -> np.ndarray:
@@ -450,15 +500,19 @@ def master_bytes(use: MasterUse) -> bytes:
     return content
 
 
-_BUFFERS: dict[int, np.ndarray] = {}
+#: Per-frame arrays reused from frame to frame, one set per thread (a Dask worker may run several frames
+#: at once in threads). A fresh array of many megabytes costs a page fault per page on first touch.
+_BUFFERS = threading.local()
 
 
-def _buffer(size: int) -> np.ndarray:
-    """The output words of one frame, reused from frame to frame in a worker."""
-    if size not in _BUFFERS:
-        _BUFFERS.clear()
-        _BUFFERS[size] = np.empty(size, dtype=np.uint32)
-    return _BUFFERS[size]
+def _buffer(size: int, dtype: type = np.uint32, role: str = "output") -> np.ndarray:
+    """An array of ``size`` elements for one frame (``role``: "output" words or "raw" pixels), reused
+    by the next frame of this thread."""
+    buffers: dict[str, np.ndarray] = _BUFFERS.__dict__
+    array = buffers.get(role)
+    if array is None or array.size != size or array.dtype != dtype:
+        array = buffers[role] = np.empty(size, dtype=dtype)
+    return array
 
 
 # -- provenance in the header ----------------------------------------------------------------------------

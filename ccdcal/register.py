@@ -32,7 +32,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, update
 
-from ccdcal.calibrate import FrameResult, FrameTask, calibrate_frame
+from ccdcal.calibrate import FrameResult, FrameTask, calibrate_frame, preload
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Calibration, CalibrationMaster, utcnow
 from ccdcal.distributed import dask_cluster
@@ -74,6 +74,8 @@ def calibrate_lights(
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder)
     warm_up({(t.bias is not None, t.dark is not None, t.flat is not None) for t in tasks})
+    if not options.scheduler:  # forked workers inherit them; Dask workers read their own
+        preload(tasks)
     by_frame = {r.frame_id: r for r in reports}
     done = 0
     if progress:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from ccdcal.calfits import (
     output_header,
     write_calibrated,
 )
-from ccdcal.calibrate import FrameTask, LightSteps, MasterUse, calibrate_frame
+from ccdcal.calibrate import FrameTask, LightSteps, MasterUse, calibrate_frame, preload
 from ccdcal.fitsfiles import add_history, set_card, sha256_file
 from ccdcal.steps.cosmic import CosmicParams
 from ccdcal.steps.light import be_words, calibrate_image, clamp_flat
@@ -249,6 +250,65 @@ def test_failures_are_results_with_the_reason(
     result = calibrate_frame(task_for(truncated, masters, tmp_path / "t_cal.fits"))
     assert result.error == f"{truncated}: truncated: 1440 of 2240 pixels"
     assert list(tmp_path.glob(".ccdcal-tmp-*")) == []
+
+
+#: Larger than the block the writer streams by (256 KiB) and not a multiple of it.
+BIG = (300, 301)
+
+
+@pytest.fixture
+def big_masters(tmp_path: Path, rng: np.random.Generator) -> dict[str, MasterUse]:
+    return {
+        "bias": write_master(tmp_path / "bias_big.fits", rng.normal(500, 2, BIG)),
+        "dark": write_master(tmp_path / "dark_big.fits", rng.normal(8, 1, BIG)),
+        "flat": write_master(tmp_path / "flat_big.fits", rng.normal(1.0, 0.03, BIG)),
+    }
+
+
+def test_a_data_unit_larger_than_a_block_is_streamed_bit_for_bit(
+    tmp_path: Path, rng: np.random.Generator, big_masters: dict[str, MasterUse]
+) -> None:
+    raw = rng.integers(600, 50000, BIG).astype(np.uint16)
+    path = write_raw(tmp_path / "Light_big.fits", raw)
+    output = tmp_path / "Light_big_cal.fits"
+    result = calibrate_frame(task_for(path, big_masters, output))
+    finish(result, output)  # the sha256 of the file is the one the worker returned
+    np.testing.assert_array_equal(read_clean(output).data, expected(raw, big_masters))  # checksums verified
+    assert fitsverify_counts(output) == (0, 0)
+
+
+def test_frames_calibrated_at_once_in_threads_keep_their_own_pixels(
+    tmp_path: Path, rng: np.random.Generator, big_masters: dict[str, MasterUse]
+) -> None:
+    """A Dask worker with several threads runs frames at once: no buffer is shared between them."""
+    raws = [rng.integers(600 + 1000 * i, 50000, BIG).astype(np.uint16) for i in range(6)]
+    tasks = [
+        task_for(write_raw(tmp_path / f"Light_{i}.fits", raw), big_masters, tmp_path / f"Light_{i}_cal.fits")
+        for i, raw in enumerate(raws)
+    ]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(calibrate_frame, tasks))
+    for raw, task, result in zip(raws, tasks, results, strict=True):
+        output = finish(result, Path(task.output))
+        np.testing.assert_array_equal(read_clean(output).data, expected(raw, big_masters))
+
+
+def test_preloaded_masters_are_checked_and_a_bad_one_is_left_to_the_light(
+    tmp_path: Path, rng: np.random.Generator, big_masters: dict[str, MasterUse]
+) -> None:
+    raw = rng.integers(600, 50000, BIG).astype(np.uint16)
+    path = write_raw(tmp_path / "Light.fits", raw)
+    good = task_for(path, big_masters, tmp_path / "Light_cal.fits")
+    assert preload([good, good]) == 3
+    gone = MasterUse("dark", 9, str(tmp_path / "gone.fits"), "0" * 64)
+    bad = FrameTask(**{**good.__dict__, "dark": gone, "output": str(tmp_path / "bad_cal.fits")})
+    assert preload([bad]) == 2  # the bias and the flat; the missing dark is not an error here
+    result = calibrate_frame(bad)
+    assert (
+        result.error == f"{gone.path}: the dark master is missing; run `ccdcal process` again to rebuild it"
+    )
+    output = finish(calibrate_frame(good), Path(good.output))
+    np.testing.assert_array_equal(read_clean(output).data, expected(raw, big_masters))
 
 
 # -- the header ------------------------------------------------------------------------------------------
