@@ -19,18 +19,16 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from typer.core import TyperGroup
 
 from ccdcal._version import __version__
 from ccdcal.catalog.db import SCHEMA_HEAD, Catalog
 from ccdcal.errors import CcdcalError
-from ccdcal.ingest.core import ingest as ingest_paths
 from ccdcal.owners import keep_interrupts
 from ccdcal.status import catalog_status, pending_lines
 
-# The numerical stack (numpy, astropy) is imported by the commands that need it, so that catalog
-# commands and --help start quickly.
+# The numerical stack (numpy, astropy) and each command's library modules are imported by the commands
+# that need them, so that catalog commands and --help start quickly.
 
 out = Console(soft_wrap=True, highlight=False, emoji=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
@@ -144,17 +142,24 @@ def _print_json(data: Any) -> None:
     out.print_json(json.dumps(data, default=str, sort_keys=False), indent=2)
 
 
-def print_table(out: Console, rows: Sequence[Sequence[str]]) -> None:
-    """A summary table (first row: the headings), wide when it goes to a file or a pipe."""
+def print_table(
+    out: Console, rows: Sequence[Sequence[str]], *, title: str | None = None, right: Sequence[int] = ()
+) -> None:
+    """A table as aligned plain text (first row: the headings; ``right``: columns aligned right).
+
+    Plain text rather than a Rich table: a catalog's status lists hundreds of groups, which Rich lays out
+    in about a second; this takes milliseconds, and reads the same in a terminal, a file or a pipe.
+    """
     if not rows:
         return
-    table = Table(box=None, pad_edge=False)
-    for column in rows[0]:
-        table.add_column(column)
-    for row in rows[1:]:
-        table.add_row(*row)
-    wide = out if out.is_terminal else Console(file=out.file, width=250, highlight=False)
-    wide.print(table)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [title] if title else []
+    for row in rows:
+        cells = (
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        lines.append("  ".join(cells).rstrip())
+    out.print("\n".join(lines), markup=False, highlight=False)
 
 
 @app.command()
@@ -197,6 +202,8 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Catalogue raw FITS frames: every header card, normalised keys, hashes. Incremental."""
+    from ccdcal.ingest.core import ingest as ingest_paths
+
     state = _state(ctx)
     with state.catalog() as catalog, _progress(state, "Reading headers") as progress:
         summary = ingest_paths(
@@ -253,40 +260,28 @@ def status(
     for status_name in sorted(totals):
         parts = ", ".join(f"{k} {n}" for k, n in sorted(totals[status_name].items()))
         out.print(f"  {status_name}: {parts}", markup=False)
-    table = Table(box=None, title="Groups of usable frames", title_justify="left", pad_edge=False)
-    for column in (
-        "type",
-        "instrument",
-        "bin",
-        "gain",
-        "offset",
-        "mode",
-        "size",
-        "temp",
-        "exptime",
-        "filter",
-    ):
-        table.add_column(column)
-    table.add_column("frames", justify="right")
-    for kind, groups in report["groups"].items():
-        for group in groups:
-            table.add_row(
-                kind,
-                _text(group["instrument"]),
-                f"{_text(group['xbinning'])}x{_text(group['ybinning'])}",
-                _text(group["gain"]),
-                _text(group["offset"]),
-                _text(group["readout_mode"]),
-                f"{_text(group['naxis1'])}x{_text(group['naxis2'])}",
-                _text(group["temp_key"]),
-                _text(group["exptime"]) if "exptime" in group else "",
-                _text(group["filter"]) if "filter" in group else "",
-                str(group["n"]),
-            )
-    if table.row_count:
-        # In a pipe, lay the table out wide rather than wrapping it at 80 columns.
-        wide = out if out.is_terminal else Console(file=out.file, width=200, highlight=False)
-        wide.print(table)
+    columns = ("type", "instrument", "bin", "gain", "offset", "mode", "size", "temp", "exptime", "filter")
+    rows = [
+        [
+            kind,
+            _text(group["instrument"]),
+            f"{_text(group['xbinning'])}x{_text(group['ybinning'])}",
+            _text(group["gain"]),
+            _text(group["offset"]),
+            _text(group["readout_mode"]),
+            f"{_text(group['naxis1'])}x{_text(group['naxis2'])}",
+            _text(group["temp_key"]),
+            _text(group["exptime"]) if "exptime" in group else "",
+            _text(group["filter"]) if "filter" in group else "",
+            str(group["n"]),
+        ]
+        for kind, groups in report["groups"].items()
+        for group in groups
+    ]
+    if rows:
+        print_table(
+            out, [[*columns, "frames"], *rows], title="Groups of usable frames", right=(len(columns),)
+        )
     for title, key in (
         ("Unclassified (use ingest --imagetyp)", "unclassified"),
         ("Missing", "missing"),
@@ -392,22 +387,26 @@ def masters(
         if as_json:
             _print_json(rows)
             return
-        table = Table(box=None, pad_edge=False)
-        for column in ("id", "kind", "file", "status", "inputs", "median", "std", "rejected"):
-            table.add_column(column)
-        for row in rows:
-            table.add_row(
-                str(row["id"]),
-                row["kind"],
-                Path(row["path"]).name,
-                row["status"] + (" BAD" if row["is_bad"] else ""),
-                str(row["n_inputs"]),
-                f"{row['median']:.6g}" if row["median"] is not None else "NA",
-                f"{row['std']:.4g}" if row["std"] is not None else "NA",
-                f"{row['rejected_fraction']:.3%}" if row["rejected_fraction"] is not None else "NA",
-            )
-        wide = out if out.is_terminal else Console(file=out.file, width=200, highlight=False)
-        wide.print(table)
+        headings = ["id", "kind", "file", "status", "inputs", "median", "std", "rejected"]
+        print_table(
+            out,
+            [
+                headings,
+                *(
+                    [
+                        str(row["id"]),
+                        row["kind"],
+                        Path(row["path"]).name,
+                        row["status"] + (" BAD" if row["is_bad"] else ""),
+                        str(row["n_inputs"]),
+                        f"{row['median']:.6g}" if row["median"] is not None else "NA",
+                        f"{row['std']:.4g}" if row["std"] is not None else "NA",
+                        f"{row['rejected_fraction']:.3%}" if row["rejected_fraction"] is not None else "NA",
+                    ]
+                    for row in rows
+                ),
+            ],
+        )
         return
     options = MasterOptions(
         masters_dir=masters_dir,

@@ -203,7 +203,14 @@ def _group_reason(masters: list[Any], frames: int, damaged: set[int]) -> str | N
 def _damaged(session: Session, master_ids: list[int]) -> set[int]:
     """Of ``master_ids``, those with an input since marked bad or no longer ``ok`` (missing, rejected):
     found from those few frames. (An input whose file changed is found by ``process --dry-run``.)"""
-    gone = select(Frame.id).where(or_(Frame.is_bad == true(), Frame.status != "ok"))
-    query = select(MasterInput.master_id).where(MasterInput.frame_id.in_(gone)).distinct()
     wanted = set(master_ids)
-    return {master_id for master_id in session.scalars(query) if master_id in wanted}
+    return {master_id for master_id in session.scalars(gone_inputs_query()) if master_id in wanted}
+
+
+def gone_inputs_query() -> Select[Any]:
+    """The masters with an input marked bad or no longer ``ok``.
+
+    ``status IN`` the statuses other than ``ok`` rather than ``!= 'ok'``: each side of the OR then
+    reads its own index, not every frame."""
+    gone = select(Frame.id).where(or_(Frame.is_bad == true(), Frame.status.in_(("missing", "rejected"))))
+    return select(MasterInput.master_id).where(MasterInput.frame_id.in_(gone)).distinct()

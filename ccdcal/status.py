@@ -13,12 +13,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import FRAME_KINDS, Frame
 from ccdcal.catalog.queries import GROUP_KEYS, frame_groups, no_jit
 from ccdcal.pending import pending_status
+
+
+def frame_counts_query() -> Select[Any]:
+    """Frames counted by status and kind, read from the status index alone, in its order."""
+    return (
+        select(Frame.status, Frame.imagetyp, func.count())
+        .group_by(Frame.status, Frame.imagetyp)
+        .order_by(Frame.status, Frame.imagetyp)
+    )
+
+
+def unclassified_query() -> Select[Any]:
+    """The paths of the frames catalogued without a kind."""
+    return select(Frame.path).where(Frame.status == "ok", Frame.imagetyp.is_(None)).order_by(Frame.path)
 
 
 def catalog_status(catalog: Catalog) -> dict[str, Any]:
@@ -36,19 +50,10 @@ def catalog_status(catalog: Catalog) -> dict[str, Any]:
     with catalog.session() as session:
         no_jit(session)
         counts: dict[str, dict[str, int]] = {}
-        query = (
-            select(Frame.status, Frame.imagetyp, func.count())
-            .group_by(Frame.imagetyp, Frame.status)  # in the order of the grouping index
-            .order_by(Frame.status, Frame.imagetyp)
-        )
-        for status, kind, n in session.execute(query):
+        for status, kind, n in session.execute(frame_counts_query()):
             counts.setdefault(status, {})[kind or "unclassified"] = n
         groups = {kind: frame_groups(session, kind) for kind in FRAME_KINDS}
-        unclassified = list(
-            session.scalars(
-                select(Frame.path).where(Frame.status == "ok", Frame.imagetyp.is_(None)).order_by(Frame.path)
-            )
-        )
+        unclassified = list(session.scalars(unclassified_query()))
         rejected = [
             {"path": path, "reason": error}
             for path, error in session.execute(

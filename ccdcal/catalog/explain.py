@@ -31,7 +31,8 @@ def planned_statements() -> dict[str, Select[Any]]:
     """The grouping select of each kind and the matching selects of each step, by name; those of a plan
     of every light (their target columns, the candidate masters), and those of ``ccdcal status`` (the
     groups of lights, each light's state)."""
-    from ccdcal.pending import light_states  # it builds on this package
+    from ccdcal.pending import gone_inputs_query, light_states  # they build on this package
+    from ccdcal.status import frame_counts_query, unclassified_query
 
     statements: dict[str, Select[Any]] = {
         f"group {kind}": grouped_frames_query(kind) for kind in ("bias", "dark", "flat")
@@ -41,6 +42,9 @@ def planned_statements() -> dict[str, Select[Any]]:
     statements["count the groups of lights"] = frame_groups_query("light")
     states = light_states()
     statements["count the lights by state"] = select(states.c.state, func.count()).group_by(states.c.state)
+    statements["count the frames by status and kind"] = frame_counts_query()
+    statements["unclassified frames"] = unclassified_query()
+    statements["masters with an input gone"] = gone_inputs_query()
     target = {"instrument": "cam", "xbinning": 1, "ybinning": 1, "naxis1": 10, "naxis2": 10, "gain": 1.0}
     target |= {"offset": 10.0, "readout_mode": "fast", "ccd_temp": -10.0, "exptime": 60.0, "filter": "R"}
     target["date_obs"] = dt.datetime(2025, 1, 1)
@@ -82,7 +86,8 @@ def query_plan(session: Session, statement: Select[Any]) -> list[str]:
     return [str(row[-1]) for row in session.execute(Explain(statement))]
 
 
-_SCAN = re.compile(r"^\s*(?:->\s*)?(?:SCAN|Seq Scan on) (\w+)")
+#: A table read in full (SQLite's ``SCAN t USING COVERING INDEX i`` reads the index alone: not a table scan).
+_SCAN = re.compile(r"^\s*(?:->\s*)?(?:SCAN|Seq Scan on) (\w+)\b(?! USING COVERING INDEX)")
 
 
 def table_scans(plan: list[str]) -> list[str]:

@@ -95,6 +95,8 @@ class Frame(Base):
             "status",
             "is_bad",
         ),
+        # Frames by status, then kind (revision 0005): counted by status and kind from the index alone.
+        Index("ix_frames_status", "status", "imagetyp"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -102,7 +104,7 @@ class Frame(Base):
     sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
     mtime: Mapped[float] = mapped_column(Float)
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16))
     changed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     error: Mapped[str | None] = mapped_column(Text)
     hdu: Mapped[int | None] = mapped_column(Integer)
