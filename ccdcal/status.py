@@ -21,7 +21,7 @@ from ccdcal.catalog.queries import GROUP_KEYS, frame_groups, no_jit
 from ccdcal.pending import pending_status
 
 
-def frame_counts_query() -> Select[Any]:
+def frame_counts_query() -> Select[str, str | None, int]:
     """Frames counted by status and kind, read from the status index alone, in its order."""
     return (
         select(Frame.status, Frame.imagetyp, func.count())

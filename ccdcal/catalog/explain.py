@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Select, func, select, text
 from sqlalchemy.ext.compiler import compiles
@@ -42,7 +42,7 @@ def planned_statements() -> dict[str, Select[Any]]:
     statements["count the groups of lights"] = frame_groups_query("light")
     states = light_states()
     statements["count the lights by state"] = select(states.c.state, func.count()).group_by(states.c.state)
-    statements["count the frames by status and kind"] = frame_counts_query()
+    statements["count the frames by status and kind"] = cast(Select[Any], frame_counts_query())
     statements["unclassified frames"] = unclassified_query()
     statements["masters with an input gone"] = gone_inputs_query()
     target = {"instrument": "cam", "xbinning": 1, "ybinning": 1, "naxis1": 10, "naxis2": 10, "gain": 1.0}
