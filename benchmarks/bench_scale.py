@@ -15,7 +15,8 @@ catalog in use.
 Then times, on that catalog:
 
 1. ``process --dry-run`` (:func:`ccdcal.pipeline.dry_run`): masters plan + the plan of every light;
-2. ``ccdcal status`` (:func:`ccdcal.status.catalog_status`);
+2. ``ccdcal status`` (:func:`ccdcal.status.catalog_status`), and the ``ccdcal status`` command in a new
+   process (interpreter start, imports, the table printed), as a user would wait for it;
 
 and with ``--explain`` prints the query plans of the matching and grouping selects (each must use an
 index).
@@ -34,6 +35,7 @@ import argparse
 import datetime as dt
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -380,6 +382,17 @@ def measure(catalog: Any, folder: Path, args: argparse.Namespace) -> None:
     print(
         f"status: {took:.2f} s (target {STATUS_TARGET:g} s); "
         f"{sum(len(g) for g in status['groups'].values())} groups"
+    )
+    url = catalog.url.render_as_string(hide_password=False)
+    command = [str(Path(sys.executable).with_name("ccdcal")), "--db", url, "status"]
+    _, wall = timed(
+        "ccdcal status (command line)",
+        lambda: subprocess.run(command, check=True, stdout=subprocess.DEVNULL),
+        args.repeat,
+        None,
+    )
+    print(
+        f"ccdcal status, command line: {wall:.2f} s wall, start-up included (target {STATUS_TARGET:g} s)"
     )
 
 
