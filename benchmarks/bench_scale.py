@@ -391,9 +391,7 @@ def measure(catalog: Any, folder: Path, args: argparse.Namespace) -> None:
         args.repeat,
         None,
     )
-    print(
-        f"ccdcal status, command line: {wall:.2f} s wall, start-up included (target {STATUS_TARGET:g} s)"
-    )
+    print(f"ccdcal status, command line: {wall:.2f} s wall, start-up included (target {STATUS_TARGET:g} s)")
 
 
 if __name__ == "__main__":

@@ -241,6 +241,7 @@ def _register(
     )
     hdul = fits.HDUList([fits.PrimaryHDU(mask, header)])
     written: Path | None = None
+    master_id: int | None = None
     try:
         with catalog.session() as session:
             same = _same_setup(keys)
@@ -273,6 +274,7 @@ def _register(
             )
             session.add(master)
             session.flush()
+            master_id = master.id
             for old in session.scalars(same.where(Master.status == "current", Master.id != master.id)):
                 old.status = "superseded"
                 old.superseded_reason = f"new bad-pixel mask {written.name} ({_names(dark, flat)})"
@@ -283,7 +285,8 @@ def _register(
             )
         return master
     except BaseException:
-        if written is not None:
+        # A Ctrl-C during the commit is raised after it: a committed row keeps its file.
+        if written is not None and not catalog.committed(Master, master_id):
             written.unlink(missing_ok=True)
         raise
 

@@ -266,7 +266,7 @@ def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], 
                 report.warnings = result.warnings
                 report.calibration_id, report.seconds = new, result.seconds
     except BaseException:
-        committed = bool(finished) and _committed(catalog, finished[0][0].calibration_id)
+        committed = bool(finished) and catalog.committed(Calibration, finished[0][0].calibration_id)
         for output, replaced in reversed(published if not committed else []):  # no rows: as they were
             if replaced:
                 os.replace(replaced[0], output)
@@ -311,17 +311,6 @@ def _calibration_row(report: LightReport, result: FrameResult, run_id: int) -> d
         "run_id": run_id,
         "created_at": utcnow(),
     }
-
-
-def _committed(catalog: Catalog, calibration_id: int | None) -> bool:
-    """Whether a calibration row was committed (Ctrl-C may cut a transaction short after its commit)."""
-    if calibration_id is None:
-        return False
-    try:
-        with catalog.session() as session:
-            return session.get(Calibration, calibration_id) is not None
-    except Exception:
-        return False
 
 
 def _retire(output: Path) -> list[Path]:

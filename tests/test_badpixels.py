@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Calibration, CalibrationMaster, Master, MasterCalibrator
 from ccdcal.cli import app
+from ccdcal.fitsfiles import sha256_file
 from ccdcal.ingest.core import ingest
 from ccdcal.masters import MasterOptions, build_masters
 from ccdcal.pipeline import ProcessOptions, process
@@ -91,6 +93,30 @@ def test_bpm_master_from_the_dark_and_the_flat(
         assert "bpm" not in calibration.steps
         with fits.open(calibration.path) as hdul:
             assert "MASK" not in hdul or not (hdul["MASK"].data & 2).any()
+
+
+def test_a_ctrl_c_during_the_bpm_commit_keeps_the_committed_file(
+    catalog: Catalog, tmp_path: Path, night: SimulatedNight, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalog's sessions raise a Ctrl-C after a commit it arrived during: the mask's row is then in
+    the catalog, and its file must stay."""
+    ingest(catalog, [night.root])
+    build_masters(catalog, MasterOptions(masters_dir=tmp_path / "masters"))
+    commit = Session.commit
+
+    def interrupted(session: Session) -> None:
+        mask = any(isinstance(o, Master) and o.kind == "bpm" for o in list(session.identity_map.values()))
+        commit(session)
+        if mask:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Session, "commit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_masters(catalog, MasterOptions(masters_dir=tmp_path / "masters", bpm=True))
+    monkeypatch.undo()
+    (bpm,) = rows(catalog, Master, kind="bpm")
+    assert Path(bpm.path).name == NAME
+    assert sha256_file(bpm.path) == bpm.sha256
 
 
 def test_a_bpm_whose_dark_is_marked_bad_is_not_used(

@@ -32,7 +32,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ccdcal._version import __version__
-from ccdcal.catalog.models import Run, utcnow
+from ccdcal.catalog.models import Base, Run, utcnow
 from ccdcal.errors import CatalogError, CatalogTooNewError, NotACatalogError, NotFoundError
 from ccdcal.owners import shielded
 
@@ -303,6 +303,17 @@ class Catalog:
         """The most recent runs, newest first."""
         with self.session() as session:
             return list(session.scalars(select(Run).order_by(Run.id.desc()).limit(limit)))
+
+    def committed(self, model: type[Base], row_id: int | None) -> bool:
+        """Whether the row ``row_id`` of ``model`` is in the catalog: after an interrupted transaction,
+        whether its commit went through (a Ctrl-C is raised after a commit it arrived during)."""
+        if row_id is None:
+            return False
+        try:
+            with self.session() as session:
+                return session.get(model, row_id) is not None
+        except Exception:  # the catalog cannot be read now: the row is taken as not committed
+            return False
 
 
 class RunLog:
