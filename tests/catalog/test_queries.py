@@ -294,6 +294,23 @@ def test_group_rows_carry_what_a_master_needs(cat: Catalog) -> None:
     assert rows[1]["hdu"] == 1
 
 
+def test_a_group_is_ordered_by_date_obs_then_path(cat: Catalog) -> None:
+    """As ``ORDER BY date_obs, path`` (SQLite's rows are sorted in Python group by group: the same). A
+    frame without DATE-OBS comes first on SQLite, last on PostgreSQL, as each orders NULL."""
+    same = NIGHT + dt.timedelta(hours=3)
+    later_b = add_frame(cat, "bias", path="/raw/b/Bias_2.fits", date_obs=same)
+    later_a = add_frame(cat, "bias", path="/raw/a/Bias_9.fits", date_obs=same)
+    undated = add_frame(cat, "bias", path="/raw/z/Bias_1.fits", date_obs=None)
+    early = add_frame(cat, "bias", path="/raw/z/Bias_0.fits", date_obs=NIGHT)
+    other = add_frame(cat, "bias", path="/raw/0/Bias.fits", gain=200.0, date_obs=None)
+    with cat.session() as session:
+        rows = grouped_frames(session, "bias")
+    dated = [early, later_a, later_b]
+    sqlite = cat.url.get_backend_name() == "sqlite"
+    assert [r["id"] for r in rows] == ([undated, *dated] if sqlite else [*dated, undated]) + [other]
+    assert [(r["group_number"], r["group_size"]) for r in rows] == [(1, 4)] * 4 + [(2, 1)]
+
+
 # -- masters that may not be used (mark-bad) -------------------------------------------------------------
 
 
