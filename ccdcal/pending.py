@@ -21,6 +21,7 @@ gets, or that none matches; whether the output files are still there — is the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Select, case, exists, func, or_, select, true
@@ -59,7 +60,11 @@ _MASTER_KINDS = ("bias", "dark", "flat")
 
 
 def pending_status(
-    catalog: Catalog, groups: dict[str, list[dict[str, Any]]], *, limit: int = LIST_LIMIT
+    catalog: Catalog,
+    groups: dict[str, list[dict[str, Any]]],
+    *,
+    limit: int = LIST_LIMIT,
+    state_counts: Callable[[], dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """What ``ccdcal process`` would do now: planned (small catalogs) or counted (see the module docstring).
 
@@ -71,6 +76,10 @@ def pending_status(
         Per kind, the groups of usable frames with their frame counts ``n`` (what ``status`` shows).
     limit : int
         Counted, the pending lights are listed when there are at most this many.
+    state_counts : callable, optional
+        Gives the lights counted by state when they are counted: :func:`light_state_counts`, asked for
+        beforehand (``ccdcal status`` counts them in a second connection meanwhile). By default they
+        are counted here.
 
     Returns
     -------
@@ -92,7 +101,8 @@ def pending_status(
         return pending | {"planned": True, "counts": counts | {"current": pending["current"]}}
     with catalog.session() as session:
         no_jit(session)
-        pending = _counted(session, groups, limit)
+        counts = state_counts() if state_counts is not None else _state_counts(session)
+        pending = _counted(session, groups, limit, counts)
     run = last_process_run(catalog)
     return {"options_of_run": run.id if run is not None else None} | pending
 
@@ -103,14 +113,29 @@ def last_process_run(catalog: Catalog) -> Run | None:
     return next((r for r in catalog.runs(limit=50) if r.command in ("process", "run")), None)
 
 
-def _counted(session: Session, groups: dict[str, list[dict[str, Any]]], limit: int) -> dict[str, Any]:
+def light_state_counts(catalog: Catalog) -> dict[str, int]:
+    """The usable lights counted by state (the words of this module, in their order), in a session of
+    its own."""
+    with catalog.session() as session:
+        no_jit(session)
+        return _state_counts(session)
+
+
+def _state_counts(session: Session) -> dict[str, int]:
     states = light_states()
     query = select(states.c.state, func.count()).group_by(states.c.state)
     found: dict[str, int] = dict(session.execute(query).all())
-    counts = {state: found[state] for state in _STATES if state in found}  # in this order
+    return {state: found[state] for state in _STATES if state in found}  # in this order
+
+
+def _counted(
+    session: Session, groups: dict[str, list[dict[str, Any]]], limit: int, counts: dict[str, int]
+) -> dict[str, Any]:
+    counts = dict(counts)
     waiting = sum(n for state, n in counts.items() if state != CURRENT)
     lights = []
     if 0 < waiting <= limit:
+        states = light_states()
         query = (
             select(states.c.path, states.c.state, states.c.error)
             .where(states.c.state != CURRENT)

@@ -11,14 +11,16 @@ in under a second on 200,000 frames.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import Select, func, select
 
+from ccdcal import pending as pending_module
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import FRAME_KINDS, Frame
 from ccdcal.catalog.queries import GROUP_KEYS, frame_groups, no_jit
-from ccdcal.pending import pending_status
+from ccdcal.pending import light_state_counts, pending_status
 
 
 def frame_counts_query() -> Select[str, str | None, int]:
@@ -47,28 +49,37 @@ def catalog_status(catalog: Catalog) -> dict[str, Any]:
         (masters to build; lights to calibrate, that cannot be, or that failed, each with the reason) or,
         on a large catalog, counted (see :func:`ccdcal.pending.pending_status`).
     """
-    with catalog.session() as session:
-        no_jit(session)
-        counts: dict[str, dict[str, int]] = {}
-        for status, kind, n in session.execute(frame_counts_query()):
-            counts.setdefault(status, {})[kind or "unclassified"] = n
-        groups = {kind: frame_groups(session, kind) for kind in FRAME_KINDS}
-        unclassified = list(session.scalars(unclassified_query()))
-        rejected = [
-            {"path": path, "reason": error}
-            for path, error in session.execute(
-                select(Frame.path, Frame.error).where(Frame.status == "rejected").order_by(Frame.path)
+    with ThreadPoolExecutor(1, thread_name_prefix="ccdcal-status") as background:
+        with catalog.session() as session:
+            no_jit(session)
+            counts: dict[str, dict[str, int]] = {}
+            for status, kind, n in session.execute(frame_counts_query()):
+                counts.setdefault(status, {})[kind or "unclassified"] = n
+            state_counts = None
+            server = catalog.url.get_backend_name() != "sqlite"
+            if server and sum(counts.get("ok", {}).values()) > pending_module.PLAN_LIMIT:
+                # A large catalog's lights are counted by state, the longest select, in a second
+                # connection while this one reads the rest: the server runs both at once (0.24 ->
+                # 0.15 s on 200,000 frames). SQLite gains nothing: the rows are made under one lock.
+                state_counts = background.submit(light_state_counts, catalog).result
+            groups = {kind: frame_groups(session, kind) for kind in FRAME_KINDS}
+            unclassified = list(session.scalars(unclassified_query()))
+            rejected = [
+                {"path": path, "reason": error}
+                for path, error in session.execute(
+                    select(Frame.path, Frame.error).where(Frame.status == "rejected").order_by(Frame.path)
+                )
+            ]
+            missing = list(
+                session.scalars(select(Frame.path).where(Frame.status == "missing").order_by(Frame.path))
             )
-        ]
-        missing = list(
-            session.scalars(select(Frame.path).where(Frame.status == "missing").order_by(Frame.path))
-        )
-        bad = [
-            {"path": path, "reason": reason}
-            for path, reason in session.execute(
-                select(Frame.path, Frame.bad_reason).where(Frame.is_bad.is_(True)).order_by(Frame.path)
-            )
-        ]
+            bad = [
+                {"path": path, "reason": reason}
+                for path, reason in session.execute(
+                    select(Frame.path, Frame.bad_reason).where(Frame.is_bad.is_(True)).order_by(Frame.path)
+                )
+            ]
+        pending = pending_status(catalog, groups, state_counts=state_counts)
     return {
         "catalog": catalog.name,
         "frames": counts,
@@ -78,7 +89,7 @@ def catalog_status(catalog: Catalog) -> dict[str, Any]:
         "rejected": rejected,
         "missing": missing,
         "bad": bad,
-        "pending": pending_status(catalog, groups),
+        "pending": pending,
     }
 
 

@@ -3,6 +3,7 @@ one), in the same JSON keys as the plan, and the lines that point to ``ccdcal pr
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 import ccdcal.pending as pending_module
+import ccdcal.status as status_module
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Calibration, Frame
 from ccdcal.catalog.queries import usable
@@ -68,6 +70,27 @@ def test_before_anything_is_built(catalog: Catalog, night: SimulatedNight) -> No
     assert lines[0].startswith("Pending (counted from the catalog; `ccdcal process --dry-run`")
     assert f"    3: {NOT_CALIBRATED}" in lines
     assert lines[-1].endswith(f"Light_003.fits: {NOT_CALIBRATED}")
+
+
+@pytest.mark.usefixtures("counted")
+def test_a_server_counts_the_lights_in_a_second_connection_meanwhile(
+    catalog: Catalog, night: SimulatedNight, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the lights are counted by state in a thread of its own, the same counts; SQLite,
+    which gains nothing by it, counts them in the one session."""
+    ingest(catalog, [night.root])
+    threads: list[str] = []
+
+    def spy(counted_catalog: Catalog) -> dict[str, int]:
+        threads.append(threading.current_thread().name)
+        return pending_module.light_state_counts(counted_catalog)
+
+    monkeypatch.setattr(status_module, "light_state_counts", spy)
+    found = pending(catalog)
+    sqlite = catalog.url.get_backend_name() == "sqlite"
+    assert threads == ([] if sqlite else ["ccdcal-status_0"])
+    assert found["counts"] == {NOT_CALIBRATED: 3}
+    assert found == pending_module.pending_status(catalog, catalog_status(catalog)["groups"])
 
 
 @pytest.mark.usefixtures("counted")
