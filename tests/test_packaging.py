@@ -51,7 +51,8 @@ def test_wheel_carries_the_migrations_and_ingests_from_tmp(tmp_path: Path) -> No
         "ccdcal/migrations/env.py",
         "ccdcal/migrations/versions/0001_initial.py",
         "ccdcal/migrations/script.py.mako",
-        "ccdcal/cli.py",
+        "ccdcal/cli/__init__.py",
+        "ccdcal/cli/base.py",
     } <= names
 
     venv = tmp_path / "venv"

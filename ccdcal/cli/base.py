@@ -1,0 +1,219 @@
+"""What every command shares: the ``ccdcal`` app and its global options, the consoles, the one place
+where ccdcal's errors become user messages and exit statuses (:class:`CcdcalGroup`), progress bars,
+tables, JSON, and the option types several commands take."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from typer.core import TyperGroup
+
+from ccdcal._version import __version__
+from ccdcal.catalog.db import Catalog
+from ccdcal.errors import CcdcalError
+from ccdcal.owners import keep_interrupts
+
+# The numerical stack (numpy, astropy) and each command's library modules are imported by the commands
+# that need them, so that catalog commands and --help start quickly.
+
+out = Console(soft_wrap=True, highlight=False, emoji=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
+
+
+class CcdcalGroup(TyperGroup):
+    """The command group; turns library errors and Ctrl-C into one-line messages and exit statuses."""
+
+    def invoke(self, ctx: Any) -> Any:
+        keep_interrupts()
+        try:
+            return super().invoke(ctx)
+        except CcdcalError as exc:
+            err.print(f"Error: {exc}", markup=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("Interrupted: what was finished is kept; run the same command again to resume.")
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=CcdcalGroup,
+    name="ccdcal",
+    help="Catalog raw CCD/CMOS frames, build master calibrations and calibrate science frames, "
+    "with provenance in a database.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+db_app = typer.Typer(cls=CcdcalGroup, help="Catalog schema: show or upgrade its revision.")
+app.add_typer(db_app, name="db")
+
+
+@dataclass
+class State:
+    """Options given before the command."""
+
+    db: str | None = None
+    verbosity: int = 0
+
+    @property
+    def quiet(self) -> bool:
+        return self.verbosity < 0
+
+    def catalog(self, *, upgrade: bool = True) -> Catalog:
+        return Catalog(self.db, upgrade=upgrade)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"ccdcal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="CCDCAL_DB",
+            help="Catalog: a path (SQLite) or a SQLAlchemy URL. Default ./ccdcal.db.",
+            show_envvar=True,
+        ),
+    ] = None,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="Say more.")] = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """Catalog raw frames, build masters and calibrate lights, with provenance."""
+    state = State(db=db, verbosity=-1 if quiet else verbose)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 0 else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = state
+
+
+def state_of(ctx: typer.Context) -> State:
+    state = ctx.find_object(State)
+    return state if state is not None else State()
+
+
+@contextmanager
+def progress_bar(state: State, label: str) -> Iterator[Any]:
+    """A Rich progress bar on a terminal (stderr); a silent callback in pipes or with -q."""
+    show = err.is_terminal and not state.quiet
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not show,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str, sort_keys=False), indent=2)
+
+
+def print_table(
+    out: Console, rows: Sequence[Sequence[str]], *, title: str | None = None, right: Sequence[int] = ()
+) -> None:
+    """A table as aligned plain text (first row: the headings; ``right``: columns aligned right).
+
+    Plain text rather than a Rich table: a catalog's status lists hundreds of groups, which Rich lays out
+    in about a second; this takes milliseconds, and reads the same in a terminal, a file or a pipe.
+    """
+    if not rows:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [title] if title else []
+    for row in rows:
+        cells = (
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        lines.append("  ".join(cells).rstrip())
+    out.print("\n".join(lines), markup=False, highlight=False)
+
+
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def byte_size(text: str) -> int:
+    """``512M``, ``2G``, ``1500000`` → bytes (a usage error names the bad value)."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1:] if value[-1:] in SIZE_UNITS and value[-1:] else ""
+    try:
+        number = float(value[:-1] if unit else value)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a size such as 512M or 2G") from None
+    if number <= 0:
+        raise typer.BadParameter(f"{text!r} must be positive")
+    return int(number * SIZE_UNITS[unit])
+
+
+#: Options of the optional reduction steps (ccdcal.reduction), shared by masters and process.
+OverscanOption = Annotated[
+    str,
+    typer.Option(
+        "--overscan",
+        help="Overscan on every frame: auto (BIASSEC row-wise median and TRIMSEC/DATASEC trim when the "
+        "header has them), off, median, or poly:N (a degree-N polynomial fit).",
+    ),
+]
+
+
+UncertaintyOption = Annotated[
+    bool,
+    typer.Option(
+        "--uncertainty", help="Write UNCERT extensions: masters the combine's, lights propagated (ccdproc)."
+    ),
+]
+
+
+def key_text(value: Any) -> str:
+    """A group key for display: ``NA`` when absent, whole numbers without ``.0``."""
+    if value is None:
+        return "NA"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+TARGET_HELP = "A calibrated file, master or raw frame (its path), or calibration:N, master:N, frame:N."
+
+
+def existing_catalog(state: State) -> Catalog:
+    """The catalog, which must exist (an older schema is upgraded): these commands never create one."""
+    state.catalog(upgrade=False).close()
+    return state.catalog()
+
+
+def wide_console() -> Console:
+    """stdout; in a pipe, laid out wide rather than wrapped at 80 columns."""
+    return out if out.is_terminal else Console(file=out.file, width=250, highlight=False, soft_wrap=True)
+
+
+def run() -> None:
+    """Entry point for ``python -m ccdcal``."""
+    app(prog_name="ccdcal")

@@ -1,0 +1,185 @@
+"""Commands on the catalog itself: ``ingest``, ``status``, ``db upgrade``, ``db current``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ccdcal.catalog.db import SCHEMA_HEAD
+from ccdcal.cli.base import (
+    app,
+    db_app,
+    err,
+    key_text,
+    out,
+    print_json,
+    print_table,
+    progress_bar,
+    state_of,
+)
+from ccdcal.status import catalog_status, pending_lines
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders to catalogue (recursively).")],
+    imagetyp: Annotated[
+        str | None,
+        typer.Option(
+            "--imagetyp",
+            help="Force this type (bias, dark, flat, light) on every file under PATH.",
+            case_sensitive=False,
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Processes reading headers (default: automatic; 1 reads in this process).",
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Read on a Dask cluster: tcp://HOST:8786, or local:N to start N local workers.",
+        ),
+    ] = None,
+    type_from_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--type-from-name",
+            metavar="PATTERN=KIND",
+            help="Force KIND on files whose name matches PATTERN (wildcards, any case), e.g. 'flats*=flat'; "
+            "repeatable, the first matching rule wins.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Catalogue raw FITS frames: every header card, normalised keys, hashes. Incremental."""
+    from ccdcal.ingest.core import ingest as ingest_paths
+
+    state = state_of(ctx)
+    with state.catalog() as catalog, progress_bar(state, "Reading headers") as progress:
+        summary = ingest_paths(
+            catalog,
+            paths,
+            imagetyp=imagetyp.lower() if imagetyp else None,
+            jobs=jobs,
+            scheduler=scheduler,
+            progress=progress,
+            type_rules=type_from_name or (),
+        )
+    if as_json:
+        print_json({"catalog": catalog.name, "run": summary.run_id, **summary.as_dict()})
+    elif not state.quiet:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(summary.by_type.items())) or "none"
+        out.print(
+            f"Catalog {catalog.name} (run {summary.run_id}): {summary.new} new, {summary.changed} changed, "
+            f"{summary.unchanged} unchanged, {summary.missing} missing, {len(summary.rejected)} rejected",
+            markup=False,
+        )
+        out.print(f"Frames under these paths: {kinds}", markup=False)
+        if summary.forced:
+            how = f"to {imagetyp}" if imagetyp else "by --type-from-name"
+            out.print(f"Type forced {how} on {summary.forced} frames", markup=False)
+        if summary.unclassified:
+            out.print(
+                f"Unclassified ({len(summary.unclassified)}; no type in header or folder name — "
+                "use --imagetyp):",
+                markup=False,
+            )
+            for path in summary.unclassified:
+                out.print(f"  {path}", markup=False)
+    if summary.rejected and not as_json:
+        err.print(f"Rejected ({len(summary.rejected)}):", markup=False)
+        for path, reason in summary.rejected:
+            err.print(f"  {path}: {reason}", markup=False)
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """What is catalogued: frames by type and group, unclassified, rejected and missing files."""
+    state = state_of(ctx)
+    with state.catalog() as catalog:
+        report = catalog_status(catalog)
+    if as_json:
+        print_json(report)
+        return
+    out.print(f"Catalog {report['catalog']}", markup=False)
+    totals = report["frames"]
+    for status_name in sorted(totals):
+        parts = ", ".join(f"{k} {n}" for k, n in sorted(totals[status_name].items()))
+        out.print(f"  {status_name}: {parts}", markup=False)
+    columns = ("type", "instrument", "bin", "gain", "offset", "mode", "size", "temp", "exptime", "filter")
+    rows = [
+        [
+            kind,
+            key_text(group["instrument"]),
+            f"{key_text(group['xbinning'])}x{key_text(group['ybinning'])}",
+            key_text(group["gain"]),
+            key_text(group["offset"]),
+            key_text(group["readout_mode"]),
+            f"{key_text(group['naxis1'])}x{key_text(group['naxis2'])}",
+            key_text(group["temp_key"]),
+            key_text(group["exptime"]) if "exptime" in group else "",
+            key_text(group["filter"]) if "filter" in group else "",
+            str(group["n"]),
+        ]
+        for kind, groups in report["groups"].items()
+        for group in groups
+    ]
+    if rows:
+        print_table(
+            out, [[*columns, "frames"], *rows], title="Groups of usable frames", right=(len(columns),)
+        )
+    for title, key in (
+        ("Unclassified (use ingest --imagetyp)", "unclassified"),
+        ("Missing", "missing"),
+    ):
+        if report[key]:
+            out.print(f"{title} ({len(report[key])}):", markup=False)
+            for path in report[key]:
+                out.print(f"  {path}", markup=False)
+    for title, key in (("Rejected", "rejected"), ("Marked bad", "bad")):
+        if report[key]:
+            out.print(f"{title} ({len(report[key])}):", markup=False)
+            for item in report[key]:
+                out.print(f"  {item['path']}: {item['reason']}", markup=False)
+    for line in pending_lines(report["pending"]):
+        out.print(line, markup=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Upgrade the catalog's schema to this ccdcal's revision (also done on every open)."""
+    state = state_of(ctx)
+    with state.catalog() as catalog:
+        before = catalog.revision_on_open
+        if before != SCHEMA_HEAD:
+            with catalog.run("db upgrade", {"from": before, "to": SCHEMA_HEAD}):
+                pass
+    if not state.quiet:
+        if before == SCHEMA_HEAD:
+            out.print(f"{catalog.name} is at revision {SCHEMA_HEAD} (up to date)", markup=False)
+        else:
+            out.print(f"{catalog.name} upgraded from {before or 'empty'} to {SCHEMA_HEAD}", markup=False)
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Show the catalog's schema revision."""
+    state = state_of(ctx)
+    with state.catalog(upgrade=False) as catalog:
+        revision = catalog.current_revision()
+    note = "(head)" if revision == SCHEMA_HEAD else f"(head is {SCHEMA_HEAD}; run `ccdcal db upgrade`)"
+    out.print(f"{catalog.name}: revision {revision or 'none'} {note}", markup=False)

@@ -1,0 +1,385 @@
+"""Commands that make files: ``masters``, ``process``, ``simulate``, ``report``, ``preview``, ``run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ccdcal.cli.base import (
+    OverscanOption,
+    UncertaintyOption,
+    app,
+    byte_size,
+    err,
+    out,
+    print_json,
+    print_table,
+    progress_bar,
+    state_of,
+)
+
+
+@app.command()
+def masters(
+    ctx: typer.Context,
+    kind: Annotated[
+        list[str] | None, typer.Option("--kind", help="Build only this kind (bias, dark, flat); repeatable.")
+    ] = None,
+    masters_dir: Annotated[Path, typer.Option("--masters-dir", help="Folder for master files.")] = Path(
+        "masters"
+    ),
+    min_frames: Annotated[int, typer.Option("--min-frames", help="Smallest group combined.")] = 3,
+    mem_limit: Annotated[
+        str, typer.Option("--mem-limit", help="Memory the combine may use, e.g. 512M or 2G.")
+    ] = "2G",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Combine on a Dask cluster: tcp://HOST:8786, or local:N to start N local workers.",
+        ),
+    ] = None,
+    sigma: Annotated[float, typer.Option("--sigma", help="Clipping bounds in sigma (low and high).")] = 3.0,
+    iterations: Annotated[int, typer.Option("--iterations", help="Sigma-clipping iterations.")] = 5,
+    dispersion: Annotated[
+        str, typer.Option("--dispersion", help="Clipping dispersion: mad_std (default) or std.")
+    ] = "mad_std",
+    no_bias: Annotated[
+        bool, typer.Option("--no-bias", help="Darks keep the bias (used at their own exposure only).")
+    ] = False,
+    temp_tolerance: Annotated[
+        float, typer.Option("--temp-tolerance", help="|ΔT| allowed between a master and its users (°C).")
+    ] = 2.0,
+    overscan: OverscanOption = "auto",
+    uncertainty: UncertaintyOption = False,
+    bpm: Annotated[
+        bool,
+        typer.Option(
+            "--bpm", help="Also build bad-pixel masks: hot pixels of master darks, ccdmask of master flats."
+        ),
+    ] = False,
+    show: Annotated[bool, typer.Option("--list", help="List the masters instead of building.")] = False,
+    all_versions: Annotated[bool, typer.Option("--all", help="With --list: superseded ones too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Build missing or stale master bias, dark and flat frames (sigma-clipped median, 5 iterations)."""
+    from ccdcal.catalog.queries import MatchRules
+    from ccdcal.masters import MasterOptions, build_masters, list_masters
+    from ccdcal.steps.combine import ClipParams
+
+    state = state_of(ctx)
+    if show:
+        with state.catalog() as catalog:
+            rows = list_masters(catalog, include_superseded=all_versions)
+        if as_json:
+            print_json(rows)
+            return
+        headings = ["id", "kind", "file", "status", "inputs", "median", "std", "rejected"]
+        print_table(
+            out,
+            [
+                headings,
+                *(
+                    [
+                        str(row["id"]),
+                        row["kind"],
+                        Path(row["path"]).name,
+                        row["status"] + (" BAD" if row["is_bad"] else ""),
+                        str(row["n_inputs"]),
+                        f"{row['median']:.6g}" if row["median"] is not None else "NA",
+                        f"{row['std']:.4g}" if row["std"] is not None else "NA",
+                        f"{row['rejected_fraction']:.3%}" if row["rejected_fraction"] is not None else "NA",
+                    ]
+                    for row in rows
+                ),
+            ],
+        )
+        return
+    options = MasterOptions(
+        masters_dir=masters_dir,
+        kinds=tuple(k.lower() for k in kind) if kind else MasterOptions().kinds,
+        min_frames=min_frames,
+        params=ClipParams(sigma_lower=sigma, sigma_upper=sigma, maxiters=iterations, stdfunc=dispersion),
+        mem_limit=byte_size(mem_limit),
+        no_bias=no_bias,
+        rules=MatchRules(temp_tolerance=temp_tolerance),
+        overscan=overscan,
+        uncertainty=uncertainty,
+        bpm=bpm,
+        scheduler=scheduler,
+    )
+    with state.catalog() as catalog, progress_bar(state, "Building masters") as progress:
+        summary = build_masters(catalog, options, progress=lambda _label, done, total: progress(done, total))
+    if as_json:
+        print_json({"catalog": catalog.name, "run": summary.run_id, **summary.as_dict()})
+    elif not state.quiet:
+        out.print(
+            f"Masters (run {summary.run_id}): {len(summary.of('built'))} built, "
+            f"{len(summary.of('current'))} already current, {len(summary.of('skipped'))} skipped",
+            markup=False,
+        )
+        for report in summary.of("built"):
+            out.print(f"  built {report.path} ({report.n_inputs} frames)", markup=False)
+    for report in summary.reports:
+        for warning in report.warnings:
+            err.print(f"Warning: {warning}", markup=False)
+    if summary.of("skipped") and not as_json:
+        err.print(f"Skipped ({len(summary.of('skipped'))}):", markup=False)
+        for report in summary.of("skipped"):
+            err.print(f"  {report.reason}", markup=False)
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def process(
+    ctx: typer.Context,
+    masters_dir: Annotated[Path, typer.Option("--masters-dir", help="Folder for master files.")] = Path(
+        "masters"
+    ),
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", help="Folder for calibrated lights ({stem}_cal.fits).")
+    ] = Path("calibrated"),
+    dark_scale: Annotated[
+        bool,
+        typer.Option(
+            "--dark-scale/--no-dark-scale", help="Scale the dark of nearest exposure to the light's."
+        ),
+    ] = False,
+    no_bias: Annotated[
+        bool, typer.Option("--no-bias", help="Darks keep the bias (used at their own exposure only).")
+    ] = False,
+    no_dark: Annotated[bool, typer.Option("--no-dark", help="Do not subtract darks.")] = False,
+    no_flat: Annotated[bool, typer.Option("--no-flat", help="Do not divide by flats.")] = False,
+    temp_tolerance: Annotated[
+        float, typer.Option("--temp-tolerance", help="|ΔT| allowed between a master and a light (°C).")
+    ] = 2.0,
+    exptime_tolerance: Annotated[
+        float, typer.Option("--exptime-tolerance", help="Relative exposure difference of an unscaled dark.")
+    ] = 1e-6,
+    bias: Annotated[Path | None, typer.Option("--bias", help="Use this master bias (pinned).")] = None,
+    dark: Annotated[Path | None, typer.Option("--dark", help="Use this master dark (pinned).")] = None,
+    flat: Annotated[Path | None, typer.Option("--flat", help="Use this master flat (pinned).")] = None,
+    allow_missing: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-missing", help="Calibrate without this step when no master matches; repeatable."
+        ),
+    ] = None,
+    flat_min: Annotated[
+        float, typer.Option("--flat-min", help="Flat pixels below this are clamped and flagged in MASK.")
+    ] = 0.01,
+    min_frames: Annotated[int, typer.Option("--min-frames", help="Smallest group combined.")] = 3,
+    mem_limit: Annotated[
+        str, typer.Option("--mem-limit", help="Memory the combine may use, e.g. 512M or 2G.")
+    ] = "2G",
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", "-j", min=1, help="Processes calibrating frames (default: all cores)."),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Combine masters and calibrate on a Dask cluster: tcp://HOST:8786, or local:N to start N "
+            "local workers.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; write nothing (no files, no rows).")
+    ] = False,
+    redo: Annotated[bool, typer.Option("--redo", help="Calibrate every light again.")] = False,
+    overscan: OverscanOption = "auto",
+    uncertainty: UncertaintyOption = False,
+    gain: Annotated[
+        float | None, typer.Option("--gain", help="Gain in e-/ADU for --uncertainty (default: EGAIN ...).")
+    ] = None,
+    readnoise: Annotated[
+        float | None, typer.Option("--readnoise", help="Read noise in e- (default: RDNOISE ...).")
+    ] = None,
+    cosmic_rays: Annotated[
+        bool, typer.Option("--cosmic-rays", help="Clean cosmic rays (L.A.Cosmic), flagged in MASK.")
+    ] = False,
+    cr_sigclip: Annotated[float, typer.Option("--cr-sigclip", help="L.A.Cosmic sigclip.")] = 4.5,
+    cr_objlim: Annotated[float, typer.Option("--cr-objlim", help="L.A.Cosmic objlim.")] = 5.0,
+    no_bpm: Annotated[
+        bool, typer.Option("--no-bpm", help="Do not OR the bad-pixel mask (masters --bpm) into MASK.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Build masters as needed, then calibrate every light (bias, dark, flat), with provenance rows."""
+    from ccdcal import pipeline
+    from ccdcal.catalog.queries import MatchRules
+
+    state = state_of(ctx)
+    options = pipeline.ProcessOptions(
+        masters_dir=masters_dir,
+        output_dir=output_dir,
+        rules=MatchRules(temp_tolerance, exptime_tolerance, dark_scale),
+        no_bias=no_bias,
+        no_dark=no_dark,
+        no_flat=no_flat,
+        allow_missing=tuple(k.lower() for k in allow_missing or ()),
+        bias=bias,
+        dark=dark,
+        flat=flat,
+        flat_min=flat_min,
+        jobs=jobs,
+        scheduler=scheduler,
+        redo=redo,
+        min_frames=min_frames,
+        mem_limit=byte_size(mem_limit),
+        overscan=overscan,
+        uncertainty=uncertainty,
+        gain=gain,
+        readnoise=readnoise,
+        cosmic_rays=cosmic_rays,
+        cr_sigclip=cr_sigclip,
+        cr_objlim=cr_objlim,
+        no_bpm=no_bpm,
+    )
+    with state.catalog() as catalog:
+        if dry_run:
+            summary = pipeline.dry_run(catalog, options)
+        else:
+            with progress_bar(state, "Processing") as progress:
+                summary = pipeline.process(
+                    catalog, options, lambda _label, done, total: progress(done, total)
+                )
+    if as_json:
+        print_json(summary.as_dict())
+    elif not state.quiet:
+        for line in summary.plan_lines() if summary.dry_run else [summary.headline()]:
+            out.print(line, markup=False)
+        rows = summary.table_rows() if not (summary.dry_run or summary.nothing_done) else []
+        print_table(out, rows)
+    for line in summary.problem_lines() if not as_json else []:
+        err.print(line, markup=False)
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def simulate(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="Folder to create (must be empty or absent).")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same files.")] = 0,
+) -> None:
+    """Write a small, realistic raw night (BIAS/ DARK/ FLAT/ LIGHT/) for demos and tests."""
+    from ccdcal.simulate import simulate_night
+
+    state = state_of(ctx)
+    with progress_bar(state, "Simulating") as progress:
+        night = simulate_night(directory, seed=seed, progress=progress)
+    if not state.quiet:
+        counts = ", ".join(f"{len(files)} {kind}" for kind, files in night.files.items())
+        out.print(f"Simulated night in {night.root}: {counts}", markup=False)
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    run_id: Annotated[int | None, typer.Option("--run", help="Report on this run only.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Report on what was done since this ISO date or time (UTC)."),
+    ] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")] = Path(
+        "report.html"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Write an HTML quality report: master previews and statistics, levels over time, lights before and
+    after, problems with reasons, runs with parameters and versions. One file, images inline."""
+    from ccdcal.report import build_report, parse_since
+
+    state = state_of(ctx)
+    when = parse_since(since) if since is not None else None
+    with state.catalog() as catalog, progress_bar(state, "Rendering previews") as progress:
+        summary = build_report(catalog, output, run_id=run_id, since=when, progress=progress)
+    if as_json:
+        print_json(summary.as_dict())
+    elif not state.quiet:
+        out.print(
+            f"Report {summary.path} ({summary.scope}): {summary.masters} masters, {summary.lights} "
+            f"calibrated lights, {summary.problems} problems, {summary.images} images, "
+            f"{summary.size / 1024:.0f} KiB",
+            markup=False,
+        )
+    for _path, reason in summary.unavailable if not as_json else []:
+        err.print(f"Warning: no preview: {reason}", markup=False)
+
+
+@app.command()
+def preview(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A FITS frame (.fits .fit .fts, .gz, .fz).")],
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="The PNG to write. Default: {stem}.png in the current folder."),
+    ] = None,
+    hdu: Annotated[
+        int | None, typer.Option("--hdu", min=0, help="HDU to show (default: the first image).")
+    ] = None,
+    max_size: Annotated[
+        int, typer.Option("--max-size", help="Longest side in pixels (averaged down); 0 keeps every pixel.")
+    ] = 1024,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+) -> None:
+    """Write a zscale PNG of a FITS frame (row 0 at the bottom, as DS9 shows it)."""
+    from ccdcal.report import preview_file
+
+    state = state_of(ctx)
+    result = preview_file(file, output, hdu=hdu, max_size=max_size)
+    if as_json:
+        print_json(result.as_dict())
+    elif not state.quiet:
+        shown = result.preview
+        out.print(
+            f"Preview {result.output}: {shown.width}x{shown.height} px of {result.source} HDU {shown.hdu} "
+            f"({shown.shape[1]}x{shown.shape[0]}), zscale {shown.limits[0]:.6g} to {shown.limits[1]:.6g}",
+            markup=False,
+        )
+
+
+@app.command("run")
+def run_seed_config(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="CONFIG", help="The config file (the seed's config.ini). Default: ./config.ini."
+        ),
+    ] = None,
+    write_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-config", metavar="PATH", help="Write a fully commented default config to PATH and exit."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run the script pipeline's config.ini end to end: ingest, build masters, calibrate the lights."""
+    from ccdcal.errors import UsageError
+    from ccdcal.seedconfig import load_config, run_config, write_default_config
+
+    state = state_of(ctx)
+    if write_config is not None:
+        if config is not None:
+            raise UsageError("give either CONFIG or --write-config PATH, not both")
+        written = write_default_config(write_config)
+        if not state.quiet:
+            out.print(f"Wrote {written}; edit it, then run: ccdcal run {written}", markup=False)
+        return
+    seed = load_config(config if config is not None else Path("config.ini"))  # checked before any write
+    with progress_bar(state, "Running") as progress:
+        result = run_config(seed, state.db, lambda _label, done, total: progress(done, total))
+    if as_json:
+        print_json(result.as_dict())
+    elif not state.quiet:
+        for line in result.lines(details=seed.debug or state.verbosity > 0):
+            out.print(line, markup=False)
+        print_table(out, result.summary.table_rows())
+    for line in result.problem_lines() if not as_json else []:
+        err.print(line, markup=False)
+    raise typer.Exit(result.exit_code)

@@ -1,0 +1,194 @@
+"""Commands that trace what made what: ``provenance``, ``audit``, ``impact``, ``mark-bad``, ``mark-good``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ccdcal.cli.base import (
+    TARGET_HELP,
+    app,
+    err,
+    existing_catalog,
+    out,
+    print_json,
+    progress_bar,
+    state_of,
+    wide_console,
+)
+
+
+@app.command()
+def provenance(
+    ctx: typer.Context,
+    target: Annotated[str | None, typer.Argument(help=TARGET_HELP, show_default=False)] = None,
+    from_header: Annotated[
+        Path | None,
+        typer.Option("--from-header", help="Read the tree from this FITS file's header alone (no catalog)."),
+    ] = None,
+    search: Annotated[
+        list[Path] | None,
+        typer.Option("--search", help="With --from-header: look for the files named under this folder too."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tree as JSON.")] = False,
+) -> None:
+    """The tree of what made a file, each file checked against its recorded sha256.
+
+    Output → masters (ΔT, Δt, scale, pinned) → calibrator masters → raw frames, each with its path, its
+    sha256 and whether the file on disk still matches (exit 1 when one does not).
+    """
+    from rich.text import Text
+    from rich.tree import Tree
+
+    from ccdcal.errors import UsageError
+    from ccdcal.headertrace import trace_header
+    from ccdcal.provenance import files_line, label
+    from ccdcal.provenance import provenance as provenance_tree
+
+    state = state_of(ctx)
+    if (target is None) == (from_header is None):
+        raise UsageError("give a FILE or ID, or --from-header FILE (not both)")
+    if search and from_header is None:
+        raise UsageError("--search is used with --from-header only")
+    if from_header is not None:
+        result = trace_header(from_header, search or [])
+    else:
+        assert target is not None
+        with existing_catalog(state) as catalog:
+            result = provenance_tree(catalog, target)
+    if as_json:
+        print_json(result.as_dict())
+    elif not state.quiet:
+        seen: set[str] = set()
+
+        def grow(branch: Any, node: Any) -> None:
+            key = node.ref or node.path or node.name
+            if node.node == "master" and node.children and key in seen:
+                branch.add(Text(f"({len(node.children)} files listed above)", style="dim"))
+                return
+            seen.add(key)
+            for child in node.children:
+                grow(branch.add(Text.assemble(*label(child))), child)
+
+        tree = Tree(Text.assemble(*label(result.tree)), guide_style="dim")
+        grow(tree, result.tree)
+        wide_console().print(tree)
+        out.print(files_line(result), markup=False)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def audit(
+    ctx: typer.Context,
+    search: Annotated[
+        list[Path] | None,
+        typer.Option("--search", help="Look for missing files under this folder (by sha256); repeatable."),
+    ] = None,
+    fix_missing: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--fix-missing", help="Look for missing files under this folder and re-point them; repeatable."
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", min=1, help="Threads hashing files (default: automatic).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Hash every recorded file again; report missing, changed and moved ones.
+
+    Every raw frame, master and current calibrated file, hashed in parallel; exit 1 when anything drifted.
+    """
+    from ccdcal.audit import audit as audit_files
+
+    state = state_of(ctx)
+    folders = [*(search or []), *(fix_missing or [])]
+    with existing_catalog(state) as catalog, progress_bar(state, "Auditing") as progress:
+        report = audit_files(
+            catalog,
+            search=folders,
+            fix=bool(fix_missing),
+            jobs=jobs,
+            progress=lambda _label, done, total: progress(done, total),
+        )
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        lines = report.lines()
+        if not state.quiet:
+            out.print(lines[0], markup=False)
+        for line in lines[1:]:
+            err.print(line, markup=False)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def impact(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help=TARGET_HELP, show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Every master and calibrated file made from a raw frame or a master, at any depth."""
+    from ccdcal.impact import impact as impact_of
+
+    state = state_of(ctx)
+    with existing_catalog(state) as catalog:
+        result = impact_of(catalog, target)
+    if as_json:
+        print_json(result.as_dict())
+        return
+    if state.quiet:
+        return
+    out.print(result.headline(), markup=False)
+    if result.masters:
+        out.print(f"Masters ({len(result.masters)}):", markup=False)
+        for m in result.masters:
+            bad = " BAD" if m.is_bad else ""
+            out.print(f"  {m.status + bad:<14} master:{m.id} {m.path}", markup=False)
+    if result.calibrations:
+        out.print(f"Calibrated files ({len(result.calibrations)}):", markup=False)
+        for c in result.calibrations:
+            out.print(f"  {c.status:<14} calibration:{c.id} {c.path} (from {c.light_path})", markup=False)
+
+
+@app.command("mark-bad")
+def mark_bad(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help=TARGET_HELP, show_default=False)],
+    reason: Annotated[str, typer.Option("--reason", help="Why it is bad (kept in the catalog).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Keep a raw frame or a master out of every future master and calibration.
+
+    The next `ccdcal process` rebuilds the masters made with it and calibrates their lights again.
+    """
+    from ccdcal.impact import mark_bad as mark
+
+    state = state_of(ctx)
+    with existing_catalog(state) as catalog:
+        result = mark(catalog, target, reason)
+    if as_json:
+        print_json(result.as_dict())
+    elif not state.quiet:
+        out.print(result.headline(), markup=False)
+
+
+@app.command("mark-good")
+def mark_good(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help=TARGET_HELP, show_default=False)],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded with the run).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Clear the bad mark of a raw frame or a master: `ccdcal process` may use it again."""
+    from ccdcal.impact import mark_good as mark
+
+    state = state_of(ctx)
+    with existing_catalog(state) as catalog:
+        result = mark(catalog, target, reason)
+    if as_json:
+        print_json(result.as_dict())
+    elif not state.quiet:
+        out.print(result.headline(), markup=False)
