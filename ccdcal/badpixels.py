@@ -103,7 +103,8 @@ def _one_setup(
     run_id: int,
     params: BpmParams,
 ) -> Any:
-    from ccdcal.masters import MasterReport, describe_keys
+    from ccdcal.masterfiles import describe_keys
+    from ccdcal.masters import MasterReport
 
     report = MasterReport("bpm", keys, "skipped", 0)
     identity = bpm_identity(dark, flat, params)

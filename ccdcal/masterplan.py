@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from ccdcal.catalog.models import Master
 from ccdcal.catalog.queries import GROUP_KEYS, grouped_frames, no_jit
+from ccdcal.masterfiles import master_file_name, master_row
 from ccdcal.masters import (
     MASTER_ORDER,
     GroupPlan,
@@ -35,9 +36,7 @@ from ccdcal.masters import (
     MasterReport,
     _cannot_group,
     _check_options,
-    _file_name,
     _marked_bad,
-    master_row,
     plan_group,
 )
 from ccdcal.naming import versioned
@@ -143,7 +142,7 @@ def _add_provisional(
     taken = set(session.scalars(select(Master.path)))
     rows = []
     for _, plan in planned:
-        path = str(versioned(folder, _file_name(plan), taken))
+        path = str(versioned(folder, master_file_name(plan), taken))
         taken.add(path)
         version = (versions.get(_group_key(plan)) or 0) + 1
         rows.append(master_row(plan, version, path=path, sha256="0" * 64, parameters={"provisional": True}))

@@ -481,12 +481,12 @@ def test_a_frame_marked_bad_leaves_its_group(catalog: Catalog, build: Build) -> 
 def test_a_failed_registration_leaves_no_file(
     catalog: Catalog, build: Build, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ccdcal.masters
+    import ccdcal.masterfiles
 
     def broken(*_args: object) -> list[Any]:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(ccdcal.masters, "_calibrator_rows", broken)
+    monkeypatch.setattr(ccdcal.masterfiles, "_calibrator_rows", broken)
     with pytest.raises(RuntimeError, match="went away"):
         build()
     assert list((tmp_path / "masters").iterdir()) == []

@@ -365,7 +365,7 @@ def select_masters(session: Session, scope: ReportScope, used: set[int]) -> list
 
 
 def _master(m: Master, in_scope: bool) -> MasterEntry:
-    from ccdcal.masters import describe_keys
+    from ccdcal.masterfiles import describe_keys
 
     keys = {name: getattr(m, name) for name in GROUP_KEYS[m.kind]}
     return MasterEntry(
@@ -469,7 +469,7 @@ def select_drift(session: Session, masters: list[MasterEntry]) -> list[DriftSeri
     A dark that still holds the bias is left out (its median is not a dark current). Masters without a
     DATE-OBS or a median have no point.
     """
-    from ccdcal.masters import describe_keys
+    from ccdcal.masterfiles import describe_keys
 
     wanted: dict[tuple[Any, ...], int] = {}  # group -> rank: the order of the masters shown
     for shown in masters:

@@ -84,7 +84,7 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
 def _keys_text(keys: Any) -> str:
     if not isinstance(keys, dict):
         return ""
-    from ccdcal.masters import describe_keys
+    from ccdcal.masterfiles import describe_keys
 
     return describe_keys(keys)
 
