@@ -218,6 +218,7 @@ def register_master(
         hdul.append(uncertainty_hdu(built.uncertainty))
     name = master_file_name(plan)
     written: Path | None = None
+    master_id: int | None = None
     try:
         with catalog.session() as session:
             lock_writers(session)  # one registration at a time: a concurrent run may have built it
@@ -226,6 +227,7 @@ def register_master(
                 return existing
             written, digest = _write_free(session, folder, name, hdul)
             master = _master_row(session, plan, built, written, digest, options, run_id)
+            master_id = master.id
             for old in session.scalars(same_group(plan).where(Master.id != master.id)):
                 _supersede(session, old, plan)
             session.add_all(
@@ -234,18 +236,10 @@ def register_master(
             session.add_all(_calibrator_rows(plan, master.id))
         return master
     except BaseException:
-        if written is not None and not _registered(catalog, written):  # Ctrl-C may cut the commit late
+        # A Ctrl-C during the commit is raised after it: a committed row keeps its file.
+        if written is not None and not catalog.committed(Master, master_id):
             written.unlink(missing_ok=True)
         raise
-
-
-def _registered(catalog: Catalog, path: Path) -> bool:
-    """Whether a master row names ``path`` (``False`` when the catalog cannot tell)."""
-    try:
-        with catalog.session() as session:
-            return session.scalar(select(Master.id).where(Master.path == str(path))) is not None
-    except Exception:
-        return False
 
 
 def _supersede(session: Session, old: Master, plan: GroupPlan) -> None:

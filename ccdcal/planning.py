@@ -133,8 +133,7 @@ def plan_lights(session: Session, options: Any, match: MatchOptions) -> list[Lig
     exact = exact_time(session)
     lights = read_lights(session, exact)
     choices = Choices(session, batch=True, targets=Targets(Columns.of(lights, exact)))
-    plan = _Plan(session, options, match, choices)
-    plan.raw_problems = raw_problems(lights)
+    plan = _Plan(session, options, match, choices, raw_problems(lights))
     fields = lights[0]._fields if lights else ()
     with paused_gc():  # a few objects a light, none of them garbage: no collection needed meanwhile
         return [plan.light(light, dict(zip(fields, light, strict=True))) for light in lights]
@@ -189,9 +188,17 @@ def light_query(exact: bool, *, ordered: bool = True) -> Select[Any]:
 
 class _Plan:
     """What planning each light needs, read once: latest calibrations, output names taken, the optional
-    steps' context, and the explanations already written (a master change is explained once)."""
+    steps' context, the explanations already written (a master change is explained once), and the raw
+    files that cannot be used (``problems``: :func:`raw_problems`)."""
 
-    def __init__(self, session: Session, options: Any, match: MatchOptions, choices: Choices) -> None:
+    def __init__(
+        self,
+        session: Session,
+        options: Any,
+        match: MatchOptions,
+        choices: Choices,
+        problems: dict[int, str],
+    ) -> None:
         self.session, self.options, self.match, self.choices = session, options, match, choices
         self.folder = Path(options.output_dir).expanduser().resolve()
         self.prefix = os.path.join(str(self.folder), "")  # the folder, then a separator
@@ -206,14 +213,12 @@ class _Plan:
         self.used: dict[int, Master] | None = None
         self.uses: dict[tuple[str, int], MasterUse] = {}
         self.steps: dict[Any, tuple[LightSteps | None, str | None]] = {}
-        self.raw_problems: dict[int, str] | None = None  # from :func:`raw_problems`, when checked at once
+        self.raw_problems = problems
 
     def light(self, light: Any, target: dict[str, Any]) -> LightReport:
         """The report of one light (a row of :func:`light_query`, and its values as a dict)."""
         report = LightReport(light.id, light.path, light.filter, light.exptime)
-        report.reason = (
-            self.raw_problems.get(light.id) if self.raw_problems is not None else _raw_problem(light)
-        )
+        report.reason = self.raw_problems.get(light.id)
         if report.reason:
             return report
         report.match = match_light(

@@ -183,6 +183,10 @@ OverscanOption = Annotated[
 ]
 
 
+MinFramesOption = Annotated[int, typer.Option("--min-frames", help="Smallest group combined.")]
+MemLimitOption = Annotated[
+    str, typer.Option("--mem-limit", help="Memory the combine may use, e.g. 512M or 2G.")
+]
 UncertaintyOption = Annotated[
     bool,
     typer.Option(

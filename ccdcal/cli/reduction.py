@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from ccdcal.cli.base import (
+    MemLimitOption,
+    MinFramesOption,
     OverscanOption,
     UncertaintyOption,
     app,
@@ -30,10 +32,8 @@ def masters(
     masters_dir: Annotated[Path, typer.Option("--masters-dir", help="Folder for master files.")] = Path(
         "masters"
     ),
-    min_frames: Annotated[int, typer.Option("--min-frames", help="Smallest group combined.")] = 3,
-    mem_limit: Annotated[
-        str, typer.Option("--mem-limit", help="Memory the combine may use, e.g. 512M or 2G.")
-    ] = "2G",
+    min_frames: MinFramesOption = 3,
+    mem_limit: MemLimitOption = "2G",
     scheduler: Annotated[
         str | None,
         typer.Option(
@@ -170,10 +170,8 @@ def process(
     flat_min: Annotated[
         float, typer.Option("--flat-min", help="Flat pixels below this are clamped and flagged in MASK.")
     ] = 0.01,
-    min_frames: Annotated[int, typer.Option("--min-frames", help="Smallest group combined.")] = 3,
-    mem_limit: Annotated[
-        str, typer.Option("--mem-limit", help="Memory the combine may use, e.g. 512M or 2G.")
-    ] = "2G",
+    min_frames: MinFramesOption = 3,
+    mem_limit: MemLimitOption = "2G",
     jobs: Annotated[
         int | None,
         typer.Option("--jobs", "-j", min=1, help="Processes calibrating frames (default: all cores)."),

@@ -9,6 +9,7 @@ import typer
 
 from ccdcal.cli.base import (
     TARGET_HELP,
+    State,
     app,
     err,
     existing_catalog,
@@ -166,13 +167,7 @@ def mark_bad(
     """
     from ccdcal.impact import mark_bad as mark
 
-    state = state_of(ctx)
-    with existing_catalog(state) as catalog:
-        result = mark(catalog, target, reason)
-    if as_json:
-        print_json(result.as_dict())
-    elif not state.quiet:
-        out.print(result.headline(), markup=False)
+    _marked(state_of(ctx), mark, target, reason, as_json)
 
 
 @app.command("mark-good")
@@ -185,7 +180,11 @@ def mark_good(
     """Clear the bad mark of a raw frame or a master: `ccdcal process` may use it again."""
     from ccdcal.impact import mark_good as mark
 
-    state = state_of(ctx)
+    _marked(state_of(ctx), mark, target, reason, as_json)
+
+
+def _marked(state: State, mark: Any, target: str, reason: str | None, as_json: bool) -> None:
+    """Call ``mark`` (:func:`ccdcal.impact.mark_bad` or ``mark_good``) on the catalog and print its result."""
     with existing_catalog(state) as catalog:
         result = mark(catalog, target, reason)
     if as_json:
