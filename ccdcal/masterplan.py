@@ -27,7 +27,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.models import Master
-from ccdcal.catalog.queries import GROUP_KEYS, grouped_frames, no_jit
+from ccdcal.catalog.queries import GROUP_KEYS, grouped_frames, in_chunks, no_jit
 from ccdcal.masterfiles import master_file_name, master_row
 from ccdcal.masters import (
     MASTER_ORDER,
@@ -115,8 +115,7 @@ def _section_cards(session: Session, kind: str, options: MasterOptions) -> dict[
 def _current_by_identity(session: Session, identities: list[str]) -> dict[str, list[Master]]:
     """The current masters of each identity, oldest first."""
     found: dict[str, list[Master]] = {}
-    for start in range(0, len(identities), 500):
-        chunk = identities[start : start + 500]
+    for chunk in in_chunks(identities):
         query = select(Master).where(Master.identity.in_(chunk), Master.status == "current")
         for master in session.scalars(query.order_by(Master.id)):
             found.setdefault(master.identity, []).append(master)

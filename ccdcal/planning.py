@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from ccdcal.calibrate import FrameTask, LightSteps, MasterUse
 from ccdcal.catalog.models import Calibration, CalibrationMaster, Frame, Master
-from ccdcal.catalog.queries import core_rows, no_jit, usable
+from ccdcal.catalog.queries import core_rows, in_chunks, no_jit, usable
 from ccdcal.catalog.ranking import Columns, Targets, exact_time, target_columns
 from ccdcal.fitsfiles import OUTPUT_FAILED
 from ccdcal.matching import APPLIED, ROLES, Choices, LightMatch, MasterInfo, MatchOptions, match_light
@@ -307,8 +307,8 @@ class _Plan:
         if self.used is None:
             ids = sorted({i for _, roles in self.latest.values() for i in roles.values()})
             self.used = {}
-            for start in range(0, len(ids), 500):
-                query = select(Master).where(Master.id.in_(ids[start : start + 500]))
+            for chunk in in_chunks(ids):
+                query = select(Master).where(Master.id.in_(chunk))
                 self.used.update((m.id, m) for m in self.session.scalars(query))
         master = self.used.get(master_id) or self.session.get(Master, master_id)
         if master is None:
@@ -328,14 +328,10 @@ class _Plan:
             return self.uses[key]
 
         steps_of = match.steps
-        notes = (
-            tuple(
-                f"{role} not applied ({STEP_LABELS[step.status]}): {step.reason}"
-                for role, step in steps_of.items()
-                if step.status != APPLIED
-            )
-            if any(step.status != APPLIED for step in steps_of.values())
-            else ()
+        notes = tuple(
+            f"{role} not applied ({STEP_LABELS[step.status]}): {step.reason}"
+            for role, step in steps_of.items()
+            if step.status != APPLIED
         )
         dark = match.steps["dark"]
         return FrameTask(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Boolean,
@@ -71,6 +71,19 @@ def core_rows(session: Session, statement: Select[Any]) -> Sequence[Row[Any]]:
     rows."""
     session.flush()
     return session.connection().execute(statement).all()
+
+
+_T = TypeVar("_T")
+
+#: Values bound in one ``IN (...)`` list at most (SQLite allows 32766 parameters, PostgreSQL 65535).
+IN_CHUNK = 5000
+
+
+def in_chunks(values: Iterable[_T]) -> Iterator[list[_T]]:
+    """``values`` in lists of at most :data:`IN_CHUNK`, each for one ``IN (...)`` list."""
+    listed = list(values)
+    for start in range(0, len(listed), IN_CHUNK):
+        yield listed[start : start + IN_CHUNK]
 
 
 def no_jit(session: Session) -> None:

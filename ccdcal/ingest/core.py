@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import FRAME_KINDS, Frame, HeaderCard, utcnow
+from ccdcal.catalog.queries import in_chunks
 from ccdcal.distributed import check_address, dask_cluster
 from ccdcal.errors import UsageError
 from ccdcal.ingest.normalise import (
@@ -573,10 +574,10 @@ def _force_by_name(session: Session, roots: list[str], rules: list[TypeRule]) ->
         if kind is not None:
             by_kind.setdefault(kind, []).append(frame_id)
     for kind, ids in by_kind.items():
-        for start in range(0, len(ids), 500):
+        for chunk in in_chunks(ids):
             session.execute(
                 update(Frame)
-                .where(Frame.id.in_(ids[start : start + 500]))
+                .where(Frame.id.in_(chunk))
                 .values(imagetyp=kind, imagetyp_source="forced")
                 .execution_options(synchronize_session=False)
             )

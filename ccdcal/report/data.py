@@ -14,7 +14,6 @@ plus, always, the masters those lights used, and the runs that made what is show
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -30,7 +29,7 @@ from ccdcal.catalog.models import (
     MasterInput,
     Run,
 )
-from ccdcal.catalog.queries import GROUP_KEYS
+from ccdcal.catalog.queries import GROUP_KEYS, in_chunks
 from ccdcal.errors import NotFoundError, UsageError
 from ccdcal.matching import APPLIED
 from ccdcal.planning import STEP_LABELS
@@ -221,17 +220,6 @@ class ReportData:
     plan_run: int | None = None
 
 
-#: Values bound in one ``IN (...)`` list at most (SQLite allows 32766 parameters, PostgreSQL 65535).
-_IN_CHUNK = 5000
-
-
-def _chunks(values: Iterable[_T]) -> Iterator[list[_T]]:
-    """``values`` in lists of at most :data:`_IN_CHUNK`."""
-    listed = list(values)
-    for start in range(0, len(listed), _IN_CHUNK):
-        yield listed[start : start + _IN_CHUNK]
-
-
 def select_lights(session: Session, scope: ReportScope) -> list[LightEntry]:
     """The calibrated lights in scope (not the failed attempts: those are problems), by raw path."""
     query = (
@@ -290,7 +278,7 @@ def _add_masters_used(session: Session, lights: list[LightEntry]) -> None:
     if not by_id:
         return
     order = case({role: i for i, role in enumerate(KINDS)}, value=CalibrationMaster.role, else_=9)
-    for ids in _chunks(by_id):
+    for ids in in_chunks(by_id):
         query = (
             select(CalibrationMaster, Master)
             .join(Master, Master.id == CalibrationMaster.master_id)
@@ -324,7 +312,7 @@ def _add_replacements(session: Session, lights: list[LightEntry]) -> None:
             old[light.output] = light
     if not old:
         return
-    for paths in _chunks(old):
+    for paths in in_chunks(old):
         query = (
             select(Calibration.path, func.max(Calibration.id))
             .where(Calibration.path.in_(paths), Calibration.status != "failed")
@@ -406,7 +394,7 @@ def _add_inputs(session: Session, masters: list[MasterEntry]) -> None:
     by_id = {m.id: m for m in masters}
     if not by_id:
         return
-    for ids in _chunks(by_id):
+    for ids in in_chunks(by_id):
         inputs = (
             select(MasterInput.master_id, Frame.path, Frame.sha256, MasterInput.sha256)
             .join(Frame, Frame.id == MasterInput.frame_id)
