@@ -14,9 +14,11 @@ catalog in use.
 
 Then times, on that catalog:
 
-1. ``process --dry-run`` (:func:`ccdcal.pipeline.dry_run`): masters plan + the plan of every light;
+1. ``process --dry-run`` (:func:`ccdcal.pipeline.dry_run`): masters plan + the plan of every light,
+   and the ``ccdcal process --dry-run`` command in a new process (interpreter start, imports, the plan
+   of every light printed), as a user would wait for it;
 2. ``ccdcal status`` (:func:`ccdcal.status.catalog_status`), and the ``ccdcal status`` command in a new
-   process (interpreter start, imports, the table printed), as a user would wait for it;
+   process (interpreter start, imports, the table printed);
 
 and with ``--explain`` prints the query plans of the matching and grouping selects (each must use an
 index).
@@ -378,13 +380,26 @@ def measure(catalog: Any, folder: Path, args: argparse.Namespace) -> None:
         f"{outcomes}; masters {len(summary.masters_of('build'))} to build, "
         f"{len(summary.masters_of('current'))} current, {len(summary.masters_of('skipped'))} skipped"
     )
+    url = catalog.url.render_as_string(hide_password=False)
+    ccdcal = str(Path(sys.executable).with_name("ccdcal"))
+    folders = ["--masters-dir", str(folder / "masters"), "--output-dir", str(folder / "calibrated")]
+    plan_command = [ccdcal, "--db", url, "process", "--dry-run", *folders]
+    _, wall = timed(
+        "ccdcal process --dry-run (command line)",
+        lambda: subprocess.run(plan_command, check=True, stdout=subprocess.DEVNULL),
+        args.repeat,
+        None,
+    )
+    print(
+        f"ccdcal process --dry-run, command line: {wall:.2f} s wall, start-up and the printed plan "
+        f"({2 * len(summary.lights)} lines) included (target {PLAN_TARGET:g} s)"
+    )
     status, took = timed("status", lambda: catalog_status(catalog), args.repeat, None)
     print(
         f"status: {took:.2f} s (target {STATUS_TARGET:g} s); "
         f"{sum(len(g) for g in status['groups'].values())} groups"
     )
-    url = catalog.url.render_as_string(hide_password=False)
-    command = [str(Path(sys.executable).with_name("ccdcal")), "--db", url, "status"]
+    command = [ccdcal, "--db", url, "status"]
     _, wall = timed(
         "ccdcal status (command line)",
         lambda: subprocess.run(command, check=True, stdout=subprocess.DEVNULL),

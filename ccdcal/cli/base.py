@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -153,7 +153,20 @@ def print_table(
             c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
         )
         lines.append("  ".join(cells).rstrip())
-    out.print("\n".join(lines), markup=False, highlight=False)
+    print_lines(out, lines)
+
+
+def print_lines(console: Console, lines: Iterable[str]) -> None:
+    """Plain text, one line each, written to the console's stream at once.
+
+    Not through ``Console.print``: the text has no markup and is never wrapped, so Rich would only copy
+    it, at about 8 µs a line (a dry run of 100,000 lights prints 200,000 lines: 1.7 s in one print,
+    9 s line by line); written directly, it takes milliseconds.
+    """
+    text = "".join(line + "\n" for line in lines)
+    if text:
+        console.file.write(text)
+        console.file.flush()
 
 
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

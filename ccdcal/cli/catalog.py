@@ -15,6 +15,7 @@ from ccdcal.cli.base import (
     key_text,
     out,
     print_json,
+    print_lines,
     print_table,
     progress_bar,
     state_of,
@@ -94,12 +95,10 @@ def ingest(
                 "use --imagetyp):",
                 markup=False,
             )
-            for path in summary.unclassified:
-                out.print(f"  {path}", markup=False)
+            print_lines(out, (f"  {path}" for path in summary.unclassified))
     if summary.rejected and not as_json:
-        err.print(f"Rejected ({len(summary.rejected)}):", markup=False)
-        for path, reason in summary.rejected:
-            err.print(f"  {path}: {reason}", markup=False)
+        rejected = (f"  {path}: {reason}" for path, reason in summary.rejected)
+        print_lines(err, [f"Rejected ({len(summary.rejected)}):", *rejected])
     raise typer.Exit(summary.exit_code)
 
 
@@ -115,11 +114,17 @@ def status(
     if as_json:
         print_json(report)
         return
-    out.print(f"Catalog {report['catalog']}", markup=False)
     totals = report["frames"]
-    for status_name in sorted(totals):
-        parts = ", ".join(f"{k} {n}" for k, n in sorted(totals[status_name].items()))
-        out.print(f"  {status_name}: {parts}", markup=False)
+    print_lines(
+        out,
+        [
+            f"Catalog {report['catalog']}",
+            *(
+                f"  {name}: {', '.join(f'{k} {n}' for k, n in sorted(totals[name].items()))}"
+                for name in sorted(totals)
+            ),
+        ],
+    )
     columns = ("type", "instrument", "bin", "gain", "offset", "mode", "size", "temp", "exptime", "filter")
     rows = [
         [
@@ -142,21 +147,20 @@ def status(
         print_table(
             out, [[*columns, "frames"], *rows], title="Groups of usable frames", right=(len(columns),)
         )
+    lines = []
     for title, key in (
         ("Unclassified (use ingest --imagetyp)", "unclassified"),
         ("Missing", "missing"),
     ):
         if report[key]:
-            out.print(f"{title} ({len(report[key])}):", markup=False)
-            for path in report[key]:
-                out.print(f"  {path}", markup=False)
+            lines += [f"{title} ({len(report[key])}):", *(f"  {path}" for path in report[key])]
     for title, key in (("Rejected", "rejected"), ("Marked bad", "bad")):
         if report[key]:
-            out.print(f"{title} ({len(report[key])}):", markup=False)
-            for item in report[key]:
-                out.print(f"  {item['path']}: {item['reason']}", markup=False)
-    for line in pending_lines(report["pending"]):
-        out.print(line, markup=False)
+            lines += [
+                f"{title} ({len(report[key])}):",
+                *(f"  {i['path']}: {i['reason']}" for i in report[key]),
+            ]
+    print_lines(out, [*lines, *pending_lines(report["pending"])])
 
 
 @db_app.command("upgrade")

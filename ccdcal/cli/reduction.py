@@ -17,6 +17,7 @@ from ccdcal.cli.base import (
     err,
     out,
     print_json,
+    print_lines,
     print_table,
     progress_bar,
     state_of,
@@ -120,15 +121,11 @@ def masters(
             f"{len(summary.of('current'))} already current, {len(summary.of('skipped'))} skipped",
             markup=False,
         )
-        for report in summary.of("built"):
-            out.print(f"  built {report.path} ({report.n_inputs} frames)", markup=False)
-    for report in summary.reports:
-        for warning in report.warnings:
-            err.print(f"Warning: {warning}", markup=False)
+        print_lines(out, (f"  built {r.path} ({r.n_inputs} frames)" for r in summary.of("built")))
+    print_lines(err, (f"Warning: {warning}" for report in summary.reports for warning in report.warnings))
     if summary.of("skipped") and not as_json:
-        err.print(f"Skipped ({len(summary.of('skipped'))}):", markup=False)
-        for report in summary.of("skipped"):
-            err.print(f"  {report.reason}", markup=False)
+        skipped = summary.of("skipped")
+        print_lines(err, [f"Skipped ({len(skipped)}):", *(f"  {report.reason}" for report in skipped)])
     raise typer.Exit(summary.exit_code)
 
 
@@ -248,12 +245,11 @@ def process(
     if as_json:
         print_json(summary.as_dict())
     elif not state.quiet:
-        for line in summary.plan_lines() if summary.dry_run else [summary.headline()]:
-            out.print(line, markup=False)
+        print_lines(out, summary.plan_lines() if summary.dry_run else [summary.headline()])
         rows = summary.table_rows() if not (summary.dry_run or summary.nothing_done) else []
         print_table(out, rows)
-    for line in summary.problem_lines() if not as_json else []:
-        err.print(line, markup=False)
+    if not as_json:
+        print_lines(err, summary.problem_lines())
     raise typer.Exit(summary.exit_code)
 
 
@@ -375,9 +371,8 @@ def run_seed_config(
     if as_json:
         print_json(result.as_dict())
     elif not state.quiet:
-        for line in result.lines(details=seed.debug or state.verbosity > 0):
-            out.print(line, markup=False)
+        print_lines(out, result.lines(details=seed.debug or state.verbosity > 0))
         print_table(out, result.summary.table_rows())
-    for line in result.problem_lines() if not as_json else []:
-        err.print(line, markup=False)
+    if not as_json:
+        print_lines(err, result.problem_lines())
     raise typer.Exit(result.exit_code)

@@ -15,6 +15,7 @@ from ccdcal.cli.base import (
     existing_catalog,
     out,
     print_json,
+    print_lines,
     progress_bar,
     state_of,
     wide_console,
@@ -119,9 +120,8 @@ def audit(
     else:
         lines = report.lines()
         if not state.quiet:
-            out.print(lines[0], markup=False)
-        for line in lines[1:]:
-            err.print(line, markup=False)
+            print_lines(out, lines[:1])
+        print_lines(err, lines[1:])
     raise typer.Exit(report.exit_code)
 
 
@@ -142,16 +142,18 @@ def impact(
         return
     if state.quiet:
         return
-    out.print(result.headline(), markup=False)
+    lines = [result.headline()]
     if result.masters:
-        out.print(f"Masters ({len(result.masters)}):", markup=False)
-        for m in result.masters:
-            bad = " BAD" if m.is_bad else ""
-            out.print(f"  {m.status + bad:<14} master:{m.id} {m.path}", markup=False)
+        lines.append(f"Masters ({len(result.masters)}):")
+        lines += [
+            f"  {m.status + (' BAD' if m.is_bad else ''):<14} master:{m.id} {m.path}" for m in result.masters
+        ]
     if result.calibrations:
-        out.print(f"Calibrated files ({len(result.calibrations)}):", markup=False)
-        for c in result.calibrations:
-            out.print(f"  {c.status:<14} calibration:{c.id} {c.path} (from {c.light_path})", markup=False)
+        lines.append(f"Calibrated files ({len(result.calibrations)}):")
+        lines += [
+            f"  {c.status:<14} calibration:{c.id} {c.path} (from {c.light_path})" for c in result.calibrations
+        ]
+    print_lines(out, lines)
 
 
 @app.command("mark-bad")
