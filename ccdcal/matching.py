@@ -12,17 +12,18 @@ For each step (bias, dark, flat) of one light, in order (:func:`match_light`):
    (``allowed_missing``). The reason names the failed key and the nearest candidate (:mod:`ccdcal.nearest`):
    ``no dark at 300 s, -10 °C ±2 (nearest: 120 s at -10.2 °C)``.
 
-Every step keeps the numbers behind its choice (ΔT, Δt, scale, pinned) for ``calibration_masters``.
+Each step is decided first (a :class:`Decision`: status, reason, master), then made a :class:`Step` with
+the numbers behind the choice (ΔT, Δt, scale, pinned) for ``calibration_masters`` when it is needed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
@@ -108,7 +109,16 @@ class MasterInfo:
         return Path(self.path).name
 
 
-@dataclass
+#: How a step that is not applied shows in summaries.
+STEP_LABELS = {
+    NOT_AVAILABLE: "n/a",
+    SKIPPED: "skipped",
+    ALLOWED_MISSING: "missing (allowed)",
+    MISSING: "missing",
+}
+
+
+@dataclass(slots=True)
 class Step:
     """One step of one light's calibration: what was decided and why."""
 
@@ -141,6 +151,8 @@ class MatchedStep(Step):
     """An applied step chosen by the matching rules, whose reason — the numbers behind the match,
     ``nearest match: ΔT +0.12 °C, Δt -1.50 h`` — is written when first read: a plan of 100,000 lights
     shows few of them, or none. Otherwise a :class:`Step` (same fields, equality and JSON)."""
+
+    __slots__ = ("_reason",)
 
     def __init__(
         self,
@@ -200,32 +212,76 @@ class MatchOptions:
     pins: Mapping[str, MasterInfo] = field(default_factory=dict)
 
 
-@dataclass
+#: A light's CCD temperature, DATE-OBS and exposure: what its steps' numbers (ΔT, Δt, scale) come from.
+LightValues = tuple[float | None, dt.datetime | None, float | None]
+
+
+class Decision(NamedTuple):
+    """One step of a light as decided, without the light's own numbers (ΔT, Δt, the dark's scale), which
+    :meth:`step` adds. A plan of 100,000 lights makes its steps only for the lights it calibrates or shows
+    in detail: a dry run makes none."""
+
+    role: str
+    status: str
+    #: Why; ``None`` for a step applied by the matching rules (its reason is then the light's numbers).
+    reason: str | None = None
+    master: MasterInfo | None = None
+    pinned: bool = False
+
+    def step(self, values: LightValues) -> Step:
+        """The step of the light with these ``values``."""
+        master = self.master
+        if self.status != APPLIED or master is None:
+            return Step(self.role, self.status, self.reason or "")
+        delta_temp, delta_time = _deltas(master, values)
+        scale = _scale(master, values[2]) if self.role == "dark" else None
+        if self.reason is None:
+            return MatchedStep(self.role, APPLIED, None, master, delta_temp, delta_time, scale)
+        return Step(self.role, APPLIED, self.reason, master, delta_temp, delta_time, scale, self.pinned)
+
+
+@dataclass(slots=True)
 class LightMatch:
-    """The steps chosen for one light."""
+    """The steps chosen for one light: each step's :class:`Decision` and the light's values; the
+    :class:`Step` objects (:attr:`steps`) are made when first asked for."""
 
     frame_id: int
-    steps: dict[str, Step]
+    decisions: tuple[Decision, ...]
+    values: LightValues = (None, None, None)
+    _steps: dict[str, Step] | None = field(default=None, repr=False, compare=False)
 
     @property
-    def missing(self) -> list[Step]:
-        """Steps without a master that stop the calibration."""
-        return [s for s in self.steps.values() if s.status == MISSING]
+    def steps(self) -> dict[str, Step]:
+        """Each step by role (a step may be added: the bad-pixel mask's)."""
+        if self._steps is None:
+            self._steps = {d.role: d.step(self.values) for d in self.decisions}
+        return self._steps
 
     @property
     def reason(self) -> str | None:
         """Why the light cannot be calibrated (``None``: it can)."""
-        statuses = {s.status for s in self.steps.values()}
+        statuses = {d.status for d in self.decisions}
         if statuses == {NOT_AVAILABLE}:
-            return "nothing to calibrate it with: " + "; ".join(s.reason for s in self.steps.values())
+            return "nothing to calibrate it with: " + "; ".join(d.reason or "" for d in self.decisions)
         if MISSING not in statuses:
             return None
-        return "; ".join(s.reason for s in self.missing)
+        return "; ".join(d.reason or "" for d in self.decisions if d.status == MISSING)
 
     def applied(self, role: str) -> MasterInfo | None:
         """The master applied in a step, if any."""
+        for decision in self.decisions:
+            if decision.role == role:
+                return decision.master if decision.status == APPLIED else None
         step = self.steps.get(role)
         return step.master if step is not None and step.status == APPLIED else None
+
+    def masters(self) -> dict[str, str]:
+        """Per step, the master's file name, or how the step was left out (``n/a``, ``skipped`` ...)."""
+        steps: Iterable[Step | Decision] = self._steps.values() if self._steps is not None else self.decisions
+        return {
+            s.role: s.master.name if s.status == APPLIED and s.master else STEP_LABELS[s.status]
+            for s in steps
+        }
 
 
 def target_of(light: Frame) -> dict[str, Any]:
@@ -263,6 +319,7 @@ class Choices:
         self._info: dict[int, tuple[Master, MasterInfo]] = {}
         self._nearest: dict[Any, tuple[list[Master], set[int]]] = {}
         self._unusable_reasons: dict[int, str | None] = {}
+        self._applied: dict[tuple[str, int], Decision] = {}
 
     def select(self, kind: str, target: Mapping[str, Any], rules: MatchRules, **flags: bool) -> Master | None:
         """The best master of ``kind`` for ``target`` (``None``: nothing matches)."""
@@ -298,6 +355,15 @@ class Choices:
                 self.session, kind, every, rules, **dict.fromkeys(flags, True)
             )
         return best
+
+    def applied(self, role: str, master: MasterInfo) -> Decision:
+        """The decision to apply ``master`` in the step ``role`` by the matching rules: one object per role
+        and master, shared by the lights it serves."""
+        key = (role, master.id)
+        decision = self._applied.get(key)
+        if decision is None:
+            decision = self._applied[key] = Decision(role, APPLIED, None, master)
+        return decision
 
     def info(self, master: Master) -> MasterInfo:
         """The master's :class:`MasterInfo`, made once per master."""
@@ -367,20 +433,20 @@ def match_light(
     Returns
     -------
     LightMatch
-        One :class:`Step` per role.
+        One :class:`Decision` per role, in the order of :data:`ROLES`.
     """
     if target is None:  # a row of a select holds every value of a target; an ORM row is copied
         target = dict(light._mapping) if isinstance(light, Row) else target_of(light)
     choices = choices if choices is not None else Choices(session)
     cache = available if available is not None else choices.available
     setup = tuple(map(target.get, SETUP_KEYS))
-    steps: dict[str, Step] = {}
-    steps["bias"] = _step(choices, "bias", target, setup, options, _bias_query, cache)
-    with_bias = steps["bias"].status in (APPLIED, MISSING)  # a missing bias stops the light anyway
-    dark = _dark_query if with_bias else _dark_with_bias_query
-    steps["dark"] = _step(choices, "dark", target, setup, options, dark, cache)
-    steps["flat"] = _step(choices, "flat", target, setup, options, _flat_query, cache)
-    return LightMatch(target["id"], steps)
+    bias = _step(choices, "bias", target, setup, options, _bias_query, cache)
+    with_bias = bias.status in (APPLIED, MISSING)  # a missing bias stops the light anyway
+    dark_query = _dark_query if with_bias else _dark_with_bias_query
+    dark = _step(choices, "dark", target, setup, options, dark_query, cache)
+    flat = _step(choices, "flat", target, setup, options, _flat_query, cache)
+    values = (target.get("ccd_temp"), target.get("date_obs"), target.get("exptime"))
+    return LightMatch(target["id"], (bias, dark, flat), values)
 
 
 #: (choices, target, options) -> (the master, or None and a description of what was wanted)
@@ -395,28 +461,26 @@ def _step(
     options: MatchOptions,
     query: Query,
     available: dict[Any, bool],
-) -> Step:
+) -> Decision:
     if role in options.skip or (role == "bias" and options.no_bias):
         why = "--no-bias: the darks contain the bias" if role == "bias" else f"--no-{role}"
-        return Step(role, SKIPPED, why)
+        return Decision(role, SKIPPED, why)
     if role in options.pins:
         return _pinned(role, options.pins[role], target, options)
     known = available.get((role, setup))
     if known is None:
         known = available[(role, setup)] = kind_available(choices.session, role, target)
     if not known:
-        return Step(
+        return Decision(
             role, NOT_AVAILABLE, f"no {role} frames in the catalog for this camera ({setup_text(target)})"
         )
     info, wanted = query(choices, target, options)
     if info is None:
         reason = f"{wanted} ({choices.nearest(role, target, options.rules)})"
         if role in options.allow_missing:
-            return Step(role, ALLOWED_MISSING, f"{reason}; allowed by --allow-missing {role}")
-        return Step(role, MISSING, reason)
-    delta_temp, delta_time = _deltas(info, target)
-    scale = _scale(info, target) if role == "dark" else None
-    return MatchedStep(role, APPLIED, None, info, delta_temp, delta_time, scale)
+            return Decision(role, ALLOWED_MISSING, f"{reason}; allowed by --allow-missing {role}")
+        return Decision(role, MISSING, reason)
+    return choices.applied(role, info)
 
 
 def _bias_query(
@@ -477,39 +541,37 @@ def _exposure(target: Mapping[str, Any], rules: MatchRules) -> str:
     return f"{value_text(target.get('exptime'))} s, {wanted_temp(target, rules)}"
 
 
-def _pinned(role: str, master: MasterInfo, target: Mapping[str, Any], options: MatchOptions) -> Step:
+def _pinned(role: str, master: MasterInfo, target: Mapping[str, Any], options: MatchOptions) -> Decision:
     """A pinned master: applied whatever its status, unless it cannot serve this light at all."""
     shape = (master.naxis1, master.naxis2)
     light_shape = (target.get("naxis1"), target.get("naxis2"))
     if shape != light_shape:
-        return Step(
+        return Decision(
             role,
             MISSING,
             f"pinned {role} {master.name} is {shape_text(shape)} pixels, the light {shape_text(light_shape)}",
         )
-    step = Step(role, APPLIED, f"pinned with --{role}", master, *_deltas(master, target), pinned=True)
     if role == "dark":
         exptime, dark_time = target.get("exptime"), master.exptime
         same = exptime is not None and dark_time is not None and _same_exposure(exptime, dark_time, options)
         if not same and (master.includes_bias or not options.rules.dark_scale):
             why = "it contains the bias" if master.includes_bias else "add --dark-scale to scale it"
-            return Step(
+            return Decision(
                 role,
                 MISSING,
                 f"pinned dark {master.name} is {value_text(dark_time)} s, "
                 f"the light {value_text(exptime)} s: {why}",
             )
-        step.scale = _scale(master, target)
-    return step
+    return Decision(role, APPLIED, f"pinned with --{role}", master, pinned=True)
 
 
 def _same_exposure(exptime: float, dark_time: float, options: MatchOptions) -> bool:
     return abs(exptime - dark_time) <= options.rules.exptime_tolerance * max(abs(exptime), 1e-9)
 
 
-def _deltas(master: MasterInfo, target: Mapping[str, Any]) -> tuple[float | None, float | None]:
+def _deltas(master: MasterInfo, values: LightValues) -> tuple[float | None, float | None]:
     """(ΔT, Δt): master minus light, in °C and seconds (``None`` when either value is unknown)."""
-    temp, when = target.get("ccd_temp"), target.get("date_obs")
+    temp, when, _ = values
     delta_temp = (
         master.ccd_temp_mean - temp if master.ccd_temp_mean is not None and temp is not None else None
     )
@@ -521,9 +583,8 @@ def _deltas(master: MasterInfo, target: Mapping[str, Any]) -> tuple[float | None
     return delta_temp, delta_time
 
 
-def _scale(dark: MasterInfo, target: Mapping[str, Any]) -> float:
+def _scale(dark: MasterInfo, exptime: float | None) -> float:
     """``t_light / t_dark`` for a bias-subtracted dark; 1 for one holding the bias or without exposures."""
-    exptime = target.get("exptime")
     if dark.includes_bias or not exptime or not dark.exptime:
         return 1.0
     return float(exptime) / float(dark.exptime)

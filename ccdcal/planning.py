@@ -20,11 +20,10 @@ from __future__ import annotations
 import gc
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +35,20 @@ from ccdcal.catalog.models import Calibration, CalibrationMaster, Frame, Master
 from ccdcal.catalog.queries import core_rows, in_chunks, no_jit, usable
 from ccdcal.catalog.ranking import Columns, Targets, exact_time, target_columns
 from ccdcal.fitsfiles import OUTPUT_FAILED
-from ccdcal.matching import APPLIED, ROLES, Choices, LightMatch, MasterInfo, MatchOptions, match_light
+from ccdcal.matching import (
+    APPLIED,
+    ROLES,
+    STEP_LABELS,
+    Choices,
+    LightMatch,
+    MasterInfo,
+    MatchOptions,
+    match_light,
+)
 from ccdcal.naming import calibrated_name
 from ccdcal.reduction import StepContext, plan_light_steps, step_changes
 
-#: How a step that is not applied shows in summaries.
-STEP_LABELS = {
-    "not_available": "n/a",
-    "skipped": "skipped",
-    "allowed_missing": "missing (allowed)",
-    "missing": "missing",
-}
+__all__ = ["STEP_LABELS", "LightReport", "plan_lights"]
 
 
 @dataclass
@@ -85,12 +87,7 @@ class LightReport:
 
     def masters(self) -> dict[str, str]:
         """Per step, the master's file name, or how the step was left out (``n/a``, ``skipped`` ...)."""
-        if self.match is None:
-            return {}
-        return {
-            role: step.master.name if step.status == APPLIED and step.master else STEP_LABELS[step.status]
-            for role, step in self.match.steps.items()
-        }
+        return self.match.masters() if self.match is not None else {}
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -139,15 +136,14 @@ def plan_lights(session: Session, options: Any, match: MatchOptions) -> list[Lig
         return [plan.light(light, dict(zip(fields, light, strict=True))) for light in lights]
 
 
-def read_lights(session: Session, exact: bool) -> list[Any]:
-    """The rows of :func:`light_query`, by path. SQLite orders text by its bytes, as Python orders
-    ``str``: the rows are sorted here, faster than by SQLite; other databases (whose collation may
-    differ) sort them."""
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    rows = list(core_rows(session, light_query(exact, ordered=not sqlite)))
-    if sqlite and rows:
-        rows.sort(key=itemgetter(rows[0]._fields.index("path")))
-    return rows
+def read_lights(session: Session, exact: bool) -> Sequence[Any]:
+    """The rows of :func:`light_query`, by path.
+
+    Sorted by the database, not here: sorting the rows in Python is faster than SQLite's sort, but then
+    the rows lie in memory in the order they were read, and each of the passes planning makes over them
+    jumps from one to another out of the processor's caches (on 100,000 lights, 0.35 s more in all).
+    """
+    return core_rows(session, light_query(exact))
 
 
 @contextmanager
@@ -170,20 +166,22 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def light_query(exact: bool, *, ordered: bool = True) -> Select[Any]:
-    """The usable lights (by path unless not ``ordered``), with what planning reads of them: first the
-    target columns of :func:`~ccdcal.catalog.ranking.target_columns`, then the file's identity and
-    DATE-OBS."""
-    query = select(
-        *target_columns(exact),
-        Frame.path,
-        Frame.sha256,
-        Frame.size,
-        Frame.mtime,
-        Frame.hdu,
-        Frame.date_obs,
-    ).where(usable("light"))
-    return query.order_by(Frame.path) if ordered else query
+def light_query(exact: bool) -> Select[Any]:
+    """The usable lights by path, with what planning reads of them: first the target columns of
+    :func:`~ccdcal.catalog.ranking.target_columns`, then the file's identity and DATE-OBS."""
+    return (
+        select(
+            *target_columns(exact),
+            Frame.path,
+            Frame.sha256,
+            Frame.size,
+            Frame.mtime,
+            Frame.hdu,
+            Frame.date_obs,
+        )
+        .where(usable("light"))
+        .order_by(Frame.path)
+    )
 
 
 class _Plan:
@@ -380,7 +378,7 @@ def _latest(session: Session) -> dict[int, tuple[Any, dict[str, int]]]:
     return {row.frame_id: (row, used[i]) for i, row in rows.items()}
 
 
-def raw_problems(lights: list[Any]) -> dict[int, str]:
+def raw_problems(lights: Sequence[Any]) -> dict[int, str]:
     """Light id → why its raw file cannot be used as catalogued, for the lights with a problem.
 
     Every file is checked in one loop, in path order, before the lights are planned: a light's check in

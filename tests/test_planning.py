@@ -108,6 +108,22 @@ def test_a_planned_light_carries_its_task_when_asked(
     assert light.task is None
 
 
+def test_a_plan_makes_the_steps_of_a_light_only_when_asked(
+    catalog: Catalog, night: SimulatedNight, tmp_path: Path
+) -> None:
+    ingest(catalog, [night.root])
+    plan = dry_run(catalog, options(tmp_path))  # never calibrated: nothing to compare with
+    matches = [light.match for light in plan.lights if light.match is not None]
+    assert len(matches) == 6
+    assert all(m._steps is None for m in matches)  # decided, no Step made
+    shown = [m.masters() for m in matches]  # from the decisions
+    assert all(set(names) == {"bias", "dark", "flat"} for names in shown)
+    steps = [m.steps for m in matches]
+    assert [m.masters() for m in matches] == shown  # the same from the steps
+    assert all(s["dark"].status == APPLIED and s["dark"].delta_time is not None for s in steps)
+    assert all(m.steps is s for m, s in zip(matches, steps, strict=True))  # made once
+
+
 def test_a_matched_step_writes_its_reason_when_read() -> None:
     lazy = MatchedStep("dark", APPLIED, None, None, 0.1234, -5400.0, 2.0)
     told = Step(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
 from typing import Any, TypeVar
@@ -204,6 +204,16 @@ class MatchRules:
     temp_tolerance: float = 2.0
     exptime_tolerance: float = 1e-6
     dark_scale: bool = False
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Hashed once: planning looks a ranking up by its rules three times a light.
+        object.__setattr__(
+            self, "_hash", hash((self.temp_tolerance, self.exptime_tolerance, self.dark_scale))
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 class epoch_seconds(FunctionElement[float]):
