@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -214,9 +215,11 @@ class _Plan:
         self.raw_problems = problems
 
     def light(self, light: Any, target: dict[str, Any]) -> LightReport:
-        """The report of one light (a row of :func:`light_query`, and its values as a dict)."""
-        report = LightReport(light.id, light.path, light.filter, light.exptime)
-        report.reason = self.raw_problems.get(light.id)
+        """The report of one light: a row of :func:`light_query`, and its values as a dict (read from the
+        dict: a row's values by name cost ten times as much)."""
+        frame_id = target["id"]
+        report = LightReport(frame_id, target["path"], target["filter"], target["exptime"])
+        report.reason = self.raw_problems.get(frame_id)
         if report.reason:
             return report
         report.match = match_light(
@@ -225,14 +228,16 @@ class _Plan:
         report.reason = report.match.reason
         if report.reason:
             return report
-        steps, report.reason = self._steps(light, report.match)
+        steps, report.reason = self._steps(light, target, report.match)
         if report.reason:
             return report
-        previous, used = self.latest.get(light.id, _NEVER)
+        previous, used = self.latest.get(frame_id, _NEVER)
         kept = self._kept_output(previous.path) if previous is not None else None
-        output = kept or self._new_output(light)
+        output = kept or self._new_output(target["path"], frame_id)
         if previous is not None:
-            changes = _changes(self.explain, light, report.match, previous, used, bool(kept), self.options)
+            changes = _changes(
+                self.explain, target["sha256"], report.match, previous, used, bool(kept), self.options
+            )
             changes += step_changes(previous, used, steps)
             if not changes and not self.options.redo:
                 report.outcome = "current" if previous.status == "current" else "failed"
@@ -251,13 +256,15 @@ class _Plan:
         report.task_maker = partial(self._task, light, report.match, output, steps)
         return report
 
-    def _steps(self, light: Any, match: LightMatch) -> tuple[LightSteps | None, str | None]:
+    def _steps(
+        self, light: Any, target: dict[str, Any], match: LightMatch
+    ) -> tuple[LightSteps | None, str | None]:
         """:func:`~ccdcal.reduction.plan_light_steps`, once per image shape and header values: without a
         bad-pixel mask it depends on nothing else (its result is immutable, shared by those lights)."""
         if self.context.use_bpm:
             return plan_light_steps(self.session, self.context, light, match)
-        values = self.context.values.get(light.id)
-        key = (light.naxis1, light.naxis2, tuple(sorted(values.items())) if values else ())
+        values = self.context.values.get(target["id"])
+        key = (target["naxis1"], target["naxis2"], tuple(sorted(values.items())) if values else ())
         found = self.steps.get(key)
         if found is None:
             found = self.steps[key] = plan_light_steps(self.session, self.context, light, match)
@@ -272,12 +279,12 @@ class _Plan:
             return path
         return str(Path(path)) if Path(path).parent == self.folder else None
 
-    def _new_output(self, light: Any) -> str:
+    def _new_output(self, raw_path: str, frame_id: int) -> str:
         """A free ``{stem}_cal.fits`` in the output folder (``_v2``, ``_v3`` ... when the file exists,
         or another light has or is given that name)."""
-        name = calibrated_name(light.path)
+        name = calibrated_name(raw_path)
         candidate, version = self.prefix + name, 1
-        while self._exists(candidate) or self._taken(candidate, light.id):
+        while self._exists(candidate) or self._taken(candidate, frame_id):
             version += 1
             candidate = f"{self.prefix}{name[: -len('.fits')]}_v{version}.fits"
         return candidate
@@ -384,25 +391,33 @@ def raw_problems(lights: Sequence[Any]) -> dict[int, str]:
     Every file is checked in one loop, in path order, before the lights are planned: a light's check in
     the middle of its planning costs three times as much (the file system's cached entries of the
     neighbouring files have been pushed out of the processor's caches in between)."""
-    return {light.id: problem for light in lights if (problem := _raw_problem(light)) is not None}
+    if not lights:
+        return {}
+    fields = lights[0]._fields
+    values = itemgetter(*(fields.index(name) for name in ("id", "path", "size", "mtime")))
+    return {
+        frame_id: problem
+        for frame_id, path, size, mtime in map(values, lights)
+        if (problem := _raw_problem(path, size, mtime)) is not None
+    }
 
 
-def _raw_problem(light: Any) -> str | None:
+def _raw_problem(path: str, size: int | None, mtime: float | None) -> str | None:
     """Why the raw file cannot be used as catalogued (``None``: it can)."""
     try:
-        stat = os.stat(light.path)
+        stat = os.stat(path)
     except FileNotFoundError:
         return "raw file is missing; run `ccdcal ingest` on its folder to record it"
     except OSError as exc:
         return f"raw file cannot be read: {exc.strerror}"
-    if stat.st_size != light.size or stat.st_mtime != light.mtime:
+    if stat.st_size != size or stat.st_mtime != mtime:
         return "raw file changed since it was catalogued; run `ccdcal ingest` on it again"
     return None
 
 
 def _changes(
     explain: Any,
-    light: Any,
+    raw_sha256: str,
     match: LightMatch,
     previous: Any,
     used: dict[str, int],
@@ -413,7 +428,7 @@ def _changes(
     ``explain(role, master id before, master now)`` words a master change, ``kept``: the previous output
     is in the output folder."""
     changes = []
-    if previous.raw_sha256 != light.sha256:
+    if previous.raw_sha256 != raw_sha256:
         changes.append("raw file changed")
     steps = previous.steps or {}
     for role in ROLES:
