@@ -267,6 +267,12 @@ class LightMatch:
             return None
         return "; ".join(d.reason or "" for d in self.decisions if d.status == MISSING)
 
+    def step(self, role: str) -> Step:
+        """One step (made alone when the steps are not made yet)."""
+        if self._steps is not None:
+            return self._steps[role]
+        return next(d for d in self.decisions if d.role == role).step(self.values)
+
     def applied(self, role: str) -> MasterInfo | None:
         """The master applied in a step, if any."""
         for decision in self.decisions:

@@ -38,7 +38,6 @@ from ccdcal.catalog.ranking import Columns, Targets, exact_time, target_columns
 from ccdcal.fitsfiles import OUTPUT_FAILED
 from ccdcal.matching import (
     APPLIED,
-    ROLES,
     STEP_LABELS,
     Choices,
     LightMatch,
@@ -209,7 +208,7 @@ class _Plan:
         self.available: dict[Any, bool] = {}
         self.context = StepContext.load(session, options)  # overscan, uncertainty, cosmic rays, bpm
         self.explained: dict[Any, str] = {}
-        self.used: dict[int, Master] | None = None
+        self.used: dict[int, tuple[str, str, Callable[[], str | None]] | None] | None = None
         self.uses: dict[tuple[str, int], MasterUse] = {}
         self.steps: dict[Any, tuple[LightSteps | None, str | None]] = {}
         self.raw_problems = problems
@@ -235,9 +234,7 @@ class _Plan:
         kept = self._kept_output(previous.path) if previous is not None else None
         output = kept or self._new_output(target["path"], frame_id)
         if previous is not None:
-            changes = _changes(
-                self.explain, target["sha256"], report.match, previous, used, bool(kept), self.options
-            )
+            changes = self._changes(target["sha256"], report.match, previous, used, bool(kept))
             changes += step_changes(previous, used, steps)
             if not changes and not self.options.redo:
                 report.outcome = "current" if previous.status == "current" else "failed"
@@ -298,6 +295,42 @@ class _Plan:
         owner = self.taken.get(path)
         return (owner is not None and owner != frame_id) or path in self.assigned
 
+    def _changes(
+        self, raw_sha256: str, match: LightMatch, previous: Any, used: dict[str, int], kept: bool
+    ) -> list[str]:
+        """What differs between the light's latest calibration (``previous``, with its masters by role:
+        ``used``) and the plan (empty: nothing); ``kept``: the previous output is in the output folder."""
+        changes = []
+        if previous.raw_sha256 != raw_sha256:
+            changes.append("raw file changed")
+        steps = previous.steps or {}
+        for decision in match.decisions:  # bias, dark, flat
+            role, before = decision.role, steps.get(decision.role) or {}
+            now = decision.master.id if decision.status == APPLIED and decision.master else None
+            if used.get(role) != now:
+                changes.append(self.explain(role, used.get(role), decision.master))
+            elif before.get("status") != decision.status:
+                changes.append(f"{role} step: {before.get('status', 'none')} → {decision.status}")
+            elif (
+                role == "dark"
+                and now is not None
+                and not math.isclose(before.get("scale") or 1.0, match.step("dark").scale or 1.0)
+            ):
+                changes.append("dark scale changed")
+        flat_before = steps.get("flat") or {}
+        flat_kept = flat_before.get("status") == APPLIED and match.applied("flat") is not None
+        if flat_kept and flat_before.get("flat_min") != self.options.flat_min:
+            changes.append("--flat-min changed")
+        if previous.path and not kept:
+            changes.append("output folder changed")
+        elif previous.status == "current" and not (
+            previous.path and self.folder_exists and os.path.isfile(previous.path)
+        ):
+            changes.append("output file missing")
+        elif previous.status == "failed" and (previous.error or "").startswith(OUTPUT_FAILED):
+            changes.append("its output could not be written last time")  # a full disk ... tried again
+        return changes
+
     def explain(self, role: str, before: int | None, now: MasterInfo | None) -> str:
         """:func:`_master_change`, once per role and pair of masters."""
         key = (role, before, now.id if now is not None else None)
@@ -314,10 +347,13 @@ class _Plan:
             self.used = {}
             for chunk in in_chunks(ids):
                 query = select(Master).where(Master.id.in_(chunk))
-                self.used.update((m.id, m) for m in self.session.scalars(query))
-        master = self.used.get(master_id) or self.session.get(Master, master_id)
-        if master is None:
-            return None
+                self.used.update((m.id, self._used(m)) for m in self.session.scalars(query))
+        if master_id not in self.used:
+            master = self.session.get(Master, master_id)
+            self.used[master_id] = self._used(master) if master is not None else None
+        return self.used[master_id]
+
+    def _used(self, master: Master) -> tuple[str, str, Callable[[], str | None]]:
         return Path(master.path).name, master.status, partial(self.choices.unusable_reason, master)
 
     def _task(self, light: Any, match: LightMatch, output: str, steps: LightSteps | None) -> FrameTask:
@@ -413,48 +449,6 @@ def _raw_problem(path: str, size: int | None, mtime: float | None) -> str | None
     if stat.st_size != size or stat.st_mtime != mtime:
         return "raw file changed since it was catalogued; run `ccdcal ingest` on it again"
     return None
-
-
-def _changes(
-    explain: Any,
-    raw_sha256: str,
-    match: LightMatch,
-    previous: Any,
-    used: dict[str, int],
-    kept: bool,
-    options: Any,
-) -> list[str]:
-    """What differs between the light's latest calibration and the plan (empty: nothing);
-    ``explain(role, master id before, master now)`` words a master change, ``kept``: the previous output
-    is in the output folder."""
-    changes = []
-    if previous.raw_sha256 != raw_sha256:
-        changes.append("raw file changed")
-    steps = previous.steps or {}
-    for role in ROLES:
-        step, before = match.steps[role], steps.get(role) or {}
-        now = step.master.id if step.status == APPLIED and step.master else None
-        if used.get(role) != now:
-            changes.append(explain(role, used.get(role), step.master))
-        elif before.get("status") != step.status:
-            changes.append(f"{role} step: {before.get('status', 'none')} → {step.status}")
-        elif (
-            role == "dark"
-            and now is not None
-            and not math.isclose(before.get("scale") or 1.0, step.scale or 1.0)
-        ):
-            changes.append("dark scale changed")
-    flat_before = steps.get("flat") or {}
-    flat_kept = flat_before.get("status") == APPLIED and match.applied("flat") is not None
-    if flat_kept and flat_before.get("flat_min") != options.flat_min:
-        changes.append("--flat-min changed")
-    if previous.path and not kept:
-        changes.append("output folder changed")
-    elif previous.status == "current" and not (previous.path and os.path.isfile(previous.path)):
-        changes.append("output file missing")
-    elif previous.status == "failed" and (previous.error or "").startswith(OUTPUT_FAILED):
-        changes.append("its output could not be written last time")  # a full disk ... tried again
-    return changes
 
 
 def _master_change(

@@ -236,3 +236,22 @@ def test_masters_records_the_clipping_options(runner: CliRunner, tmp_path: Path,
     assert (parameters["sigma_lower"], parameters["maxiters"], parameters["stdfunc"]) == (2.5, 3, "std")
     bad = runner.invoke(app, ["--db", db, "masters", "--dispersion", "iqr"])
     assert (bad.exit_code, bad.stderr) == (2, "Error: stdfunc must be 'mad_std' or 'std', not 'iqr'\n")
+
+
+def test_print_lines_writes_plain_text_as_rich_would() -> None:
+    import io
+
+    from rich.console import Console
+
+    from ccdcal.cli.base import print_lines
+
+    lines = ["Lights to calibrate (2):", "  [bold]a.fits[/bold] -> a_cal.fits (ΔT +0.12 °C)", "", "  b.fits"]
+    ours, rich = io.StringIO(), io.StringIO()
+    print_lines(Console(file=ours), lines)
+    console = Console(file=rich, soft_wrap=True, highlight=False, emoji=False)
+    for line in lines:
+        console.print(line, markup=False)
+    assert ours.getvalue() == rich.getvalue() == "\n".join(lines) + "\n"
+    empty = io.StringIO()
+    print_lines(Console(file=empty), [])
+    assert empty.getvalue() == ""
