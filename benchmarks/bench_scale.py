@@ -177,7 +177,8 @@ def fill(catalog: Any, folder: Path, n_frames: int, n_masters: int, seed: int = 
 
 def add_history(catalog: Any, folder: Path, seed: int = 2) -> dict[str, int]:
     """A catalog in use: each master made of frames of its kind and camera, and every light calibrated
-    once (a current calibration with a bias, dark and flat of its camera; output files not written)."""
+    once (a current calibration with a bias, dark and flat of its camera, its ``steps`` as a calibration
+    records them; output files not written)."""
     from sqlalchemy import insert, select
 
     from ccdcal.catalog.models import Calibration, CalibrationMaster, Frame, Master, MasterInput, utcnow
@@ -189,11 +190,19 @@ def add_history(catalog: Any, folder: Path, seed: int = 2) -> dict[str, int]:
         query = select(Frame.id, Frame.sha256, Frame.imagetyp, Frame.instrument, Frame.xbinning)
         for frame_id, sha256, kind, instrument, binning in session.execute(query):
             frames.setdefault((kind, instrument, binning), []).append((frame_id, sha256))
-        masters: dict[tuple[Any, ...], list[int]] = {}
+        masters: dict[tuple[Any, ...], list[tuple[int, str, str]]] = {}
         inputs = []
-        query = select(Master.id, Master.kind, Master.instrument, Master.xbinning, Master.n_inputs)
-        for master_id, kind, instrument, binning, n_inputs in session.execute(query):
-            masters.setdefault((kind, instrument, binning), []).append(master_id)
+        query = select(
+            Master.id,
+            Master.kind,
+            Master.instrument,
+            Master.xbinning,
+            Master.n_inputs,
+            Master.path,
+            Master.sha256,
+        )
+        for master_id, kind, instrument, binning, n_inputs, path, digest in session.execute(query):
+            masters.setdefault((kind, instrument, binning), []).append((master_id, path, digest))
             pool = frames.get((kind, instrument, binning), [])
             for frame_id, sha256 in rng.sample(pool, min(n_inputs, len(pool))):
                 inputs.append({"master_id": master_id, "frame_id": frame_id, "sha256": sha256})
@@ -201,6 +210,31 @@ def add_history(catalog: Any, folder: Path, seed: int = 2) -> dict[str, int]:
         for key in (k for k in frames if k[0] == "light"):
             for frame_id, sha256 in frames[key]:
                 calibration_id = len(calibrations) + 1
+                steps: dict[str, Any] = {}
+                for role in ("bias", "dark", "flat"):
+                    choice = masters.get((role, *key[1:]))
+                    if not choice:
+                        steps[role] = {
+                            "status": "not_available",
+                            "reason": f"no {role} frames in the catalog",
+                        }
+                        continue
+                    master_id, path, digest = rng.choice(choice)
+                    links.append({"calibration_id": calibration_id, "role": role, "master_id": master_id})
+                    delta_temp, delta_time = round(rng.uniform(-1, 1), 3), rng.uniform(-8e4, 8e4)
+                    steps[role] = {  # as a calibration records it (Step.as_json, then the flat's extras)
+                        "status": "applied",
+                        "reason": f"nearest match: ΔT {delta_temp:+.2f} °C, Δt {delta_time / 3600:+.2f} h",
+                        "master_id": master_id,
+                        "path": path,
+                        "sha256": digest,
+                        "delta_temp": delta_temp,
+                        "delta_time": delta_time,
+                        "scale": 1.0 if role == "dark" else None,
+                        "pinned": False,
+                    }
+                if "path" in steps["flat"]:
+                    steps["flat"] |= {"flat_min": 0.01, "masked": 0, "norm_value": 1.0}
                 calibrations.append(
                     {
                         "id": calibration_id,
@@ -209,16 +243,10 @@ def add_history(catalog: Any, folder: Path, seed: int = 2) -> dict[str, int]:
                         "path": str(folder / "calibrated" / f"light_{frame_id:07d}_cal.fits"),
                         "sha256": f"{frame_id:064x}",
                         "status": "current",
-                        "steps": {},
+                        "steps": steps,
                         "created_at": now,
                     }
                 )
-                for role in ("bias", "dark", "flat"):
-                    choice = masters.get((role, *key[1:]))
-                    if choice:
-                        links.append(
-                            {"calibration_id": calibration_id, "role": role, "master_id": rng.choice(choice)}
-                        )
         for model, rows in ((MasterInput, inputs), (Calibration, calibrations), (CalibrationMaster, links)):
             for i in range(0, len(rows), 20_000):
                 session.execute(insert(model), rows[i : i + 20_000])

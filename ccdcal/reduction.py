@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ccdcal.calibrate import LightSteps, MasterUse
-from ccdcal.catalog.models import Calibration, Frame, HeaderCard, Master
+from ccdcal.catalog.models import Frame, HeaderCard, Master
 from ccdcal.catalog.queries import usable
 from ccdcal.errors import UsageError
 from ccdcal.steps.cosmic import DEFAULT_GAIN, DEFAULT_READNOISE, CosmicParams
@@ -306,11 +306,14 @@ def _bpm_step(session: Session, light: Frame, match: Any) -> MasterUse | None:
     return MasterUse("bpm", info.id, info.path, info.sha256)
 
 
-def step_changes(previous: Calibration | None, used: dict[str, int], steps: LightSteps | None) -> list[str]:
-    """What differs, in the optional steps, between a light's latest calibration and the plan."""
-    if previous is None:
-        return []
-    before = previous.steps or {}
+#: The records of ``calibrations.steps`` that :func:`step_changes` compares: what planning reads of a
+#: previous calibration's optional steps.
+COMPARED_RECORDS = ("overscan", "uncertainty", "cosmic_rays")
+
+
+def step_changes(before: dict[str, Any], used: dict[str, int], steps: LightSteps | None) -> list[str]:
+    """What differs, in the optional steps, between a light's latest calibration (its ``steps``, or their
+    :data:`COMPARED_RECORDS`; its masters by role: ``used``) and the plan."""
     now = steps or LightSteps()
     changes = []
     was = _applied(before, "overscan")

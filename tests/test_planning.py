@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import select, update
 
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import Frame
+from ccdcal.catalog.models import Calibration, Frame
 from ccdcal.catalog.queries import MatchRules, usable
 from ccdcal.ingest.core import ingest
 from ccdcal.matching import APPLIED, Choices, MatchedStep, Step, match_light
 from ccdcal.pipeline import ProcessOptions, _rolled_back, dry_run, match_options, process
-from ccdcal.planning import paused_gc, plan_lights
+from ccdcal.planning import _latest, compared_steps, paused_gc, plan_lights
 from ccdcal.simulate import SimulatedNight, simulate_night
 
 
@@ -167,3 +167,57 @@ def test_choices_answer_a_light_that_is_not_usable_with_a_select(
         alone = Choices(session)
         assert batch.select("bias", target, MatchRules()) is alone.select("bias", target, MatchRules())
         assert batch.pick("bias", {**target, "id": light.id}, MatchRules()) is not None
+
+
+RECORDED_STEPS: list[dict[str, Any]] = [
+    {},
+    {
+        "bias": {"status": "applied", "reason": "nearest match", "master_id": 1, "delta_temp": 0.1},
+        "dark": {"status": "applied", "scale": 2.5, "pinned": False, "path": "/m/d.fits"},
+        "flat": {"status": "applied", "flat_min": 0.01, "masked": 3, "norm_value": 1.0},
+    },
+    {
+        "bias": {"status": "skipped", "reason": "--no-bias: the darks contain the bias"},
+        "dark": {"status": "not_available", "reason": "no dark frames"},
+        "flat": {"status": "missing", "reason": "no flat in filter Ha"},
+    },
+    {
+        "dark": {"status": "applied", "scale": 1, "reason": "ΔT +0.10 °C"},
+        "flat": {"status": "applied", "flat_min": 0},
+        "overscan": {"status": "applied", "method": "median", "biassec": "[1:2,3:4]", "trimsec": None},
+        "uncertainty": {"status": "planned", "gain": 1.5, "readnoise": 4.0},
+        "cosmic_rays": {"status": "applied", "sigclip": 4.5, "gain": 1.0, "readnoise": None, "n": [1, 2]},
+        "warnings": ["a warning"],
+    },
+    {"bias": "not a record", "dark": {"scale": None}, "overscan": None, "uncertainty": {}},
+]
+
+
+def test_a_previous_calibration_is_read_as_planning_compares_it(
+    catalog: Catalog, night: SimulatedNight
+) -> None:
+    """The values the database extracts from ``calibrations.steps`` are those of the whole JSON."""
+    ingest(catalog, [night.root])
+    with catalog.session() as session:
+        lights = session.scalars(select(Frame.id).where(usable("light")).order_by(Frame.id)).all()
+        for frame_id, steps in zip(lights, RECORDED_STEPS, strict=False):
+            session.add(
+                Calibration(frame_id=frame_id, status="current", path=f"/c/{frame_id}.fits", steps=steps)
+            )
+    with catalog.session() as session:
+        latest = _latest(session)
+        read = {frame_id: latest[frame_id][0] for frame_id in lights[: len(RECORDED_STEPS)]}
+    for (frame_id, previous), steps in zip(read.items(), RECORDED_STEPS, strict=True):
+        assert previous is not None
+        assert (previous.frame_id, previous.path, previous.status) == (
+            frame_id,
+            f"/c/{frame_id}.fits",
+            "current",
+        )
+        assert previous.steps == compared_steps(steps)
+    assert compared_steps(RECORDED_STEPS[1]) == {
+        "bias": {"status": "applied"},
+        "dark": {"status": "applied", "scale": 2.5},
+        "flat": {"status": "applied", "flat_min": 0.01},
+    }
+    assert compared_steps(RECORDED_STEPS[3])["cosmic_rays"] == RECORDED_STEPS[3]["cosmic_rays"]
