@@ -49,8 +49,6 @@ from ccdcal.matching import (
 from ccdcal.naming import calibrated_name
 from ccdcal.reduction import COMPARED_RECORDS, StepContext, plan_light_steps, step_changes
 
-__all__ = ["STEP_LABELS", "LightReport", "plan_lights"]
-
 
 @dataclass
 class LightReport:
@@ -297,7 +295,7 @@ class _Plan:
         return (owner is not None and owner != frame_id) or path in self.assigned
 
     def _changes(
-        self, raw_sha256: str, match: LightMatch, previous: Any, used: dict[str, int], kept: bool
+        self, raw_sha256: str, match: LightMatch, previous: Previous, used: dict[str, int], kept: bool
     ) -> list[str]:
         """What differs between the light's latest calibration (``previous``, with its masters by role:
         ``used``) and the plan (empty: nothing); ``kept``: the previous output is in the output folder."""

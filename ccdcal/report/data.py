@@ -31,8 +31,7 @@ from ccdcal.catalog.models import (
 )
 from ccdcal.catalog.queries import GROUP_KEYS, in_chunks
 from ccdcal.errors import NotFoundError, UsageError
-from ccdcal.matching import APPLIED
-from ccdcal.planning import STEP_LABELS
+from ccdcal.matching import APPLIED, STEP_LABELS
 
 _T = TypeVar("_T")
 
