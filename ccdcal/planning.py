@@ -457,7 +457,10 @@ def _latest(session: Session) -> dict[int, tuple[Previous | None, dict[str, int]
         for calibration_id, role, master_id in session.execute(
             links.where(CalibrationMaster.calibration_id.in_(newest))
         ):
-            used[calibration_id][role] = master_id
+            # On PostgreSQL each select sees what is committed when it starts: a calibration another
+            # run committed after the first is not this plan's (that run claims its lights: busy here).
+            if calibration_id in used:
+                used[calibration_id][role] = master_id
     return {previous.frame_id: (previous, used[i]) for i, previous in found.items()}
 
 

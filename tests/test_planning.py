@@ -221,3 +221,62 @@ def test_a_previous_calibration_is_read_as_planning_compares_it(
         "flat": {"status": "applied", "flat_min": 0.01},
     }
     assert compared_steps(RECORDED_STEPS[3])["cosmic_rays"] == RECORDED_STEPS[3]["cosmic_rays"]
+
+
+@pytest.mark.postgres
+def test_a_calibration_committed_while_the_history_is_read_is_left_to_its_run(
+    pg_url: str, night: SimulatedNight
+) -> None:
+    """Another run commits a calibration (and its links) between the two selects of the history: on
+    PostgreSQL the second sees it; it is not this plan's and is skipped, not a crash. (A SQLite session
+    holds the write lock: nothing is committed meanwhile.)"""
+    with Catalog(pg_url) as catalog:
+        _committed_meanwhile(catalog, night)
+
+
+def _committed_meanwhile(catalog: Catalog, night: SimulatedNight) -> None:
+    from sqlalchemy import event, insert
+
+    from ccdcal.catalog.models import CalibrationMaster, Master
+
+    ingest(catalog, [night.root])
+    with catalog.session() as session:
+        light = session.scalars(select(Frame.id).where(usable("light")).order_by(Frame.id)).first()
+        master = Master(
+            kind="bias",
+            path="/m/b.fits",
+            sha256="0" * 64,
+            identity="i",
+            version=1,
+            n_inputs=3,
+            method="median",
+        )
+        session.add_all([master, Calibration(frame_id=light, status="current", path="/c/1.fits", steps={})])
+    with catalog.session() as session:
+        master_id = session.scalars(select(Master.id)).one()
+    committed = []
+
+    def another_run(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if committed or not statement.lstrip().startswith("SELECT calibrations.id"):
+            return
+        with catalog.engine.connect() as other:  # its own connection, committed now
+            new = other.execute(
+                insert(Calibration).values(frame_id=light, status="current", path="/c/2.fits", steps={})
+            ).inserted_primary_key
+            other.execute(
+                insert(CalibrationMaster).values(calibration_id=new[0], role="bias", master_id=master_id)
+            )
+            other.commit()
+        committed.append(new[0])
+
+    event.listen(catalog.engine, "after_cursor_execute", another_run)
+    try:
+        with catalog.session() as session:
+            latest = _latest(session)
+    finally:
+        event.remove(catalog.engine, "after_cursor_execute", another_run)
+    assert committed
+    previous, used = latest[light]
+    assert previous is not None
+    assert previous.path == "/c/1.fits"  # as the first select saw it; the other run's lights are busy
+    assert used == {}
