@@ -122,7 +122,7 @@ def light_state_counts(catalog: Catalog) -> dict[str, int]:
 
 
 def _state_counts(session: Session) -> dict[str, int]:
-    states = light_states()
+    states = light_states(grouped=_grouped(session))
     query = select(states.c.state, func.count()).group_by(states.c.state)
     found: dict[str, int] = dict(session.execute(query).all())
     return {state: found[state] for state in _STATES if state in found}  # in this order
@@ -135,7 +135,7 @@ def _counted(
     waiting = sum(n for state, n in counts.items() if state != CURRENT)
     lights = []
     if 0 < waiting <= limit:
-        states = light_states()
+        states = light_states(grouped=_grouped(session))
         query = (
             select(states.c.path, states.c.state, states.c.error)
             .where(states.c.state != CURRENT)
@@ -153,16 +153,34 @@ def _counted(
     }
 
 
+def _grouped(session: Session) -> bool:
+    """Whether :func:`light_states` joins the latest calibrations grouped (on a server database)."""
+    return session.get_bind().dialect.name != "sqlite"
+
+
 def _light(path: str, state: str, error: str | None) -> dict[str, Any]:
     reason = f"{state}: {error}" if state == FAILED and error else state
     return {"path": path, "outcome": _OUTCOME.get(state, "calibrate"), "reason": reason}
 
 
-def light_states() -> Any:
+def light_states(grouped: bool = False) -> Any:
     """A subquery: every usable light's ``id``, ``path``, ``state`` (the words of this module) and the
-    ``error`` of its last calibration, decided from its latest calibration row and the masters it used."""
-    earlier = aliased(Calibration)
-    latest = select(func.max(earlier.id)).where(earlier.frame_id == Frame.id).scalar_subquery()
+    ``error`` of its last calibration, decided from its latest calibration row and the masters it used.
+
+    The latest calibration of each light is found by a correlated ``max(id)`` (SQLite: an index search a
+    light), or with ``grouped`` by ``max(id)`` grouped by light and joined (PostgreSQL, which hash-joins
+    it where it would run the correlated select twice a light: 0.48 -> 0.30 s on 100,000 lights).
+    """
+    if grouped:
+        newest = (
+            select(Calibration.frame_id, func.max(Calibration.id).label("id"))
+            .group_by(Calibration.frame_id)
+            .subquery("newest")
+        )
+        latest: Any = newest.c.id
+    else:
+        earlier = aliased(Calibration)
+        latest = select(func.max(earlier.id)).where(earlier.frame_id == Frame.id).scalar_subquery()
     replaced = exists().where(
         CalibrationMaster.calibration_id == Calibration.id,
         CalibrationMaster.master_id == Master.id,
@@ -179,9 +197,11 @@ def light_states() -> Any:
     query: Select[Any] = (
         select(Frame.id, Frame.path, state.label("state"), Calibration.error)
         .select_from(Frame)
-        .outerjoin(Calibration, Calibration.id == latest)  # the light's latest calibration
         .where(usable("light"))
     )
+    if grouped:
+        query = query.outerjoin(newest, newest.c.frame_id == Frame.id)
+    query = query.outerjoin(Calibration, Calibration.id == latest)  # the light's latest calibration
     return query.subquery("states")
 
 

@@ -117,6 +117,13 @@ def test_after_a_run_then_changes(catalog: Catalog, night: SimulatedNight, tmp_p
     assert found["counts"][FAILED] == 1
     (last,) = [x for x in found["lights"] if x["outcome"] == "failed"]
     assert last["reason"] == f"{FAILED}: disk full"
+    with catalog.session() as session:  # the latest calibration found either way, the same states
+        by_form = []
+        for grouped in (False, True):
+            states = pending_module.light_states(grouped)
+            by_form.append(session.execute(select(states).order_by(states.c.id)).all())
+    assert by_form[0] == by_form[1]
+    assert {row.state for row in by_form[0]} == {RAW_CHANGED, MASTER_REPLACED, FAILED}
 
 
 @pytest.mark.usefixtures("counted")

@@ -40,8 +40,10 @@ def planned_statements() -> dict[str, Select[Any]]:
     statements["targets of every light"] = select(*target_columns(False)).where(usable("light"))
     statements["candidate darks"] = candidates_query("dark", False, exclude_with_bias=True)
     statements["count the groups of lights"] = frame_groups_query("light")
-    states = light_states()
-    statements["count the lights by state"] = select(states.c.state, func.count()).group_by(states.c.state)
+    for grouped in (False, True):
+        states = light_states(grouped)
+        name = "count the lights by state" + (" (latest calibrations grouped)" if grouped else "")
+        statements[name] = select(states.c.state, func.count()).group_by(states.c.state)
     statements["count the frames by status and kind"] = cast(Select[Any], frame_counts_query())
     statements["unclassified frames"] = unclassified_query()
     statements["masters with an input gone"] = gone_inputs_query()

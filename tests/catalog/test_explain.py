@@ -11,9 +11,10 @@ def test_the_checked_statements() -> None:
     assert {"group bias", "group dark", "group flat"} <= names
     assert {"match dark of every light", "match dark of every light (dark scaling)"} <= names
     assert {"targets of every light", "candidate darks", "count the lights by state"} <= names
+    assert "count the lights by state (latest calibrations grouped)" in names
     assert {"count the frames by status and kind", "unclassified frames"} <= names
     assert "masters with an input gone" in names
-    assert len(names) == 18
+    assert len(names) == 19
 
 
 def test_a_full_scan_is_seen() -> None:
