@@ -99,7 +99,7 @@ def pending_status(
         for light in pending["lights"]:
             counts[light["outcome"]] = counts.get(light["outcome"], 0) + 1
         return pending | {"planned": True, "counts": counts | {"current": pending["current"]}}
-    with catalog.session() as session:
+    with catalog.reading() as session:
         no_jit(session)
         counts = state_counts() if state_counts is not None else _state_counts(session)
         pending = _counted(session, groups, limit, counts)
@@ -116,7 +116,7 @@ def last_process_run(catalog: Catalog) -> Run | None:
 def light_state_counts(catalog: Catalog) -> dict[str, int]:
     """The usable lights counted by state (the words of this module, in their order), in a session of
     its own."""
-    with catalog.session() as session:
+    with catalog.reading() as session:
         no_jit(session)
         return _state_counts(session)
 

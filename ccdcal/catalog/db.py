@@ -82,12 +82,18 @@ def describe(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+#: The execution option of a connection that only reads (:meth:`Catalog.reading`).
+READ_OPTION = "ccdcal_read"
+
+
 def make_engine(db: str | os.PathLike[str] | URL | None = None) -> Engine:
     """Create the engine for a catalog, with ccdcal's connection settings.
 
     SQLite connections get foreign keys, WAL journaling, a long busy timeout and ``BEGIN IMMEDIATE``
     transactions, so concurrent ccdcal processes queue for the write lock instead of failing with
-    "database is locked" when a reader upgrades to a writer.
+    "database is locked" when a reader upgrades to a writer; a connection with the execution option
+    ``ccdcal_read`` (:meth:`Catalog.reading`) begins a deferred transaction instead, which reads one
+    snapshot of the catalog without the write lock.
     """
     url = db if isinstance(db, URL) else resolve_url(db)
     if url.get_backend_name() != "sqlite":
@@ -115,7 +121,7 @@ def make_engine(db: str | os.PathLike[str] | URL | None = None) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _sqlite_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_OPTION) else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -172,6 +178,10 @@ class Catalog:
                 raise NotFoundError(f"no catalog at {database}; check --db or run `ccdcal ingest` first")
         self.engine = make_engine(self.url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        reads: dict[str, Any] = {READ_OPTION: True}
+        if self.engine.dialect.name == "postgresql":  # one snapshot, as SQLite's deferred transaction
+            reads |= {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+        self._readers = sessionmaker(self.engine.execution_options(**reads), expire_on_commit=False)
         try:
             #: The schema revision the catalog had when opened (``None``: it was empty).
             self.revision_on_open = self.ensure_schema(upgrade=upgrade)[0]
@@ -203,7 +213,22 @@ class Catalog:
         (:func:`ccdcal.owners.shielded`): a transaction left half closed would keep an SQLite catalog
         locked. It is raised once they are done — after a commit, with the transaction committed.
         """
-        session = self._sessions()
+        with self._transaction(self._sessions()) as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reading, in one transaction, as :meth:`session`.
+
+        It reads one snapshot of the catalog (PostgreSQL: ``REPEATABLE READ``, read only) while other
+        processes write; on SQLite it does not take the write lock that :meth:`session` takes at once
+        (``BEGIN IMMEDIATE``), so that writers are not kept waiting and two readers read at the same time.
+        """
+        with self._transaction(self._readers()) as session:
+            yield session
+
+    @contextmanager
+    def _transaction(self, session: Session) -> Iterator[Session]:
         try:
             session.begin()
             yield session

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import func, inspect, select, text
 
 from ccdcal.catalog.db import SCHEMA_HEAD, Catalog, resolve_url, script_head
 from ccdcal.catalog.models import Base, Run
@@ -167,3 +168,24 @@ def test_sessions_roll_back_on_error(catalog: Catalog) -> None:
         raise Abort
     with catalog.session() as session:
         assert session.scalars(select(Run)).all() == []
+
+
+def test_a_reading_session_reads_one_snapshot_while_another_writes(catalog: Catalog) -> None:
+    """A reading session does not hold the write lock (SQLite's ``BEGIN IMMEDIATE``): a writer commits
+    meanwhile, at once, and the reader still sees the catalog as it was when it first read."""
+    insert_run = text(
+        "INSERT INTO runs (command, arguments, started_at, status, ccdcal_version) "
+        "VALUES ('x', '{}', CURRENT_TIMESTAMP, 'ok', '0')"
+    )
+    with catalog.session() as session:
+        session.execute(insert_run)
+    with catalog.reading() as reader, catalog.reading() as other:
+        assert reader.scalar(select(func.count()).select_from(Run)) == 1
+        assert other.scalar(select(func.count()).select_from(Run)) == 1  # two readers at once
+        began = time.monotonic()
+        with catalog.session() as writer:  # would wait for the reader's lock: SQLite's busy timeout
+            writer.execute(insert_run)
+        assert time.monotonic() - began < 5
+        assert reader.scalar(select(func.count()).select_from(Run)) == 1  # its snapshot
+    with catalog.reading() as reader:
+        assert reader.scalar(select(func.count()).select_from(Run)) == 2
