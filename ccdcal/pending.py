@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Select, case, exists, func, or_, select, true
+from sqlalchemy import Select, case, exists, func, or_, outerjoin, select, true
 from sqlalchemy.orm import Session, aliased
 
 from ccdcal.catalog.db import Catalog
@@ -171,13 +171,15 @@ def light_states(grouped: bool = False) -> Any:
     light), or with ``grouped`` by ``max(id)`` grouped by light and joined (PostgreSQL, which hash-joins
     it where it would run the correlated select twice a light: 0.48 -> 0.30 s on 100,000 lights).
     """
+    frames: Any = Frame
+    latest: Any
     if grouped:
         newest = (
             select(Calibration.frame_id, func.max(Calibration.id).label("id"))
             .group_by(Calibration.frame_id)
             .subquery("newest")
         )
-        latest: Any = newest.c.id
+        frames, latest = outerjoin(Frame, newest, newest.c.frame_id == Frame.id), newest.c.id
     else:
         earlier = aliased(Calibration)
         latest = select(func.max(earlier.id)).where(earlier.frame_id == Frame.id).scalar_subquery()
@@ -196,12 +198,10 @@ def light_states(grouped: bool = False) -> Any:
     )
     query: Select[Any] = (
         select(Frame.id, Frame.path, state.label("state"), Calibration.error)
-        .select_from(Frame)
+        .select_from(frames)
+        .outerjoin(Calibration, Calibration.id == latest)  # the light's latest calibration
         .where(usable("light"))
     )
-    if grouped:
-        query = query.outerjoin(newest, newest.c.frame_id == Frame.id)
-    query = query.outerjoin(Calibration, Calibration.id == latest)  # the light's latest calibration
     return query.subquery("states")
 
 
