@@ -181,7 +181,8 @@ class Catalog:
         reads: dict[str, Any] = {READ_OPTION: True}
         if self.engine.dialect.name == "postgresql":  # one snapshot, as SQLite's deferred transaction
             reads |= {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
-        self._readers = sessionmaker(self.engine.execution_options(**reads), expire_on_commit=False)
+        self._reader = self.engine.execution_options(**reads)  # the engine, for reading (see reading())
+        self._readers = sessionmaker(self._reader, expire_on_commit=False)
         try:
             #: The schema revision the catalog had when opened (``None``: it was empty).
             self.revision_on_open = self.ensure_schema(upgrade=upgrade)[0]
@@ -245,12 +246,12 @@ class Catalog:
     # -- schema -------------------------------------------------------------------------------------
     def current_revision(self) -> str | None:
         """The catalog's schema revision, or ``None`` for an empty database."""
-        with self._connect() as conn:
+        with self._connect(read=True) as conn:
             return _read_revision(conn)
 
     def ensure_schema(self, *, upgrade: bool = True) -> tuple[str | None, str | None]:
         """Check the schema and upgrade an older one; return (revision before, revision now)."""
-        with self._connect() as conn:
+        with self._connect(read=True) as conn:
             if _read_revision(conn) == SCHEMA_HEAD:
                 return SCHEMA_HEAD, SCHEMA_HEAD
         with self._connect() as conn, conn.begin():
@@ -278,9 +279,9 @@ class Catalog:
             return before, SCHEMA_HEAD
 
     @contextmanager
-    def _connect(self) -> Iterator[Connection]:
+    def _connect(self, read: bool = False) -> Iterator[Connection]:
         try:
-            with self.engine.connect() as conn:
+            with (self._reader if read else self.engine).connect() as conn:
                 yield conn
         except DatabaseError as exc:
             raise _explain(exc, self.name) from exc
@@ -326,7 +327,7 @@ class Catalog:
 
     def runs(self, limit: int = 20) -> list[Run]:
         """The most recent runs, newest first."""
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(select(Run).order_by(Run.id.desc()).limit(limit)))
 
     def committed(self, model: type[Base], row_id: int | None) -> bool:
@@ -335,7 +336,7 @@ class Catalog:
         if row_id is None:
             return False
         try:
-            with self.session() as session:
+            with self.reading() as session:
                 return session.get(model, row_id) is not None
         except Exception:  # the catalog cannot be read now: the row is taken as not committed
             return False

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -32,8 +32,6 @@ from ccdcal.catalog.models import (
 from ccdcal.catalog.queries import GROUP_KEYS, in_chunks
 from ccdcal.errors import NotFoundError, UsageError
 from ccdcal.matching import APPLIED, STEP_LABELS
-
-_T = TypeVar("_T")
 
 #: Master kinds in report order.
 KINDS = ("bias", "dark", "flat")

@@ -189,3 +189,18 @@ def test_a_reading_session_reads_one_snapshot_while_another_writes(catalog: Cata
         assert reader.scalar(select(func.count()).select_from(Run)) == 1  # its snapshot
     with catalog.reading() as reader:
         assert reader.scalar(select(func.count()).select_from(Run)) == 2
+
+
+def test_opening_and_reading_runs_do_not_wait_for_a_writer(catalog: Catalog) -> None:
+    """The schema check on open, ``runs()`` and ``committed()`` read: a transaction holding SQLite's write
+    lock does not keep them waiting."""
+    with catalog.run("ingest", {}):
+        pass
+    began = time.monotonic()
+    with catalog.session() as writer:  # BEGIN IMMEDIATE on SQLite: the write lock, held till the end
+        writer.execute(select(Run.id)).all()
+        with Catalog(catalog.url) as again:
+            assert [run.command for run in again.runs()] == ["ingest"]
+            assert again.current_revision() == SCHEMA_HEAD
+            assert again.committed(Run, again.runs()[0].id)
+    assert time.monotonic() - began < 5
