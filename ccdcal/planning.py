@@ -302,9 +302,9 @@ class _Plan:
         changes = []
         if previous.raw_sha256 != raw_sha256:
             changes.append("raw file changed")
-        steps = previous.steps or {}
+        steps = previous.steps  # each master step's record, maybe empty (compared_steps)
         for decision in match.decisions:  # bias, dark, flat
-            role, before = decision.role, steps.get(decision.role) or {}
+            role, before = decision.role, steps[decision.role]
             now = decision.master.id if decision.status == APPLIED and decision.master else None
             if used.get(role) != now:
                 changes.append(self.explain(role, used.get(role), decision.master))
@@ -316,7 +316,7 @@ class _Plan:
                 and not math.isclose(before.get("scale") or 1.0, match.step("dark").scale or 1.0)
             ):
                 changes.append("dark scale changed")
-        flat_before = steps.get("flat") or {}
+        flat_before = steps["flat"]
         flat_kept = flat_before.get("status") == APPLIED and match.applied("flat") is not None
         if flat_kept and flat_before.get("flat_min") != self.options.flat_min:
             changes.append("--flat-min changed")
