@@ -325,7 +325,7 @@ class Choices:
         self._info: dict[int, tuple[Master, MasterInfo]] = {}
         self._nearest: dict[Any, tuple[list[Master], set[int]]] = {}
         self._unusable_reasons: dict[int, str | None] = {}
-        self._applied: dict[tuple[str, int], Decision] = {}
+        self._matched: dict[tuple[str, int], Decision] = {}
 
     def select(self, kind: str, target: Mapping[str, Any], rules: MatchRules, **flags: bool) -> Master | None:
         """The best master of ``kind`` for ``target`` (``None``: nothing matches)."""
@@ -362,13 +362,13 @@ class Choices:
             )
         return best
 
-    def applied(self, role: str, master: MasterInfo) -> Decision:
+    def matched(self, role: str, master: MasterInfo) -> Decision:
         """The decision to apply ``master`` in the step ``role`` by the matching rules: one object per role
         and master, shared by the lights it serves."""
         key = (role, master.id)
-        decision = self._applied.get(key)
+        decision = self._matched.get(key)
         if decision is None:
-            decision = self._applied[key] = Decision(role, APPLIED, None, master)
+            decision = self._matched[key] = Decision(role, APPLIED, None, master)
         return decision
 
     def info(self, master: Master) -> MasterInfo:
@@ -486,7 +486,7 @@ def _step(
         if role in options.allow_missing:
             return Decision(role, ALLOWED_MISSING, f"{reason}; allowed by --allow-missing {role}")
         return Decision(role, MISSING, reason)
-    return choices.applied(role, info)
+    return choices.matched(role, info)
 
 
 def _bias_query(
