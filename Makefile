@@ -48,6 +48,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check ccdcal tests benchmarks migrations
 	$(BIN)/ruff format --check ccdcal tests benchmarks migrations
 	$(BIN)/mypy
+	$(BIN)/lint-imports  # the layers of docs/design.md (contracts in pyproject.toml)
 
 format: $(STAMP)
 	$(BIN)/ruff format ccdcal tests benchmarks migrations

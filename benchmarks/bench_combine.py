@@ -1,4 +1,4 @@
-"""Combine speed and memory: ``ccdcal.steps.combine.combine_files`` against ``ccdproc.combine``.
+"""Combine speed and memory: ``ccdcal.kernels.combine.combine_files`` against ``ccdproc.combine``.
 
 Builds, in a temporary folder, stacks of uint16 FITS frames (default 20 x 2048 x 2048 and
 50 x 1024 x 1024: bias-like noise, a level drift between frames, hot columns, cosmic rays, cold samples),
@@ -84,11 +84,11 @@ def child(mode: str, files: list[Path], warmup: list[Path], repeat: int, out: Pa
     if mode == "baseline":
         # The fixed cost of a process that combines: interpreter, numpy, astropy, numba with its
         # compiled kernel loaded (LLVM) and its threads started.
-        from ccdcal.steps.combine import combine_files
+        from ccdcal.kernels.combine import combine_files
 
         combine_files(warmup)
     elif mode == "compile":
-        from ccdcal.steps.combine import combine_files
+        from ccdcal.kernels.combine import combine_files
 
         t0 = time.perf_counter()
         combine_files(warmup)
@@ -124,7 +124,7 @@ def child(mode: str, files: list[Path], warmup: list[Path], repeat: int, out: Pa
             del combined
         result["times"] = times
     elif mode == "ccdcal":
-        from ccdcal.steps.combine import combine_files
+        from ccdcal.kernels.combine import combine_files
 
         t0 = time.perf_counter()
         combine_files(warmup)

@@ -143,7 +143,7 @@ def main() -> None:
     from ccdproc import ImageFileCollection
 
     from ccdcal.catalog.db import Catalog
-    from ccdcal.ingest.core import ingest
+    from ccdcal.ingestion.core import ingest
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="ccdcal-bench-ingest-"))
     tree = work / "raw"

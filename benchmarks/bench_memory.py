@@ -27,7 +27,7 @@ import numpy as np
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from ccdcal.steps.combine import combine_files
+from ccdcal.kernels.combine import combine_files
 folder, limit, tiny = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "tiny"
 warm = sorted((folder / "warmup").glob("*.fits"))
 combine_files(warm)

@@ -6,7 +6,7 @@ its masters (not timed), then times, on the same frames in the same run:
 
 1. ccdproc: for each light, ``CCDData.read`` + ``ccdproc.ccd_process(master_bias, dark_frame,
    master_flat, dark_scale=True, min_value=0.01)`` + ``CCDData.write`` (masters read once);
-2. ccdcal: ``ccdcal.pipeline.process(..., redo=True)`` with ``--jobs 1`` then ``--jobs 2``: end to end,
+2. ccdcal: ``ccdcal.lights.pipeline.process(..., redo=True)`` with ``--jobs 1`` then ``--jobs 2``: end to end,
    planning, masters check, per-frame work and every catalog write (rows, superseding, renames);
 3. with ``--dask``: the same with ``--scheduler`` on a Dask ``LocalCluster`` of two worker processes (one
    thread each), started once before the timed passes (a cluster that already runs, as on a site).
@@ -53,8 +53,9 @@ TARGET_RATIO = 3.0
 def prepare(folder: Path, n_lights: int, size: int, db: str | None = None) -> tuple[Any, dict[str, Path]]:
     """Simulate, ingest, build masters; return the catalog and the master files by name part."""
     from ccdcal.catalog.db import Catalog
-    from ccdcal.ingest.core import ingest
-    from ccdcal.masters import MasterOptions, build_masters
+    from ccdcal.ingestion.core import ingest
+    from ccdcal.masters.build import build_masters
+    from ccdcal.masters.groups import MasterOptions
     from ccdcal.simulate import simulate_night
 
     start = time.perf_counter()
@@ -112,7 +113,8 @@ def run_ccdcal(
 ) -> tuple[float, int, list[float]]:
     """``process --redo --jobs N [--scheduler ADDR]``: wall seconds, lights calibrated, worker seconds per
     frame."""
-    from ccdcal.pipeline import ProcessOptions, process
+    from ccdcal.lights.options import ProcessOptions
+    from ccdcal.lights.pipeline import process
 
     options = ProcessOptions(
         masters_dir=folder / "masters",

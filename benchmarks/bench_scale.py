@@ -14,7 +14,7 @@ catalog in use.
 
 Then times, on that catalog:
 
-1. ``process --dry-run`` (:func:`ccdcal.pipeline.dry_run`): masters plan + the plan of every light,
+1. ``process --dry-run`` (:func:`ccdcal.lights.pipeline.dry_run`): masters plan + the plan of every light,
    and the ``ccdcal process --dry-run`` command in a new process (interpreter start, imports, the plan
    of every light printed), as a user would wait for it;
 2. ``ccdcal status`` (:func:`ccdcal.status.catalog_status`), and the ``ccdcal status`` command in a new
@@ -397,7 +397,8 @@ def main() -> int:
 
 def measure(catalog: Any, folder: Path, args: argparse.Namespace) -> None:
     """Time the dry run and ``status`` on the filled catalog."""
-    from ccdcal.pipeline import ProcessOptions, dry_run
+    from ccdcal.lights.options import ProcessOptions
+    from ccdcal.lights.pipeline import dry_run
     from ccdcal.status import catalog_status
 
     options = ProcessOptions(masters_dir=folder / "masters", output_dir=folder / "calibrated")

@@ -1,40 +1,211 @@
 """``ccdcal status``: what the catalog holds, grouped, what needs attention, and the pending work.
 
-The pending work is computed on the fly, not read from a stored plan (:mod:`ccdcal.pending`): on a catalog
-of up to :data:`~ccdcal.pending.PLAN_LIMIT` usable frames it is ``ccdcal process --dry-run`` with the
-options of the last ``process`` run (:func:`ccdcal.pipeline.pending_work`), so it always reflects the
-catalog as it is now — new frames, frames marked bad, masters rebuilt; on a larger catalog, where that plan
-takes seconds, it is counted from the catalog (which lights and master groups are not up to date, and
-why), the plan itself being ``ccdcal process --dry-run``. Every select reads an index: ``status`` answers
-in under a second on 200,000 frames.
+The pending work is computed on the fly, not read from a stored plan (:func:`pending_status` chooses how).
+Up to :data:`PLAN_LIMIT` usable frames it is the dry run of ``ccdcal process`` with the options of the last
+``process`` run (:func:`ccdcal.lights.pipeline.pending_work`): every master to build and every light not
+calibrated as it would be, each with its reason, so it always reflects the catalog as it is now — new
+frames, frames marked bad, masters rebuilt. Beyond, where that plan takes seconds (it matches every light
+and checks every file), ``status`` counts instead, with a few selects that read indexes
+(:mod:`ccdcal.catalog.states`):
+
+- lights: never calibrated; whose last attempt failed; whose raw file changed since (its sha256); that
+  were calibrated with a master since superseded, marked bad or unusable (an input or calibrator of it
+  marked bad); the rest are current. They are listed, with that reason, when at most ``limit`` are
+  pending;
+- master groups (the groups of ``status``): without a current master; or whose current master was made
+  from another number of frames, or from a frame since marked bad or gone, or is marked bad.
+
+Those are facts of the catalog. What ``ccdcal process`` will do about them — which master each light
+gets, or that none matches; whether the output files are still there — is the plan's:
+``ccdcal process --dry-run``. Every select reads an index, and ``status`` reads in a snapshot that keeps
+no writer waiting (:meth:`~ccdcal.catalog.db.Catalog.reading`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from ccdcal import pending as pending_module
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import FRAME_KINDS, Frame
+from ccdcal.catalog.models import FRAME_KINDS, Frame, Master
 from ccdcal.catalog.queries import GROUP_KEYS, frame_groups, no_jit
-from ccdcal.pending import light_state_counts, pending_status
+from ccdcal.catalog.states import (
+    CURRENT,
+    FAILED,
+    STATES,
+    frame_counts_query,
+    gone_inputs_query,
+    last_process_run,
+    light_states,
+    unclassified_query,
+)
+
+#: Up to this many usable frames, ``status`` shows the plan of ``process --dry-run``.
+PLAN_LIMIT = 10_000
+
+#: Beyond :data:`PLAN_LIMIT`, the pending lights are listed when there are at most this many.
+LIST_LIMIT = 1_000
+
+#: Why a master group needs its master built.
+NO_MASTER = "no master yet"
+FRAMES_CHANGED = "frames added or left out since its master"
+INPUT_GONE = "an input of its master was marked bad, or is gone"
+MASTER_BAD = "its master is marked bad"
+
+_MASTER_KINDS = ("bias", "dark", "flat")
+
+#: What the plan's outcome would be, as far as the catalog tells.
+_OUTCOME = {FAILED: "failed"}
 
 
-def frame_counts_query() -> Select[str, str | None, int]:
-    """Frames counted by status and kind, read from the status index alone, in its order."""
-    return (
-        select(Frame.status, Frame.imagetyp, func.count())
-        .group_by(Frame.status, Frame.imagetyp)
-        .order_by(Frame.status, Frame.imagetyp)
-    )
+def pending_status(
+    catalog: Catalog,
+    groups: dict[str, list[dict[str, Any]]],
+    *,
+    limit: int = LIST_LIMIT,
+    state_counts: Callable[[], dict[str, int]] | None = None,
+) -> dict[str, Any]:
+    """What ``ccdcal process`` would do now: planned (small catalogs) or counted (see the module docstring).
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The open catalog.
+    groups : dict
+        Per kind, the groups of usable frames with their frame counts ``n`` (what ``status`` shows).
+    limit : int
+        Counted, the pending lights are listed when there are at most this many.
+    state_counts : callable, optional
+        Gives the lights counted by state when they are counted: :func:`light_state_counts`, asked for
+        beforehand (``ccdcal status`` counts them in a second connection meanwhile). By default they
+        are counted here.
+
+    Returns
+    -------
+    dict
+        The keys of :func:`ccdcal.lights.pipeline.pending_work` — ``options_of_run``, ``masters_to_build``,
+        ``lights`` (``path``, ``outcome``, ``reason``), ``current`` — and ``planned`` (whether it is the
+        plan), ``counts`` (lights by outcome when planned, by state when counted); counted, also
+        ``groups_to_build`` (``kind``, ``keys``, ``frames``, ``reason``) and ``listed`` (whether
+        ``lights`` lists every pending light).
+    """
+    usable_frames = sum(group["n"] for kind_groups in groups.values() for group in kind_groups)
+    if usable_frames <= PLAN_LIMIT:
+        # Imported here to keep start-up fast: the numerical stack is loaded only to plan.
+        from ccdcal.lights.pipeline import pending_work
+
+        pending = pending_work(catalog)
+        counts: dict[str, int] = {}
+        for light in pending["lights"]:
+            counts[light["outcome"]] = counts.get(light["outcome"], 0) + 1
+        return pending | {"planned": True, "counts": counts | {"current": pending["current"]}}
+    with catalog.reading() as session:
+        no_jit(session)
+        counts = state_counts() if state_counts is not None else _state_counts(session)
+        pending = _counted(session, groups, limit, counts)
+    run = last_process_run(catalog)
+    return {"options_of_run": run.id if run is not None else None} | pending
 
 
-def unclassified_query() -> Select[Any]:
-    """The paths of the frames catalogued without a kind."""
-    return select(Frame.path).where(Frame.status == "ok", Frame.imagetyp.is_(None)).order_by(Frame.path)
+def light_state_counts(catalog: Catalog) -> dict[str, int]:
+    """The usable lights counted by state (the words of this module, in their order), in a session of
+    its own."""
+    with catalog.reading() as session:
+        no_jit(session)
+        return _state_counts(session)
+
+
+def _state_counts(session: Session) -> dict[str, int]:
+    states = light_states(grouped=_grouped(session))
+    query = select(states.c.state, func.count()).group_by(states.c.state)
+    found: dict[str, int] = dict(session.execute(query).all())
+    return {state: found[state] for state in STATES if state in found}  # in this order
+
+
+def _counted(
+    session: Session, groups: dict[str, list[dict[str, Any]]], limit: int, counts: dict[str, int]
+) -> dict[str, Any]:
+    counts = dict(counts)
+    waiting = sum(n for state, n in counts.items() if state != CURRENT)
+    lights = []
+    if 0 < waiting <= limit:
+        states = light_states(grouped=_grouped(session))
+        query = (
+            select(states.c.path, states.c.state, states.c.error)
+            .where(states.c.state != CURRENT)
+            .order_by(states.c.path)
+        )
+        lights = [_light(path, state, error) for path, state, error in session.execute(query)]
+    return {
+        "planned": False,
+        "masters_to_build": [],
+        "groups_to_build": groups_to_build(session, groups),
+        "lights": lights,
+        "listed": waiting <= limit,
+        "current": counts.pop(CURRENT, 0),
+        "counts": counts,
+    }
+
+
+def _grouped(session: Session) -> bool:
+    """Whether :func:`light_states` joins the latest calibrations grouped (on a server database)."""
+    return session.get_bind().dialect.name != "sqlite"
+
+
+def _light(path: str, state: str, error: str | None) -> dict[str, Any]:
+    reason = f"{state}: {error}" if state == FAILED and error else state
+    return {"path": path, "outcome": _OUTCOME.get(state, "calibrate"), "reason": reason}
+
+
+def groups_to_build(session: Session, groups: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The master groups whose current master is missing or not made from the group's frames as they are
+    now (see the module docstring), each with the reason."""
+    masters: dict[tuple[Any, ...], list[Any]] = {}
+    for kind in _MASTER_KINDS:
+        columns = [getattr(Master, name) for name in GROUP_KEYS[kind]]
+        query = select(Master.id, Master.n_inputs, Master.is_bad, *columns).where(
+            Master.kind == kind, Master.status == "current"
+        )
+        for row in session.execute(query):
+            masters.setdefault((kind, *row[3:]), []).append(row)
+    damaged = _damaged(session, [row.id for rows in masters.values() for row in rows])
+    found = []
+    for kind in _MASTER_KINDS:
+        for group in groups.get(kind, []):
+            rows = masters.get((kind, *(group[name] for name in GROUP_KEYS[kind])), [])
+            reason = _group_reason(rows, group["n"], damaged)
+            if reason is not None:
+                keys = {name: group[name] for name in GROUP_KEYS[kind]}
+                found.append({"kind": kind, "keys": keys, "frames": group["n"], "reason": reason})
+    return found
+
+
+def _group_reason(masters: list[Any], frames: int, damaged: set[int]) -> str | None:
+    """Why a group needs its master built (``None``: one of its current masters is as its frames)."""
+    if not masters:
+        return NO_MASTER
+    reasons = []
+    for master in masters:
+        if master.n_inputs != frames:
+            reasons.append(FRAMES_CHANGED)
+        elif master.id in damaged:
+            reasons.append(INPUT_GONE)
+        elif master.is_bad:
+            reasons.append(MASTER_BAD)
+        else:
+            return None
+    return reasons[0]
+
+
+def _damaged(session: Session, master_ids: list[int]) -> set[int]:
+    """Of ``master_ids``, those with an input since marked bad or no longer ``ok`` (missing, rejected):
+    found from those few frames. (An input whose file changed is found by ``process --dry-run``.)"""
+    wanted = set(master_ids)
+    return {master_id for master_id in session.scalars(gone_inputs_query()) if master_id in wanted}
 
 
 def catalog_status(catalog: Catalog) -> dict[str, Any]:
@@ -47,7 +218,7 @@ def catalog_status(catalog: Catalog) -> dict[str, Any]:
         keys and frame count of each group), ``unclassified``, ``rejected`` (path and reason), ``missing``
         and ``bad`` (path and reason), and ``pending``: what ``ccdcal process`` would do now — planned
         (masters to build; lights to calibrate, that cannot be, or that failed, each with the reason) or,
-        on a large catalog, counted (see :func:`ccdcal.pending.pending_status`).
+        on a large catalog, counted (see :func:`ccdcal.status.pending_status`).
     """
     with ThreadPoolExecutor(1, thread_name_prefix="ccdcal-status") as background:
         with catalog.reading() as session:
@@ -56,10 +227,10 @@ def catalog_status(catalog: Catalog) -> dict[str, Any]:
             for status, kind, n in session.execute(frame_counts_query()):
                 counts.setdefault(status, {})[kind or "unclassified"] = n
             state_counts = None
-            if sum(counts.get("ok", {}).values()) > pending_module.PLAN_LIMIT:
+            if sum(counts.get("ok", {}).values()) > PLAN_LIMIT:
                 # A large catalog's lights are counted by state, the longest select, in a second
-                # connection while this one reads the rest: both run at once (PostgreSQL, 200,000
-                # frames: 0.24 -> 0.15 s; SQLite, as both only read: see Catalog.reading).
+                # connection while this one reads the rest: both run at once (on SQLite too, as both
+                # only read: see Catalog.reading).
                 state_counts = background.submit(light_state_counts, catalog).result
             groups = {kind: frame_groups(session, kind) for kind in FRAME_KINDS}
             unclassified = list(session.scalars(unclassified_query()))

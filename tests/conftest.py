@@ -134,3 +134,16 @@ def fitsverify_counts(path: Path) -> tuple[int, int]:
     found = re.findall(r"(\d+)\s+warning\(s\)\s+and\s+(\d+)\s+error\(s\)", out)
     assert len(found) == 1, out
     return int(found[0][0]), int(found[0][1])
+
+
+#: The command-line names of the optional steps' options (:class:`ccdcal.kernels.options.StepOptions`).
+STEP_OPTION_NAMES = ("overscan", "uncertainty", "gain", "readnoise", "cosmic_rays", "cr_sigclip", "cr_objlim")
+
+
+def with_step_options(values: dict[str, Any]) -> dict[str, Any]:
+    """Options given by their command-line names, the optional steps' ones gathered into ``optional``
+    (:meth:`StepOptions.parse`, which checks them as the command line does)."""
+    from ccdcal.kernels.options import StepOptions
+
+    steps = {name: values.pop(name) for name in STEP_OPTION_NAMES if name in values}
+    return values | {"optional": StepOptions.parse(**steps)} if steps else values

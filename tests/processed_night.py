@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ccdcal.catalog.db import Catalog
-from ccdcal.ingest.core import ingest
-from ccdcal.pipeline import ProcessOptions, ProcessSummary, process
+from ccdcal.ingestion.core import ingest
+from ccdcal.lights.options import ProcessOptions
+from ccdcal.lights.pipeline import process
+from ccdcal.lights.summary import ProcessSummary
 from ccdcal.simulate import SimulatedNight, simulate_night
 
 SHAPE = (48, 64)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import importlib.metadata
+import importlib.resources
 import os
 import platform
 import socket
@@ -34,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ccdcal._version import __version__
 from ccdcal.catalog.models import Base, Run, utcnow
 from ccdcal.errors import CatalogError, CatalogTooNewError, NotACatalogError, NotFoundError
-from ccdcal.owners import shielded
+from ccdcal.runtime.owners import shielded
 
 #: The newest schema revision this code knows. A test checks it equals the Alembic script head, so that
 #: opening an up-to-date catalog needs neither Alembic nor the migration scripts.
@@ -211,7 +212,7 @@ class Catalog:
         """A session in one transaction: committed on success, rolled back on any exception.
 
         Ctrl-C never cuts the commit, the rollback or the release of the connection in two
-        (:func:`ccdcal.owners.shielded`): a transaction left half closed would keep an SQLite catalog
+        (:func:`ccdcal.runtime.owners.shielded`): a transaction left half closed would keep an SQLite catalog
         locked. It is raised once they are done — after a commit, with the transaction committed.
         """
         with self._transaction(self._sessions()) as session:
@@ -373,17 +374,18 @@ def _explain(exc: DatabaseError, name: str) -> CatalogError:
 
 
 def _alembic_config(connection: Connection | None = None) -> Any:
+    # Imported here to keep start-up fast: Alembic loads only to create or upgrade a schema.
     from alembic.config import Config
 
-    import ccdcal.migrations
-
     config = Config()
-    config.set_main_option("script_location", str(Path(ccdcal.migrations.__file__).parent))
+    # Found by name, not imported: the migrations package (Alembic's env.py) is Alembic's to load.
+    config.set_main_option("script_location", str(importlib.resources.files("ccdcal.migrations")))
     config.attributes["connection"] = connection
     return config
 
 
 def _known_revisions() -> set[str]:
+    # Imported here to keep start-up fast: Alembic loads only to check or upgrade a schema.
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(_alembic_config())
@@ -392,12 +394,30 @@ def _known_revisions() -> set[str]:
 
 def script_head() -> str | None:
     """The head revision of the migration scripts (for checking :data:`SCHEMA_HEAD`)."""
+    # Imported here to keep start-up fast: Alembic loads only to check or upgrade a schema.
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
 def _alembic_upgrade(conn: Connection) -> None:
+    # Imported here to keep start-up fast: Alembic loads only to create or upgrade a schema.
     from alembic import command
 
     command.upgrade(_alembic_config(conn), "head")
+
+
+#: The PostgreSQL advisory lock taken by :func:`lock_writers`.
+_PG_WRITERS_LOCK = 0x0CCDCA2
+
+
+def lock_writers(session: Session) -> None:
+    """Serialise this transaction with the other writers that plan: the plans and claims of concurrent
+    ``ccdcal process`` runs, and the registration of masters, take turns (docs/design.md, Runs, claims and
+    recovery).
+
+    On PostgreSQL a transaction-level advisory lock, released at commit or rollback. On SQLite every
+    ccdcal transaction already holds the database's write lock from its start (``BEGIN IMMEDIATE``).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_WRITERS_LOCK})

@@ -22,6 +22,7 @@ from ccdcal.catalog.models import Base
 from ccdcal.catalog.queries import MatchRules, frame_groups_query, grouped_frames_query, usable
 from ccdcal.catalog.ranking import candidates_query, target_columns
 from ccdcal.catalog.selection import best_masters_query, select_master_query
+from ccdcal.catalog.states import frame_counts_query, gone_inputs_query, light_states, unclassified_query
 
 #: The catalog's tables (views and common table expressions are not checked).
 TABLES = frozenset(Base.metadata.tables)
@@ -31,8 +32,6 @@ def planned_statements() -> dict[str, Select[Any]]:
     """The grouping select of each kind and the matching selects of each step, by name; those of a plan
     of every light (their target columns, the candidate masters), and those of ``ccdcal status`` (the
     groups of lights, each light's state)."""
-    from ccdcal.pending import gone_inputs_query, light_states  # they build on this package
-    from ccdcal.status import frame_counts_query, unclassified_query
 
     statements: dict[str, Select[Any]] = {
         f"group {kind}": grouped_frames_query(kind) for kind in ("bias", "dark", "flat")

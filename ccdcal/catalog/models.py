@@ -1,8 +1,8 @@
 """The catalog's tables, as SQLAlchemy 2.0 typed models.
 
 The schema itself is created only by the Alembic migrations in ``migrations/``; these models describe it
-for queries. Table and column names are fixed by DESIGN.md. Every column used to group or match frames and
-masters is indexed.
+for queries. Table and column names are fixed by docs/design.md (Catalog). Every column used to group or
+match frames and masters is indexed.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Frame(Base):
 
     __tablename__ = "frames"
     __table_args__ = (
-        # The grouping keys of DESIGN.md, in the order masters are grouped and lights matched; then what
+        # The grouping keys of docs/design.md, in the order masters are grouped and lights matched; then what
         # counting the frames of each group reads (revision 0004), so that it reads the index alone.
         Index(
             "ix_frames_group",
@@ -267,7 +267,7 @@ class Claim(Base):
     """A light being calibrated by a ``ccdcal process`` run, and the output it will write (revision 0003).
 
     Written with the plan, deleted when the run ends; a claim counts while its run is alive
-    (:mod:`ccdcal.claims`).
+    (:mod:`ccdcal.lights.claims`).
     """
 
     __tablename__ = "claims"

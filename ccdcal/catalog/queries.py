@@ -30,7 +30,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from ccdcal.catalog.models import Frame, Master, MasterCalibrator, MasterInput
 
-#: Keys every master group shares (DESIGN.md "Grouping and matching").
+#: Keys every master group shares (docs/design.md, Grouping and matching).
 CAMERA_KEYS = (
     "instrument",
     "xbinning",
@@ -49,7 +49,7 @@ GROUP_KEYS: dict[str, tuple[str, ...]] = {
     "dark": (*CAMERA_KEYS, "exptime"),
     "flat": (*CAMERA_KEYS, "filter"),
     "light": (*CAMERA_KEYS, "exptime", "filter"),
-    # a bad-pixel mask serves a camera set-up at any temperature (ccdcal.badpixels)
+    # a bad-pixel mask serves a camera set-up at any temperature (ccdcal.masters.bpm)
     "bpm": tuple(key for key in CAMERA_KEYS if key != "temp_key"),
 }
 
@@ -90,7 +90,7 @@ def no_jit(session: Session) -> None:
     """Turn PostgreSQL's JIT compilation off for the session's transaction (nothing on SQLite).
 
     The catalog's selects are short, but one over 100,000 frames is estimated costly enough for the JIT
-    to compile it first — 0.4 s to save a few hundredths; planning and ``status`` run without it.
+    to compile it first, which costs far more than it saves; planning and ``status`` run without it.
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL jit = off"))
@@ -188,7 +188,7 @@ TEMP_SLACK = 1e-9
 
 @dataclass(frozen=True)
 class MatchRules:
-    """Tolerances and choices of master matching (DESIGN.md "Grouping and matching").
+    """Tolerances and choices of master matching (docs/design.md, Grouping and matching).
 
     Attributes
     ----------

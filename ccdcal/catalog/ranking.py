@@ -294,7 +294,8 @@ def _is_least(term: np.ndarray, valid: np.ndarray) -> np.ndarray:
     term = np.broadcast_to(term, valid.shape)
     top = np.inf if term.dtype.kind == "f" else np.iinfo(term.dtype).max
     masked = np.where(valid, term, top)
-    return masked == masked.min(axis=1, keepdims=True)
+    least: np.ndarray = masked == masked.min(axis=1, keepdims=True)
+    return least
 
 
 def _temperature_ok(lights: Columns, masters: Columns, rules: MatchRules) -> np.ndarray:
@@ -302,7 +303,8 @@ def _temperature_ok(lights: Columns, masters: Columns, rules: MatchRules) -> np.
     both_unknown = lights.no_temp[:, None] & masters.no_temp[None, :]
     gap = np.abs(masters.temp[None, :] - lights.temp[:, None])
     with np.errstate(invalid="ignore"):
-        return both_unknown | (gap <= rules.temp_tolerance + TEMP_SLACK)
+        ok: np.ndarray = both_unknown | (gap <= rules.temp_tolerance + TEMP_SLACK)
+    return ok
 
 
 def _dark_exposure(

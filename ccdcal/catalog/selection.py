@@ -1,4 +1,4 @@
-"""Master selection: the matching rules of DESIGN.md, written once as SQL terms over a target.
+"""Master selection: the matching rules of docs/design.md, written once as SQL terms over a target.
 
 :func:`match_terms` states the rules — which masters may serve a target and in what order of preference —
 over *target columns*. The same terms serve two selects:
@@ -13,7 +13,7 @@ Planning every light uses neither: :mod:`ccdcal.catalog.ranking` reads the candi
 the rest with numpy — the join of :func:`best_masters` grows as lights × candidates. Tests hold the three
 to the same answer, ties included.
 
-Rules (DESIGN.md "Grouping and matching"): current masters that may be used (not marked bad, no bad input
+Rules (docs/design.md, Grouping and matching): current masters that may be used (not marked bad, no bad input
 or calibrator, :func:`~ccdcal.catalog.queries.unusable_masters`) with the same camera keys
 (:data:`~ccdcal.catalog.queries.MATCH_KEYS`, NULL matching NULL only) and |ΔT| within the tolerance (a
 target without temperature takes only masters without one); darks of the same exposure within the relative
@@ -37,7 +37,7 @@ from sqlalchemy.types import NullType
 from ccdcal.catalog.models import Frame, Master
 from ccdcal.catalog.queries import MATCH_KEYS, TEMP_SLACK, MatchRules, epoch_seconds, unusable_masters
 
-#: DESIGN.md's tolerances, without dark scaling.
+#: The default tolerances (docs/design.md, Grouping and matching), without dark scaling.
 DEFAULT_RULES = MatchRules()
 
 #: The frame columns a target is made of.

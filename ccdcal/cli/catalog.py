@@ -63,7 +63,8 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Catalogue raw FITS frames: every header card, normalised keys, hashes. Incremental."""
-    from ccdcal.ingest.core import ingest as ingest_paths
+    # Imported here to keep start-up fast: a command loads only the library it calls.
+    from ccdcal.ingestion.core import ingest as ingest_paths
 
     state = state_of(ctx)
     with state.catalog() as catalog, progress_bar(state, "Reading headers") as progress:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +21,12 @@ from ccdcal.cli.base import (
     state_of,
     wide_console,
 )
+from ccdcal.errors import UsageError
+
+if TYPE_CHECKING:  # types only: a command loads its library when it runs
+    from ccdcal.catalog.db import Catalog
+    from ccdcal.trace.impact import MarkResult
+    from ccdcal.trace.provenance import Node
 
 
 @app.command()
@@ -41,13 +48,13 @@ def provenance(
     Output → masters (ΔT, Δt, scale, pinned) → calibrator masters → raw frames, each with its path, its
     sha256 and whether the file on disk still matches (exit 1 when one does not).
     """
+    # Imported here to keep start-up fast: a command loads only the library it calls.
     from rich.text import Text
     from rich.tree import Tree
 
-    from ccdcal.errors import UsageError
-    from ccdcal.headertrace import trace_header
-    from ccdcal.provenance import files_line, label
-    from ccdcal.provenance import provenance as provenance_tree
+    from ccdcal.trace.headertrace import trace_header
+    from ccdcal.trace.provenance import files_line, label
+    from ccdcal.trace.provenance import provenance as provenance_tree
 
     state = state_of(ctx)
     if (target is None) == (from_header is None):
@@ -65,7 +72,7 @@ def provenance(
     elif not state.quiet:
         seen: set[str] = set()
 
-        def grow(branch: Any, node: Any) -> None:
+        def grow(branch: Tree, node: Node) -> None:
             key = node.ref or node.path or node.name
             if node.node == "master" and node.children and key in seen:
                 branch.add(Text(f"({len(node.children)} files listed above)", style="dim"))
@@ -103,7 +110,8 @@ def audit(
 
     Every raw frame, master and current calibrated file, hashed in parallel; exit 1 when anything drifted.
     """
-    from ccdcal.audit import audit as audit_files
+    # Imported here to keep start-up fast: a command loads only the library it calls.
+    from ccdcal.trace.audit import audit as audit_files
 
     state = state_of(ctx)
     folders = [*(search or []), *(fix_missing or [])]
@@ -132,7 +140,8 @@ def impact(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Every master and calibrated file made from a raw frame or a master, at any depth."""
-    from ccdcal.impact import impact as impact_of
+    # Imported here to keep start-up fast: a command loads only the library it calls.
+    from ccdcal.trace.impact import impact as impact_of
 
     state = state_of(ctx)
     with existing_catalog(state) as catalog:
@@ -167,9 +176,10 @@ def mark_bad(
 
     The next `ccdcal process` rebuilds the masters made with it and calibrates their lights again.
     """
-    from ccdcal.impact import mark_bad as mark
+    # Imported here to keep start-up fast: a command loads only the library it calls.
+    from ccdcal.trace.impact import mark_bad as mark
 
-    _marked(state_of(ctx), mark, target, reason, as_json)
+    _marked(state_of(ctx), lambda catalog: mark(catalog, target, reason), as_json)
 
 
 @app.command("mark-good")
@@ -180,15 +190,17 @@ def mark_good(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Clear the bad mark of a raw frame or a master: `ccdcal process` may use it again."""
-    from ccdcal.impact import mark_good as mark
+    # Imported here to keep start-up fast: a command loads only the library it calls.
+    from ccdcal.trace.impact import mark_good as mark
 
-    _marked(state_of(ctx), mark, target, reason, as_json)
+    _marked(state_of(ctx), lambda catalog: mark(catalog, target, reason), as_json)
 
 
-def _marked(state: State, mark: Any, target: str, reason: str | None, as_json: bool) -> None:
-    """Call ``mark`` (:func:`ccdcal.impact.mark_bad` or ``mark_good``) on the catalog and print its result."""
+def _marked(state: State, marked: Callable[[Catalog], MarkResult], as_json: bool) -> None:
+    """Mark on the catalog (``marked``: :func:`ccdcal.trace.impact.mark_bad` or ``mark_good`` of the
+    target) and print the result."""
     with existing_catalog(state) as catalog:
-        result = mark(catalog, target, reason)
+        result = marked(catalog)
     if as_json:
         print_json(result.as_dict())
     elif not state.quiet:

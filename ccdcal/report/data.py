@@ -31,7 +31,8 @@ from ccdcal.catalog.models import (
 )
 from ccdcal.catalog.queries import GROUP_KEYS, in_chunks
 from ccdcal.errors import NotFoundError, UsageError
-from ccdcal.matching import APPLIED, STEP_LABELS
+from ccdcal.lights.steps import APPLIED, STEP_LABELS
+from ccdcal.masters.groups import describe_keys
 
 #: Master kinds in report order.
 KINDS = ("bias", "dark", "flat")
@@ -145,7 +146,7 @@ class MasterEntry:
 
 
 @dataclass
-class MasterUse:
+class MasterLink:
     """One ``calibration_masters`` row with its master: role, file, ΔT, Δt, scale, pinned."""
 
     role: str
@@ -176,7 +177,7 @@ class LightEntry:
     ccd_temp: float | None
     created_at: dt.datetime
     run_id: int | None
-    masters: list[MasterUse] = field(default_factory=list)
+    masters: list[MasterLink] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     replaced_by: int | None = None
     superseded_reason: str | None = None
@@ -286,8 +287,8 @@ def _add_masters_used(session: Session, lights: list[LightEntry]) -> None:
             by_id[link.calibration_id].masters.append(_use(link, master))
 
 
-def _use(link: CalibrationMaster, master: Master) -> MasterUse:
-    return MasterUse(
+def _use(link: CalibrationMaster, master: Master) -> MasterLink:
+    return MasterLink(
         role=link.role,
         master_id=master.id,
         path=master.path,
@@ -350,7 +351,6 @@ def select_masters(session: Session, scope: ReportScope, used: set[int]) -> list
 
 
 def _master(m: Master, in_scope: bool) -> MasterEntry:
-    from ccdcal.masterfiles import describe_keys
 
     keys = {name: getattr(m, name) for name in GROUP_KEYS[m.kind]}
     return MasterEntry(
@@ -454,7 +454,6 @@ def select_drift(session: Session, masters: list[MasterEntry]) -> list[DriftSeri
     A dark that still holds the bias is left out (its median is not a dark current). Masters without a
     DATE-OBS or a median have no point.
     """
-    from ccdcal.masterfiles import describe_keys
 
     wanted: dict[tuple[Any, ...], int] = {}  # group -> rank: the order of the masters shown
     for shown in masters:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ccdcal._version import __version__
-from ccdcal.report.data import KINDS, LightEntry, MasterEntry, MasterUse, Problem, ReportData, RunEntry
+from ccdcal.report.data import KINDS, LightEntry, MasterEntry, MasterLink, Problem, ReportData, RunEntry
 from ccdcal.report.plots import DRIFT_TITLES
 from ccdcal.report.previews import Preview
 
@@ -241,7 +241,7 @@ def _lights(lights: list[LightEntry], images: Images) -> str:
     return "".join(parts)
 
 
-def _use_row(use: MasterUse) -> str:
+def _use_row(use: MasterLink) -> str:
     """One master used by a light: role, file, version and status, ΔT, Δt, scale, pinned."""
     cells = [
         esc(use.role),

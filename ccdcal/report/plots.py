@@ -10,6 +10,9 @@ import datetime as dt
 import io
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
+from matplotlib.figure import Figure
 
 from ccdcal.report.data import DriftSeries
 
@@ -34,9 +37,6 @@ def drift_plot(kind: str, series: list[DriftSeries]) -> bytes:
     series : list of DriftSeries
         The groups of that kind, each with at least one point.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
-    from matplotlib.figure import Figure
 
     title, ylabel = DRIFT_TITLES[kind]
     legend_rows = (len(series) + 1) // 2

@@ -24,9 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
+from astropy.visualization import ZScaleInterval
+from PIL import Image
 
 from ccdcal.errors import FitsFormatError, NotFoundError, UsageError
-from ccdcal.fitsfiles import TEMP_PREFIX
+from ccdcal.files.fitsio import TEMP_PREFIX
 
 #: Longest side of a ``ccdcal preview`` PNG unless told otherwise (``0`` keeps every pixel).
 PREVIEW_MAX_SIZE = 1024
@@ -71,8 +75,6 @@ def quiet_fits() -> Iterator[None]:
     Warning filters are global to the process, and ``warnings.catch_warnings`` is not thread-safe: code
     that reads frames in threads enters this once around all of them and passes ``quiet=False``.
     """
-    from astropy.io import fits
-    from astropy.utils.exceptions import AstropyUserWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fits.verify.VerifyWarning)
@@ -103,7 +105,6 @@ def read_frame(
     FitsFormatError
         Not a FITS file, no image HDU, or the HDU asked for is not an image.
     """
-    from astropy.io import fits
 
     name = os.fspath(path)
     if not os.path.exists(name):
@@ -145,7 +146,6 @@ def shrink(image: np.ndarray, max_size: int) -> np.ndarray:
     so noise is averaged rather than aliased; for a whole ratio this is the block mean. An image already
     small enough, or ``max_size`` 0, is returned as is.
     """
-    from PIL import Image
 
     rows, cols = image.shape
     if max_size <= 0 or max(rows, cols) <= max_size:
@@ -158,7 +158,6 @@ def shrink(image: np.ndarray, max_size: int) -> np.ndarray:
 
 def zscale_limits(image: np.ndarray) -> tuple[float, float]:
     """The zscale range of the finite pixels of ``image`` (a range of width 1 for a flat image)."""
-    from astropy.visualization import ZScaleInterval
 
     finite = image[np.isfinite(image)]
     if finite.size == 0:
@@ -173,7 +172,6 @@ def zscale_limits(image: np.ndarray) -> tuple[float, float]:
 
 def render(image: np.ndarray, max_size: int, *, hdu: int = 0, note: str | None = None) -> Preview:
     """A zscale PNG of a 2-D image, averaged down to at most ``max_size`` pixels on its longest side."""
-    from PIL import Image
 
     notes = [note] if note else []
     finite = np.isfinite(image)

@@ -18,6 +18,8 @@ from sqlalchemy import select
 
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Frame, Master
+from ccdcal.lights.pipeline import plan_now
+from ccdcal.masters.groups import describe_keys
 from ccdcal.report.data import Problem, RunEntry
 
 #: Categories in report order.
@@ -84,7 +86,6 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
 def _keys_text(keys: Any) -> str:
     if not isinstance(keys, dict):
         return ""
-    from ccdcal.masterfiles import describe_keys
 
     return describe_keys(keys)
 
@@ -102,7 +103,6 @@ def now(catalog: Catalog) -> tuple[list[Problem], list[Problem], int | None]:
     plan_run : int or None
         The process run whose options the plan used (``None``: the defaults).
     """
-    from ccdcal.pipeline import plan_now  # the numerical stack, imported when a report is made
 
     problems = _catalog_problems(catalog)
     plan_run, plan = plan_now(catalog)

@@ -4,7 +4,7 @@ One row per light being calibrated, written in the transaction that plans it and
 ends: ``frame_id`` is the primary key (one run per light) and ``output`` is unique (one writer per output
 file), so two runs started together never calibrate the same light nor write the same file. A claim is
 honoured while its run is alive; ``expires_at`` is renewed while the run works, so that the claims of a run
-on another machine that died stop counting after a while (see :mod:`ccdcal.claims`).
+on another machine that died stop counting after a while (see :mod:`ccdcal.lights.claims`).
 
 Revision ID: 0003
 Revises: 0002

@@ -1,7 +1,7 @@
 """The grouping index covers what grouping reads: exposure, filter, status and the bad flag too.
 
-``ix_frames_group`` (kind, then the camera keys of DESIGN.md) gains ``exptime``, ``filter``, ``status`` and
-``is_bad`` after the keys it had: every lookup it served is served the same way, and counting the usable
+``ix_frames_group`` (kind, then the camera keys of docs/design.md) gains ``exptime``, ``filter``, ``status``
+and ``is_bad`` after the keys it had: every lookup it served is served the same way, and counting the usable
 frames of each group (``ccdcal status``: frames by type and group) reads the index alone, in group order,
 instead of visiting each frame's row — on 200,000 frames a few hundredths of a second instead of half a
 second (SQLite).

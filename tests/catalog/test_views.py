@@ -21,10 +21,11 @@ from sqlalchemy import create_engine, make_url, select, text, update
 from ccdcal import __version__
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Calibration, CalibrationMaster, Frame
-from ccdcal.impact import mark_bad
-from ccdcal.ingest.core import ingest
-from ccdcal.pipeline import ProcessOptions, process
+from ccdcal.ingestion.core import ingest
+from ccdcal.lights.options import ProcessOptions
+from ccdcal.lights.pipeline import process
 from ccdcal.simulate import SimulatedNight, simulate_night
+from ccdcal.trace.impact import mark_bad
 from tests.conftest import ROOT, _pg_admin_url
 
 README = ROOT / "README.md"

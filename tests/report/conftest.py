@@ -10,8 +10,9 @@ import pytest
 from astropy.io import fits
 
 from ccdcal.catalog.db import Catalog
-from ccdcal.ingest.core import ingest
-from ccdcal.pipeline import ProcessOptions, process
+from ccdcal.ingestion.core import ingest
+from ccdcal.lights.options import ProcessOptions
+from ccdcal.lights.pipeline import process
 from ccdcal.simulate import simulate_night
 
 SHAPE = (60, 80)

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from ccdcal.catalog.db import Catalog
-from ccdcal.pipeline import ProcessOptions, process
+from ccdcal.lights.options import ProcessOptions
+from ccdcal.lights.pipeline import process
 from ccdcal.report import build_report
 from ccdcal.report.html import esc
 from tests.report.conftest import REJECTED_NAME, Night, make_night

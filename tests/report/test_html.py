@@ -13,7 +13,7 @@ from ccdcal.report.data import (
     DriftSeries,
     LightEntry,
     MasterEntry,
-    MasterUse,
+    MasterLink,
     Problem,
     ReportData,
     ReportScope,
@@ -72,7 +72,7 @@ def master(**changes: object) -> MasterEntry:
 
 
 def data() -> ReportData:
-    use = MasterUse("flat", 1, f"/m/{EVIL}.fits", 2, "current", True, -0.25, -5400.0, None, False)
+    use = MasterLink("flat", 1, f"/m/{EVIL}.fits", 2, "current", True, -0.25, -5400.0, None, False)
     light = LightEntry(
         calibration_id=7,
         frame_id=9,

@@ -1,0 +1,261 @@
+"""Commands that calibrate: ``masters`` (build master frames) and ``process`` (masters as needed, then every
+light)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ccdcal.cli.base import (
+    MemLimitOption,
+    MinFramesOption,
+    OverscanOption,
+    UncertaintyOption,
+    app,
+    byte_size,
+    err,
+    out,
+    print_json,
+    print_lines,
+    print_table,
+    progress_bar,
+    state_of,
+)
+
+
+@app.command()
+def masters(
+    ctx: typer.Context,
+    kind: Annotated[
+        list[str] | None, typer.Option("--kind", help="Build only this kind (bias, dark, flat); repeatable.")
+    ] = None,
+    masters_dir: Annotated[Path, typer.Option("--masters-dir", help="Folder for master files.")] = Path(
+        "masters"
+    ),
+    min_frames: MinFramesOption = 3,
+    mem_limit: MemLimitOption = "2G",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Combine on a Dask cluster: tcp://HOST:8786, or local:N to start N local workers.",
+        ),
+    ] = None,
+    sigma: Annotated[float, typer.Option("--sigma", help="Clipping bounds in sigma (low and high).")] = 3.0,
+    iterations: Annotated[int, typer.Option("--iterations", help="Sigma-clipping iterations.")] = 5,
+    dispersion: Annotated[
+        str, typer.Option("--dispersion", help="Clipping dispersion: mad_std (default) or std.")
+    ] = "mad_std",
+    no_bias: Annotated[
+        bool, typer.Option("--no-bias", help="Darks keep the bias (used at their own exposure only).")
+    ] = False,
+    temp_tolerance: Annotated[
+        float, typer.Option("--temp-tolerance", help="|ΔT| allowed between a master and its users (°C).")
+    ] = 2.0,
+    overscan: OverscanOption = "auto",
+    uncertainty: UncertaintyOption = False,
+    bpm: Annotated[
+        bool,
+        typer.Option(
+            "--bpm", help="Also build bad-pixel masks: hot pixels of master darks, ccdmask of master flats."
+        ),
+    ] = False,
+    show: Annotated[bool, typer.Option("--list", help="List the masters instead of building.")] = False,
+    all_versions: Annotated[bool, typer.Option("--all", help="With --list: superseded ones too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Build missing or stale master bias, dark and flat frames (sigma-clipped median, 5 iterations)."""
+    # Imported here to keep start-up fast (as in every command): `ccdcal --help` loads none of them.
+    from ccdcal.catalog.queries import MatchRules
+    from ccdcal.kernels.combine import ClipParams
+    from ccdcal.kernels.options import StepOptions
+    from ccdcal.masters.build import build_masters, list_masters
+    from ccdcal.masters.groups import MasterOptions
+
+    state = state_of(ctx)
+    if show:
+        with state.catalog() as catalog:
+            rows = list_masters(catalog, include_superseded=all_versions)
+        if as_json:
+            print_json(rows)
+            return
+        headings = ["id", "kind", "file", "status", "inputs", "median", "std", "rejected"]
+        print_table(
+            out,
+            [
+                headings,
+                *(
+                    [
+                        str(row["id"]),
+                        row["kind"],
+                        Path(row["path"]).name,
+                        row["status"] + (" BAD" if row["is_bad"] else ""),
+                        str(row["n_inputs"]),
+                        f"{row['median']:.6g}" if row["median"] is not None else "NA",
+                        f"{row['std']:.4g}" if row["std"] is not None else "NA",
+                        f"{row['rejected_fraction']:.3%}" if row["rejected_fraction"] is not None else "NA",
+                    ]
+                    for row in rows
+                ),
+            ],
+        )
+        return
+    options = MasterOptions(
+        masters_dir=masters_dir,
+        kinds=tuple(k.lower() for k in kind) if kind else MasterOptions().kinds,
+        min_frames=min_frames,
+        params=ClipParams(sigma_lower=sigma, sigma_upper=sigma, maxiters=iterations, stdfunc=dispersion),
+        mem_limit=byte_size(mem_limit),
+        no_bias=no_bias,
+        rules=MatchRules(temp_tolerance=temp_tolerance),
+        optional=StepOptions.parse(overscan=overscan, uncertainty=uncertainty),
+        bpm=bpm,
+        scheduler=scheduler,
+    )
+    with state.catalog() as catalog, progress_bar(state, "Building masters") as progress:
+        summary = build_masters(catalog, options, progress=lambda _label, done, total: progress(done, total))
+    if as_json:
+        print_json({"catalog": catalog.name, "run": summary.run_id, **summary.as_dict()})
+    elif not state.quiet:
+        out.print(
+            f"Masters (run {summary.run_id}): {len(summary.of('built'))} built, "
+            f"{len(summary.of('current'))} already current, {len(summary.of('skipped'))} skipped",
+            markup=False,
+        )
+        print_lines(out, (f"  built {r.path} ({r.n_inputs} frames)" for r in summary.of("built")))
+    print_lines(err, (f"Warning: {warning}" for report in summary.reports for warning in report.warnings))
+    if summary.of("skipped") and not as_json:
+        skipped = summary.of("skipped")
+        print_lines(err, [f"Skipped ({len(skipped)}):", *(f"  {report.reason}" for report in skipped)])
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def process(
+    ctx: typer.Context,
+    masters_dir: Annotated[Path, typer.Option("--masters-dir", help="Folder for master files.")] = Path(
+        "masters"
+    ),
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", help="Folder for calibrated lights ({stem}_cal.fits).")
+    ] = Path("calibrated"),
+    dark_scale: Annotated[
+        bool,
+        typer.Option(
+            "--dark-scale/--no-dark-scale", help="Scale the dark of nearest exposure to the light's."
+        ),
+    ] = False,
+    no_bias: Annotated[
+        bool, typer.Option("--no-bias", help="Darks keep the bias (used at their own exposure only).")
+    ] = False,
+    no_dark: Annotated[bool, typer.Option("--no-dark", help="Do not subtract darks.")] = False,
+    no_flat: Annotated[bool, typer.Option("--no-flat", help="Do not divide by flats.")] = False,
+    temp_tolerance: Annotated[
+        float, typer.Option("--temp-tolerance", help="|ΔT| allowed between a master and a light (°C).")
+    ] = 2.0,
+    exptime_tolerance: Annotated[
+        float, typer.Option("--exptime-tolerance", help="Relative exposure difference of an unscaled dark.")
+    ] = 1e-6,
+    bias: Annotated[Path | None, typer.Option("--bias", help="Use this master bias (pinned).")] = None,
+    dark: Annotated[Path | None, typer.Option("--dark", help="Use this master dark (pinned).")] = None,
+    flat: Annotated[Path | None, typer.Option("--flat", help="Use this master flat (pinned).")] = None,
+    allow_missing: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-missing", help="Calibrate without this step when no master matches; repeatable."
+        ),
+    ] = None,
+    flat_min: Annotated[
+        float, typer.Option("--flat-min", help="Flat pixels below this are clamped and flagged in MASK.")
+    ] = 0.01,
+    min_frames: MinFramesOption = 3,
+    mem_limit: MemLimitOption = "2G",
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", "-j", min=1, help="Processes calibrating frames (default: all cores)."),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Combine masters and calibrate on a Dask cluster: tcp://HOST:8786, or local:N to start N "
+            "local workers.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; write nothing (no files, no rows).")
+    ] = False,
+    redo: Annotated[bool, typer.Option("--redo", help="Calibrate every light again.")] = False,
+    overscan: OverscanOption = "auto",
+    uncertainty: UncertaintyOption = False,
+    gain: Annotated[
+        float | None, typer.Option("--gain", help="Gain in e-/ADU for --uncertainty (default: EGAIN ...).")
+    ] = None,
+    readnoise: Annotated[
+        float | None, typer.Option("--readnoise", help="Read noise in e- (default: RDNOISE ...).")
+    ] = None,
+    cosmic_rays: Annotated[
+        bool, typer.Option("--cosmic-rays", help="Clean cosmic rays (L.A.Cosmic), flagged in MASK.")
+    ] = False,
+    cr_sigclip: Annotated[float, typer.Option("--cr-sigclip", help="L.A.Cosmic sigclip.")] = 4.5,
+    cr_objlim: Annotated[float, typer.Option("--cr-objlim", help="L.A.Cosmic objlim.")] = 5.0,
+    no_bpm: Annotated[
+        bool, typer.Option("--no-bpm", help="Do not OR the bad-pixel mask (masters --bpm) into MASK.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Build masters as needed, then calibrate every light (bias, dark, flat), with provenance rows."""
+    # Imported here to keep start-up fast.
+    from ccdcal.catalog.queries import MatchRules
+    from ccdcal.kernels.options import StepOptions
+    from ccdcal.lights import pipeline
+    from ccdcal.lights.options import ProcessOptions
+
+    state = state_of(ctx)
+    options = ProcessOptions(
+        masters_dir=masters_dir,
+        output_dir=output_dir,
+        rules=MatchRules(temp_tolerance, exptime_tolerance, dark_scale),
+        no_bias=no_bias,
+        no_dark=no_dark,
+        no_flat=no_flat,
+        allow_missing=tuple(k.lower() for k in allow_missing or ()),
+        bias=bias,
+        dark=dark,
+        flat=flat,
+        flat_min=flat_min,
+        jobs=jobs,
+        scheduler=scheduler,
+        redo=redo,
+        min_frames=min_frames,
+        mem_limit=byte_size(mem_limit),
+        optional=StepOptions.parse(
+            overscan=overscan,
+            uncertainty=uncertainty,
+            gain=gain,
+            readnoise=readnoise,
+            cosmic_rays=cosmic_rays,
+            cr_sigclip=cr_sigclip,
+            cr_objlim=cr_objlim,
+        ),
+        no_bpm=no_bpm,
+    )
+    with state.catalog() as catalog:
+        if dry_run:
+            summary = pipeline.dry_run(catalog, options)
+        else:
+            with progress_bar(state, "Processing") as progress:
+                summary = pipeline.process(
+                    catalog, options, lambda _label, done, total: progress(done, total)
+                )
+    if as_json:
+        print_json(summary.as_dict())
+    elif not state.quiet:
+        print_lines(out, summary.plan_lines() if summary.dry_run else [summary.headline()])
+        rows = summary.table_rows() if not (summary.dry_run or summary.nothing_done) else []
+        print_table(out, rows)
+    if not as_json:
+        print_lines(err, summary.problem_lines())
+    raise typer.Exit(summary.exit_code)

@@ -1,0 +1,79 @@
+"""Commands that show results: ``report`` (an HTML quality report) and ``preview`` (a zscale PNG of a
+frame)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ccdcal.cli.base import app, err, out, print_json, progress_bar, state_of
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    run_id: Annotated[int | None, typer.Option("--run", help="Report on this run only.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Report on what was done since this ISO date or time (UTC)."),
+    ] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")] = Path(
+        "report.html"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Write an HTML quality report: master previews and statistics, levels over time, lights before and
+    after, problems with reasons, runs with parameters and versions. One file, images inline."""
+    # Imported here to keep start-up fast: a command loads only the library it calls.
+    from ccdcal.report import build_report, parse_since
+
+    state = state_of(ctx)
+    when = parse_since(since) if since is not None else None
+    with state.catalog() as catalog, progress_bar(state, "Rendering previews") as progress:
+        summary = build_report(catalog, output, run_id=run_id, since=when, progress=progress)
+    if as_json:
+        print_json(summary.as_dict())
+    elif not state.quiet:
+        out.print(
+            f"Report {summary.path} ({summary.scope}): {summary.masters} masters, {summary.lights} "
+            f"calibrated lights, {summary.problems} problems, {summary.images} images, "
+            f"{summary.size / 1024:.0f} KiB",
+            markup=False,
+        )
+    for _path, reason in summary.unavailable if not as_json else []:
+        err.print(f"Warning: no preview: {reason}", markup=False)
+
+
+@app.command()
+def preview(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A FITS frame (.fits .fit .fts, .gz, .fz).")],
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="The PNG to write. Default: {stem}.png in the current folder."),
+    ] = None,
+    hdu: Annotated[
+        int | None, typer.Option("--hdu", min=0, help="HDU to show (default: the first image).")
+    ] = None,
+    max_size: Annotated[
+        int, typer.Option("--max-size", help="Longest side in pixels (averaged down); 0 keeps every pixel.")
+    ] = 1024,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+) -> None:
+    """Write a zscale PNG of a FITS frame (row 0 at the bottom, as DS9 shows it)."""
+    # Imported here to keep start-up fast: a command loads only the library it calls.
+    from ccdcal.report import preview_file
+
+    state = state_of(ctx)
+    result = preview_file(file, output, hdu=hdu, max_size=max_size)
+    if as_json:
+        print_json(result.as_dict())
+    elif not state.quiet:
+        shown = result.preview
+        out.print(
+            f"Preview {result.output}: {shown.width}x{shown.height} px of {result.source} HDU {shown.hdu} "
+            f"({shown.shape[1]}x{shown.shape[0]}), zscale {shown.limits[0]:.6g} to {shown.limits[1]:.6g}",
+            markup=False,
+        )

@@ -1,0 +1,278 @@
+"""Uncertainty: each pixel's standard deviation, created from gain and read noise and propagated as
+ccdproc and astropy's NDData arithmetic propagate a ``StdDevUncertainty``.
+
+- A light's own deviation (``ccdproc.create_deviation(..., disregard_nan=True)``), in ADU::
+
+      sigma_raw = sqrt(max(gain * signal, 0) + readnoise**2) / gain
+
+  where ``signal`` is the light after overscan and trim, minus the master bias when one is subtracted
+  (so that the bias level of a camera without overscan is not counted as photons).
+- Subtracting the master bias and the scaled master dark (``subtract_bias``, ``subtract_dark``)::
+
+      sigma = sqrt(sigma_raw**2 + sigma_bias**2 + (scale * sigma_dark)**2)
+
+- Dividing by the clamped flat ``B`` (``flat_correct``; astropy's division formula, correlation 0), the
+  numerator ``A`` being the light after bias and dark::
+
+      sigma = sqrt(|B**2 * sigma_A**2| + |A**2 * sigma_B**2|) / B**2
+
+- A master's uncertainty is its combine's, as ``ccdproc.Combiner.median_combine`` computes it: the median
+  absolute deviation of the samples kept by the clipping, times 1.482602218505602, divided by the square
+  root of their number (:func:`combine_deviation`); a master flat's is divided by the same median as its
+  pixels.
+
+A master without an uncertainty contributes none (NDData arithmetic with one operand's uncertainty).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from ccdcal.kernels.clipkernel import MAD_TO_STD
+from ccdcal.kernels.combine import ClipParams
+
+#: Keywords holding the gain in electrons per ADU, in order of preference. ``GAIN`` is read only next to
+#: a read-noise keyword (the IRAF GAIN/RDNOISE pair): alone, it is the setting of a CMOS camera.
+GAIN_KEYS = ("EGAIN", "E-GAIN", "AGAIN_01", "GAIN")
+#: Keywords holding the read noise in electrons.
+READNOISE_KEYS = ("RDNOISE", "READNOIS", "RDNOIS", "RON", "ARDNS_01")
+
+#: The extension the uncertainty is written to, and its type card (what ``CCDData.read`` reads).
+UNCERT_EXTNAME = "UNCERT"
+UNCERT_TYPE = "StdDevUncertainty"
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """A frame's gain (e-/ADU) and read noise (e-), each with where it came from (keyword or option)."""
+
+    gain: float
+    gain_source: str
+    readnoise: float
+    readnoise_source: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The record in ``calibrations.steps``."""
+        return {
+            "gain": self.gain,
+            "gain_source": self.gain_source,
+            "readnoise": self.readnoise,
+            "readnoise_source": self.readnoise_source,
+        }
+
+
+def noise_model(
+    values: Mapping[str, Any], gain: float | None = None, readnoise: float | None = None
+) -> tuple[NoiseModel | None, str | None]:
+    """The gain and read noise of a frame: the options first, else its header.
+
+    Parameters
+    ----------
+    values : mapping
+        Header values by keyword (numbers, or numeric strings).
+    gain, readnoise : float, optional
+        ``--gain`` (e-/ADU) and ``--readnoise`` (e-).
+
+    Returns
+    -------
+    model : NoiseModel or None
+    reason : str or None
+        Why there is no model (which value is missing and how to give it).
+    """
+    found_rn = _lookup(values, READNOISE_KEYS)
+    rn_value, rn_source = (readnoise, "--readnoise") if readnoise is not None else found_rn
+    gain_keys = GAIN_KEYS if found_rn[0] is not None else GAIN_KEYS[:-1]
+    g_value, g_source = (gain, "--gain") if gain is not None else _lookup(values, gain_keys)
+    missing = []
+    if g_value is None or not g_value > 0:
+        missing.append(f"the gain in e-/ADU ({', '.join(GAIN_KEYS[:-1])}, or GAIN with RDNOISE): pass --gain")
+    if rn_value is None or not rn_value >= 0:
+        missing.append(f"the read noise in e- ({', '.join(READNOISE_KEYS)}): pass --readnoise")
+    if missing:
+        return None, "--uncertainty needs " + "; and ".join(missing)
+    assert g_value is not None
+    assert rn_value is not None
+    return NoiseModel(float(g_value), str(g_source), float(rn_value), str(rn_source)), None
+
+
+def _lookup(values: Mapping[str, Any], keys: Sequence[str]) -> tuple[float | None, str | None]:
+    for key in keys:
+        number = _number(values.get(key))
+        if number is not None:
+            return number, key
+    return None, None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+# -- a light --------------------------------------------------------------------------------------------
+
+
+def deviation(signal: np.ndarray, gain: float, readnoise: float) -> np.ndarray:
+    """``ccdproc.create_deviation(signal, gain, readnoise, disregard_nan=True)``: float64, in ADU."""
+    electrons = gain * np.asarray(signal, dtype=np.float64)
+    electrons[electrons < 0] = 0.0
+    result: np.ndarray = np.sqrt(electrons + readnoise**2) / gain
+    return result
+
+
+def propagate(
+    raw_sigma: np.ndarray,
+    numerator: np.ndarray,
+    *,
+    bias_sigma: np.ndarray | None = None,
+    dark_sigma: np.ndarray | None = None,
+    dark_scale: float = 1.0,
+    flat: np.ndarray | None = None,
+    flat_sigma: np.ndarray | None = None,
+) -> np.ndarray:
+    """The calibrated light's standard deviation (float64), see the module docstring.
+
+    Parameters
+    ----------
+    raw_sigma : numpy.ndarray
+        :func:`deviation` of the light.
+    numerator : numpy.ndarray
+        The light minus bias and scaled dark (float64): ``A`` of the division.
+    bias_sigma, dark_sigma : numpy.ndarray, optional
+        The masters' uncertainties (``None``: the step is not applied, or its master has none).
+    dark_scale : float
+        ``t_light / t_dark``.
+    flat : numpy.ndarray, optional
+        The clamped flat divided by (``None``: no flat step).
+    flat_sigma : numpy.ndarray, optional
+        Its uncertainty.
+    """
+    variance = np.square(raw_sigma, dtype=np.float64)
+    if bias_sigma is not None:
+        variance += np.square(bias_sigma, dtype=np.float64)
+    if dark_sigma is not None:
+        variance += np.square(np.float64(dark_scale) * np.asarray(dark_sigma, dtype=np.float64))
+    if flat is None:
+        result: np.ndarray = np.sqrt(variance)
+        return result
+    b2 = np.square(flat, dtype=np.float64)
+    top = np.abs(b2 * variance)
+    if flat_sigma is not None:
+        top += np.abs(np.square(numerator, dtype=np.float64) * np.square(flat_sigma, dtype=np.float64))
+    result = np.sqrt(top) / b2
+    return result
+
+
+# -- a master -------------------------------------------------------------------------------------------
+
+
+def kept_deviation(stack: np.ndarray, params: ClipParams | None = None) -> np.ndarray:
+    """The combine uncertainty of one (n, rows, columns) float64 stack: ccdproc's ``sigma_func`` of the
+    samples kept by the clipping, divided by the square root of their number (NaN where none is kept).
+
+    The samples kept are those of the combine's definition (``astropy.stats.sigma_clip`` with the
+    same parameters, compiled path), so the uncertainty describes exactly the samples the median used.
+    """
+    # Imported here to keep start-up fast: astropy.stats loads only with --uncertainty.
+    from astropy.stats import sigma_clip
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    params = params or ClipParams()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyUserWarning)  # non-finite samples: masked, as intended
+        clipped = sigma_clip(
+            stack,
+            sigma_lower=params.sigma_lower,
+            sigma_upper=params.sigma_upper,
+            maxiters=params.maxiters,
+            cenfunc="median",
+            stdfunc=params.stdfunc,
+            axis=0,
+            masked=True,
+            copy=False,
+        )
+    values = np.ma.filled(clipped.astype(np.float64), np.nan)
+    count = np.count_nonzero(np.isfinite(values), axis=0)
+    centre = _nan_median(values, count)
+    spread = _nan_median(np.abs(values - centre[np.newaxis]), count)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result: np.ndarray = spread * MAD_TO_STD / np.sqrt(count)
+    result[count == 0] = np.nan
+    return result
+
+
+def _nan_median(values: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Median along axis 0 of the finite values (NaN last after sorting), ``count`` of them per pixel."""
+    ordered = np.sort(values, axis=0)
+    low = np.clip((count - 1) // 2, 0, None)[np.newaxis]
+    high = np.clip(count // 2, 0, None)[np.newaxis]
+    lower = np.take_along_axis(ordered, low, axis=0)[0]
+    upper = np.take_along_axis(ordered, high, axis=0)[0]
+    result: np.ndarray = 0.5 * (lower + upper)
+    return result
+
+
+def combine_deviation(
+    paths: Sequence[Path],
+    hdu: int,
+    params: ClipParams,
+    *,
+    scale: Sequence[float] | None = None,
+    offset: Sequence[np.ndarray | float] | None = None,
+    mem_limit: int = 1 << 30,
+) -> np.ndarray:
+    """The combine uncertainty of FITS files (:func:`kept_deviation`), read in row blocks.
+
+    Each sample is ``(frame - offset) * scale`` in float64, as :func:`ccdcal.kernels.combine.combine_files`
+    takes it.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 image.
+    """
+
+    n = len(paths)
+    with contextlib.ExitStack() as stack:
+        hduls = [stack.enter_context(fits.open(p, memmap=False, lazy_load_hdus=True)) for p in paths]
+        sections = [h[hdu].section for h in hduls]
+        ny, nx = hduls[0][hdu].shape
+        rows = max(1, min(ny, mem_limit // max(1, n * nx * 8 * 6)))
+        out = np.empty((ny, nx), dtype=np.float32)
+        for r0 in range(0, ny, rows):
+            r1 = min(ny, r0 + rows)
+            block = np.empty((n, r1 - r0, nx), dtype=np.float64)
+            for i, section in enumerate(sections):
+                values = np.asarray(section[r0:r1, :], dtype=np.float64)
+                if offset is not None:
+                    off = offset[i]
+                    values = values - (off[r0:r1] if isinstance(off, np.ndarray) else off)
+                if scale is not None:
+                    values = values * scale[i]
+                block[i] = values
+            out[r0:r1] = kept_deviation(block, params)
+    return out
+
+
+def uncertainty_hdu(sigma: np.ndarray) -> Any:
+    """An ``UNCERT`` image extension (float32) as ``CCDData.write`` writes it (``UTYPE``)."""
+
+    header = fits.Header()
+    header["UTYPE"] = (UNCERT_TYPE, "uncertainty type (astropy CCDData)")
+    return fits.ImageHDU(np.asarray(sigma, dtype=np.float32), header, name=UNCERT_EXTNAME)

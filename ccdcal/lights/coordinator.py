@@ -1,0 +1,352 @@
+"""The coordinator of ``ccdcal process``: per-frame work in worker processes, catalog rows written here.
+
+Workers (:func:`ccdcal.lights.worker.calibrate_frame`) write each calibrated light to a temporary file and
+return its sha256. This process flushes each file to disk in a background thread — waiting on the disk,
+not on a core, while the next frames are computed — and then, alone, writes the catalog: in one
+transaction per batch of synced frames it adds each light's ``calibrations`` row and its
+``calibration_masters`` rows, supersedes the light's previous calibration (its row and sha256 are kept),
+and renames the temporary file to its final name (one atomic rename; the file it replaces is kept alive
+by a hard link and removed in the background, as freeing its blocks waits on the disk); if the
+transaction fails, the temporary files are removed. A frame that failed is recorded ``failed`` with the
+reason; the others go on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, insert, update
+
+from ccdcal.catalog.db import Catalog
+from ccdcal.catalog.models import Calibration, CalibrationMaster, utcnow
+from ccdcal.files.fitsio import remove_stale_temporaries, sync_folder, temporary_path
+from ccdcal.kernels.light import warm_up
+from ccdcal.lights.options import ProcessOptions
+from ccdcal.lights.pixels import preload
+from ccdcal.lights.plan import LightReport
+from ccdcal.lights.steps import APPLIED
+from ccdcal.lights.task import FrameResult, FrameTask
+from ccdcal.lights.worker import calibrate_frame
+from ccdcal.runtime.cluster import dask_cluster
+from ccdcal.runtime.cores import usable_cores
+from ccdcal.runtime.owners import ignore_interrupts, shielded
+
+Progress = Callable[[str, int, int], None]
+
+#: Finished frames per job that may wait for their catalog transaction (registered together).
+_BATCH = 4
+
+
+def calibrate_lights(
+    catalog: Catalog,
+    reports: list[LightReport],
+    options: ProcessOptions,
+    run_id: int,
+    progress: Progress | None = None,
+) -> None:
+    """Calibrate the planned lights and record them; each report's outcome becomes ``calibrated`` or
+    ``failed``.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The open catalog (written by this process only).
+    reports : list of LightReport
+        Lights planned ``calibrate`` (each with its task).
+    options : ProcessOptions
+        ``output_dir``, ``jobs`` (default: every core this process may use) and ``scheduler``.
+    run_id : int
+        The process run.
+    progress : callable, optional
+        Called as ``progress("calibrate", done, total)``.
+    """
+    tasks = [r.task for r in reports if r.task is not None]
+    if not tasks:
+        return
+    folder = Path(options.output_dir).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)
+    warm_up({(t.bias is not None, t.dark is not None, t.flat is not None) for t in tasks})
+    if not options.scheduler:  # forked workers inherit them; Dask workers read their own
+        preload(tasks)
+    by_frame = {r.frame_id: r for r in reports}
+    done = 0
+    if progress:
+        progress("calibrate", 0, len(tasks))
+    syncing: deque[Future[FrameResult]] = deque()  # results whose file is being flushed, in order
+    with (
+        _workers(min(options.jobs or usable_cores(), len(tasks)), options.scheduler) as (pool, jobs),
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="ccdcal-sync") as syncer,
+    ):
+        try:
+            for batch in _results(tasks, pool):
+                syncing.extend(syncer.submit(_synced, result) for result in batch)
+                if len(syncing) > _BATCH * jobs:  # a few frames a transaction
+                    done += _register_synced(catalog, syncing, by_frame, run_id, _BATCH * jobs, syncer)
+                    if progress:
+                        progress("calibrate", done, len(tasks))
+            done += _register_synced(catalog, syncing, by_frame, run_id, 0, syncer)
+            if progress:
+                progress("calibrate", done, len(tasks))
+        finally:
+            for future in syncing:  # interrupted: these files are not registered
+                temporary = None if future.cancelled() else future.result().temporary
+                if temporary:
+                    Path(temporary).unlink(missing_ok=True)
+    sync_folder(folder)
+
+
+def _register_synced(
+    catalog: Catalog,
+    syncing: deque[Future[FrameResult]],
+    by_frame: dict[int, LightReport],
+    run_id: int,
+    keep: int,
+    background: ThreadPoolExecutor,
+) -> int:
+    """Register, in one transaction, the results at the head of ``syncing`` whose files are on disk —
+    waiting for more while over ``keep`` are pending — and remove the outputs they replaced in
+    ``background``. Returns how many were registered."""
+    ready = []
+    while syncing and (syncing[0].done() or len(syncing) > keep):
+        ready.append(syncing.popleft().result())
+    if ready:
+        retired = register(catalog, [(by_frame[result.frame_id], result) for result in ready], run_id)
+        for old in retired:  # replaced outputs: freeing their blocks waits on the disk, not on a core
+            background.submit(old.unlink, missing_ok=True)
+    return len(ready)
+
+
+def _synced(result: FrameResult) -> FrameResult:
+    """The result once its file is on disk (or failed with the reason when it cannot be flushed)."""
+    if result.temporary is None:
+        return result
+    try:
+        descriptor = os.open(result.temporary, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    except OSError as exc:
+        Path(result.temporary).unlink(missing_ok=True)
+        return replace(result, temporary=None, sha256=None, error=f"cannot write the output: {exc}")
+    return result
+
+
+@contextmanager
+def _workers(jobs: int, scheduler: str | None) -> Iterator[tuple[Executor | None, int]]:
+    """Where frames are calibrated, and how many at once: a Dask cluster (``--scheduler``), worker
+    processes (``--jobs`` over 1), or this process (``None``)."""
+    if scheduler:
+        with dask_cluster(scheduler) as cluster:
+            yield cluster.executor, cluster.workers
+        return
+    if jobs <= 1:
+        yield None, 1
+        return
+    context = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    )
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=ignore_interrupts)
+    try:
+        yield pool, jobs
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _results(tasks: list[FrameTask], pool: Executor | None) -> Iterator[list[FrameResult]]:
+    """Results as they come: in this process without a pool, else in batches of the finished."""
+    if pool is None:
+        for task in tasks:
+            yield [calibrate_frame(task)]
+        return
+    pending: set[Future[FrameResult]] = set()
+    unclaimed: list[FrameResult] = []
+    try:
+        pending = {pool.submit(calibrate_frame, task) for task in tasks}
+        while pending:
+            finished, pending = _wait(pending)
+            if not finished:
+                continue
+            unclaimed = [future.result() for future in finished]
+            yield unclaimed
+            unclaimed = []
+    finally:
+        for future in pending:
+            future.cancel()
+        running = pending
+        while running:  # those already running finish: their files are not registered
+            running = _wait(running)[1]
+        for future in pending:
+            if not future.cancelled() and future.exception() is None:
+                unclaimed.append(future.result())
+        for result in unclaimed:
+            if result.temporary:
+                Path(result.temporary).unlink(missing_ok=True)
+
+
+def _wait(pending: set[Future[FrameResult]]) -> tuple[set[Future[FrameResult]], set[Future[FrameResult]]]:
+    """The futures finished within a moment, and the others.
+
+    A Ctrl-C is held back while :func:`concurrent.futures.wait` runs and raised as it returns (a tenth of a
+    second at the most): raised inside it, where it takes each future's lock in turn, it could leave a lock
+    held and the pool's shutdown waiting for ever.
+    """
+    with shielded():
+        done, rest = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+    return done, rest
+
+
+def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], run_id: int) -> list[Path]:
+    """Record finished frames in one transaction, renaming each output to its final name.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The open catalog.
+    finished : list of (LightReport, FrameResult)
+        The planned light and what its worker did.
+    run_id : int
+        The process run.
+
+    Returns
+    -------
+    list of Path
+        Hard links (temporary names) to the files the new outputs replaced: the caller removes them. The
+        replacement itself stays one atomic rename.
+    """
+    retired: list[Path] = []
+    published: list[tuple[Path, list[Path]]] = []  # renamed outputs, with the file each replaced
+    try:
+        with catalog.session() as session:
+            # Core statements, a few per batch (not ORM objects flushed one by one): the coordinator's
+            # catalog writes stay a small part of a frame's time.
+            connection = session.connection()
+            rows = [_calibration_row(report, result, run_id) for report, result in finished]
+            ids = list(connection.scalars(_INSERT_CALIBRATION, rows))
+            done = list(zip(finished, ids, strict=True))
+            links = [link for (report, _), new in done for link in _provenance(report, new)]
+            if links:
+                connection.execute(insert(cast(Table, CalibrationMaster.__table__)), links)
+            superseded = [
+                {"light": report.frame_id, "new": new, "why": report.reason}
+                for (report, result), new in done
+                if result.error is None
+            ]
+            if superseded:
+                connection.execute(_SUPERSEDE, superseded)
+            for (report, result), new in done:
+                task = report.task
+                assert task is not None
+                ok = result.error is None
+                if ok:
+                    assert result.temporary is not None
+                    with shielded():  # a Ctrl-C never falls between the rename and its record
+                        replaced = _retire(Path(task.output))
+                        retired += replaced
+                        os.replace(result.temporary, task.output)
+                        published.append((Path(task.output), replaced))
+                report.outcome = "calibrated" if ok else "failed"
+                report.reason = report.reason if ok else result.error
+                report.warnings = result.warnings
+                report.calibration_id, report.seconds = new, result.seconds
+    except BaseException:
+        committed = bool(finished) and catalog.committed(Calibration, finished[0][0].calibration_id)
+        for output, replaced in reversed(published if not committed else []):  # no rows: as they were
+            if replaced:
+                os.replace(replaced[0], output)
+            else:
+                output.unlink(missing_ok=True)
+        for path in [*(Path(r.temporary) for _, r in finished if r.temporary), *retired]:
+            path.unlink(missing_ok=True)
+        raise
+    return retired
+
+
+_CALIBRATIONS = cast(Table, Calibration.__table__)
+#: One ``calibrations`` row per finished frame, their ids in the order of the rows.
+_INSERT_CALIBRATION = insert(_CALIBRATIONS).returning(_CALIBRATIONS.c.id, sort_by_parameter_order=True)
+#: The light's other current calibration becomes superseded, with the reason of the new one.
+_SUPERSEDE = (
+    update(_CALIBRATIONS)
+    .where(
+        _CALIBRATIONS.c.frame_id == bindparam("light"),
+        _CALIBRATIONS.c.status == "current",
+        _CALIBRATIONS.c.id != bindparam("new"),
+    )
+    .values(status="superseded", superseded_reason=bindparam("why"))
+)
+
+
+def _calibration_row(report: LightReport, result: FrameResult, run_id: int) -> dict[str, Any]:
+    """The ``calibrations`` row of one finished frame (``current``, or ``failed`` with the reason)."""
+    task = report.task
+    assert task is not None
+    ok = result.error is None
+    return {
+        "frame_id": report.frame_id,
+        "raw_sha256": task.sha256,
+        "path": task.output,
+        "sha256": result.sha256,
+        "status": "current" if ok else "failed",
+        "error": result.error,
+        "dark_scale_factor": task.dark_scale if task.dark is not None else None,
+        "flat_norm": 1.0 if task.flat is not None else None,
+        "steps": _steps(report, task, result),
+        "run_id": run_id,
+        "created_at": utcnow(),
+    }
+
+
+def _retire(output: Path) -> list[Path]:
+    """A hard link to an output about to be replaced, so that the rename does not free its blocks."""
+    retired = temporary_path(output.parent, f"replaced-{output.name}")
+    try:
+        os.link(output, retired)
+    except OSError:  # no previous file, or no hard links here: the rename frees it
+        return []
+    return [retired]
+
+
+def _steps(report: LightReport, task: FrameTask, result: FrameResult) -> dict[str, Any]:
+    """The ``calibrations.steps`` JSON: each step with its status, reason and master."""
+    assert report.match is not None
+    steps = {role: step.as_json() for role, step in report.match.steps.items()}
+    if task.flat is not None:
+        steps["flat"] |= {"flat_min": task.flat_min, "masked": result.masked, "norm_value": 1.0}
+    for key, record in result.details.items():  # optional steps and warnings (ccdcal.lights.worker_steps)
+        steps[key] = steps[key] | record if isinstance(steps.get(key), dict) else record
+    return steps
+
+
+def _provenance(report: LightReport, calibration_id: int) -> list[dict[str, Any]]:
+    """One ``calibration_masters`` row per applied step, with the numbers behind the choice."""
+    assert report.match is not None
+    return [
+        {
+            "calibration_id": calibration_id,
+            "role": role,
+            "master_id": step.master.id,
+            "delta_temp": step.delta_temp,
+            "delta_time": step.delta_time,
+            "scale": step.scale,
+            "pinned": step.pinned,
+        }
+        for role, step in report.match.steps.items()
+        if step.status == APPLIED and step.master is not None
+    ]

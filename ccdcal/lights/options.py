@@ -1,0 +1,196 @@
+"""What ``ccdcal process`` is told: :class:`ProcessOptions`, checked (:func:`check_options`) and turned into
+the matching choices with pinned masters resolved (:func:`match_options`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ccdcal.catalog.models import Master
+from ccdcal.catalog.queries import MatchRules
+from ccdcal.errors import UsageError
+from ccdcal.kernels.light import FLAT_MIN
+from ccdcal.kernels.options import StepOptions
+from ccdcal.lights.matching import MatchOptions
+from ccdcal.lights.steps import ROLES, MasterInfo
+from ccdcal.masters.groups import MasterOptions
+from ccdcal.runtime.cluster import check_address
+
+
+@dataclass(frozen=True)
+class ProcessOptions:
+    """Everything ``ccdcal process`` is told (recorded as the run's arguments).
+
+    Attributes
+    ----------
+    masters_dir, output_dir : Path
+        Where masters and calibrated lights are written.
+    rules : MatchRules
+        ``--temp-tolerance``, ``--exptime-tolerance``, ``--dark-scale``.
+    no_bias : bool
+        Darks keep the bias (built ``_withbias``); lights use them at their own exposure, no bias step.
+    no_dark, no_flat : bool
+        Skip the step on purpose.
+    allow_missing : tuple of str
+        Steps whose missing master does not stop a light's calibration.
+    bias, dark, flat : Path or None
+        Pinned master files (``--bias/--dark/--flat FILE``).
+    flat_min : float
+        Flat pixels below it are clamped and flagged in the output's MASK extension.
+    jobs : int or None
+        Processes calibrating frames (default: every core this process may use).
+    scheduler : str or None
+        A Dask scheduler address (``tcp://HOST:8786``) or ``local:N``: frames are calibrated, and masters
+        combined by bands of rows, by its workers instead (:mod:`ccdcal.runtime.cluster`).
+    redo : bool
+        Calibrate every light again, even those already calibrated with the same masters.
+    min_frames, mem_limit
+        Passed to the master build.
+    optional : StepOptions
+        The optional steps (:mod:`ccdcal.kernels.options`): ``--overscan auto|off|median|poly:N`` on every
+        frame, ``--uncertainty`` (UNCERT extensions; ``--gain`` e-/ADU and ``--readnoise`` e- override
+        the headers), ``--cosmic-rays`` (L.A.Cosmic).
+    no_bpm : bool
+        Do not apply the bad-pixel mask built by ``ccdcal masters --bpm``.
+    """
+
+    masters_dir: Path = Path("masters")
+    output_dir: Path = Path("calibrated")
+    rules: MatchRules = field(default_factory=MatchRules)
+    no_bias: bool = False
+    no_dark: bool = False
+    no_flat: bool = False
+    allow_missing: tuple[str, ...] = ()
+    bias: Path | None = None
+    dark: Path | None = None
+    flat: Path | None = None
+    flat_min: float = FLAT_MIN
+    jobs: int | None = None
+    scheduler: str | None = None
+    redo: bool = False
+    min_frames: int = 3
+    mem_limit: int = 2 << 30
+    optional: StepOptions = field(default_factory=StepOptions)
+    no_bpm: bool = False
+
+    def pinned(self, role: str) -> Path | None:
+        """The master file pinned for a step (``--bias``, ``--dark``, ``--flat``), if any."""
+        return {"bias": self.bias, "dark": self.dark, "flat": self.flat}[role]
+
+    def master_options(self) -> MasterOptions:
+        """The options of the master build."""
+        return MasterOptions(
+            masters_dir=self.masters_dir,
+            min_frames=self.min_frames,
+            mem_limit=self.mem_limit,
+            no_bias=self.no_bias,
+            rules=self.rules,
+            optional=self.optional,
+            scheduler=self.scheduler,
+        )
+
+    def arguments(self) -> dict[str, Any]:
+        """JSON-ready form (the ``runs.arguments`` of a process run)."""
+        data: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "optional":
+                data |= self.optional.arguments()
+            elif item.name == "rules":
+                data |= {
+                    "temp_tolerance": value.temp_tolerance,
+                    "exptime_tolerance": value.exptime_tolerance,
+                    "dark_scale": value.dark_scale,
+                }
+            elif isinstance(value, Path):
+                data[item.name] = str(value.expanduser().resolve())
+            else:
+                data[item.name] = list(value) if isinstance(value, tuple) else value
+        return data
+
+    @classmethod
+    def from_arguments(cls, arguments: dict[str, Any]) -> ProcessOptions:
+        """The options a process run was given (unknown keys ignored)."""
+        rules = MatchRules(
+            **{
+                k: arguments[k]
+                for k in ("temp_tolerance", "exptime_tolerance", "dark_scale")
+                if k in arguments
+            }
+        )
+        values: dict[str, Any] = {"rules": rules, "optional": StepOptions.from_arguments(arguments)}
+        for item in fields(cls):
+            if item.name in arguments and item.name not in values:
+                value = arguments[item.name]
+                if item.name in ("masters_dir", "output_dir", "bias", "dark", "flat") and value is not None:
+                    value = Path(value)
+                values[item.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
+
+def check_options(options: ProcessOptions) -> None:
+    """Raise :class:`UsageError` naming the option when options are invalid or contradict each other."""
+    for kind in options.allow_missing:
+        if kind not in ROLES:
+            raise UsageError(f"--allow-missing {kind!r}: use one of {', '.join(ROLES)}")
+    if not (math.isfinite(options.flat_min) and options.flat_min > 0):
+        raise UsageError(f"--flat-min must be a positive number, not {options.flat_min:g}")
+    if not options.rules.temp_tolerance >= 0:
+        raise UsageError(f"--temp-tolerance must be zero or positive, not {options.rules.temp_tolerance:g}")
+    if not options.rules.exptime_tolerance >= 0:
+        raise UsageError(
+            f"--exptime-tolerance must be zero or positive, not {options.rules.exptime_tolerance:g}"
+        )
+    if options.jobs is not None and options.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {options.jobs}")
+    if options.scheduler is not None:
+        check_address(options.scheduler)
+    if options.no_bias and options.rules.dark_scale:
+        raise UsageError(
+            "--dark-scale cannot be used with --no-bias: a dark that contains the bias cannot be scaled "
+            "(the bias would be scaled with it)"
+        )
+    for role, skipped in (("bias", options.no_bias), ("dark", options.no_dark), ("flat", options.no_flat)):
+        if skipped and options.pinned(role) is not None:
+            raise UsageError(f"--{role} and --no-{role} cannot be used together")
+
+
+def match_options(
+    session: Session, options: ProcessOptions, resolved: MatchOptions | None = None
+) -> MatchOptions:
+    """The matching choices of ``options``, with pinned files resolved to masters of the catalog.
+
+    ``resolved`` (from an earlier session) is re-read by id, so that a pinned master's status is seen as
+    it is now.
+    """
+    pins: dict[str, MasterInfo] = {}
+    for role in ROLES:
+        given = options.pinned(role)
+        if given is None:
+            continue
+        if resolved is not None and role in resolved.pins:
+            master = session.get(Master, resolved.pins[role].id)
+        else:
+            path = str(Path(given).expanduser().resolve())
+            master = session.scalars(select(Master).where(Master.path == path)).first()
+        if master is None:
+            raise UsageError(
+                f"--{role} {given}: no master of the catalog has this path; give a master file built by "
+                "ccdcal (see `ccdcal masters --list --all`)"
+            )
+        if master.kind != role:
+            raise UsageError(f"--{role} {given} is a master {master.kind}, not a {role}")
+        pins[role] = MasterInfo.of(master)
+    skip = frozenset(r for r, on in (("dark", options.no_dark), ("flat", options.no_flat)) if on)
+    return MatchOptions(
+        rules=options.rules,
+        no_bias=options.no_bias,
+        skip=skip,
+        allow_missing=frozenset(options.allow_missing),
+        pins=pins,
+    )

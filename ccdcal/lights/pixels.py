@@ -1,0 +1,321 @@
+"""The pixels a worker reads: the raw light (checked against the catalog), the masters (checked against their
+sha256 and kept per worker process), reusable per-frame buffers, and a light's level against its bias.
+
+A primary-HDU 16-bit image (the usual camera file, BZERO 32768) is read as it is stored, its big-endian
+words handed to the fused kernel (:func:`ccdcal.kernels.light.calibrate_be16_words`); any other layout
+(compressed, float, 32-bit, image in an extension) is read with astropy. Masters are read once per worker
+process, checked against their catalog sha256, and kept (:func:`preload` fills the cache before workers
+are forked). Nothing here touches the catalog.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
+
+from ccdcal.errors import CcdcalError, FitsFormatError
+from ccdcal.kernels.light import clamp_flat, flat_reciprocal
+from ccdcal.lights.task import FrameTask, MasterUse
+
+_BLOCK = 2880
+_MAX_HEADER_BLOCKS = 2000
+#: Bytes outside ASCII read as ``?``, as ``astropy.io.fits`` reads them.
+_ASCII_ONLY = bytes(range(128)) + b"?" * 128
+#: Masters (and clamped flats) a worker keeps in memory.
+_CACHE_SIZE = 8
+
+# -- a light far below its bias ---------------------------------------------------------------------------
+
+#: Pixels sampled (evenly spaced) for a frame's level: a median of a few thousand pixels costs nothing
+#: next to the calibration pass.
+_LEVEL_SAMPLES = 8191
+#: A light is far below its bias when its level is below the bias's median by more than this many times
+#: the bias's dispersion, and by more than :data:`LEVEL_MARGIN_ADU`.
+LEVEL_SIGMAS = 10.0
+LEVEL_MARGIN_ADU = 10.0
+
+
+def sample_level(raw: RawFrame) -> float:
+    """The median of the pixels of a few evenly spaced rows of a raw light (its level, in ADU).
+
+    Whole rows, not pixels spread over the frame: a few contiguous runs of memory rather than thousands of
+    scattered reads, each of which would miss the cache.
+    """
+    if raw.words is not None:
+        height, width = raw.shape
+        rows = np.unique(np.linspace(0, height - 1, min(height, -(-_LEVEL_SAMPLES // width))).astype(int))
+        sample = raw.words.reshape(raw.shape)[rows].reshape(-1).byteswap()
+        values = sample.view(np.int16).astype(np.float64) if raw.signed else (sample ^ 0x8000).astype(float)
+        return float(np.median(values))
+    assert raw.values is not None
+    return image_level(raw.values)
+
+
+def image_level(image: np.ndarray) -> float:
+    """The median of evenly spaced finite pixels of an image."""
+    flat = np.asarray(image).reshape(-1)
+    sample = np.asarray(flat[:: max(1, flat.size // _LEVEL_SAMPLES)], dtype=np.float64)
+    sample = sample[np.isfinite(sample)]
+    return float(np.median(sample)) if sample.size else float("nan")
+
+
+def bias_level(use: MasterUse, pixels: np.ndarray) -> tuple[float, float]:
+    def make() -> tuple[float, float]:
+        # Imported here to keep start-up fast: astropy.stats loads only when a light is checked against its
+        # bias.
+        from astropy.stats import mad_std
+
+        flat = pixels.reshape(-1)
+        sample = np.asarray(flat[:: max(1, flat.size // (8 * _LEVEL_SAMPLES))], dtype=np.float64)
+        sample = sample[np.isfinite(sample)]
+        if not sample.size:
+            return float("nan"), float("nan")
+        return float(np.median(sample)), float(mad_std(sample))
+
+    level: tuple[float, float] = cached(("level", use.path, use.sha256), make)
+    return level
+
+
+def level_warning(use: MasterUse | None, pixels: np.ndarray | None, level: float) -> str | None:
+    """A warning when a light's ``level`` is far below its master bias's (see :data:`LEVEL_SIGMAS`).
+
+    A light holds the bias plus signal: one far below it was already bias- or dark-subtracted, as
+    CCDSoft's auto-dark does to frames whose headers still look raw.
+    """
+    if use is None or pixels is None or not np.isfinite(level):
+        return None
+    bias, spread = bias_level(use, pixels)
+    margin = max(LEVEL_SIGMAS * spread, LEVEL_MARGIN_ADU)
+    if not (np.isfinite(bias) and level < bias - margin):
+        return None
+    return (
+        f"the light's level {level:.6g} ADU is far below its master bias {use.name} ({bias:.6g} ADU, "
+        f"by more than {LEVEL_SIGMAS:g} x its dispersion {spread:.3g}): it may already be bias- or "
+        "dark-subtracted (a capture program's auto-dark)"
+    )
+
+
+# -- the raw light ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RawFrame:
+    """A raw light's header and pixels: the stored 16-bit words (fast path) or decoded values."""
+
+    header: fits.Header
+    shape: tuple[int, int]
+    words: np.ndarray | None = None
+    signed: bool = False
+    values: np.ndarray | None = None
+
+
+def read_raw(task: FrameTask) -> RawFrame:
+    """Read a raw light, after checking it is still the file the catalog describes.
+
+    Raises
+    ------
+    FitsFormatError
+        When the file changed since it was catalogued, or its pixels cannot be read.
+    """
+    stat = os.stat(task.path)
+    if stat.st_size != task.size or stat.st_mtime != task.mtime:
+        raise FitsFormatError("changed since it was catalogued: run `ccdcal ingest` on it again", task.path)
+    if task.hdu == 0:
+        with open(task.path, "rb") as handle:
+            if handle.read(6) == b"SIMPLE":
+                handle.seek(0)
+                fast = _read_fast(handle, task.path)
+                if fast is not None:
+                    return fast
+    return _read_astropy(task)
+
+
+def _read_fast(handle: io.BufferedReader, path: str) -> RawFrame | None:
+    """A plain 16-bit primary image, read as stored; ``None`` for any other layout."""
+    blocks = []
+    for _ in range(_MAX_HEADER_BLOCKS):
+        block = handle.read(_BLOCK)
+        if len(block) < _BLOCK:
+            return None
+        blocks.append(block)
+        if any(block[i : i + 8] == b"END     " for i in range(0, _BLOCK, 80)):
+            break
+    else:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        text = b"".join(blocks).translate(_ASCII_ONLY).decode("ascii")  # as fits.open reads it
+        header = fits.Header.fromstring(text)
+        structure = [header.get(k) for k in ("BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "BSCALE", "BZERO")]
+    bitpix, naxis, naxis1, naxis2, bscale, bzero = structure
+    if bitpix != 16 or naxis != 2 or bscale not in (None, 1) or bzero not in (None, 0, 32768):
+        return None
+    if "BLANK" in header or not (isinstance(naxis1, int) and isinstance(naxis2, int)):
+        return None
+    count = naxis1 * naxis2
+    words = buffer(count, np.uint16, "raw")
+    got = handle.readinto(words.data.cast("B"))
+    if got != words.nbytes:
+        raise FitsFormatError(f"truncated: {got // 2} of {count} pixels", path)
+    return RawFrame(header, (naxis2, naxis1), words=words, signed=not bzero)
+
+
+def _read_astropy(task: FrameTask) -> RawFrame:
+    try:
+        with warnings.catch_warnings():  # astropy's notes on odd headers: the cards are checked later
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            warnings.simplefilter("ignore", AstropyUserWarning)
+            with fits.open(task.path, memmap=False) as hdul:
+                hdu = hdul[task.hdu]
+                data = hdu.data
+                header = hdu.header.copy()
+    except (OSError, ValueError, IndexError, TypeError) as exc:
+        raise FitsFormatError(f"cannot read the pixels: {exc}", task.path) from exc
+    if data is None or data.ndim != 2:
+        raise FitsFormatError(f"HDU {task.hdu} holds no 2-D image", task.path)
+    values = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("="))
+    return RawFrame(header, (int(data.shape[0]), int(data.shape[1])), values=values)
+
+
+# -- masters (cached per worker) -------------------------------------------------------------------------
+
+_CACHE: OrderedDict[tuple[Any, ...], object] = OrderedDict()
+#: A Dask worker may calibrate several frames at once in threads: the cache is shared, behind a lock.
+_CACHE_LOCK = threading.Lock()
+
+
+_T = TypeVar("_T")
+
+
+def cached(key: tuple[Any, ...], make: Callable[[], _T]) -> _T:
+    """The value kept under ``key`` in this process's cache of :data:`_CACHE_SIZE` entries, made by
+    ``make`` when absent (least recently used dropped first)."""
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return cast(_T, _CACHE[key])
+    value = make()  # outside the lock: two threads may both read a new master; the second is dropped
+    with _CACHE_LOCK:
+        kept = cast(_T, _CACHE.setdefault(key, value))  # a key always holds what its maker makes
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return kept
+
+
+def master_pixels(use: MasterUse | None, shape: tuple[int, int] | None) -> np.ndarray | None:
+    """A master's pixels (cached), checked against the light's ``shape`` (``None``: not checked)."""
+    if use is None:
+        return None
+    pixels: np.ndarray = cached(("master", use.path, use.sha256), lambda: _read_master(use))
+    if shape is not None and pixels.shape != shape:
+        raise ValueError(
+            f"the {use.role} master {use.name} is {pixels.shape[1]}x{pixels.shape[0]} pixels, "
+            f"the light {shape[1]}x{shape[0]}"
+        )
+    return pixels
+
+
+def prepared_flat(
+    use: MasterUse, flat_min: float, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The reciprocal of the clamped flat, the MASK and the number of clamped pixels (kept per worker)."""
+    flat = master_pixels(use, shape)
+    assert flat is not None
+
+    def make() -> tuple[np.ndarray, np.ndarray, int]:
+        clamped, mask, masked = clamp_flat(flat, flat_min)
+        return flat_reciprocal(clamped), mask, masked
+
+    prepared: tuple[np.ndarray, np.ndarray, int] = cached(("flat", use.path, use.sha256, flat_min), make)
+    return prepared
+
+
+def preload(tasks: Iterable[FrameTask]) -> int:
+    """Read (and check) the masters of ``tasks`` into this process's cache, as many as it holds.
+
+    Called by the coordinator before worker processes are forked: they inherit the pixels (shared
+    copy-on-write, never written) instead of each reading and hashing every master again. A master that
+    cannot be read is left to the workers, which record the failure against each light. Returns the
+    number of masters loaded.
+    """
+    seen: dict[tuple[str, str, float | None], tuple[MasterUse, float | None]] = {}
+    room = _CACHE_SIZE  # entries: a master's pixels, and its prepared flat or bias level
+    for task in tasks:
+        if task.optional is not None and task.optional.any:
+            continue  # overscan and trimming may change the shape the masters are checked against
+        for use, flat_min in ((task.bias, None), (task.dark, None), (task.flat, task.flat_min)):
+            if use is None:
+                continue
+            key = (use.path, use.sha256, flat_min)
+            entries = 1 if use.role == "dark" else 2
+            if key not in seen and entries <= room:
+                seen[key] = (use, flat_min)
+                room -= entries
+    loaded = 0
+    for use, flat_min in seen.values():
+        try:
+            pixels = master_pixels(use, None)
+            assert pixels is not None
+            if flat_min is not None:
+                prepared_flat(use, flat_min, pixels.shape)
+            elif use.role == "bias":
+                bias_level(use, pixels)
+        except (CcdcalError, OSError, ValueError):
+            continue
+        loaded += 1
+    return loaded
+
+
+def _read_master(use: MasterUse) -> np.ndarray:
+    """A master's pixels (float32), from a file whose sha256 is the one in the catalog."""
+    content = master_bytes(use)
+    try:
+        with fits.open(io.BytesIO(content), memmap=False) as hdul:
+            return np.ascontiguousarray(hdul[0].data, dtype=np.float32)
+    except (OSError, ValueError, TypeError) as exc:
+        raise FitsFormatError(f"cannot read the {use.role} master's pixels: {exc}", use.path) from exc
+
+
+def master_bytes(use: MasterUse) -> bytes:
+    """A master file's content, checked against the sha256 the catalog recorded for it."""
+    try:
+        content = Path(use.path).read_bytes()
+    except FileNotFoundError:
+        raise FitsFormatError(
+            f"the {use.role} master is missing; run `ccdcal process` again to rebuild it", use.path
+        ) from None
+    if hashlib.sha256(content).hexdigest() != use.sha256:
+        raise FitsFormatError(
+            f"the {use.role} master changed since it was built (sha256 differs from the catalog's); "
+            "check it with `ccdcal audit`",
+            use.path,
+        )
+    return content
+
+
+#: Per-frame arrays reused from frame to frame, one set per thread (a Dask worker may run several frames
+#: at once in threads). A fresh array of many megabytes costs a page fault per page on first touch.
+_BUFFERS = threading.local()
+
+
+def buffer(size: int, dtype: type = np.uint32, role: str = "output") -> np.ndarray:
+    """An array of ``size`` elements for one frame (``role``: "output" words or "raw" pixels), reused
+    by the next frame of this thread."""
+    buffers: dict[str, np.ndarray] = _BUFFERS.__dict__
+    array = buffers.get(role)
+    if array is None or array.size != size or array.dtype != dtype:
+        array = buffers[role] = np.empty(size, dtype=dtype)
+    return array

@@ -1,0 +1,124 @@
+"""The worker contract of ``ccdcal process``: what a worker is given for one light and what it returns.
+
+The coordinator (:mod:`ccdcal.lights.coordinator`) turns each planned light into a :class:`FrameTask` —
+paths, sha256s, masters, scales, the optional steps — and a worker
+(:func:`ccdcal.lights.worker.calibrate_frame`, in this process, a forked one or on a Dask worker) returns a
+:class:`FrameResult`. Both are plain, frozen, picklable values: nothing here touches the catalog.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ccdcal.kernels.cosmic import CosmicParams
+from ccdcal.kernels.overscan import OverscanPlan
+from ccdcal.kernels.uncertainty import NoiseModel
+
+
+@dataclass(frozen=True)
+class MasterUse:
+    """A master applied to a light: its catalog id, file and sha256 (checked before use)."""
+
+    role: str
+    id: int
+    path: str
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        """The file name."""
+        return Path(self.path).name
+
+
+@dataclass(frozen=True)
+class OptionalSteps:
+    """The optional steps planned for one light (``None`` fields are not applied).
+
+    Attributes
+    ----------
+    overscan : OverscanPlan or None
+        Overscan subtracted and image trimmed (:mod:`ccdcal.kernels.overscan`), resolved from the header.
+    overscan_mode : str
+        The ``--overscan`` option it was resolved under.
+    noise : NoiseModel or None
+        Gain and read noise: an UNCERT extension is written (:mod:`ccdcal.kernels.uncertainty`).
+    cosmic : CosmicParams or None
+        L.A.Cosmic is run on the calibrated light (:mod:`ccdcal.kernels.cosmic`).
+    cosmic_noise : tuple of (float, float, str) or None
+        Gain, read noise and their source, for L.A.Cosmic.
+    bpm : MasterUse or None
+        Bad-pixel mask ORed into MASK.
+    """
+
+    overscan: OverscanPlan | None = None
+    overscan_mode: str = "auto"
+    noise: NoiseModel | None = None
+    cosmic: CosmicParams | None = None
+    cosmic_noise: tuple[float, float, str] | None = None
+    bpm: MasterUse | None = None
+
+    @property
+    def any(self) -> bool:
+        """Whether any step applies."""
+        plan = self.overscan
+        return (plan is not None and plan.applies) or any(
+            x is not None for x in (self.noise, self.cosmic, self.bpm)
+        )
+
+
+@dataclass(frozen=True)
+class FrameTask:
+    """Everything a worker needs to calibrate one light (no catalog access).
+
+    Attributes
+    ----------
+    frame_id, path, hdu, size, mtime, sha256
+        The raw light as catalogued (a file whose size or mtime differ has changed since).
+    output : str
+        Final path of the calibrated file (the worker writes a temporary file beside it).
+    bias, dark, flat : MasterUse or None
+        Masters applied.
+    dark_scale : float
+        ``t_light / t_dark``.
+    flat_min : float
+        Flat pixels below it are clamped and flagged in the MASK extension.
+    notes : tuple of str
+        HISTORY lines for the steps not applied, with their reasons.
+    optional : OptionalSteps or None
+        The optional steps (``None``: the fused path only).
+    """
+
+    frame_id: int
+    path: str
+    hdu: int
+    size: int
+    mtime: float
+    sha256: str | None
+    output: str
+    bias: MasterUse | None = None
+    dark: MasterUse | None = None
+    dark_scale: float = 1.0
+    flat: MasterUse | None = None
+    flat_min: float = 0.01
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    optional: OptionalSteps | None = None
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What a worker did: a temporary file and its sha256, or the reason the light failed.
+
+    ``details`` holds, per optional step, what was done (merged into ``calibrations.steps``);
+    ``warnings`` what looked wrong (a light far below its bias).
+    """
+
+    frame_id: int
+    temporary: str | None = None
+    sha256: str | None = None
+    error: str | None = None
+    masked: int = 0
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()

@@ -1,0 +1,298 @@
+"""Calibrating one light with the optional steps: overscan and trim, uncertainty, bad pixels, cosmic rays.
+
+The per-frame work of ``ccdcal process`` when a light's :class:`~ccdcal.lights.task.OptionalSteps` has
+something to do (the fused 16-bit path of :mod:`ccdcal.lights.worker` is taken otherwise). In order:
+
+1. the raw pixels in float64, overscan subtracted and trimmed (:mod:`ccdcal.kernels.overscan`);
+2. the masters, checked to have been built from inputs prepared the same way (their OVSCMETH, OVSCSEC
+   and TRIMSECT cards) and to have the trimmed shape;
+3. ``(light − bias − dark × scale) / flat`` by the same kernel as the fused path
+   (:func:`ccdcal.kernels.light.calibrate_image`), flat pixels below ``flat_min`` flagged (MASK bit 1);
+4. the bad-pixel mask ORed into MASK (bit 2);
+5. the standard deviation, created and propagated as ccdproc does (:mod:`ccdcal.kernels.uncertainty`);
+6. L.A.Cosmic on the calibrated image, cleaned pixels flagged (MASK bit 4);
+7. the file: float32 image, MASK (when a pixel is flagged), UNCERT (with ``--uncertainty``), the raw
+   header with the trim applied to its WCS, and cards and HISTORY for each step.
+
+The MASK reads back as ``CCDData.mask`` (any bit set) and UNCERT as its ``StdDevUncertainty``.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from ccdcal.files.calibrated import output_cards, write_calibrated
+from ccdcal.kernels.cosmic import clean_cosmic_rays
+from ccdcal.kernels.light import be_words, calibrate_image, clamp_flat
+from ccdcal.kernels.overscan import (
+    NO_OVERSCAN,
+    OverscanPlan,
+    apply_overscan,
+    describe,
+    shown,
+    signature_of_header,
+    trimmed_header_changes,
+)
+from ccdcal.kernels.uncertainty import deviation, propagate
+from ccdcal.lights.history import history_lines, step_cards
+from ccdcal.lights.pixels import (
+    RawFrame,
+    buffer,
+    cached,
+    image_level,
+    level_warning,
+    master_bytes,
+    master_pixels,
+    prepared_flat,
+)
+from ccdcal.lights.task import FrameResult, FrameTask, MasterUse
+
+#: MASK bits: flat below flat_min (clamped), bad pixel of the bpm master, cosmic ray cleaned.
+FLAT_BIT, BPM_BIT, COSMIC_BIT = 1, 2, 4
+MASK_CARDS = (
+    ("MASKBIT1", "flat below FLATMIN, clamped", "meaning of MASK value bit 1"),
+    ("MASKBIT2", "bad pixel of the bpm master", "meaning of MASK value bit 2"),
+    ("MASKBIT4", "cosmic ray, cleaned (L.A.Cosmic)", "meaning of MASK value bit 4"),
+)
+
+
+def calibrate_with_steps(task: FrameTask, raw: RawFrame) -> FrameResult:
+    """Calibrate one light with its optional steps into a temporary file (see the module docstring).
+
+    Raises
+    ------
+    FitsFormatError, ValueError
+        A master prepared differently, of another shape, or unreadable (the caller records the light
+        ``failed`` with the message).
+    """
+    steps = task.optional
+    assert steps is not None
+    plan: OverscanPlan = steps.overscan or NO_OVERSCAN
+    prepared, overscan_level = apply_overscan(_values(raw), plan)
+    shape = (int(prepared.shape[0]), int(prepared.shape[1]))
+    for use in (task.bias, task.dark, task.flat, steps.bpm):
+        _check_preparation(use, plan)
+    bias, dark = master_pixels(task.bias, shape), master_pixels(task.dark, shape)
+    inv_flat, flat_mask, masked = (
+        (None, None, 0) if task.flat is None else prepared_flat(task.flat, task.flat_min, shape)
+    )
+    image = calibrate_image(prepared, bias, dark, task.dark_scale, inv_flat=inv_flat)
+    mask = np.zeros(shape, dtype=np.uint8) if flat_mask is None else flat_mask * np.uint8(FLAT_BIT)
+    details: dict[str, Any] = {}
+    cards: list[tuple[str, Any, str]] = []
+    before: list[str] = []
+    after: list[str] = []
+    if plan.applies:
+        details["overscan"] = {
+            "status": "applied",
+            "mode": steps.overscan_mode,
+            **plan.signature(),
+            "axis": plan.axis,
+            "level": overscan_level,
+        }
+        cards += describe(plan, overscan_level)
+        before += _overscan_history(plan, overscan_level)
+    if steps.bpm is not None:
+        bad = master_pixels(steps.bpm, shape)
+        assert bad is not None
+        flagged = bad != 0
+        mask |= flagged.astype(np.uint8) * np.uint8(BPM_BIT)
+        n_bad = int(np.count_nonzero(flagged))
+        details["bpm"] = {"flagged": n_bad}
+        cards += [
+            ("BPMCOR", steps.bpm.name, "bad-pixel mask ORed into MASK (bit 2)"),
+            ("NBADPIX", n_bad, "pixels flagged by the bad-pixel mask"),
+        ]
+        after.append(f"bad pixels: {steps.bpm.name} sha256 {steps.bpm.sha256}: {n_bad} flagged in MASK")
+    sigma = None
+    if steps.noise is not None:
+        sigma = _uncertainty(task, prepared, bias, dark, shape)
+        details["uncertainty"] = {"status": "applied", **steps.noise.as_json(), "masters": _with_sigma(task)}
+        cards += [
+            ("UNCGAIN", steps.noise.gain, f"[e-/ADU] gain of UNCERT ({steps.noise.gain_source})"),
+            ("UNCRDNS", steps.noise.readnoise, f"[e-] read noise of UNCERT ({steps.noise.readnoise_source})"),
+        ]
+        after += _uncertainty_history(task, steps.noise)
+    if steps.cosmic is not None:
+        gain, readnoise, source = steps.cosmic_noise or (1.0, 6.5, "ccdproc defaults")
+        image, cosmic = clean_cosmic_rays(image, mask != 0, steps.cosmic, gain, readnoise)
+        mask |= cosmic.astype(np.uint8) * np.uint8(COSMIC_BIT)
+        n_cosmic = int(np.count_nonzero(cosmic))
+        details["cosmic_rays"] = {
+            "status": "applied",
+            "method": "ccdproc.cosmicray_lacosmic",
+            **steps.cosmic.as_json(),
+            "gain": gain,
+            "readnoise": readnoise,
+            "noise_source": source,
+            "cleaned": n_cosmic,
+        }
+        cards += [
+            ("CRCLEAN", n_cosmic, "cosmic-ray pixels cleaned, flagged in MASK (bit 4)"),
+            ("CRSIGCLP", steps.cosmic.sigclip, "L.A.Cosmic sigclip"),
+            ("CROBJLIM", steps.cosmic.objlim, "L.A.Cosmic objlim"),
+        ]
+        after.append(
+            f"cosmic rays: L.A.Cosmic (ccdproc.cosmicray_lacosmic, astroscrappy) sigclip "
+            f"{steps.cosmic.sigclip:g} sigfrac {steps.cosmic.sigfrac:g} objlim {steps.cosmic.objlim:g} "
+            f"niter {steps.cosmic.niter} gain {gain:g} readnoise {readnoise:g} ({source}): "
+            f"{n_cosmic} pixels cleaned ({steps.cosmic.cleantype}) and flagged in MASK"
+        )
+    header = raw.header.copy()
+    before += trimmed_header_changes(header, plan)
+    words = buffer(shape[0] * shape[1])
+    total = be_words(image, words)
+    all_cards = step_cards(task, masked, header) + cards
+    text = output_cards(header, shape, all_cards, history_lines(task, masked, (before, after)))
+    output = Path(task.output)
+    flagged_any = bool(mask.any())
+    temporary, digest = write_calibrated(
+        output.parent,
+        output.name,
+        text,
+        words,
+        total,
+        mask if flagged_any else None,
+        sync=False,
+        uncertainty=sigma,
+        mask_cards=MASK_CARDS if flagged_any else (),
+    )
+    warning = level_warning(task.bias, bias, image_level(prepared))
+    if warning:
+        details["warnings"] = [warning]
+    return FrameResult(
+        task.frame_id,
+        str(temporary),
+        digest,
+        None,
+        masked,
+        details=details,
+        warnings=(warning,) if warning else (),
+    )
+
+
+def _values(raw: RawFrame) -> np.ndarray:
+    """The raw pixels in float64, whichever way they were read."""
+    if raw.values is not None:
+        return np.asarray(raw.values, dtype=np.float64)
+    assert raw.words is not None
+    stored = raw.words.byteswap()
+    if raw.signed:
+        values = stored.view(np.int16).astype(np.float64)
+    else:
+        values = (stored ^ np.uint16(0x8000)).astype(np.float64)
+    return values.reshape(raw.shape)
+
+
+# -- masters -----------------------------------------------------------------------------------------------
+
+
+def _extras(use: MasterUse) -> tuple[dict[str, Any], np.ndarray | None]:
+    """A master's preparation (its OVSCMETH/OVSCSEC/TRIMSECT cards) and its UNCERT image, if any
+    (read once per worker, from a file whose sha256 is the catalog's)."""
+
+    def make() -> tuple[dict[str, Any], np.ndarray | None]:
+        content = master_bytes(use)
+        with fits.open(io.BytesIO(content), memmap=False) as hdul:
+            signature = signature_of_header(hdul[0].header)
+            sigma = None
+            if "UNCERT" in hdul:
+                sigma = np.ascontiguousarray(hdul["UNCERT"].data, dtype=np.float32)
+        return signature, sigma
+
+    extras: tuple[dict[str, Any], np.ndarray | None] = cached(("extras", use.path, use.sha256), make)
+    return extras
+
+
+def _check_preparation(use: MasterUse | None, plan: OverscanPlan) -> None:
+    """Refuse a master whose inputs were not overscan-corrected and trimmed as this light is."""
+    if use is None:
+        return
+    master, _ = _extras(use)
+    light = plan.signature()
+    if master != light:
+        again = (
+            "build it again with `ccdcal masters --bpm`"
+            if use.role == "bpm"
+            else "build the masters with the same --overscan (`ccdcal process` rebuilds them)"
+        )
+        raise ValueError(
+            f"the {use.role} master {use.name} was built from frames prepared with overscan "
+            f"{shown(master)}, and this light is prepared with {shown(light)}: {again}"
+        )
+
+
+def _sigma(use: MasterUse | None, shape: tuple[int, int]) -> np.ndarray | None:
+    if use is None:
+        return None
+    sigma = _extras(use)[1]
+    if sigma is not None and sigma.shape != shape:
+        raise ValueError(f"the {use.role} master {use.name}'s UNCERT extension has another shape")
+    return sigma
+
+
+def _with_sigma(task: FrameTask) -> dict[str, bool]:
+    """Per master applied: whether it carried an uncertainty."""
+    return {u.role: _extras(u)[1] is not None for u in (task.bias, task.dark, task.flat) if u is not None}
+
+
+# -- uncertainty ---------------------------------------------------------------------------------------
+
+
+def _uncertainty(
+    task: FrameTask,
+    prepared: np.ndarray,
+    bias: np.ndarray | None,
+    dark: np.ndarray | None,
+    shape: tuple[int, int],
+) -> np.ndarray:
+    steps = task.optional
+    assert steps is not None
+    assert steps.noise is not None
+    signal = prepared if bias is None else prepared - bias.astype(np.float64)
+    raw_sigma = deviation(signal, steps.noise.gain, steps.noise.readnoise)
+    numerator = signal if dark is None else signal - dark.astype(np.float64) * task.dark_scale
+    flat = None
+    if task.flat is not None:
+        pixels = master_pixels(task.flat, shape)
+        assert pixels is not None
+        flat = clamp_flat(pixels, task.flat_min)[0]
+    sigma = propagate(
+        raw_sigma,
+        numerator,
+        bias_sigma=_sigma(task.bias, shape),
+        dark_sigma=_sigma(task.dark, shape),
+        dark_scale=task.dark_scale,
+        flat=flat,
+        flat_sigma=_sigma(task.flat, shape),
+    )
+    return sigma.astype(np.float32)
+
+
+def _uncertainty_history(task: FrameTask, noise: Any) -> list[str]:
+    carried = [role for role, has in _with_sigma(task).items() if has]
+    lines = [
+        f"uncertainty: UNCERT extension (standard deviation, ADU): ccdproc create_deviation with gain "
+        f"{noise.gain:g} e-/ADU ({noise.gain_source}) and read noise {noise.readnoise:g} e- "
+        f"({noise.readnoise_source}) on the light minus bias"
+    ]
+    if carried:
+        lines.append(f"uncertainty: propagated with the {', '.join(carried)} masters' UNCERT (NDData rules)")
+    return lines
+
+
+def _overscan_history(plan: OverscanPlan, level: float | None) -> list[str]:
+    lines = []
+    if plan.method != "none" and plan.biassec is not None:
+        how = "row-wise median" if plan.method == "median" else f"{plan.method} fit of the row-wise median"
+        if plan.axis == 0:
+            how = how.replace("row", "column")
+        lines.append(f"overscan subtracted: {how} of {plan.biassec.text}, level {level:.6g}")
+    if plan.trim is not None:
+        lines.append(f"trimmed to {plan.trim.text}")
+    return lines

@@ -1,0 +1,264 @@
+"""``ccdcal masters``: build master bias, dark and flat frames from the catalog, with their provenance.
+
+The order of work in :func:`build_masters`:
+
+1. for each kind in calibration order (bias, then dark, then flat, so that the masters a master needs
+   are current before it is planned), group the usable frames in SQL
+   (:func:`ccdcal.catalog.queries.grouped_frames`);
+2. skip groups below ``min_frames``; choose each group's calibrators with
+   :func:`ccdcal.catalog.selection.select_master` (:func:`ccdcal.masters.calibrators.plan_group`): the master
+   bias for darks (unless ``no_bias``, or the camera set-up has no bias frames: the dark then keeps the bias,
+   ``_withbias``); the master bias and a dark for flats — the nearest bias-subtracted dark scaled to each
+   flat's exposure, else a bias-including dark at the flats' own exposure (which replaces the bias);
+3. compute the master's identity (its inputs with their sha256, the calibrators' sha256, scales and
+   parameters); a current master with that identity, whose file is still there, means nothing to do —
+   so a new bias version makes new darks and flats too;
+4. otherwise combine (:mod:`ccdcal.masters.combine`: here, or by bands of rows on the Dask workers of
+   ``scheduler``), compare with the group's current master (:mod:`ccdcal.kernels.qa`), write the file
+   atomically under a free name (``_v2``, ``_v3`` ...), and in one transaction register the master, its
+   inputs and calibrators, and supersede the group's previous master (which stays on disk and in the
+   catalog) — the file and its rows are :mod:`ccdcal.masters.files`.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from ccdcal.catalog.db import Catalog
+from ccdcal.catalog.models import Master
+from ccdcal.catalog.queries import GROUP_KEYS, grouped_frames
+from ccdcal.errors import FitsFormatError
+from ccdcal.files.fitsio import read_image, remove_stale_temporaries
+from ccdcal.kernels.qa import (
+    QA_OUTLIER_FRACTION,
+    QA_OUTLIER_SIGMA,
+    QA_SHIFT_SIGMA,
+    compare_masters,
+    master_stats,
+)
+from ccdcal.masters.bpm import build_bpms
+from ccdcal.masters.calibrators import plan_group
+from ccdcal.masters.combine import combine_group
+from ccdcal.masters.files import existing_master, register_master, same_group
+from ccdcal.masters.groups import (
+    MASTER_ORDER,
+    BuiltMaster,
+    GroupPlan,
+    MasterOptions,
+    MasterReport,
+    MastersSummary,
+    Progress,
+    cannot_group,
+    check_options,
+    describe_keys,
+    marked_bad,
+)
+from ccdcal.runtime.cluster import ClusterOnDemand
+
+
+def build_masters(
+    catalog: Catalog,
+    options: MasterOptions = MasterOptions(),
+    progress: Progress | None = None,
+    *,
+    run_id: int | None = None,
+) -> MastersSummary:
+    """Build every missing or stale master of the requested kinds.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The open catalog (its usable frames are grouped; masters and their rows are added).
+    options : MasterOptions
+        Folder, kinds, ``min_frames``, clipping parameters, ``no_bias`` and matching tolerances.
+    progress : callable, optional
+        Called as ``progress(label, groups done, groups)``.
+    run_id : int, optional
+        Record the masters under this run (``ccdcal process`` builds its masters in its own run);
+        by default a ``masters`` run is recorded.
+
+    Returns
+    -------
+    MastersSummary
+        One report per group: built, already current, or skipped with the reason.
+    """
+    check_options(options)
+    folder = options.masters_dir.expanduser().resolve()
+    if run_id is not None:
+        return _build_all(catalog, options, folder, run_id, progress)
+    arguments = {
+        "masters_dir": str(folder),
+        "kinds": list(options.kinds),
+        "min_frames": options.min_frames,
+        "params": options.params.as_dict(),
+        "mem_limit": options.mem_limit,
+        "no_bias": options.no_bias,
+        "temp_tolerance": options.rules.temp_tolerance,
+        "overscan": options.optional.overscan.text,
+        "uncertainty": options.optional.uncertainty,
+        "bpm": options.bpm,
+    }
+    if options.scheduler is not None:
+        arguments["scheduler"] = options.scheduler
+    with catalog.run("masters", arguments) as run:
+        summary = _build_all(catalog, options, folder, run.id, progress)
+        run.summary = summary.as_dict()
+        run.partial = summary.exit_code != 0
+    return summary
+
+
+def _build_all(
+    catalog: Catalog, options: MasterOptions, folder: Path, run_id: int, progress: Progress | None
+) -> MastersSummary:
+    summary = MastersSummary(run_id=run_id)
+    remove_stale_temporaries(folder)
+    with ClusterOnDemand(options.scheduler) as cluster:  # started when a master is to be combined
+        for kind in MASTER_ORDER:
+            if kind not in options.kinds:
+                continue
+            with catalog.session() as session:
+                rows = grouped_frames(session, kind)
+            groups = [list(g) for _, g in groupby(rows, key=lambda r: r["group_number"])]
+            for number, frames in enumerate(groups, 1):
+                if progress:
+                    progress(f"master {kind}", number - 1, len(groups))
+                summary.reports.append(_one_group(catalog, kind, frames, folder, options, run_id, cluster))
+            if progress and groups:
+                progress(f"master {kind}", len(groups), len(groups))
+    if options.bpm:
+        summary.reports += build_bpms(catalog, folder, run_id)
+    return summary
+
+
+def _one_group(
+    catalog: Catalog,
+    kind: str,
+    frames: list[dict[str, Any]],
+    folder: Path,
+    options: MasterOptions,
+    run_id: int,
+    cluster: ClusterOnDemand,
+) -> MasterReport:
+    keys = {name: frames[0][name] for name in GROUP_KEYS[kind]}
+    report = MasterReport(kind, keys, "skipped", len(frames))
+    report.reason = cannot_group(kind, keys, frames, options)
+    if report.reason:
+        return report
+    with catalog.session() as session:
+        plan, report.reason = plan_group(session, kind, keys, frames, options)
+        if report.reason:
+            return report
+        existing = existing_master(session, plan)
+        if existing is not None:
+            report.outcome, report.path, report.master_id = "current", existing.path, existing.id
+            report.version = existing.version
+            report.reason = marked_bad(existing)
+            if report.reason:
+                report.outcome = "skipped"
+            return report
+    try:
+        built = _combine(plan, options, cluster)
+    except (FitsFormatError, ValueError) as exc:
+        report.reason = f"cannot build the {kind} master of group {describe_keys(keys)}: {exc}"
+        return report
+    _quality_gate(catalog, plan, built)
+    master = register_master(catalog, plan, built, folder, options, run_id)
+    report.outcome, report.path, report.master_id = "built", master.path, master.id
+    report.version, report.warnings = master.version, built.warnings
+    if master.run_id != run_id:  # a concurrent run registered the same master first
+        report.outcome, report.warnings = "current", []
+    return report
+
+
+# -- numbers -------------------------------------------------------------------------------------------
+
+
+def _combine(plan: GroupPlan, options: MasterOptions, cluster: ClusterOnDemand) -> BuiltMaster:
+    """Combine a group's frames (:func:`ccdcal.masters.combine.combine_group`: here or on Dask workers)."""
+    combined = combine_group(plan, options, cluster)
+    built = BuiltMaster(combined.image, master_stats(combined.image), combined.rejected_fraction)
+    built.flat_levels, built.uncertainty = combined.flat_levels, combined.uncertainty
+    built.overscan_levels = combined.overscan_levels
+    return built
+
+
+def _quality_gate(catalog: Catalog, plan: GroupPlan, built: BuiltMaster) -> None:
+    """Compare a new master with the current one of its group; warn when it moved
+    (:mod:`ccdcal.kernels.qa`)."""
+    with catalog.session() as session:
+        built.previous = session.scalars(same_group(plan).order_by(Master.id.desc()).limit(1)).first()
+    if built.previous is None:
+        return
+    name = Path(built.previous.path).name
+    try:
+        old = read_image(built.previous.path, 0, np.float64)
+    except FitsFormatError:
+        built.warnings.append(f"the previous {plan.kind} master {name} cannot be read for comparison")
+        return
+    built.comparison = compare_masters(built.image, old)
+    if built.comparison is None:
+        return
+    shift, sigma = built.comparison.shift, built.comparison.sigma
+    what = (
+        f"new {plan.kind} master of group {describe_keys(plan.keys)} differs from the previous one ({name})"
+    )
+    if built.comparison.level_moved:
+        built.warnings.append(
+            f"{what} by {shift:+.4g} in median, more than {QA_SHIFT_SIGMA:g} x its noise {sigma:.4g}"
+        )
+    if built.comparison.structure_changed:
+        built.warnings.append(
+            f"{what} by more than {QA_OUTLIER_SIGMA:g} x its noise {sigma:.4g} on "
+            f"{built.comparison.outlier_fraction:.2%} of pixels (gate {QA_OUTLIER_FRACTION:.0%})"
+        )
+
+
+def list_masters(catalog: Catalog, *, include_superseded: bool = False) -> list[dict[str, Any]]:
+    """The catalog's masters with their QA numbers, by kind, newest first.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The open catalog.
+    include_superseded : bool
+        Also list the versions that a newer master replaced.
+
+    Returns
+    -------
+    list of dict
+        One dict a master: id, kind, path, version, status, is_bad, the group keys shown in names,
+        n_inputs, median/mean/std, rejected_fraction, QA warnings, created_at.
+    """
+    with catalog.session() as session:
+        query = select(Master).order_by(Master.kind, Master.id.desc())
+        if not include_superseded:
+            query = query.where(Master.status == "current")
+        return [_listed(m) for m in session.scalars(query)]
+
+
+def _listed(m: Master) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "kind": m.kind,
+        "path": m.path,
+        "version": m.version,
+        "status": m.status,
+        "is_bad": m.is_bad,
+        "includes_bias": m.includes_bias,
+        "n_inputs": m.n_inputs,
+        "exptime": m.exptime,
+        "filter": m.filter,
+        "temp_key": m.temp_key,
+        "ccd_temp_mean": m.ccd_temp_mean,
+        "median": m.stat_median,
+        "mean": m.stat_mean,
+        "std": m.stat_std,
+        "rejected_fraction": m.rejected_fraction,
+        "warnings": list((m.parameters or {}).get("qa", {}).get("warnings", [])),
+        "created_at": m.created_at,
+    }

@@ -1,0 +1,126 @@
+"""A group's calibrators, scales and identity: what a master would be made from, before anything is read.
+
+:func:`plan_group` chooses, with :func:`~ccdcal.catalog.selection.select_master`'s rules, the master bias
+for darks (unless ``no_bias``, or the camera set-up has no bias frames: the dark then keeps the bias,
+``_withbias``), and the master bias and a dark for flats (the nearest bias-subtracted dark scaled to each
+flat's exposure, else a bias-including dark at the flats' own exposure, which replaces the bias); then
+:func:`master_identity` hashes everything that makes the master what it is (see docs/design.md, Science).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ccdcal.catalog.models import Frame
+from ccdcal.catalog.queries import MATCH_KEYS, MatchRules, usable
+from ccdcal.catalog.selection import select_master
+from ccdcal.files.naming import number_text
+from ccdcal.kernels.combine import ClipParams
+from ccdcal.kernels.dark import dark_scale
+from ccdcal.masters.groups import GroupPlan, MasterOptions, describe_keys
+from ccdcal.masters.optional import plan_input_steps
+
+
+def plan_group(
+    session: Session,
+    kind: str,
+    keys: dict[str, Any],
+    frames: list[dict[str, Any]],
+    options: MasterOptions,
+    cards: dict[int, dict[str, Any]] | None = None,
+) -> tuple[GroupPlan, str | None]:
+    """Choose a group's calibrators and scales, and compute its identity.
+
+    ``cards``: the section cards of the kind's frames, when the caller has read them for every group
+    (:func:`~ccdcal.masters.optional.plan_input_steps` reads the group's otherwise).
+
+    Returns
+    -------
+    plan : GroupPlan
+        The plan (its identity set when it can be built).
+    reason : str or None
+        Why the group cannot be built (no matching master bias), else ``None``.
+    """
+    plan = GroupPlan(kind, keys, frames)
+    if kind in ("dark", "flat") and not options.no_bias and _setup_has_bias(session, keys):
+        plan.bias = select_master(session, "bias", plan.target, options.rules)
+        if plan.bias is None:
+            return plan, (
+                f"no master bias matches the {kind} group {describe_keys(keys)} (±"
+                f"{number_text(options.rules.temp_tolerance)} °C): build the bias first or pass --no-bias"
+            )
+    if kind == "dark":
+        plan.includes_bias = plan.bias is None
+    if kind == "flat":
+        _choose_flat_dark(session, plan, options.rules, scale=options.flat_dark_scale)
+    plan.input_steps, reason = plan_input_steps(session, frames, options.optional, cards)
+    if reason:
+        return plan, f"cannot prepare the {kind} frames of group {describe_keys(keys)}: {reason}"
+    plan.identity = master_identity(plan, options.params)
+    return plan, None
+
+
+def _setup_has_bias(session: Session, keys: dict[str, Any]) -> bool:
+    """Whether the catalog holds usable bias frames of this camera set-up (match keys, any temperature)."""
+    query = select(Frame.id).where(
+        usable("bias"), *(getattr(Frame, k).is_not_distinct_from(keys.get(k)) for k in MATCH_KEYS)
+    )
+    return session.execute(query.limit(1)).first() is not None
+
+
+def _choose_flat_dark(session: Session, plan: GroupPlan, rules: MatchRules, *, scale: bool) -> None:
+    """The dark subtracted from a group of flats, and its scale for each flat.
+
+    With a master bias: the nearest bias-subtracted dark, preferring one at least as long as the longest
+    flat, scaled to each flat's exposure (with ``scale`` False: only a bias-subtracted dark at the flats'
+    own exposure, unscaled). Otherwise (or when there is none) a dark that still holds the bias, at the
+    flats' own exposure, unscaled: it replaces the bias. No dark when a flat's exposure is unknown or
+    when nothing matches (the flats are then only bias-subtracted).
+    """
+    exposures = [f["exptime"] for f in plan.frames]
+    if any(t is None or t <= 0 for t in exposures):
+        return
+    exact = replace(rules, dark_scale=False)
+    if plan.bias is not None:
+        longest = max(exposures)
+        if scale:
+            dark = select_master(
+                session, "dark", {**plan.target, "exptime": longest}, replace(rules, dark_scale=True)
+            )
+        elif len(set(exposures)) == 1:
+            dark = select_master(session, "dark", {**plan.target, "exptime": longest}, exact)
+        else:
+            dark = None
+        if dark is not None and dark.exptime and not dark.includes_bias:
+            plan.dark, plan.dark_scales = dark, [dark_scale(t, dark.exptime) for t in exposures]
+            return
+    if len(set(exposures)) == 1:
+        dark = select_master(session, "dark", {**plan.target, "exptime": exposures[0]}, exact)
+        if dark is not None and dark.includes_bias:
+            plan.bias, plan.dark, plan.dark_scales = None, dark, [1.0] * len(exposures)
+
+
+def master_identity(plan: GroupPlan, params: ClipParams) -> str:
+    """What makes a master what it is, as a sha256: inputs as used, calibrators, scales, parameters.
+
+    A change of any input file (its sha256), of the input set, of a calibrator (a new version of the
+    bias has a new sha256) or of the parameters gives a new identity, hence a new master version.
+    """
+    payload = {
+        "kind": plan.kind,
+        "inputs": sorted((f["id"], f["sha256"]) for f in plan.frames),
+        "bias": plan.bias.sha256 if plan.bias else None,
+        "dark": plan.dark.sha256 if plan.dark else None,
+        "dark_scales": [round(s, 12) for s in plan.dark_scales],
+        "includes_bias": plan.includes_bias,
+        "params": params.as_dict(),
+    }
+    if plan.input_steps is not None:  # overscan, uncertainty: absent from masters built without them
+        payload["steps"] = plan.input_steps.identity()  # the key masters have been identified by
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

@@ -1,0 +1,357 @@
+"""A master's combine as a job that runs here or, band of rows by band of rows, on Dask workers.
+
+A :class:`CombineJob` holds everything the combine of a group needs, and nothing large: the files to
+combine, the clipping parameters, the per-frame scale, and the masters subtracted from every frame as
+:class:`MasterFile` references (path and sha256) rather than as images. Whoever runs the job reads from
+those masters only the rows it combines, after checking that the file still has the catalog's sha256.
+
+- Without ``--scheduler`` the job runs here on the whole image (:meth:`CombineJob.combine`), exactly as
+  before: :func:`ccdcal.kernels.combine.combine_files` in row blocks within ``--mem-limit``.
+- With ``--scheduler`` (:func:`run_combine`) the image is cut into bands of rows
+  (:func:`ccdcal.kernels.bands.plan_bands`: a few per worker, each within ``--mem-limit``), each band is a
+  task (:func:`combine_band`: the same :meth:`CombineJob.combine` on ``rows=band``) and the coordinator puts
+  the bands together (:class:`ccdcal.kernels.bands.Stitcher`). Each pixel is combined on its own samples,
+  so the result is the local one bit for bit. A flat's per-frame levels (the median each flat is divided
+  by) are computed by the workers too (:func:`flat_levels`), in chunks of frames.
+
+The coordinator then writes the master file and its catalog rows (:mod:`ccdcal.masters.build`). A worker that
+dies is survived as for the calibration (:mod:`ccdcal.runtime.cluster`): its bands are computed again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import as_completed
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from astropy.io import fits
+
+from ccdcal.errors import CcdcalError, FitsFormatError
+from ccdcal.files.fitsio import read_image, sha256_file
+from ccdcal.kernels.bands import Stitcher, plan_bands
+from ccdcal.kernels.combine import ClipParams, CombineResult, combine_files
+from ccdcal.kernels.fitsblocks import FitsStack
+from ccdcal.kernels.flat import flat_level, normalise_to_median, precalibration_offset
+from ccdcal.kernels.prepare import prepared_inputs
+from ccdcal.kernels.uncertainty import combine_deviation
+from ccdcal.runtime.cluster import Cluster, ClusterOnDemand
+
+if TYPE_CHECKING:  # for the types only: the Dask workers that import this module need no catalog
+    from ccdcal.catalog.models import Master
+    from ccdcal.masters.groups import GroupPlan, MasterOptions
+
+__all__ = [
+    "CombineJob",
+    "Combined",
+    "MasterFile",
+    "combine_band",
+    "combine_group",
+    "flat_levels",
+    "run_combine",
+    "run_flat_levels",
+]
+
+#: Bands of rows per worker: enough to balance uneven workers and to lose little when one dies.
+BANDS_PER_WORKER = 4
+#: Chunks of flats per worker for their levels.
+LEVEL_CHUNKS_PER_WORKER = 2
+
+# Files whose sha256 this process checked: path -> (sha256, size, mtime_ns) when checked.
+_CHECKED: dict[str, tuple[str, int, int]] = {}
+
+
+def check_sha256(path: Path, sha256: str) -> None:
+    """Raise unless the file's sha256 is ``sha256`` (hashed once a process while size and mtime hold).
+
+    Raises
+    ------
+    FitsFormatError
+        When the file is missing or its content changed since the catalog recorded it.
+    """
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        raise FitsFormatError("file not found (run `ccdcal audit`)", str(path)) from None
+    stamp = (sha256, stat.st_size, stat.st_mtime_ns)
+    if _CHECKED.get(str(path)) == stamp:
+        return
+    found = sha256_file(path)
+    if found != sha256:
+        raise FitsFormatError(
+            f"changed since the catalog recorded it (sha256 {found[:12]}…, catalog {sha256[:12]}…): "
+            "restore it, or `ccdcal mark-bad` it and build the masters again",
+            str(path),
+        )
+    _CHECKED[str(path)] = stamp
+
+
+@dataclass(frozen=True)
+class MasterFile:
+    """A master subtracted from a combine's inputs: its file and the sha256 the catalog holds for it."""
+
+    path: str
+    sha256: str
+
+    @classmethod
+    def of(cls, master: Master | None) -> MasterFile | None:
+        """The reference to a catalog master (``None`` for ``None``)."""
+        return None if master is None else cls(master.path, master.sha256)
+
+    def read(self, rows: tuple[int, int] | None = None) -> np.ndarray:
+        """The master's pixels in float64 (only ``rows[0]:rows[1]`` when given), after a sha256 check.
+
+        Raises
+        ------
+        FitsFormatError
+            When the file is missing, changed or unreadable.
+        """
+        path = Path(self.path)
+        check_sha256(path, self.sha256)
+        if rows is None:
+            return read_image(path, 0, np.float64)
+
+        try:
+            with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+                return np.asarray(hdul[0].section[rows[0] : rows[1], :], dtype=np.float64)
+        except (OSError, ValueError, IndexError, TypeError) as exc:
+            raise FitsFormatError(f"cannot read the pixels: {exc}", str(path)) from exc
+
+
+@dataclass(frozen=True)
+class CombineJob:
+    """A group's combine, small enough to send to a worker: files, parameters, scales, master references.
+
+    Each sample combined is ``(frame - offset) * scale`` with ``offset = bias + dark * dark_scale``
+    (:func:`ccdcal.kernels.flat.precalibration_offset`), as :func:`ccdcal.kernels.combine.combine_files`
+    takes it.
+
+    Attributes
+    ----------
+    paths : tuple of str
+        The files combined (shared file system).
+    hdu : int
+        Their image HDU.
+    params : ClipParams
+        The clipping parameters.
+    mem_limit : int
+        Bytes one combine (the whole image here, or one band on a worker) may hold.
+    bias, dark : MasterFile or None
+        Masters subtracted from every frame.
+    dark_scales : tuple of float
+        Per frame, the factor of the dark (empty: 0 for every frame).
+    scale : tuple of float or None
+        Per frame, the factor applied after the subtraction (``1 / level`` of a flat).
+    """
+
+    paths: tuple[str, ...]
+    hdu: int
+    params: ClipParams
+    mem_limit: int
+    bias: MasterFile | None = None
+    dark: MasterFile | None = None
+    dark_scales: tuple[float, ...] = ()
+    scale: tuple[float, ...] | None = None
+
+    def offsets(
+        self, rows: tuple[int, int] | None = None, frames: Sequence[int] | None = None
+    ) -> list[np.ndarray | float] | None:
+        """Each frame's offset (of the band ``rows``), one image per distinct dark scale; ``None``: none.
+
+        Parameters
+        ----------
+        rows : tuple of int, optional
+            The band of rows (default: the whole image).
+        frames : sequence of int, optional
+            The frames whose offsets are wanted (default: all).
+        """
+        if self.bias is None and self.dark is None:
+            return None
+        indices = range(len(self.paths)) if frames is None else frames
+        scales = [self.dark_scales[i] if self.dark_scales else 0.0 for i in indices]
+        bias = self.bias.read(rows) if self.bias else None
+        dark = self.dark.read(rows) if self.dark else None
+        by_scale = {s: precalibration_offset(bias, dark, s) for s in set(scales)}  # shared, held once
+        return [by_scale[s] for s in scales]
+
+    def offset_images(self) -> int:
+        """How many offset images (float64, of the band's size) :meth:`combine` holds at most."""
+        if self.bias is None and self.dark is None:
+            return 0
+        return len(set(self.dark_scales or (0.0,))) + (self.bias is not None) + (self.dark is not None)
+
+    def combine(self, rows: tuple[int, int] | None = None) -> CombineResult:
+        """The combine of the whole image, or of the band ``rows`` (:func:`combine_files`)."""
+        return combine_files(
+            [Path(p) for p in self.paths],
+            hdu=self.hdu,
+            params=self.params,
+            mem_limit=self.mem_limit,
+            scale=self.scale,
+            offset=self.offsets(rows),
+            rows=rows,
+        )
+
+    def flat_levels(self, frames: Sequence[int]) -> list[float]:
+        """The level of each of ``frames`` (:func:`ccdcal.kernels.flat.flat_level` after the offset).
+
+        Raises
+        ------
+        ValueError
+            Naming the file whose level is not that of a flat.
+        """
+        offsets = self.offsets(None, frames) or [0.0] * len(frames)
+        levels = []
+        for index, offset in zip(frames, offsets, strict=True):
+            path = Path(self.paths[index])
+            try:
+                levels.append(flat_level(read_image(path, self.hdu, np.float64), offset))
+            except ValueError as exc:
+                raise ValueError(f"{path.name}: {exc}") from None
+        return levels
+
+
+# -- the tasks (run by Dask workers) ---------------------------------------------------------------------
+
+
+def combine_band(job: CombineJob, rows: tuple[int, int]) -> CombineResult | Exception:
+    """Task: the combine of one band of rows, or the error about the inputs (returned, not retried)."""
+    try:
+        return job.combine(rows)
+    except (CcdcalError, ValueError) as exc:
+        return exc
+
+
+def flat_levels(job: CombineJob, frames: list[int]) -> tuple[list[int], list[float]] | Exception:
+    """Task: some flats and their levels, or the error about the inputs (returned, not retried)."""
+    try:
+        return frames, job.flat_levels(frames)
+    except (CcdcalError, ValueError) as exc:
+        return exc
+
+
+def _gathered(cluster: Cluster, task: Callable[..., Any], job: CombineJob, parts: list[Any]) -> Iterator[Any]:
+    """``task(job, part)`` for every part on the cluster, as the results come (an error raised here)."""
+    futures = {cluster.executor.submit(task, job, part) for part in parts}
+    try:
+        for future in as_completed(futures):
+            futures.discard(future)
+            outcome = future.result()
+            if isinstance(outcome, Exception):
+                raise outcome
+            yield outcome
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def image_shape(job: CombineJob) -> tuple[int, int]:
+    """(ny, nx) of the first file's image (the combine checks that every file has it)."""
+    with FitsStack([Path(job.paths[0])], job.hdu) as stack:
+        return stack.describe()
+
+
+def run_combine(job: CombineJob, cluster: Cluster | None) -> CombineResult:
+    """The whole combine: here, or in bands of rows on the cluster's workers, put together here.
+
+    Raises
+    ------
+    FitsFormatError, UsageError, ValueError
+        As :func:`ccdcal.kernels.combine.combine_files` (from the worker that met it).
+    """
+    if cluster is None:
+        return job.combine()
+    shape = image_shape(job)
+    n = len(job.paths)
+    parts = cluster.workers * BANDS_PER_WORKER
+    bands = plan_bands(n, shape, job.mem_limit, parts=parts, offset_images=job.offset_images())
+    stitcher = Stitcher(shape, n, job.params)
+    for band in _gathered(cluster, combine_band, job, bands):
+        stitcher.add(band)
+    return stitcher.result()
+
+
+def run_flat_levels(job: CombineJob, cluster: Cluster | None) -> list[float]:
+    """Every flat's level: here, or on the cluster's workers in chunks of frames."""
+    n = len(job.paths)
+    if cluster is None:
+        return job.flat_levels(range(n))
+    count = min(n, cluster.workers * LEVEL_CHUNKS_PER_WORKER)
+    chunks = [list(range(n * i // count, n * (i + 1) // count)) for i in range(count)]
+    levels: dict[int, float] = {}
+    for chunk, values in _gathered(cluster, flat_levels, job, chunks):
+        levels.update(zip(chunk, values, strict=True))
+    return [levels[i] for i in range(n)]
+
+
+# -- a group ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Combined:
+    """A group's combined master before QA and writing (the float32 image, normalised for a flat)."""
+
+    image: np.ndarray
+    rejected_fraction: float
+    flat_levels: list[float] = field(default_factory=list)
+    uncertainty: np.ndarray | None = None
+    overscan_levels: list[float | None] = field(default_factory=list)
+
+
+def combine_group(
+    plan: GroupPlan, options: MasterOptions, cluster: ClusterOnDemand | None = None
+) -> Combined:
+    """Pre-calibrate (as the combine's per-frame offsets and scales) and combine a group's frames.
+
+    The inputs are first prepared as every frame of the reduction is (overscan, trim:
+    :func:`ccdcal.kernels.prepare.prepared_inputs`, written beside the masters where the workers see them);
+    a flat's frames are each divided by their level, and the combined flat by its median.
+
+    Parameters
+    ----------
+    plan : GroupPlan
+        The group, its calibrators and scales (:func:`ccdcal.masters.calibrators.plan_group`).
+    options : MasterOptions
+        Clipping parameters, ``mem_limit``, the masters folder, ``uncertainty``.
+    cluster : ClusterOnDemand, optional
+        Where the work goes (``--scheduler``); default here.
+
+    Raises
+    ------
+    FitsFormatError, ValueError
+        An input or calibrator that cannot be read or used (the group is then skipped).
+    """
+    raw_paths = [Path(f["path"]) for f in plan.frames]
+    overscan = plan.input_steps.overscan if plan.input_steps else None  # as every frame is prepared
+    folder = options.masters_dir.expanduser().resolve()
+    calibrators = [m.path if m else None for m in (plan.bias, plan.dark)]
+    hdu = plan.frames[0]["hdu"] or 0
+    with prepared_inputs(raw_paths, hdu, overscan, folder, calibrators) as (paths, hdu, oscan):
+        job = CombineJob(
+            tuple(str(p) for p in paths),
+            hdu,
+            options.params,
+            options.mem_limit,
+            bias=MasterFile.of(plan.bias),
+            dark=MasterFile.of(plan.dark),
+            dark_scales=tuple(plan.dark_scales),
+        )
+        pool = cluster.get() if cluster is not None else None
+        levels: list[float] = []
+        if plan.kind == "flat":  # each flat is divided by its own level: a first pass over the files
+            levels = run_flat_levels(job, pool)
+            job = replace(job, scale=tuple(1.0 / level for level in levels))
+        result = run_combine(job, pool)
+        sigma = None
+        if plan.input_steps is not None and plan.input_steps.uncertainty:  # here, on the whole image
+            sigma = combine_deviation(
+                paths, hdu, options.params, scale=job.scale, offset=job.offsets(), mem_limit=options.mem_limit
+            )
+    image = result.image
+    if plan.kind == "flat":
+        image, median = normalise_to_median(image)
+        sigma = None if sigma is None else (sigma / np.float64(median)).astype(np.float32)
+    return Combined(image, float(result.rejected_fraction), levels, sigma, oscan)

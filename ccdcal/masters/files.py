@@ -1,0 +1,309 @@
+"""A master's file and rows: its FITS header (group keys, IMCMBnnn inputs with their sha256, combine
+parameters, HISTORY), the free file name it is written under, and its ``masters``, ``master_inputs`` and
+``master_calibrators`` rows, written in the transaction that registers the file
+(:func:`register_master`). :mod:`ccdcal.masters.build` plans the groups and combines them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.time import Time
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ccdcal.catalog.db import Catalog, lock_writers
+from ccdcal.catalog.lineage import rebuild_reason
+from ccdcal.catalog.models import Master, MasterCalibrator, MasterInput
+from ccdcal.files.fitsio import add_history, set_card, stamp_version, write_free
+from ccdcal.files.naming import master_name
+from ccdcal.kernels.combine import ClipParams
+from ccdcal.kernels.uncertainty import uncertainty_hdu
+from ccdcal.masters.groups import BuiltMaster, GroupPlan, MasterOptions, describe_keys
+
+#: IRAF's IMCMBnnn cards name at most this many inputs (all of them are in ``master_inputs``); each
+#: IMSHAnnn card holds the sha256 of its IMCMBnnn file as it was combined, so that a master's header alone
+#: traces its inputs (``ccdcal provenance --from-header``).
+MAX_IMCMB = 999
+
+
+def existing_master(session: Session, plan: GroupPlan) -> Master | None:
+    """The current master with the plan's identity whose file is still there (else it is built again)."""
+    existing = session.scalars(
+        select(Master).where(Master.identity == plan.identity, Master.status == "current")
+    ).first()
+    return existing if existing is not None and Path(existing.path).is_file() else None
+
+
+def add_master_row(session: Session, plan: GroupPlan, **fields: Any) -> Master:
+    """Add the ``masters`` row of a plan (the next version of its group) with ``fields`` on top."""
+    earlier = session.scalar(same_group(plan, current_only=False).with_only_columns(func.max(Master.version)))
+    master = master_row(plan, (earlier or 0) + 1, **fields)
+    session.add(master)
+    session.flush()
+    return master
+
+
+def master_row(plan: GroupPlan, version: int, **fields: Any) -> Master:
+    """The ``masters`` row of a plan, at ``version``, with ``fields`` on top (not added to a session)."""
+    return Master(
+        kind=plan.kind,
+        identity=plan.identity,
+        version=version,
+        **plan.keys,
+        includes_bias=plan.includes_bias,
+        ccd_temp_mean=plan.ccd_temp_mean,
+        date_obs_mean=plan.date_obs_mean,
+        n_inputs=len(plan.frames),
+        method="sigma_clipped_median",
+        status="current",
+        **fields,
+    )
+
+
+def same_group(plan: GroupPlan, *, current_only: bool = True) -> Any:
+    """Masters of the plan's kind with exactly its group keys (NULL matching NULL); by default current.
+
+    A dark that keeps the bias and one that does not are different products (``_withbias``): they do
+    not supersede each other.
+    """
+    query = select(Master).where(
+        Master.kind == plan.kind,
+        *(getattr(Master, k).is_not_distinct_from(v) for k, v in plan.keys.items()),
+        Master.includes_bias.is_(plan.includes_bias),
+    )
+    return query.where(Master.status == "current") if current_only else query
+
+
+# -- files and rows ------------------------------------------------------------------------------------
+
+_KEY_CARDS = (
+    ("instrument", "INSTRUME", "instrument of the inputs"),
+    ("xbinning", "XBINNING", "binning along x"),
+    ("ybinning", "YBINNING", "binning along y"),
+    ("gain", "GAIN", "camera gain setting of the inputs"),
+    ("offset", "OFFSET", "camera offset setting of the inputs"),
+    ("readout_mode", "READOUTM", "readout mode of the inputs"),
+    ("exptime", "EXPTIME", "[s] exposure of the inputs"),
+    ("filter", "FILTER", "filter of the inputs"),
+)
+
+
+def _header(plan: GroupPlan, built: BuiltMaster, params: ClipParams) -> fits.Header:
+    """The master's header: group keys, inputs, combine parameters, calibrators, statistics, HISTORY."""
+    header = fits.Header()
+    set_card(header, "IMAGETYP", f"MASTER {plan.kind.upper()}", "ccdcal master calibration frame")
+    if plan.kind == "flat":
+        set_card(header, "BUNIT", "", "dimensionless: normalised to median 1")
+    else:
+        set_card(header, "BUNIT", "adu", "")
+    _group_cards(header, plan)
+    _input_cards(header, plan)
+    _combine_cards(header, plan, built, params)
+    history = _history(plan, built, params)
+    if plan.input_steps is not None:  # overscan and trim of the inputs, the UNCERT extension
+        for keyword, value, comment in plan.input_steps.cards():
+            set_card(header, keyword, value, comment)
+        history[1:1] = plan.input_steps.history(built.overscan_levels)
+    add_history(header, history)
+    stamp_version(header)
+    return header
+
+
+def _group_cards(header: fits.Header, plan: GroupPlan) -> None:
+    for key, keyword, comment in _KEY_CARDS:
+        if plan.keys.get(key) is not None:
+            set_card(header, keyword, plan.keys[key], comment)
+    if plan.ccd_temp_mean is not None:
+        set_card(header, "CCD-TEMP", round(plan.ccd_temp_mean, 4), "[C] mean CCD temperature of the inputs")
+    if plan.keys.get("temp_key") is not None:
+        set_card(header, "TEMPKEY", plan.keys["temp_key"], "[C] group temperature (SET-TEMP or rounded)")
+    when = plan.date_obs_mean
+    if when is not None:
+        iso = when.isoformat(timespec="milliseconds")
+        set_card(header, "DATE-OBS", iso, "[UTC] mean DATE-OBS of the inputs")
+        set_card(header, "MJD-OBS", round(Time(iso, scale="utc").mjd, 8), "[d] MJD of DATE-OBS")
+
+
+def _input_cards(header: fits.Header, plan: GroupPlan) -> None:
+    set_card(header, "NCOMBINE", len(plan.frames), "number of frames combined")
+    for index, frame in enumerate(plan.frames[:MAX_IMCMB], 1):
+        set_card(header, f"IMCMB{index:03d}", Path(frame["path"]).name)
+        if frame["sha256"]:
+            set_card(header, f"IMSHA{index:03d}", frame["sha256"])  # the value fills the card
+    if plan.kind == "dark":
+        set_card(header, "WITHBIAS", plan.includes_bias, "the dark still contains the bias")
+    if plan.bias is not None:
+        set_card(header, "BIASCOR", Path(plan.bias.path).name, "master bias subtracted")
+    if plan.dark is not None:
+        set_card(header, "DARKCOR", Path(plan.dark.path).name, "master dark subtracted")
+        if len(set(plan.dark_scales)) == 1:
+            set_card(header, "DARKSCAL", plan.dark_scales[0], "dark scale factor t_flat / t_dark")
+
+
+def _combine_cards(header: fits.Header, plan: GroupPlan, built: BuiltMaster, params: ClipParams) -> None:
+    set_card(header, "COMBMETH", "sigma_clipped_median", "combine method")
+    set_card(header, "CLIPLOW", params.sigma_lower, "[sigma] lower clipping bound")
+    set_card(header, "CLIPHIGH", params.sigma_upper, "[sigma] upper clipping bound")
+    set_card(header, "CLIPITER", params.maxiters, "maximum clipping iterations")
+    set_card(header, "CLIPCEN", params.cenfunc, "clipping centre function")
+    set_card(header, "CLIPDEV", params.stdfunc, "clipping dispersion function")
+    set_card(header, "REJFRAC", round(built.rejected, 8), "fraction of input samples rejected")
+    for name, value in built.stats.items():
+        keyword = {"median": "STATMED", "mean": "STATMEAN", "std": "STATSTD"}[name]
+        set_card(header, keyword, float(value) if np.isfinite(value) else "NaN", f"{name} of the master")
+
+
+def _history(plan: GroupPlan, built: BuiltMaster, params: ClipParams) -> list[str]:
+    lines = [f"ccdcal: {plan.kind} master of {len(plan.frames)} frames, group {describe_keys(plan.keys)}"]
+    if len(plan.frames) > MAX_IMCMB:
+        lines.append(f"IMCMBnnn name the first {MAX_IMCMB} inputs; all are in the catalog's master_inputs")
+    if plan.bias is not None:
+        lines.append(f"bias subtracted: {Path(plan.bias.path).name} sha256 {plan.bias.sha256}")
+    if plan.dark is not None:
+        scales = ", ".join(f"{s:.6g}" for s in sorted(set(plan.dark_scales)))
+        lines.append(f"dark subtracted: {Path(plan.dark.path).name} sha256 {plan.dark.sha256}")
+        lines.append(f"dark scaled by t_flat / t_dark = {scales}")
+    if plan.kind == "dark" and plan.includes_bias:
+        lines.append("no bias subtracted: this dark contains the bias; use it at its own exposure only")
+    if plan.kind == "flat":
+        lines.append("each flat divided by its median, then combined; the result divided by its median")
+    lines.append(
+        f"sigma-clipped median: {params.sigma_lower:g}/{params.sigma_upper:g} sigma, "
+        f"{params.maxiters} iterations, centre {params.cenfunc}, dispersion {params.stdfunc}"
+    )
+    lines.extend(f"QA warning: {w}" for w in built.warnings)
+    return lines
+
+
+def register_master(
+    catalog: Catalog, plan: GroupPlan, built: BuiltMaster, folder: Path, options: MasterOptions, run_id: int
+) -> Master:
+    """Write the master's file and, in the same transaction, its rows; supersede the group's current one.
+
+    The file is written under a name no master of the catalog uses and no file has (``_v2``, ``_v3``
+    ...; an existing file is never replaced); if the transaction fails the new file is removed.
+    """
+    hdul = fits.HDUList(
+        [fits.PrimaryHDU(built.image.astype(np.float32), _header(plan, built, options.params))]
+    )
+    if built.uncertainty is not None:
+        hdul.append(uncertainty_hdu(built.uncertainty))
+    name = master_file_name(plan)
+    written: Path | None = None
+    master_id: int | None = None
+    try:
+        with catalog.session() as session:
+            lock_writers(session)  # one registration at a time: a concurrent run may have built it
+            existing = existing_master(session, plan)
+            if existing is not None:
+                return existing
+            written, digest = _write_free(session, folder, name, hdul)
+            master = _master_row(session, plan, built, written, digest, options, run_id)
+            master_id = master.id
+            for old in session.scalars(same_group(plan).where(Master.id != master.id)):
+                _supersede(session, old, plan)
+            session.add_all(
+                MasterInput(master_id=master.id, frame_id=f["id"], sha256=f["sha256"]) for f in plan.frames
+            )
+            session.add_all(_calibrator_rows(plan, master.id))
+        return master
+    except BaseException:
+        # A Ctrl-C during the commit is raised after it: a committed row keeps its file.
+        if written is not None and not catalog.committed(Master, master_id):
+            written.unlink(missing_ok=True)
+        raise
+
+
+def _supersede(session: Session, old: Master, plan: GroupPlan) -> None:
+    """Mark a group's previous master ``superseded``, recording why the plan replaces it."""
+    inputs = {f["id"]: f["sha256"] for f in plan.frames}
+    old.superseded_reason = rebuild_reason(session, old, inputs, {"bias": plan.bias, "dark": plan.dark})
+    old.status = "superseded"
+
+
+def master_file_name(plan: GroupPlan) -> str:
+    return master_name(
+        plan.kind,
+        xbinning=plan.keys.get("xbinning"),
+        ybinning=plan.keys.get("ybinning"),
+        gain=plan.keys.get("gain"),
+        exptime=plan.keys.get("exptime"),
+        temp_key=plan.keys.get("temp_key"),
+        filter=plan.keys.get("filter"),
+        includes_bias=plan.includes_bias,
+    )
+
+
+def _write_free(session: Session, folder: Path, name: str, hdul: fits.HDUList) -> tuple[Path, str]:
+    """Write ``hdul`` as ``folder/name`` or its first free ``_vN`` variant; return the path and sha256."""
+    stem = name.removesuffix(".fits")
+    taken = set(session.scalars(select(Master.path).where(Master.path.startswith(str(folder / stem)))))
+    return write_free(folder, name, hdul, taken)
+
+
+def _master_row(
+    session: Session,
+    plan: GroupPlan,
+    built: BuiltMaster,
+    path: Path,
+    digest: str,
+    options: MasterOptions,
+    run_id: int,
+) -> Master:
+    return add_master_row(
+        session,
+        plan,
+        path=str(path),
+        sha256=digest,
+        parameters=_parameters(plan, built, options),
+        stat_median=_finite(built.stats["median"]),
+        stat_mean=_finite(built.stats["mean"]),
+        stat_std=_finite(built.stats["std"]),
+        rejected_fraction=built.rejected,
+        run_id=run_id,
+    )
+
+
+def _parameters(plan: GroupPlan, built: BuiltMaster, options: MasterOptions) -> dict[str, Any]:
+    """The ``masters.parameters`` JSON: combine parameters, pre-calibration numbers and the QA result."""
+    parameters: dict[str, Any] = {
+        **options.params.as_dict(),
+        "mem_limit": options.mem_limit,
+        "dark_scales": plan.dark_scales,
+        "flat_levels": built.flat_levels,
+        "min_frames": options.min_frames,
+        "temp_tolerance": options.rules.temp_tolerance,
+    }
+    if plan.input_steps is not None:
+        parameters["steps"] = plan.input_steps.parameters(plan.frames, built.overscan_levels)
+    qa: dict[str, Any] = {
+        "previous_id": built.previous.id if built.previous else None,
+        "warnings": built.warnings,
+    }
+    if built.comparison is not None:
+        qa |= {
+            "shift": built.comparison.shift,
+            "sigma": built.comparison.sigma,
+            "outlier_fraction": built.comparison.outlier_fraction,
+        }
+    parameters["qa"] = qa
+    return parameters
+
+
+def _calibrator_rows(plan: GroupPlan, master_id: int) -> list[MasterCalibrator]:
+    rows = []
+    if plan.bias is not None:
+        rows.append(MasterCalibrator(master_id=master_id, role="bias", calibrator_id=plan.bias.id))
+    if plan.dark is not None:
+        scale = plan.dark_scales[0] if len(set(plan.dark_scales)) == 1 else None
+        rows.append(
+            MasterCalibrator(master_id=master_id, role="dark", calibrator_id=plan.dark.id, scale=scale)
+        )
+    return rows
+
+
+def _finite(value: float) -> float | None:
+    return value if np.isfinite(value) else None

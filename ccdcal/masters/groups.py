@@ -1,0 +1,238 @@
+"""The words of ``ccdcal masters``: its options, a group's plan and its outcome, and the rules that decide
+whether a group can make a master at all.
+
+Shared by the build (:mod:`ccdcal.masters.build`), the dry run's plan (:mod:`ccdcal.masters.plan`), the
+combine (:mod:`ccdcal.masters.combine`), the file and its rows (:mod:`ccdcal.masters.files`) and the
+bad-pixel masks (:mod:`ccdcal.masters.bpm`); it imports none of them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ccdcal.catalog.models import Master
+from ccdcal.catalog.queries import MatchRules
+from ccdcal.errors import UsageError
+from ccdcal.files.naming import number_text
+from ccdcal.kernels.combine import ClipParams
+from ccdcal.kernels.options import StepOptions
+from ccdcal.kernels.qa import Comparison
+from ccdcal.masters.optional import InputSteps
+from ccdcal.runtime.cluster import check_address
+
+#: Kinds in the order they must be built: each may need the ones before it.
+MASTER_ORDER = ("bias", "dark", "flat")
+
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class MasterReport:
+    """One group's outcome: ``built``, ``current`` (already up to date) or ``skipped`` with the reason."""
+
+    kind: str
+    keys: dict[str, Any]
+    outcome: str
+    n_inputs: int
+    path: str | None = None
+    master_id: int | None = None
+    version: int | None = None
+    reason: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "kind": self.kind,
+            "keys": self.keys,
+            "outcome": self.outcome,
+            "n_inputs": self.n_inputs,
+            "path": self.path,
+            "master_id": self.master_id,
+            "version": self.version,
+            "reason": self.reason,
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class MastersSummary:
+    """Everything :func:`~ccdcal.masters.build.build_masters` did, group by group."""
+
+    run_id: int | None = None
+    reports: list[MasterReport] = field(default_factory=list)
+
+    def of(self, outcome: str) -> list[MasterReport]:
+        """The reports with one outcome."""
+        return [r for r in self.reports if r.outcome == outcome]
+
+    @property
+    def exit_code(self) -> int:
+        """1 when a group could not be built (too few frames, no calibrator, unreadable input)."""
+        return 1 if any(r.outcome == "skipped" for r in self.reports) else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (also the run's summary)."""
+        return {
+            "built": len(self.of("built")),
+            "current": len(self.of("current")),
+            "skipped": len(self.of("skipped")),
+            "masters": [r.as_dict() for r in self.reports],
+        }
+
+
+@dataclass(frozen=True)
+class MasterOptions:
+    """How masters are built (every field is recorded with the master)."""
+
+    masters_dir: Path = Path("masters")
+    kinds: tuple[str, ...] = MASTER_ORDER
+    min_frames: int = 3
+    params: ClipParams = field(default_factory=ClipParams)
+    mem_limit: int = 2 << 30
+    no_bias: bool = False
+    rules: MatchRules = field(default_factory=MatchRules)
+    #: Subtract from flats a dark of another exposure, scaled to theirs (seed ``[MASTERS] dark_scale``);
+    #: when False only a dark at the flats' own exposure is subtracted.
+    flat_dark_scale: bool = True
+    #: ``--overscan`` and ``--uncertainty`` (:mod:`ccdcal.masters.optional`); the lights' options are
+    #: not used here.
+    optional: StepOptions = field(default_factory=StepOptions)
+    #: ``--bpm``: also build bad-pixel masks (:mod:`ccdcal.masters.bpm`).
+    bpm: bool = False
+    #: ``--scheduler``: combine in bands of rows on a Dask cluster (:mod:`ccdcal.masters.combine`).
+    scheduler: str | None = None
+
+
+def check_options(options: MasterOptions) -> None:
+    """Raise :class:`UsageError` naming the option when ``options`` cannot be used."""
+    for kind in options.kinds:
+        if kind not in MASTER_ORDER:
+            raise UsageError(f"--kind {kind!r}: use one of {', '.join(MASTER_ORDER)}")
+    if options.min_frames < 1:
+        raise UsageError(f"--min-frames must be at least 1, not {options.min_frames}")
+    if options.scheduler is not None:
+        check_address(options.scheduler)
+
+
+def marked_bad(master: Master) -> str | None:
+    """Why a group's up-to-date master is not used: it is marked bad (rebuilding it would give the same)."""
+    if not master.is_bad:
+        return None
+    return (
+        f"the {master.kind} master {Path(master.path).name} is marked bad ({master.bad_reason}) and its "
+        "inputs are unchanged: mark the bad raw frames with `ccdcal mark-bad`, add new ones, or "
+        "`ccdcal mark-good` it"
+    )
+
+
+# -- one group ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class GroupPlan:
+    """A group's master as it would be built: inputs, calibrators, scales and identity.
+
+    Attributes
+    ----------
+    kind, keys, frames
+        The group: its kind, its keys (:data:`~ccdcal.catalog.queries.GROUP_KEYS`) and its frames as
+        :func:`~ccdcal.catalog.queries.grouped_frames` returns them.
+    bias, dark
+        The masters subtracted from each input (``None``: not subtracted).
+    dark_scales
+        Per input, the factor the dark is multiplied by (``t_input / t_dark``); empty without a dark.
+    includes_bias
+        A dark built without a bias: it still contains the bias (``_withbias``).
+    input_steps
+        The optional steps of the inputs (overscan and trim, uncertainty kept); ``None``: none.
+    identity
+        sha256 of what makes the master what it is (see :func:`~ccdcal.masters.calibrators.master_identity`).
+    """
+
+    kind: str
+    keys: dict[str, Any]
+    frames: list[dict[str, Any]]
+    bias: Master | None = None
+    dark: Master | None = None
+    dark_scales: list[float] = field(default_factory=list)
+    includes_bias: bool = False
+    identity: str = ""
+    input_steps: InputSteps | None = None
+
+    @property
+    def target(self) -> dict[str, Any]:
+        """The group as a matching target: its keys, mean temperature and mean DATE-OBS."""
+        return {**self.keys, "ccd_temp": self.ccd_temp_mean, "date_obs": self.date_obs_mean}
+
+    @property
+    def ccd_temp_mean(self) -> float | None:
+        """Mean CCD temperature of the inputs that have one."""
+        temps = [f["ccd_temp"] for f in self.frames if f["ccd_temp"] is not None]
+        return statistics.fmean(temps) if temps else None
+
+    @property
+    def date_obs_mean(self) -> dt.datetime | None:
+        """Mean DATE-OBS of the inputs that have one."""
+        return _mean_time([f["date_obs"] for f in self.frames if f["date_obs"] is not None])
+
+
+@dataclass
+class BuiltMaster:
+    """A combined master before it is written: pixels, statistics, QA."""
+
+    image: np.ndarray
+    stats: dict[str, float]
+    rejected: float
+    flat_levels: list[float] = field(default_factory=list)
+    previous: Master | None = None
+    comparison: Comparison | None = None
+    warnings: list[str] = field(default_factory=list)
+    uncertainty: np.ndarray | None = None
+    overscan_levels: list[float | None] = field(default_factory=list)
+
+
+def cannot_group(
+    kind: str, keys: dict[str, Any], frames: list[dict[str, Any]], options: MasterOptions
+) -> str | None:
+    """Why a group cannot make a master before any calibrator is looked at (``None``: it can)."""
+    if len(frames) < options.min_frames:
+        plural = "s" if len(frames) != 1 else ""
+        return (
+            f"{len(frames)} {kind} frame{plural} in group {describe_keys(keys)}: "
+            f"fewer than --min-frames {options.min_frames}"
+        )
+    if len({f["hdu"] or 0 for f in frames}) > 1:
+        return f"the {kind} frames of group {describe_keys(keys)} keep their image in different HDUs"
+    return None
+
+
+def _mean_time(dates: Sequence[dt.datetime]) -> dt.datetime | None:
+    if not dates:
+        return None
+    origin = min(dates)
+    return origin + dt.timedelta(seconds=statistics.fmean((d - origin).total_seconds() for d in dates))
+
+
+def describe_keys(keys: dict[str, Any]) -> str:
+    """A group's keys for messages: ``ZWO ASI294MM Pro b2x2 g120 C-10 300s``, ``... filter R``."""
+    parts = [
+        f"b{number_text(keys.get('xbinning'))}x{number_text(keys.get('ybinning'))}",
+        f"g{number_text(keys.get('gain'))}",
+        f"C{number_text(keys.get('temp_key'))}",
+    ]
+    if "exptime" in keys:
+        parts.append(f"{number_text(keys['exptime'])}s")
+    if "filter" in keys:
+        parts.append(f"filter {keys['filter'] if keys['filter'] is not None else 'NA'}")
+    if keys.get("instrument"):
+        parts.insert(0, str(keys["instrument"]))
+    return " ".join(parts)

@@ -1,0 +1,131 @@
+"""The optional steps of a master's inputs: overscan subtracted and image trimmed before the combine, and
+whether the combine's uncertainty is kept (``--overscan``, ``--uncertainty`` on ``ccdcal masters`` and
+``ccdcal process``).
+
+Each frame's sections are read from its ``header_cards`` rows (no file is opened to plan). What a plan
+does is recorded in ``masters.parameters`` and the master's header (OVSCMETH/OVSCSEC/TRIMSECT); without
+any of these steps a master's identity is what it was before they existed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from ccdcal.catalog.headers import header_values
+from ccdcal.kernels.options import StepOptions
+from ccdcal.kernels.overscan import SECTION_KEYS, OverscanPlan, machine_cards, resolve
+
+
+@dataclass(frozen=True)
+class InputSteps:
+    """The optional steps of one master's inputs: overscan and trim, and whether its uncertainty is kept.
+
+    ``None`` stands for a master without any (its identity and file are then as before these steps).
+    """
+
+    mode: str
+    overscan: OverscanPlan | None
+    uncertainty: bool
+
+    def identity(self) -> dict[str, Any]:
+        """What enters the master's identity."""
+        return {
+            "overscan": self.overscan.signature() if self.overscan else None,
+            "uncertainty": self.uncertainty,
+        }
+
+    def cards(self) -> list[tuple[str, Any, str]]:
+        """Header cards: how the inputs were prepared (OVSCMETH ...), and the UNCERT extension."""
+        cards = machine_cards(self.overscan) if self.overscan else []
+        if self.uncertainty:
+            cards.append(("UNCERTEX", "UNCERT", "extension with the combine uncertainty (std dev)"))
+        return cards
+
+    def history(self, levels: Sequence[float | None]) -> list[str]:
+        """HISTORY lines."""
+        lines = []
+        plan = self.overscan
+        if plan is not None and plan.biassec is not None:
+            shown = [f"{x:.6g}" for x in levels if x is not None]
+            lines.append(
+                f"each input: overscan {plan.method} of {plan.biassec.text} subtracted "
+                f"(levels {', '.join(shown[:8])}{' ...' if len(shown) > 8 else ''})"
+            )
+        if plan is not None and plan.trim is not None:
+            lines.append(f"each input trimmed to {plan.trim.text}")
+        if self.uncertainty:
+            lines.append(
+                "UNCERT: combine uncertainty as ccdproc Combiner.median_combine: 1.4826 x MAD of the "
+                "samples kept by the clipping / sqrt(their number)"
+            )
+        return lines
+
+    def parameters(self, frames: Sequence[dict[str, Any]], levels: Sequence[float | None]) -> dict[str, Any]:
+        """The ``masters.parameters`` record: the option, what was done, and each input's overscan level."""
+        record: dict[str, Any] = {"uncertainty": self.uncertainty}
+        if self.overscan is not None:
+            record["overscan"] = {
+                "mode": self.mode,
+                **self.overscan.signature(),
+                "axis": self.overscan.axis,
+                "inputs": [
+                    {"frame_id": f["id"], "level": level} for f, level in zip(frames, levels, strict=False)
+                ],
+            }
+        return record
+
+
+def plan_input_steps(
+    session: Session,
+    frames: Sequence[dict[str, Any]],
+    options: StepOptions,
+    values: dict[int, dict[str, Any]] | None = None,
+) -> tuple[InputSteps | None, str | None]:
+    """The optional steps of a group's inputs under ``options`` (its ``overscan`` and ``uncertainty``).
+
+    ``values``: the frames' section cards (:func:`~ccdcal.catalog.headers.header_values` of
+    :data:`~ccdcal.kernels.overscan.SECTION_KEYS`), when the caller has read them for many groups at once;
+    else they are read here.
+
+    Returns
+    -------
+    steps : InputSteps or None
+        ``None`` when no step applies.
+    reason : str or None
+        Why the group cannot be prepared (a section that cannot be read, frames with different
+        sections), naming the frame.
+    """
+    mode, uncertainty = options.overscan, options.uncertainty
+    plans: dict[Any, str] = {}
+    chosen: OverscanPlan | None = None
+    if mode.name != "off":
+        if values is None:
+            values = header_values(session, SECTION_KEYS, frame_ids=[f["id"] for f in frames])
+        resolved: dict[Any, tuple[OverscanPlan, Any] | ValueError] = {}  # frames alike resolve alike
+        for frame in frames:
+            shape = (frame["naxis2"] or 0, frame["naxis1"] or 0)
+            cards = values.get(frame["id"], {})
+            key = (shape, tuple(sorted(cards.items())))
+            if key not in resolved:
+                try:
+                    plan = resolve(mode, cards, shape)
+                    resolved[key] = (plan, tuple(sorted(plan.signature().items())))
+                except ValueError as exc:
+                    resolved[key] = exc
+            found = resolved[key]
+            if isinstance(found, ValueError):
+                return None, f"{frame['path']}: {found}"
+            chosen, signature = found
+            plans.setdefault(signature, frame["path"])
+        if len(plans) > 1:
+            first, second = list(plans.values())[:2]
+            return None, f"{first} and {second} have different overscan or trim sections"
+    if chosen is not None and not chosen.applies:
+        chosen = None
+    if chosen is None and not uncertainty:
+        return None, None
+    return InputSteps(mode.text, chosen, uncertainty), None

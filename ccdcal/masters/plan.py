@@ -1,0 +1,176 @@
+"""What ``ccdcal masters`` would build, without combining or writing any file (``process --dry-run``).
+
+:func:`plan_masters` plans the kinds in calibration order (bias, dark, flat). For each kind:
+
+1. its groups (:func:`~ccdcal.catalog.queries.grouped_frames`), their calibrators and identities
+   (:func:`ccdcal.masters.calibrators.plan_group`, against the masters of the kinds planned before);
+2. the current master of each identity, in one select: ``current`` (or ``skipped`` when it is marked
+   bad) when its file is there;
+3. for the others (``build``), in a few statements for the whole kind: a provisional ``masters`` row each
+   (its future file name and version, a placeholder sha256), and the group's current masters marked
+   superseded — so that the kinds planned next, and the lights matched in the same session, see the
+   catalog as it would be. The caller rolls the session back.
+
+The groups of one kind do not depend on each other — a group's calibrators are of other kinds, its
+identity and file name its own (a name two groups share gets ``_v2`` as it would in a build) — so the
+rows of a kind are read and written at once instead of group by group. The reason a build records on a
+superseded master (:func:`~ccdcal.catalog.lineage.rebuild_reason`) is not computed: the plan is never kept.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from ccdcal.catalog.headers import header_values
+from ccdcal.catalog.models import Master
+from ccdcal.catalog.queries import GROUP_KEYS, grouped_frames, in_chunks, no_jit
+from ccdcal.files.naming import versioned
+from ccdcal.kernels.overscan import SECTION_KEYS
+from ccdcal.masters.calibrators import plan_group
+from ccdcal.masters.files import master_file_name, master_row
+from ccdcal.masters.groups import (
+    MASTER_ORDER,
+    GroupPlan,
+    MasterOptions,
+    MasterReport,
+    cannot_group,
+    check_options,
+    marked_bad,
+)
+
+
+def plan_masters(session: Session, options: MasterOptions | None = None) -> list[MasterReport]:
+    """What :func:`~ccdcal.masters.build.build_masters` would do, group by group (see the module docstring).
+
+    Parameters
+    ----------
+    session : Session
+        An open session, rolled back by the caller (the provisional rows must not be kept).
+    options : MasterOptions, optional
+        As for the build (default: the defaults).
+
+    Returns
+    -------
+    list of MasterReport
+        One per group, by kind: ``build`` (with the provisional row's path, id and version), ``current``
+        or ``skipped`` with the reason.
+    """
+    options = options if options is not None else MasterOptions()
+    check_options(options)
+    no_jit(session)
+    folder = options.masters_dir.expanduser().resolve()
+    reports: list[MasterReport] = []
+    for kind in (k for k in MASTER_ORDER if k in options.kinds):
+        reports += _plan_kind(session, kind, options, folder)
+    return reports
+
+
+def _plan_kind(session: Session, kind: str, options: MasterOptions, folder: Path) -> list[MasterReport]:
+    """The reports of one kind's groups; provisional rows added for those to build."""
+    reports: list[MasterReport] = []
+    planned: list[tuple[MasterReport, GroupPlan]] = []
+    rows = grouped_frames(session, kind)
+    cards = _section_cards(session, kind, options)
+    for _, group in groupby(rows, key=lambda r: r["group_number"]):
+        frames = list(group)
+        keys = {name: frames[0][name] for name in GROUP_KEYS[kind]}
+        report = MasterReport(kind, keys, "skipped", len(frames))
+        reports.append(report)
+        report.reason = cannot_group(kind, keys, frames, options)
+        if report.reason is None:
+            plan, report.reason = plan_group(session, kind, keys, frames, options, cards)
+            if report.reason is None:
+                planned.append((report, plan))
+    existing = _current_by_identity(session, [plan.identity for _, plan in planned])
+    versions, current = _group_masters(session, kind)
+    superseded: set[int] = set()  # by the groups before, to be built
+    to_build = []
+    for report, plan in planned:
+        master = next((m for m in existing.get(plan.identity, []) if m.id not in superseded), None)
+        if master is None or not Path(master.path).is_file():
+            to_build.append((report, plan))
+            superseded.update(current.get(_group_key(plan), []))
+            continue
+        report.outcome, report.reason = "current", marked_bad(master)
+        if report.reason:
+            report.outcome = "skipped"
+        report.path, report.master_id, report.version = master.path, master.id, master.version
+    _add_provisional(session, to_build, folder, versions, sorted(superseded))
+    return reports
+
+
+def _section_cards(session: Session, kind: str, options: MasterOptions) -> dict[int, dict[str, Any]] | None:
+    """The overscan and trim cards of every usable frame of ``kind``, in one select (``None`` with
+    ``--overscan off``: none is read)."""
+    if options.optional.overscan.name == "off":
+        return None
+    return header_values(session, SECTION_KEYS, kind=kind)
+
+
+def _current_by_identity(session: Session, identities: list[str]) -> dict[str, list[Master]]:
+    """The current masters of each identity, oldest first."""
+    found: dict[str, list[Master]] = {}
+    for chunk in in_chunks(identities):
+        query = select(Master).where(Master.identity.in_(chunk), Master.status == "current")
+        for master in session.scalars(query.order_by(Master.id)):
+            found.setdefault(master.identity, []).append(master)
+    return found
+
+
+def _add_provisional(
+    session: Session,
+    planned: list[tuple[MasterReport, GroupPlan]],
+    folder: Path,
+    versions: dict[tuple[Any, ...], int],
+    superseded: list[int],
+) -> None:
+    """A provisional row for each plan — the next version of its group (``versions``: the highest so far)
+    under a free file name — and the groups' current masters (``superseded``) marked superseded."""
+    if superseded:
+        session.execute(
+            update(Master).where(Master.id.in_(superseded)).values(status="superseded"),
+            execution_options={"synchronize_session": "evaluate"},
+        )
+    if not planned:
+        return
+    taken = set(session.scalars(select(Master.path)))
+    rows = []
+    for _, plan in planned:
+        path = str(versioned(folder, master_file_name(plan), taken))
+        taken.add(path)
+        version = (versions.get(_group_key(plan)) or 0) + 1
+        rows.append(master_row(plan, version, path=path, sha256="0" * 64, parameters={"provisional": True}))
+    session.add_all(rows)
+    session.flush()
+    for (report, _), row in zip(planned, rows, strict=True):
+        report.outcome = "build"
+        report.path, report.master_id, report.version = row.path, row.id, row.version
+
+
+def _group_key(plan: GroupPlan) -> tuple[Any, ...]:
+    """A plan's group as :func:`_group_masters` keys it: its keys, and whether it keeps the bias."""
+    return (*(plan.keys[name] for name in GROUP_KEYS[plan.kind]), plan.includes_bias)
+
+
+def _group_masters(
+    session: Session, kind: str
+) -> tuple[dict[tuple[Any, ...], int], dict[tuple[Any, ...], list[int]]]:
+    """Per group of ``kind`` (keys, includes_bias): the highest version of any status, and the ids of the
+    current masters (a dark that keeps the bias and one that does not are different groups)."""
+    columns = [*(getattr(Master, name) for name in GROUP_KEYS[kind]), Master.includes_bias]
+    versions = {
+        tuple(row[:-1]): row[-1]
+        for row in session.execute(
+            select(*columns, func.max(Master.version)).where(Master.kind == kind).group_by(*columns)
+        )
+    }
+    current: dict[tuple[Any, ...], list[int]] = {}
+    query = select(*columns, Master.id).where(Master.kind == kind, Master.status == "current")
+    for row in session.execute(query):
+        current.setdefault(tuple(row[:-1]), []).append(row[-1])
+    return versions, current

@@ -1,0 +1,169 @@
+"""Which process owns a temporary file or a run, and whether that process is still alive.
+
+Runs that die (killed, out of memory, a power cut) leave work behind: temporary files, claims on lights,
+``runs`` rows still ``running``. A later run may clean up after a dead one, never after a live one — two
+``ccdcal process`` may share a catalog and folders. Ownership is a process id on a host: on this host a
+process is alive when its id exists and it started before the thing it owns (an id reused by a newer
+process does not count); on another host it cannot be checked here.
+
+Worker processes leave Ctrl-C to their coordinator (:func:`ignore_interrupts`): a terminal sends SIGINT
+to every process of the group, and the coordinator alone stops the work and cleans up. In the coordinator
+a Ctrl-C is never lost (:func:`keep_interrupts`), and never cuts a catalog commit or rollback in two
+(:func:`shielded`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+#: This machine's name, reduced to characters safe in a file name.
+HOST = re.sub(r"[^A-Za-z0-9.\-]", "_", socket.gethostname()) or "localhost"
+
+# Slack between a process's start and a time it recorded (clock granularity, /proc rounding).
+_SLACK = 2.0
+
+_owner: str | None = None
+
+
+def owner_tag() -> str:
+    """``{pid}@{host}`` of the process owning the temporary files this process writes.
+
+    The tag is fixed by the first call in a process, and worker processes forked after it keep their
+    parent's: the coordinator that registers their files owns them, so its death (not a worker's) is what
+    makes them stale.
+    """
+    global _owner
+    if _owner is None:
+        _owner = f"{os.getpid()}@{HOST}"
+    return _owner
+
+
+_TAG = re.compile(r"^(\d+)@([A-Za-z0-9._\-]+)~")
+
+
+def parse_tag(text: str) -> tuple[int, str] | None:
+    """(pid, host) of a ``{pid}@{host}~...`` text, ``None`` when it has no owner tag."""
+    match = _TAG.match(text)
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+def process_alive(pid: int | None, host: str | None, since: float | None = None) -> bool | None:
+    """Whether process ``pid`` on ``host`` is alive: ``None`` when that cannot be told from here.
+
+    Parameters
+    ----------
+    pid, host
+        The process (``host`` as recorded: :data:`HOST` or the raw host name of a ``runs`` row).
+    since : float, optional
+        A time (seconds since the epoch) at which the owner was known to be running: a process with
+        that id that started later is another process, and the owner is dead.
+    """
+    if pid is None or host is None:
+        return None
+    if host not in (HOST, socket.gethostname()):
+        return None
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        pass
+    if since is not None:
+        started = _start_time(pid)
+        if started is not None and started > since + _SLACK:
+            return False
+    return True
+
+
+def _start_time(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch; Linux), else ``None``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        ticks = int(fields[19])  # field 22 of stat(5): start time after boot, in clock ticks
+        with open("/proc/uptime", "rb") as handle:
+            uptime = float(handle.read().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def ignore_interrupts() -> None:
+    """Ignore SIGINT in this (worker) process: its coordinator handles Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def keep_interrupts() -> None:
+    """Make a Ctrl-C that lands in a finalizer stop the command all the same.
+
+    Python raises :class:`KeyboardInterrupt` wherever the main thread is; inside a finalizer or a weakref
+    callback (SQLAlchemy has many) it prints "Exception ignored" and drops it, and the command goes on.
+    With this hook the signal is sent again a moment later, once out of the finalizer, to be handled where
+    it stops the command. Installed once per process.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "ccdcal", False):
+        return
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):  # signalled again once out of here
+            threading.Timer(0.005, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
+        previous(unraisable)
+
+    hook.ccdcal = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+_shield_depth = 0
+_shield_pending = False
+
+
+def _hold(signum: int, frame: FrameType | None) -> None:
+    global _shield_pending
+    _shield_pending = True
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """Hold Ctrl-C back while the block runs; raise it when the block ends (unless the block raised).
+
+    For the few steps a :class:`KeyboardInterrupt` must not cut in two — a catalog commit, rollback or
+    session close, whose half-done state would keep the database locked. Only in the main thread, and
+    only while SIGINT has Python's default handler (another handler, a test runner's, is left alone).
+    """
+    global _shield_depth, _shield_pending
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    outermost = _shield_depth == 0
+    if outermost and signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    if outermost:
+        signal.signal(signal.SIGINT, _hold)
+    _shield_depth += 1
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        _shield_depth -= 1
+        if outermost:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            held, _shield_pending = _shield_pending, False
+            if held and not failed:
+                raise KeyboardInterrupt

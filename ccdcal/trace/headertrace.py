@@ -1,0 +1,240 @@
+"""``ccdcal provenance --from-header``: the provenance tree read from FITS headers alone, without a catalog.
+
+What ccdcal writes into its files is enough to trace them:
+
+- a calibrated light: BIASCOR / DARKCOR / FLATCOR (master file names), DARKSCAL, and HISTORY lines
+  ``calibrated from NAME sha256 HEX``, ``bias subtracted: NAME sha256 HEX``, ``dark subtracted: ...``,
+  ``flat divided: ...``;
+- a master: IMCMBnnn (input file names) with IMSHAnnn (their sha256 as combined), BIASCOR / DARKCOR of its
+  calibrator masters with their sha256 in HISTORY, DARKSCAL.
+
+HISTORY cards wrap long lines at spaces, so the HISTORY text is read as one string. Each file a header
+names is looked for by name under the file's own folder and the folders given (recursively); a master
+found is read in turn, so the tree goes down to the raw frames when the files are there. Each file found
+is hashed and compared with the sha256 its user's header recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from astropy.io import fits
+
+from ccdcal.errors import FitsFormatError, NotFoundError, UsageError
+from ccdcal.files.hashing import Hashed, fits_files, hash_files, hash_one
+from ccdcal.trace.provenance import Node, Provenance
+
+#: What a master or calibrated file's HISTORY says of each master it used.
+_STEP_LABELS = {"bias": "bias subtracted", "dark": "dark subtracted", "flat": "flat divided"}
+_STEP_CARDS = {"bias": "BIASCOR", "dark": "DARKCOR", "flat": "FLATCOR"}
+_SHA = r"([0-9a-f]{64})"
+_CALIBRATED_FROM = re.compile(r"ccdcal: calibrated from (\S+) sha256 " + _SHA)
+_DARK_SCALE = re.compile(r"dark scaled by t_(?:light|flat) / t_dark = ([-+0-9.eE]+)(?![,0-9])")
+#: Masters are read in turn down to this depth (a flat's dark's bias is depth 2).
+_MAX_DEPTH = 4
+NOT_FOUND = "not_found"
+
+
+def trace_header(path: str | os.PathLike[str], search: Sequence[str | os.PathLike[str]] = ()) -> Provenance:
+    """The provenance tree of a calibrated file or a master, read from its header (and those of the
+    masters it names, when found).
+
+    Parameters
+    ----------
+    path : path-like
+        A calibrated light or a master written by ccdcal.
+    search : sequence of path-like
+        Folders searched (recursively) for the files the headers name, after the file's own folder.
+
+    Returns
+    -------
+    Provenance
+        ``source`` ``header``; nodes have no catalog ids. A named file not found has ``path`` ``None`` and
+        ``file`` ``not_found``.
+
+    Raises
+    ------
+    NotFoundError
+        The file does not exist.
+    UsageError
+        Its header has no ccdcal provenance (not a calibrated file or master written by ccdcal).
+    """
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise NotFoundError(f"{file}: no such file")
+    header = _read_header(file)
+    if _kind_of(header) is None:
+        raise UsageError(
+            f"{file}: its header holds no ccdcal provenance (no BIASCOR/DARKCOR/FLATCOR, HISTORY or "
+            "IMCMBnnn cards written by ccdcal); give a calibrated file or a master written by ccdcal"
+        )
+    tracer = _Tracer([file.parent, *(Path(p).expanduser().resolve() for p in search)])
+    root = tracer.node(file, header, None, None, None, 0)
+    tracer.check(root)
+    root.sha256 = tracer.sha256(file)  # shown; nothing recorded it, so its file state stays "unchecked"
+    return Provenance("header", str(file), root)
+
+
+def history_text(header: fits.Header) -> str:
+    """Every HISTORY card of a header as one line (cards joined with spaces, as they were wrapped)."""
+    return " ".join(str(value).strip() for value in header.get("HISTORY", []))
+
+
+def _read_header(path: Path) -> fits.Header:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            return fits.getheader(path, 0)
+    except (OSError, ValueError, TypeError) as exc:
+        raise FitsFormatError(f"cannot read the header: {exc}", str(path)) from exc
+
+
+def _kind_of(header: fits.Header) -> tuple[str, str] | None:
+    """(``master``, kind) or (``calibration``, ``light``) from a header, else ``None``."""
+    imagetyp = str(header.get("IMAGETYP", "")).strip().upper()
+    if imagetyp.startswith("MASTER ") and "IMCMB001" in header:
+        return "master", imagetyp.split()[1].lower()
+    if "CCDCALV" in header and (
+        any(card in header for card in _STEP_CARDS.values()) or _CALIBRATED_FROM.search(history_text(header))
+    ):
+        return "calibration", "light"
+    return None
+
+
+class _Tracer:
+    """Finds the files headers name (by name, under the search folders) and builds their nodes."""
+
+    def __init__(self, roots: Iterable[Path]) -> None:
+        self.roots = list(dict.fromkeys(roots))
+        self._index: dict[str, list[str]] | None = None
+        self._hashed: dict[str, Hashed] = {}
+
+    def node(
+        self,
+        path: Path | None,
+        header: fits.Header | None,
+        role: str | None,
+        sha256: str | None,
+        match: dict[str, Any] | None,
+        depth: int,
+        *,
+        name: str | None = None,
+        kind: str | None = None,
+    ) -> Node:
+        """The node of one file, with its children when its header is ccdcal's (a master named by a
+        header but not found, or not readable, is a ``master`` node without children)."""
+        what = _kind_of(header) if header is not None else None
+        shown = name or (path.name if path else "")
+        default = "master" if role in _STEP_LABELS else "frame"
+        node_type, node_kind = what if what else (default, kind)
+        node = Node(node_type, node_kind, role, shown, str(path) if path else None, sha256, match=match)
+        if header is None or what is None:
+            return node
+        text = history_text(header)
+        if node_type == "calibration":
+            found = _CALIBRATED_FROM.search(text)
+            if found:
+                light, light_sha = found.groups()
+                node.children.append(self.file(light, light_sha, "light", None, depth, kind="light"))
+        for role_name in ("bias", "dark", "flat"):
+            used = _step(header, text, role_name)
+            if used is None:
+                continue
+            step_match: dict[str, Any] = {
+                "delta_temp": None,
+                "delta_time": None,
+                "scale": None,
+                "pinned": None,
+            }
+            if role_name == "dark":
+                step_match["scale"] = _dark_scale(header, text)
+            node.children.append(self.file(used[0], used[1], role_name, step_match, depth, kind=role_name))
+        if node_type == "master":
+            for index in range(1, 1000):
+                input_name = header.get(f"IMCMB{index:03d}")
+                if input_name is None:
+                    break
+                input_sha = header.get(f"IMSHA{index:03d}")
+                node.children.append(
+                    self.file(str(input_name), input_sha, "input", None, depth, kind=node_kind, leaf=True)
+                )
+        return node
+
+    def file(
+        self,
+        name: str,
+        sha256: str | None,
+        role: str,
+        match: dict[str, Any] | None,
+        depth: int,
+        *,
+        kind: str | None,
+        leaf: bool = False,
+    ) -> Node:
+        """The node of a file named in a header: found by name (the one with the recorded sha256 first)."""
+        path = self._locate(name, sha256)
+        header = None
+        if path is not None and not leaf and depth < _MAX_DEPTH:
+            try:
+                header = _read_header(path)
+            except FitsFormatError:
+                header = None
+        return self.node(path, header, role, sha256, match, depth + 1, name=name, kind=kind)
+
+    def check(self, root: Node) -> None:
+        """Set each node's ``file`` state (hashing each file found once)."""
+        todo = [n.path for n in root.walk() if n.path is not None and n.path not in self._hashed]
+        self._hashed.update(hash_files(todo))
+        for node in root.walk():
+            node.file = self._hashed[node.path].state(node.sha256) if node.path is not None else NOT_FOUND
+
+    def sha256(self, path: Path) -> str | None:
+        """The sha256 of a file (hashed once)."""
+        if str(path) not in self._hashed:
+            self._hashed[str(path)] = hash_one(str(path))
+        return self._hashed[str(path)].sha256
+
+    def _locate(self, name: str, sha256: str | None) -> Path | None:
+        candidates = self.index().get(name, [])
+        if not candidates:
+            return None
+        if len(candidates) > 1 and sha256:
+            for candidate in candidates:
+                if candidate not in self._hashed:
+                    self._hashed[candidate] = hash_one(candidate)
+                if self._hashed[candidate].sha256 == sha256:
+                    return Path(candidate)
+        return Path(candidates[0])
+
+    def index(self) -> dict[str, list[str]]:
+        """File name → paths of the FITS files under the search folders (built once, sorted)."""
+        if self._index is None:
+            found: dict[str, list[str]] = {}
+            for path in fits_files(self.roots):
+                found.setdefault(os.path.basename(path), []).append(path)
+            self._index = {name: sorted(set(paths)) for name, paths in found.items()}
+        return self._index
+
+
+def _step(header: fits.Header, text: str, role: str) -> tuple[str, str | None] | None:
+    """(file name, sha256) of the master a header says was used for ``role``, else ``None``."""
+    label = _STEP_LABELS[role]
+    name = header.get(_STEP_CARDS[role])
+    if name is not None:
+        found = re.search(re.escape(f"{label}: {name} sha256 ") + _SHA, text)
+        return str(name), found.group(1) if found else None
+    found = re.search(re.escape(f"{label}: ") + r"(\S+) sha256 " + _SHA, text)
+    return (found.group(1), found.group(2)) if found else None
+
+
+def _dark_scale(header: fits.Header, text: str) -> float | None:
+    value = header.get("DARKSCAL")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    found = _DARK_SCALE.search(text)
+    return float(found.group(1)) if found else None

@@ -1,0 +1,234 @@
+"""FITS writing: atomic writes with their sha256, cards that fit, HISTORY wrapping, pixel reads."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from ccdcal._version import __version__
+from ccdcal.errors import FitsFormatError, OutputError
+from ccdcal.files.fitsio import (
+    TEMP_PREFIX,
+    add_history,
+    check_writable,
+    read_image,
+    remove_stale_temporaries,
+    set_card,
+    sha256_file,
+    stamp_version,
+    temporary_path,
+    write_atomic,
+)
+from tests.conftest import fitsverify_counts
+
+
+def hdul(value: float = 1.0, header: fits.Header | None = None) -> fits.HDUList:
+    return fits.HDUList([fits.PrimaryHDU(np.full((4, 5), value, np.float32), header)])
+
+
+def test_write_atomic_leaves_no_temporary_and_returns_the_files_sha256(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "master.fits"
+    digest = write_atomic(path, hdul(2.5))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["master.fits"]
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest() == sha256_file(path)
+    with fits.open(path, checksum=True) as opened:  # CHECKSUM/DATASUM are written and verify
+        assert "CHECKSUM" in opened[0].header
+        assert "DATASUM" in opened[0].header
+        np.testing.assert_array_equal(opened[0].data, np.full((4, 5), 2.5, np.float32))
+
+
+def test_write_atomic_replaces_by_default(tmp_path: Path) -> None:
+    path = tmp_path / "m.fits"
+    write_atomic(path, hdul(1.0))
+    digest = write_atomic(path, hdul(2.0))
+    assert sha256_file(path) == digest
+    assert fits.getdata(path)[0, 0] == 2.0
+    assert [p.name for p in tmp_path.iterdir()] == ["m.fits"]
+
+
+def test_write_atomic_without_overwrite_keeps_the_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "m.fits"
+    first = write_atomic(path, hdul(1.0))
+    with pytest.raises(FileExistsError):
+        write_atomic(path, hdul(2.0), overwrite=False)
+    assert sha256_file(path) == first
+    assert [p.name for p in tmp_path.iterdir()] == ["m.fits"]
+    assert write_atomic(tmp_path / "n.fits", hdul(3.0), overwrite=False) == sha256_file(tmp_path / "n.fits")
+
+
+def test_a_failed_write_leaves_neither_temporary_nor_final_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_fsync(_fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OutputError, match=f"cannot write {tmp_path / 'm.fits'}: disk full; check "):
+        write_atomic(tmp_path / "m.fits", hdul())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_named_with_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OutputError) as raised:
+        write_atomic(tmp_path / "m.fits", hdul())
+    assert str(raised.value) == (
+        f"cannot write {tmp_path / 'm.fits'}: No space left on device; "
+        f"free some space on the disk of {tmp_path}, then run the command again"
+    )
+    assert raised.value.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_writable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    check_writable(tmp_path / "new" / "folder")
+    assert (tmp_path / "new" / "folder").is_dir()
+    assert list((tmp_path / "new" / "folder").iterdir()) == []
+    real_open = open
+
+    def denied(file: object, *args: object, **kwargs: object) -> object:
+        if str(file).startswith(str(tmp_path / "locked")):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr("builtins.open", denied)
+    with pytest.raises(OutputError) as raised:
+        check_writable(tmp_path / "locked")
+    assert str(raised.value) == (
+        f"cannot write in {tmp_path / 'locked'}: Permission denied; "
+        f"make {tmp_path / 'locked'} writable or choose another folder"
+    )
+
+
+def test_temporaries_name_their_owner_and_only_dead_owners_are_stale(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    from ccdcal.runtime.owners import HOST, owner_tag
+
+    mine = temporary_path(tmp_path, "m.fits")
+    assert mine.name.startswith(f"{TEMP_PREFIX}{owner_tag()}~")
+    assert owner_tag().endswith(f"@{HOST}")
+    assert mine.name.endswith("-m.fits")
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        files = {
+            "mine": mine,
+            "dead": tmp_path / f"{TEMP_PREFIX}{finished.pid}@{HOST}~{'0' * 32}-a.fits",
+            "alive": tmp_path / f"{TEMP_PREFIX}{alive.pid}@{HOST}~{'1' * 32}-b.fits",
+            "untagged": tmp_path / f"{TEMP_PREFIX}{'2' * 32}-c.fits",
+            "remote-new": tmp_path / f"{TEMP_PREFIX}1@elsewhere~{'3' * 32}-d.fits",
+            "remote-old": tmp_path / f"{TEMP_PREFIX}1@elsewhere~{'4' * 32}-e.fits",
+            # The id of a process that started after the file was written: a reused id, its owner is gone.
+            "reused": tmp_path / f"{TEMP_PREFIX}{alive.pid}@{HOST}~{'5' * 32}-f.fits",
+        }
+        for path in files.values():
+            path.write_bytes(b"half")
+        old = time.time() - 2 * 86400
+        os.utime(files["remote-old"], (old, old))
+        os.utime(files["reused"], (old, old))
+        assert remove_stale_temporaries(tmp_path) == 4
+        left = {name for name, path in files.items() if path.exists()}
+        assert left == {"mine", "alive", "remote-new"}
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_an_interrupted_write_keeps_the_previous_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "m.fits"
+    before = write_atomic(path, hdul(1.0))
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fits.HDUList, "writeto", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(path, hdul(2.0))
+    assert sha256_file(path) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.fits"]
+
+
+def test_remove_stale_temporaries(tmp_path: Path) -> None:
+    (tmp_path / f"{TEMP_PREFIX}abc-m.fits").write_bytes(b"half")
+    (tmp_path / "keep.fits").write_bytes(b"x")
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.fits"]
+    assert remove_stale_temporaries(tmp_path / "absent") == 0
+
+
+def test_set_card_shortens_comments_at_a_word_without_warning(tmp_path: Path) -> None:
+    header = fits.Header()
+    long = "master bias subtracted from every input frame before the combine, by file name"
+    set_card(header, "BIASCOR", "master_bias_b2x2_g120_sNA_C-10_v12.fits", long)
+    set_card(header, "NCOMBINE", 5, long)
+    set_card(header, "EMPTY", "", "")
+    set_card(header, "FULL", "a" * 68, "no room left")
+    for card in header.cards:
+        assert len(card.image) == 80
+        assert long.startswith(card.comment)
+    assert header.comments["BIASCOR"] == "master bias subtracted"
+    assert header.comments["NCOMBINE"] == "master bias subtracted from every input frame"
+    assert header.comments["FULL"] == ""
+    write_atomic(tmp_path / "c.fits", hdul(header=header))  # filterwarnings=error: no VerifyWarning
+    assert fitsverify_counts(tmp_path / "c.fits") == (0, 0)
+
+
+def test_set_card_long_strings_declare_the_convention(tmp_path: Path) -> None:
+    header = fits.Header()
+    name = "N.I.N.A._2026-03-14_21-30-01_M51_Ha_-10.00C_300.00s_gain120_offset30_0001.fits"
+    set_card(header, "IMCMB001", name)
+    set_card(header, "IMCMB002", name + "x", "a comment")
+    assert header["LONGSTRN"] == "OGIP 1.0"
+    path = tmp_path / "long.fits"
+    write_atomic(path, hdul(header=header))
+    assert fits.getheader(path)["IMCMB001"] == name
+    assert fitsverify_counts(path) == (0, 0)
+
+
+def test_add_history_wraps_at_spaces_and_keeps_every_character() -> None:
+    header = fits.Header()
+    sha = "e53ad1b435f31579fbb71c51bbaa3d24fa34cc13af5fc8ad0f2b2dc8fde9b081"
+    line = f"bias subtracted: master_bias_b2x2_g120_sNA_C-10.fits sha256 {sha}"
+    add_history(header, [line, "x" * 150, ""])
+    history = [str(h) for h in header["HISTORY"]]
+    assert history[:2] == ["bias subtracted: master_bias_b2x2_g120_sNA_C-10.fits sha256", sha]
+    assert "".join(history[2:5]) == "x" * 150
+    assert history[5] == ""
+    assert all(len(h) <= 72 for h in history)
+
+
+def test_stamp_version() -> None:
+    header = fits.Header()
+    stamp_version(header)
+    assert header["CCDCALV"] == __version__
+
+
+def test_read_image(tmp_path: Path) -> None:
+    path = tmp_path / "u16.fits"
+    data = np.array([[0, 65535]], dtype=np.uint16)
+    fits.PrimaryHDU(data).writeto(path)
+    image = read_image(path, 0, np.float64)
+    assert image.dtype == np.float64
+    np.testing.assert_array_equal(image, [[0.0, 65535.0]])
+    with pytest.raises(FitsFormatError, match=r"u16\.fits"):
+        read_image(path, 1)
+    (tmp_path / "bad.fits").write_bytes(b"not a fits file")
+    with pytest.raises(FitsFormatError):
+        read_image(tmp_path / "bad.fits")
+    fits.PrimaryHDU().writeto(tmp_path / "empty.fits")
+    with pytest.raises(FitsFormatError, match="no pixels"):
+        read_image(tmp_path / "empty.fits")

@@ -1,0 +1,174 @@
+"""Uncertainty: created and propagated as ccdproc and NDData arithmetic do, combined as ccdproc combines."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import astropy.units as u
+import ccdproc
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.nddata import CCDData, StdDevUncertainty
+from astropy.stats import sigma_clip
+from astropy.utils.exceptions import AstropyUserWarning
+
+from ccdcal.kernels.combine import ClipParams
+from ccdcal.kernels.light import clamp_flat
+from ccdcal.kernels.uncertainty import (
+    NoiseModel,
+    combine_deviation,
+    deviation,
+    kept_deviation,
+    noise_model,
+    propagate,
+    uncertainty_hdu,
+)
+
+SHAPE = (30, 40)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(44)
+
+
+def test_gain_and_read_noise_from_headers_and_options() -> None:
+    assert noise_model({"EGAIN": 2.3, "RDNOISE": "7.5"}) == (NoiseModel(2.3, "EGAIN", 7.5, "RDNOISE"), None)
+    lois = {"AGAIN_01": 4.95, "ARDNS_01": 9.3}
+    assert noise_model(lois)[0] == NoiseModel(4.95, "AGAIN_01", 9.3, "ARDNS_01")
+    saao = {"GAIN": 1.9, "RDNOISE": 5.0}  # the IRAF pair: GAIN is e-/ADU there
+    assert noise_model(saao)[0] == NoiseModel(1.9, "GAIN", 5.0, "RDNOISE")
+    assert noise_model({"GAIN": 120, "EGAIN": 0.25}, readnoise=1.5)[0] == NoiseModel(
+        0.25, "EGAIN", 1.5, "--readnoise"
+    )
+    assert noise_model(lois, gain=2.0, readnoise=0.0)[0] == NoiseModel(2.0, "--gain", 0.0, "--readnoise")
+    model, reason = noise_model({"GAIN": 120})  # a CMOS gain setting: not e-/ADU
+    assert model is None
+    assert reason == (
+        "--uncertainty needs the gain in e-/ADU (EGAIN, E-GAIN, AGAIN_01, or GAIN with RDNOISE): pass "
+        "--gain; and the read noise in e- (RDNOISE, READNOIS, RDNOIS, RON, ARDNS_01): pass --readnoise"
+    )
+    assert noise_model({"EGAIN": 2.3})[1] == (
+        "--uncertainty needs the read noise in e- (RDNOISE, READNOIS, RDNOIS, RON, ARDNS_01): "
+        "pass --readnoise"
+    )
+
+
+def test_deviation_equals_create_deviation(rng: np.random.Generator) -> None:
+    signal = rng.normal(50, 40, SHAPE)  # some negative pixels: counted as zero photons
+    ours = deviation(signal, 2.5, 8.0)
+    reference = ccdproc.create_deviation(
+        CCDData(signal.copy(), unit="adu"),
+        gain=2.5 * u.electron / u.adu,
+        readnoise=8.0 * u.electron,
+        disregard_nan=True,
+    )
+    np.testing.assert_allclose(ours, reference.uncertainty.array, rtol=1e-14)
+    assert (ours[signal < 0] == 8.0 / 2.5).all()
+
+
+def test_propagation_equals_ccdproc_arithmetic(rng: np.random.Generator) -> None:
+    light = rng.normal(3000, 300, SHAPE)
+    bias, dark = rng.normal(500, 3, SHAPE), rng.normal(20, 4, SHAPE)
+    flat = rng.normal(1.0, 0.05, SHAPE)
+    flat[0, :5] = 0.001  # clamped to flat_min
+    sigmas = {name: rng.uniform(0.1, 2.0, SHAPE) for name in ("light", "bias", "dark")}
+    flat_sigma = rng.uniform(0.001, 0.01, SHAPE)
+    scale = 300 / 120
+
+    def nd(data: np.ndarray, sigma: np.ndarray, unit: str = "adu") -> CCDData:
+        return CCDData(data, unit=unit, uncertainty=StdDevUncertainty(sigma))
+
+    reference = ccdproc.flat_correct(
+        ccdproc.subtract_dark(
+            ccdproc.subtract_bias(nd(light, sigmas["light"]), nd(bias, sigmas["bias"])),
+            nd(dark, sigmas["dark"]),
+            dark_exposure=120 * u.s,
+            data_exposure=300 * u.s,
+            scale=True,
+        ),
+        nd(flat, flat_sigma, ""),
+        min_value=0.01,
+        norm_value=1,
+    )
+    numerator = light - bias - dark * scale
+    clamped = clamp_flat(flat, 0.01)[0].astype(np.float64)
+    ours = propagate(
+        sigmas["light"],
+        numerator,
+        bias_sigma=sigmas["bias"],
+        dark_sigma=sigmas["dark"],
+        dark_scale=scale,
+        flat=clamped,
+        flat_sigma=flat_sigma,
+    )
+    np.testing.assert_allclose(ours, reference.uncertainty.array, rtol=1e-6)
+    alone = propagate(sigmas["light"], numerator, bias_sigma=sigmas["bias"])  # no flat, no dark
+    np.testing.assert_allclose(alone, np.hypot(sigmas["light"], sigmas["bias"]), rtol=1e-14)
+
+
+def clipped_reference(stack: np.ndarray, params: ClipParams | None = None) -> np.ndarray:
+    """ccdproc's median_combine uncertainty of the combine's clipping (docs/design.md,
+    Science)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyUserWarning)  # the non-finite samples
+        return _clipped_reference(stack, params or ClipParams())
+
+
+def _clipped_reference(stack: np.ndarray, params: ClipParams) -> np.ndarray:
+    clipped = sigma_clip(
+        stack,
+        sigma_lower=params.sigma_lower,
+        sigma_upper=params.sigma_upper,
+        maxiters=params.maxiters,
+        cenfunc="median",
+        stdfunc=params.stdfunc,
+        axis=0,
+    )
+    kept = len(stack) - clipped.mask.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(ccdproc.sigma_func(clipped, axis=0, ignore_nan=True)) / np.sqrt(kept)
+
+
+@pytest.mark.parametrize("n", [2, 5, 8])
+def test_combine_uncertainty_equals_ccdproc(rng: np.random.Generator, n: int) -> None:
+    stack = rng.normal(1000, 10, (n, *SHAPE))
+    stack[0, 3, 4] = 5000  # clipped
+    stack[:, 5, 5] = np.nan  # nothing kept
+    stack[1, 6, 6] = np.inf
+    ours = kept_deviation(stack)
+    reference = clipped_reference(stack)
+    assert np.isnan(ours[5, 5])
+    finite = np.isfinite(reference)
+    np.testing.assert_allclose(ours[finite], reference[finite], rtol=1e-12)
+    std = ClipParams(sigma_lower=2.0, sigma_upper=2.5, stdfunc="std")
+    np.testing.assert_allclose(kept_deviation(stack, std)[finite], clipped_reference(stack, std)[finite])
+
+
+def test_combine_uncertainty_from_files_in_blocks(tmp_path: Path, rng: np.random.Generator) -> None:
+    frames = rng.normal(2000, 20, (4, *SHAPE))
+    paths = []
+    for i, frame in enumerate(frames):
+        paths.append(tmp_path / f"f{i}.fits")
+        fits.PrimaryHDU(np.rint(frame).astype(np.uint16)).writeto(paths[-1])
+    offset = rng.normal(100, 1, SHAPE)
+    scale = [1.0, 0.5, 2.0, 1.5]
+    stacked = np.array(
+        [(fits.getdata(p).astype(np.float64) - offset) * s for p, s in zip(paths, scale, strict=True)]
+    )
+    expected = kept_deviation(stacked).astype(np.float32)
+    for limit in (1 << 30, 4 * SHAPE[1] * 8 * 6 * 3):  # one block; blocks of 3 rows
+        ours = combine_deviation(paths, 0, ClipParams(), scale=scale, offset=[offset] * 4, mem_limit=limit)
+        np.testing.assert_array_equal(ours, expected)
+
+
+def test_uncertainty_extension_reads_back_as_stddev(tmp_path: Path) -> None:
+    sigma = np.full(SHAPE, 2.5, dtype=np.float32)
+    fits.HDUList([fits.PrimaryHDU(np.zeros(SHAPE, np.float32)), uncertainty_hdu(sigma)]).writeto(
+        tmp_path / "m.fits"
+    )
+    data = CCDData.read(tmp_path / "m.fits", unit="adu")
+    assert isinstance(data.uncertainty, StdDevUncertainty)
+    np.testing.assert_array_equal(data.uncertainty.array, sigma)

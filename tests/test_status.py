@@ -1,0 +1,142 @@
+"""``ccdcal status`` on a large catalog: the pending work counted from the catalog (forced here on a small
+one), in the same JSON keys as the plan, and the lines that point to ``ccdcal process --dry-run``."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+import ccdcal.status as status_module
+from ccdcal.catalog.db import Catalog
+from ccdcal.catalog.models import Calibration, Frame
+from ccdcal.catalog.queries import usable
+from ccdcal.catalog.states import FAILED, MASTER_REPLACED, NOT_CALIBRATED, RAW_CHANGED
+from ccdcal.ingestion.core import ingest
+from ccdcal.lights.options import ProcessOptions
+from ccdcal.lights.pipeline import process
+from ccdcal.simulate import SimulatedNight, simulate_night
+from ccdcal.status import FRAMES_CHANGED, NO_MASTER, catalog_status, pending_lines
+
+KEYS = {"options_of_run", "masters_to_build", "lights", "current", "planned", "counts"}
+
+
+@pytest.fixture
+def night(tmp_path: Path) -> SimulatedNight:
+    return simulate_night(tmp_path / "raw", seed=7, shape=(32, 40), n_light=3)
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every catalog counts, as one beyond :data:`ccdcal.status.PLAN_LIMIT` does."""
+    monkeypatch.setattr(status_module, "PLAN_LIMIT", 0)
+
+
+def options(tmp_path: Path) -> ProcessOptions:
+    return ProcessOptions(masters_dir=tmp_path / "masters", output_dir=tmp_path / "calibrated", jobs=1)
+
+
+def pending(catalog: Catalog) -> dict[str, Any]:
+    return dict(catalog_status(catalog)["pending"])
+
+
+def test_a_small_catalog_shows_the_plan(catalog: Catalog, night: SimulatedNight) -> None:
+    ingest(catalog, [night.root])
+    found = pending(catalog)
+    assert found["planned"] is True
+    assert set(found) >= KEYS
+    assert found["counts"] == {"calibrate": 3, "current": 0}
+    assert pending_lines(found)[0].startswith("Pending (what `ccdcal process` would do now")
+
+
+@pytest.mark.usefixtures("counted")
+def test_before_anything_is_built(catalog: Catalog, night: SimulatedNight) -> None:
+    ingest(catalog, [night.root])
+    found = pending(catalog)
+    assert KEYS | {"groups_to_build", "listed"} <= set(found)
+    assert (found["planned"], found["masters_to_build"], found["current"]) == (False, [], 0)
+    assert found["counts"] == {NOT_CALIBRATED: 3}
+    assert found["listed"] is True
+    assert [(Path(x["path"]).name, x["outcome"], x["reason"]) for x in found["lights"]] == [
+        (f"Light_00{i}.fits", "calibrate", NOT_CALIBRATED) for i in (1, 2, 3)
+    ]
+    groups = catalog_status(catalog)["groups"]
+    assert len(found["groups_to_build"]) == sum(len(groups[kind]) for kind in ("bias", "dark", "flat"))
+    assert {group["reason"] for group in found["groups_to_build"]} == {NO_MASTER}
+    lines = pending_lines(found)
+    assert lines[0].startswith("Pending (counted from the catalog; `ccdcal process --dry-run`")
+    assert f"    3: {NOT_CALIBRATED}" in lines
+    assert lines[-1].endswith(f"Light_003.fits: {NOT_CALIBRATED}")
+
+
+@pytest.mark.usefixtures("counted")
+def test_the_lights_are_counted_in_a_second_connection_meanwhile(
+    catalog: Catalog, night: SimulatedNight, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lights are counted by state in a thread of its own, the same counts (on SQLite too: both
+    connections only read, neither takes the write lock)."""
+    ingest(catalog, [night.root])
+    threads: list[str] = []
+    count = status_module.light_state_counts
+
+    def spy(counted_catalog: Catalog) -> dict[str, int]:
+        threads.append(threading.current_thread().name)
+        return count(counted_catalog)
+
+    monkeypatch.setattr(status_module, "light_state_counts", spy)
+    found = pending(catalog)
+    assert threads == ["ccdcal-status_0"]
+    assert found["counts"] == {NOT_CALIBRATED: 3}
+    assert found == status_module.pending_status(catalog, catalog_status(catalog)["groups"])
+
+
+@pytest.mark.usefixtures("counted")
+def test_after_a_run_then_changes(catalog: Catalog, night: SimulatedNight, tmp_path: Path) -> None:
+    ingest(catalog, [night.root])
+    run = process(catalog, options(tmp_path))
+    found = pending(catalog)
+    assert (found["options_of_run"], found["groups_to_build"], found["counts"]) == (run.run_id, [], {})
+    assert (found["current"], found["lights"]) == (3, [])
+    assert pending_lines(found) == ["Pending: nothing (3 lights calibrated)"]
+
+    with catalog.session() as session:
+        lights = session.scalars(select(Frame).where(usable("light")).order_by(Frame.path)).all()
+        bias = session.scalars(select(Frame.id).where(usable("bias"))).first()
+        session.execute(update(Frame).where(Frame.id == lights[0].id).values(sha256="0" * 64))
+        session.execute(update(Frame).where(Frame.id == bias).values(is_bad=True, bad_reason="hot"))
+    found = pending(catalog)
+    assert found["counts"] == {RAW_CHANGED: 1, MASTER_REPLACED: 2}
+    assert [x["reason"] for x in found["lights"]] == [RAW_CHANGED, MASTER_REPLACED, MASTER_REPLACED]
+    assert [(g["kind"], g["reason"]) for g in found["groups_to_build"]] == [("bias", FRAMES_CHANGED)]
+
+    add_failure(catalog, lights[2].id)
+    found = pending(catalog)
+    assert found["counts"][FAILED] == 1
+    (last,) = [x for x in found["lights"] if x["outcome"] == "failed"]
+    assert last["reason"] == f"{FAILED}: disk full"
+    with catalog.session() as session:  # the latest calibration found either way, the same states
+        by_form = []
+        for grouped in (False, True):
+            states = status_module.light_states(grouped)
+            by_form.append(session.execute(select(states).order_by(states.c.id)).all())
+    assert by_form[0] == by_form[1]
+    assert {row.state for row in by_form[0]} == {RAW_CHANGED, MASTER_REPLACED, FAILED}
+
+
+@pytest.mark.usefixtures("counted")
+def test_too_many_to_list(catalog: Catalog, night: SimulatedNight) -> None:
+    ingest(catalog, [night.root])
+    found = dict(status_module.pending_status(catalog, catalog_status(catalog)["groups"], limit=2))
+    assert (found["listed"], found["lights"], found["counts"]) == (False, [], {NOT_CALIBRATED: 3})
+    assert pending_lines(found)[-1] == (
+        "  (too many to list here: `ccdcal process --dry-run` lists them, with their masters)"
+    )
+
+
+def add_failure(catalog: Catalog, frame_id: int) -> None:
+    """A newer, failed calibration of one light (its last attempt)."""
+    with catalog.session() as session:
+        session.add(Calibration(frame_id=frame_id, status="failed", error="disk full", steps={}))
