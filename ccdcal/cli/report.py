@@ -27,7 +27,8 @@ def report(
     """Write an HTML quality report: master previews and statistics, levels over time, lights before and
     after, problems with reasons, runs with parameters and versions. One file, images inline."""
     # Imported here to keep start-up fast: a command loads only the library it calls.
-    from ccdcal.report import build_report, parse_since
+    from ccdcal.report.build import build_report
+    from ccdcal.report.data import parse_since
 
     state = state_of(ctx)
     when = parse_since(since) if since is not None else None
@@ -64,7 +65,7 @@ def preview(
 ) -> None:
     """Write a zscale PNG of a FITS frame (row 0 at the bottom, as DS9 shows it)."""
     # Imported here to keep start-up fast: a command loads only the library it calls.
-    from ccdcal.report import preview_file
+    from ccdcal.report.previews import preview_file
 
     state = state_of(ctx)
     result = preview_file(file, output, hdu=hdu, max_size=max_size)

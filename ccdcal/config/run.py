@@ -9,7 +9,7 @@ are declared once, in :data:`ccdcal.config.inifile.DEFAULT_CONFIG` (the commente
   options raise :class:`~ccdcal.errors.ConfigError` with one line naming the file, the line and the fix.
   Relative paths are relative to the config file's folder.
 - :func:`run_config` then catalogues ``raw_root`` and ``input_root`` (:func:`ccdcal.ingestion.core.ingest`),
-  builds the master kinds switched on (:func:`ccdcal.masters.build_masters`) and calibrates every light
+  builds the master kinds switched on (:func:`ccdcal.masters.build.build_masters`) and calibrates every light
   (:func:`ccdcal.lights.pipeline.calibrate_planned`: planned, claimed, calibrated), as ``ccdcal process``
   does, in one ``run`` recorded with the config. A kind not built is taken from the catalog's masters; a
   light is calibrated without that step when none matches (recorded in ``calibrations.steps``).

@@ -239,7 +239,7 @@ def calibrate_be16_words(
     -------
     int
         The sum of the 32-bit words (unfolded), for the FITS DATASUM (see
-        :func:`ccdcal.files.fitsio.fold_checksum`).
+        :func:`ccdcal.files.calibrated.fold_checksum`).
     """
     b, d, f = _flat_arrays(raw_words.size, bias, dark, inv_flat)
     steps = step_bits(bias is not None, dark is not None, inv_flat is not None)
