@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
+from tests.robustness import situations
+
 #: Shape of every frame of the corpus (rows, columns).
 SHAPE = (48, 64)
 #: Folder of the good night, and of the hostile cases, under the corpus root.
@@ -802,6 +804,7 @@ def markdown(corpus: CorpusRun) -> str:
                 message += f", master flat `{Path(result.flat).name}`"
         cells = [f"`{result.case.name}`", result.case.what, result.outcome, message.replace("|", "\\|")]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += situations.markdown()
     return "\n".join(lines) + "\n"
 
 

@@ -22,7 +22,7 @@ from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Calibration, Frame, Master
 from ccdcal.cli import app
 from tests.conftest import ROOT, fitsverify_counts
-from tests.robustness import corpus
+from tests.robustness import corpus, situations
 
 DOCS = ROOT / "docs" / "hostile-inputs.md"
 
@@ -182,3 +182,10 @@ def test_real_raw_frames_are_never_written(real_data: Path, tmp_path: Path) -> N
         f"Audit (run 3): {raw_frames + 10} files checked ({raw_frames} raw frames, 5 masters, 5 calibrated"
     )
     assert _files(raw) == before
+
+
+@pytest.mark.parametrize("situation", situations.SITUATIONS, ids=[s.name for s in situations.SITUATIONS])
+def test_each_situation_names_a_test_that_exists(situation: situations.Situation) -> None:
+    path, _, name = situation.test.partition("::")
+    source = (ROOT / path).read_text()
+    assert f"def {name}(" in source
