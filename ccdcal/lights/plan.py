@@ -21,7 +21,7 @@ import gc
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,6 +40,7 @@ from ccdcal.files.naming import calibrated_name
 from ccdcal.lights.matching import Choices, LightMatch, MatchOptions, match_light
 from ccdcal.lights.optional import COMPARED_RECORDS, OptionalContext, optional_changes, plan_optional_steps
 from ccdcal.lights.options import ProcessOptions
+from ccdcal.lights.records import number_of, step_records, text_of
 from ccdcal.lights.steps import APPLIED, STEP_LABELS, MasterInfo
 from ccdcal.lights.task import FrameTask, MasterUse, OptionalSteps
 
@@ -403,18 +404,22 @@ class Previous(NamedTuple):
     steps: dict[str, Any]
 
 
-def compared_steps(steps: dict[str, Any] | None) -> dict[str, Any]:
-    """The part of a calibration's ``steps`` that planning compares: each master step's ``status``, the
-    dark's ``scale``, the flat's ``flat_min`` (where recorded), and the records of
-    :data:`~ccdcal.lights.optional.COMPARED_RECORDS`. :func:`_latest` reads the same from the database."""
-    steps = steps or {}
+def compared_steps(steps: object) -> dict[str, Any]:
+    """The part of a calibration's ``steps`` that planning compares: each master step's ``status`` (a
+    text), the dark's ``scale`` and the flat's ``flat_min`` (numbers), where recorded, and the records of
+    :data:`~ccdcal.lights.optional.COMPARED_RECORDS`. :func:`_latest` reads the same from the database.
+    Any JSON is read (:mod:`ccdcal.lights.records`): a value of another type counts as not recorded."""
+    records = step_records(steps)
     compared: dict[str, Any] = {}
     for role, keys in _COMPARED_KEYS.items():
-        record = steps.get(role)
-        record = record if isinstance(record, dict) else {}
-        compared[role] = {key: record[key] for key in keys if record.get(key) is not None}
-    compared |= {key: steps[key] for key in COMPARED_RECORDS if steps.get(key) is not None}
+        record = records.get(role, {})
+        compared[role] = {key: value for key in keys if (value := _compared_value(record, key)) is not None}
+    compared |= {key: dict(records[key]) for key in COMPARED_RECORDS if key in records}
     return compared
+
+
+def _compared_value(record: Mapping[str, object], key: str) -> str | float | None:
+    return text_of(record, key) if key == "status" else number_of(record, key)
 
 
 #: The values of each master step that planning compares.
@@ -477,12 +482,24 @@ def _extracted_steps(values: list[Any]) -> dict[str, Any]:
     """:func:`compared_steps` from the values of the :data:`_EXTRACTED` columns."""
     compared: dict[str, Any] = {role: {} for role in _COMPARED_KEYS}
     for (role, key), value in zip(_STEP_VALUES, values, strict=False):
-        if value is not None:
-            compared[role][key] = value
+        if (checked := _compared_value({key: value}, key)) is not None:
+            compared[role][key] = checked
     for key, text in zip(COMPARED_RECORDS, values[len(_STEP_VALUES) :], strict=True):
-        if text is not None and (record := json.loads(text)) is not None:
+        record = _json_object(text)
+        if record is not None:
             compared[key] = record
     return compared
+
+
+def _json_object(text: object) -> dict[str, Any] | None:
+    """The JSON object SQLite's ``json_extract`` gave as text (``None``: absent, or not an object)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:  # a text value, not an object
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def raw_problems(lights: Sequence[Any]) -> dict[int, str]:

@@ -57,6 +57,7 @@ from ccdcal.masters.groups import (
     check_options,
     describe_keys,
     marked_bad,
+    qa_warnings,
 )
 from ccdcal.runtime.cluster import ClusterOnDemand
 
@@ -259,6 +260,6 @@ def _listed(m: Master) -> dict[str, Any]:
         "mean": m.stat_mean,
         "std": m.stat_std,
         "rejected_fraction": m.rejected_fraction,
-        "warnings": list((m.parameters or {}).get("qa", {}).get("warnings", [])),
+        "warnings": qa_warnings(m.parameters),
         "created_at": m.created_at,
     }
