@@ -77,6 +77,8 @@ def resolve_url(db: str | os.PathLike[str] | None = None) -> URL:
     if db is None:
         db = os.environ.get(ENV_VAR) or DEFAULT_DB
     text_db = os.fspath(db)
+    if not text_db.strip():
+        raise CatalogError("--db is empty; give a path (SQLite) or a URL such as postgresql+psycopg://...")
     if "://" in text_db:
         try:
             return make_url(text_db)
@@ -121,8 +123,8 @@ def make_engine(db: str | os.PathLike[str] | URL | None = None) -> Engine:
     name = describe(url)
     if backend not in BACKENDS:
         raise CatalogError(
-            f"--db {name}: a ccdcal catalog is an SQLite file or a PostgreSQL database, not {backend}; "
-            "give a path, or postgresql+psycopg://USER@HOST/DATABASE"
+            f"--db {url.render_as_string(hide_password=True)}: a ccdcal catalog is an SQLite file or a "
+            f"PostgreSQL database, not {backend}; give a path or postgresql+psycopg://USER@HOST/DATABASE"
         )
     if backend != "sqlite":
         engine = _create(url, pool_pre_ping=True)
@@ -130,6 +132,8 @@ def make_engine(db: str | os.PathLike[str] | URL | None = None) -> Engine:
         return engine
     if url.database and url.database != ":memory:":
         folder = Path(url.database).parent
+        if Path(url.database).is_dir():
+            raise CatalogError(f"--db {url.database} is a folder; give the path of a catalog file in it")
         if not folder.is_dir():
             raise CatalogError(
                 f"cannot create the catalog {url.database}: folder {folder} does not exist; "
@@ -160,18 +164,19 @@ def make_engine(db: str | os.PathLike[str] | URL | None = None) -> Engine:
 def _create(url: URL, **options: Any) -> Engine:
     """``create_engine`` with ccdcal's JSON; a dialect or driver that is not installed is a
     :class:`CatalogError`."""
+    shown = url.render_as_string(hide_password=True)
     try:
         return create_engine(url, json_serializer=dumps_json, **options)
     except NoSuchModuleError:
         raise CatalogError(
-            f"--db {describe(url)}: SQLAlchemy has no database dialect {url.drivername!r}; "
-            "give a path, or postgresql+psycopg://USER@HOST/DATABASE"
+            f"--db {shown}: SQLAlchemy has no database driver {url.drivername!r}; give a path (SQLite) or "
+            "postgresql+psycopg://USER@HOST/DATABASE"
         ) from None
     except ImportError as exc:  # the dialect is known, its driver (DBAPI module) is not installed
-        extra = " (pip install 'ccdcal[postgres]')" if url.get_backend_name() == "postgresql" else ""
         raise CatalogError(
-            f"--db {describe(url)}: its database driver is not installed ({exc}); install it{extra}, or "
-            "use postgresql+psycopg://USER@HOST/DATABASE"
+            f"--db {shown}: its database driver is not installed ({exc}); give a path (SQLite) or "
+            "postgresql+psycopg://USER@HOST/DATABASE, whose driver the postgres extra installs "
+            "(pip install 'ccdcal[postgres]')"
         ) from None
 
 

@@ -84,7 +84,7 @@ def ingest(
         out.print(
             f"Catalog {catalog.name} (run {summary.run_id}): {summary.new} new, {summary.changed} changed, "
             f"{summary.unchanged} unchanged, {summary.missing} missing, {len(summary.rejected)} rejected"
-            + (f", {len(summary.unreadable)} folders not read" if summary.unreadable else ""),
+            + (f", {len(summary.unreadable)} not read" if summary.unreadable else ""),
             markup=False,
         )
         out.print(f"Frames under these paths: {kinds}", markup=False)

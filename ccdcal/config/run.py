@@ -290,7 +290,7 @@ class RunResult:
             f"Config {self.config.path}; catalog {self.catalog}",
             f"Ingest (run {ingest.run_id}): {ingest.new} new, {ingest.changed} changed, {ingest.unchanged} "
             f"unchanged, {ingest.missing} missing, {len(ingest.rejected)} rejected"
-            + (f", {len(ingest.unreadable)} folders not read" if ingest.unreadable else ""),
+            + (f", {len(ingest.unreadable)} not read" if ingest.unreadable else ""),
             f"Masters (run {summary.run_id}): {len(built)} built, {len(summary.masters_of('current'))} "
             f"current, {len(summary.masters_of('skipped'))} skipped; kinds built: "
             f"{', '.join(self.config.build) or 'none'}",
@@ -311,7 +311,7 @@ class RunResult:
         return lines
 
     def problem_lines(self) -> list[str]:
-        """For stderr: files rejected and folders not read, then the run's warnings, skipped master
+        """For stderr: files rejected and what could not be read, then the run's warnings, skipped master
         groups, lights not calibrated or failed, each with its reason."""
         return self.ingest.problem_lines() + self.summary.problem_lines()
 

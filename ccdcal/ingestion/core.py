@@ -49,8 +49,8 @@ BATCH = 250
 @dataclass
 class IngestSummary:
     """What one ingest did. ``rejected`` lists (path, reason) for every file that could not be catalogued,
-    ``unreadable`` for every folder that could not be read (its files are neither catalogued nor marked
-    missing)."""
+    ``unreadable`` for every folder, or file in one, that could not be looked at (no permission): what is
+    there is neither catalogued nor marked missing, and its catalogued rows are left as they are."""
 
     run_id: int | None = None
     new: int = 0
@@ -71,9 +71,9 @@ class IngestSummary:
         return 1 if self.rejected or self.unreadable else 0
 
     def problem_lines(self) -> list[str]:
-        """For stderr: the files rejected and the folders that could not be read, each with the reason."""
+        """For stderr: the files rejected and what could not be read, each with the reason."""
         lines = []
-        for title, items in (("Rejected", self.rejected), ("Folders not read", self.unreadable)):
+        for title, items in (("Rejected", self.rejected), ("Not read", self.unreadable)):
             if items:
                 lines += [f"{title} ({len(items)}):", *(f"  {path}: {reason}" for path, reason in items)]
         return lines
@@ -90,7 +90,7 @@ class IngestSummary:
             "rejected": [{"path": path, "reason": reason} for path, reason in self.rejected],
             "by_type": dict(sorted(self.by_type.items())),
             "unclassified": self.unclassified,
-            "unreadable_folders": [{"path": path, "reason": reason} for path, reason in self.unreadable],
+            "not_read": [{"path": path, "reason": reason} for path, reason in self.unreadable],
         }
 
 
@@ -186,11 +186,15 @@ def ingest(
                 continue
             to_read.append(ReadTask(item.path, _folder_type(item), item.problem))
             sizes.append(item.size)
-        unknown = tuple(folder.rstrip(os.sep) + os.sep for folder, _ in summary.unreadable)
+        unknown = {path for path, _ in summary.unreadable}  # and what is inside: not known to be gone
+        inside = tuple(path.rstrip(os.sep) + os.sep for path in unknown)
         vanished = [
             row.id
             for path, row in known.items()
-            if path not in seen and row.status != "missing" and not path.startswith(unknown)
+            if path not in seen
+            and row.status != "missing"
+            and path not in unknown
+            and not path.startswith(inside)
         ]
         summary.missing = len(vanished)
 

@@ -64,18 +64,18 @@ def resolve_roots(paths: list[str | os.PathLike[str]]) -> list[Path]:
     return roots
 
 
-#: A folder that could not be read, and why: (path, reason).
-FolderProblem = tuple[str, str]
+#: A folder, or an entry of one, that could not be read, and why: (path, reason).
+NotRead = tuple[str, str]
 
 
-def walk(roots: list[Path], unreadable: list[FolderProblem] | None = None) -> Iterator[Found]:
+def walk(roots: list[Path], unreadable: list[NotRead] | None = None) -> Iterator[Found]:
     """Every FITS file under the roots, each once, in a stable order.
 
     Symbolic links are followed, with a guard against loops; paths are reported resolved. A folder that
-    cannot be listed (no permission) is appended to ``unreadable`` with the reason: the files in it are
-    not known, neither new nor gone. An entry with a FITS name that is not a readable regular file (a
-    broken or looping link, a named pipe, a device, one that cannot be looked at) is reported with its
-    :attr:`Found.problem`, never opened.
+    cannot be listed, or an entry of a folder that cannot be looked at (no permission), is appended to
+    ``unreadable`` with the reason: what is there is not known, neither new nor gone. An entry with a FITS
+    name that is not a readable regular file (a broken or looping link, a named pipe, a device) is
+    reported with its :attr:`Found.problem`, never opened.
     """
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[str] = set()
@@ -96,7 +96,7 @@ def _walk_dir(
     root: str,
     seen_dirs: set[tuple[int, int]],
     seen_files: set[str],
-    unreadable: list[FolderProblem],
+    unreadable: list[NotRead],
 ) -> Iterator[Found]:
     """Walk one folder: ``real`` is its resolved path, ``shown`` the path it was reached by."""
     try:
@@ -143,12 +143,10 @@ def _walk_dir(
             else:
                 yield _unreadable(entry.path, root, location)
                 continue
-        except OSError as exc:
-            if not is_fits_name(entry.name):
-                unreadable.append((entry.path, _folder_problem(exc)))
-            elif entry.path not in seen_files:
-                seen_files.add(entry.path)
-                yield Found(entry.path, 0, 0.0, root, location, f"cannot be looked at: {_strerror(exc)}")
+        except OSError as exc:  # a folder without search permission: its entries can be listed, no more
+            unreadable.append(
+                (entry.path, f"cannot be looked at: {_strerror(exc)} (check the permissions of its folder)")
+            )
             continue
         if path not in seen_files:
             seen_files.add(path)

@@ -1,7 +1,7 @@
 """What went wrong, with the reasons: frames rejected, lights not calibrated or failed, groups skipped.
 
 For ``--run`` and ``--since`` the problems are those the runs in scope recorded in their summaries
-(``ingest``: files rejected and unclassified; ``masters``: groups skipped; ``process``: lights not
+(``ingest``: files rejected, not read and unclassified; ``masters``: groups skipped; ``process``: lights not
 calibrated or failed; see :func:`from_runs`). For the catalog now they are read from
 the catalog as it is — frames rejected, missing, unclassified or marked bad, masters marked bad — and from
 what ``ccdcal process`` would do now (a dry run with the options of the last process run, as
@@ -26,7 +26,7 @@ from ccdcal.report.data import Problem, RunEntry, json_object
 #: Categories in report order.
 CATEGORIES = (
     "rejected",
-    "folder not read",
+    "not read",
     "missing",
     "unclassified",
     "marked bad",
@@ -51,7 +51,7 @@ def from_runs(runs: list[RunEntry]) -> list[Problem]:
     latest: dict[str, list[Problem]] = {}
     for run in sorted((r for r in runs if r.in_scope), key=lambda r: r.id):
         summary = json_object(run.summary)
-        for category, key in (("rejected", "rejected"), ("folder not read", "unreadable_folders")):
+        for category, key in (("rejected", "rejected"), ("not read", "not_read")):
             for item in _dicts(summary.get(key)):
                 files[str(item.get("path"))] = Problem(
                     category, str(item.get("path")), str(item.get("reason")), run.id
