@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -36,6 +35,15 @@ err = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 
 _log = logging.getLogger("ccdcal")
 
+#: What the command-line parser raises to end a command on purpose (an exit status, Ctrl-C at a prompt, a
+#: usage error shown with its usage box). Its exception classes are Click's, which Typer bundles in
+#: recent versions: found from the public ``typer.BadParameter``, whichever Click it is.
+_PARSER_EXITS: tuple[type[BaseException], ...] = (
+    typer.Exit,
+    typer.Abort,
+    next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"),
+)
+
 
 class CcdcalGroup(TyperGroup):
     """The command group; turns library errors and Ctrl-C into one-line messages and exit statuses.
@@ -50,7 +58,7 @@ class CcdcalGroup(TyperGroup):
         keep_interrupts()
         try:
             return super().invoke(ctx)
-        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+        except _PARSER_EXITS:  # the parser's own: a usage box, --help, an exit status chosen by a command
             raise
         except KeyboardInterrupt:
             err.print("Interrupted: what was finished is kept; run the same command again to resume.")
