@@ -16,7 +16,7 @@ import math
 import os
 import platform
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -461,7 +461,7 @@ class Catalog:
                     if finished is not None:
                         finished.status = status
                         finished.finished_at = utcnow()
-                        finished.summary = log.summary
+                        finished.summary = dict(log.summary)
             except (CatalogError, DatabaseError):
                 if ended:
                     raise
@@ -491,7 +491,7 @@ class RunLog:
 
     def __init__(self, run_id: int) -> None:
         self.id = run_id
-        self.summary: dict[str, Any] = {}
+        self.summary: Mapping[str, Any] = {}
         self.partial = False
 
 

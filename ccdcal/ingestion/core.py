@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain, count, repeat
 from pathlib import PurePath
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -44,6 +44,29 @@ from ccdcal.runtime.cores import check_workers
 
 # Files written per transaction.
 BATCH = 250
+
+
+class PathReason(TypedDict):
+    """A file or folder and why it was not catalogued."""
+
+    path: str
+    reason: str
+
+
+class IngestRecord(TypedDict):
+    """``runs.summary`` of an ingest run (:meth:`IngestSummary.as_dict`), read back by the report
+    (:func:`ccdcal.report.problems.from_runs`)."""
+
+    new: int
+    changed: int
+    unchanged: int
+    missing: int
+    reappeared: int
+    forced: int
+    rejected: list[PathReason]
+    by_type: dict[str, int]
+    unclassified: list[str]
+    not_read: list[PathReason]
 
 
 @dataclass
@@ -78,7 +101,7 @@ class IngestSummary:
                 lines += [f"{title} ({len(items)}):", *(f"  {path}: {reason}" for path, reason in items)]
         return lines
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> IngestRecord:
         """A JSON-ready form (also stored as the run's summary)."""
         return {
             "new": self.new,

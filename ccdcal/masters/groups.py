@@ -114,6 +114,29 @@ def qa_warnings(parameters: object) -> list[str]:
     return [item for item in found if isinstance(item, str)] if isinstance(found, list) else []
 
 
+class MasterReportRecord(TypedDict):
+    """One group's outcome as ``runs.summary.masters`` of a masters run keeps it (and ``--json``)."""
+
+    kind: str
+    keys: dict[str, float | str | None]
+    outcome: str
+    n_inputs: int
+    path: str | None
+    master_id: int | None
+    version: int | None
+    reason: str | None
+    warnings: list[str]
+
+
+class MastersRecord(TypedDict):
+    """``runs.summary`` of a masters run (:meth:`MastersSummary.as_dict`), read back by the report."""
+
+    built: int
+    current: int
+    skipped: int
+    masters: list[MasterReportRecord]
+
+
 @dataclass
 class MasterReport:
     """One group's outcome: ``built``, ``current`` (already up to date) or ``skipped`` with the reason."""
@@ -128,7 +151,7 @@ class MasterReport:
     reason: str | None = None
     warnings: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> MasterReportRecord:
         """JSON-ready form."""
         return {
             "kind": self.kind,
@@ -159,7 +182,7 @@ class MastersSummary:
         """1 when a group could not be built (too few frames, no calibrator, unreadable input)."""
         return 1 if any(r.outcome == "skipped" for r in self.reports) else 0
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> MastersRecord:
         """JSON-ready form (also the run's summary)."""
         return {
             "built": len(self.of("built")),
