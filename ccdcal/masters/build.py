@@ -33,7 +33,7 @@ from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Master
 from ccdcal.catalog.queries import GROUP_KEYS, grouped_frames
 from ccdcal.errors import FitsFormatError
-from ccdcal.files.fitsio import read_image, remove_stale_temporaries
+from ccdcal.files.fitsio import check_folder, read_image, remove_stale_temporaries
 from ccdcal.kernels.qa import (
     QA_OUTLIER_FRACTION,
     QA_OUTLIER_SIGMA,
@@ -90,6 +90,7 @@ def build_masters(
     """
     check_options(options)
     folder = options.masters_dir.expanduser().resolve()
+    check_folder(folder)
     if run_id is not None:
         return _build_all(catalog, options, folder, run_id, progress)
     arguments = {

@@ -204,6 +204,21 @@ CASES = (
         "a folder, not a FITS file",
     ),
     Case(
+        "provenance-from-header-of-a-folder",
+        lambda n, t: ["provenance", "--from-header", str(n.raw)],
+        "raw: a folder, not a FITS file",
+    ),
+    Case(
+        "masters-dir-is-a-file",
+        lambda n, t: [*_db(n, t), "masters", "--sigma", "2", "--masters-dir", str(n.light)],
+        "Light_001.fits is a file, not a folder; choose another folder",
+    ),
+    Case(
+        "output-dir-under-a-file",
+        lambda n, t: [*_db(n, t), "process", "--output-dir", str(n.light / "out"), "--masters-dir", str(t)],
+        "Light_001.fits is a file, not a folder; choose another folder",
+    ),
+    Case(
         "audit-search-missing",
         lambda n, t: [*_db(n, t), "audit", "--search", str(t / "nowhere")],
         "nowhere: no such folder to look for missing files in",
@@ -253,7 +268,7 @@ def test_a_file_inside_an_unreadable_folder_is_one_line(night: Night, tmp_path: 
         traced = _invoke(["provenance", "--from-header", str(light)], tmp_path)
     assert_one_line(ingested, 2, f"{light}: cannot be looked at (Permission denied)")
     assert_one_line(shown, 2, f"{light}: cannot look at it: Permission denied")
-    assert_one_line(traced, 2, str(light))
+    assert_one_line(traced, 2, f"{light}: cannot be looked at (Permission denied)")
 
 
 def test_an_output_that_cannot_be_written_is_one_line(
