@@ -10,6 +10,7 @@ import logging
 import math
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import BrokenExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,16 @@ def one_line(exc: Exception, catalog: str = "database") -> CcdcalError:
             return explained
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
         return CatalogError(f"cannot use the catalog {catalog}: {detail[0]}")
+    if isinstance(exc, BrokenExecutor):
+        return CcdcalError(
+            f"a worker process died ({exc}): killed, or out of memory? Give fewer --jobs or a smaller "
+            "--mem-limit, then run the same command again: what was finished is kept"
+        )
+    if type(exc).__module__.split(".")[0] in ("distributed", "tornado"):
+        return CcdcalError(
+            f"the Dask cluster failed ({type(exc).__name__}: {exc}); check its scheduler and workers, then "
+            "run the same command again: what was finished is kept"
+        )
     if isinstance(exc, OSError):
         return CcdcalError(os_error_text(exc))
     if isinstance(exc, MemoryError):

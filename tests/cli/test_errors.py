@@ -306,6 +306,37 @@ def test_an_operating_system_error_anywhere_is_one_line(
     assert_one_line(result, 2, "/mnt/raw/Light_001.fits: Input/output error; check the disk")
 
 
+def test_a_worker_process_that_dies_is_one_line_and_the_next_run_resumes(
+    night: Night, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker process killed (as by the kernel's out-of-memory killer) breaks its pool: one line saying
+    so, exit 2; the same command run again calibrates what is left."""
+    import os
+
+    from ccdcal.lights import worker
+
+    calibrate = worker._calibrate
+
+    def killed(task: object) -> object:  # runs in the forked worker, which inherits the patch
+        if str(getattr(task, "path", "")).endswith("Light_002.fits"):
+            os._exit(9)
+        return calibrate(task)
+
+    shutil.copy(night.db, tmp_path / "c.db")
+    args = ["--db", str(tmp_path / "c.db"), "process", "--redo", "--jobs", "2"]
+    args += ["--masters-dir", str(night.masters), "--output-dir", str(tmp_path / "cal")]
+    monkeypatch.setattr(worker, "_calibrate", killed)
+    result = _invoke(args, tmp_path)
+    monkeypatch.undo()
+    assert_one_line(result, 2, "a worker process died (")
+    again = _invoke(args[:3] + args[4:], tmp_path)
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in (tmp_path / "cal").iterdir()) == [
+        "Light_001_cal.fits",
+        "Light_002_cal.fits",
+    ]
+
+
 def test_a_bug_is_one_line_naming_it_and_v_shows_the_traceback(
     night: Night, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -150,6 +150,12 @@ SITUATIONS: tuple[Situation, ...] = (
         "`status` and the report plan with the default options (`options_of_run` null)",
         "tests/test_status.py::test_status_plans_with_the_defaults_when_the_last_runs_options_cannot_be_used",
     ),
+    Situation(
+        "worker-process-killed",
+        "a worker process of `process --jobs 2` killed mid-run (as by the out-of-memory killer)",
+        "`a worker process died (...)`, exit 2; the next run calibrates what is left",
+        "tests/cli/test_errors.py::test_a_worker_process_that_dies_is_one_line_and_the_next_run_resumes",
+    ),
 )
 
 
