@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError
 from typer.core import TyperGroup
 
 from ccdcal._version import __version__
@@ -92,8 +92,8 @@ def one_line(exc: Exception, catalog: str = "database") -> CcdcalError:
     an operating-system error or a lack of memory explained in one line; anything else named as a bug."""
     if isinstance(exc, CcdcalError):
         return exc
-    if isinstance(exc, SQLAlchemyError):
-        explained = explain_database_error(exc, catalog)
+    if isinstance(exc, DBAPIError):  # the database said no (an error of SQLAlchemy's own is a bug)
+        explained = explain_database_error(exc, catalog, disconnect=exc.connection_invalidated)
         if explained is not None:
             return explained
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]

@@ -306,6 +306,19 @@ def test_an_operating_system_error_anywhere_is_one_line(
     assert_one_line(result, 2, "/mnt/raw/Light_001.fits: Input/output error; check the disk")
 
 
+def test_a_damaged_catalog_is_one_line(night: Night, tmp_path: Path) -> None:
+    """A catalog whose table was dropped by hand: the database's own error, in one line naming the catalog."""
+    import sqlite3
+
+    shutil.copy(night.db, tmp_path / "c.db")
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        conn.execute("PRAGMA foreign_keys = OFF")
+        conn.execute("DROP TABLE claims")
+    conn.close()
+    result = _invoke(["--db", str(tmp_path / "c.db"), "process", "--dry-run"], tmp_path)
+    assert_one_line(result, 2, f"cannot use the catalog {tmp_path / 'c.db'}: no such table: claims")
+
+
 def test_a_worker_process_that_dies_is_one_line_and_the_next_run_resumes(
     night: Night, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
