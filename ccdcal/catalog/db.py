@@ -233,7 +233,7 @@ def explain_database_error(exc: BaseException, name: str, *, disconnect: bool = 
         return CatalogError(
             f"the catalog {name} cannot be written: its disk is full ({first}); free space, {again}"
         )
-    if "readonly database" in lower or "read-only" in lower:
+    if "readonly database" in lower:
         return CatalogError(
             f"the catalog {name} cannot be written ({first}); check the permissions of the file and "
             "its folder"

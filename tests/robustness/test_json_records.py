@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 from astropy.io import fits
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 from typer.testing import CliRunner
@@ -368,6 +368,10 @@ def test_the_options_a_process_run_records_are_read_back_as_given(options: Proce
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.one_of(st.from_type(CalibrationSteps), JSON))
+@example(steps={"dark": {"scale": "abc", "status": 5}, "flat": {"flat_min": True}, "overscan": "text"})
+@example(steps={"bias": {"status": ["applied"]}, "flat": {"flat_min": "0.5"}, "uncertainty": [1]})
+@example(steps={"dark": {"scale": 10**30}, "bias": "applied", "cosmic_rays": {"status": "planned"}})
+@example(steps=[1, 2])
 def test_the_catalog_reads_calibration_steps_as_python_does(catalog: Catalog, steps: Any) -> None:
     """Planning reads ``calibrations.steps`` in SQL on SQLite (``json_extract``), in Python on PostgreSQL:
     both read every stored value as :func:`ccdcal.lights.plan.compared_steps` does."""
