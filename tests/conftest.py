@@ -147,3 +147,115 @@ def with_step_options(values: dict[str, Any]) -> dict[str, Any]:
 
     steps = {name: values.pop(name) for name in STEP_OPTION_NAMES if name in values}
     return values | {"optional": StepOptions.parse(**steps)} if steps else values
+
+
+class _Entry:
+    """A folder entry whose ``stat`` fails as in a folder without search permission."""
+
+    def __init__(self, entry: Any) -> None:
+        self._entry = entry
+        self.name, self.path = entry.name, entry.path
+
+    def is_symlink(self) -> bool:
+        return bool(self._entry.is_symlink())
+
+    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
+        return bool(self._entry.is_dir(follow_symlinks=follow_symlinks))
+
+    def is_file(self, *, follow_symlinks: bool = True) -> bool:
+        return bool(self._entry.is_file(follow_symlinks=follow_symlinks))
+
+    def stat(self, *, follow_symlinks: bool = True) -> Any:
+        raise PermissionError(13, "Permission denied", self.path)
+
+
+@contextmanager
+def unreadable(folder: Path, *, listable: bool = False) -> Iterator[None]:
+    """``folder`` without permissions for the length of the block: nothing in it can be looked at, and
+    unless ``listable`` (mode ``r--``) it cannot be listed either (mode ``---``).
+
+    Root reads any folder: as root, the calls that fail for anybody else are made to fail the same way
+    (``PermissionError``, errno 13) — listing the folder, and looking at, opening or listing what is in it.
+    """
+    import builtins
+
+    folder = folder.resolve()
+    inside = str(folder) + os.sep
+    folder.chmod(0o444 if listable else 0)
+
+    def within(path: Any) -> bool:
+        if isinstance(path, int):
+            return False
+        return os.path.abspath(os.fspath(path)).startswith(inside)
+
+    def denied(path: Any) -> PermissionError:
+        return PermissionError(13, "Permission denied", os.fspath(path))
+
+    real = {name: getattr(os, name) for name in ("stat", "lstat", "scandir", "listdir", "open")}
+    real_open = builtins.open
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if within(path):
+            raise denied(path)
+        return real["stat"](path, *args, **kwargs)
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if within(path):
+            raise denied(path)
+        return real["lstat"](path, *args, **kwargs)
+
+    def listing(name: str) -> Any:
+        def listed(path: Any = ".", *args: Any, **kwargs: Any) -> Any:
+            here = os.path.abspath(os.fspath(path)) if not isinstance(path, int) else ""
+            if within(path) or (here == str(folder) and not listable):
+                raise denied(path)
+            found = real[name](path, *args, **kwargs)
+            if here == str(folder) and name == "scandir":
+                return _Listing(found)
+            return found
+
+        return listed
+
+    def opened(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if within(path):
+            raise denied(path)
+        return real["open"](path, *args, **kwargs)
+
+    def open_file(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(file, int) and within(file):
+            raise denied(file)
+        return real_open(file, *args, **kwargs)
+
+    try:
+        if os.geteuid() != 0:
+            yield
+            return
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(os, "stat", stat)
+            patch.setattr(os, "lstat", lstat)
+            patch.setattr(os, "scandir", listing("scandir"))
+            patch.setattr(os, "listdir", listing("listdir"))
+            patch.setattr(os, "open", opened)
+            patch.setattr(builtins, "open", open_file)
+            yield
+    finally:
+        folder.chmod(0o755)
+
+
+class _Listing:
+    """``os.scandir`` of a folder without search permission: its entries cannot be looked at."""
+
+    def __init__(self, entries: Any) -> None:
+        self._entries = entries
+
+    def __enter__(self) -> _Listing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._entries.close()
+
+    def __iter__(self) -> Iterator[_Entry]:
+        return (_Entry(entry) for entry in self._entries)
+
+    def close(self) -> None:
+        self._entries.close()

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 import ccdcal.status as status_module
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import Calibration, Frame
+from ccdcal.catalog.models import Calibration, Frame, Run
 from ccdcal.catalog.queries import usable
 from ccdcal.catalog.states import FAILED, MASTER_REPLACED, NOT_CALIBRATED, RAW_CHANGED
 from ccdcal.ingestion.core import ingest
@@ -140,3 +140,27 @@ def add_failure(catalog: Catalog, frame_id: int) -> None:
     """A newer, failed calibration of one light (its last attempt)."""
     with catalog.session() as session:
         session.add(Calibration(frame_id=frame_id, status="failed", error="disk full", steps={}))
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"temp_tolerance": "warm"},
+        {"overscan": "sideways"},
+        {"temp_tolerance": None, "jobs": 0},
+        ["not", "an object"],
+    ],
+    ids=["wrong-type", "refused-value", "refused-count", "not-an-object"],
+)
+def test_status_plans_with_the_defaults_when_the_last_runs_options_cannot_be_used(
+    catalog: Catalog, night: SimulatedNight, tmp_path: Path, arguments: Any
+) -> None:
+    """A process run's ``runs.arguments`` ccdcal did not write (a row edited by hand, another program's):
+    the pending work is planned with the default options, and says so (``options_of_run`` is ``None``)."""
+    ingest(catalog, [night.root])
+    assert process(catalog, options(tmp_path)).exit_code == 0
+    with catalog.session() as session:
+        session.execute(update(Run).where(Run.command == "process").values(arguments=arguments))
+    found = pending(catalog)
+    assert found["options_of_run"] is None
+    assert found["counts"] == {"calibrate": 3, "current": 0}  # the default folders hold no output

@@ -10,10 +10,13 @@ from __future__ import annotations
 import getpass
 import importlib.metadata
 import importlib.resources
+import json
+import logging
+import math
 import os
 import platform
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,8 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ccdcal._version import __version__
@@ -40,6 +44,11 @@ from ccdcal.runtime.owners import shielded
 #: The newest schema revision this code knows. A test checks it equals the Alembic script head, so that
 #: opening an up-to-date catalog needs neither Alembic nor the migration scripts.
 SCHEMA_HEAD = "0005"
+
+_log = logging.getLogger(__name__)
+
+#: The databases a catalog can live in (docs/design.md, Catalog).
+BACKENDS = ("sqlite", "postgresql")
 
 #: Environment variable naming the catalog when ``--db`` is not given.
 ENV_VAR = "CCDCAL_DB"
@@ -68,6 +77,8 @@ def resolve_url(db: str | os.PathLike[str] | None = None) -> URL:
     if db is None:
         db = os.environ.get(ENV_VAR) or DEFAULT_DB
     text_db = os.fspath(db)
+    if not text_db.strip():
+        raise CatalogError("--db is empty; give a path (SQLite) or a URL such as postgresql+psycopg://...")
     if "://" in text_db:
         try:
             return make_url(text_db)
@@ -95,18 +106,40 @@ def make_engine(db: str | os.PathLike[str] | URL | None = None) -> Engine:
     "database is locked" when a reader upgrades to a writer; a connection with the execution option
     ``ccdcal_read`` (:meth:`Catalog.reading`) begins a deferred transaction instead, which reads one
     snapshot of the catalog without the write lock.
+
+    JSON columns are written by :func:`dumps_json` (standard JSON, which both databases accept), and the
+    database's failures that come from its surroundings — a full disk, a read-only file, a lost
+    connection — are raised as :class:`~ccdcal.errors.CatalogError` naming the catalog
+    (:func:`explain_database_error`).
+
+    Raises
+    ------
+    CatalogError
+        The URL names a database other than SQLite or PostgreSQL, or one whose driver is not installed;
+        the folder of an SQLite file does not exist.
     """
     url = db if isinstance(db, URL) else resolve_url(db)
-    if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+    backend = url.get_backend_name()
+    name = describe(url)
+    if backend not in BACKENDS:
+        raise CatalogError(
+            f"--db {url.render_as_string(hide_password=True)}: a ccdcal catalog is an SQLite file or a "
+            f"PostgreSQL database, not {backend}; give a path or postgresql+psycopg://USER@HOST/DATABASE"
+        )
+    if backend != "sqlite":
+        engine = _create(url, pool_pre_ping=True)
+        _explain_errors(engine, name)
+        return engine
     if url.database and url.database != ":memory:":
         folder = Path(url.database).parent
+        if Path(url.database).is_dir():
+            raise CatalogError(f"--db {url.database} is a folder; give the path of a catalog file in it")
         if not folder.is_dir():
             raise CatalogError(
                 f"cannot create the catalog {url.database}: folder {folder} does not exist; "
                 "create it or choose another --db"
             )
-    engine = create_engine(
+    engine = _create(
         url,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "isolation_level": None},
     )
@@ -124,7 +157,108 @@ def make_engine(db: str | os.PathLike[str] | URL | None = None) -> Engine:
     def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_OPTION) else "BEGIN IMMEDIATE")
 
+    _explain_errors(engine, name)
     return engine
+
+
+def _create(url: URL, **options: Any) -> Engine:
+    """``create_engine`` with ccdcal's JSON; a dialect or driver that is not installed is a
+    :class:`CatalogError`."""
+    shown = url.render_as_string(hide_password=True)
+    try:
+        return create_engine(url, json_serializer=dumps_json, **options)
+    except NoSuchModuleError:
+        raise CatalogError(
+            f"--db {shown}: SQLAlchemy has no database driver {url.drivername!r}; give a path (SQLite) or "
+            "postgresql+psycopg://USER@HOST/DATABASE"
+        ) from None
+    except ImportError as exc:  # the dialect is known, its driver (DBAPI module) is not installed
+        raise CatalogError(
+            f"--db {shown}: its database driver is not installed ({exc}); give a path (SQLite) or "
+            "postgresql+psycopg://USER@HOST/DATABASE, whose driver the postgres extra installs "
+            "(pip install 'ccdcal[postgres]')"
+        ) from None
+
+
+def dumps_json(value: Any) -> str:
+    """The text of a JSON column: standard JSON, a number that is not finite (NaN, infinity) written
+    ``null`` — Python would write ``NaN`` or ``Infinity``, which PostgreSQL refuses and no JSON reader
+    has to accept."""
+    return json.dumps(_finite_json(value), allow_nan=False)
+
+
+def _finite_json(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_json(item) for item in value]
+    return value
+
+
+def _explain_errors(engine: Engine, name: str) -> None:
+    """Raise the database errors that come from the catalog's surroundings (a full disk, a read-only
+    file, a catalog locked too long, a lost connection) as :class:`CatalogError` naming the catalog, where
+    they arise; any other database error propagates as SQLAlchemy raised it."""
+
+    @event.listens_for(engine, "handle_error")
+    def _surroundings(context: ExceptionContext) -> None:
+        if context.is_pre_ping:  # the pool reconnects on its own
+            return
+        error = explain_database_error(context.original_exception, name, disconnect=context.is_disconnect)
+        if error is not None:
+            _log.debug("catalog error", exc_info=context.original_exception)
+            raise error
+
+
+def explain_database_error(exc: BaseException, name: str, *, disconnect: bool = False) -> CatalogError | None:
+    """The one-line error of a database failure that comes from the catalog's surroundings, or ``None``.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The driver's exception (or SQLAlchemy's, wrapping it).
+    name : str
+        The catalog, as messages name it.
+    disconnect : bool
+        SQLAlchemy found that the connection is lost.
+    """
+    original = getattr(exc, "orig", None) or exc
+    text_ = str(original).strip()
+    first = text_.splitlines()[0] if text_ else type(original).__name__
+    lower = text_.lower()
+    again = "then run the same command again: what was finished is kept"
+    if "database or disk is full" in lower or "no space left" in lower or "disk full" in lower:
+        return CatalogError(
+            f"the catalog {name} cannot be written: its disk is full ({first}); free space, {again}"
+        )
+    if "readonly database" in lower:
+        return CatalogError(
+            f"the catalog {name} cannot be written ({first}); check the permissions of the file and "
+            "its folder"
+        )
+    if "disk i/o error" in lower:
+        return CatalogError(
+            f"the catalog {name} cannot be read or written ({first}); check its disk, {again}"
+        )
+    if "database is locked" in lower or "database table is locked" in lower:
+        return CatalogError(
+            f"the catalog {name} stayed locked by another program for "
+            f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s ({first}); {again}"
+        )
+    lost = (
+        "terminating connection",
+        "server closed the connection",
+        "connection is closed",
+        "consuming input failed",
+    )
+    if disconnect or any(word in lower for word in lost):
+        return CatalogError(
+            f"lost the connection to the catalog {name} ({first}); when the database server answers "
+            f"again, {again}"
+        )
+    return None
 
 
 def software_versions() -> dict[str, str | None]:
@@ -312,19 +446,28 @@ class Catalog:
             run_id = row.id
         log = RunLog(run_id)
         status = "failed"
+        ended = False
         try:
             yield log
             status = "partial" if log.partial else "ok"
+            ended = True
         except KeyboardInterrupt:
             status = "interrupted"
             raise
         finally:
-            with self.session() as session:
-                finished = session.get(Run, run_id)
-                if finished is not None:
-                    finished.status = status
-                    finished.finished_at = utcnow()
-                    finished.summary = log.summary
+            try:
+                with self.session() as session:
+                    finished = session.get(Run, run_id)
+                    if finished is not None:
+                        finished.status = status
+                        finished.finished_at = utcnow()
+                        finished.summary = dict(log.summary)
+            except (CatalogError, DatabaseError):
+                if ended:
+                    raise
+                # The error that stopped the run is the one to report (a full disk or a lost connection
+                # may also keep its row from being finished: a later process run marks it died).
+                _log.debug("run %s: its row could not be finished", run_id, exc_info=True)
 
     def runs(self, limit: int = 20) -> list[Run]:
         """The most recent runs, newest first."""
@@ -348,7 +491,7 @@ class RunLog:
 
     def __init__(self, run_id: int) -> None:
         self.id = run_id
-        self.summary: dict[str, Any] = {}
+        self.summary: Mapping[str, Any] = {}
         self.partial = False
 
 

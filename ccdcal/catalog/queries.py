@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
 from ccdcal.catalog.models import Frame, Master, MasterCalibrator, MasterInput
+from ccdcal.errors import UsageError
 
 #: Keys every master group shares (docs/design.md, Grouping and matching).
 CAMERA_KEYS = (
@@ -214,6 +216,17 @@ class MatchRules:
 
     def __hash__(self) -> int:
         return self._hash
+
+
+def check_rules(rules: MatchRules) -> None:
+    """Raise :class:`~ccdcal.errors.UsageError` naming the option when a tolerance is not a finite number of
+    0 or more (an infinite one has no place in a record: the catalog's JSON holds finite numbers)."""
+    for option, value in (
+        ("--temp-tolerance", rules.temp_tolerance),
+        ("--exptime-tolerance", rules.exptime_tolerance),
+    ):
+        if not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"{option} must be zero or positive (and finite), not {value:g}")
 
 
 class epoch_seconds(FunctionElement[float]):

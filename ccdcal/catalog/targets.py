@@ -23,6 +23,9 @@ from ccdcal.errors import NotFoundError, UsageError
 #: The kinds of catalog rows a target can name, as written in ids (``master:3``).
 KINDS = ("calibration", "master", "frame")
 
+#: The largest id a catalog row can have (a 64-bit signed integer, on SQLite and PostgreSQL alike).
+MAX_ID = 2**63 - 1
+
 _ID = re.compile(r"^(?P<kind>[a-z]+):(?P<id>\d+)$")
 _MODELS: dict[str, type[Calibration] | type[Master] | type[Frame]] = {
     "calibration": Calibration,
@@ -45,6 +48,11 @@ class Target:
         return f"{self.kind}:{self.id}"
 
 
+def is_row_id(number: int) -> bool:
+    """Whether ``number`` can be the id of a catalog row (1 to :data:`MAX_ID`)."""
+    return 1 <= number <= MAX_ID
+
+
 def find_target(session: Session, text: str) -> Target:
     """The catalog row ``text`` names (see the module description).
 
@@ -61,7 +69,9 @@ def find_target(session: Session, text: str) -> Target:
         if kind not in _MODELS:
             raise UsageError(f"{text}: not an id ccdcal knows; use calibration:N, master:N or frame:N")
         model = _MODELS[kind]
-        row = session.execute(select(model.id, model.path).where(model.id == number)).first()
+        row = None
+        if is_row_id(number):  # a larger number is no id (and not a value the database takes)
+            row = session.execute(select(model.id, model.path).where(model.id == number)).first()
         if row is None:
             raise NotFoundError(f"{text}: no {kind} with id {number} in the catalog")
         return Target(kind, number, row.path)

@@ -4,21 +4,27 @@ tables, JSON, and the option types several commands take."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import math
+import traceback
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import BrokenExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy.exc import DBAPIError
 from typer.core import TyperGroup
 
 from ccdcal._version import __version__
-from ccdcal.catalog.db import Catalog
-from ccdcal.errors import CcdcalError
+from ccdcal.catalog.db import Catalog, describe, explain_database_error, resolve_url
+from ccdcal.errors import CatalogError, CcdcalError, UsageError
 from ccdcal.runtime.owners import keep_interrupts
 
 # The numerical stack (numpy, astropy) and each command's library modules are imported by the commands
@@ -28,19 +34,113 @@ out = Console(soft_wrap=True, highlight=False, emoji=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 
 
+_log = logging.getLogger("ccdcal")
+
+#: What the command-line parser raises to end a command on purpose (an exit status, Ctrl-C at a prompt, a
+#: usage error shown with its usage box). Its exception classes are Click's, which Typer bundles in
+#: recent versions: found from the public ``typer.BadParameter``, whichever Click it is.
+_PARSER_EXITS: tuple[type[BaseException], ...] = (
+    typer.Exit,
+    typer.Abort,
+    next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"),
+)
+
+
 class CcdcalGroup(TyperGroup):
-    """The command group; turns library errors and Ctrl-C into one-line messages and exit statuses."""
+    """The command group; turns library errors and Ctrl-C into one-line messages and exit statuses.
+
+    The library raises ccdcal's errors where a problem arises; what can arise anywhere from the
+    surroundings — a database error, a file that cannot be read or written, memory running out — is
+    turned into one line here (:func:`one_line`), and so is an error nobody foresaw (a bug), whose
+    traceback ``-v`` shows. A traceback never reaches the user otherwise.
+    """
 
     def invoke(self, ctx: Any) -> Any:
         keep_interrupts()
         try:
             return super().invoke(ctx)
-        except CcdcalError as exc:
-            err.print(f"Error: {exc}", markup=False)
-            raise typer.Exit(exc.exit_code) from None
+        except _PARSER_EXITS:  # the parser's own: a usage box, --help, an exit status chosen by a command
+            raise
         except KeyboardInterrupt:
             err.print("Interrupted: what was finished is kept; run the same command again to resume.")
             raise typer.Exit(130) from None
+        except Exception as exc:
+            error = one_line(exc, _catalog_name(ctx))
+            if not isinstance(exc, CcdcalError):
+                _log.debug("%s", error, exc_info=exc)
+            err.print(f"Error: {_single_line(str(error))}", markup=False)
+            raise typer.Exit(error.exit_code) from None
+
+
+def _single_line(text: str) -> str:
+    """A message on one line: the lines of a message that has several (an exception's text from a
+    library) joined with ``; ``."""
+    return "; ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+
+
+def _catalog_name(ctx: Any) -> str:
+    """The catalog of the command (``--db``), as messages name it."""
+    state = ctx.obj if isinstance(ctx.obj, State) else State()
+    try:
+        return describe(resolve_url(state.db))
+    except CcdcalError:
+        return str(state.db)
+
+
+def one_line(exc: Exception, catalog: str = "database") -> CcdcalError:
+    """The error a user reads for ``exc``: ccdcal's own as it is; a database error (of the ``catalog``),
+    an operating-system error or a lack of memory explained in one line; anything else named as a bug."""
+    if isinstance(exc, CcdcalError):
+        return exc
+    if isinstance(exc, DBAPIError):  # the database said no (an error of SQLAlchemy's own is a bug)
+        explained = explain_database_error(exc, catalog, disconnect=exc.connection_invalidated)
+        if explained is not None:
+            return explained
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
+        return CatalogError(f"cannot use the catalog {catalog}: {detail[0]}")
+    if isinstance(exc, BrokenExecutor):
+        return CcdcalError(
+            f"a worker process died ({exc}): killed, or out of memory? Give fewer --jobs or a smaller "
+            "--mem-limit, then run the same command again: what was finished is kept"
+        )
+    if type(exc).__module__.split(".")[0] in ("distributed", "tornado"):
+        return CcdcalError(
+            f"the Dask cluster failed ({type(exc).__name__}: {exc}); check its scheduler and workers, then "
+            "run the same command again: what was finished is kept"
+        )
+    if isinstance(exc, OSError):
+        return CcdcalError(os_error_text(exc))
+    if isinstance(exc, MemoryError):
+        return CcdcalError(
+            "not enough memory; give a smaller --mem-limit or fewer --jobs, or close other programs, then "
+            "run the same command again: what was finished is kept"
+        )
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    place = f" at {Path(where[0].filename).name}:{where[0].lineno}" if where else ""
+    return CcdcalError(
+        f"internal error{place}: {type(exc).__name__}: {exc} — a bug in ccdcal {__version__}; "
+        "run the command again with -v to see the traceback, and report it"
+    )
+
+
+def os_error_text(exc: OSError) -> str:
+    """An operating-system error in words: the file, what went wrong, and what to do."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    where = f"{exc.filename}: " if exc.filename else ""
+    if exc.filename2:
+        where = f"{exc.filename} -> {exc.filename2}: "
+    advice = {
+        errno.ENOSPC: "free space on that disk, then run the same command again",
+        errno.EDQUOT: "free space within your quota, then run the same command again",
+        errno.EACCES: "check the permissions of the file and of its folders",
+        errno.EPERM: "check the permissions of the file and of its folders",
+        errno.EROFS: "that file system is read-only; choose a writable folder",
+        errno.EISDIR: "that is a folder; give a file",
+        errno.ENOTDIR: "a part of that path is a file, not a folder; check the path",
+        errno.ENOENT: "check the path",
+        errno.EIO: "check the disk",
+    }.get(exc.errno or 0, "check the file and its disk, then run the same command again")
+    return f"{where}{what}; {advice}"
 
 
 app = typer.Typer(
@@ -172,16 +272,16 @@ def print_lines(console: Console, lines: Iterable[str]) -> None:
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-def byte_size(text: str) -> int:
-    """``512M``, ``2G``, ``1500000`` → bytes (a usage error names the bad value)."""
+def byte_size(text: str, option: str = "--mem-limit") -> int:
+    """``512M``, ``2G``, ``1500000`` → bytes (a usage error names the option and the bad value)."""
     value = text.strip().upper().removesuffix("B").removesuffix("I")
     unit = value[-1:] if value[-1:] in SIZE_UNITS and value[-1:] else ""
     try:
         number = float(value[:-1] if unit else value)
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a size such as 512M or 2G") from None
-    if number <= 0:
-        raise typer.BadParameter(f"{text!r} must be positive")
+        raise UsageError(f"{option} {text!r} is not a size such as 512M or 2G") from None
+    if not math.isfinite(number) or number <= 0:
+        raise UsageError(f"{option} {text!r} must be a positive size such as 512M or 2G")
     return int(number * SIZE_UNITS[unit])
 
 

@@ -83,7 +83,8 @@ def ingest(
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(summary.by_type.items())) or "none"
         out.print(
             f"Catalog {catalog.name} (run {summary.run_id}): {summary.new} new, {summary.changed} changed, "
-            f"{summary.unchanged} unchanged, {summary.missing} missing, {len(summary.rejected)} rejected",
+            f"{summary.unchanged} unchanged, {summary.missing} missing, {len(summary.rejected)} rejected"
+            + (f", {len(summary.unreadable)} not read" if summary.unreadable else ""),
             markup=False,
         )
         out.print(f"Frames under these paths: {kinds}", markup=False)
@@ -97,9 +98,8 @@ def ingest(
                 markup=False,
             )
             print_lines(out, (f"  {path}" for path in summary.unclassified))
-    if summary.rejected and not as_json:
-        rejected = (f"  {path}: {reason}" for path, reason in summary.rejected)
-        print_lines(err, [f"Rejected ({len(summary.rejected)}):", *rejected])
+    if not as_json:
+        print_lines(err, summary.problem_lines())
     raise typer.Exit(summary.exit_code)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from ccdcal.errors import ConfigError
 from ccdcal.ingestion.normalise import normalise_imagetyp
+from ccdcal.runtime.cores import MAX_WORKERS
 
 #: The sections, in file order.
 SECTIONS = ("GENERAL", "MASTERS", "CALIBRATION")
@@ -197,6 +198,8 @@ def convert(option: Option, raw: str, folder: Path) -> Any:
         if not re.fullmatch(r"\+?\d+", raw) or int(raw) < 1:
             example = "jobs = auto or e.g. jobs = 4" if kind == "jobs" else f"e.g. {name} = {option.default}"
             raise BadValue(f"{name} = {raw} is not a whole number of at least 1; write {example}")
+        if kind == "jobs" and int(raw) > MAX_WORKERS:
+            raise BadValue(f"{name} = {raw} is more than {MAX_WORKERS}; write jobs = auto or e.g. jobs = 4")
         return int(raw)
     if kind in ("number", "positive"):
         try:

@@ -289,7 +289,8 @@ class RunResult:
         lines = [
             f"Config {self.config.path}; catalog {self.catalog}",
             f"Ingest (run {ingest.run_id}): {ingest.new} new, {ingest.changed} changed, {ingest.unchanged} "
-            f"unchanged, {ingest.missing} missing, {len(ingest.rejected)} rejected",
+            f"unchanged, {ingest.missing} missing, {len(ingest.rejected)} rejected"
+            + (f", {len(ingest.unreadable)} not read" if ingest.unreadable else ""),
             f"Masters (run {summary.run_id}): {len(built)} built, {len(summary.masters_of('current'))} "
             f"current, {len(summary.masters_of('skipped'))} skipped; kinds built: "
             f"{', '.join(self.config.build) or 'none'}",
@@ -310,11 +311,9 @@ class RunResult:
         return lines
 
     def problem_lines(self) -> list[str]:
-        """For stderr: files rejected, then the run's warnings, skipped master groups, lights not
-        calibrated or failed, each with its reason."""
-        rejected = [f"  {path}: {reason}" for path, reason in self.ingest.rejected]
-        head = [f"Rejected ({len(rejected)}):"] if rejected else []
-        return head + rejected + self.summary.problem_lines()
+        """For stderr: files rejected and what could not be read, then the run's warnings, skipped master
+        groups, lights not calibrated or failed, each with its reason."""
+        return self.ingest.problem_lines() + self.summary.problem_lines()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (``--json``)."""

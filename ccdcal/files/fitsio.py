@@ -150,14 +150,32 @@ def output_error(path: Path, exc: OSError, *, folder: bool = False) -> OutputErr
     return OutputError(f"{OUTPUT_FAILED}{what}: {cause}; {hint}")
 
 
+def check_folder(folder: Path) -> None:
+    """Raise :class:`OutputError` when ``folder`` is a file (or a path through one): no output can go in
+    it. A folder that does not exist yet passes (it is created when the first file is written)."""
+    for path in (folder, *folder.parents):
+        try:
+            if not path.exists():
+                continue
+            is_folder = path.is_dir()
+        except OSError:  # a folder on the way that cannot be searched: writing there says why
+            return
+        if not is_folder:
+            raise OutputError(
+                f"{OUTPUT_FAILED}in {folder}: {path} is a file, not a folder; choose another folder"
+            )
+        return
+
+
 def check_writable(folder: Path) -> None:
     """Create ``folder`` if needed and check that files can be written in it.
 
     Raises
     ------
     OutputError
-        When they cannot, with the cause (permissions, a read-only or full disk).
+        When they cannot, with the cause (a file in the way, permissions, a read-only or full disk).
     """
+    check_folder(folder)
     probe = temporary_path(folder, "probe")
     try:
         folder.mkdir(parents=True, exist_ok=True)

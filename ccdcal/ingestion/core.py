@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain, count, repeat
 from pathlib import PurePath
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -40,14 +40,40 @@ from ccdcal.ingestion.reader import CardColumns, FrameRecord, ReadTask
 from ccdcal.ingestion.readers import Progress, read_all, reader_plan
 from ccdcal.ingestion.scan import Found, resolve_roots, walk
 from ccdcal.runtime.cluster import check_address
+from ccdcal.runtime.cores import check_workers
 
 # Files written per transaction.
 BATCH = 250
 
 
+class PathReason(TypedDict):
+    """A file or folder and why it was not catalogued."""
+
+    path: str
+    reason: str
+
+
+class IngestRecord(TypedDict):
+    """``runs.summary`` of an ingest run (:meth:`IngestSummary.as_dict`), read back by the report
+    (:func:`ccdcal.report.problems.from_runs`)."""
+
+    new: int
+    changed: int
+    unchanged: int
+    missing: int
+    reappeared: int
+    forced: int
+    rejected: list[PathReason]
+    by_type: dict[str, int]
+    unclassified: list[str]
+    not_read: list[PathReason]
+
+
 @dataclass
 class IngestSummary:
-    """What one ingest did. ``rejected`` lists (path, reason) for every file that could not be catalogued."""
+    """What one ingest did. ``rejected`` lists (path, reason) for every file that could not be catalogued,
+    ``unreadable`` for every folder, or file in one, that could not be looked at (no permission): what is
+    there is neither catalogued nor marked missing, and its catalogued rows are left as they are."""
 
     run_id: int | None = None
     new: int = 0
@@ -59,14 +85,23 @@ class IngestSummary:
     rejected: list[tuple[str, str]] = field(default_factory=list)
     by_type: Counter[str] = field(default_factory=Counter)
     unclassified: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        """0 when everything was catalogued; 1 when any file is rejected (docs/design.md, Commands and exit
-        codes)."""
-        return 1 if self.rejected else 0
+        """0 when everything was catalogued; 1 when any file is rejected or a folder could not be read
+        (docs/design.md, Commands and exit codes)."""
+        return 1 if self.rejected or self.unreadable else 0
 
-    def as_dict(self) -> dict[str, Any]:
+    def problem_lines(self) -> list[str]:
+        """For stderr: the files rejected and what could not be read, each with the reason."""
+        lines = []
+        for title, items in (("Rejected", self.rejected), ("Not read", self.unreadable)):
+            if items:
+                lines += [f"{title} ({len(items)}):", *(f"  {path}: {reason}" for path, reason in items)]
+        return lines
+
+    def as_dict(self) -> IngestRecord:
         """A JSON-ready form (also stored as the run's summary)."""
         return {
             "new": self.new,
@@ -78,6 +113,7 @@ class IngestSummary:
             "rejected": [{"path": path, "reason": reason} for path, reason in self.rejected],
             "by_type": dict(sorted(self.by_type.items())),
             "unclassified": self.unclassified,
+            "not_read": [{"path": path, "reason": reason} for path, reason in self.unreadable],
         }
 
 
@@ -139,6 +175,8 @@ def ingest(
         raise UsageError(f"--imagetyp {imagetyp!r}: use one of {', '.join(FRAME_KINDS)}")
     if scheduler is not None:
         check_address(scheduler)
+    if jobs is not None:
+        check_workers(jobs)
     try:
         rules = [parse_type_rule(text, FRAME_KINDS) for text in type_rules]
     except ValueError as exc:
@@ -152,7 +190,7 @@ def ingest(
     summary = IngestSummary()
     with catalog.run("ingest", arguments) as run:
         summary.run_id = run.id
-        found = list(walk(roots))
+        found = list(walk(roots, summary.unreadable))
         with catalog.session() as session:
             known = _known_under(session, [str(r) for r in roots])
         to_read: list[ReadTask] = []
@@ -171,7 +209,16 @@ def ingest(
                 continue
             to_read.append(ReadTask(item.path, _folder_type(item), item.problem))
             sizes.append(item.size)
-        vanished = [row.id for path, row in known.items() if path not in seen and row.status != "missing"]
+        unknown = {path for path, _ in summary.unreadable}  # and what is inside: not known to be gone
+        inside = tuple(path.rstrip(os.sep) + os.sep for path in unknown)
+        vanished = [
+            row.id
+            for path, row in known.items()
+            if path not in seen
+            and row.status != "missing"
+            and path not in unknown
+            and not path.startswith(inside)
+        ]
         summary.missing = len(vanished)
 
         with _bulk_card_load(catalog, len(to_read)):
@@ -190,7 +237,7 @@ def ingest(
                 summary.forced += _force_by_name(session, [str(r) for r in roots], rules)
             _tally(session, [str(r) for r in roots], summary)
         run.summary = summary.as_dict()
-        run.partial = bool(summary.rejected)
+        run.partial = bool(summary.rejected or summary.unreadable)
     return summary
 
 

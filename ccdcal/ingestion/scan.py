@@ -47,26 +47,39 @@ def is_fits_name(name: str) -> bool:
 
 
 def resolve_roots(paths: list[str | os.PathLike[str]]) -> list[Path]:
-    """The given files and folders as resolved absolute paths; a missing one is a usage error."""
+    """The given files and folders as resolved absolute paths; a missing one, or one that cannot be looked
+    at (a folder on its way without permission), is a usage error."""
     roots = []
     for given in paths:
         path = Path(given).expanduser()
-        if not path.exists():
-            raise UsageError(f"{given}: no such file or folder; check the path")
+        try:
+            path.stat()
+        except FileNotFoundError:
+            raise UsageError(f"{given}: no such file or folder; check the path") from None
+        except OSError as exc:
+            raise UsageError(
+                f"{given}: cannot be looked at ({exc.strerror or exc}); check the permissions of its folders"
+            ) from None
         roots.append(path.resolve())
     return roots
 
 
-def walk(roots: list[Path]) -> Iterator[Found]:
+#: A folder, or an entry of one, that could not be read, and why: (path, reason).
+NotRead = tuple[str, str]
+
+
+def walk(roots: list[Path], unreadable: list[NotRead] | None = None) -> Iterator[Found]:
     """Every FITS file under the roots, each once, in a stable order.
 
-    Symbolic links are followed, with a guard against loops; paths are reported resolved. Folders that
-    cannot be listed are skipped silently here (they hold nothing that could be catalogued). An entry
-    with a FITS name that is not a readable regular file (a broken or looping link, a named pipe, a
-    device) is reported with its :attr:`Found.problem`, never opened.
+    Symbolic links are followed, with a guard against loops; paths are reported resolved. A folder that
+    cannot be listed, or an entry of a folder that cannot be looked at (no permission), is appended to
+    ``unreadable`` with the reason: what is there is not known, neither new nor gone. An entry with a FITS
+    name that is not a readable regular file (a broken or looping link, a named pipe, a device) is
+    reported with its :attr:`Found.problem`, never opened.
     """
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[str] = set()
+    problems = unreadable if unreadable is not None else []
     for root in roots:
         if root.is_file():
             if str(root) not in seen_files:
@@ -74,16 +87,22 @@ def walk(roots: list[Path]) -> Iterator[Found]:
                 found = root.stat()
                 yield Found(str(root), found.st_size, found.st_mtime, str(root), str(root))
             continue
-        yield from _walk_dir(str(root), str(root), str(root), seen_dirs, seen_files)
+        yield from _walk_dir(str(root), str(root), str(root), seen_dirs, seen_files, problems)
 
 
 def _walk_dir(
-    real: str, shown: str, root: str, seen_dirs: set[tuple[int, int]], seen_files: set[str]
+    real: str,
+    shown: str,
+    root: str,
+    seen_dirs: set[tuple[int, int]],
+    seen_files: set[str],
+    unreadable: list[NotRead],
 ) -> Iterator[Found]:
     """Walk one folder: ``real`` is its resolved path, ``shown`` the path it was reached by."""
     try:
         folder = os.stat(real)
-    except OSError:
+    except OSError as exc:
+        unreadable.append((real, _folder_problem(exc)))
         return
     key = (folder.st_dev, folder.st_ino)
     if key in seen_dirs:
@@ -92,7 +111,8 @@ def _walk_dir(
     try:
         with os.scandir(real) as entries:
             items = sorted(entries, key=lambda entry: entry.name)
-    except OSError:
+    except OSError as exc:
+        unreadable.append((real, _folder_problem(exc)))
         return
     subfolders: list[tuple[str, str]] = []
     for entry in items:
@@ -123,13 +143,28 @@ def _walk_dir(
             else:
                 yield _unreadable(entry.path, root, location)
                 continue
-        except OSError:
+        except OSError as exc:  # a folder without search permission: its entries can be listed, no more
+            unreadable.append(
+                (entry.path, f"cannot be looked at: {_strerror(exc)} (check the permissions of its folder)")
+            )
             continue
         if path not in seen_files:
             seen_files.add(path)
             yield Found(path, file_stat.st_size, file_stat.st_mtime, root, location)
     for sub_real, sub_shown in subfolders:
-        yield from _walk_dir(sub_real, sub_shown, root, seen_dirs, seen_files)
+        yield from _walk_dir(sub_real, sub_shown, root, seen_dirs, seen_files, unreadable)
+
+
+def _strerror(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _folder_problem(exc: OSError) -> str:
+    """Why a folder could not be walked, and what follows."""
+    return (
+        f"cannot read the folder: {_strerror(exc)}; the FITS files in it were not looked at (check its "
+        "permissions, then ingest again)"
+    )
 
 
 def _unreadable(path: str, root: str, location: str) -> Found:

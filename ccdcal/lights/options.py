@@ -4,22 +4,24 @@ the matching choices with pinned masters resolved (:func:`match_options`)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.models import Master
-from ccdcal.catalog.queries import MatchRules
-from ccdcal.errors import UsageError
+from ccdcal.catalog.queries import MatchRules, check_rules
+from ccdcal.errors import ConfigError, UsageError
 from ccdcal.kernels.light import FLAT_MIN
 from ccdcal.kernels.options import StepOptions
 from ccdcal.lights.matching import MatchOptions
 from ccdcal.lights.steps import ROLES, MasterInfo
 from ccdcal.masters.groups import MasterOptions
 from ccdcal.runtime.cluster import check_address
+from ccdcal.runtime.cores import check_workers
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class ProcessOptions:
         )
 
     def arguments(self) -> dict[str, Any]:
-        """JSON-ready form (the ``runs.arguments`` of a process run)."""
+        """JSON-ready form (the ``runs.arguments`` of a process run: :class:`ProcessArguments`)."""
         data: dict[str, Any] = {}
         for item in fields(self):
             value = getattr(self, item.name)
@@ -114,23 +116,99 @@ class ProcessOptions:
         return data
 
     @classmethod
-    def from_arguments(cls, arguments: dict[str, Any]) -> ProcessOptions:
-        """The options a process run was given (unknown keys ignored)."""
+    def from_arguments(cls, arguments: object) -> ProcessOptions:
+        """The options a process (or ``run``) run was given, from its ``runs.arguments``
+        (:class:`ProcessArguments`, as :meth:`arguments` writes them; unknown keys ignored, absent or
+        ``null`` ones take their defaults).
+
+        Raises
+        ------
+        ConfigError
+            ``arguments`` is not a JSON object, or a recorded value has not the type of its option
+            (naming it): a row ccdcal did not write.
+        UsageError
+            A recorded value ccdcal refuses (an unknown overscan mode ...).
+        """
+        if not isinstance(arguments, Mapping):
+            raise ConfigError(f"the recorded options are not a JSON object but {type(arguments).__name__}")
+        read = {key: _recorded(arguments, key, kinds) for key, kinds in _ARGUMENT_TYPES.items()}
+        found = {key: value for key, value in read.items() if value is not None}
         rules = MatchRules(
-            **{
-                k: arguments[k]
-                for k in ("temp_tolerance", "exptime_tolerance", "dark_scale")
-                if k in arguments
-            }
+            **{k: found[k] for k in ("temp_tolerance", "exptime_tolerance", "dark_scale") if k in found}
         )
-        values: dict[str, Any] = {"rules": rules, "optional": StepOptions.from_arguments(arguments)}
+        values: dict[str, Any] = {"rules": rules, "optional": StepOptions.from_arguments(found)}
         for item in fields(cls):
-            if item.name in arguments and item.name not in values:
-                value = arguments[item.name]
-                if item.name in ("masters_dir", "output_dir", "bias", "dark", "flat") and value is not None:
+            if item.name in found and item.name not in values:
+                value = found[item.name]
+                if item.name in ("masters_dir", "output_dir", "bias", "dark", "flat"):
                     value = Path(value)
                 values[item.name] = tuple(value) if isinstance(value, list) else value
         return cls(**values)
+
+
+class ProcessArguments(TypedDict, total=False):
+    """``runs.arguments`` of a ``process`` run (:meth:`ProcessOptions.arguments`); a ``run`` run adds
+    ``config``, its whole configuration."""
+
+    masters_dir: str
+    output_dir: str
+    temp_tolerance: float
+    exptime_tolerance: float
+    dark_scale: bool
+    no_bias: bool
+    no_dark: bool
+    no_flat: bool
+    allow_missing: list[str]
+    bias: str | None
+    dark: str | None
+    flat: str | None
+    flat_min: float
+    jobs: int | None
+    scheduler: str | None
+    redo: bool
+    min_frames: int
+    mem_limit: int
+    overscan: str
+    uncertainty: bool
+    gain: float | None
+    readnoise: float | None
+    cosmic_rays: bool
+    cr_sigclip: float
+    cr_objlim: float
+    no_bpm: bool
+
+
+#: The JSON types of each recorded option (``float`` takes whole numbers too).
+_ARGUMENT_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("masters_dir", "output_dir", "bias", "dark", "flat", "scheduler", "overscan"), (str,)),
+    **dict.fromkeys(
+        ("temp_tolerance", "exptime_tolerance", "flat_min", "gain", "readnoise", "cr_sigclip", "cr_objlim"),
+        (float, int),
+    ),
+    **dict.fromkeys(
+        ("dark_scale", "no_bias", "no_dark", "no_flat", "redo", "uncertainty", "cosmic_rays", "no_bpm"),
+        (bool,),
+    ),
+    **dict.fromkeys(("jobs", "min_frames", "mem_limit"), (int,)),
+    "allow_missing": (list,),
+}
+
+
+def _recorded(arguments: Mapping[str, Any], key: str, kinds: tuple[type, ...]) -> Any:
+    """One recorded option: its value (``None`` when absent or null), checked against its JSON types."""
+    value = arguments.get(key)
+    if value is None:
+        return None
+    wrong = isinstance(value, bool) and bool not in kinds  # JSON true is no number
+    if wrong or not isinstance(value, kinds) or (isinstance(value, list) and not _texts(value)):
+        raise ConfigError(
+            f"the recorded option {key} = {value!r} is not of the type of --{key.replace('_', '-')}"
+        )
+    return value
+
+
+def _texts(values: list[Any]) -> bool:
+    return all(isinstance(value, str) for value in values)
 
 
 def check_options(options: ProcessOptions) -> None:
@@ -140,14 +218,9 @@ def check_options(options: ProcessOptions) -> None:
             raise UsageError(f"--allow-missing {kind!r}: use one of {', '.join(ROLES)}")
     if not (math.isfinite(options.flat_min) and options.flat_min > 0):
         raise UsageError(f"--flat-min must be a positive number, not {options.flat_min:g}")
-    if not options.rules.temp_tolerance >= 0:
-        raise UsageError(f"--temp-tolerance must be zero or positive, not {options.rules.temp_tolerance:g}")
-    if not options.rules.exptime_tolerance >= 0:
-        raise UsageError(
-            f"--exptime-tolerance must be zero or positive, not {options.rules.exptime_tolerance:g}"
-        )
-    if options.jobs is not None and options.jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, not {options.jobs}")
+    check_rules(options.rules)
+    if options.jobs is not None:
+        check_workers(options.jobs)
     if options.scheduler is not None:
         check_address(options.scheduler)
     if options.no_bias and options.rules.dark_scale:

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog, lock_writers
 from ccdcal.catalog.states import last_process_run
-from ccdcal.errors import UsageError
+from ccdcal.errors import CcdcalError, UsageError
 from ccdcal.files.fitsio import check_writable, remove_own_temporaries
 from ccdcal.lights import claims
 from ccdcal.lights.coordinator import calibrate_lights
@@ -176,10 +176,16 @@ def _rolled_back(catalog: Catalog) -> Iterator[Session]:
 
 def plan_now(catalog: Catalog) -> tuple[int | None, ProcessSummary]:
     """The dry run of ``ccdcal process`` with the options of the last ``process`` (or ``run``) run, and
-    that run's id; default options (and ``None``) when there was none or its pinned masters are gone."""
+    that run's id; default options (and ``None``) when there was none, when its recorded options cannot be
+    used (a row ccdcal did not write, a value it now refuses), or without its pins (and ``None``) when its
+    pinned masters are gone."""
     run = last_process_run(catalog)
-    options = ProcessOptions.from_arguments(run.arguments) if run is not None else ProcessOptions()
-    options = replace(options, redo=False)
+    try:
+        options = ProcessOptions.from_arguments(run.arguments) if run is not None else ProcessOptions()
+        options = replace(options, redo=False)
+        check_options(options)
+    except CcdcalError:
+        run, options = None, ProcessOptions()
     try:
         return (run.id if run is not None else None), dry_run(catalog, options)
     except UsageError:  # a pinned master of that run is no longer in the catalog

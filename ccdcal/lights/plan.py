@@ -21,7 +21,7 @@ import gc
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,6 +40,7 @@ from ccdcal.files.naming import calibrated_name
 from ccdcal.lights.matching import Choices, LightMatch, MatchOptions, match_light
 from ccdcal.lights.optional import COMPARED_RECORDS, OptionalContext, optional_changes, plan_optional_steps
 from ccdcal.lights.options import ProcessOptions
+from ccdcal.lights.records import number_of, step_records, text_of
 from ccdcal.lights.steps import APPLIED, STEP_LABELS, MasterInfo
 from ccdcal.lights.task import FrameTask, MasterUse, OptionalSteps
 
@@ -403,18 +404,22 @@ class Previous(NamedTuple):
     steps: dict[str, Any]
 
 
-def compared_steps(steps: dict[str, Any] | None) -> dict[str, Any]:
-    """The part of a calibration's ``steps`` that planning compares: each master step's ``status``, the
-    dark's ``scale``, the flat's ``flat_min`` (where recorded), and the records of
-    :data:`~ccdcal.lights.optional.COMPARED_RECORDS`. :func:`_latest` reads the same from the database."""
-    steps = steps or {}
+def compared_steps(steps: object) -> dict[str, Any]:
+    """The part of a calibration's ``steps`` that planning compares: each master step's ``status`` (a
+    text), the dark's ``scale`` and the flat's ``flat_min`` (numbers), where recorded, and the records of
+    :data:`~ccdcal.lights.optional.COMPARED_RECORDS`. :func:`_latest` reads the same from the database.
+    Any JSON is read (:mod:`ccdcal.lights.records`): a value of another type counts as not recorded."""
+    records = step_records(steps)
     compared: dict[str, Any] = {}
     for role, keys in _COMPARED_KEYS.items():
-        record = steps.get(role)
-        record = record if isinstance(record, dict) else {}
-        compared[role] = {key: record[key] for key in keys if record.get(key) is not None}
-    compared |= {key: steps[key] for key in COMPARED_RECORDS if steps.get(key) is not None}
+        record = records.get(role, {})
+        compared[role] = {key: value for key in keys if (value := _compared_value(record, key)) is not None}
+    compared |= {key: dict(records[key]) for key in COMPARED_RECORDS if key in records}
     return compared
+
+
+def _compared_value(record: Mapping[str, object], key: str) -> str | float | None:
+    return text_of(record, key) if key == "status" else number_of(record, key)
 
 
 #: The values of each master step that planning compares.
@@ -425,9 +430,9 @@ def _latest(session: Session) -> dict[int, tuple[Previous | None, dict[str, int]
     """Each light's latest calibration and its masters by role.
 
     SQLite extracts from ``calibrations.steps`` the values planning compares (:func:`compared_steps`):
-    its ``json_extract`` reads a few values of a calibration's JSON many times faster than Python decodes
-    the whole of it. PostgreSQL's operators on ``json`` parse the document again for each value: there
-    the whole JSON is read and decoded by the driver.
+    one ``json_extract`` of them all reads a few values of a calibration's JSON many times faster than
+    Python decodes the whole of it. PostgreSQL's operators on ``json`` parse the document again for each
+    value: there the whole JSON is read and decoded by the driver.
     """
     newest = select(func.max(Calibration.id)).group_by(Calibration.frame_id)
     extract = session.get_bind().dialect.name == "sqlite"
@@ -458,31 +463,34 @@ def _latest(session: Session) -> dict[int, tuple[Previous | None, dict[str, int]
     return {previous.frame_id: (previous, used[i]) for i, previous in found.items()}
 
 
-#: (role, key) of each value of a master step that planning compares.
-_STEP_VALUES = [(role, key) for role, keys in _COMPARED_KEYS.items() for key in keys]
+#: The paths in ``calibrations.steps`` of what planning compares: each master step's values
+#: (:data:`_COMPARED_KEYS`), then the records of :data:`~ccdcal.lights.optional.COMPARED_RECORDS`.
+_PATHS = [
+    *((role, key) for role, keys in _COMPARED_KEYS.items() for key in keys),
+    *((key,) for key in COMPARED_RECORDS),
+]
 
-#: The columns of :func:`_latest` that extract :func:`compared_steps` from ``calibrations.steps``: the
-#: values of :data:`_STEP_VALUES`, then the records of :data:`~ccdcal.lights.optional.COMPARED_RECORDS` as
-#: JSON text.
+#: The column of :func:`_latest` that extracts them on SQLite: one ``json_extract`` of every path, which
+#: parses the document once and gives the values as a JSON array, each of the type it is stored with (so
+#: that they are read by :func:`compared_steps` as the whole document would be).
 _EXTRACTED = [
-    *(
-        Calibration.steps[path].as_string() if path[1] == "status" else Calibration.steps[path].as_float()
-        for path in _STEP_VALUES
-    ),
-    *(Calibration.steps[(key,)].as_string() for key in COMPARED_RECORDS),
+    func.json_extract(Calibration.steps, *("$" + "".join(f'."{key}"' for key in path) for path in _PATHS))
 ]
 
 
 def _extracted_steps(values: list[Any]) -> dict[str, Any]:
-    """:func:`compared_steps` from the values of the :data:`_EXTRACTED` columns."""
-    compared: dict[str, Any] = {role: {} for role in _COMPARED_KEYS}
-    for (role, key), value in zip(_STEP_VALUES, values, strict=False):
-        if value is not None:
-            compared[role][key] = value
-    for key, text in zip(COMPARED_RECORDS, values[len(_STEP_VALUES) :], strict=True):
-        if text is not None and (record := json.loads(text)) is not None:
-            compared[key] = record
-    return compared
+    """:func:`compared_steps` from the :data:`_EXTRACTED` column: the values put back where they were."""
+    try:
+        found = json.loads(values[0]) if isinstance(values[0], str) else None
+    except ValueError:
+        found = None
+    steps: dict[str, Any] = {}
+    for path, value in zip(_PATHS, found if isinstance(found, list) else [], strict=False):
+        if len(path) == 1:
+            steps[path[0]] = value
+        else:
+            steps.setdefault(path[0], {})[path[1]] = value
+    return compared_steps(steps)
 
 
 def raw_problems(lights: Sequence[Any]) -> dict[int, str]:

@@ -5,12 +5,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from ccdcal.files.naming import number_text
 from ccdcal.lights.plan import LightReport
 from ccdcal.lights.steps import ROLES
 from ccdcal.masters.groups import MasterReport
+
+
+class LightProblem(TypedDict):
+    """A light left undone, with why."""
+
+    path: str
+    outcome: str
+    reason: str | None
+
+
+class ProcessRecord(TypedDict):
+    """``runs.summary`` of a process (or ``run``) run (:meth:`ProcessSummary.run_summary`), read back by
+    the report (:func:`ccdcal.report.problems.from_runs`)."""
+
+    masters: dict[str, int]
+    lights: dict[str, int]
+    problems: list[LightProblem]
 
 
 @dataclass
@@ -112,7 +129,7 @@ class ProcessSummary:
         outcomes = ("calibrated", "calibrate", "current", "cannot", "failed", "busy")
         return {o: len(self.of(o)) for o in outcomes}
 
-    def run_summary(self) -> dict[str, Any]:
+    def run_summary(self) -> ProcessRecord:
         """The compact record kept in ``runs.summary``: counts, and the lights left undone with the reasons
         (each calibration's details are in its rows)."""
         return {

@@ -33,7 +33,7 @@ from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Master
 from ccdcal.catalog.queries import GROUP_KEYS, grouped_frames
 from ccdcal.errors import FitsFormatError
-from ccdcal.files.fitsio import read_image, remove_stale_temporaries
+from ccdcal.files.fitsio import check_folder, read_image, remove_stale_temporaries
 from ccdcal.kernels.qa import (
     QA_OUTLIER_FRACTION,
     QA_OUTLIER_SIGMA,
@@ -57,6 +57,7 @@ from ccdcal.masters.groups import (
     check_options,
     describe_keys,
     marked_bad,
+    qa_warnings,
 )
 from ccdcal.runtime.cluster import ClusterOnDemand
 
@@ -89,6 +90,7 @@ def build_masters(
     """
     check_options(options)
     folder = options.masters_dir.expanduser().resolve()
+    check_folder(folder)
     if run_id is not None:
         return _build_all(catalog, options, folder, run_id, progress)
     arguments = {
@@ -259,6 +261,6 @@ def _listed(m: Master) -> dict[str, Any]:
         "mean": m.stat_mean,
         "std": m.stat_std,
         "rejected_fraction": m.rejected_fraction,
-        "warnings": list((m.parameters or {}).get("qa", {}).get("warnings", [])),
+        "warnings": qa_warnings(m.parameters),
         "created_at": m.created_at,
     }

@@ -268,7 +268,8 @@ def _master_row(
 
 
 def _parameters(plan: GroupPlan, built: BuiltMaster, options: MasterOptions) -> dict[str, Any]:
-    """The ``masters.parameters`` JSON: combine parameters, pre-calibration numbers and the QA result."""
+    """The ``masters.parameters`` JSON (:class:`~ccdcal.masters.groups.MasterParameters`): combine
+    parameters, pre-calibration numbers and the QA result."""
     parameters: dict[str, Any] = {
         **options.params.as_dict(),
         "mem_limit": options.mem_limit,

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 from ccdcal.catalog.models import Master
-from ccdcal.catalog.queries import MatchRules
+from ccdcal.catalog.queries import MatchRules, check_rules
 from ccdcal.errors import UsageError
 from ccdcal.files.naming import number_text
 from ccdcal.kernels.combine import ClipParams
@@ -32,6 +32,109 @@ MASTER_ORDER = ("bias", "dark", "flat")
 
 
 Progress = Callable[[str, int, int], None]
+
+
+# -- the JSON of a master: masters.parameters ----------------------------------------------------------------
+
+
+class QaRecord(TypedDict, total=False):
+    """The comparison with the group's previous master (``masters.parameters.qa``): the warnings, and the
+    numbers when the two could be compared (``None`` when not finite)."""
+
+    previous_id: int | None
+    warnings: list[str]
+    shift: float | None
+    sigma: float | None
+    outlier_fraction: float | None
+
+
+class InputLevel(TypedDict):
+    """One input's overscan level (``None`` when not finite)."""
+
+    frame_id: int
+    level: float | None
+
+
+class InputOverscan(TypedDict, total=False):
+    """How the inputs' overscan was subtracted and the image trimmed, and each input's level."""
+
+    mode: str
+    method: str
+    biassec: str | None
+    trimsec: str | None
+    axis: int | None
+    inputs: list[InputLevel]
+
+
+class InputStepsRecord(TypedDict, total=False):
+    """The optional steps of a master's inputs (:meth:`ccdcal.masters.optional.InputSteps.parameters`)."""
+
+    uncertainty: bool
+    overscan: InputOverscan
+
+
+class MasterParameters(TypedDict, total=False):
+    """``masters.parameters`` as written: a combined master's clipping parameters (with the definition they
+    match), its options, the inputs' dark scales, flat levels and optional steps, and the QA result; a
+    bad-pixel mask's method, thresholds, masters and counts; ``provisional`` on the rows of a dry run
+    (rolled back). Read by :func:`qa_warnings` and the report."""
+
+    method: str
+    sigma_lower: float
+    sigma_upper: float
+    maxiters: int
+    cenfunc: str
+    stdfunc: str
+    definition: str
+    mem_limit: int
+    dark_scales: list[float | None]
+    flat_levels: list[float | None]
+    min_frames: int
+    temp_tolerance: float
+    steps: InputStepsRecord
+    qa: QaRecord
+    provisional: bool
+    hot_sigma: float
+    lsigma: float
+    hsigma: float
+    ncmed: int
+    nlmed: int
+    ncsig: int
+    nlsig: int
+    byblocks: bool
+    dark_id: int | None
+    flat_id: int | None
+    counts: dict[str, int | None]
+
+
+def qa_warnings(parameters: object) -> list[str]:
+    """The QA warnings of a master's ``parameters`` (any JSON: what is not a list of texts is left out)."""
+    qa = parameters.get("qa") if isinstance(parameters, Mapping) else None
+    found = qa.get("warnings") if isinstance(qa, Mapping) else None
+    return [item for item in found if isinstance(item, str)] if isinstance(found, list) else []
+
+
+class MasterReportRecord(TypedDict):
+    """One group's outcome as ``runs.summary.masters`` of a masters run keeps it (and ``--json``)."""
+
+    kind: str
+    keys: dict[str, float | str | None]
+    outcome: str
+    n_inputs: int
+    path: str | None
+    master_id: int | None
+    version: int | None
+    reason: str | None
+    warnings: list[str]
+
+
+class MastersRecord(TypedDict):
+    """``runs.summary`` of a masters run (:meth:`MastersSummary.as_dict`), read back by the report."""
+
+    built: int
+    current: int
+    skipped: int
+    masters: list[MasterReportRecord]
 
 
 @dataclass
@@ -48,7 +151,7 @@ class MasterReport:
     reason: str | None = None
     warnings: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> MasterReportRecord:
         """JSON-ready form."""
         return {
             "kind": self.kind,
@@ -79,7 +182,7 @@ class MastersSummary:
         """1 when a group could not be built (too few frames, no calibrator, unreadable input)."""
         return 1 if any(r.outcome == "skipped" for r in self.reports) else 0
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> MastersRecord:
         """JSON-ready form (also the run's summary)."""
         return {
             "built": len(self.of("built")),
@@ -119,6 +222,7 @@ def check_options(options: MasterOptions) -> None:
             raise UsageError(f"--kind {kind!r}: use one of {', '.join(MASTER_ORDER)}")
     if options.min_frames < 1:
         raise UsageError(f"--min-frames must be at least 1, not {options.min_frames}")
+    check_rules(options.rules)
     if options.scheduler is not None:
         check_address(options.scheduler)
 

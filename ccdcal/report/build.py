@@ -18,7 +18,7 @@ from typing import Any
 
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import utcnow
-from ccdcal.errors import CcdcalError, NotFoundError, UsageError
+from ccdcal.errors import CcdcalError, NotFoundError
 from ccdcal.report import html, problems
 from ccdcal.report.data import (
     Problem,
@@ -30,7 +30,7 @@ from ccdcal.report.data import (
     select_runs,
 )
 from ccdcal.report.plots import DRIFT_TITLES, drift_plot
-from ccdcal.report.previews import Preview, preview, quiet_fits, write_bytes_atomic
+from ccdcal.report.previews import Preview, check_output, preview, quiet_fits, write_bytes_atomic
 
 #: Longest side of a master's preview, and of each of a light's two previews [px].
 MASTER_PREVIEW_SIZE = 384
@@ -131,8 +131,7 @@ def build_report(
     started = time.perf_counter()
     scope = ReportScope(run_id, since)
     target = Path(output).expanduser().resolve()
-    if not target.parent.is_dir():
-        raise UsageError(f"cannot write {target}: folder {target.parent} does not exist")
+    check_output(target, "the report", "report.html")
     data = gather(catalog, scope)
     images, unavailable = render_images(data, threads, progress)
     page = html.render(data, images)

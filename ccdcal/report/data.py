@@ -30,9 +30,11 @@ from ccdcal.catalog.models import (
     Run,
 )
 from ccdcal.catalog.queries import GROUP_KEYS, in_chunks
+from ccdcal.catalog.targets import is_row_id
 from ccdcal.errors import NotFoundError, UsageError
+from ccdcal.lights.records import count_of, number_of, step_records, step_warnings, text_of
 from ccdcal.lights.steps import APPLIED, STEP_LABELS
-from ccdcal.masters.groups import describe_keys
+from ccdcal.masters.groups import describe_keys, qa_warnings
 
 #: Master kinds in report order.
 KINDS = ("bias", "dark", "flat")
@@ -88,8 +90,19 @@ def parse_since(text: str) -> dt.datetime:
             "(UTC unless an offset such as +01:00 is given)"
         ) from None
     if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        try:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:  # 0001-01-01T00:00+01:00 in UTC is before the first date there is
+            raise UsageError(
+                f"--since {text!r}: in UTC that is outside the years 1 to 9999; give another date"
+            ) from None
     return value
+
+
+def json_object(value: object) -> dict[str, Any]:
+    """A JSON column's value as an object: itself when it is one, else empty (``runs.summary`` is NULL
+    while a run works; a row edited by hand may hold anything)."""
+    return {str(key): item for key, item in value.items()} if isinstance(value, dict) else {}
 
 
 @dataclass
@@ -105,7 +118,7 @@ class RunEntry:
     versions: dict[str, str | None]
     host: str | None
     user: str | None
-    summary: dict[str, Any] | None
+    summary: dict[str, Any]
     in_scope: bool = True
 
 
@@ -142,7 +155,7 @@ class MasterEntry:
     @property
     def warnings(self) -> list[str]:
         """The QA warnings recorded when the master was built."""
-        return [str(w) for w in (self.parameters.get("qa") or {}).get("warnings") or []]
+        return qa_warnings(self.parameters)
 
 
 @dataclass
@@ -257,15 +270,17 @@ def _light(calibration: Calibration, frame: Frame) -> LightEntry:
         run_id=calibration.run_id,
         superseded_reason=_superseded_reason(calibration),
     )
-    for role, step in (calibration.steps or {}).items():
-        status = step.get("status")
+    for role, step in step_records(calibration.steps).items():
+        status = text_of(step, "status") or "unknown"
+        masked = count_of(step, "masked")
         if status != APPLIED:
-            light.notes.append(f"{role}: {STEP_LABELS.get(status, status)} — {step.get('reason', '')}")
-        elif role == "flat" and step.get("masked"):
+            light.notes.append(f"{role}: {STEP_LABELS.get(status, status)} — {text_of(step, 'reason') or ''}")
+        elif role == "flat" and masked:
             light.notes.append(
-                f"flat: {step['masked']} pixels below flat_min {step.get('flat_min')} clamped "
+                f"flat: {masked} pixels below flat_min {number_of(step, 'flat_min')} clamped "
                 "(flagged in the MASK extension)"
             )
+    light.notes += [f"warning: {warning}" for warning in step_warnings(calibration.steps)]
     if calibration.raw_sha256 and frame.sha256 and calibration.raw_sha256 != frame.sha256:
         light.notes.append("the raw file changed after this calibration (its sha256 differs)")
     return light
@@ -374,7 +389,7 @@ def _master(m: Master, in_scope: bool) -> MasterEntry:
         created_at=m.created_at,
         run_id=m.run_id,
         method=m.method,
-        parameters=dict(m.parameters or {}),
+        parameters=json_object(m.parameters),
         in_scope=in_scope,
         superseded_reason=_superseded_reason(m),
     )
@@ -419,7 +434,7 @@ def select_runs(session: Session, scope: ReportScope, referenced: set[int]) -> l
         ``--run ID`` names no run of the catalog.
     """
     if scope.run_id is not None:
-        if session.get(Run, scope.run_id) is None:
+        if not is_row_id(scope.run_id) or session.get(Run, scope.run_id) is None:
             newest = session.scalar(select(func.max(Run.id)))
             known = f"runs are 1 to {newest}" if newest else "the catalog has no runs yet"
             raise NotFoundError(f"--run {scope.run_id}: no such run ({known}); see the runs table")
@@ -439,11 +454,11 @@ def _run(r: Run, in_scope: bool) -> RunEntry:
         status=r.status,
         started_at=r.started_at,
         finished_at=r.finished_at,
-        arguments=dict(r.arguments or {}),
+        arguments=json_object(r.arguments),
         versions={label: getattr(r, column) for column, label in VERSION_COLUMNS.items()},
         host=r.host,
         user=r.user,
-        summary=r.summary,
+        summary=json_object(r.summary),
         in_scope=in_scope,
     )
 

@@ -29,7 +29,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from astropy.visualization import ZScaleInterval
 from PIL import Image
 
-from ccdcal.errors import FitsFormatError, NotFoundError, UsageError
+from ccdcal.errors import FitsFormatError, NotFoundError, OutputError, UsageError
 from ccdcal.files.fitsio import TEMP_PREFIX
 
 #: Longest side of a ``ccdcal preview`` PNG unless told otherwise (``0`` keeps every pixel).
@@ -107,8 +107,14 @@ def read_frame(
     """
 
     name = os.fspath(path)
-    if not os.path.exists(name):
-        raise NotFoundError(f"{name}: no such file")
+    try:
+        os.stat(name)
+    except FileNotFoundError:
+        raise NotFoundError(f"{name}: no such file") from None
+    except OSError as exc:  # a folder on the way that cannot be searched, a name too long ...
+        raise FitsFormatError(f"cannot look at it: {exc.strerror or exc}", name) from None
+    if os.path.isdir(name):
+        raise FitsFormatError("a folder, not a FITS file", name)
     image_types = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
     try:
         with quiet_fits() if quiet else nullcontext(), fits.open(name, memmap=False) as hdul:
@@ -128,6 +134,11 @@ def read_frame(
             data = hdul[hdu].data
             if data is None or data.ndim < 2:
                 raise FitsFormatError(f"HDU {hdu} holds no image of two or more axes", name)
+            if data.size == 0:
+                shape = "x".join(str(n) for n in reversed(data.shape))
+                raise FitsFormatError(
+                    f"HDU {hdu} holds an empty image ({shape} pixels): nothing to show", name
+                )
             note = None
             if data.ndim > 2:
                 note = f"first plane of a {data.ndim}-D cube"
@@ -281,19 +292,39 @@ def preview_file(
     target = target.expanduser().resolve()
     if target == source:
         raise UsageError(f"-o {target} is the frame itself; choose another file name for the PNG")
-    if not target.parent.is_dir():
-        raise UsageError(f"cannot write {target}: folder {target.parent} does not exist")
+    check_output(target, "the PNG", f"{fits_stem(source)}.png")
     shown = preview(source, max_size, hdu)
     write_bytes_atomic(target, shown.png)
     return PreviewResult(source, target, shown)
 
 
+def check_output(target: Path, what: str, example: str) -> None:
+    """Raise :class:`UsageError` when ``target`` (resolved) cannot be the file ``-o`` names: its folder
+    does not exist, or it is a folder itself (``example``: a file name to suggest in it)."""
+    if target.is_dir():
+        raise UsageError(
+            f"-o {target} is a folder; give the file to write {what} to, e.g. -o {target / example}"
+        )
+    if not target.parent.is_dir():
+        raise UsageError(f"cannot write {target}: folder {target.parent} does not exist")
+
+
 def write_bytes_atomic(target: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``target`` and rename it over ``target``."""
+    """Write ``data`` to a temporary file beside ``target`` and rename it over ``target``.
+
+    Raises
+    ------
+    OutputError
+        The file cannot be written (no permission, a full disk, a read-only file system), naming it.
+    """
     temporary = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}")
     try:
         with open(temporary, "wb") as handle:
             handle.write(data)
         os.replace(temporary, target)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write {target}: {exc.strerror or exc}; check the folder's permissions and free space"
+        ) from None
     finally:
         temporary.unlink(missing_ok=True)

@@ -1,7 +1,7 @@
 """What went wrong, with the reasons: frames rejected, lights not calibrated or failed, groups skipped.
 
 For ``--run`` and ``--since`` the problems are those the runs in scope recorded in their summaries
-(``ingest``: files rejected and unclassified; ``masters``: groups skipped; ``process``: lights not
+(``ingest``: files rejected, not read and unclassified; ``masters``: groups skipped; ``process``: lights not
 calibrated or failed; see :func:`from_runs`). For the catalog now they are read from
 the catalog as it is — frames rejected, missing, unclassified or marked bad, masters marked bad — and from
 what ``ccdcal process`` would do now (a dry run with the options of the last process run, as
@@ -19,12 +19,14 @@ from sqlalchemy import select
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Frame, Master
 from ccdcal.lights.pipeline import plan_now
+from ccdcal.lights.records import number_of
 from ccdcal.masters.groups import describe_keys
-from ccdcal.report.data import Problem, RunEntry
+from ccdcal.report.data import Problem, RunEntry, json_object
 
 #: Categories in report order.
 CATEGORIES = (
     "rejected",
+    "not read",
     "missing",
     "unclassified",
     "marked bad",
@@ -48,12 +50,14 @@ def from_runs(runs: list[RunEntry]) -> list[Problem]:
     files: dict[str, Problem] = {}
     latest: dict[str, list[Problem]] = {}
     for run in sorted((r for r in runs if r.in_scope), key=lambda r: r.id):
-        summary: dict[str, Any] = run.summary or {}
-        for item in _dicts(summary.get("rejected")):
-            files[str(item.get("path"))] = Problem(
-                "rejected", str(item.get("path")), str(item.get("reason")), run.id
-            )
-        for path in summary.get("unclassified") or []:
+        summary = json_object(run.summary)
+        for category, key in (("rejected", "rejected"), ("not read", "not_read")):
+            for item in _dicts(summary.get(key)):
+                files[str(item.get("path"))] = Problem(
+                    category, str(item.get("path")), str(item.get("reason")), run.id
+                )
+        unclassified = summary.get("unclassified")
+        for path in unclassified if isinstance(unclassified, list) else []:
             files[str(path)] = Problem("unclassified", str(path), _UNCLASSIFIED, run.id)
         if isinstance(summary.get("masters"), list):
             latest["masters"] = [
@@ -83,11 +87,22 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
+#: The group keys that are texts; the others are numbers.
+_TEXT_KEYS = ("instrument", "readout_mode", "filter")
+
+
 def _keys_text(keys: Any) -> str:
+    """A group's keys as :func:`describe_keys` writes them, from any JSON (a value of another type than
+    the key's counts as absent)."""
     if not isinstance(keys, dict):
         return ""
-
-    return describe_keys(keys)
+    clean: dict[str, Any] = {}
+    for key, value in keys.items():
+        if key in _TEXT_KEYS:
+            clean[key] = value if isinstance(value, str) else None
+        else:
+            clean[str(key)] = number_of(keys, key)
+    return describe_keys(clean)
 
 
 def now(catalog: Catalog) -> tuple[list[Problem], list[Problem], int | None]:

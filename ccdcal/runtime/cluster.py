@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from ccdcal.errors import UsageError
-from ccdcal.runtime.cores import usable_cores
+from ccdcal.runtime.cores import check_workers, usable_cores
 
 #: Times a task is resubmitted after an error of its worker (not of the frame: those are results).
 RETRIES = 2
@@ -42,7 +42,10 @@ class Cluster:
 
 def check_address(address: str) -> None:
     """Raise :class:`UsageError` unless ``address`` is ``local[:N]`` or a scheduler URL."""
-    if _LOCAL.match(address):
+    local = _LOCAL.match(address)
+    if local:
+        if local.group(1) is not None:
+            check_workers(int(local.group(1)), f"N in --scheduler {address}")
         return
     if not re.match(r"^(tcp|tls|inproc|ucx|ws|wss)://\S+$", address):
         raise UsageError(
@@ -96,8 +99,7 @@ def _started(address: str, timeout: float = 10.0) -> Iterator[Cluster]:
     try:
         if local:
             workers = int(local.group(1) or usable_cores())
-            if workers < 1:
-                raise UsageError(f"--scheduler {address}: give at least one worker (local:1)")
+            check_workers(workers, f"N in --scheduler {address}")
             cluster = LocalCluster(
                 n_workers=workers,
                 threads_per_worker=1,

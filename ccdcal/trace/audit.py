@@ -23,7 +23,9 @@ from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Calibration, Frame, Master
+from ccdcal.errors import UsageError
 from ccdcal.files.hashing import MISSING, OK, UNCHECKED, fits_files, hash_files
+from ccdcal.runtime.cores import check_workers
 
 Progress = Callable[[str, int, int], None]
 MOVED = "moved"
@@ -185,7 +187,12 @@ def audit(
     AuditReport
         The counts and each file that drifted; the audit's run id.
     """
+    if jobs is not None:
+        check_workers(jobs)
     roots = [Path(p).expanduser().resolve() for p in search]
+    for root in roots:
+        if not root.exists():
+            raise UsageError(f"{root}: no such folder to look for missing files in; check the path")
     arguments = {"search": [str(r) for r in roots], "fix_missing": fix, "jobs": jobs}
     with catalog.run("audit", arguments) as run:
         with catalog.session() as session:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -65,8 +66,15 @@ def trace_header(path: str | os.PathLike[str], search: Sequence[str | os.PathLik
         Its header has no ccdcal provenance (not a calibrated file or master written by ccdcal).
     """
     file = Path(path).expanduser().resolve()
-    if not file.is_file():
-        raise NotFoundError(f"{file}: no such file")
+    try:
+        found = file.stat()
+    except FileNotFoundError:
+        raise NotFoundError(f"{file}: no such file") from None
+    except OSError as exc:  # a folder on the way that cannot be searched ...
+        raise NotFoundError(f"{file}: cannot be looked at ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(found.st_mode):
+        what = "a folder" if stat.S_ISDIR(found.st_mode) else "not a regular file"
+        raise NotFoundError(f"{file}: {what}, not a FITS file; give a calibrated file or a master")
     header = _read_header(file)
     if _kind_of(header) is None:
         raise UsageError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import json
 import os
 import shutil
 import warnings
@@ -13,11 +14,14 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Frame, HeaderCard, Run
+from ccdcal.cli import app
 from ccdcal.errors import UsageError
 from ccdcal.ingestion.core import ingest
+from tests.conftest import unreadable
 
 
 def frames_by_name(catalog: Catalog) -> dict[str, Frame]:
@@ -239,6 +243,67 @@ def test_ingesting_a_subfolder_does_not_mark_the_rest_missing(catalog: Catalog, 
     summary = ingest(catalog, [night / "BIAS"])
     assert (summary.unchanged, summary.missing) == (3, 0)
     assert {f.status for f in frames_by_name(catalog).values()} == {"ok"}
+
+
+def rows(catalog: Catalog) -> dict[str, tuple[object, ...]]:
+    """What the catalog says of each frame: status, content, type, error."""
+    return {
+        name: (f.status, f.sha256, f.size, f.mtime, f.imagetyp, f.error)
+        for name, f in frames_by_name(catalog).items()
+    }
+
+
+def test_a_folder_that_cannot_be_read_is_listed_not_read_and_its_frames_kept(
+    catalog: Catalog, night: Path
+) -> None:
+    """docs/design.md, Ingest: a folder without permission is listed with the reason (exit status 1, the run
+    partial); its catalogued frames are neither marked missing nor changed; once readable, it is read."""
+    ingest(catalog, [night])
+    before = rows(catalog)
+    new = night / "LIGHT" / "l9.fits"
+    shutil.copy(night / "LIGHT" / "l0.fits", new)
+    with unreadable(night / "LIGHT"):
+        summary = ingest(catalog, [night])
+    reason = (
+        "cannot read the folder: Permission denied; the FITS files in it were not looked at (check its "
+        "permissions, then ingest again)"
+    )
+    assert summary.unreadable == [(str(night / "LIGHT"), reason)]
+    assert (summary.new, summary.missing, summary.unchanged, summary.exit_code) == (0, 0, 6, 1)
+    assert summary.as_dict()["not_read"] == [{"path": str(night / "LIGHT"), "reason": reason}]
+    assert rows(catalog) == before
+    with catalog.session() as session:
+        assert session.scalars(select(Run.status).order_by(Run.id.desc())).first() == "partial"
+    again = ingest(catalog, [night])
+    assert (again.new, again.unchanged, again.unreadable, again.exit_code) == (1, 9, [], 0)
+
+
+def test_files_of_a_folder_that_cannot_be_searched_are_listed_not_read(catalog: Catalog, night: Path) -> None:
+    """A folder that can be listed but not searched (mode r--): its FITS files are each listed not read,
+    their rows left as they are."""
+    ingest(catalog, [night])
+    before = rows(catalog)
+    with unreadable(night / "DARK", listable=True):
+        summary = ingest(catalog, [night])
+    reason = "cannot be looked at: Permission denied (check the permissions of its folder)"
+    assert summary.unreadable == [(str(night / "DARK" / f"d{i}.fits"), reason) for i in range(3)]
+    assert (summary.missing, summary.changed, summary.rejected, summary.exit_code) == (0, 0, [], 1)
+    assert rows(catalog) == before
+
+
+def test_ingest_lists_what_it_could_not_read_and_exits_1(tmp_path: Path, night: Path) -> None:
+    db = ["--db", str(tmp_path / "c.db")]
+    with unreadable(night / "BIAS"):
+        result = CliRunner().invoke(app, [*db, "ingest", str(night)])
+        as_json = CliRunner().invoke(app, [*db, "ingest", "--json", str(night)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0].endswith("0 missing, 0 rejected, 1 not read")
+    assert result.stderr == (
+        f"Not read (1):\n  {night / 'BIAS'}: cannot read the folder: Permission denied; the FITS files in it "
+        "were not looked at (check its permissions, then ingest again)\n"
+    )
+    assert as_json.exit_code == 1
+    assert [item["path"] for item in json.loads(as_json.stdout)["not_read"]] == [str(night / "BIAS")]
 
 
 def test_bad_files_are_rejected_with_reasons_while_the_rest_ingest(

@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
+from tests.conftest import unreadable
 from tests.robustness import situations
 
 #: Shape of every frame of the corpus (rows, columns).
@@ -43,6 +44,7 @@ NOT_CALIBRATED = "not calibrated"
 FAILED = "failed"
 CALIBRATED = "calibrated"
 SKIPPED_SILENTLY = "not a file to catalogue"
+NOT_READ = "not read at ingest"
 
 
 @dataclass
@@ -78,7 +80,7 @@ class Case:
         The input, in words (the table's second column).
     outcome : str
         What happens to the subject: :data:`REJECTED`, :data:`UNCLASSIFIED`, :data:`NOT_CALIBRATED`,
-        :data:`FAILED`, :data:`CALIBRATED` or :data:`SKIPPED_SILENTLY`.
+        :data:`FAILED`, :data:`CALIBRATED`, :data:`SKIPPED_SILENTLY` or :data:`NOT_READ`.
     message : str
         A part of the message recorded for the subject (empty for a calibrated light).
     subject : str
@@ -89,6 +91,10 @@ class Case:
         Changes the case's folder between ingest and process (a raw file edited or deleted).
     master_message : str
         A part of the reason a master group of this case is skipped with (empty: none is).
+    locked : tuple of (str, str), optional
+        A folder of the case (relative to its folder) without permissions while the corpus is ingested,
+        and how: ``"---"`` it cannot be listed, ``"r--"`` it can be listed but what is in it cannot be
+        looked at (:func:`tests.conftest.unreadable`).
     """
 
     name: str
@@ -99,6 +105,7 @@ class Case:
     build: Build
     after_ingest: Callable[[Path], None] | None = None
     master_message: str = ""
+    locked: tuple[str, str] | None = None
 
 
 @dataclass
@@ -110,6 +117,7 @@ class Result:
     message: str
     output: str | None = None
     flat: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -390,6 +398,25 @@ def _compressed(folder: Path, t: Templates) -> None:
     fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(pixels, header)]).writeto(folder / "packed.fits.fz")
 
 
+def _locked_light(folder: Path, t: Templates) -> None:
+    _light(folder / "locked" / "inside.fits", t)
+
+
+def _zero_size_image(folder: Path, t: Templates) -> None:
+    header, _ = t.light_hdu()
+    header["NAXIS1"] = 0
+    header.remove("BZERO", ignore_missing=True)
+    (folder / "zero_width.fits").write_bytes(header.tostring().encode("ascii"))
+
+
+def _already_subtracted(folder: Path, t: Templates) -> None:
+    """A light from which a capture program subtracted a dark already (CCDSoft's auto-dark)."""
+    header, pixels = t.light_hdu()
+    header.remove("BZERO", ignore_missing=True)
+    level = float(np.median(pixels))
+    _write(folder / "auto_dark.fits", header, np.clip(pixels.astype(np.float32) - (level - 100), 0, None))
+
+
 def _edited_after_ingest(folder: Path) -> None:
     path = folder / "edited.fits"
     with open(path, "r+b") as handle:
@@ -664,6 +691,42 @@ CASES: tuple[Case, ...] = (
         "inner/looped.fits",
         _folder_link_loop,
     ),
+    # Added by the reliability issue's second round: what ingest cannot look at, images without pixels,
+    # a light already bias-subtracted.
+    Case(
+        "unreadable-folder",
+        "a folder that cannot be read (mode 000) holding a light",
+        NOT_READ,
+        "cannot read the folder: Permission denied",
+        "locked/inside.fits",
+        _locked_light,
+        locked=("locked", "---"),
+    ),
+    Case(
+        "unsearchable-folder",
+        "a folder that can be listed but not searched (mode r--) holding a light",
+        NOT_READ,
+        "cannot be looked at: Permission denied",
+        "locked/inside.fits",
+        _locked_light,
+        locked=("locked", "r--"),
+    ),
+    Case(
+        "zero-size-image",
+        "NAXIS1 = 0 (an image without pixels)",
+        REJECTED,
+        "no image HDU",
+        "zero_width.fits",
+        _zero_size_image,
+    ),
+    Case(
+        "already-subtracted",
+        "a light whose dark was subtracted by the capture program (its level below the bias)",
+        CALIBRATED,
+        "",
+        "auto_dark.fits",
+        _already_subtracted,
+    ),
 )
 
 
@@ -723,7 +786,11 @@ def run(root: Path) -> CorpusRun:
 
     runner = CliRunner()
     db = ["--db", str(root / "corpus.db")]
-    with unreadable_as_root(root):
+    with unreadable_as_root(root), ExitStack() as locks:
+        for case in CASES:
+            if case.locked is not None:
+                folder, mode = case.locked
+                locks.enter_context(unreadable(root / case_folder(case) / folder, listable=mode == "r--"))
         ingested = runner.invoke(app, [*db, "ingest", "--json", "--jobs", "1", str(root)])
     for case in CASES:
         if case.after_ingest is not None:
@@ -754,6 +821,9 @@ def _result(corpus: CorpusRun, case: Case) -> Result:
     for path, reason in ((r["path"], r["reason"]) for r in corpus.ingest["rejected"]):
         if path in (subject, resolved):
             return Result(case, REJECTED, reason)
+    for path, reason in ((r["path"], r["reason"]) for r in corpus.ingest["not_read"]):
+        if path in (subject, resolved) or subject.startswith(path + os.sep):
+            return Result(case, NOT_READ, f"{path}: {reason}")
     if resolved in corpus.ingest["unclassified"]:
         return Result(case, UNCLASSIFIED, "no type in the header or folder name: listed as unclassified")
     for light in corpus.process["lights"]:
@@ -761,6 +831,7 @@ def _result(corpus: CorpusRun, case: Case) -> Result:
             outcome = {"calibrated": CALIBRATED, "cannot": NOT_CALIBRATED, "failed": FAILED}[light["outcome"]]
             result = Result(case, outcome, light["reason"] if outcome != CALIBRATED else "", light["output"])
             result.flat = (light["steps"].get("flat") or {}).get("path")
+            result.warnings = list(light["warnings"])
             return result
     return Result(case, SKIPPED_SILENTLY, "")
 
@@ -785,7 +856,8 @@ def markdown(corpus: CorpusRun) -> str:
         "built by `tests/robustness/corpus.py` beside a good simulated night and run through both commands",
         "by `tests/robustness/test_corpus.py`: each run finishes, every good frame is calibrated, each bad",
         "item is recorded with the message below (`…` is the corpus folder), and the exit status is 1: some",
-        f"frames rejected or not calibrated (docs/design.md, Commands and exit codes). {len(CASES)} cases.",
+        "frames rejected, not read or not calibrated (docs/design.md, Commands and exit codes).",
+        f"{len(CASES)} cases.",
         "This file is generated: `python -m tests.robustness.corpus docs/hostile-inputs.md` (a test fails",
         "when it is out of date).",
         "",
@@ -802,6 +874,7 @@ def markdown(corpus: CorpusRun) -> str:
             message = f"output `{Path(result.output).name}`"
             if result.case.name.startswith("filter-") and result.flat:
                 message += f", master flat `{Path(result.flat).name}`"
+            message += "".join(f"; warning: {shown(corpus, w)}" for w in result.warnings)
         cells = [f"`{result.case.name}`", result.case.what, result.outcome, message.replace("|", "\\|")]
         lines.append("| " + " | ".join(cells) + " |")
     lines += situations.markdown()

@@ -30,6 +30,9 @@ class Situation:
     test: str
 
 
+#: The test of the values the command line cannot use (parametrized, one case each).
+_ERRORS = "tests/cli/test_errors.py::test_a_value_ccdcal_cannot_use_is_one_line_and_exit_2"
+
 SITUATIONS: tuple[Situation, ...] = (
     Situation(
         "two-process-runs",
@@ -42,6 +45,116 @@ SITUATIONS: tuple[Situation, ...] = (
         "`--db` naming a database of another program",
         "one line naming it, exit 2; nothing written",
         "tests/cli/test_base.py::test_not_a_catalog_is_exit_2_without_traceback",
+    ),
+    Situation(
+        "db-other-database",
+        "`--db foo://bar`, `--db mysql://...`, a driver that is not installed (`postgresql+pg8000://`), an "
+        "empty `--db`, a folder",
+        "one line naming the URL and what a catalog can be, exit 2",
+        _ERRORS,
+    ),
+    Situation(
+        "id-beyond-any-row",
+        "`provenance master:99999999999999999999` (and impact, mark-bad, mark-good), "
+        "`report --run 99999999999999999999`",
+        "`no master with id ... in the catalog`, `no such run`, exit 2",
+        _ERRORS,
+    ),
+    Situation(
+        "workers-beyond-any-machine",
+        "`--jobs 99999999999999999999` (process, ingest, audit), `--scheduler local:99999999999999999999`, "
+        "`jobs = ...` in a config",
+        "`--jobs must be at most 1024`, exit 2 (nothing started)",
+        _ERRORS,
+    ),
+    Situation(
+        "output-is-a-folder",
+        "`preview FILE -o DIR`, `report -o DIR`",
+        "`-o DIR is a folder; give the file ...`, exit 2",
+        _ERRORS,
+    ),
+    Situation(
+        "numbers-not-finite",
+        "`--mem-limit inf` (nan, 1e400), `--temp-tolerance nan`, `--temp-tolerance inf`, "
+        "`--exptime-tolerance inf`, `--since` outside the years 1 to 9999 in UTC",
+        "one line naming the option, exit 2 (a JSON record holds finite numbers only)",
+        _ERRORS,
+    ),
+    Situation(
+        "preview-without-pixels",
+        "`preview` of an image of 0x0 or 0x5 pixels, of a folder",
+        "`HDU 0 holds an empty image (0x5 pixels): nothing to show`, exit 2",
+        _ERRORS,
+    ),
+    Situation(
+        "file-in-unreadable-folder",
+        "`ingest`, `preview`, `provenance --from-header` of a file whose folder cannot be searched",
+        "`cannot be looked at (Permission denied)`, exit 2",
+        "tests/cli/test_errors.py::test_a_file_inside_an_unreadable_folder_is_one_line",
+    ),
+    Situation(
+        "folder-unreadable-after-ingest",
+        "a catalogued folder made unreadable (mode 000, or r--) before the next ingest",
+        "listed under `Not read` with the reason, exit 1, run `partial`; its frames neither missing nor "
+        "changed",
+        "tests/ingestion/test_core.py::test_a_folder_that_cannot_be_read_is_listed_not_read_and_its_frames_kept",
+    ),
+    Situation(
+        "output-disk-full",
+        "`preview -o` on a full disk",
+        "`cannot write ...: No space left on device`, exit 2, nothing left beside it",
+        "tests/cli/test_errors.py::test_an_output_that_cannot_be_written_is_one_line",
+    ),
+    Situation(
+        "catalog-disk-full",
+        "the SQLite catalog's disk full during ingest, masters or process",
+        "`the catalog ... cannot be written: its disk is full`, exit 2; the next run resumes",
+        "tests/robustness/test_catalog_failures.py::test_the_catalog_disk_full_is_one_line_and_the_next_run_resumes",
+    ),
+    Situation(
+        "catalog-connection-lost",
+        "the PostgreSQL server ends the connection (`pg_terminate_backend`) while a process run writes",
+        "`lost the connection to the catalog ...`, exit 2, run `failed`, claims released; the next run "
+        "resumes",
+        "tests/robustness/test_catalog_failures.py::test_a_lost_postgresql_connection_is_one_line_and_the_next_run_resumes",
+    ),
+    Situation(
+        "os-error-anywhere",
+        "an operating-system error no part of ccdcal explains (an I/O error)",
+        "one line: the file, the error, what to do; exit 2",
+        "tests/cli/test_errors.py::test_an_operating_system_error_anywhere_is_one_line",
+    ),
+    Situation(
+        "a-bug",
+        "an exception nobody foresaw",
+        "`internal error at FILE:LINE: ... a bug in ccdcal`, exit 2; `-v` logs the traceback",
+        "tests/cli/test_errors.py::test_a_bug_is_one_line_naming_it_and_v_shows_the_traceback",
+    ),
+    Situation(
+        "level-warning-in-catalog",
+        "a catalog holding a light with the level warning (a list in `calibrations.steps`), every optional "
+        "step and a failed light",
+        "report, status, provenance, impact, audit and `masters --list` read it (SQLite and PostgreSQL)",
+        "tests/robustness/test_json_records.py::test_every_writer_writes_its_shapes_and_every_command_reads_them",
+    ),
+    Situation(
+        "json-columns-any-json",
+        "`calibrations.steps`, `masters.parameters`, `runs.arguments`, `runs.summary` holding any JSON (an "
+        "older ccdcal's, edited by hand)",
+        "every reader reads it, leaving out what it does not recognise",
+        "tests/robustness/test_json_records.py::test_every_reader_of_calibration_steps_reads_any_json",
+    ),
+    Situation(
+        "recorded-options-unusable",
+        "the last process run's `runs.arguments` of the wrong types or refused values",
+        "`status` and the report plan with the default options (`options_of_run` null)",
+        "tests/test_status.py::test_status_plans_with_the_defaults_when_the_last_runs_options_cannot_be_used",
+    ),
+    Situation(
+        "worker-process-killed",
+        "a worker process of `process --jobs 2` killed mid-run (as by the out-of-memory killer)",
+        "`a worker process died (...)`, exit 2; the next run calibrates what is left",
+        "tests/cli/test_errors.py::test_a_worker_process_that_dies_is_one_line_and_the_next_run_resumes",
     ),
 )
 

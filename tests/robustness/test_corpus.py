@@ -155,6 +155,29 @@ def test_a_second_run_changes_nothing(run: Any) -> None:
         assert session.scalar(select(func.count()).select_from(Calibration)) == before
 
 
+def test_a_light_below_its_bias_is_calibrated_with_its_warning_and_the_catalog_reads_back(
+    run: Any, tmp_path: Path
+) -> None:
+    """The level warning is kept with the light's calibration; every command that reads the catalog the
+    corpus left — rejections, folders not read, warnings, lights not calibrated — reads it."""
+    (result,) = [r for r in run.results if r.case.name == "already-subtracted"]
+    assert result.warnings
+    assert result.warnings[0].startswith("the light's level ")
+    db = ["--db", str(run.root / "corpus.db")]
+    for args in (
+        ["report", "-o", str(tmp_path / "now.html")],
+        ["report", "--run", "1", "-o", str(tmp_path / "ingest.html")],
+        ["report", "--run", "2", "-o", str(tmp_path / "process.html")],
+        ["status", "--json"],
+        ["masters", "--list", "--all"],
+    ):
+        read = CliRunner().invoke(app, [*db, *args])
+        assert read.exception is None or isinstance(read.exception, SystemExit), (args, read.exception)
+        assert read.exit_code == 0, (args, read.output)
+    assert "warning: the light" in (tmp_path / "now.html").read_text()
+    assert "cannot read the folder: Permission denied" in (tmp_path / "ingest.html").read_text()
+
+
 def test_the_docs_table_is_up_to_date(run: Any) -> None:
     """docs/hostile-inputs.md is made from the corpus: `python -m tests.robustness.corpus
     docs/hostile-inputs.md`."""

@@ -1,0 +1,155 @@
+"""The JSON of a calibration, ``calibrations.steps``: its shapes, written down once here, and the readers
+every part of ccdcal reads it with.
+
+``calibrations.steps`` is one object (:class:`CalibrationSteps`). Most of its entries are records of
+steps: the master steps ``bias``, ``dark`` and ``flat`` and the bad-pixel mask ``bpm``
+(:class:`StepRecord`: the plan's :meth:`ccdcal.lights.steps.Step.as_json`, completed by the coordinator
+and the worker), and the optional steps ``overscan``, ``uncertainty`` and ``cosmic_rays``
+(:class:`OverscanRecord`, :class:`UncertaintyRecord`, :class:`CosmicRecord`: written by the worker,
+``applied``, or ``planned`` for an attempt that failed). One entry is not a record: ``warnings``, a list of
+texts (a light whose level is far below its master bias). So a reader never walks the object as if every
+entry were a step: it takes the records with :func:`step_records` and the warnings with
+:func:`step_warnings`, and a record's values with :func:`text_of`, :func:`number_of` and :func:`count_of`.
+
+Every reader accepts any JSON value — a row written by an older ccdcal, or edited by hand — and leaves out
+what it does not recognise; ``tests/robustness/test_json_records.py`` holds the readers to that, and the
+writers to these shapes.
+
+The worker imports this module (it writes :class:`StepDetails`): nothing here touches the catalog.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TypedDict
+
+
+class StepRecord(TypedDict, total=False):
+    """A master step (``bias``, ``dark``, ``flat``) or the bad-pixel mask (``bpm``).
+
+    ``status`` is ``applied``, ``not_available``, ``skipped`` or ``allowed_missing``; an applied step names
+    its master and the numbers of the match; a divided flat adds ``flat_min``, ``masked`` and
+    ``norm_value``; the mask adds the pixels it ``flagged``.
+    """
+
+    status: str
+    reason: str
+    master_id: int
+    path: str
+    sha256: str
+    delta_temp: float | None
+    delta_time: float | None
+    scale: float | None
+    pinned: bool
+    flat_min: float
+    masked: int
+    norm_value: float
+    flagged: int
+
+
+class OverscanRecord(TypedDict, total=False):
+    """Overscan subtraction and trim: ``--overscan`` and the plan resolved from the header; once applied,
+    the axis of the strip and the level subtracted (``None`` when not finite)."""
+
+    status: str
+    mode: str
+    method: str
+    biassec: str | None
+    trimsec: str | None
+    axis: int | None
+    level: float | None
+
+
+class UncertaintyRecord(TypedDict, total=False):
+    """The UNCERT extension: gain and read noise with where each came from; once applied, which masters
+    carried an uncertainty (by role)."""
+
+    status: str
+    gain: float
+    gain_source: str
+    readnoise: float
+    readnoise_source: str
+    masters: dict[str, bool]
+
+
+class CosmicRecord(TypedDict, total=False):
+    """L.A.Cosmic: its parameters, the gain and read noise used; once applied, the pixels cleaned."""
+
+    status: str
+    method: str
+    sigclip: float
+    sigfrac: float
+    objlim: float
+    niter: int
+    satlevel: float
+    cleantype: str
+    gain: float | None
+    readnoise: float | None
+    noise_source: str
+    cleaned: int
+
+
+class StepDetails(TypedDict, total=False):
+    """What a worker adds to ``calibrations.steps`` (:attr:`ccdcal.lights.task.FrameResult.details`)."""
+
+    overscan: OverscanRecord
+    uncertainty: UncertaintyRecord
+    cosmic_rays: CosmicRecord
+    bpm: StepRecord
+    warnings: list[str]
+
+
+class CalibrationSteps(StepDetails, total=False):
+    """The whole of ``calibrations.steps``: the master steps' records and the worker's details."""
+
+    bias: StepRecord
+    dark: StepRecord
+    flat: StepRecord
+
+
+#: The entry of ``calibrations.steps`` that is not a step's record.
+WARNINGS = "warnings"
+
+
+def step_records(steps: object) -> dict[str, Mapping[str, object]]:
+    """The records of the steps, by step, in their stored order: every entry of ``steps`` that is a JSON
+    object (``warnings``, and anything else that is not a record, left out)."""
+    if not isinstance(steps, Mapping):
+        return {}
+    return {
+        str(key): record for key, record in steps.items() if key != WARNINGS and isinstance(record, Mapping)
+    }
+
+
+def step_warnings(steps: object) -> list[str]:
+    """The warnings recorded with a calibration (texts; any other entry of the list left out)."""
+    found = steps.get(WARNINGS) if isinstance(steps, Mapping) else None
+    if isinstance(found, str):
+        return [found]
+    return [item for item in found if isinstance(item, str)] if isinstance(found, list) else []
+
+
+def text_of(record: Mapping[str, object], key: str) -> str | None:
+    """A text value of a record (``None`` when absent or not a text)."""
+    value = record.get(key)
+    return value if isinstance(value, str) else None
+
+
+def number_of(record: Mapping[str, object], key: str) -> float | None:
+    """A finite number of a record (``None`` when absent, not a number — a boolean is not one — or not
+    finite)."""
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # a whole number beyond any float
+        return None
+    return number if math.isfinite(number) else None
+
+
+def count_of(record: Mapping[str, object], key: str) -> int | None:
+    """A whole number of a record (``None`` when absent or not a whole number)."""
+    value = record.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
