@@ -22,7 +22,6 @@ import functools
 import hashlib
 import os
 import re
-import textwrap
 import threading
 import warnings
 from collections.abc import Iterable
@@ -33,7 +32,8 @@ import numpy as np
 from astropy.io import fits
 
 from ccdcal._version import __version__
-from ccdcal.files.fitsio import HISTORY_TEXT, LONG_STRING, add_history, output_error, set_card, temporary_path
+from ccdcal.files.cardtext import HISTORY_TEXT, history_pieces
+from ccdcal.files.fitsio import LONG_STRING, add_history, output_error, set_card, temporary_path
 
 _BLOCK = 2880
 
@@ -260,7 +260,7 @@ def output_cards(
     ours = {"BUNIT": ("adu", "calibrated pixels in ADU")}
     ours |= {keyword: (value, comment) for keyword, value, comment in cards}
     ours["CCDCALV"] = (__version__, "ccdcal version that wrote this file")
-    lines = [ascii_text(line) for line in (*notes, *history)]
+    lines = [*notes, *history]
     if any(len(_image(c)) > 80 for c in kept) or any(_long(value) for value, _ in ours.values()):
         tail = _tail_astropy(ours, lines)  # long strings: CONTINUE cards and the LONGSTRN declaration
     else:
@@ -297,19 +297,8 @@ def _card_image(keyword: str, value: Any, kind: type, comment: str) -> str:
 
 
 def _history_images(lines: Iterable[str]) -> str:
-    """HISTORY cards of ``lines`` (ASCII), wrapped as :func:`ccdcal.files.fitsio.add_history` wraps them."""
-    images: list[str] = []
-    for line in lines:
-        if not line.isprintable():  # astropy's card checks decide
-            header = fits.Header()
-            add_history(header, [line])
-            images.extend(card.image for card in header.cards)
-        elif len(line) <= HISTORY_TEXT and line == line.rstrip():
-            images.append(f"HISTORY {line:<{HISTORY_TEXT}}")
-        else:
-            parts = textwrap.wrap(line, HISTORY_TEXT, break_long_words=True, break_on_hyphens=False)
-            images.extend(f"HISTORY {part:<{HISTORY_TEXT}}" for part in parts or [""])
-    return "".join(images)
+    """HISTORY cards of ``lines``, cut as :func:`ccdcal.files.fitsio.add_history` cuts them."""
+    return "".join(f"HISTORY {piece:<{HISTORY_TEXT}}" for line in lines for piece in history_pieces(line))
 
 
 def _tail_astropy(ours: dict[str, tuple[Any, str]], lines: list[str]) -> str:
@@ -329,14 +318,6 @@ def output_header(
 ) -> fits.Header:
     """:func:`output_cards` as an astropy header (for inspection; the writer uses the card text)."""
     return fits.Header.fromstring(output_cards(raw, shape, cards, history))
-
-
-_ASCII = str.maketrans({"°": "", "±": "+/-", "Δ": "d", "→": "->", "×": "x", "—": "-", "–": "-"})
-
-
-def ascii_text(text: str) -> str:
-    """Text for a header card: ``-10 °C ±2`` becomes ``-10 C +/-2``; anything else non-ASCII becomes ``?``."""
-    return text.translate(_ASCII).encode("ascii", "replace").decode("ascii")
 
 
 # -- checksums ------------------------------------------------------------------------------------------

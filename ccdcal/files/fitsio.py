@@ -11,7 +11,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import textwrap
 import time
 import uuid
 import warnings
@@ -24,6 +23,7 @@ from astropy.io import fits
 
 from ccdcal._version import __version__
 from ccdcal.errors import FitsFormatError, OutputError
+from ccdcal.files.cardtext import history_pieces
 from ccdcal.files.naming import versioned
 from ccdcal.runtime.owners import owner_tag, parse_tag, process_alive
 
@@ -246,8 +246,6 @@ def _stale(temporary: Path) -> bool:
     return not alive
 
 
-#: Characters of text a HISTORY card holds.
-HISTORY_TEXT = 72
 #: A string value longer than this needs CONTINUE cards (the OGIP long-string convention).
 LONG_STRING = 68
 
@@ -273,11 +271,11 @@ def set_card(header: fits.Header, keyword: str, value: Any, comment: str = "") -
 
 
 def add_history(header: fits.Header, lines: Iterable[str]) -> None:
-    """Append HISTORY cards, wrapping long lines at spaces (a word longer than a card is split)."""
+    """Append HISTORY cards, each line cut as :func:`ccdcal.files.cardtext.history_pieces` cuts it (so that
+    :func:`ccdcal.files.cardtext.history_lines` reads it back exactly)."""
     for line in lines:
-        wrapped = textwrap.wrap(line, HISTORY_TEXT, break_long_words=True, break_on_hyphens=False)
-        for part in wrapped or [""]:
-            header.add_history(part)
+        for piece in history_pieces(line):
+            header.add_history(piece)
 
 
 def stamp_version(header: fits.Header) -> None:

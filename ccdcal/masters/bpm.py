@@ -31,6 +31,7 @@ from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Frame, Master, MasterCalibrator
 from ccdcal.catalog.queries import MATCH_KEYS, unusable_masters
 from ccdcal.errors import FitsFormatError
+from ccdcal.files.cardtext import card_name
 from ccdcal.files.fitsio import add_history, read_image, set_card, stamp_version, write_free
 from ccdcal.files.naming import master_name
 from ccdcal.kernels.bpm import BpmParams, flat_defects, hot_pixels, low_pixels
@@ -192,17 +193,17 @@ def _header(
             set_card(header, keyword, keys[key])
     lines = ["ccdcal: bad-pixel mask, 1 = bad"]
     if dark is not None:
-        set_card(header, "BPMDARK", Path(dark.path).name, "master dark the hot pixels come from")
+        set_card(header, "BPMDARK", card_name(Path(dark.path).name), "master dark the hot pixels come from")
         set_card(header, "BPMDSHA", dark.sha256)
         set_card(header, "NHOT", counts["hot"], f"pixels above median + {params.hot_sigma:g} mad_std")
-        lines.append(f"hot pixels: {Path(dark.path).name} sha256 {dark.sha256}")
+        lines.append(f"hot pixels: {card_name(Path(dark.path).name)} sha256 {dark.sha256}")
         lines.append(f"hot: dark above its median + {params.hot_sigma:g} x mad_std: {counts['hot']} pixels")
     if flat is not None:
-        set_card(header, "BPMFLAT", Path(flat.path).name, "master flat the defects come from")
+        set_card(header, "BPMFLAT", card_name(Path(flat.path).name), "master flat the defects come from")
         set_card(header, "BPMFSHA", flat.sha256)
         set_card(header, "NFLATBAD", counts["flat_defects"], "pixels flagged by ccdmask on the flat")
         set_card(header, "NFLATLOW", counts["flat_low"], "of them below the flat's median")
-        lines.append(f"flat defects: {Path(flat.path).name} sha256 {flat.sha256}")
+        lines.append(f"flat defects: {card_name(Path(flat.path).name)} sha256 {flat.sha256}")
         lines.append(
             f"ccdproc.ccdmask lsigma {params.lsigma:g} hsigma {params.hsigma:g} median {params.nlmed}x"
             f"{params.ncmed} sigma {params.nlsig}x{params.ncsig}{' by blocks' if params.byblocks else ''}:"

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from ccdcal.catalog.db import Catalog, lock_writers
 from ccdcal.catalog.lineage import rebuild_reason
 from ccdcal.catalog.models import Master, MasterCalibrator, MasterInput
+from ccdcal.files.cardtext import card_name
 from ccdcal.files.fitsio import add_history, set_card, stamp_version, write_free
 from ccdcal.files.naming import master_name
 from ccdcal.kernels.combine import ClipParams
@@ -130,15 +131,15 @@ def _group_cards(header: fits.Header, plan: GroupPlan) -> None:
 def _input_cards(header: fits.Header, plan: GroupPlan) -> None:
     set_card(header, "NCOMBINE", len(plan.frames), "number of frames combined")
     for index, frame in enumerate(plan.frames[:MAX_IMCMB], 1):
-        set_card(header, f"IMCMB{index:03d}", Path(frame["path"]).name)
+        set_card(header, f"IMCMB{index:03d}", card_name(Path(frame["path"]).name))
         if frame["sha256"]:
             set_card(header, f"IMSHA{index:03d}", frame["sha256"])  # the value fills the card
     if plan.kind == "dark":
         set_card(header, "WITHBIAS", plan.includes_bias, "the dark still contains the bias")
     if plan.bias is not None:
-        set_card(header, "BIASCOR", Path(plan.bias.path).name, "master bias subtracted")
+        set_card(header, "BIASCOR", card_name(Path(plan.bias.path).name), "master bias subtracted")
     if plan.dark is not None:
-        set_card(header, "DARKCOR", Path(plan.dark.path).name, "master dark subtracted")
+        set_card(header, "DARKCOR", card_name(Path(plan.dark.path).name), "master dark subtracted")
         if len(set(plan.dark_scales)) == 1:
             set_card(header, "DARKSCAL", plan.dark_scales[0], "dark scale factor t_flat / t_dark")
 
@@ -161,10 +162,10 @@ def _history(plan: GroupPlan, built: BuiltMaster, params: ClipParams) -> list[st
     if len(plan.frames) > MAX_IMCMB:
         lines.append(f"IMCMBnnn name the first {MAX_IMCMB} inputs; all are in the catalog's master_inputs")
     if plan.bias is not None:
-        lines.append(f"bias subtracted: {Path(plan.bias.path).name} sha256 {plan.bias.sha256}")
+        lines.append(f"bias subtracted: {card_name(Path(plan.bias.path).name)} sha256 {plan.bias.sha256}")
     if plan.dark is not None:
         scales = ", ".join(f"{s:.6g}" for s in sorted(set(plan.dark_scales)))
-        lines.append(f"dark subtracted: {Path(plan.dark.path).name} sha256 {plan.dark.sha256}")
+        lines.append(f"dark subtracted: {card_name(Path(plan.dark.path).name)} sha256 {plan.dark.sha256}")
         lines.append(f"dark scaled by t_flat / t_dark = {scales}")
     if plan.kind == "dark" and plan.includes_bias:
         lines.append("no bias subtracted: this dark contains the bias; use it at its own exposure only")
