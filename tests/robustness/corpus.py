@@ -178,6 +178,32 @@ def _replace_card(raw: bytes, keyword: str, image: str) -> bytes:
     raise ValueError(f"no {keyword} card")
 
 
+def _with_cards(raw: bytes, images: list[str]) -> bytes:
+    """``raw`` with the card ``images`` written as they are: each replaces the card of its keyword, or is
+    inserted before END."""
+    end = _header_end(raw)
+    cards = [raw[offset : offset + 80] for offset in range(0, end, 80)]
+    cards = cards[: next(i for i, card in enumerate(cards) if card.startswith(b"END     "))]
+    for image in images:
+        card = image.encode("latin-1").ljust(80)[:80]
+        same = [i for i, old in enumerate(cards) if old[:8] == card[:8] and card[8:10] == b"= "]
+        if same:
+            cards[same[0]] = card
+        else:
+            cards.append(card)
+    header = b"".join(cards) + b"END".ljust(80)
+    return header + b" " * (-len(header) % 2880) + raw[end:]
+
+
+def _raw_cards(file_name: str, *images: str) -> Build:
+    """A light whose header holds ``images`` as written (cards astropy would not write)."""
+
+    def build(folder: Path, t: Templates) -> None:
+        (folder / file_name).write_bytes(_with_cards(_bytes_of(t), list(images)))
+
+    return build
+
+
 # -- the cases --------------------------------------------------------------------------------------
 
 
@@ -663,6 +689,72 @@ CASES: tuple[Case, ...] = (
         "",
         "inner/looped.fits",
         _folder_link_loop,
+    ),
+    # Raw cards fitsverify rejects: converted or left out in the output, which passes fitsverify.
+    Case(
+        "date-impossible",
+        "DATE-OBS = '2026-02-30T25:61:61', DATE-END = '2026-13-01', DATEREF = '1900-02-29'",
+        CALIBRATED,
+        "",
+        "date_impossible.fits",
+        _raw_cards(
+            "date_impossible.fits",
+            "DATE-OBS= '2026-02-30T25:61:61' / Time of observation (UTC)",
+            "DATE-END= '2026-13-01T00:00:00'",
+            "DATEREF = '1900-02-29'",
+            "DATE-AVG= '2026-03-14T19:20:00+02:00'",
+        ),
+    ),
+    Case(
+        "date-forms",
+        "DATE-OBS = '2026-03-14 19:20:00', DATE-END = '2026-03-14T19:21Z', DATE = ' 2026-03-15'",
+        CALIBRATED,
+        "",
+        "date_forms.fits",
+        _raw_cards(
+            "date_forms.fits",
+            "DATE-OBS= '2026-03-14 19:20:00' / Time of observation (UTC)",
+            "DATE-END= '2026-03-14T19:21Z'",
+            "DATE    = ' 2026-03-15'",
+            "DATE-BEG=",
+        ),
+    ),
+    Case(
+        "number-forms",
+        "FOCUSPOS = 1.5e3 (a lower-case exponent), AIRMASS = NaN, SKYTEMP = -inf, MJD-OBS = '61113.8'",
+        CALIBRATED,
+        "",
+        "number_forms.fits",
+        _raw_cards(
+            "number_forms.fits",
+            "FOCUSPOS=                1.5e3 / [step] focuser position",
+            "AIRMASS =                  NaN",
+            "SKYTEMP =                 -inf / [degC]",
+            "MJD-OBS = '61113.8'",
+        ),
+    ),
+    Case(
+        "control-characters",
+        "a tab in a COMMENT and in a string value, a byte outside ASCII in a comment",
+        CALIBRATED,
+        "",
+        "control_chars.fits",
+        _raw_cards(
+            "control_chars.fits",
+            "COMMENT written\tby a tab",
+            "OBSNOTE = 'tab\there'",
+            "FOCTEMP =                  4.5 / [\xb0C] focuser temperature",
+        ),
+    ),
+    Case(
+        "card-layout",
+        "a keyword not left-justified, text after a string value, a DATE... keyword holding a number",
+        CALIBRATED,
+        "",
+        "card_layout.fits",
+        _raw_cards(
+            "card_layout.fits", "   FOO  =                    1", "BAR     = 'a'b'", "DATE-LOC=   20260314"
+        ),
     ),
 )
 

@@ -111,6 +111,27 @@ def test_every_output_is_valid_fits(run: Any) -> None:
             CCDData.read(path, hdu=0, unit="adu")
 
 
+@pytest.mark.parametrize(
+    ("case", "named"),
+    [
+        ("date-impossible", ["DATE-OBS", "DATE-END", "DATEREF", "DATE-AVG"]),
+        ("date-forms", ["DATE-OBS", "DATE-END", "DATE ", "DATE-BEG"]),
+        ("number-forms", ["FOCUSPOS", "AIRMASS", "SKYTEMP", "MJD-OBS"]),
+        ("control-characters", ["COMMENT", "OBSNOTE"]),  # astropy reads the byte as ?
+        ("card-layout", ["FOO", "BAR", "DATE-LOC"]),
+    ],
+)
+def test_raw_cards_fitsverify_rejects_are_named_in_the_outputs_history(
+    run: Any, case: str, named: list[str]
+) -> None:
+    """docs/design.md, Files: each card converted or left out is named in a HISTORY line."""
+    (result,) = [r for r in run.results if r.case.name == case]
+    assert result.output is not None
+    history = " ".join(str(line) for line in fits.getheader(result.output)["HISTORY"])
+    assert all(keyword in history for keyword in named), history
+    assert fitsverify_counts(Path(result.output)) == (0, 0)
+
+
 def test_raw_files_untouched_and_nothing_written_outside_the_output_folders(run: Any) -> None:
     after = _files(run.root)
     changed_on_purpose = {"cases/edited/edited.fits", "cases/deleted/deleted.fits"}
