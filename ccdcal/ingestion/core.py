@@ -22,7 +22,7 @@ from itertools import chain, count, repeat
 from pathlib import PurePath
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func, insert, or_, select, text, update
+from sqlalchemy import delete, false, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog
@@ -40,6 +40,7 @@ from ccdcal.ingestion.reader import CardColumns, FrameRecord, ReadTask
 from ccdcal.ingestion.readers import Progress, read_all, reader_plan
 from ccdcal.ingestion.scan import Found, resolve_roots, walk
 from ccdcal.runtime.cluster import check_address
+from ccdcal.runtime.pathtext import is_text, not_text_reason, shown
 
 # Files written per transaction.
 BATCH = 250
@@ -144,7 +145,9 @@ def ingest(
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     roots = resolve_roots(list(given))
-    arguments = {"paths": [str(r) for r in roots], "imagetyp": imagetyp, "jobs": jobs}
+    # Paths are text in the catalog: under a root that is not, nothing can be catalogued or looked up.
+    under = [str(r) for r in roots if is_text(r)]
+    arguments = {"paths": [shown(r) for r in roots], "imagetyp": imagetyp, "jobs": jobs}
     if scheduler is not None:
         arguments["scheduler"] = scheduler
     if rules:
@@ -154,11 +157,14 @@ def ingest(
         summary.run_id = run.id
         found = list(walk(roots))
         with catalog.session() as session:
-            known = _known_under(session, [str(r) for r in roots])
+            known = _known_under(session, under)
         to_read: list[ReadTask] = []
         sizes: list[int] = []
         seen: set[str] = set()
         for item in found:
+            if not is_text(item.path):  # rejected alone: the catalog could not store (or find) its path
+                summary.rejected.append((shown(item.path), not_text_reason(item.path)))
+                continue
             seen.add(item.path)
             row = known.get(item.path)
             if (
@@ -185,10 +191,10 @@ def ingest(
                     update(Frame).where(Frame.id.in_(vanished)).values(status="missing", run_id=run.id)
                 )
             if imagetyp is not None:
-                summary.forced = _force_type(session, [str(r) for r in roots], imagetyp)
+                summary.forced = _force_type(session, under, imagetyp)
             if rules:
-                summary.forced += _force_by_name(session, [str(r) for r in roots], rules)
-            _tally(session, [str(r) for r in roots], summary)
+                summary.forced += _force_by_name(session, under, rules)
+            _tally(session, under, summary)
         run.summary = summary.as_dict()
         run.partial = bool(summary.rejected)
     return summary
@@ -233,6 +239,8 @@ def _folder_type(item: Found) -> str | None:
 
 def _under(roots: list[str]) -> Any:
     """SQL condition: a frame path equal to one of ``roots`` or inside it (an index range per root)."""
+    if not roots:
+        return false()
     clauses = []
     for root in roots:
         prefix = root.rstrip(os.sep) + os.sep

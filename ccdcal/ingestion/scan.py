@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ccdcal.errors import UsageError
+from ccdcal.runtime.pathtext import shown
 
 #: File name endings ccdcal catalogues (compared case-insensitively).
 FITS_SUFFIXES = (
@@ -52,7 +53,7 @@ def resolve_roots(paths: list[str | os.PathLike[str]]) -> list[Path]:
     for given in paths:
         path = Path(given).expanduser()
         if not path.exists():
-            raise UsageError(f"{given}: no such file or folder; check the path")
+            raise UsageError(f"{shown(given)}: no such file or folder; check the path")
         roots.append(path.resolve())
     return roots
 

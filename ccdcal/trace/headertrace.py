@@ -109,9 +109,11 @@ def calibrated_from(header: fits.Header) -> tuple[str, str] | None:
 
 
 def _read_header(path: Path) -> fits.Header:
+    """A file's primary header; astropy's warnings on a raw header (bytes outside ASCII read as ``?``,
+    cards it would fix) are no concern here."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            warnings.simplefilter("ignore")
             return fits.getheader(path, 0)
     except (OSError, ValueError, TypeError) as exc:
         raise FitsFormatError(f"cannot read the header: {exc}", str(path)) from exc

@@ -275,6 +275,56 @@ def test_bad_files_are_rejected_with_reasons_while_the_rest_ingest(
     assert (again.unchanged, len(again.rejected), again.exit_code) == (14, 5, 1)
 
 
+def test_names_that_are_not_utf8_are_rejected_alone(catalog: Catalog, night: Path, make_fits) -> None:
+    """docs/design.md, Ingest: a file or folder name that is not valid UTF-8 (the catalog stores paths as
+    text) is rejected alone, named with its bytes escaped and the fix; the rest is catalogued."""
+    light = {"IMAGETYP": "LIGHT", "FILTER": "R"}
+    make_fits(Path(os.fsdecode(bytes(night / "LIGHT") + b"/Caf\xe9.fits")), light)  # latin-1
+    make_fits(Path(os.fsdecode(bytes(night / "LIGHT") + b"/\xff\xfe.fits")), light)  # never UTF-8
+    make_fits(Path(os.fsdecode(bytes(night / "LIGHT") + b"/\xc3\x28.fits")), light)  # a bad sequence
+    make_fits(Path(os.fsdecode(bytes(night) + b"/caf\xe9/l.fits")), light)  # a folder
+    make_fits(night / "LIGHT" / "Café.fits", light)  # valid UTF-8: catalogued
+    summary = ingest(catalog, [night])
+    assert (summary.new, summary.by_type["light"], summary.exit_code) == (10, 4, 1)
+    rejected = dict(summary.rejected)
+    assert rejected == {
+        f"{night}/LIGHT/Caf\\xe9.fits": "the file name Caf\\xe9.fits is not valid UTF-8 (byte \\xe9, perhaps "
+        "latin-1): the catalog stores paths as text; rename the file (for example with convmv -f latin1 "
+        "-t utf8 --notest)",
+        f"{night}/LIGHT/\\xff\\xfe.fits": "the file name \\xff\\xfe.fits is not valid UTF-8 (byte \\xff, "
+        "perhaps latin-1): the catalog stores paths as text; rename the file (for example with convmv -f "
+        "latin1 -t utf8 --notest)",
+        f"{night}/LIGHT/\\xc3(.fits": "the file name \\xc3(.fits is not valid UTF-8 (byte \\xc3, perhaps "
+        "latin-1): the catalog stores paths as text; rename the file (for example with convmv -f latin1 "
+        "-t utf8 --notest)",
+        f"{night}/caf\\xe9/l.fits": "the folder name caf\\xe9 is not valid UTF-8 (byte \\xe9, perhaps "
+        "latin-1): the catalog stores paths as text; rename the folder (for example with convmv -f latin1 "
+        "-t utf8 --notest)",
+    }
+    assert "Café.fits" in frames_by_name(catalog)
+    again = ingest(catalog, [night])  # never catalogued, so reported again until renamed
+    assert (again.new, again.unchanged, len(again.rejected)) == (0, 10, 4)
+    alone = ingest(catalog, [Path(os.fsdecode(bytes(night) + b"/caf\xe9"))])  # a root that is not text
+    assert (alone.new, [p for p, _ in alone.rejected]) == (0, [f"{night}/caf\\xe9/l.fits"])
+    with catalog.session() as session:
+        run = session.get(Run, alone.run_id)
+        assert run is not None
+        assert run.arguments["paths"] == [f"{night}/caf\\xe9"]
+    os.rename(os.fsencode(night / "LIGHT") + b"/Caf\xe9.fits", night / "LIGHT" / "Cafe.fits")
+    renamed = ingest(catalog, [night])
+    assert (renamed.new, len(renamed.rejected)) == (1, 3)
+
+
+def test_odd_but_valid_names_are_catalogued(catalog: Catalog, night: Path, make_fits) -> None:
+    """Neighbours of the names above that are text: a newline, a leading dash, a backslash."""
+    for name in ("new\nline.fits", "-dash.fits", "--help.fits", "back\\slash.fits", " lead.fits"):
+        make_fits(night / "LIGHT" / name, {"IMAGETYP": "LIGHT"})
+    summary = ingest(catalog, [night])
+    assert (summary.new, summary.rejected, summary.exit_code) == (14, [], 0)
+    frames = frames_by_name(catalog)
+    assert {"new\nline.fits", "-dash.fits", "--help.fits", "back\\slash.fits", " lead.fits"} <= set(frames)
+
+
 def test_forced_imagetyp_applies_to_unchanged_files_too(catalog: Catalog, night: Path) -> None:
     ingest(catalog, [night])
     summary = ingest(catalog, [night / "LIGHT"], imagetyp="flat")

@@ -756,6 +756,49 @@ CASES: tuple[Case, ...] = (
             "card_layout.fits", "   FOO  =                    1", "BAR     = 'a'b'", "DATE-LOC=   20260314"
         ),
     ),
+    # File names: one that is not UTF-8 is rejected alone (the catalog stores paths as text); the others
+    # are calibrated and traced back from their headers.
+    Case(
+        "name-latin1",
+        "a file name in latin-1 (`Caf\\xe9.fits`: not valid UTF-8)",
+        REJECTED,
+        "the file name Caf\\xe9.fits is not valid UTF-8 (byte \\xe9, perhaps latin-1)",
+        os.fsdecode(b"Caf\xe9.fits"),
+        _name(os.fsdecode(b"Caf\xe9.fits")),
+    ),
+    Case(
+        "name-undecodable",
+        "a file name of bytes no text encodes to (`\\xff\\xfe\\xc3(`)",
+        REJECTED,
+        "rename the file",
+        os.fsdecode(b"\xff\xfe\xc3(.fits"),
+        _name(os.fsdecode(b"\xff\xfe\xc3(.fits")),
+    ),
+    Case(
+        "folder-latin1",
+        "a light in a folder whose name is latin-1",
+        REJECTED,
+        "the folder name Nuit_d\\xe9but is not valid UTF-8",
+        os.fsdecode(b"Nuit_d\xe9but/light.fits"),
+        _name(os.fsdecode(b"Nuit_d\xe9but/light.fits")),
+    ),
+    Case(
+        "name-newline",
+        "a file name with a newline",
+        CALIBRATED,
+        "",
+        "new\nline.fits",
+        _name("new\nline.fits"),
+    ),
+    Case("name-dash", "a file name starting with `-`", CALIBRATED, "", "-light.fits", _name("-light.fits")),
+    Case(
+        "name-long",
+        "a file name longer than a HISTORY card, with `%` and a backslash",
+        CALIBRATED,
+        "",
+        "a 100% light \\ " + "very " * 20 + "long.fits",
+        _name("a 100% light \\ " + "very " * 20 + "long.fits"),
+    ),
 )
 
 
@@ -840,11 +883,13 @@ def run(root: Path) -> CorpusRun:
 
 
 def _result(corpus: CorpusRun, case: Case) -> Result:
+    from ccdcal.runtime.pathtext import shown as text_of
+
     folder = corpus.root / case_folder(case)
     subject = os.path.abspath(folder / case.subject)
     resolved = str(Path(subject).resolve()) if not Path(subject).is_symlink() else subject
     for path, reason in ((r["path"], r["reason"]) for r in corpus.ingest["rejected"]):
-        if path in (subject, resolved):
+        if path in (subject, resolved, text_of(resolved)):
             return Result(case, REJECTED, reason)
     if resolved in corpus.ingest["unclassified"]:
         return Result(case, UNCLASSIFIED, "no type in the header or folder name: listed as unclassified")
@@ -894,7 +939,8 @@ def markdown(corpus: CorpusRun) -> str:
             message = f"output `{Path(result.output).name}`"
             if result.case.name.startswith("filter-") and result.flat:
                 message += f", master flat `{Path(result.flat).name}`"
-        cells = [f"`{result.case.name}`", result.case.what, result.outcome, message.replace("|", "\\|")]
+        message = message.replace("|", "\\|").replace("\n", "\\n")
+        cells = [f"`{result.case.name}`", result.case.what, result.outcome, message]
         lines.append("| " + " | ".join(cells) + " |")
     lines += situations.markdown()
     return "\n".join(lines) + "\n"

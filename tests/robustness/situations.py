@@ -43,6 +43,25 @@ SITUATIONS: tuple[Situation, ...] = (
         "one line naming it, exit 2; nothing written",
         "tests/cli/test_base.py::test_not_a_catalog_is_exit_2_without_traceback",
     ),
+    Situation(
+        "folder-not-utf8",
+        "`--output-dir` or `--masters-dir` whose path is not valid UTF-8; `provenance` given such a path",
+        "one line naming the folder (its bytes escaped) and the fix, exit 2; nothing written",
+        "tests/cli/test_calibration.py::test_a_folder_whose_path_is_not_utf8_is_exit_2",
+    ),
+    Situation(
+        "root-not-utf8",
+        "`ingest` of a folder whose name is not valid UTF-8, then of its parent; the file renamed",
+        "each file under it rejected alone with the reason, the rest catalogued, exit 1; the renamed file "
+        "catalogued",
+        "tests/ingestion/test_core.py::test_names_that_are_not_utf8_are_rejected_alone",
+    ),
+    Situation(
+        "moved-to-a-name-not-utf8",
+        "`audit --fix-missing` finds a moved raw frame under a name that is not valid UTF-8",
+        "shown as moved (its bytes escaped), not re-pointed, with the fix; exit 1",
+        "tests/trace/test_audit.py::test_a_file_moved_to_a_name_that_is_not_utf8_is_found_but_not_repointed",
+    ),
 )
 
 

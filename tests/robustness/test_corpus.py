@@ -132,6 +132,20 @@ def test_raw_cards_fitsverify_rejects_are_named_in_the_outputs_history(
     assert fitsverify_counts(Path(result.output)) == (0, 0)
 
 
+def test_every_output_traces_back_to_its_raw_light_from_its_header(run: Any) -> None:
+    """docs/design.md, Files: every name ccdcal writes reads back exactly — spaces, quotes, Unicode, a
+    newline, a leading dash, `%`, a backslash, a name longer than a card."""
+    from ccdcal.trace.headertrace import trace_header
+
+    for result in run.results:
+        if result.outcome != corpus.CALIBRATED or result.case.name.endswith("link-loop"):
+            continue
+        assert result.output is not None
+        light = trace_header(result.output, [run.root / corpus.case_folder(result.case)]).tree.children[0]
+        raw = run.root / corpus.case_folder(result.case) / result.case.subject
+        assert (light.role, light.name, light.path, light.file) == ("light", raw.name, str(raw), "ok")
+
+
 def test_raw_files_untouched_and_nothing_written_outside_the_output_folders(run: Any) -> None:
     after = _files(run.root)
     changed_on_purpose = {"cases/edited/edited.fits", "cases/deleted/deleted.fits"}
