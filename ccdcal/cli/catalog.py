@@ -81,9 +81,11 @@ def ingest(
         print_json({"catalog": catalog.name, "run": summary.run_id, **summary.as_dict()})
     elif not state.quiet:
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(summary.by_type.items())) or "none"
+        skipped = f", {len(summary.skipped)} skipped (written by ccdcal)" if summary.skipped else ""
         out.print(
             f"Catalog {catalog.name} (run {summary.run_id}): {summary.new} new, {summary.changed} changed, "
-            f"{summary.unchanged} unchanged, {summary.missing} missing, {len(summary.rejected)} rejected",
+            f"{summary.unchanged} unchanged, {summary.missing} missing, {len(summary.rejected)} rejected"
+            + skipped,
             markup=False,
         )
         out.print(f"Frames under these paths: {kinds}", markup=False)
@@ -97,6 +99,9 @@ def ingest(
                 markup=False,
             )
             print_lines(out, (f"  {path}" for path in summary.unclassified))
+        if summary.skipped:
+            out.print(f"Skipped ({len(summary.skipped)}; files ccdcal wrote, not raw frames):", markup=False)
+            print_lines(out, (f"  {path}: {note}" for path, note in summary.skipped))
     if summary.rejected and not as_json:
         rejected = (f"  {path}: {reason}" for path, reason in summary.rejected)
         print_lines(err, [f"Rejected ({len(summary.rejected)}):", *rejected])

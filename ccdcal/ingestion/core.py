@@ -26,7 +26,7 @@ from sqlalchemy import delete, false, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import FRAME_KINDS, Frame, HeaderCard, utcnow
+from ccdcal.catalog.models import FRAME_KINDS, Calibration, Frame, HeaderCard, Master, utcnow
 from ccdcal.catalog.queries import in_chunks
 from ccdcal.errors import UsageError
 from ccdcal.ingestion.normalise import (
@@ -60,6 +60,8 @@ class IngestSummary:
     rejected: list[tuple[str, str]] = field(default_factory=list)
     by_type: Counter[str] = field(default_factory=Counter)
     unclassified: list[str] = field(default_factory=list)
+    #: (path, note) of every file ccdcal wrote found under the paths: not catalogued (not a problem).
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -79,6 +81,7 @@ class IngestSummary:
             "rejected": [{"path": path, "reason": reason} for path, reason in self.rejected],
             "by_type": dict(sorted(self.by_type.items())),
             "unclassified": self.unclassified,
+            "skipped": [{"path": path, "note": note} for path, note in self.skipped],
         }
 
 
@@ -195,6 +198,7 @@ def ingest(
             if rules:
                 summary.forced += _force_by_name(session, under, rules)
             _tally(session, under, summary)
+        summary.skipped.sort()
         run.summary = summary.as_dict()
         run.partial = bool(summary.rejected)
     return summary
@@ -285,12 +289,18 @@ def _write_batch(
     run_id: int,
     summary: IngestSummary,
 ) -> None:
-    """Write one batch of read files: new rows, updated rows, and their header cards."""
+    """Write one batch of read files: new rows, updated rows, and their header cards. Files ccdcal wrote
+    (their CCDCALV card, or the sha256 of an output the catalog records) are not written but listed."""
     now = utcnow()
     new_rows: list[dict[str, Any]] = []
     new_cards: list[tuple[int, int, CardColumns]] = []
     pending_cards: list[tuple[int, CardColumns]] = []
+    outputs = _recorded_outputs(session, [r.sha256 for r in batch if r.sha256 and r.error is None])
     for record in batch:
+        note = record.skipped or outputs.get(record.sha256 or "")
+        if note is not None and record.error is None:
+            summary.skipped.append((record.path, note))
+            continue
         row = _frame_values(record, forced, run_id, now)
         previous = known.get(record.path)
         if record.error is not None:
@@ -327,6 +337,24 @@ def _write_batch(
             (frame_id, hdu, cards) for frame_id, (hdu, cards) in zip(ids, pending_cards, strict=True)
         )
     _insert_cards(session, new_cards)
+
+
+def _recorded_outputs(session: Session, sha256s: list[str]) -> dict[str, str]:
+    """sha256 → note, for the files whose bytes are those of a master or a calibrated output the catalog
+    records (a file ccdcal wrote whose CCDCALV card is gone)."""
+    found: dict[str, str] = {}
+    for chunk in in_chunks(sorted(set(sha256s))):
+        for model, what in ((Master, "master"), (Calibration, "calibration")):
+            rows = session.execute(select(model.sha256, model.id, model.path).where(model.sha256.in_(chunk)))
+            for sha256, row_id, path in rows:
+                name = os.path.basename(path or "")
+                if sha256:
+                    found.setdefault(
+                        sha256,
+                        f"the same bytes as {what}:{row_id} ({name}), a file ccdcal wrote, not a raw frame: "
+                        "not catalogued",
+                    )
+    return found
 
 
 def _insert_frames(session: Session, rows: list[dict[str, Any]]) -> list[int]:

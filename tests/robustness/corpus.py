@@ -43,6 +43,7 @@ NOT_CALIBRATED = "not calibrated"
 FAILED = "failed"
 CALIBRATED = "calibrated"
 SKIPPED_SILENTLY = "not a file to catalogue"
+SKIPPED_OUTPUT = "skipped: written by ccdcal"
 
 
 @dataclass
@@ -78,7 +79,7 @@ class Case:
         The input, in words (the table's second column).
     outcome : str
         What happens to the subject: :data:`REJECTED`, :data:`UNCLASSIFIED`, :data:`NOT_CALIBRATED`,
-        :data:`FAILED`, :data:`CALIBRATED` or :data:`SKIPPED_SILENTLY`.
+        :data:`FAILED`, :data:`CALIBRATED`, :data:`SKIPPED_SILENTLY` or :data:`SKIPPED_OUTPUT`.
     message : str
         A part of the message recorded for the subject (empty for a calibrated light).
     subject : str
@@ -200,6 +201,15 @@ def _raw_cards(file_name: str, *images: str) -> Build:
 
     def build(folder: Path, t: Templates) -> None:
         (folder / file_name).write_bytes(_with_cards(_bytes_of(t), list(images)))
+
+    return build
+
+
+def _gzipped(file_name: str, *images: str) -> Build:
+    """A gzipped light whose header holds ``images``."""
+
+    def build(folder: Path, t: Templates) -> None:
+        (folder / file_name).write_bytes(gzip.compress(_with_cards(_bytes_of(t), list(images))))
 
     return build
 
@@ -799,6 +809,54 @@ CASES: tuple[Case, ...] = (
         "a 100% light \\ " + "very " * 20 + "long.fits",
         _name("a 100% light \\ " + "very " * 20 + "long.fits"),
     ),
+    # Files ccdcal wrote, found in a raw tree: never catalogued as raw frames (nothing calibrated twice).
+    Case(
+        "ccdcal-output",
+        "a calibrated light ccdcal wrote (CCDCALV, BIASCOR ...), in the raw tree",
+        SKIPPED_OUTPUT,
+        "a calibrated frame written by ccdcal 0.1.0 (its CCDCALV card), not a raw frame",
+        "Light_001_cal.fits",
+        _raw_cards(
+            "Light_001_cal.fits",
+            "BIASCOR = 'master_bias_b2x2_g120_sNA_C-10.fits' / master bias subtracted",
+            "CCDCALV = '0.1.0   '           / ccdcal version that wrote this file",
+        ),
+    ),
+    Case(
+        "ccdcal-master",
+        "a master bias ccdcal wrote (IMAGETYP = 'MASTER BIAS', CCDCALV)",
+        SKIPPED_OUTPUT,
+        "a master bias written by ccdcal 0.1.0 (its CCDCALV card), not a raw frame",
+        "master_bias_b2x2_g120_sNA_C-10.fits",
+        _raw_cards(
+            "master_bias_b2x2_g120_sNA_C-10.fits",
+            "IMAGETYP= 'MASTER BIAS'        / ccdcal master calibration frame",
+            "CCDCALV = '0.1.0   '           / ccdcal version that wrote this file",
+        ),
+    ),
+    Case(
+        "ccdcal-output-gzip",
+        "a calibrated light ccdcal wrote, gzipped",
+        SKIPPED_OUTPUT,
+        "a calibrated frame written by ccdcal 0.1.0 (its CCDCALV card), not a raw frame",
+        "Light_001_cal.fits.gz",
+        _gzipped(
+            "Light_001_cal.fits.gz", "CCDCALV = '0.1.0   '           / ccdcal version that wrote this file"
+        ),
+    ),
+    Case(
+        "iraf-calibrated",
+        "a light with IRAF's BIASCOR, DARKCOR and FLATCOR cards (written by other software: no CCDCALV)",
+        CALIBRATED,
+        "",
+        "iraf_light.fits",
+        _raw_cards(
+            "iraf_light.fits",
+            "BIASCOR = 'Zero.fits'",
+            "DARKCOR = 'Dark.fits'",
+            "FLATCOR = 'Flat.fits'",
+        ),
+    ),
 )
 
 
@@ -891,6 +949,9 @@ def _result(corpus: CorpusRun, case: Case) -> Result:
     for path, reason in ((r["path"], r["reason"]) for r in corpus.ingest["rejected"]):
         if path in (subject, resolved, text_of(resolved)):
             return Result(case, REJECTED, reason)
+    for path, note in ((r["path"], r["note"]) for r in corpus.ingest["skipped"]):
+        if path in (subject, resolved):
+            return Result(case, SKIPPED_OUTPUT, note)
     if resolved in corpus.ingest["unclassified"]:
         return Result(case, UNCLASSIFIED, "no type in the header or folder name: listed as unclassified")
     for light in corpus.process["lights"]:

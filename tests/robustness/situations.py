@@ -62,6 +62,31 @@ SITUATIONS: tuple[Situation, ...] = (
         "shown as moved (its bytes escaped), not re-pointed, with the fix; exit 1",
         "tests/trace/test_audit.py::test_a_file_moved_to_a_name_that_is_not_utf8_is_found_but_not_repointed",
     ),
+    Situation(
+        "ingest-the-project-folder",
+        "`ingest .` in the project folder after `process`: masters and calibrated lights (one gzipped) found",
+        "each skipped with a note in the summary and `--json`, none catalogued, exit 0; `process` has "
+        "nothing to do (no `_cal_cal.fits`)",
+        "tests/ingestion/test_core.py::test_files_ccdcal_wrote_are_skipped_with_a_note",
+    ),
+    Situation(
+        "output-inside-the-raw-tree",
+        "`process --output-dir` and `--masters-dir` inside the raw tree, then `ingest` of the tree",
+        "the outputs skipped, nothing calibrated twice",
+        "tests/ingestion/test_core.py::test_outputs_written_inside_the_raw_tree_are_not_calibrated_again",
+    ),
+    Situation(
+        "output-catalogued-before",
+        "a ccdcal output catalogued as a raw frame before ingest skipped them (its cards hold CCDCALV)",
+        "planned neither as a light nor as the input of a master",
+        "tests/ingestion/test_core.py::test_a_ccdcal_output_catalogued_before_is_no_longer_planned",
+    ),
+    Situation(
+        "bytes-of-a-recorded-output",
+        "a file whose sha256 is that of a master or calibrated output the catalog records",
+        "skipped, naming the row (`the same bytes as calibration:N (...)`), exit 0",
+        "tests/ingestion/test_core.py::test_a_file_with_the_bytes_of_a_recorded_output_is_skipped",
+    ),
 )
 
 
