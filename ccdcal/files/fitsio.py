@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from astropy.io import fits
 from ccdcal._version import __version__
 from ccdcal.errors import FitsFormatError, OutputError
 from ccdcal.files.cardtext import history_pieces
-from ccdcal.files.naming import versioned
 from ccdcal.runtime.owners import owner_tag, parse_tag, process_alive
 
 #: Prefix of temporary files; a rerun removes stale ones it finds in its output folders.
@@ -124,16 +123,17 @@ def write_atomic(path: Path, hdul: fits.HDUList, *, overwrite: bool = True) -> s
 OUTPUT_FAILED = "cannot write "
 
 
-def write_free(folder: Path, name: str, hdul: fits.HDUList, taken: set[str]) -> tuple[Path, str]:
-    """Write ``hdul`` as ``folder/name`` or its first ``_vN`` variant free on disk and not in ``taken``
-    (the paths the catalog already holds); return the path and the file's sha256."""
-    for _ in range(100):  # a concurrent writer may take a name between the check and the write
-        path = versioned(folder, name, taken)
+def write_free(choose: Callable[[], Path], hdul: fits.HDUList) -> tuple[Path, str]:
+    """Write ``hdul`` under the free name ``choose`` gives, never replacing a file; return the path and the
+    file's sha256. ``choose`` is asked again when a concurrent writer takes the name first (it sees the
+    file that appeared)."""
+    for _ in range(100):
+        path = choose()
         try:
             return path, write_atomic(path, hdul, overwrite=False)
         except FileExistsError:
-            taken.add(str(path))
-    raise FileExistsError(f"no free file name for {name} in {folder}")
+            continue
+    raise FileExistsError(f"no free file name for {path.name} in {path.parent}")
 
 
 def output_error(path: Path, exc: OSError, *, folder: bool = False) -> OutputError:

@@ -33,9 +33,9 @@ from ccdcal.catalog.queries import MATCH_KEYS, unusable_masters
 from ccdcal.errors import FitsFormatError
 from ccdcal.files.cardtext import card_name
 from ccdcal.files.fitsio import add_history, read_image, set_card, stamp_version, write_free
-from ccdcal.files.naming import master_name
 from ccdcal.kernels.bpm import BpmParams, flat_defects, hot_pixels, low_pixels
 from ccdcal.kernels.overscan import signature_of_header
+from ccdcal.masters.files import free_master_path
 from ccdcal.masters.groups import MasterReport, describe_keys
 
 _PREPARATION_CARDS = ("OVSCMETH", "OVSCSEC", "TRIMSECT")
@@ -233,31 +233,23 @@ def _register(
     folder: Path,
     run_id: int,
 ) -> Master:
-    """Write the mask under a free name and, in one transaction, its rows; supersede the previous one."""
-    name = master_name(
-        "bpm",
-        xbinning=keys.get("xbinning"),
-        ybinning=keys.get("ybinning"),
-        gain=keys.get("gain"),
-        exptime=None,
-        temp_key=None,
-    )
+    """Write the mask under its set-up's name and, in one transaction, its rows; supersede the previous
+    one."""
     hdul = fits.HDUList([fits.PrimaryHDU(mask, header)])
     written: Path | None = None
     master_id: int | None = None
     try:
         with catalog.session() as session:
             same = _same_setup(keys)
-            stem = name.removesuffix(".fits")
-            prefix = str(folder / stem)
-            taken = set(session.scalars(select(Master.path).where(Master.path.startswith(prefix))))
-            written, digest = write_free(folder, name, hdul, taken)
-            version = session.scalar(same.with_only_columns(func.max(Master.version))) or 0
+            version = (session.scalar(same.with_only_columns(func.max(Master.version))) or 0) + 1
+            written, digest = write_free(
+                lambda: free_master_path(session, folder, "bpm", _name_keys(keys), False, version, same), hdul
+            )
             fraction = float(mask.mean()) if mask.size else 0.0
             master = Master(
                 kind="bpm",
                 identity=identity,
-                version=version + 1,
+                version=version,
                 path=str(written),
                 sha256=digest,
                 **keys,
@@ -292,6 +284,11 @@ def _register(
         if written is not None and not catalog.committed(Master, master_id):
             written.unlink(missing_ok=True)
         raise
+
+
+def _name_keys(keys: dict[str, Any]) -> dict[str, Any]:
+    """A mask's keys as its name uses them: no exposure, temperature or filter (``..._sNA_CNA``)."""
+    return {**keys, "exptime": None, "temp_key": None, "filter": None}
 
 
 def _same_setup(keys: dict[str, Any]) -> Any:

@@ -5,13 +5,14 @@ parameters, HISTORY), the free file name it is written under, and its ``masters`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
 from astropy.time import Time
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog, lock_writers
@@ -19,7 +20,7 @@ from ccdcal.catalog.lineage import rebuild_reason
 from ccdcal.catalog.models import Master, MasterCalibrator, MasterInput
 from ccdcal.files.cardtext import card_name
 from ccdcal.files.fitsio import add_history, set_card, stamp_version, write_free
-from ccdcal.files.naming import master_name
+from ccdcal.files.naming import free_master_name, master_stems
 from ccdcal.kernels.combine import ClipParams
 from ccdcal.kernels.uncertainty import uncertainty_hdu
 from ccdcal.masters.groups import BuiltMaster, GroupPlan, MasterOptions, describe_keys
@@ -38,10 +39,15 @@ def existing_master(session: Session, plan: GroupPlan) -> Master | None:
     return existing if existing is not None and Path(existing.path).is_file() else None
 
 
-def add_master_row(session: Session, plan: GroupPlan, **fields: Any) -> Master:
-    """Add the ``masters`` row of a plan (the next version of its group) with ``fields`` on top."""
+def next_version(session: Session, plan: GroupPlan) -> int:
+    """The version a new master of the plan's group takes: one more than its highest, whatever its status."""
     earlier = session.scalar(same_group(plan, current_only=False).with_only_columns(func.max(Master.version)))
-    master = master_row(plan, (earlier or 0) + 1, **fields)
+    return (earlier or 0) + 1
+
+
+def add_master_row(session: Session, plan: GroupPlan, version: int, **fields: Any) -> Master:
+    """Add the ``masters`` row of a plan at ``version`` (:func:`next_version`) with ``fields`` on top."""
+    master = master_row(plan, version, **fields)
     session.add(master)
     session.flush()
     return master
@@ -184,15 +190,14 @@ def register_master(
 ) -> Master:
     """Write the master's file and, in the same transaction, its rows; supersede the group's current one.
 
-    The file is written under a name no master of the catalog uses and no file has (``_v2``, ``_v3``
-    ...; an existing file is never replaced); if the transaction fails the new file is removed.
+    The file is written under the group's name (:func:`free_master_path`; an existing file is never
+    replaced); if the transaction fails the new file is removed.
     """
     hdul = fits.HDUList(
         [fits.PrimaryHDU(built.image.astype(np.float32), _header(plan, built, options.params))]
     )
     if built.uncertainty is not None:
         hdul.append(uncertainty_hdu(built.uncertainty))
-    name = master_file_name(plan)
     written: Path | None = None
     master_id: int | None = None
     try:
@@ -201,8 +206,15 @@ def register_master(
             existing = existing_master(session, plan)
             if existing is not None:
                 return existing
-            written, digest = _write_free(session, folder, name, hdul)
-            master = _master_row(session, plan, built, written, digest, options, run_id)
+            version = next_version(session, plan)
+            group = same_group(plan, current_only=False)
+            written, digest = write_free(
+                lambda: free_master_path(
+                    session, folder, plan.kind, plan.keys, plan.includes_bias, version, group
+                ),
+                hdul,
+            )
+            master = _master_row(session, plan, version, built, written, digest, options, run_id)
             master_id = master.id
             for old in session.scalars(same_group(plan).where(Master.id != master.id)):
                 _supersede(session, old, plan)
@@ -225,29 +237,44 @@ def _supersede(session: Session, old: Master, plan: GroupPlan) -> None:
     old.status = "superseded"
 
 
-def master_file_name(plan: GroupPlan) -> str:
-    return master_name(
-        plan.kind,
-        xbinning=plan.keys.get("xbinning"),
-        ybinning=plan.keys.get("ybinning"),
-        gain=plan.keys.get("gain"),
-        exptime=plan.keys.get("exptime"),
-        temp_key=plan.keys.get("temp_key"),
-        filter=plan.keys.get("filter"),
-        includes_bias=plan.includes_bias,
+def free_master_path(
+    session: Session,
+    folder: Path,
+    kind: str,
+    keys: Mapping[str, Any],
+    includes_bias: bool,
+    version: int,
+    group: Select[Any],
+    known: Mapping[int, str] | None = None,
+) -> Path:
+    """Where version ``version`` of a master group is written in ``folder`` (docs/design.md, Files).
+
+    ``group`` selects the group's masters (any status); ``known`` (else read here) is
+    :func:`folder_masters`. The group keeps the name it has there; a new group takes the plain name
+    unless another group of the catalog or a file holds it, then its instrument's token, then a hash of
+    its keys (:func:`ccdcal.files.naming.free_master_name`).
+    """
+    known = folder_masters(session, folder, kind) if known is None else known
+    ours_ids = set(session.scalars(group.with_only_columns(Master.id)))
+    ours = {name for master_id, name in known.items() if master_id in ours_ids}
+    others = {name for master_id, name in known.items() if master_id not in ours_ids}
+    stems = master_stems(kind, keys, includes_bias=includes_bias)
+    return folder / free_master_name(stems, ours, others, version, lambda name: (folder / name).exists())
+
+
+def folder_masters(session: Session, folder: Path, kind: str) -> dict[int, str]:
+    """id → file name of the catalog's masters of ``kind`` in ``folder`` (every version)."""
+    prefix = str(folder / f"master_{kind}_")
+    rows = session.execute(
+        select(Master.id, Master.path).where(Master.path.startswith(prefix, autoescape=True))
     )
-
-
-def _write_free(session: Session, folder: Path, name: str, hdul: fits.HDUList) -> tuple[Path, str]:
-    """Write ``hdul`` as ``folder/name`` or its first free ``_vN`` variant; return the path and sha256."""
-    stem = name.removesuffix(".fits")
-    taken = set(session.scalars(select(Master.path).where(Master.path.startswith(str(folder / stem)))))
-    return write_free(folder, name, hdul, taken)
+    return {master_id: Path(path).name for master_id, path in rows if Path(path).parent == folder}
 
 
 def _master_row(
     session: Session,
     plan: GroupPlan,
+    version: int,
     built: BuiltMaster,
     path: Path,
     digest: str,
@@ -257,6 +284,7 @@ def _master_row(
     return add_master_row(
         session,
         plan,
+        version,
         path=str(path),
         sha256=digest,
         parameters=_parameters(plan, built, options),

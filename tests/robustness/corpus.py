@@ -857,6 +857,15 @@ CASES: tuple[Case, ...] = (
             "FLATCOR = 'Flat.fits'",
         ),
     ),
+    # A filter whose name reduces as another's: its master flat is told apart, not given _v2.
+    Case(
+        "filter-alike",
+        "FILTER = 'R!' (flats and a light), which reduces to the night's R in a file name",
+        CALIBRATED,
+        "",
+        "alike_light.fits",
+        _filter("R!", "alike"),
+    ),
 )
 
 

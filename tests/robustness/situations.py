@@ -87,6 +87,21 @@ SITUATIONS: tuple[Situation, ...] = (
         "skipped, naming the row (`the same bytes as calibration:N (...)`), exit 0",
         "tests/ingestion/test_core.py::test_a_file_with_the_bytes_of_a_recorded_output_is_skipped",
     ),
+    Situation(
+        "master-names-coincide",
+        "a second camera of the same set-up, the same camera at another offset or readout mode, an "
+        "instrument whose name reduces alike, a filter `H a` beside `Ha`, after the first camera's masters",
+        "the first keeps the plain names; each newcomer adds its instrument's token or a hash of its "
+        "keys, never `_vN`; a newer version of a group keeps its token and adds `_v2`; the dry run names "
+        "them alike",
+        "tests/masters/test_names.py::test_groups_whose_names_coincide_are_told_apart_without_vn",
+    ),
+    Situation(
+        "master-name-held-by-a-file",
+        "the masters folder holds a file of a master's plain name the catalog does not know (the script's)",
+        "the file is left alone; the new master takes its instrument's token",
+        "tests/masters/test_names.py::test_a_name_held_by_a_file_the_catalog_does_not_know_is_not_borrowed",
+    ),
 )
 
 

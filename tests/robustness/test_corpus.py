@@ -91,6 +91,7 @@ def test_every_good_frame_is_processed(run: Any) -> None:
         "master_flat_b2x2_g120_sNA_C-10_DROPTABLEframes--.fits",
         "master_flat_b2x2_g120_sNA_C-10_Ha.fits",
         "master_flat_b2x2_g120_sNA_C-10_R.fits",
+        "master_flat_b2x2_g120_sNA_C-10_R_ZWOASI294MMPro.fits",
         "master_flat_b2x2_g120_sNA_C-10_x.fits",
     ]
 
@@ -101,7 +102,7 @@ def test_every_output_is_valid_fits(run: Any) -> None:
         len(outputs)
         == len(run.process["lights"])
         - len([x for x in run.process["lights"] if x["outcome"] != "calibrated"])
-        + 9
+        + 10
     )
     for path in outputs:
         assert not path.name.startswith(".")
