@@ -59,6 +59,13 @@ def ascii_text(text: str) -> str:
     return text.translate(_ASCII).encode("ascii", "replace").decode("ascii")
 
 
+def printable_text(text: str) -> str:
+    """``text`` as a card holds it: :func:`ascii_text`, and control characters (a tab) as ``?``."""
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else "?" for c in ascii_text(text))
+
+
 def history_pieces(line: str) -> list[str]:
     r"""The texts of the HISTORY cards of one line (each at most :data:`HISTORY_TEXT` characters).
 
@@ -67,7 +74,7 @@ def history_pieces(line: str) -> list[str]:
     at least half a card (else at the card's width, never between the two characters of a ``\\``), and
     each piece but the last ends with ``\``.
     """
-    text = "".join(c if c.isprintable() else "?" for c in ascii_text(line)).rstrip().replace("\\", "\\\\")
+    text = printable_text(line).rstrip().replace("\\", "\\\\")
     pieces: list[str] = []
     room = HISTORY_TEXT - 1
     while len(text) > HISTORY_TEXT:

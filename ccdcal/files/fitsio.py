@@ -23,7 +23,7 @@ from astropy.io import fits
 
 from ccdcal._version import __version__
 from ccdcal.errors import FitsFormatError, OutputError
-from ccdcal.files.cardtext import history_pieces
+from ccdcal.files.cardtext import history_pieces, printable_text
 from ccdcal.runtime.owners import owner_tag, parse_tag, process_alive
 
 #: Prefix of temporary files; a rerun removes stale ones it finds in its output folders.
@@ -255,8 +255,13 @@ def set_card(header: fits.Header, keyword: str, value: Any, comment: str = "") -
 
     astropy truncates a comment that does not fit, with a ``VerifyWarning``; this never warns. A string
     value longer than one card can hold is written with CONTINUE cards, and the header then declares
-    the convention (``LONGSTRN = 'OGIP 1.0'``) so that fitsverify accepts it.
+    the convention (``LONGSTRN = 'OGIP 1.0'``) so that fitsverify accepts it. Text a card cannot hold
+    (outside printable ASCII: a tab in a header value) is written as
+    :func:`~ccdcal.files.cardtext.printable_text` makes it (the catalog keeps the value itself).
     """
+    if isinstance(value, str):
+        value = printable_text(value)
+    comment = printable_text(comment)
     if isinstance(value, str) and len(value.replace("'", "''")) > LONG_STRING:
         if "LONGSTRN" not in header:
             header["LONGSTRN"] = ("OGIP 1.0", "CONTINUE long-string convention is used")

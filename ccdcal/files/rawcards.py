@@ -32,7 +32,7 @@ from typing import TypeGuard
 import numpy as np
 from astropy.io import fits
 
-from ccdcal.files.cardtext import ascii_text
+from ccdcal.files.cardtext import printable_text as _printable
 
 _STRUCTURAL = re.compile(
     r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|GROUPS|BZERO|BSCALE|BLANK|CHECKSUM|DATASUM"
@@ -277,13 +277,6 @@ def _commentary(card: fits.Card, changes: _Changes) -> fits.Card:
         return card
     changes.ascii.append(card.keyword or "blank-keyword card")
     return fits.Card(card.keyword, fixed)
-
-
-def _printable(text: str) -> str:
-    """``text`` as printable ASCII: :func:`~ccdcal.files.cardtext.ascii_text`, control characters ``?``."""
-    if text.isascii() and text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else "?" for c in ascii_text(text))
 
 
 def _typed(keyword: str, value: object) -> tuple[str | None, float | int | str | None]:

@@ -234,3 +234,11 @@ def test_read_image(tmp_path: Path) -> None:
     fits.PrimaryHDU().writeto(tmp_path / "empty.fits")
     with pytest.raises(FitsFormatError, match="no pixels"):
         read_image(tmp_path / "empty.fits")
+
+
+def test_set_card_writes_text_a_card_cannot_hold_as_printable_ascii() -> None:
+    """A header value with a tab or non-ASCII (kept as it is in the catalog) never stops a write."""
+    header = fits.Header()
+    set_card(header, "FILTER", "R\tx", "filter ±")
+    set_card(header, "OBJECT", "Lumière")
+    assert (header["FILTER"], header.comments["FILTER"], header["OBJECT"]) == ("R?x", "filter +/-", "Lumi?re")
