@@ -89,11 +89,11 @@ def read_frame(task: ReadTask) -> FrameRecord:
     try:
         with open(path, "rb") as handle:
             stat = os.fstat(handle.fileno())
-            data = handle.read(_PEEK)
-            written = _written_by_ccdcal(data)
+            written = _written_by_ccdcal(handle.read(_PEEK))
             if written is not None:
                 return FrameRecord(path, stat.st_size, stat.st_mtime, None, None, None, NO_CARDS, {}, written)
-            data += handle.read()
+            handle.seek(0)  # read whole in one piece (the first blocks again, from the cache): no copy
+            data = handle.read()
     except OSError as exc:
         return _rejected(path, 0, 0.0, None, f"cannot read the file: {exc.strerror or exc}")
     size, mtime = stat.st_size, stat.st_mtime

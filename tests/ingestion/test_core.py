@@ -541,3 +541,19 @@ def test_reader_plan_counts_the_cores_this_process_may_use(monkeypatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
     assert reader_plan(None, [20_000] * 3000) == ReaderPlan("threads", 1)
     assert reader_plan(None, [8 << 20] * 10) == ReaderPlan("threads", 1)
+
+
+@pytest.mark.parametrize(
+    ("imagetyp", "what"),
+    [
+        ("MASTER BIAS", "a master bias"),
+        ("MASTER BPM", "a bad-pixel mask"),
+        ("Light Frame", "a calibrated frame"),
+    ],
+)
+def test_the_note_of_a_file_ccdcal_wrote_names_what_it_is(imagetyp: str, what: str) -> None:
+    from ccdcal.ingestion.reader import ccdcal_output_note
+
+    assert ccdcal_output_note("0.1.0", imagetyp) == (
+        f"{what} written by ccdcal 0.1.0 (its CCDCALV card), not a raw frame: not catalogued"
+    )
