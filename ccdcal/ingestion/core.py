@@ -2,12 +2,14 @@
 
 The order of work, top to bottom in :func:`ingest`:
 
-1. walk the given paths and stat every FITS file;
+1. walk the given paths and stat every FITS file; a path that is not valid UTF-8 is rejected alone (the
+   catalog stores paths as text: :mod:`ccdcal.runtime.pathtext`);
 2. compare with the catalog: unchanged files (same path, size and mtime) are not opened; files the catalog
    had under these paths that are gone are marked ``missing`` (nothing is ever deleted);
 3. read the new and changed files (hash + image header) in worker processes;
 4. write frames and their header cards in batches, each batch one transaction, so an interrupted ingest
-   keeps what it did and the next one resumes;
+   keeps what it did and the next one resumes; files ccdcal wrote (a CCDCALV card, or the sha256 of an
+   output the catalog records) are listed as skipped, not written;
 5. apply a forced ``--imagetyp`` to every frame under the paths, read or not.
 """
 
