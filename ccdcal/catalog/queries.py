@@ -29,7 +29,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
-from ccdcal.catalog.models import Frame, Master, MasterCalibrator, MasterInput
+from ccdcal.catalog.models import Frame, HeaderCard, Master, MasterCalibrator, MasterInput
 from ccdcal.errors import UsageError
 
 #: Keys every master group shares (docs/design.md, Grouping and matching).
@@ -99,10 +99,18 @@ def no_jit(session: Session) -> None:
 
 
 def usable(kind: str) -> Any:
-    """SQL condition: catalogued frames of a kind that may enter a master (status ok, not marked bad)."""
+    """SQL condition: catalogued frames of a kind that may enter a master or be calibrated (status ok, not
+    marked bad, and not a file ccdcal wrote: one catalogued before ingest skipped them has a CCDCALV card)."""
     # ``IS NOT true`` (is_bad is never NULL): a test no index serves, so that the databases look the
-    # frames up by kind (ix_frames_group), not by the flag nearly every frame shares.
-    return (Frame.imagetyp == kind) & (Frame.status == "ok") & Frame.is_bad.is_not(True)
+    # frames up by kind (ix_frames_group), not by the flag nearly every frame shares. The CCDCALV cards
+    # are found by the keyword index (there are normally none).
+    written = select(HeaderCard.frame_id).where(HeaderCard.keyword == "CCDCALV")
+    return (
+        (Frame.imagetyp == kind)
+        & (Frame.status == "ok")
+        & Frame.is_bad.is_not(True)
+        & Frame.id.not_in(written.scalar_subquery())
+    )
 
 
 def grouped_frames(session: Session, kind: str) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from ccdcal.catalog.models import Calibration, Frame, Master
 from ccdcal.errors import NotFoundError, UsageError
+from ccdcal.runtime.pathtext import is_text, not_text_reason, shown
 
 #: The kinds of catalog rows a target can name, as written in ids (``master:3``).
 KINDS = ("calibration", "master", "frame")
@@ -76,6 +77,10 @@ def find_target(session: Session, text: str) -> Target:
             raise NotFoundError(f"{text}: no {kind} with id {number} in the catalog")
         return Target(kind, number, row.path)
     path = str(Path(text).expanduser().resolve())
+    if not is_text(path):
+        raise NotFoundError(
+            f"{shown(path)}: not in the catalog, which never holds such a path: {not_text_reason(path)}"
+        )
     newest_current_first = (case((Calibration.status == "current", 0), else_=1), Calibration.id.desc())
     calibration = session.scalars(
         select(Calibration.id).where(Calibration.path == path).order_by(*newest_current_first).limit(1)

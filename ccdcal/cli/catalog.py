@@ -81,10 +81,12 @@ def ingest(
         print_json({"catalog": catalog.name, "run": summary.run_id, **summary.as_dict()})
     elif not state.quiet:
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(summary.by_type.items())) or "none"
+        skipped = f", {len(summary.skipped)} skipped (written by ccdcal)" if summary.skipped else ""
         out.print(
             f"Catalog {catalog.name} (run {summary.run_id}): {summary.new} new, {summary.changed} changed, "
             f"{summary.unchanged} unchanged, {summary.missing} missing, {len(summary.rejected)} rejected"
-            + (f", {len(summary.unreadable)} not read" if summary.unreadable else ""),
+            + (f", {len(summary.unreadable)} not read" if summary.unreadable else "")
+            + skipped,
             markup=False,
         )
         out.print(f"Frames under these paths: {kinds}", markup=False)
@@ -98,6 +100,9 @@ def ingest(
                 markup=False,
             )
             print_lines(out, (f"  {path}" for path in summary.unclassified))
+        if summary.skipped:
+            out.print(f"Skipped ({len(summary.skipped)}; files ccdcal wrote, not raw frames):", markup=False)
+            print_lines(out, (f"  {path}: {note}" for path, note in summary.skipped))
     if not as_json:
         print_lines(err, summary.problem_lines())
     raise typer.Exit(summary.exit_code)

@@ -11,11 +11,10 @@ import contextlib
 import errno
 import hashlib
 import os
-import textwrap
 import time
 import uuid
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from astropy.io import fits
 
 from ccdcal._version import __version__
 from ccdcal.errors import FitsFormatError, OutputError
-from ccdcal.files.naming import versioned
+from ccdcal.files.cardtext import history_pieces, printable_text
 from ccdcal.runtime.owners import owner_tag, parse_tag, process_alive
 
 #: Prefix of temporary files; a rerun removes stale ones it finds in its output folders.
@@ -124,16 +123,17 @@ def write_atomic(path: Path, hdul: fits.HDUList, *, overwrite: bool = True) -> s
 OUTPUT_FAILED = "cannot write "
 
 
-def write_free(folder: Path, name: str, hdul: fits.HDUList, taken: set[str]) -> tuple[Path, str]:
-    """Write ``hdul`` as ``folder/name`` or its first ``_vN`` variant free on disk and not in ``taken``
-    (the paths the catalog already holds); return the path and the file's sha256."""
-    for _ in range(100):  # a concurrent writer may take a name between the check and the write
-        path = versioned(folder, name, taken)
+def write_free(choose: Callable[[], Path], hdul: fits.HDUList) -> tuple[Path, str]:
+    """Write ``hdul`` under the free name ``choose`` gives, never replacing a file; return the path and the
+    file's sha256. ``choose`` is asked again when a concurrent writer takes the name first (it sees the
+    file that appeared)."""
+    for _ in range(100):
+        path = choose()
         try:
             return path, write_atomic(path, hdul, overwrite=False)
         except FileExistsError:
-            taken.add(str(path))
-    raise FileExistsError(f"no free file name for {name} in {folder}")
+            continue
+    raise FileExistsError(f"no free file name for {path.name} in {path.parent}")
 
 
 def output_error(path: Path, exc: OSError, *, folder: bool = False) -> OutputError:
@@ -264,8 +264,6 @@ def _stale(temporary: Path) -> bool:
     return not alive
 
 
-#: Characters of text a HISTORY card holds.
-HISTORY_TEXT = 72
 #: A string value longer than this needs CONTINUE cards (the OGIP long-string convention).
 LONG_STRING = 68
 
@@ -275,8 +273,13 @@ def set_card(header: fits.Header, keyword: str, value: Any, comment: str = "") -
 
     astropy truncates a comment that does not fit, with a ``VerifyWarning``; this never warns. A string
     value longer than one card can hold is written with CONTINUE cards, and the header then declares
-    the convention (``LONGSTRN = 'OGIP 1.0'``) so that fitsverify accepts it.
+    the convention (``LONGSTRN = 'OGIP 1.0'``) so that fitsverify accepts it. Text a card cannot hold
+    (outside printable ASCII: a tab in a header value) is written as
+    :func:`~ccdcal.files.cardtext.printable_text` makes it (the catalog keeps the value itself).
     """
+    if isinstance(value, str):
+        value = printable_text(value)
+    comment = printable_text(comment)
     if isinstance(value, str) and len(value.replace("'", "''")) > LONG_STRING:
         if "LONGSTRN" not in header:
             header["LONGSTRN"] = ("OGIP 1.0", "CONTINUE long-string convention is used")
@@ -291,11 +294,11 @@ def set_card(header: fits.Header, keyword: str, value: Any, comment: str = "") -
 
 
 def add_history(header: fits.Header, lines: Iterable[str]) -> None:
-    """Append HISTORY cards, wrapping long lines at spaces (a word longer than a card is split)."""
+    """Append HISTORY cards, each line cut as :func:`ccdcal.files.cardtext.history_pieces` cuts it (so that
+    :func:`ccdcal.files.cardtext.history_lines` reads it back exactly)."""
     for line in lines:
-        wrapped = textwrap.wrap(line, HISTORY_TEXT, break_long_words=True, break_on_hyphens=False)
-        for part in wrapped or [""]:
-            header.add_history(part)
+        for piece in history_pieces(line):
+            header.add_history(piece)
 
 
 def stamp_version(header: fits.Header) -> None:

@@ -2,12 +2,14 @@
 
 The order of work, top to bottom in :func:`ingest`:
 
-1. walk the given paths and stat every FITS file;
+1. walk the given paths and stat every FITS file; a path that is not valid UTF-8 is rejected alone (the
+   catalog stores paths as text: :mod:`ccdcal.runtime.pathtext`);
 2. compare with the catalog: unchanged files (same path, size and mtime) are not opened; files the catalog
    had under these paths that are gone are marked ``missing`` (nothing is ever deleted);
 3. read the new and changed files (hash + image header) in worker processes;
 4. write frames and their header cards in batches, each batch one transaction, so an interrupted ingest
-   keeps what it did and the next one resumes;
+   keeps what it did and the next one resumes; files ccdcal wrote (a CCDCALV card, or the sha256 of an
+   output the catalog records) are listed as skipped, not written;
 5. apply a forced ``--imagetyp`` to every frame under the paths, read or not.
 """
 
@@ -22,11 +24,11 @@ from itertools import chain, count, repeat
 from pathlib import PurePath
 from typing import Any, NamedTuple, TypedDict
 
-from sqlalchemy import delete, func, insert, or_, select, text, update
+from sqlalchemy import delete, false, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import FRAME_KINDS, Frame, HeaderCard, utcnow
+from ccdcal.catalog.models import FRAME_KINDS, Calibration, Frame, HeaderCard, Master, utcnow
 from ccdcal.catalog.queries import in_chunks
 from ccdcal.errors import UsageError
 from ccdcal.ingestion.normalise import (
@@ -41,6 +43,7 @@ from ccdcal.ingestion.readers import Progress, read_all, reader_plan
 from ccdcal.ingestion.scan import Found, resolve_roots, walk
 from ccdcal.runtime.cluster import check_address
 from ccdcal.runtime.cores import check_workers
+from ccdcal.runtime.pathtext import is_text, not_text_reason, shown
 
 # Files written per transaction.
 BATCH = 250
@@ -51,6 +54,13 @@ class PathReason(TypedDict):
 
     path: str
     reason: str
+
+
+class PathNote(TypedDict):
+    """A file ccdcal wrote, found under an ingested path, and what it is (not catalogued)."""
+
+    path: str
+    note: str
 
 
 class IngestRecord(TypedDict):
@@ -67,6 +77,7 @@ class IngestRecord(TypedDict):
     by_type: dict[str, int]
     unclassified: list[str]
     not_read: list[PathReason]
+    skipped: list[PathNote]
 
 
 @dataclass
@@ -86,6 +97,8 @@ class IngestSummary:
     by_type: Counter[str] = field(default_factory=Counter)
     unclassified: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    #: (path, note) of every file ccdcal wrote found under the paths: not catalogued (not a problem).
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -114,6 +127,7 @@ class IngestSummary:
             "by_type": dict(sorted(self.by_type.items())),
             "unclassified": self.unclassified,
             "not_read": [{"path": path, "reason": reason} for path, reason in self.unreadable],
+            "skipped": [{"path": path, "note": note} for path, note in self.skipped],
         }
 
 
@@ -182,7 +196,9 @@ def ingest(
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     roots = resolve_roots(list(given))
-    arguments = {"paths": [str(r) for r in roots], "imagetyp": imagetyp, "jobs": jobs}
+    # Paths are text in the catalog: under a root that is not, nothing can be catalogued or looked up.
+    under = [str(r) for r in roots if is_text(r)]
+    arguments = {"paths": [shown(r) for r in roots], "imagetyp": imagetyp, "jobs": jobs}
     if scheduler is not None:
         arguments["scheduler"] = scheduler
     if rules:
@@ -192,11 +208,14 @@ def ingest(
         summary.run_id = run.id
         found = list(walk(roots, summary.unreadable))
         with catalog.session() as session:
-            known = _known_under(session, [str(r) for r in roots])
+            known = _known_under(session, under)
         to_read: list[ReadTask] = []
         sizes: list[int] = []
         seen: set[str] = set()
         for item in found:
+            if not is_text(item.path):  # rejected alone: the catalog could not store (or find) its path
+                summary.rejected.append((shown(item.path), not_text_reason(item.path)))
+                continue
             seen.add(item.path)
             row = known.get(item.path)
             if (
@@ -232,10 +251,11 @@ def ingest(
                     update(Frame).where(Frame.id.in_(vanished)).values(status="missing", run_id=run.id)
                 )
             if imagetyp is not None:
-                summary.forced = _force_type(session, [str(r) for r in roots], imagetyp)
+                summary.forced = _force_type(session, under, imagetyp)
             if rules:
-                summary.forced += _force_by_name(session, [str(r) for r in roots], rules)
-            _tally(session, [str(r) for r in roots], summary)
+                summary.forced += _force_by_name(session, under, rules)
+            _tally(session, under, summary)
+        summary.skipped.sort()
         run.summary = summary.as_dict()
         run.partial = bool(summary.rejected or summary.unreadable)
     return summary
@@ -280,6 +300,8 @@ def _folder_type(item: Found) -> str | None:
 
 def _under(roots: list[str]) -> Any:
     """SQL condition: a frame path equal to one of ``roots`` or inside it (an index range per root)."""
+    if not roots:
+        return false()
     clauses = []
     for root in roots:
         prefix = root.rstrip(os.sep) + os.sep
@@ -324,12 +346,18 @@ def _write_batch(
     run_id: int,
     summary: IngestSummary,
 ) -> None:
-    """Write one batch of read files: new rows, updated rows, and their header cards."""
+    """Write one batch of read files: new rows, updated rows, and their header cards. Files ccdcal wrote
+    (their CCDCALV card, or the sha256 of an output the catalog records) are not written but listed."""
     now = utcnow()
     new_rows: list[dict[str, Any]] = []
     new_cards: list[tuple[int, int, CardColumns]] = []
     pending_cards: list[tuple[int, CardColumns]] = []
+    outputs = _recorded_outputs(session, [r.sha256 for r in batch if r.sha256 and r.error is None])
     for record in batch:
+        note = record.skipped or outputs.get(record.sha256 or "")
+        if note is not None and record.error is None:
+            summary.skipped.append((record.path, note))
+            continue
         row = _frame_values(record, forced, run_id, now)
         previous = known.get(record.path)
         if record.error is not None:
@@ -366,6 +394,24 @@ def _write_batch(
             (frame_id, hdu, cards) for frame_id, (hdu, cards) in zip(ids, pending_cards, strict=True)
         )
     _insert_cards(session, new_cards)
+
+
+def _recorded_outputs(session: Session, sha256s: list[str]) -> dict[str, str]:
+    """sha256 → note, for the files whose bytes are those of a master or a calibrated output the catalog
+    records (a file ccdcal wrote whose CCDCALV card is gone)."""
+    found: dict[str, str] = {}
+    for chunk in in_chunks(sorted(set(sha256s))):
+        for model, what in ((Master, "master"), (Calibration, "calibration")):
+            rows = session.execute(select(model.sha256, model.id, model.path).where(model.sha256.in_(chunk)))
+            for sha256, row_id, path in rows:
+                name = os.path.basename(path or "")
+                if sha256:
+                    found.setdefault(
+                        sha256,
+                        f"the same bytes as {what}:{row_id} ({name}), a file ccdcal wrote, not a raw frame: "
+                        "not catalogued",
+                    )
+    return found
 
 
 def _insert_frames(session: Session, rows: list[dict[str, Any]]) -> list[int]:

@@ -24,8 +24,12 @@ from ccdcal.ingestion.cards import (
 )
 from ccdcal.ingestion.normalise import CONSULTED_KEYS, normalise
 
-# Header values the reader needs: the normaliser's keywords and the data-unit structure.
-_NEEDED = CONSULTED_KEYS | STRUCTURAL_KEYS
+# Header values the reader needs: the normaliser's keywords, the data-unit structure, and the card that
+# marks a file ccdcal wrote.
+_NEEDED = CONSULTED_KEYS | STRUCTURAL_KEYS | {"CCDCALV"}
+#: Bytes read first, where the primary header of a file ccdcal wrote shows its CCDCALV card: such a file
+#: is skipped without reading (and hashing) its pixels.
+_PEEK = 16 * 2880
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _BLOCK = 2880
@@ -56,7 +60,11 @@ class ReadTask(NamedTuple):
 
 
 class FrameRecord(NamedTuple):
-    """What one file contributes to the catalog: its identity, and cards and columns or a reason."""
+    """What one file contributes to the catalog: its identity, and cards and columns or a reason.
+
+    ``skipped``: the file is not a raw frame but one ccdcal wrote (a calibrated light, a master, a mask),
+    with the note saying so; it is not catalogued.
+    """
 
     path: str
     size: int
@@ -66,6 +74,7 @@ class FrameRecord(NamedTuple):
     hdu: int | None
     cards: CardColumns
     columns: dict[str, Any]
+    skipped: str | None = None
 
 
 def read_frame(task: ReadTask) -> FrameRecord:
@@ -80,6 +89,10 @@ def read_frame(task: ReadTask) -> FrameRecord:
     try:
         with open(path, "rb") as handle:
             stat = os.fstat(handle.fileno())
+            written = _written_by_ccdcal(handle.read(_PEEK))
+            if written is not None:
+                return FrameRecord(path, stat.st_size, stat.st_mtime, None, None, None, NO_CARDS, {}, written)
+            handle.seek(0)  # read whole in one piece (the first blocks again, from the cache): no copy
             data = handle.read()
     except OSError as exc:
         return _rejected(path, 0, 0.0, None, f"cannot read the file: {exc.strerror or exc}")
@@ -108,8 +121,50 @@ def read_frame(task: ReadTask) -> FrameRecord:
             digest,
             f"a {naxis}-D cube, not a 2-D image: ccdcal calibrates 2-D frames",
         )
+    if "CCDCALV" in values:  # a compressed or gzipped output, or one with a long header
+        note = ccdcal_output_note(values.get("CCDCALV"), values.get("IMAGETYP"))
+        return FrameRecord(path, size, mtime, digest, None, None, NO_CARDS, {}, note)
     columns = normalise(values, task.folder_type)
     return FrameRecord(path, size, mtime, digest, None, info.hdu, card_columns(info.cards), columns)
+
+
+def _written_by_ccdcal(head: bytes) -> str | None:
+    """The note of a file whose primary header (within ``head``) has ccdcal's CCDCALV card, else ``None``."""
+    if not head.startswith(b"SIMPLE  ="):
+        return None
+    found: dict[str, Any] = {}
+    for offset in range(0, len(head) - 79, 80):
+        card = head[offset : offset + 80]
+        keyword = card[:8].rstrip()
+        if keyword == b"END":
+            break
+        if keyword in (b"CCDCALV", b"IMAGETYP") and card[8:10] == b"= ":
+            found[keyword.decode()] = _string_value(card[10:])
+    if "CCDCALV" not in found:
+        return None
+    return ccdcal_output_note(found["CCDCALV"], found.get("IMAGETYP"))
+
+
+def _string_value(field: bytes) -> str:
+    """The text of a card's string value (``'0.1.0   ' / comment`` → ``0.1.0``), or the field as it is."""
+    text = field.decode("ascii", "replace").strip()
+    if text.startswith("'"):
+        end = text.find("'", 1)
+        while end != -1 and text[end + 1 : end + 2] == "'":
+            end = text.find("'", end + 2)
+        return text[1:end].replace("''", "'").rstrip() if end != -1 else text[1:]
+    return text.split("/", 1)[0].strip()
+
+
+def ccdcal_output_note(version: Any, imagetyp: Any) -> str:
+    """Why a file ccdcal wrote is not catalogued as a raw frame, naming what it is."""
+    kind = str(imagetyp or "").strip().upper()
+    what = "a calibrated frame"
+    if kind == "MASTER BPM":
+        what = "a bad-pixel mask"
+    elif kind.startswith("MASTER ") and kind[7:].strip():
+        what = f"a master {kind[7:].strip().lower()}"
+    return f"{what} written by ccdcal {version} (its CCDCALV card), not a raw frame: not catalogued"
 
 
 def read_frames(tasks: list[ReadTask]) -> list[FrameRecord]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ccdcal.errors import UsageError
+from ccdcal.runtime.pathtext import shown
 
 #: File name endings ccdcal catalogues (compared case-insensitively).
 FITS_SUFFIXES = (
@@ -55,10 +56,11 @@ def resolve_roots(paths: list[str | os.PathLike[str]]) -> list[Path]:
         try:
             path.stat()
         except FileNotFoundError:
-            raise UsageError(f"{given}: no such file or folder; check the path") from None
+            raise UsageError(f"{shown(given)}: no such file or folder; check the path") from None
         except OSError as exc:
             raise UsageError(
-                f"{given}: cannot be looked at ({exc.strerror or exc}); check the permissions of its folders"
+                f"{shown(given)}: cannot be looked at ({exc.strerror or exc}); check the permissions of its "
+                "folders"
             ) from None
         roots.append(path.resolve())
     return roots

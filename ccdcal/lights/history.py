@@ -10,6 +10,7 @@ from typing import Any
 
 from astropy.io import fits
 
+from ccdcal.files.cardtext import card_name
 from ccdcal.lights.task import FrameTask
 
 
@@ -19,12 +20,13 @@ def step_cards(task: FrameTask, masked: int, raw: fits.Header) -> list[tuple[str
     mjd = mjd_card(raw)
     cards: list[tuple[str, Any, str]] = [mjd] if mjd else []
     if task.bias is not None:
-        cards.append(("BIASCOR", task.bias.name, "master bias subtracted"))
+        cards.append(("BIASCOR", card_name(task.bias.name), "master bias subtracted"))
     if task.dark is not None:
-        cards.append(("DARKCOR", task.dark.name, "master dark subtracted"))
+        cards.append(("DARKCOR", card_name(task.dark.name), "master dark subtracted"))
         cards.append(("DARKSCAL", float(task.dark_scale), "dark scale factor t_light / t_dark"))
     if task.flat is not None:
-        cards.append(("FLATCOR", task.flat.name, "divided by the master flat as stored (median 1)"))
+        flat_name = card_name(task.flat.name)
+        cards.append(("FLATCOR", flat_name, "divided by the master flat as stored (median 1)"))
         cards.append(("FLATMIN", float(task.flat_min), "flat pixels below it clamped to it"))
         cards.append(("NMASKED", masked, "flat pixels clamped, flagged in MASK"))
     return cards
@@ -49,15 +51,19 @@ def mjd_card(header: fits.Header) -> tuple[str, Any, str] | None:
 
 
 def history_lines(task: FrameTask, masked: int, steps: tuple[list[str], list[str]] = ([], [])) -> list[str]:
-    """HISTORY lines: the raw file, ``steps[0]`` (done before the masters), each master, ``steps[1]``."""
-    lines = [f"ccdcal: calibrated from {Path(task.path).name} sha256 {task.sha256}", *steps[0]]
+    """HISTORY lines: the raw file, ``steps[0]`` (done before the masters), each master, ``steps[1]``.
+
+    File names are written as :func:`~ccdcal.files.cardtext.card_name` writes them, so that
+    ``ccdcal provenance --from-header`` reads each back exactly.
+    """
+    lines = [f"ccdcal: calibrated from {card_name(Path(task.path).name)} sha256 {task.sha256}", *steps[0]]
     if task.bias is not None:
-        lines.append(f"bias subtracted: {task.bias.name} sha256 {task.bias.sha256}")
+        lines.append(f"bias subtracted: {card_name(task.bias.name)} sha256 {task.bias.sha256}")
     if task.dark is not None:
-        lines.append(f"dark subtracted: {task.dark.name} sha256 {task.dark.sha256}")
+        lines.append(f"dark subtracted: {card_name(task.dark.name)} sha256 {task.dark.sha256}")
         lines.append(f"dark scaled by t_light / t_dark = {task.dark_scale:.8g}")
     if task.flat is not None:
-        lines.append(f"flat divided: {task.flat.name} sha256 {task.flat.sha256}")
+        lines.append(f"flat divided: {card_name(task.flat.name)} sha256 {task.flat.sha256}")
         lines.append(
             f"flat divided as stored (median 1, norm 1); {masked} pixels below {task.flat_min:g} "
             "clamped to it" + (" and flagged in the MASK extension" if masked else "")

@@ -19,7 +19,7 @@ from ccdcal.kernels.light import FLAT_MIN
 from ccdcal.kernels.options import StepOptions
 from ccdcal.lights.matching import MatchOptions
 from ccdcal.lights.steps import ROLES, MasterInfo
-from ccdcal.masters.groups import MasterOptions
+from ccdcal.masters.groups import MasterOptions, check_folder_text
 from ccdcal.runtime.cluster import check_address
 from ccdcal.runtime.cores import check_workers
 
@@ -231,6 +231,8 @@ def check_options(options: ProcessOptions) -> None:
     for role, skipped in (("bias", options.no_bias), ("dark", options.no_dark), ("flat", options.no_flat)):
         if skipped and options.pinned(role) is not None:
             raise UsageError(f"--{role} and --no-{role} cannot be used together")
+    check_folder_text("--masters-dir", options.masters_dir)
+    check_folder_text("--output-dir", options.output_dir)
 
 
 def match_options(

@@ -27,6 +27,7 @@ import numpy as np
 from astropy.io import fits
 
 from ccdcal.files.calibrated import output_cards, write_calibrated
+from ccdcal.files.cardtext import card_name
 from ccdcal.kernels.cosmic import clean_cosmic_rays
 from ccdcal.kernels.light import be_words, calibrate_image, clamp_flat
 from ccdcal.kernels.overscan import (
@@ -108,7 +109,8 @@ def calibrate_with_steps(task: FrameTask, raw: RawFrame) -> FrameResult:
             ("BPMCOR", steps.bpm.name, "bad-pixel mask ORed into MASK (bit 2)"),
             ("NBADPIX", n_bad, "pixels flagged by the bad-pixel mask"),
         ]
-        after.append(f"bad pixels: {steps.bpm.name} sha256 {steps.bpm.sha256}: {n_bad} flagged in MASK")
+        bpm_name = card_name(steps.bpm.name)
+        after.append(f"bad pixels: {bpm_name} sha256 {steps.bpm.sha256}: {n_bad} flagged in MASK")
     sigma = None
     if steps.noise is not None:
         sigma = _uncertainty(task, prepared, bias, dark, shape)

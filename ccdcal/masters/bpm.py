@@ -31,10 +31,11 @@ from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Frame, Master, MasterCalibrator
 from ccdcal.catalog.queries import MATCH_KEYS, unusable_masters
 from ccdcal.errors import FitsFormatError
+from ccdcal.files.cardtext import card_name
 from ccdcal.files.fitsio import add_history, read_image, set_card, stamp_version, write_free
-from ccdcal.files.naming import master_name
 from ccdcal.kernels.bpm import BpmParams, flat_defects, hot_pixels, low_pixels
 from ccdcal.kernels.overscan import signature_of_header
+from ccdcal.masters.files import free_master_path
 from ccdcal.masters.groups import MasterReport, describe_keys
 
 _PREPARATION_CARDS = ("OVSCMETH", "OVSCSEC", "TRIMSECT")
@@ -192,17 +193,17 @@ def _header(
             set_card(header, keyword, keys[key])
     lines = ["ccdcal: bad-pixel mask, 1 = bad"]
     if dark is not None:
-        set_card(header, "BPMDARK", Path(dark.path).name, "master dark the hot pixels come from")
+        set_card(header, "BPMDARK", card_name(Path(dark.path).name), "master dark the hot pixels come from")
         set_card(header, "BPMDSHA", dark.sha256)
         set_card(header, "NHOT", counts["hot"], f"pixels above median + {params.hot_sigma:g} mad_std")
-        lines.append(f"hot pixels: {Path(dark.path).name} sha256 {dark.sha256}")
+        lines.append(f"hot pixels: {card_name(Path(dark.path).name)} sha256 {dark.sha256}")
         lines.append(f"hot: dark above its median + {params.hot_sigma:g} x mad_std: {counts['hot']} pixels")
     if flat is not None:
-        set_card(header, "BPMFLAT", Path(flat.path).name, "master flat the defects come from")
+        set_card(header, "BPMFLAT", card_name(Path(flat.path).name), "master flat the defects come from")
         set_card(header, "BPMFSHA", flat.sha256)
         set_card(header, "NFLATBAD", counts["flat_defects"], "pixels flagged by ccdmask on the flat")
         set_card(header, "NFLATLOW", counts["flat_low"], "of them below the flat's median")
-        lines.append(f"flat defects: {Path(flat.path).name} sha256 {flat.sha256}")
+        lines.append(f"flat defects: {card_name(Path(flat.path).name)} sha256 {flat.sha256}")
         lines.append(
             f"ccdproc.ccdmask lsigma {params.lsigma:g} hsigma {params.hsigma:g} median {params.nlmed}x"
             f"{params.ncmed} sigma {params.nlsig}x{params.ncsig}{' by blocks' if params.byblocks else ''}:"
@@ -232,31 +233,23 @@ def _register(
     folder: Path,
     run_id: int,
 ) -> Master:
-    """Write the mask under a free name and, in one transaction, its rows; supersede the previous one."""
-    name = master_name(
-        "bpm",
-        xbinning=keys.get("xbinning"),
-        ybinning=keys.get("ybinning"),
-        gain=keys.get("gain"),
-        exptime=None,
-        temp_key=None,
-    )
+    """Write the mask under its set-up's name and, in one transaction, its rows; supersede the previous
+    one."""
     hdul = fits.HDUList([fits.PrimaryHDU(mask, header)])
     written: Path | None = None
     master_id: int | None = None
     try:
         with catalog.session() as session:
             same = _same_setup(keys)
-            stem = name.removesuffix(".fits")
-            prefix = str(folder / stem)
-            taken = set(session.scalars(select(Master.path).where(Master.path.startswith(prefix))))
-            written, digest = write_free(folder, name, hdul, taken)
-            version = session.scalar(same.with_only_columns(func.max(Master.version))) or 0
+            version = (session.scalar(same.with_only_columns(func.max(Master.version))) or 0) + 1
+            written, digest = write_free(
+                lambda: free_master_path(session, folder, "bpm", _name_keys(keys), False, version, same), hdul
+            )
             fraction = float(mask.mean()) if mask.size else 0.0
             master = Master(
                 kind="bpm",
                 identity=identity,
-                version=version + 1,
+                version=version,
                 path=str(written),
                 sha256=digest,
                 **keys,
@@ -291,6 +284,11 @@ def _register(
         if written is not None and not catalog.committed(Master, master_id):
             written.unlink(missing_ok=True)
         raise
+
+
+def _name_keys(keys: dict[str, Any]) -> dict[str, Any]:
+    """A mask's keys as its name uses them: no exposure, temperature or filter (``..._sNA_CNA``)."""
+    return {**keys, "exptime": None, "temp_key": None, "filter": None}
 
 
 def _same_setup(keys: dict[str, Any]) -> Any:

@@ -5,20 +5,22 @@ parameters, HISTORY), the free file name it is written under, and its ``masters`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
 from astropy.time import Time
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog, lock_writers
 from ccdcal.catalog.lineage import rebuild_reason
 from ccdcal.catalog.models import Master, MasterCalibrator, MasterInput
+from ccdcal.files.cardtext import card_name
 from ccdcal.files.fitsio import add_history, set_card, stamp_version, write_free
-from ccdcal.files.naming import master_name
+from ccdcal.files.naming import free_master_name, master_stems
 from ccdcal.kernels.combine import ClipParams
 from ccdcal.kernels.uncertainty import uncertainty_hdu
 from ccdcal.masters.groups import BuiltMaster, GroupPlan, MasterOptions, describe_keys
@@ -37,10 +39,15 @@ def existing_master(session: Session, plan: GroupPlan) -> Master | None:
     return existing if existing is not None and Path(existing.path).is_file() else None
 
 
-def add_master_row(session: Session, plan: GroupPlan, **fields: Any) -> Master:
-    """Add the ``masters`` row of a plan (the next version of its group) with ``fields`` on top."""
+def next_version(session: Session, plan: GroupPlan) -> int:
+    """The version a new master of the plan's group takes: one more than its highest, whatever its status."""
     earlier = session.scalar(same_group(plan, current_only=False).with_only_columns(func.max(Master.version)))
-    master = master_row(plan, (earlier or 0) + 1, **fields)
+    return (earlier or 0) + 1
+
+
+def add_master_row(session: Session, plan: GroupPlan, version: int, **fields: Any) -> Master:
+    """Add the ``masters`` row of a plan at ``version`` (:func:`next_version`) with ``fields`` on top."""
+    master = master_row(plan, version, **fields)
     session.add(master)
     session.flush()
     return master
@@ -130,15 +137,15 @@ def _group_cards(header: fits.Header, plan: GroupPlan) -> None:
 def _input_cards(header: fits.Header, plan: GroupPlan) -> None:
     set_card(header, "NCOMBINE", len(plan.frames), "number of frames combined")
     for index, frame in enumerate(plan.frames[:MAX_IMCMB], 1):
-        set_card(header, f"IMCMB{index:03d}", Path(frame["path"]).name)
+        set_card(header, f"IMCMB{index:03d}", card_name(Path(frame["path"]).name))
         if frame["sha256"]:
             set_card(header, f"IMSHA{index:03d}", frame["sha256"])  # the value fills the card
     if plan.kind == "dark":
         set_card(header, "WITHBIAS", plan.includes_bias, "the dark still contains the bias")
     if plan.bias is not None:
-        set_card(header, "BIASCOR", Path(plan.bias.path).name, "master bias subtracted")
+        set_card(header, "BIASCOR", card_name(Path(plan.bias.path).name), "master bias subtracted")
     if plan.dark is not None:
-        set_card(header, "DARKCOR", Path(plan.dark.path).name, "master dark subtracted")
+        set_card(header, "DARKCOR", card_name(Path(plan.dark.path).name), "master dark subtracted")
         if len(set(plan.dark_scales)) == 1:
             set_card(header, "DARKSCAL", plan.dark_scales[0], "dark scale factor t_flat / t_dark")
 
@@ -161,10 +168,10 @@ def _history(plan: GroupPlan, built: BuiltMaster, params: ClipParams) -> list[st
     if len(plan.frames) > MAX_IMCMB:
         lines.append(f"IMCMBnnn name the first {MAX_IMCMB} inputs; all are in the catalog's master_inputs")
     if plan.bias is not None:
-        lines.append(f"bias subtracted: {Path(plan.bias.path).name} sha256 {plan.bias.sha256}")
+        lines.append(f"bias subtracted: {card_name(Path(plan.bias.path).name)} sha256 {plan.bias.sha256}")
     if plan.dark is not None:
         scales = ", ".join(f"{s:.6g}" for s in sorted(set(plan.dark_scales)))
-        lines.append(f"dark subtracted: {Path(plan.dark.path).name} sha256 {plan.dark.sha256}")
+        lines.append(f"dark subtracted: {card_name(Path(plan.dark.path).name)} sha256 {plan.dark.sha256}")
         lines.append(f"dark scaled by t_flat / t_dark = {scales}")
     if plan.kind == "dark" and plan.includes_bias:
         lines.append("no bias subtracted: this dark contains the bias; use it at its own exposure only")
@@ -183,15 +190,14 @@ def register_master(
 ) -> Master:
     """Write the master's file and, in the same transaction, its rows; supersede the group's current one.
 
-    The file is written under a name no master of the catalog uses and no file has (``_v2``, ``_v3``
-    ...; an existing file is never replaced); if the transaction fails the new file is removed.
+    The file is written under the group's name (:func:`free_master_path`; an existing file is never
+    replaced); if the transaction fails the new file is removed.
     """
     hdul = fits.HDUList(
         [fits.PrimaryHDU(built.image.astype(np.float32), _header(plan, built, options.params))]
     )
     if built.uncertainty is not None:
         hdul.append(uncertainty_hdu(built.uncertainty))
-    name = master_file_name(plan)
     written: Path | None = None
     master_id: int | None = None
     try:
@@ -200,8 +206,15 @@ def register_master(
             existing = existing_master(session, plan)
             if existing is not None:
                 return existing
-            written, digest = _write_free(session, folder, name, hdul)
-            master = _master_row(session, plan, built, written, digest, options, run_id)
+            version = next_version(session, plan)
+            group = same_group(plan, current_only=False)
+            written, digest = write_free(
+                lambda: free_master_path(
+                    session, folder, plan.kind, plan.keys, plan.includes_bias, version, group
+                ),
+                hdul,
+            )
+            master = _master_row(session, plan, version, built, written, digest, options, run_id)
             master_id = master.id
             for old in session.scalars(same_group(plan).where(Master.id != master.id)):
                 _supersede(session, old, plan)
@@ -224,29 +237,44 @@ def _supersede(session: Session, old: Master, plan: GroupPlan) -> None:
     old.status = "superseded"
 
 
-def master_file_name(plan: GroupPlan) -> str:
-    return master_name(
-        plan.kind,
-        xbinning=plan.keys.get("xbinning"),
-        ybinning=plan.keys.get("ybinning"),
-        gain=plan.keys.get("gain"),
-        exptime=plan.keys.get("exptime"),
-        temp_key=plan.keys.get("temp_key"),
-        filter=plan.keys.get("filter"),
-        includes_bias=plan.includes_bias,
+def free_master_path(
+    session: Session,
+    folder: Path,
+    kind: str,
+    keys: Mapping[str, Any],
+    includes_bias: bool,
+    version: int,
+    group: Select[Any],
+    known: Mapping[int, str] | None = None,
+) -> Path:
+    """Where version ``version`` of a master group is written in ``folder`` (docs/design.md, Files).
+
+    ``group`` selects the group's masters (any status); ``known`` (else read here) is
+    :func:`folder_masters`. The group keeps the name it has there; a new group takes the plain name
+    unless another group of the catalog or a file holds it, then its instrument's token, then a hash of
+    its keys (:func:`ccdcal.files.naming.free_master_name`).
+    """
+    known = folder_masters(session, folder, kind) if known is None else known
+    ours_ids = set(session.scalars(group.with_only_columns(Master.id)))
+    ours = {name for master_id, name in known.items() if master_id in ours_ids}
+    others = {name for master_id, name in known.items() if master_id not in ours_ids}
+    stems = master_stems(kind, keys, includes_bias=includes_bias)
+    return folder / free_master_name(stems, ours, others, version, lambda name: (folder / name).exists())
+
+
+def folder_masters(session: Session, folder: Path, kind: str) -> dict[int, str]:
+    """id → file name of the catalog's masters of ``kind`` in ``folder`` (every version)."""
+    prefix = str(folder / f"master_{kind}_")
+    rows = session.execute(
+        select(Master.id, Master.path).where(Master.path.startswith(prefix, autoescape=True))
     )
-
-
-def _write_free(session: Session, folder: Path, name: str, hdul: fits.HDUList) -> tuple[Path, str]:
-    """Write ``hdul`` as ``folder/name`` or its first free ``_vN`` variant; return the path and sha256."""
-    stem = name.removesuffix(".fits")
-    taken = set(session.scalars(select(Master.path).where(Master.path.startswith(str(folder / stem)))))
-    return write_free(folder, name, hdul, taken)
+    return {master_id: Path(path).name for master_id, path in rows if Path(path).parent == folder}
 
 
 def _master_row(
     session: Session,
     plan: GroupPlan,
+    version: int,
     built: BuiltMaster,
     path: Path,
     digest: str,
@@ -256,6 +284,7 @@ def _master_row(
     return add_master_row(
         session,
         plan,
+        version,
         path=str(path),
         sha256=digest,
         parameters=_parameters(plan, built, options),

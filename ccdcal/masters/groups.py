@@ -26,6 +26,7 @@ from ccdcal.kernels.options import StepOptions
 from ccdcal.kernels.qa import Comparison
 from ccdcal.masters.optional import InputSteps
 from ccdcal.runtime.cluster import check_address
+from ccdcal.runtime.pathtext import is_text, not_text_reason, shown
 
 #: Kinds in the order they must be built: each may need the ones before it.
 MASTER_ORDER = ("bias", "dark", "flat")
@@ -225,6 +226,17 @@ def check_options(options: MasterOptions) -> None:
     check_rules(options.rules)
     if options.scheduler is not None:
         check_address(options.scheduler)
+    check_folder_text("--masters-dir", options.masters_dir)
+
+
+def check_folder_text(option: str, folder: Path) -> None:
+    """Raise :class:`UsageError` when a folder's path is not text: the catalog could not record the files
+    written there (docs/design.md, Ingest)."""
+    resolved = folder.expanduser().resolve()
+    if not is_text(resolved):
+        raise UsageError(
+            f"{option} {shown(resolved)}: {not_text_reason(resolved, folder=True)}, or choose another folder"
+        )
 
 
 def marked_bad(master: Master) -> str | None:

@@ -29,10 +29,9 @@ from sqlalchemy.orm import Session
 from ccdcal.catalog.headers import header_values
 from ccdcal.catalog.models import Master
 from ccdcal.catalog.queries import GROUP_KEYS, grouped_frames, in_chunks, no_jit
-from ccdcal.files.naming import versioned
 from ccdcal.kernels.overscan import SECTION_KEYS
 from ccdcal.masters.calibrators import plan_group
-from ccdcal.masters.files import master_file_name, master_row
+from ccdcal.masters.files import folder_masters, free_master_path, master_row, same_group
 from ccdcal.masters.groups import (
     MASTER_ORDER,
     GroupPlan,
@@ -130,7 +129,8 @@ def _add_provisional(
     superseded: list[int],
 ) -> None:
     """A provisional row for each plan — the next version of its group (``versions``: the highest so far)
-    under a free file name — and the groups' current masters (``superseded``) marked superseded."""
+    under the name it would be written under — and the groups' current masters (``superseded``) marked
+    superseded."""
     if superseded:
         session.execute(
             update(Master).where(Master.id.in_(superseded)).values(status="superseded"),
@@ -138,13 +138,18 @@ def _add_provisional(
         )
     if not planned:
         return
-    taken = set(session.scalars(select(Master.path)))
     rows = []
-    for _, plan in planned:
-        path = str(versioned(folder, master_file_name(plan), taken))
-        taken.add(path)
+    known = folder_masters(session, folder, planned[0][1].kind)
+    for number, (_, plan) in enumerate(planned, 1):
         version = (versions.get(_group_key(plan)) or 0) + 1
-        rows.append(master_row(plan, version, path=path, sha256="0" * 64, parameters={"provisional": True}))
+        group = same_group(plan, current_only=False)
+        path = free_master_path(
+            session, folder, plan.kind, plan.keys, plan.includes_bias, version, group, known
+        )
+        known[-number] = path.name  # the next plans see this name (of another group)
+        rows.append(
+            master_row(plan, version, path=str(path), sha256="0" * 64, parameters={"provisional": True})
+        )
     session.add_all(rows)
     session.flush()
     for (report, _), row in zip(planned, rows, strict=True):

@@ -26,6 +26,7 @@ from ccdcal.catalog.models import Calibration, Frame, Master
 from ccdcal.errors import UsageError
 from ccdcal.files.hashing import MISSING, OK, UNCHECKED, fits_files, hash_files
 from ccdcal.runtime.cores import check_workers
+from ccdcal.runtime.pathtext import is_text, not_text_reason, shown
 
 Progress = Callable[[str, int, int], None]
 MOVED = "moved"
@@ -192,13 +193,13 @@ def audit(
     roots = [Path(p).expanduser().resolve() for p in search]
     for root in roots:
         if not root.exists():
-            raise UsageError(f"{root}: no such folder to look for missing files in; check the path")
-    arguments = {"search": [str(r) for r in roots], "fix_missing": fix, "jobs": jobs}
+            raise UsageError(f"{shown(root)}: no such folder to look for missing files in; check the path")
+    arguments = {"search": [shown(r) for r in roots], "fix_missing": fix, "jobs": jobs}
     with catalog.run("audit", arguments) as run:
         with catalog.session() as session:
             records = _records(session)
         checked = {what: sum(r.what == what for r in records) for what in _LABELS}
-        report = AuditReport(run.id, checked, searched=[str(r) for r in roots], fix=fix)
+        report = AuditReport(run.id, checked, searched=[shown(r) for r in roots], fix=fix)
         hashed = hash_files((r.path for r in records), jobs, _labelled(progress, "Hashing recorded files"))
         for record in records:
             state = hashed[record.path].state(record.sha256)
@@ -270,14 +271,20 @@ def _find_moved(
         if not paths:
             continue
         same_name = [p for p in paths if Path(p).name == Path(item.path).name]
-        item.found = sorted(same_name or paths)[0]
+        found = sorted(same_name or paths)[0]
+        taken.add(found)
         item.state = MOVED
-        taken.add(item.found)
+        item.found = shown(found)
+        if not is_text(found):  # the catalog cannot hold its path: shown, never re-pointed
+            item.note = f"not re-pointed: {not_text_reason(found)}, then run audit --fix-missing again"
 
 
 def _repoint(session: Session, item: AuditItem) -> None:
-    """Point a moved file's row at the file found (unless another row of its table has that path)."""
+    """Point a moved file's row at the file found (unless another row of its table has that path, or the
+    path is not text)."""
     assert item.found is not None
+    if item.note is not None:
+        return
     if item.what == "frame":
         other = session.scalar(select(Frame.id).where(Frame.path == item.found))
         if other is not None:

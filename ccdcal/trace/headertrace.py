@@ -8,10 +8,13 @@ What ccdcal writes into its files is enough to trace them:
 - a master: IMCMBnnn (input file names) with IMSHAnnn (their sha256 as combined), BIASCOR / DARKCOR of its
   calibrator masters with their sha256 in HISTORY, DARKSCAL.
 
-HISTORY cards wrap long lines at spaces, so the HISTORY text is read as one string. Each file a header
-names is looked for by name under the file's own folder and the folders given (recursively); a master
-found is read in turn, so the tree goes down to the raw frames when the files are there. Each file found
-is hashed and compared with the sha256 its user's header recorded.
+The names are read back exactly (spaces, quotes, non-ASCII, a name cut over several HISTORY cards): the
+HISTORY lines are joined again as :func:`ccdcal.files.cardtext.history_lines` reads them, each name
+decoded with :func:`ccdcal.files.cardtext.name_from_card`. Files written by an older ccdcal, whose HISTORY
+lines were wrapped at spaces, are read from the HISTORY text joined with spaces. Each file a header names
+is looked for by name under the file's own folder and the folders given (recursively); a master found is
+read in turn, so the tree goes down to the raw frames when the files are there. Each file found is hashed
+and compared with the sha256 its user's header recorded.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 from astropy.io import fits
 
 from ccdcal.errors import FitsFormatError, NotFoundError, UsageError
+from ccdcal.files.cardtext import history_lines, name_from_card
 from ccdcal.files.hashing import Hashed, fits_files, hash_files, hash_one
 from ccdcal.trace.provenance import Node, Provenance
 
@@ -34,7 +38,10 @@ from ccdcal.trace.provenance import Node, Provenance
 _STEP_LABELS = {"bias": "bias subtracted", "dark": "dark subtracted", "flat": "flat divided"}
 _STEP_CARDS = {"bias": "BIASCOR", "dark": "DARKCOR", "flat": "FLATCOR"}
 _SHA = r"([0-9a-f]{64})"
-_CALIBRATED_FROM = re.compile(r"ccdcal: calibrated from (\S+) sha256 " + _SHA)
+#: The raw light of a calibrated file: a whole HISTORY line (the name as :func:`card_name` wrote it).
+_CALIBRATED_FROM = re.compile(r"ccdcal: calibrated from (.+) sha256 " + _SHA)
+#: The same in the HISTORY text of an older ccdcal (lines wrapped at spaces, names not encoded).
+_OLDER_CALIBRATED_FROM = re.compile(r"ccdcal: calibrated from (.+?) sha256 " + _SHA)
 _DARK_SCALE = re.compile(r"dark scaled by t_(?:light|flat) / t_dark = ([-+0-9.eE]+)(?![,0-9])")
 #: Masters are read in turn down to this depth (a flat's dark's bias is depth 2).
 _MAX_DEPTH = 4
@@ -89,14 +96,32 @@ def trace_header(path: str | os.PathLike[str], search: Sequence[str | os.PathLik
 
 
 def history_text(header: fits.Header) -> str:
-    """Every HISTORY card of a header as one line (cards joined with spaces, as they were wrapped)."""
+    """Every HISTORY card of a header as one line (cards joined with spaces, as an older ccdcal wrapped
+    them)."""
     return " ".join(str(value).strip() for value in header.get("HISTORY", []))
 
 
+def header_lines(header: fits.Header) -> list[str]:
+    """The HISTORY lines of a header as ccdcal wrote them (:func:`ccdcal.files.cardtext.history_lines`)."""
+    return history_lines(str(card.value) if card.keyword == "HISTORY" else None for card in header.cards)
+
+
+def calibrated_from(header: fits.Header) -> tuple[str, str] | None:
+    """(file name, sha256) of the raw light a calibrated file's HISTORY names, else ``None``."""
+    for line in header_lines(header):
+        found = _CALIBRATED_FROM.fullmatch(line)
+        if found:
+            return name_from_card(found.group(1)), found.group(2)
+    older = _OLDER_CALIBRATED_FROM.search(history_text(header))
+    return (older.group(1), older.group(2)) if older else None
+
+
 def _read_header(path: Path) -> fits.Header:
+    """A file's primary header; astropy's warnings on a raw header (bytes outside ASCII read as ``?``,
+    cards it would fix) are no concern here."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            warnings.simplefilter("ignore")
             return fits.getheader(path, 0)
     except (OSError, ValueError, TypeError) as exc:
         raise FitsFormatError(f"cannot read the header: {exc}", str(path)) from exc
@@ -108,7 +133,7 @@ def _kind_of(header: fits.Header) -> tuple[str, str] | None:
     if imagetyp.startswith("MASTER ") and "IMCMB001" in header:
         return "master", imagetyp.split()[1].lower()
     if "CCDCALV" in header and (
-        any(card in header for card in _STEP_CARDS.values()) or _CALIBRATED_FROM.search(history_text(header))
+        any(card in header for card in _STEP_CARDS.values()) or calibrated_from(header) is not None
     ):
         return "calibration", "light"
     return None
@@ -144,13 +169,14 @@ class _Tracer:
         if header is None or what is None:
             return node
         text = history_text(header)
+        lines = header_lines(header)
         if node_type == "calibration":
-            found = _CALIBRATED_FROM.search(text)
+            found = calibrated_from(header)
             if found:
-                light, light_sha = found.groups()
+                light, light_sha = found
                 node.children.append(self.file(light, light_sha, "light", None, depth, kind="light"))
         for role_name in ("bias", "dark", "flat"):
-            used = _step(header, text, role_name)
+            used = _step(header, lines, text, role_name)
             if used is None:
                 continue
             step_match: dict[str, Any] = {
@@ -169,7 +195,15 @@ class _Tracer:
                     break
                 input_sha = header.get(f"IMSHA{index:03d}")
                 node.children.append(
-                    self.file(str(input_name), input_sha, "input", None, depth, kind=node_kind, leaf=True)
+                    self.file(
+                        name_from_card(str(input_name)),
+                        input_sha,
+                        "input",
+                        None,
+                        depth,
+                        kind=node_kind,
+                        leaf=True,
+                    )
                 )
         return node
 
@@ -229,15 +263,25 @@ class _Tracer:
         return self._index
 
 
-def _step(header: fits.Header, text: str, role: str) -> tuple[str, str | None] | None:
-    """(file name, sha256) of the master a header says was used for ``role``, else ``None``."""
+def _step(header: fits.Header, lines: list[str], text: str, role: str) -> tuple[str, str | None] | None:
+    """(file name, sha256) of the master a header says was used for ``role``, else ``None``: from its
+    HISTORY line, the one naming the file of its BIASCOR/DARKCOR/FLATCOR card when there is one (else from
+    the HISTORY text of an older ccdcal)."""
     label = _STEP_LABELS[role]
-    name = header.get(_STEP_CARDS[role])
-    if name is not None:
-        found = re.search(re.escape(f"{label}: {name} sha256 ") + _SHA, text)
-        return str(name), found.group(1) if found else None
-    found = re.search(re.escape(f"{label}: ") + r"(\S+) sha256 " + _SHA, text)
-    return (found.group(1), found.group(2)) if found else None
+    card = header.get(_STEP_CARDS[role])
+    line = re.compile(re.escape(f"{label}: ") + r"(.+) sha256 " + _SHA)
+    found = [m for m in map(line.fullmatch, lines) if m is not None]
+    if card is not None:
+        name = str(card)
+        sha = next((m.group(2) for m in found if m.group(1) == name), None)
+        if sha is None:
+            older = re.search(re.escape(f"{label}: {name} sha256 ") + _SHA, text)
+            sha = older.group(1) if older else None
+        return name_from_card(name), sha
+    if found:
+        return name_from_card(found[0].group(1)), found[0].group(2)
+    older = re.search(re.escape(f"{label}: ") + r"(\S+) sha256 " + _SHA, text)
+    return (older.group(1), older.group(2)) if older else None
 
 
 def _dark_scale(header: fits.Header, text: str) -> float | None:

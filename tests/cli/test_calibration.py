@@ -213,6 +213,29 @@ def test_usage_errors_are_exit_2(
     assert (result.exit_code, result.stderr) == (2, message)
 
 
+def test_a_folder_whose_path_is_not_utf8_is_exit_2(
+    runner: CliRunner, tmp_path: Path, db: str, night: Path
+) -> None:
+    """docs/design.md, Ingest: the catalog could not record the files written there."""
+    folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/out\xe9"))
+    result = process(runner, tmp_path, db, "--output-dir", str(folder))
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: --output-dir {tmp_path}/out\\xe9: the folder name out\\xe9 is not valid UTF-8 (byte \\xe9, "
+        "perhaps latin-1): the catalog stores paths as text; rename the folder (for example with convmv -f "
+        "latin1 -t utf8 --notest), or choose another folder\n",
+    )
+    masters = runner.invoke(app, ["--db", db, "masters", "--masters-dir", str(folder)])
+    assert (masters.exit_code, masters.stderr.startswith(f"Error: --masters-dir {tmp_path}/out\\xe9: ")) == (
+        2,
+        True,
+    )
+    assert not folder.exists()
+    named = runner.invoke(app, ["--db", db, "provenance", str(folder / "Light_001_cal.fits")])
+    assert named.exit_code == 2
+    assert named.stderr.startswith(f"Error: {tmp_path}/out\\xe9/Light_001_cal.fits: not in the catalog, ")
+
+
 def test_a_pinned_file_must_be_a_master(runner: CliRunner, tmp_path: Path, db: str, night: Path) -> None:
     raw = night / "BIAS" / "Bias_001.fits"
     result = process(runner, tmp_path, db, "--bias", str(raw))

@@ -199,14 +199,16 @@ def test_set_card_long_strings_declare_the_convention(tmp_path: Path) -> None:
     assert fitsverify_counts(path) == (0, 0)
 
 
-def test_add_history_wraps_at_spaces_and_keeps_every_character() -> None:
+def test_add_history_cuts_long_lines_and_marks_each_piece_but_the_last() -> None:
+    """A long line is cut after a space (or at the card's width), each piece but the last ending with a
+    backslash, so that the line reads back exactly (docs/design.md, Files)."""
     header = fits.Header()
     sha = "e53ad1b435f31579fbb71c51bbaa3d24fa34cc13af5fc8ad0f2b2dc8fde9b081"
     line = f"bias subtracted: master_bias_b2x2_g120_sNA_C-10.fits sha256 {sha}"
     add_history(header, [line, "x" * 150, ""])
     history = [str(h) for h in header["HISTORY"]]
-    assert history[:2] == ["bias subtracted: master_bias_b2x2_g120_sNA_C-10.fits sha256", sha]
-    assert "".join(history[2:5]) == "x" * 150
+    assert history[:2] == ["bias subtracted: master_bias_b2x2_g120_sNA_C-10.fits sha256 \\", sha]
+    assert history[2:5] == ["x" * 71 + "\\", "x" * 71 + "\\", "x" * 8]
     assert history[5] == ""
     assert all(len(h) <= 72 for h in history)
 
@@ -232,3 +234,11 @@ def test_read_image(tmp_path: Path) -> None:
     fits.PrimaryHDU().writeto(tmp_path / "empty.fits")
     with pytest.raises(FitsFormatError, match="no pixels"):
         read_image(tmp_path / "empty.fits")
+
+
+def test_set_card_writes_text_a_card_cannot_hold_as_printable_ascii() -> None:
+    """A header value with a tab or non-ASCII (kept as it is in the catalog) never stops a write."""
+    header = fits.Header()
+    set_card(header, "FILTER", "R\tx", "filter ±")
+    set_card(header, "OBJECT", "Lumière")
+    assert (header["FILTER"], header.comments["FILTER"], header["OBJECT"]) == ("R?x", "filter +/-", "Lumi?re")

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from ccdcal.files.naming import calibrated_name, master_name, number_text, safe_token, versioned
+from ccdcal.files.naming import (
+    calibrated_name,
+    free_master_name,
+    group_hash,
+    master_name,
+    master_stems,
+    number_text,
+    safe_token,
+)
 
 
 @pytest.mark.parametrize(
@@ -97,19 +105,75 @@ def test_number_text_tiny_and_non_finite() -> None:
     assert number_text(float("inf")) == "NA"
 
 
-def test_versioned_adds_v2_then_v3(tmp_path: Path) -> None:
-    name = "master_dark_b2x2_g120_10s_C-20.fits"
-    assert versioned(tmp_path, name) == tmp_path / name
-    (tmp_path / name).touch()
-    assert versioned(tmp_path, name) == tmp_path / "master_dark_b2x2_g120_10s_C-20_v2.fits"
-    (tmp_path / "master_dark_b2x2_g120_10s_C-20_v2.fits").touch()
-    assert versioned(tmp_path, name).name == "master_dark_b2x2_g120_10s_C-20_v3.fits"
+KEYS = {"xbinning": 2, "ybinning": 2, "gain": 120.0, "temp_key": -10.0, "instrument": "ZWO ASI294MM Pro"}
+BASE = "master_bias_b2x2_g120_sNA_C-10"
 
 
-def test_versioned_respects_names_taken_in_the_catalog(tmp_path: Path) -> None:
-    name = "master_bias_b1x1_g100_sNA_C-10.fits"
-    taken = {str(tmp_path / name), str(tmp_path / "master_bias_b1x1_g100_sNA_C-10_v2.fits")}
-    assert versioned(tmp_path, name, taken).name == "master_bias_b1x1_g100_sNA_C-10_v3.fits"
+def nothing(name: str) -> bool:
+    return False
+
+
+def test_the_stems_a_group_may_take() -> None:
+    stems = master_stems("bias", KEYS)
+    digest = group_hash("bias", KEYS, False)
+    assert stems == [
+        BASE,
+        f"{BASE}_ZWOASI294MMPro",
+        f"{BASE}_h{digest[:6]}",
+        f"{BASE}_h{digest[:10]}",
+        f"{BASE}_h{digest[:16]}",
+        f"{BASE}_h{digest}",
+    ]
+    flat = master_stems("flat", {**KEYS, "filter": "H a"}, includes_bias=False)
+    assert flat[1] == "master_flat_b2x2_g120_sNA_C-10_Ha_ZWOASI294MMPro"
+    dark = master_stems("dark", {**KEYS, "exptime": 60.0}, includes_bias=True)
+    assert dark[:2] == [
+        "master_dark_b2x2_g120_60s_C-10_withbias",
+        "master_dark_b2x2_g120_60s_C-10_ZWOASI294MMPro_withbias",
+    ]
+    assert len(master_stems("bias", {**KEYS, "instrument": "A" * 40})[1]) == len(BASE) + 1 + 16
+    assert master_stems("bias", {**KEYS, "instrument": None})[1].startswith(f"{BASE}_h")
+    assert group_hash("bias", KEYS, False) != group_hash("bias", {**KEYS, "offset": 30.0}, False)
+
+
+def test_a_new_group_takes_the_plain_name_or_its_token() -> None:
+    stems = master_stems("bias", KEYS)
+    assert free_master_name(stems, [], [], 1, nothing) == f"{BASE}.fits"
+    taken = [f"{BASE}.fits", f"{BASE}_v2.fits"]
+    assert free_master_name(stems, [], taken, 1, nothing) == f"{BASE}_ZWOASI294MMPro.fits"
+    both = [*taken, f"{BASE}_ZWOASI294MMPro.fits"]
+    assert free_master_name(stems, [], both, 1, nothing) == f"{stems[2]}.fits"
+    on_disk = {f"{BASE}.fits"}.__contains__  # a file the catalog does not know holds the name too
+    assert free_master_name(stems, [], [], 1, on_disk) == f"{BASE}_ZWOASI294MMPro.fits"
+
+
+def test_a_group_keeps_its_name_and_vn_is_its_version() -> None:
+    stems = master_stems("bias", KEYS)
+    token = f"{BASE}_ZWOASI294MMPro"
+    ours = [f"{token}.fits", f"{token}_v2.fits"]
+    assert free_master_name(stems, ours, [f"{BASE}.fits"], 3, nothing) == f"{token}_v3.fits"
+    assert free_master_name(stems, [f"{BASE}.fits"], [], 2, nothing) == f"{BASE}_v2.fits"
+    # a file the catalog does not know has the version's name: the next number, still this group's
+    assert (
+        free_master_name(stems, [f"{BASE}.fits"], [], 2, {f"{BASE}_v2.fits"}.__contains__)
+        == f"{BASE}_v3.fits"
+    )
+
+
+def test_a_name_that_looks_like_a_version_of_another_is_not_taken() -> None:
+    """A flat of filter ``v2`` would read as version 2 of the flat without a filter (and the reverse)."""
+    plain = master_stems("flat", {**KEYS, "filter": None})
+    v2 = master_stems("flat", {**KEYS, "filter": "v2"})
+    assert v2[0] == f"{plain[0]}_v2"
+    assert free_master_name(v2, [], [f"{plain[0]}.fits"], 1, nothing) == f"{plain[0]}_v2_ZWOASI294MMPro.fits"
+    assert (
+        free_master_name(plain, [], [f"{plain[0]}_v2.fits"], 1, nothing) == f"{plain[0]}_ZWOASI294MMPro.fits"
+    )
+
+
+def test_every_name_held_is_an_error() -> None:
+    with pytest.raises(FileExistsError, match="no free name for master_bias"):
+        free_master_name(master_stems("bias", KEYS), [], [], 1, lambda name: True)
 
 
 @pytest.mark.parametrize(

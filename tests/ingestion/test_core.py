@@ -16,12 +16,18 @@ from astropy.io import fits
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from ccdcal._version import __version__
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import Frame, HeaderCard, Run
+from ccdcal.catalog.models import Calibration, Frame, HeaderCard, Run
 from ccdcal.cli import app
 from ccdcal.errors import UsageError
+from ccdcal.files.fitsio import sha256_file
 from ccdcal.ingestion.core import ingest
+from ccdcal.lights.options import ProcessOptions
+from ccdcal.lights.pipeline import process
+from ccdcal.simulate import simulate_night
 from tests.conftest import unreadable
+from tests.processed_night import BIAS, DARK, FLAT, processed_night
 
 
 def frames_by_name(catalog: Catalog) -> dict[str, Frame]:
@@ -340,6 +346,152 @@ def test_bad_files_are_rejected_with_reasons_while_the_rest_ingest(
     assert (again.unchanged, len(again.rejected), again.exit_code) == (14, 5, 1)
 
 
+def test_names_that_are_not_utf8_are_rejected_alone(catalog: Catalog, night: Path, make_fits) -> None:
+    """docs/design.md, Ingest: a file or folder name that is not valid UTF-8 (the catalog stores paths as
+    text) is rejected alone, named with its bytes escaped and the fix; the rest is catalogued."""
+    light = {"IMAGETYP": "LIGHT", "FILTER": "R"}
+    make_fits(Path(os.fsdecode(bytes(night / "LIGHT") + b"/Caf\xe9.fits")), light)  # latin-1
+    make_fits(Path(os.fsdecode(bytes(night / "LIGHT") + b"/\xff\xfe.fits")), light)  # never UTF-8
+    make_fits(Path(os.fsdecode(bytes(night / "LIGHT") + b"/\xc3\x28.fits")), light)  # a bad sequence
+    make_fits(Path(os.fsdecode(bytes(night) + b"/caf\xe9/l.fits")), light)  # a folder
+    make_fits(night / "LIGHT" / "Café.fits", light)  # valid UTF-8: catalogued
+    summary = ingest(catalog, [night])
+    assert (summary.new, summary.by_type["light"], summary.exit_code) == (10, 4, 1)
+    rejected = dict(summary.rejected)
+    assert rejected == {
+        f"{night}/LIGHT/Caf\\xe9.fits": "the file name Caf\\xe9.fits is not valid UTF-8 (byte \\xe9, perhaps "
+        "latin-1): the catalog stores paths as text; rename the file (for example with convmv -f latin1 "
+        "-t utf8 --notest)",
+        f"{night}/LIGHT/\\xff\\xfe.fits": "the file name \\xff\\xfe.fits is not valid UTF-8 (byte \\xff, "
+        "perhaps latin-1): the catalog stores paths as text; rename the file (for example with convmv -f "
+        "latin1 -t utf8 --notest)",
+        f"{night}/LIGHT/\\xc3(.fits": "the file name \\xc3(.fits is not valid UTF-8 (byte \\xc3, perhaps "
+        "latin-1): the catalog stores paths as text; rename the file (for example with convmv -f latin1 "
+        "-t utf8 --notest)",
+        f"{night}/caf\\xe9/l.fits": "the folder name caf\\xe9 is not valid UTF-8 (byte \\xe9, perhaps "
+        "latin-1): the catalog stores paths as text; rename the folder (for example with convmv -f latin1 "
+        "-t utf8 --notest)",
+    }
+    assert "Café.fits" in frames_by_name(catalog)
+    again = ingest(catalog, [night])  # never catalogued, so reported again until renamed
+    assert (again.new, again.unchanged, len(again.rejected)) == (0, 10, 4)
+    alone = ingest(catalog, [Path(os.fsdecode(bytes(night) + b"/caf\xe9"))])  # a root that is not text
+    assert (alone.new, [p for p, _ in alone.rejected]) == (0, [f"{night}/caf\\xe9/l.fits"])
+    with catalog.session() as session:
+        run = session.get(Run, alone.run_id)
+        assert run is not None
+        assert run.arguments["paths"] == [f"{night}/caf\\xe9"]
+    os.rename(os.fsencode(night / "LIGHT") + b"/Caf\xe9.fits", night / "LIGHT" / "Cafe.fits")
+    renamed = ingest(catalog, [night])
+    assert (renamed.new, len(renamed.rejected)) == (1, 3)
+
+
+def test_odd_but_valid_names_are_catalogued(catalog: Catalog, night: Path, make_fits) -> None:
+    """Neighbours of the names above that are text: a newline, a leading dash, a backslash."""
+    for name in ("new\nline.fits", "-dash.fits", "--help.fits", "back\\slash.fits", " lead.fits"):
+        make_fits(night / "LIGHT" / name, {"IMAGETYP": "LIGHT"})
+    summary = ingest(catalog, [night])
+    assert (summary.new, summary.rejected, summary.exit_code) == (14, [], 0)
+    frames = frames_by_name(catalog)
+    assert {"new\nline.fits", "-dash.fits", "--help.fits", "back\\slash.fits", " lead.fits"} <= set(frames)
+
+
+# -- files ccdcal wrote --------------------------------------------------------------------------------
+
+
+def test_files_ccdcal_wrote_are_skipped_with_a_note(tmp_path: Path, db_url: str) -> None:
+    """docs/design.md, Ingest: `ingest .` in the project folder catalogues no master and no calibrated
+    light as a raw frame (their CCDCALV card), so nothing is calibrated twice; exit 0."""
+    night = processed_night(tmp_path, db=db_url)
+    packed = night.calibrated / "Light_001_cal.fits.gz"  # gzipped: found by the full header parse
+    packed.write_bytes(gzip.compress((night.calibrated / "Light_001_cal.fits").read_bytes()))
+    result = CliRunner().invoke(app, ["--db", db_url, "ingest", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["new"], summary["rejected"]) == (0, [])
+    notes = {Path(s["path"]).name: s["note"] for s in summary["skipped"]}
+    outputs = {"Light_001_cal.fits", "Light_002_cal.fits", packed.name}
+    assert set(notes) == {BIAS, *DARK.values(), *FLAT.values(), *outputs}
+    version = f"written by ccdcal {__version__} (its CCDCALV card), not a raw frame: not catalogued"
+    assert notes[BIAS] == f"a master bias {version}"
+    assert notes["Light_002_cal.fits"] == f"a calibrated frame {version}"
+    assert notes[packed.name] == f"a calibrated frame {version}"
+    shown = CliRunner().invoke(app, ["--db", db_url, "ingest", str(tmp_path)])
+    assert shown.exit_code == 0
+    assert ", 0 rejected, 10 skipped (written by ccdcal)\n" in shown.stdout
+    assert "\nSkipped (10; files ccdcal wrote, not raw frames):\n" in shown.stdout
+    assert f"\n  {packed}: a calibrated frame {version}\n" in shown.stdout
+    again = night.process()
+    assert again.nothing_done, again.headline()
+    assert sorted(p.name for p in night.calibrated.iterdir()) == [
+        "Light_001_cal.fits",
+        "Light_001_cal.fits.gz",
+        "Light_002_cal.fits",
+    ]
+
+
+def test_outputs_written_inside_the_raw_tree_are_not_calibrated_again(tmp_path: Path, db_url: str) -> None:
+    """`process --output-dir` (and `--masters-dir`) inside the raw tree, then `ingest` of the tree."""
+    night = simulate_night(tmp_path / "raw", seed=3, shape=(48, 64), n_bias=3, n_dark=3, n_flat=3, n_light=2)
+    options = ProcessOptions(
+        masters_dir=night.root / "LIGHT" / "masters", output_dir=night.root / "LIGHT" / "cal", jobs=1
+    )
+    with Catalog(db_url) as catalog:
+        ingest(catalog, [night.root])
+        assert process(catalog, options).exit_code == 0
+        summary = ingest(catalog, [night.root])
+        assert (summary.new, len(summary.skipped), summary.exit_code) == (0, 9, 0)
+        again = process(catalog, options)
+    assert again.nothing_done, again.headline()
+    assert not list(night.root.rglob("*_cal_cal*"))
+
+
+def test_a_file_with_the_bytes_of_a_recorded_output_is_skipped(tmp_path: Path, db_url: str) -> None:
+    """A recorded output's sha256 marks a file ccdcal wrote, CCDCALV card or not."""
+    night = processed_night(tmp_path, db=db_url)
+    copy = tmp_path / "elsewhere" / "copy.fits"
+    copy.parent.mkdir()
+    shutil.copy(night.raw("Light_001.fits"), copy)
+    with Catalog(db_url) as catalog:
+        with catalog.session() as session:  # as if ccdcal had written those bytes as its output
+            (calibration,) = session.scalars(select(Calibration).limit(1))
+            calibration.sha256 = sha256_file(copy)
+            calibration_id, name = calibration.id, Path(calibration.path or "").name
+        summary = ingest(catalog, [copy.parent])
+    assert (summary.new, summary.exit_code) == (0, 0)
+    assert summary.skipped == [
+        (
+            str(copy),
+            f"the same bytes as calibration:{calibration_id} ({name}), a file ccdcal wrote, not a raw frame: "
+            "not catalogued",
+        )
+    ]
+
+
+def test_a_ccdcal_output_catalogued_before_is_no_longer_planned(tmp_path: Path, db_url: str) -> None:
+    """A frame catalogued as raw before ingest skipped ccdcal's files (its header cards hold CCDCALV) is
+    planned neither as a light nor as an input of a master."""
+    night = simulate_night(tmp_path / "raw", seed=3, shape=(48, 64), n_bias=4, n_dark=3, n_flat=3, n_light=2)
+    options = ProcessOptions(masters_dir=tmp_path / "masters", output_dir=tmp_path / "cal", jobs=1)
+    with Catalog(db_url) as catalog:
+        ingest(catalog, [night.root])
+        with catalog.session() as session:
+            light, bias = (
+                session.scalars(select(Frame).where(Frame.path == str(p))).one()
+                for p in (sorted(night.files["light"])[0], sorted(night.files["bias"])[0])
+            )
+            for frame in (light, bias):
+                session.add(
+                    HeaderCard(frame_id=frame.id, hdu=0, position=9999, keyword="CCDCALV", value="0.1.0")
+                )
+            light_path = light.path
+        summary = process(catalog, options)
+    assert light_path not in [x.path for x in summary.lights]
+    assert len(summary.lights) == 1
+    (bias_master,) = [m for m in summary.masters if "bias" in (m.path or "")]
+    assert bias_master.n_inputs == 3
+
+
 def test_forced_imagetyp_applies_to_unchanged_files_too(catalog: Catalog, night: Path) -> None:
     ingest(catalog, [night])
     summary = ingest(catalog, [night / "LIGHT"], imagetyp="flat")
@@ -451,3 +603,19 @@ def test_reader_plan_counts_the_cores_this_process_may_use(monkeypatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
     assert reader_plan(None, [20_000] * 3000) == ReaderPlan("threads", 1)
     assert reader_plan(None, [8 << 20] * 10) == ReaderPlan("threads", 1)
+
+
+@pytest.mark.parametrize(
+    ("imagetyp", "what"),
+    [
+        ("MASTER BIAS", "a master bias"),
+        ("MASTER BPM", "a bad-pixel mask"),
+        ("Light Frame", "a calibrated frame"),
+    ],
+)
+def test_the_note_of_a_file_ccdcal_wrote_names_what_it_is(imagetyp: str, what: str) -> None:
+    from ccdcal.ingestion.reader import ccdcal_output_note
+
+    assert ccdcal_output_note("0.1.0", imagetyp) == (
+        f"{what} written by ccdcal 0.1.0 (its CCDCALV card), not a raw frame: not catalogued"
+    )

@@ -360,7 +360,7 @@ def test_invalid_raw_cards_are_converted_or_left_out_with_history() -> None:
     ]
     header = output_header(raw, (3, 4), [("BIASCOR", "b.fits", "master bias subtracted")], ["a step"])
     history = [str(h) for h in header["HISTORY"]]
-    assert history[0] == "raw cards converted to their standard type: CRVAL1, EQUINOX, WCSAXES,"
+    assert history[0] == "raw cards converted to their standard type: CRVAL1, EQUINOX, WCSAXES, \\"
     assert "raw BUNIT 'counts' replaced by 'adu'" in history
     assert history[-1] == "a step"
     assert header["BUNIT"] == "adu"

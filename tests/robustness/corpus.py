@@ -45,6 +45,7 @@ FAILED = "failed"
 CALIBRATED = "calibrated"
 SKIPPED_SILENTLY = "not a file to catalogue"
 NOT_READ = "not read at ingest"
+SKIPPED_OUTPUT = "skipped: written by ccdcal"
 
 
 @dataclass
@@ -80,7 +81,8 @@ class Case:
         The input, in words (the table's second column).
     outcome : str
         What happens to the subject: :data:`REJECTED`, :data:`UNCLASSIFIED`, :data:`NOT_CALIBRATED`,
-        :data:`FAILED`, :data:`CALIBRATED`, :data:`SKIPPED_SILENTLY` or :data:`NOT_READ`.
+        :data:`FAILED`, :data:`CALIBRATED`, :data:`SKIPPED_SILENTLY`, :data:`NOT_READ` or
+        :data:`SKIPPED_OUTPUT`.
     message : str
         A part of the message recorded for the subject (empty for a calibrated light).
     subject : str
@@ -184,6 +186,41 @@ def _replace_card(raw: bytes, keyword: str, image: str) -> bytes:
         if raw[offset : offset + 8] == keyword.encode().ljust(8):
             return raw[:offset] + image.encode("latin-1").ljust(80)[:80] + raw[offset + 80 :]
     raise ValueError(f"no {keyword} card")
+
+
+def _with_cards(raw: bytes, images: list[str]) -> bytes:
+    """``raw`` with the card ``images`` written as they are: each replaces the card of its keyword, or is
+    inserted before END."""
+    end = _header_end(raw)
+    cards = [raw[offset : offset + 80] for offset in range(0, end, 80)]
+    cards = cards[: next(i for i, card in enumerate(cards) if card.startswith(b"END     "))]
+    for image in images:
+        card = image.encode("latin-1").ljust(80)[:80]
+        same = [i for i, old in enumerate(cards) if old[:8] == card[:8] and card[8:10] == b"= "]
+        if same:
+            cards[same[0]] = card
+        else:
+            cards.append(card)
+    header = b"".join(cards) + b"END".ljust(80)
+    return header + b" " * (-len(header) % 2880) + raw[end:]
+
+
+def _raw_cards(file_name: str, *images: str) -> Build:
+    """A light whose header holds ``images`` as written (cards astropy would not write)."""
+
+    def build(folder: Path, t: Templates) -> None:
+        (folder / file_name).write_bytes(_with_cards(_bytes_of(t), list(images)))
+
+    return build
+
+
+def _gzipped(file_name: str, *images: str) -> Build:
+    """A gzipped light whose header holds ``images``."""
+
+    def build(folder: Path, t: Templates) -> None:
+        (folder / file_name).write_bytes(gzip.compress(_with_cards(_bytes_of(t), list(images))))
+
+    return build
 
 
 # -- the cases --------------------------------------------------------------------------------------
@@ -727,6 +764,172 @@ CASES: tuple[Case, ...] = (
         "auto_dark.fits",
         _already_subtracted,
     ),
+    # Raw cards fitsverify rejects: converted or left out in the output, which passes fitsverify.
+    Case(
+        "date-impossible",
+        "DATE-OBS = '2026-02-30T25:61:61', DATE-END = '2026-13-01', DATEREF = '1900-02-29'",
+        CALIBRATED,
+        "",
+        "date_impossible.fits",
+        _raw_cards(
+            "date_impossible.fits",
+            "DATE-OBS= '2026-02-30T25:61:61' / Time of observation (UTC)",
+            "DATE-END= '2026-13-01T00:00:00'",
+            "DATEREF = '1900-02-29'",
+            "DATE-AVG= '2026-03-14T19:20:00+02:00'",
+        ),
+    ),
+    Case(
+        "date-forms",
+        "DATE-OBS = '2026-03-14 19:20:00', DATE-END = '2026-03-14T19:21Z', DATE = ' 2026-03-15'",
+        CALIBRATED,
+        "",
+        "date_forms.fits",
+        _raw_cards(
+            "date_forms.fits",
+            "DATE-OBS= '2026-03-14 19:20:00' / Time of observation (UTC)",
+            "DATE-END= '2026-03-14T19:21Z'",
+            "DATE    = ' 2026-03-15'",
+            "DATE-BEG=",
+        ),
+    ),
+    Case(
+        "number-forms",
+        "FOCUSPOS = 1.5e3 (a lower-case exponent), AIRMASS = NaN, SKYTEMP = -inf, MJD-OBS = '61113.8'",
+        CALIBRATED,
+        "",
+        "number_forms.fits",
+        _raw_cards(
+            "number_forms.fits",
+            "FOCUSPOS=                1.5e3 / [step] focuser position",
+            "AIRMASS =                  NaN",
+            "SKYTEMP =                 -inf / [degC]",
+            "MJD-OBS = '61113.8'",
+        ),
+    ),
+    Case(
+        "control-characters",
+        "a tab in a COMMENT and in a string value, a byte outside ASCII in a comment",
+        CALIBRATED,
+        "",
+        "control_chars.fits",
+        _raw_cards(
+            "control_chars.fits",
+            "COMMENT written\tby a tab",
+            "OBSNOTE = 'tab\there'",
+            "FOCTEMP =                  4.5 / [\xb0C] focuser temperature",
+        ),
+    ),
+    Case(
+        "card-layout",
+        "a keyword not left-justified, text after a string value, a DATE... keyword holding a number",
+        CALIBRATED,
+        "",
+        "card_layout.fits",
+        _raw_cards(
+            "card_layout.fits", "   FOO  =                    1", "BAR     = 'a'b'", "DATE-LOC=   20260314"
+        ),
+    ),
+    # File names: one that is not UTF-8 is rejected alone (the catalog stores paths as text); the others
+    # are calibrated and traced back from their headers.
+    Case(
+        "name-latin1",
+        "a file name in latin-1 (`Caf\\xe9.fits`: not valid UTF-8)",
+        REJECTED,
+        "the file name Caf\\xe9.fits is not valid UTF-8 (byte \\xe9, perhaps latin-1)",
+        os.fsdecode(b"Caf\xe9.fits"),
+        _name(os.fsdecode(b"Caf\xe9.fits")),
+    ),
+    Case(
+        "name-undecodable",
+        "a file name of bytes no text encodes to (`\\xff\\xfe\\xc3(`)",
+        REJECTED,
+        "rename the file",
+        os.fsdecode(b"\xff\xfe\xc3(.fits"),
+        _name(os.fsdecode(b"\xff\xfe\xc3(.fits")),
+    ),
+    Case(
+        "folder-latin1",
+        "a light in a folder whose name is latin-1",
+        REJECTED,
+        "the folder name Nuit_d\\xe9but is not valid UTF-8",
+        os.fsdecode(b"Nuit_d\xe9but/light.fits"),
+        _name(os.fsdecode(b"Nuit_d\xe9but/light.fits")),
+    ),
+    Case(
+        "name-newline",
+        "a file name with a newline",
+        CALIBRATED,
+        "",
+        "new\nline.fits",
+        _name("new\nline.fits"),
+    ),
+    Case("name-dash", "a file name starting with `-`", CALIBRATED, "", "-light.fits", _name("-light.fits")),
+    Case(
+        "name-long",
+        "a file name longer than a HISTORY card, with `%` and a backslash",
+        CALIBRATED,
+        "",
+        "a 100% light \\ " + "very " * 20 + "long.fits",
+        _name("a 100% light \\ " + "very " * 20 + "long.fits"),
+    ),
+    # Files ccdcal wrote, found in a raw tree: never catalogued as raw frames (nothing calibrated twice).
+    Case(
+        "ccdcal-output",
+        "a calibrated light ccdcal wrote (CCDCALV, BIASCOR ...), in the raw tree",
+        SKIPPED_OUTPUT,
+        "a calibrated frame written by ccdcal 0.1.0 (its CCDCALV card), not a raw frame",
+        "Light_001_cal.fits",
+        _raw_cards(
+            "Light_001_cal.fits",
+            "BIASCOR = 'master_bias_b2x2_g120_sNA_C-10.fits' / master bias subtracted",
+            "CCDCALV = '0.1.0   '           / ccdcal version that wrote this file",
+        ),
+    ),
+    Case(
+        "ccdcal-master",
+        "a master bias ccdcal wrote (IMAGETYP = 'MASTER BIAS', CCDCALV)",
+        SKIPPED_OUTPUT,
+        "a master bias written by ccdcal 0.1.0 (its CCDCALV card), not a raw frame",
+        "master_bias_b2x2_g120_sNA_C-10.fits",
+        _raw_cards(
+            "master_bias_b2x2_g120_sNA_C-10.fits",
+            "IMAGETYP= 'MASTER BIAS'        / ccdcal master calibration frame",
+            "CCDCALV = '0.1.0   '           / ccdcal version that wrote this file",
+        ),
+    ),
+    Case(
+        "ccdcal-output-gzip",
+        "a calibrated light ccdcal wrote, gzipped",
+        SKIPPED_OUTPUT,
+        "a calibrated frame written by ccdcal 0.1.0 (its CCDCALV card), not a raw frame",
+        "Light_001_cal.fits.gz",
+        _gzipped(
+            "Light_001_cal.fits.gz", "CCDCALV = '0.1.0   '           / ccdcal version that wrote this file"
+        ),
+    ),
+    Case(
+        "iraf-calibrated",
+        "a light with IRAF's BIASCOR, DARKCOR and FLATCOR cards (written by other software: no CCDCALV)",
+        CALIBRATED,
+        "",
+        "iraf_light.fits",
+        _raw_cards(
+            "iraf_light.fits",
+            "BIASCOR = 'Zero.fits'",
+            "DARKCOR = 'Dark.fits'",
+            "FLATCOR = 'Flat.fits'",
+        ),
+    ),
+    # A filter whose name reduces as another's: its master flat is told apart, not given _v2.
+    Case(
+        "filter-alike",
+        "FILTER = 'R!' (flats and a light), which reduces to the night's R in a file name",
+        CALIBRATED,
+        "",
+        "alike_light.fits",
+        _filter("R!", "alike"),
+    ),
 )
 
 
@@ -815,15 +1018,20 @@ def run(root: Path) -> CorpusRun:
 
 
 def _result(corpus: CorpusRun, case: Case) -> Result:
+    from ccdcal.runtime.pathtext import shown as text_of
+
     folder = corpus.root / case_folder(case)
     subject = os.path.abspath(folder / case.subject)
     resolved = str(Path(subject).resolve()) if not Path(subject).is_symlink() else subject
     for path, reason in ((r["path"], r["reason"]) for r in corpus.ingest["rejected"]):
-        if path in (subject, resolved):
+        if path in (subject, resolved, text_of(resolved)):
             return Result(case, REJECTED, reason)
     for path, reason in ((r["path"], r["reason"]) for r in corpus.ingest["not_read"]):
         if path in (subject, resolved) or subject.startswith(path + os.sep):
             return Result(case, NOT_READ, f"{path}: {reason}")
+    for path, note in ((r["path"], r["note"]) for r in corpus.ingest["skipped"]):
+        if path in (subject, resolved):
+            return Result(case, SKIPPED_OUTPUT, note)
     if resolved in corpus.ingest["unclassified"]:
         return Result(case, UNCLASSIFIED, "no type in the header or folder name: listed as unclassified")
     for light in corpus.process["lights"]:
@@ -875,7 +1083,8 @@ def markdown(corpus: CorpusRun) -> str:
             if result.case.name.startswith("filter-") and result.flat:
                 message += f", master flat `{Path(result.flat).name}`"
             message += "".join(f"; warning: {shown(corpus, w)}" for w in result.warnings)
-        cells = [f"`{result.case.name}`", result.case.what, result.outcome, message.replace("|", "\\|")]
+        message = message.replace("|", "\\|").replace("\n", "\\n")
+        cells = [f"`{result.case.name}`", result.case.what, result.outcome, message]
         lines.append("| " + " | ".join(cells) + " |")
     lines += situations.markdown()
     return "\n".join(lines) + "\n"

@@ -91,6 +91,7 @@ def test_every_good_frame_is_processed(run: Any) -> None:
         "master_flat_b2x2_g120_sNA_C-10_DROPTABLEframes--.fits",
         "master_flat_b2x2_g120_sNA_C-10_Ha.fits",
         "master_flat_b2x2_g120_sNA_C-10_R.fits",
+        "master_flat_b2x2_g120_sNA_C-10_R_ZWOASI294MMPro.fits",
         "master_flat_b2x2_g120_sNA_C-10_x.fits",
     ]
 
@@ -101,7 +102,7 @@ def test_every_output_is_valid_fits(run: Any) -> None:
         len(outputs)
         == len(run.process["lights"])
         - len([x for x in run.process["lights"] if x["outcome"] != "calibrated"])
-        + 9
+        + 10
     )
     for path in outputs:
         assert not path.name.startswith(".")
@@ -109,6 +110,41 @@ def test_every_output_is_valid_fits(run: Any) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fits.verify.VerifyWarning)
             CCDData.read(path, hdu=0, unit="adu")
+
+
+@pytest.mark.parametrize(
+    ("case", "named"),
+    [
+        ("date-impossible", ["DATE-OBS", "DATE-END", "DATEREF", "DATE-AVG"]),
+        ("date-forms", ["DATE-OBS", "DATE-END", "DATE ", "DATE-BEG"]),
+        ("number-forms", ["FOCUSPOS", "AIRMASS", "SKYTEMP", "MJD-OBS"]),
+        ("control-characters", ["COMMENT", "OBSNOTE"]),  # astropy reads the byte as ?
+        ("card-layout", ["FOO", "BAR", "DATE-LOC"]),
+    ],
+)
+def test_raw_cards_fitsverify_rejects_are_named_in_the_outputs_history(
+    run: Any, case: str, named: list[str]
+) -> None:
+    """docs/design.md, Files: each card converted or left out is named in a HISTORY line."""
+    (result,) = [r for r in run.results if r.case.name == case]
+    assert result.output is not None
+    history = " ".join(str(line) for line in fits.getheader(result.output)["HISTORY"])
+    assert all(keyword in history for keyword in named), history
+    assert fitsverify_counts(Path(result.output)) == (0, 0)
+
+
+def test_every_output_traces_back_to_its_raw_light_from_its_header(run: Any) -> None:
+    """docs/design.md, Files: every name ccdcal writes reads back exactly — spaces, quotes, Unicode, a
+    newline, a leading dash, `%`, a backslash, a name longer than a card."""
+    from ccdcal.trace.headertrace import trace_header
+
+    for result in run.results:
+        if result.outcome != corpus.CALIBRATED or result.case.name.endswith("link-loop"):
+            continue
+        assert result.output is not None
+        light = trace_header(result.output, [run.root / corpus.case_folder(result.case)]).tree.children[0]
+        raw = run.root / corpus.case_folder(result.case) / result.case.subject
+        assert (light.role, light.name, light.path, light.file) == ("light", raw.name, str(raw), "ok")
 
 
 def test_raw_files_untouched_and_nothing_written_outside_the_output_folders(run: Any) -> None:

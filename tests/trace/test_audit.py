@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -180,6 +181,35 @@ def test_a_moved_file_whose_new_path_is_catalogued_is_not_repointed(night: Night
         "missing",
         False,
     )  # the copy is a catalogued file, not a candidate
+
+
+def test_a_file_moved_to_a_name_that_is_not_utf8_is_found_but_not_repointed(
+    night: Night, tmp_path: Path, runner: CliRunner
+) -> None:
+    """The catalog stores paths as text (docs/design.md, Ingest): the moved file is shown with its bytes
+    escaped and the fix, and its row keeps its path."""
+    source = night.raw("Light_002.fits")
+    folder = tmp_path / "moved"
+    folder.mkdir()
+    os.rename(source, os.fsencode(folder) + b"/Light_002_caf\xe9.fits")
+    with Catalog(night.db) as catalog:
+        report = audit(catalog, search=[folder], fix=True)
+        (item,) = report.problems
+        assert (item.state, item.found, item.repointed) == (
+            "moved",
+            f"{folder}/Light_002_caf\\xe9.fits",
+            False,
+        )
+        assert item.note == (
+            "not re-pointed: the file name Light_002_caf\\xe9.fits is not valid UTF-8 (byte \\xe9, perhaps "
+            "latin-1): the catalog stores paths as text; rename the file (for example with convmv -f latin1 "
+            "-t utf8 --notest), then run audit --fix-missing again"
+        )
+        with catalog.session() as session:
+            assert session.scalar(select(Frame.path).where(Frame.id == item.id)) == str(source)
+    shown = runner.invoke(app, ["--db", str(night.db), "audit", "--search", str(folder), "--json"])
+    assert shown.exit_code == 1
+    assert json.loads(shown.stdout)["problems"][0]["found"] == f"{folder}/Light_002_caf\\xe9.fits"
 
 
 def test_hashing_reports_missing_and_unreadable_files(tmp_path: Path) -> None:

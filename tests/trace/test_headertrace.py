@@ -18,6 +18,10 @@ from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Master, MasterInput
 from ccdcal.cli import app
 from ccdcal.errors import NotFoundError, UsageError
+from ccdcal.ingestion.core import ingest
+from ccdcal.lights.options import ProcessOptions
+from ccdcal.lights.pipeline import process
+from ccdcal.simulate import simulate_night
 from ccdcal.trace.headertrace import history_text, trace_header
 from ccdcal.trace.provenance import NODE_KEYS, Node, provenance
 from tests.conftest import fitsverify_counts
@@ -165,3 +169,40 @@ def test_the_cli_json_and_errors(done: Night, runner: CliRunner, tmp_path: Path)
         trace_header(raw)
     with pytest.raises(NotFoundError):
         trace_header(absent)
+
+
+#: Raw file names a header must give back exactly (ccdcal.files.cardtext).
+ODD_NAMES = (
+    "M 51 light 1.fits",
+    'it\'s a "light".fits',
+    "Lumière_星雲_Ω.fits",
+    "two  spaces and 100% and back\\slash.fits",
+    "a light whose name is far longer than one HISTORY card can hold, " * 2 + "cut over cards.fits",
+)
+
+
+def test_odd_raw_names_are_read_back_from_the_headers(tmp_path: Path) -> None:
+    """Every name ccdcal writes into HISTORY and IMCMBnnn comes back exactly: the raw lights of the outputs
+    and the inputs of a master are found again under the search folder."""
+    night = simulate_night(tmp_path / "raw", seed=5, shape=(48, 64), n_bias=3, n_dark=3, n_flat=3, n_light=5)
+    lights = sorted(night.files["light"])
+    renamed = [light.rename(light.with_name(name)) for light, name in zip(lights, ODD_NAMES, strict=True)]
+    bias = sorted(night.files["bias"])[0]
+    odd_bias = bias.rename(bias.with_name("Biäs #1 \u00a0(nbsp).fits"))
+    options = ProcessOptions(masters_dir=tmp_path / "masters", output_dir=tmp_path / "out", jobs=1)
+    with Catalog(tmp_path / "c.db") as catalog:
+        ingest(catalog, [tmp_path / "raw"])
+        summary = process(catalog, options)
+        assert summary.exit_code == 0, summary.problem_lines()
+        outputs = {x.path: x.output for x in summary.lights}
+    for raw in renamed:
+        output = Path(outputs[str(raw)])
+        assert fitsverify_counts(output)[1] == 0
+        traced = trace_header(output, [tmp_path / "raw"])
+        light = traced.tree.children[0]
+        assert (light.role, light.name, light.path, light.file) == ("light", raw.name, str(raw), "ok")
+    master = tmp_path / "masters" / BIAS
+    inputs = trace_header(master, [tmp_path / "raw"]).tree.children
+    assert odd_bias.name in [n.name for n in inputs]
+    assert {n.file for n in inputs} == {"ok"}
+    assert fitsverify_counts(master)[1] == 0
