@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
 from ccdcal.catalog.models import Frame, Master, MasterCalibrator, MasterInput
+from ccdcal.limits import EXPTIME_TOLERANCE, TEMP_TOLERANCE
 
 #: Keys every master group shares (docs/design.md, Grouping and matching).
 CAMERA_KEYS = (
@@ -199,6 +200,12 @@ class MatchRules:
     dark_scale : bool
         Choose the dark of nearest exposure (preferring one at least as long) to be scaled, instead of
         requiring the same exposure.
+
+    Raises
+    ------
+    UsageError
+        When a tolerance is outside its range (:data:`ccdcal.limits.TEMP_TOLERANCE`,
+        :data:`ccdcal.limits.EXPTIME_TOLERANCE`).
     """
 
     temp_tolerance: float = 2.0
@@ -207,6 +214,8 @@ class MatchRules:
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        TEMP_TOLERANCE.check(self.temp_tolerance)
+        EXPTIME_TOLERANCE.check(self.exptime_tolerance)
         # Hashed once: planning looks a ranking up by its rules three times a light.
         object.__setattr__(
             self, "_hash", hash((self.temp_tolerance, self.exptime_tolerance, self.dark_scale))

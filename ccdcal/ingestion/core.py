@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from ccdcal import limits
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import FRAME_KINDS, Frame, HeaderCard, utcnow
 from ccdcal.catalog.queries import in_chunks
@@ -135,6 +136,8 @@ def ingest(
     given = [os.fspath(p) for p in paths]
     if not given:
         raise UsageError("ingest needs at least one file or folder")
+    if jobs is not None:
+        limits.JOBS.check(jobs)
     if imagetyp is not None and imagetyp not in FRAME_KINDS:
         raise UsageError(f"--imagetyp {imagetyp!r}: use one of {', '.join(FRAME_KINDS)}")
     if scheduler is not None:

@@ -3,7 +3,6 @@ the matching choices with pinned masters resolved (:func:`match_options`)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ccdcal import limits
 from ccdcal.catalog.models import Master
 from ccdcal.catalog.queries import MatchRules
 from ccdcal.errors import UsageError
@@ -57,6 +57,12 @@ class ProcessOptions:
         the headers), ``--cosmic-rays`` (L.A.Cosmic).
     no_bpm : bool
         Do not apply the bad-pixel mask built by ``ccdcal masters --bpm``.
+
+    Raises
+    ------
+    UsageError
+        When a number is outside its range (:mod:`ccdcal.limits`: ``flat_min``, ``jobs``, ``min_frames``,
+        ``mem_limit``; the tolerances by :class:`MatchRules`, the optional steps' by :class:`StepOptions`).
     """
 
     masters_dir: Path = Path("masters")
@@ -77,6 +83,13 @@ class ProcessOptions:
     mem_limit: int = 2 << 30
     optional: StepOptions = field(default_factory=StepOptions)
     no_bpm: bool = False
+
+    def __post_init__(self) -> None:
+        limits.FLAT_MIN.check(self.flat_min)
+        if self.jobs is not None:
+            limits.JOBS.check(self.jobs)
+        limits.MIN_FRAMES.check(self.min_frames)
+        limits.MEM_LIMIT.check(self.mem_limit)
 
     def pinned(self, role: str) -> Path | None:
         """The master file pinned for a step (``--bias``, ``--dark``, ``--flat``), if any."""
@@ -138,16 +151,6 @@ def check_options(options: ProcessOptions) -> None:
     for kind in options.allow_missing:
         if kind not in ROLES:
             raise UsageError(f"--allow-missing {kind!r}: use one of {', '.join(ROLES)}")
-    if not (math.isfinite(options.flat_min) and options.flat_min > 0):
-        raise UsageError(f"--flat-min must be a positive number, not {options.flat_min:g}")
-    if not options.rules.temp_tolerance >= 0:
-        raise UsageError(f"--temp-tolerance must be zero or positive, not {options.rules.temp_tolerance:g}")
-    if not options.rules.exptime_tolerance >= 0:
-        raise UsageError(
-            f"--exptime-tolerance must be zero or positive, not {options.rules.exptime_tolerance:g}"
-        )
-    if options.jobs is not None and options.jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, not {options.jobs}")
     if options.scheduler is not None:
         check_address(options.scheduler)
     if options.no_bias and options.rules.dark_scale:

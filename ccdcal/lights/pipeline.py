@@ -176,9 +176,13 @@ def _rolled_back(catalog: Catalog) -> Iterator[Session]:
 
 def plan_now(catalog: Catalog) -> tuple[int | None, ProcessSummary]:
     """The dry run of ``ccdcal process`` with the options of the last ``process`` (or ``run``) run, and
-    that run's id; default options (and ``None``) when there was none or its pinned masters are gone."""
+    that run's id; default options (and ``None``) when there was none, or its options are no longer
+    accepted (a value out of its range, a pin refused), or its pinned masters are gone."""
     run = last_process_run(catalog)
-    options = ProcessOptions.from_arguments(run.arguments) if run is not None else ProcessOptions()
+    try:
+        options = ProcessOptions.from_arguments(run.arguments) if run is not None else ProcessOptions()
+    except UsageError:  # a value recorded before its range was checked (--flat-min 1e30): the defaults
+        run, options = None, ProcessOptions()
     options = replace(options, redo=False)
     try:
         return (run.id if run is not None else None), dry_run(catalog, options)

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ccdcal import limits
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Calibration, Frame, Master
 from ccdcal.files.hashing import MISSING, OK, UNCHECKED, fits_files, hash_files
@@ -184,7 +185,14 @@ def audit(
     -------
     AuditReport
         The counts and each file that drifted; the audit's run id.
+
+    Raises
+    ------
+    UsageError
+        ``jobs`` outside its range (:data:`ccdcal.limits.JOBS`).
     """
+    if jobs is not None:
+        limits.JOBS.check(jobs)
     roots = [Path(p).expanduser().resolve() for p in search]
     arguments = {"search": [str(r) for r in roots], "fix_missing": fix, "jobs": jobs}
     with catalog.run("audit", arguments) as run:

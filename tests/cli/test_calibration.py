@@ -202,7 +202,7 @@ def test_process_json(runner: CliRunner, tmp_path: Path, db: str, night: Path) -
             "Error: --dark-scale cannot be used with --no-bias: a dark that contains the bias cannot be "
             "scaled (the bias would be scaled with it)\n",
         ),
-        (["--flat-min", "-1"], "Error: --flat-min must be a positive number, not -1\n"),
+        (["--flat-min", "-1"], "Error: --flat-min -1 is out of range: use 0 < x < 1\n"),
         (["--no-flat", "--flat", "x.fits"], "Error: --flat and --no-flat cannot be used together\n"),
     ],
 )

@@ -228,9 +228,9 @@ def test_cosmic_rays_through_process(catalog: Catalog, tmp_path: Path, night: Si
     ("changes", "message"),
     [
         ({"overscan": "mean"}, "--overscan 'mean': use auto, off, median or poly:N (N from 0 to 9)"),
-        ({"gain": 0.0}, "--gain must be a positive number of e-/ADU, not 0"),
-        ({"readnoise": -1.0}, "--readnoise must be zero or a positive number of e-, not -1"),
-        ({"cosmic_rays": True, "cr_sigclip": -2.0}, "cosmic-ray sigclip must be a positive number, not -2.0"),
+        ({"gain": 0.0}, "--gain 0 is out of range: use 0.001 <= x <= 1000 e-/ADU"),
+        ({"readnoise": -1.0}, "--readnoise -1 is out of range: use 0 <= x <= 1000 e-"),
+        ({"cosmic_rays": True, "cr_sigclip": -2.0}, "--cr-sigclip -2 is out of range: use 0 < x <= 100"),
     ],
 )
 def test_bad_step_options_are_usage_errors(

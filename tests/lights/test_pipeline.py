@@ -645,8 +645,9 @@ def test_no_bias_uses_darks_that_hold_the_bias(
     ("changes", "message"),
     [
         ({"allow_missing": ("darks",)}, "--allow-missing 'darks': use one of bias, dark, flat"),
-        ({"flat_min": 0.0}, "--flat-min must be a positive number, not 0"),
-        ({"jobs": 0}, "--jobs must be at least 1, not 0"),
+        ({"flat_min": 0.0}, "--flat-min 0 is out of range: use 0 < x < 1"),
+        ({"flat_min": 1e30}, "--flat-min 1e+30 is out of range: use 0 < x < 1"),
+        ({"jobs": 0}, "--jobs 0 is out of range: use a whole number 1 <= x <= 1024"),
         ({"no_dark": True, "dark": Path("x.fits")}, "--dark and --no-dark cannot be used together"),
     ],
 )
@@ -654,7 +655,7 @@ def test_bad_options_are_usage_errors(
     catalog: Catalog, tmp_path: Path, changes: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(UsageError) as raised:
-        process(catalog, options(tmp_path, **changes))
+        process(catalog, options(tmp_path, **changes))  # refused as the options are made, or by process
     assert str(raised.value) == message
     assert counts(catalog)["runs"] == 0
 
