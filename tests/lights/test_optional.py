@@ -167,6 +167,32 @@ def test_uncertainty_through_process(catalog: Catalog, tmp_path: Path, night: Si
         assert "UNCERT" not in hdul
 
 
+def test_an_egain_of_nan_is_a_reason_not_the_gain_setting(
+    catalog: Catalog, tmp_path: Path, night: SimulatedNight
+) -> None:
+    """N.I.N.A. writes GAIN = 120 (its gain setting) beside EGAIN; with EGAIN = 'nan' the light is not
+    calibrated, with the card named and the fix, instead of taking 120 as e-/ADU."""
+    light = night.files["light"][0]
+    with fits.open(light, mode="update") as hdul:
+        hdul[0].header["EGAIN"] = "nan"
+        hdul[0].header["RDNOISE"] = 3.5
+    ingest(catalog, [night.root])
+    summary = process(catalog, options(tmp_path, uncertainty=True, readnoise=3.5))
+    assert summary.exit_code == 1
+    (refused,) = summary.of("cannot")
+    assert (refused.path, refused.reason) == (
+        str(light),
+        "--uncertainty needs a usable EGAIN: EGAIN = 'nan' is not a positive number of e-/ADU; pass --gain",
+    )
+    assert len(summary.of("calibrated")) == 1
+    fixed = process(catalog, options(tmp_path, uncertainty=True, readnoise=3.5, gain=0.25))
+    assert [x.path for x in fixed.of("calibrated")] == [str(light)]
+    (calibration,) = [
+        c for c in current(catalog, Calibration) if c.id == fixed.of("calibrated")[0].calibration_id
+    ]
+    assert calibration.steps["uncertainty"]["gain_source"] == "--gain"
+
+
 def _ccdproc_uncertainty(catalog: Catalog, calibration: Calibration) -> np.ndarray:
     """The light's uncertainty by ccdproc from its raw file and the masters' UNCERT (as stored)."""
     with catalog.session() as session:
