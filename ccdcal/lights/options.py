@@ -19,6 +19,7 @@ from ccdcal.kernels.options import StepOptions
 from ccdcal.lights.matching import MatchOptions
 from ccdcal.lights.steps import ROLES, MasterInfo
 from ccdcal.masters.groups import MasterOptions
+from ccdcal.masters.optional import preparation_mismatch
 from ccdcal.runtime.cluster import check_address
 
 
@@ -188,6 +189,8 @@ def match_options(
             )
         if master.kind != role:
             raise UsageError(f"--{role} {given} is a master {master.kind}, not a {role}")
+        if resolved is None:  # checked once, before anything is written
+            _check_pin(session, role, given, master, options)
         pins[role] = MasterInfo.of(master)
     skip = frozenset(r for r, on in (("dark", options.no_dark), ("flat", options.no_flat)) if on)
     return MatchOptions(
@@ -197,3 +200,20 @@ def match_options(
         allow_missing=frozenset(options.allow_missing),
         pins=pins,
     )
+
+
+def _check_pin(session: Session, role: str, given: Path, master: Master, options: ProcessOptions) -> None:
+    """Refuse a pinned master made for another reduction than this one: a dark that contains the bias
+    while a bias is subtracted (subtracted twice), a bias-subtracted dark under ``--no-bias`` (the bias
+    never subtracted), a master whose inputs were overscan-corrected or trimmed otherwise than
+    ``--overscan`` prepares them. Each is a :class:`UsageError` naming the file and the option to use."""
+    if role == "dark" and master.includes_bias and not options.no_bias:
+        raise UsageError(f"--dark {given} contains the bias: add --no-bias, or pin a dark built without it")
+    if role == "dark" and not master.includes_bias and options.no_bias:
+        raise UsageError(
+            f"--dark {given} has the bias subtracted, and --no-bias subtracts none from the lights (the "
+            "bias would never be subtracted): drop --no-bias, or pin a dark built with --no-bias (_withbias)"
+        )
+    mismatch = preparation_mismatch(session, master, options.optional)
+    if mismatch is not None:
+        raise UsageError(f"--{role} {given} {mismatch}")

@@ -290,30 +290,31 @@ def test_step_options_on_the_command_line(tmp_path: Path, overscan_night: Path) 
         assert all(fits.getheader(m.path)["OVSCMETH"] == "median" for m in current(catalog, Master))
 
 
-def test_a_pinned_master_prepared_otherwise_fails_once(
+def test_a_pinned_master_prepared_otherwise_is_refused(
     catalog: Catalog, tmp_path: Path, overscan_night: Path
 ) -> None:
+    """A master whose inputs were not overscan-corrected and trimmed as --overscan prepares them now is
+    refused before anything is written, naming the option to give (it used to fail every light)."""
     ingest(catalog, [overscan_night])
     process(catalog, options(tmp_path, overscan="off"))
     (plain_bias,) = current(catalog, Master, kind="bias")
-    pinned = options(tmp_path, bias=Path(plain_bias.path))
-    summary = process(catalog, pinned)
-    assert [light.outcome for light in summary.lights] == ["failed", "failed"]
-    assert summary.lights[0].reason == (
-        f"the bias master {Path(plain_bias.path).name} was built from frames prepared with overscan none, "
-        "and this light is prepared with median of [61:70,1:40] trim [4:56,1:40]: build the masters with "
-        "the same --overscan (`ccdcal process` rebuilds them)"
+    runs = len(catalog.runs())
+    with pytest.raises(UsageError) as raised:
+        process(catalog, options(tmp_path, bias=Path(plain_bias.path)))
+    assert str(raised.value) == (
+        f"--bias {plain_bias.path} was built from frames prepared with overscan none, and --overscan auto "
+        "prepares them with median of [61:70,1:40] trim [4:56,1:40]: pass --overscan off, or pin a master "
+        "built with --overscan auto"
     )
-    with catalog.session() as session:
-        failed = session.scalars(select(Calibration).filter_by(status="failed")).first()
-        assert failed is not None
-        assert failed.steps["overscan"] == {
-            "status": "planned",
-            "mode": "auto",
-            "method": "median",
-            "biassec": "[61:70,1:40]",
-            "trimsec": "[4:56,1:40]",
-        }
-    again = process(catalog, pinned)
-    assert [light.outcome for light in again.lights] == ["failed", "failed"]
-    assert (again.lights[0].reason or "").startswith("failed before, and nothing changed since: the bias")
+    assert len(catalog.runs()) == runs
+    pinned = process(catalog, options(tmp_path, overscan="off", bias=Path(plain_bias.path)))
+    assert pinned.exit_code == 0
+    process(catalog, options(tmp_path))
+    median_bias = next(m for m in current(catalog, Master, kind="bias"))
+    with pytest.raises(UsageError) as raised:
+        process(catalog, options(tmp_path, overscan="off", bias=Path(median_bias.path)))
+    assert str(raised.value) == (
+        f"--bias {median_bias.path} was built from frames prepared with overscan median of [61:70,1:40] "
+        "trim [4:56,1:40], and --overscan off prepares them with none: pass --overscan auto, or pin a "
+        "master built with --overscan off"
+    )

@@ -590,6 +590,61 @@ def test_a_pinned_master_is_used_whatever_its_status(
         process(catalog, options(tmp_path, bias=Path(first.path), no_bias=True))
 
 
+def test_a_pinned_dark_of_the_other_bias_mode_is_refused(
+    catalog: Catalog, night: SimulatedNight, tmp_path: Path
+) -> None:
+    """A dark that contains the bias, pinned while a bias is subtracted, would subtract it twice; a
+    bias-subtracted dark pinned with --no-bias would never subtract it (and record a false reason)."""
+    run(catalog, night, tmp_path, no_bias=True)
+    with_bias = next(m for m in rows(catalog, Master, kind="dark") if m.includes_bias and m.exptime == 300)
+    run(catalog, night, tmp_path)
+    plain = next(m for m in rows(catalog, Master, kind="dark") if not m.includes_bias and m.exptime == 300)
+    before = counts(catalog)
+    with pytest.raises(UsageError) as raised:
+        process(catalog, options(tmp_path, dark=Path(with_bias.path)))
+    assert str(raised.value) == (
+        f"--dark {with_bias.path} contains the bias: add --no-bias, or pin a dark built without it"
+    )
+    with pytest.raises(UsageError) as raised:
+        process(catalog, options(tmp_path, dark=Path(plain.path), no_bias=True))
+    assert str(raised.value) == (
+        f"--dark {plain.path} has the bias subtracted, and --no-bias subtracts none from the lights (the "
+        "bias would never be subtracted): drop --no-bias, or pin a dark built with --no-bias (_withbias)"
+    )
+    with pytest.raises(UsageError, match="contains the bias"):
+        dry_run(catalog, options(tmp_path, dark=Path(with_bias.path)))
+    assert counts(catalog) == before  # refused before anything is written: no run, no file, no row
+    done = process(catalog, options(tmp_path, dark=Path(with_bias.path), no_bias=True, redo=True))
+    long = [x for x in done.lights if x.exptime == 300]
+    assert long
+    assert {x.outcome for x in long} == {"calibrated"}
+    for light in long:
+        assert light.calibration_id is not None
+        dark = links(catalog, light.calibration_id)["dark"]
+        with catalog.session() as session:
+            calibration = session.get(Calibration, light.calibration_id)
+            assert calibration is not None
+            assert (dark.master_id, calibration.steps["bias"]["status"]) == (with_bias.id, "skipped")
+
+
+def test_a_pinned_master_of_another_camera_leaves_the_light_uncalibrated(
+    catalog: Catalog, night: SimulatedNight, tmp_path: Path
+) -> None:
+    run(catalog, night, tmp_path)
+    (bias,) = rows(catalog, Master, kind="bias")
+    with catalog.session() as session:  # as a bias of the gain-200 setting of the same camera would be
+        session.execute(update(Master).where(Master.id == bias.id).values(gain=200.0))
+    summary = process(catalog, options(tmp_path, bias=Path(bias.path)))
+    assert summary.exit_code == 1
+    assert {(x.outcome, x.reason) for x in summary.lights} == {
+        (
+            "cannot",
+            f"pinned bias {Path(bias.path).name} has gain 200, the light 120: pin a master of this camera "
+            "set-up",
+        )
+    }
+
+
 def test_a_step_without_frames_for_the_camera_is_not_available(
     catalog: Catalog, night: SimulatedNight, tmp_path: Path
 ) -> None:
