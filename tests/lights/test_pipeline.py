@@ -590,6 +590,58 @@ def test_a_pinned_master_is_used_whatever_its_status(
         process(catalog, options(tmp_path, bias=Path(first.path), no_bias=True))
 
 
+def test_a_light_rewritten_with_size_and_mtime_kept_is_found_and_planned_again(
+    catalog: Catalog, night: SimulatedNight, tmp_path: Path
+) -> None:
+    """``cp -p`` of another version over a catalogued light: the worker hashes the bytes it reads, so the
+    light fails (no output under the old hash), its frame is marked changed, ingest reads it again, and
+    the next process calibrates it from its new bytes, recording their sha256."""
+    run(catalog, night, tmp_path)
+    light, other = night.files["light"][0], night.files["light"][1]
+    old = sha256_file(light)
+    stat = light.stat()
+    shutil.copyfile(other, light)
+    os.utime(light, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert light.stat().st_size == stat.st_size
+    new = sha256_file(light)
+    reason = "raw file changed since it was catalogued (its sha256 differs); run `ccdcal ingest` on it again"
+
+    summary = process(catalog, options(tmp_path, redo=True))
+    assert summary.exit_code == 1
+    (failed,) = summary.of("failed")
+    assert (failed.path, failed.reason) == (str(light), reason)
+    before = current(catalog, light.name)
+    assert before.raw_sha256 == old  # the previous output stays current, with what it was made from
+    with catalog.session() as session:
+        row = session.scalars(select(Calibration).filter_by(frame_id=before.frame_id, status="failed")).one()
+        assert (row.raw_sha256, row.sha256, row.error) == (new, None, reason)  # the bytes actually read
+        marked = session.get(Frame, before.frame_id)
+        assert marked is not None
+        assert (marked.sha256, marked.mtime) == (old, -1.0)
+        assert marked.changed_at is not None
+    assert fits.getheader(before.path)["HISTORY"]  # untouched: still the old light's output
+    assert sha256_file(Path(before.path)) == before.sha256
+
+    refused = process(catalog, options(tmp_path))
+    (cannot,) = [x for x in refused.lights if x.path == str(light)]
+    assert (cannot.outcome, cannot.reason) == (
+        "cannot",
+        "raw file changed since it was catalogued; run `ccdcal ingest` on it again",
+    )
+    assert ingest(catalog, [night.root]).changed == 1
+    again = process(catalog, options(tmp_path))
+    (done,) = again.of("calibrated")
+    assert (done.path, done.reason) == (
+        str(light),
+        "raw file read again by ingest since it was found changed",
+    )
+    now = current(catalog, light.name)
+    assert now.raw_sha256 == new == sha256_file(light)
+    history = " ".join(str(x) for x in fits.getheader(now.path)["HISTORY"])
+    assert new in history
+    assert old not in history
+
+
 def test_a_pinned_dark_of_the_other_bias_mode_is_refused(
     catalog: Catalog, night: SimulatedNight, tmp_path: Path
 ) -> None:
