@@ -43,10 +43,13 @@ def test_flat_min_within_its_range(value: float) -> None:
 
 
 def test_whole_numbers_only_where_asked() -> None:
-    assert limits.JOBS.contains(4) and limits.JOBS.contains(4.0)
+    assert limits.JOBS.contains(4)
+    assert limits.JOBS.contains(4.0)
     assert not limits.JOBS.contains(2.5)
-    assert not limits.JOBS.contains(0) and not limits.JOBS.contains(1025)
-    assert limits.ITERATIONS.contains(100) and not limits.ITERATIONS.contains(101)
+    assert not limits.JOBS.contains(0)
+    assert not limits.JOBS.contains(1025)
+    assert limits.ITERATIONS.contains(100)
+    assert not limits.ITERATIONS.contains(101)
 
 
 # Each option object, given one value out of range: the message the Python API raises.
