@@ -320,22 +320,21 @@ def test_a_changed_raw_light_is_recalibrated_after_ingest(
 def test_a_failed_frame_is_recorded_and_the_others_finish(
     catalog: Catalog, night: SimulatedNight, tmp_path: Path
 ) -> None:
+    source = night.files["light"][2]  # a copy tile-compressed, its compressed pixels corrupted: ingest reads
+    header, data = fits.getheader(source), fits.getdata(source)  # its header, a worker cannot decompress it
+    header.remove("BZERO", ignore_missing=True)
+    broken = source.with_name("Light_003_packed.fits.fz")
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, header)]).writeto(broken)
+    content = bytearray(broken.read_bytes())
+    content[-4000:-3000] = bytes(b ^ 0xFF for b in content[-4000:-3000])
+    broken.write_bytes(bytes(content))
     ingest(catalog, [night.root])
-    broken = night.files["light"][2]
-    stat = broken.stat()
-    content = broken.read_bytes()  # same size, other shape: 40 x 128 instead of 80 x 64
-    content = content.replace(b"NAXIS1  =                   80", b"NAXIS1  =                   40", 1)
-    content = content.replace(b"NAXIS2  =                   64", b"NAXIS2  =                  128", 1)
-    broken.write_bytes(content)
-    os.utime(broken, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the catalog cannot tell
     summary = process(catalog, options(tmp_path, jobs=2))
     assert summary.exit_code == 1
-    assert [light.outcome for light in summary.lights] == ["calibrated", "calibrated", "failed", "calibrated"]
+    outcomes = ["calibrated", "calibrated", "calibrated", "failed", "calibrated"]
+    assert [light.outcome for light in summary.lights] == outcomes
     (failed,) = summary.of("failed")
-    assert (
-        failed.reason
-        == "the bias master master_bias_b2x2_g120_sNA_C-10.fits is 80x64 pixels, the light 40x128"
-    )
+    assert "decompression error" in (failed.reason or "")
     (row,) = rows(catalog, Calibration, frame_id=failed.frame_id)
     assert (row.status, row.error, row.sha256) == ("failed", failed.reason, None)
     assert not Path(row.path or "").exists()
@@ -344,13 +343,13 @@ def test_a_failed_frame_is_recorded_and_the_others_finish(
         assert session.get(Run, summary.run_id).status == "partial"  # type: ignore[union-attr]
 
     again = process(catalog, options(tmp_path))
-    assert [light.outcome for light in again.lights] == ["current", "current", "failed", "current"]
+    assert [light.outcome for light in again.lights] == ["current", "current", "current", "failed", "current"]
     assert again.of("failed")[0].reason == (
         f"failed before, and nothing changed since: {failed.reason} (--redo tries again)"
     )
     assert len(rows(catalog, Calibration, frame_id=failed.frame_id)) == 1
     redo = process(catalog, options(tmp_path, redo=True))
-    assert [light.outcome for light in redo.lights] == ["calibrated", "calibrated", "failed", "calibrated"]
+    assert [light.outcome for light in redo.lights] == outcomes
     assert {light.reason for light in redo.of("calibrated")} == {"--redo"}
 
 
