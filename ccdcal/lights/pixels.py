@@ -13,6 +13,7 @@ are forked). Nothing here touches the catalog.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -33,6 +34,7 @@ from ccdcal.kernels.light import clamp_flat, flat_reciprocal
 from ccdcal.lights.task import FrameTask, MasterUse
 
 _BLOCK = 2880
+_GZIP_MAGIC = b"\x1f\x8b"
 _MAX_HEADER_BLOCKS = 2000
 #: Bytes outside ASCII read as ``?``, as ``astropy.io.fits`` reads them.
 _ASCII_ONLY = bytes(range(128)) + b"?" * 128
@@ -218,6 +220,8 @@ def _read_astropy(task: FrameTask, content: bytes) -> RawFrame:
     """Any other layout (compressed, float, 32-bit, an extension), from the file's ``content``."""
     digest = Digest((content,))
     try:
+        if content[:2] == _GZIP_MAGIC:  # astropy detects a gzipped file by its name, not in memory
+            content = gzip.decompress(content)
         with warnings.catch_warnings():  # astropy's notes on odd headers: the cards are checked later
             warnings.simplefilter("ignore", fits.verify.VerifyWarning)
             warnings.simplefilter("ignore", AstropyUserWarning)
@@ -225,7 +229,7 @@ def _read_astropy(task: FrameTask, content: bytes) -> RawFrame:
                 hdu = hdul[task.hdu]
                 data = hdu.data
                 header = hdu.header.copy()
-    except (OSError, ValueError, IndexError, TypeError) as exc:
+    except (OSError, EOFError, ValueError, IndexError, TypeError) as exc:
         digest.hexdigest()
         raise FitsFormatError(f"cannot read the pixels: {exc}", task.path) from exc
     if data is None or data.ndim != 2:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import warnings
@@ -265,6 +266,21 @@ def _rewrite_keeping_size_and_mtime(path: Path, other: Path) -> None:
     assert len(content) == stat.st_size
     path.write_bytes(content)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_gzipped_light_is_read_once_and_hashed_as_stored(
+    tmp_path: Path, rng: np.random.Generator, masters: dict[str, MasterUse]
+) -> None:
+    raw = rng.integers(600, 50000, SHAPE).astype(np.uint16)
+    plain = write_raw(tmp_path / "Light_gz.fits", raw)
+    path = tmp_path / "Light_gz.fits.gz"
+    path.write_bytes(gzip.compress(plain.read_bytes()))
+    output = tmp_path / "Light_gz_cal.fits"
+    task = task_for(path, masters, output)
+    result = calibrate_frame(task)
+    assert result.raw_sha256 == task.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    finish(result, output)
+    np.testing.assert_array_equal(read_clean(output).data, expected(raw, masters))
 
 
 @pytest.mark.parametrize(
