@@ -4,11 +4,10 @@ sha256 and kept per worker process), reusable per-frame buffers, and a light's l
 A primary-HDU 16-bit image (the usual camera file, BZERO 32768) is read as it is stored, its big-endian
 words handed to the fused kernel (:func:`ccdcal.kernels.light.calibrate_be16_words`); any other layout
 (compressed, float, 32-bit, image in an extension) is read with astropy, from the file's bytes read once.
-Either way every byte read is hashed (sha256), in a thread, while the light is calibrated: the worker
-compares it with the catalog's, so a file rewritten with its size and mtime kept is never calibrated
-under the old file's hash. Masters are read once per worker
-process, checked against their catalog sha256, and kept (:func:`preload` fills the cache before workers
-are forked). Nothing here touches the catalog.
+Either way every byte is hashed (sha256) as it is read: the worker compares the hash with the catalog's,
+so a file rewritten with its size and mtime kept is never calibrated under the old file's hash. Masters
+are read once per worker process, checked against their catalog sha256, and kept (:func:`preload` fills
+the cache before workers are forked). Nothing here touches the catalog.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -35,6 +34,8 @@ from ccdcal.lights.task import FrameTask, MasterUse
 
 _BLOCK = 2880
 _GZIP_MAGIC = b"\x1f\x8b"
+#: Bytes of pixels read and hashed at a time (hashed while they are in the processor's cache).
+_HASH_CHUNK = 1 << 20
 _MAX_HEADER_BLOCKS = 2000
 #: Bytes outside ASCII read as ``?``, as ``astropy.io.fits`` reads them.
 _ASCII_ONLY = bytes(range(128)) + b"?" * 128
@@ -115,30 +116,6 @@ def level_warning(use: MasterUse | None, pixels: np.ndarray | None, level: float
 # -- the raw light ---------------------------------------------------------------------------------------
 
 
-class Digest:
-    """The sha256 of the bytes of a raw file as they were read, computed in a thread of its own while the
-    light is calibrated (``hashlib`` releases the GIL): :meth:`hexdigest` waits for it."""
-
-    def __init__(self, parts: Sequence[bytes | memoryview]) -> None:
-        self._value: str | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(parts,), name="ccdcal-raw-sha256", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, parts: Sequence[bytes | memoryview]) -> None:
-        digest = hashlib.sha256()
-        for part in parts:
-            digest.update(part)
-        self._value = digest.hexdigest()
-
-    def hexdigest(self) -> str:
-        """The sha256 (hex) of every byte read, in order."""
-        self._thread.join()
-        assert self._value is not None
-        return self._value
-
-
 @dataclass
 class RawFrame:
     """A raw light's header and pixels: the stored 16-bit words (fast path) or decoded values, and the
@@ -149,16 +126,13 @@ class RawFrame:
     words: np.ndarray | None = None
     signed: bool = False
     values: np.ndarray | None = None
-    digest: Digest | None = None
-
-    def sha256(self) -> str | None:
-        """The sha256 of the bytes read (waits for the hashing thread)."""
-        return self.digest.hexdigest() if self.digest is not None else None
+    #: The sha256 of every byte of the file as it was read.
+    sha256: str | None = None
 
 
 def read_raw(task: FrameTask) -> RawFrame:
     """Read a raw light, after checking that its size and mtime are the catalog's; the file is read
-    once, and every byte read is hashed (:attr:`RawFrame.digest`), so the caller can check the content
+    once, and every byte read is hashed (:attr:`RawFrame.sha256`), so the caller can check the content
     against the catalog's sha256 without reading the file again.
 
     Raises
@@ -208,17 +182,23 @@ def _read_fast(handle: io.BufferedReader, start: bytes, path: str) -> tuple[RawF
     count = naxis1 * naxis2
     words = buffer(count, np.uint16, "raw")
     stored = words.data.cast("B")
-    got = handle.readinto(stored)
-    if got != words.nbytes:
-        raise FitsFormatError(f"truncated: {got // 2} of {count} pixels", path)
-    rest = handle.read()  # the padding, and any extension: the whole file is what the catalog hashed
-    digest = Digest((raw_header, stored, rest))
-    return RawFrame(header, (naxis2, naxis1), words=words, signed=not bzero, digest=digest), raw_header
+    digest = hashlib.sha256(raw_header)
+    got = 0
+    while got < words.nbytes:  # hashed chunk by chunk as read, while each is in the processor's cache
+        chunk = stored[got : got + _HASH_CHUNK]
+        read = handle.readinto(chunk)
+        if not read:
+            raise FitsFormatError(f"truncated: {got // 2} of {count} pixels", path)
+        digest.update(chunk[:read])
+        got += read
+    digest.update(handle.read())  # the padding, any extension: the catalog hashed the whole file
+    raw = RawFrame(header, (naxis2, naxis1), words=words, signed=not bzero, sha256=digest.hexdigest())
+    return raw, raw_header
 
 
 def _read_astropy(task: FrameTask, content: bytes) -> RawFrame:
     """Any other layout (compressed, float, 32-bit, an extension), from the file's ``content``."""
-    digest = Digest((content,))
+    digest = hashlib.sha256(content).hexdigest()
     try:
         if content[:2] == _GZIP_MAGIC:  # astropy detects a gzipped file by its name, not in memory
             content = gzip.decompress(content)
@@ -230,13 +210,11 @@ def _read_astropy(task: FrameTask, content: bytes) -> RawFrame:
                 data = hdu.data
                 header = hdu.header.copy()
     except (OSError, EOFError, ValueError, IndexError, TypeError) as exc:
-        digest.hexdigest()
         raise FitsFormatError(f"cannot read the pixels: {exc}", task.path) from exc
     if data is None or data.ndim != 2:
-        digest.hexdigest()
         raise FitsFormatError(f"HDU {task.hdu} holds no 2-D image", task.path)
     values = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("="))
-    return RawFrame(header, (int(data.shape[0]), int(data.shape[1])), values=values, digest=digest)
+    return RawFrame(header, (int(data.shape[0]), int(data.shape[1])), values=values, sha256=digest)
 
 
 # -- masters (cached per worker) -------------------------------------------------------------------------

@@ -101,10 +101,10 @@ def _calibrate(task: FrameTask) -> FrameResult:
         else:
             done = _fused(task, raw)
     except Exception:
-        if _changed(task, raw.sha256()):  # another file's pixels: that is the reason, not the symptom
-            return _raw_changed(task, raw.sha256())
+        if _changed(task, raw.sha256):  # another file's pixels: that is the reason, not the symptom
+            return _raw_changed(task, raw.sha256)
         raise
-    found = raw.sha256()
+    found = raw.sha256
     if _changed(task, found):
         if done.temporary:
             Path(done.temporary).unlink(missing_ok=True)
