@@ -33,6 +33,10 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+#: ``frames.mtime`` of a frame whose content a worker found changed while its size and mtime were kept
+#: (``ccdcal process``): no file has it, so the next ``ccdcal ingest`` reads the file again.
+CHANGED_MTIME = -1.0
+
 #: The frame kinds ccdcal knows, as stored in ``frames.imagetyp`` and ``masters.kind``.
 FRAME_KINDS = ("bias", "dark", "flat", "light")
 

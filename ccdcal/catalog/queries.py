@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -30,7 +29,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
 from ccdcal.catalog.models import Frame, HeaderCard, Master, MasterCalibrator, MasterInput
-from ccdcal.errors import UsageError
+from ccdcal.limits import EXPTIME_TOLERANCE, TEMP_TOLERANCE
 
 #: Keys every master group shares (docs/design.md, Grouping and matching).
 CAMERA_KEYS = (
@@ -209,6 +208,12 @@ class MatchRules:
     dark_scale : bool
         Choose the dark of nearest exposure (preferring one at least as long) to be scaled, instead of
         requiring the same exposure.
+
+    Raises
+    ------
+    UsageError
+        When a tolerance is outside its range (:data:`ccdcal.limits.TEMP_TOLERANCE`,
+        :data:`ccdcal.limits.EXPTIME_TOLERANCE`).
     """
 
     temp_tolerance: float = 2.0
@@ -217,6 +222,8 @@ class MatchRules:
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        TEMP_TOLERANCE.check(self.temp_tolerance)
+        EXPTIME_TOLERANCE.check(self.exptime_tolerance)
         # Hashed once: planning looks a ranking up by its rules three times a light.
         object.__setattr__(
             self, "_hash", hash((self.temp_tolerance, self.exptime_tolerance, self.dark_scale))
@@ -224,17 +231,6 @@ class MatchRules:
 
     def __hash__(self) -> int:
         return self._hash
-
-
-def check_rules(rules: MatchRules) -> None:
-    """Raise :class:`~ccdcal.errors.UsageError` naming the option when a tolerance is not a finite number of
-    0 or more (an infinite one has no place in a record: the catalog's JSON holds finite numbers)."""
-    for option, value in (
-        ("--temp-tolerance", rules.temp_tolerance),
-        ("--exptime-tolerance", rules.exptime_tolerance),
-    ):
-        if not (math.isfinite(value) and value >= 0):
-            raise UsageError(f"{option} must be zero or positive (and finite), not {value:g}")
 
 
 class epoch_seconds(FunctionElement[float]):

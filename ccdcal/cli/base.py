@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy.exc import DBAPIError
 from typer.core import TyperGroup
 
+from ccdcal import limits
 from ccdcal._version import __version__
 from ccdcal.catalog.db import Catalog, describe, explain_database_error, resolve_url
 from ccdcal.errors import CatalogError, CcdcalError, UsageError
@@ -296,9 +297,14 @@ OverscanOption = Annotated[
 ]
 
 
-MinFramesOption = Annotated[int, typer.Option("--min-frames", help="Smallest group combined.")]
+MinFramesOption = Annotated[
+    int, typer.Option("--min-frames", help=f"Smallest group combined ({limits.MIN_FRAMES.text}).")
+]
 MemLimitOption = Annotated[
-    str, typer.Option("--mem-limit", help="Memory the combine may use, e.g. 512M or 2G.")
+    str,
+    typer.Option(
+        "--mem-limit", help=f"Memory the combine may use, e.g. 512M or 2G ({limits.MEM_LIMIT.text})."
+    ),
 ]
 UncertaintyOption = Annotated[
     bool,

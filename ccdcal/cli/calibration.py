@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ccdcal import limits
 from ccdcal.cli.base import (
     MemLimitOption,
     MinFramesOption,
@@ -43,8 +44,13 @@ def masters(
             help="Combine on a Dask cluster: tcp://HOST:8786, or local:N to start N local workers.",
         ),
     ] = None,
-    sigma: Annotated[float, typer.Option("--sigma", help="Clipping bounds in sigma (low and high).")] = 3.0,
-    iterations: Annotated[int, typer.Option("--iterations", help="Sigma-clipping iterations.")] = 5,
+    sigma: Annotated[
+        float,
+        typer.Option("--sigma", help=f"Clipping bounds in sigma, low and high ({limits.SIGMA.text})."),
+    ] = 3.0,
+    iterations: Annotated[
+        int, typer.Option("--iterations", help=f"Sigma-clipping iterations ({limits.ITERATIONS.text}).")
+    ] = 5,
     dispersion: Annotated[
         str, typer.Option("--dispersion", help="Clipping dispersion: mad_std (default) or std.")
     ] = "mad_std",
@@ -52,7 +58,11 @@ def masters(
         bool, typer.Option("--no-bias", help="Darks keep the bias (used at their own exposure only).")
     ] = False,
     temp_tolerance: Annotated[
-        float, typer.Option("--temp-tolerance", help="|ΔT| allowed between a master and its users (°C).")
+        float,
+        typer.Option(
+            "--temp-tolerance",
+            help=f"|ΔT| allowed between a master and its users ({limits.TEMP_TOLERANCE.text}).",
+        ),
     ] = 2.0,
     overscan: OverscanOption = "auto",
     uncertainty: UncertaintyOption = False,
@@ -153,10 +163,18 @@ def process(
     no_dark: Annotated[bool, typer.Option("--no-dark", help="Do not subtract darks.")] = False,
     no_flat: Annotated[bool, typer.Option("--no-flat", help="Do not divide by flats.")] = False,
     temp_tolerance: Annotated[
-        float, typer.Option("--temp-tolerance", help="|ΔT| allowed between a master and a light (°C).")
+        float,
+        typer.Option(
+            "--temp-tolerance",
+            help=f"|ΔT| allowed between a master and a light ({limits.TEMP_TOLERANCE.text}).",
+        ),
     ] = 2.0,
     exptime_tolerance: Annotated[
-        float, typer.Option("--exptime-tolerance", help="Relative exposure difference of an unscaled dark.")
+        float,
+        typer.Option(
+            "--exptime-tolerance",
+            help=f"Relative exposure difference of an unscaled dark ({limits.EXPTIME_TOLERANCE.text}).",
+        ),
     ] = 1e-6,
     bias: Annotated[Path | None, typer.Option("--bias", help="Use this master bias (pinned).")] = None,
     dark: Annotated[Path | None, typer.Option("--dark", help="Use this master dark (pinned).")] = None,
@@ -168,13 +186,19 @@ def process(
         ),
     ] = None,
     flat_min: Annotated[
-        float, typer.Option("--flat-min", help="Flat pixels below this are clamped and flagged in MASK.")
+        float,
+        typer.Option(
+            "--flat-min",
+            help=f"Flat pixels below this are clamped and flagged in MASK ({limits.FLAT_MIN.text}).",
+        ),
     ] = 0.01,
     min_frames: MinFramesOption = 3,
     mem_limit: MemLimitOption = "2G",
     jobs: Annotated[
         int | None,
-        typer.Option("--jobs", "-j", min=1, help="Processes calibrating frames (default: all cores)."),
+        typer.Option(
+            "--jobs", "-j", help=f"Processes calibrating frames (default: all cores; {limits.JOBS.text})."
+        ),
     ] = None,
     scheduler: Annotated[
         str | None,
@@ -191,16 +215,22 @@ def process(
     overscan: OverscanOption = "auto",
     uncertainty: UncertaintyOption = False,
     gain: Annotated[
-        float | None, typer.Option("--gain", help="Gain in e-/ADU for --uncertainty (default: EGAIN ...).")
+        float | None,
+        typer.Option("--gain", help=f"Gain for --uncertainty (default: EGAIN ...; {limits.GAIN.text})."),
     ] = None,
     readnoise: Annotated[
-        float | None, typer.Option("--readnoise", help="Read noise in e- (default: RDNOISE ...).")
+        float | None,
+        typer.Option("--readnoise", help=f"Read noise (default: RDNOISE ...; {limits.READNOISE.text})."),
     ] = None,
     cosmic_rays: Annotated[
         bool, typer.Option("--cosmic-rays", help="Clean cosmic rays (L.A.Cosmic), flagged in MASK.")
     ] = False,
-    cr_sigclip: Annotated[float, typer.Option("--cr-sigclip", help="L.A.Cosmic sigclip.")] = 4.5,
-    cr_objlim: Annotated[float, typer.Option("--cr-objlim", help="L.A.Cosmic objlim.")] = 5.0,
+    cr_sigclip: Annotated[
+        float, typer.Option("--cr-sigclip", help=f"L.A.Cosmic sigclip ({limits.CR_SIGCLIP.text}).")
+    ] = 4.5,
+    cr_objlim: Annotated[
+        float, typer.Option("--cr-objlim", help=f"L.A.Cosmic objlim ({limits.CR_OBJLIM.text}).")
+    ] = 5.0,
     no_bpm: Annotated[
         bool, typer.Option("--no-bpm", help="Do not OR the bad-pixel mask (masters --bpm) into MASK.")
     ] = False,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ccdcal import limits
 from ccdcal.catalog.db import SCHEMA_HEAD
 from ccdcal.cli.base import (
     app,
@@ -40,8 +41,8 @@ def ingest(
         typer.Option(
             "--jobs",
             "-j",
-            min=1,
-            help="Processes reading headers (default: automatic; 1 reads in this process).",
+            help="Processes reading headers (default: automatic; 1 reads in this process; "
+            f"{limits.JOBS.text}).",
         ),
     ] = None,
     scheduler: Annotated[

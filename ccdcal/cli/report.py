@@ -8,13 +8,16 @@ from typing import Annotated
 
 import typer
 
+from ccdcal import limits
 from ccdcal.cli.base import app, err, out, print_json, progress_bar, state_of
 
 
 @app.command()
 def report(
     ctx: typer.Context,
-    run_id: Annotated[int | None, typer.Option("--run", help="Report on this run only.")] = None,
+    run_id: Annotated[
+        int | None, typer.Option("--run", help=f"Report on this run only ({limits.RUN_ID.text}).")
+    ] = None,
     since: Annotated[
         str | None,
         typer.Option("--since", help="Report on what was done since this ISO date or time (UTC)."),
@@ -56,10 +59,15 @@ def preview(
         typer.Option("-o", "--output", help="The PNG to write. Default: {stem}.png in the current folder."),
     ] = None,
     hdu: Annotated[
-        int | None, typer.Option("--hdu", min=0, help="HDU to show (default: the first image).")
+        int | None,
+        typer.Option("--hdu", help=f"HDU to show (default: the first image; {limits.HDU.text})."),
     ] = None,
     max_size: Annotated[
-        int, typer.Option("--max-size", help="Longest side in pixels (averaged down); 0 keeps every pixel.")
+        int,
+        typer.Option(
+            "--max-size",
+            help=f"Longest side in pixels (averaged down); 0 keeps every pixel ({limits.MAX_SIZE.text}).",
+        ),
     ] = 1024,
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
 ) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ccdcal import limits
 from ccdcal.cli.base import (
     TARGET_HELP,
     State,
@@ -102,7 +103,8 @@ def audit(
         ),
     ] = None,
     jobs: Annotated[
-        int | None, typer.Option("--jobs", "-j", min=1, help="Threads hashing files (default: automatic).")
+        int | None,
+        typer.Option("--jobs", "-j", help=f"Threads hashing files (default: automatic; {limits.JOBS.text})."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ccdcal import limits
 from ccdcal.errors import ConfigError
 from ccdcal.ingestion.normalise import normalise_imagetyp
-from ccdcal.runtime.cores import MAX_WORKERS
 
 #: The sections, in file order.
 SECTIONS = ("GENERAL", "MASTERS", "CALIBRATION")
@@ -164,6 +164,19 @@ BY_SECTION: dict[str, dict[str, Option]] = {
 DERIVED = {"input_root": "raw_root", "master_files": "master_output"}
 
 
+#: The range of each numeric option (:mod:`ccdcal.limits`): the command line's and the API's.
+RANGES = {
+    "min_frames": limits.MIN_FRAMES,
+    "iterations": limits.ITERATIONS,
+    "sigma": limits.SIGMA,
+    "temp_tolerance": limits.TEMP_TOLERANCE,
+    "exptime_tolerance": limits.EXPTIME_TOLERANCE,
+    "flat_min": limits.FLAT_MIN,
+    "jobs": limits.JOBS,
+    "mem_limit": limits.MEM_LIMIT,
+}
+
+
 class BadValue(Exception):
     """A value that cannot be used; the message says why and what to write."""
 
@@ -183,7 +196,19 @@ def parse_size(text: str) -> int | None:
 
 
 def convert(option: Option, raw: str, folder: Path) -> Any:
-    """The value of ``option`` written as ``raw``; raises :class:`BadValue` with the problem and the fix."""
+    """The value of ``option`` written as ``raw``; raises :class:`BadValue` with the problem and the fix
+    (a number outside its range, :data:`RANGES`, included)."""
+    value = _convert(option, raw, folder)
+    limit = RANGES.get(option.name)
+    if limit is not None and value is not None and not limit.contains(value):
+        raise BadValue(
+            f"{option.name} = {raw} is out of range: use {limit.text}; write e.g. "
+            f"{option.name} = {option.default if option.default != 'auto' else 4}"
+        )
+    return value
+
+
+def _convert(option: Option, raw: str, folder: Path) -> Any:
     name, kind = option.name, option.kind
     if not raw and kind not in ("folder_in", "folder_out", "database", "jobs"):
         example = f"{name} = yes or {name} = no" if kind == "bool" else f"e.g. {name} = {option.default}"
@@ -198,8 +223,6 @@ def convert(option: Option, raw: str, folder: Path) -> Any:
         if not re.fullmatch(r"\+?\d+", raw) or int(raw) < 1:
             example = "jobs = auto or e.g. jobs = 4" if kind == "jobs" else f"e.g. {name} = {option.default}"
             raise BadValue(f"{name} = {raw} is not a whole number of at least 1; write {example}")
-        if kind == "jobs" and int(raw) > MAX_WORKERS:
-            raise BadValue(f"{name} = {raw} is more than {MAX_WORKERS}; write jobs = auto or e.g. jobs = 4")
         return int(raw)
     if kind in ("number", "positive"):
         try:

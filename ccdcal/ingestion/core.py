@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, TypedDict
 from sqlalchemy import delete, false, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from ccdcal import limits
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import FRAME_KINDS, Calibration, Frame, HeaderCard, Master, utcnow
 from ccdcal.catalog.queries import in_chunks
@@ -42,7 +43,6 @@ from ccdcal.ingestion.reader import CardColumns, FrameRecord, ReadTask
 from ccdcal.ingestion.readers import Progress, read_all, reader_plan
 from ccdcal.ingestion.scan import Found, resolve_roots, walk
 from ccdcal.runtime.cluster import check_address
-from ccdcal.runtime.cores import check_workers
 from ccdcal.runtime.pathtext import is_text, not_text_reason, shown
 
 # Files written per transaction.
@@ -185,12 +185,12 @@ def ingest(
     given = [os.fspath(p) for p in paths]
     if not given:
         raise UsageError("ingest needs at least one file or folder")
+    if jobs is not None:
+        limits.JOBS.check(jobs)
     if imagetyp is not None and imagetyp not in FRAME_KINDS:
         raise UsageError(f"--imagetyp {imagetyp!r}: use one of {', '.join(FRAME_KINDS)}")
     if scheduler is not None:
         check_address(scheduler)
-    if jobs is not None:
-        check_workers(jobs)
     try:
         rules = [parse_type_rule(text, FRAME_KINDS) for text in type_rules]
     except ValueError as exc:

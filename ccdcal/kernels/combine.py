@@ -51,7 +51,6 @@ and put together by :class:`ccdcal.kernels.bands.Stitcher` equal the whole combi
 from __future__ import annotations
 
 import contextlib
-import math
 import numbers
 import operator
 from collections.abc import Callable, Sequence
@@ -65,6 +64,7 @@ from ccdcal.errors import UsageError
 from ccdcal.kernels.clipblock import Decoding, Transform, build_transform, clip_block
 from ccdcal.kernels.clipkernel import MAD_TO_STD as MAD_TO_STD
 from ccdcal.kernels.fitsblocks import FitsStack, plan_rows
+from ccdcal.limits import ITERATIONS, SIGMA
 
 __all__ = [
     "ClipParams",
@@ -89,10 +89,11 @@ class ClipParams:
     ----------
     sigma_lower, sigma_upper : float
         Clip samples below ``median - sigma_lower * std`` and above ``median + sigma_upper * std``.
-        Finite and positive.
+        Within :data:`ccdcal.limits.SIGMA` (0.5 to 100, ``--sigma``).
     maxiters : int
-        Maximum number of clipping passes (at least 1), counted as astropy counts them: a pass that
-        removes nothing ends the iterations (converged) and does not count.
+        Maximum number of clipping passes (1 to 100: :data:`ccdcal.limits.ITERATIONS`), counted as
+        astropy counts them: a pass that removes nothing ends the iterations (converged) and does not
+        count.
     cenfunc : str
         Centre function; only ``"median"``.
     stdfunc : str
@@ -112,20 +113,12 @@ class ClipParams:
     stdfunc: str = "mad_std"
 
     def __post_init__(self) -> None:
-        for name in ("sigma_lower", "sigma_upper"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise UsageError(f"{name} must be a finite number above 0, not {value!r}")
+        SIGMA.check(self.sigma_lower)
+        SIGMA.check(self.sigma_upper)
         iters = self.maxiters
-        if isinstance(iters, bool) or not isinstance(iters, numbers.Integral) or iters < 1:
-            raise UsageError(f"maxiters must be an integer of at least 1, not {iters!r}")
-        if iters > 2**31 - 1:
-            raise UsageError(f"maxiters must be below 2**31, not {iters!r}")
+        if isinstance(iters, bool) or not isinstance(iters, numbers.Integral):
+            raise UsageError(f"--iterations must be a whole number, not {iters!r}")
+        ITERATIONS.check(iters)
         if self.cenfunc != "median":
             raise UsageError(f"cenfunc must be 'median' (the only centre supported), not {self.cenfunc!r}")
         if self.stdfunc not in ("mad_std", "std"):

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ccdcal.errors import UsageError
+from ccdcal.limits import CR_OBJLIM, CR_SIGCLIP
 
 #: ccdproc's defaults for the gain (e-/ADU) and read noise (e-) when the frame's are unknown.
 DEFAULT_GAIN, DEFAULT_READNOISE = 1.0, 6.5
@@ -27,11 +28,11 @@ class CosmicParams:
     Attributes
     ----------
     sigclip : float
-        Laplacian-to-noise limit for detection (lower flags more).
+        Laplacian-to-noise limit for detection (lower flags more; ``--cr-sigclip``, 0 < x <= 100).
     sigfrac : float
         Fraction of ``sigclip`` for the neighbouring pixels.
     objlim : float
-        Contrast limit between a cosmic ray and an underlying object.
+        Contrast limit between a cosmic ray and an underlying object (``--cr-objlim``, 0 < x <= 100).
     niter : int
         Iterations.
     satlevel : float
@@ -48,7 +49,9 @@ class CosmicParams:
     cleantype: str = "meanmask"
 
     def __post_init__(self) -> None:
-        for name in ("sigclip", "sigfrac", "objlim", "satlevel"):
+        CR_SIGCLIP.check(self.sigclip)
+        CR_OBJLIM.check(self.objlim)
+        for name in ("sigfrac", "satlevel"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and np.isfinite(value) and value > 0):
                 raise UsageError(f"cosmic-ray {name} must be a positive number, not {value!r}")

@@ -11,14 +11,13 @@ every later stage reads the typed fields. :meth:`StepOptions.arguments` is the f
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ccdcal.errors import UsageError
 from ccdcal.kernels.cosmic import CosmicParams
 from ccdcal.kernels.overscan import OverscanMode, parse_mode
+from ccdcal.limits import GAIN, READNOISE
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,8 @@ class StepOptions:
     Raises
     ------
     UsageError
-        When ``gain`` is not positive or ``readnoise`` is negative (naming the option).
+        When ``gain`` or ``readnoise`` is outside its range (:data:`ccdcal.limits.GAIN`,
+        :data:`ccdcal.limits.READNOISE`), naming the option.
     """
 
     overscan: OverscanMode = OverscanMode()
@@ -51,10 +51,10 @@ class StepOptions:
     cosmic: CosmicParams | None = None
 
     def __post_init__(self) -> None:
-        if self.gain is not None and not (math.isfinite(self.gain) and self.gain > 0):
-            raise UsageError(f"--gain must be a positive number of e-/ADU, not {self.gain:g}")
-        if self.readnoise is not None and not (math.isfinite(self.readnoise) and self.readnoise >= 0):
-            raise UsageError(f"--readnoise must be zero or a positive number of e-, not {self.readnoise:g}")
+        if self.gain is not None:
+            GAIN.check(self.gain)
+        if self.readnoise is not None:
+            READNOISE.check(self.readnoise)
 
     @classmethod
     def parse(
@@ -73,8 +73,8 @@ class StepOptions:
         Raises
         ------
         UsageError
-            Naming the option: an unknown overscan mode, a gain that is not positive, a negative read
-            noise, cosmic-ray parameters that are not positive numbers.
+            Naming the option: an unknown overscan mode, a gain, read noise or cosmic-ray parameter
+            outside its range (:mod:`ccdcal.limits`).
         """
         cosmic = CosmicParams(sigclip=float(cr_sigclip), objlim=float(cr_objlim)) if cosmic_rays else None
         return cls(parse_mode(overscan), bool(uncertainty), gain, readnoise, cosmic)

@@ -9,6 +9,10 @@ one it supersedes. With ``d = new − old`` and a robust noise ``σ`` (see :func
   — the pattern changed (dust that moved, a new hot column, a flat with a gradient).
 
 Either one is a warning, not an error: the new master is still built and used.
+
+Before that, a master must have a value: one whose finite pixels are fewer than
+``MIN_FINITE_FRACTION`` of the image (:func:`finite_fraction`; its inputs all NaN, or NaN over most of
+the image) is not built at all — it would turn every light it calibrates into NaN.
 """
 
 from __future__ import annotations
@@ -24,6 +28,26 @@ QA_SHIFT_SIGMA = 1.0
 QA_OUTLIER_SIGMA = 5.0
 #: ... on more than this fraction of the image.
 QA_OUTLIER_FRACTION = 0.01
+#: A master is built only when at least this fraction of its pixels is finite: a pixel without a finite
+#: sample in any input is NaN, and a master that is NaN over more than half the image calibrates nothing.
+MIN_FINITE_FRACTION = 0.5
+
+
+def finite_fraction(image: np.ndarray) -> float:
+    """The fraction of an image's pixels that are finite.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        A master frame.
+
+    Returns
+    -------
+    float
+        From 0 (every pixel NaN or infinite, or no pixel) to 1.
+    """
+    values = np.asarray(image)
+    return float(np.count_nonzero(np.isfinite(values)) / values.size) if values.size else 0.0
 
 
 def master_stats(image: np.ndarray) -> dict[str, float]:

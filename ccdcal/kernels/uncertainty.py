@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,25 @@ from astropy.io import fits
 from ccdcal.kernels.clipkernel import MAD_TO_STD
 from ccdcal.kernels.combine import ClipParams
 
-#: Keywords holding the gain in electrons per ADU, in order of preference. ``GAIN`` is read only next to
-#: a read-noise keyword (the IRAF GAIN/RDNOISE pair): alone, it is the setting of a CMOS camera.
-GAIN_KEYS = ("EGAIN", "E-GAIN", "AGAIN_01", "GAIN")
+#: Keywords holding the gain in electrons per ADU, in order of preference.
+EGAIN_KEYS = ("EGAIN", "E-GAIN", "AGAIN_01")
+#: Every keyword the gain may be read from: :data:`EGAIN_KEYS`, then ``GAIN`` in the IRAF GAIN/RDNOISE
+#: pair only (:func:`noise_model`): N.I.N.A., SharpCap and the other CMOS capture programs write their
+#: camera's gain *setting* there (120, 200 ...), which is no number of electrons.
+GAIN_KEYS = (*EGAIN_KEYS, "GAIN")
 #: Keywords holding the read noise in electrons.
 READNOISE_KEYS = ("RDNOISE", "READNOIS", "RDNOIS", "RON", "ARDNS_01")
+#: Keywords naming the program that wrote a file.
+SOFTWARE_KEYS = ("SWCREATE", "CREATOR", "PROGRAM")
+#: Every keyword :func:`noise_model` reads.
+NOISE_KEYS = (*GAIN_KEYS, *READNOISE_KEYS, *SOFTWARE_KEYS)
+#: Capture programs whose ``GAIN`` is the camera's gain setting, never e-/ADU (matched in
+#: :data:`SOFTWARE_KEYS`, any case).
+SETTING_GAIN_PROGRAMS = re.compile(
+    r"N\.?I\.?N\.?A|SharpCap|ASIAIR|KStars|Ekos|\bINDI\b|FireCapture|Sequence Generator|SGPro|"
+    r"Astro Photography Tool|\bAPT\b",
+    re.IGNORECASE,
+)
 
 #: The extension the uncertainty is written to, and its type card (what ``CCDData.read`` reads).
 UNCERT_EXTNAME = "UNCERT"
@@ -75,10 +90,17 @@ def noise_model(
 ) -> tuple[NoiseModel | None, str | None]:
     """The gain and read noise of a frame: the options first, else its header.
 
+    The gain is the first of :data:`EGAIN_KEYS` present in the header. ``GAIN`` is read as e-/ADU only
+    in the IRAF GAIN/RDNOISE pair: when no :data:`EGAIN_KEYS` card is present, a read-noise card is,
+    and no capture program of :data:`SETTING_GAIN_PROGRAMS` wrote the file (their ``GAIN`` is the
+    camera's gain setting). The read noise is the first of :data:`READNOISE_KEYS` present. A card that
+    is present but not usable — text, NaN, an infinity, a gain of 0 or less, a negative read noise — is
+    a reason naming the card: the next keyword is never read instead.
+
     Parameters
     ----------
     values : mapping
-        Header values by keyword (numbers, or numeric strings).
+        Header values by keyword (numbers, or numeric strings; ``None`` for a card without a value).
     gain, readnoise : float, optional
         ``--gain`` (e-/ADU) and ``--readnoise`` (e-).
 
@@ -86,33 +108,59 @@ def noise_model(
     -------
     model : NoiseModel or None
     reason : str or None
-        Why there is no model (which value is missing and how to give it).
+        Why there is no model (which value is missing or unusable, and how to give it).
     """
-    found_rn = _lookup(values, READNOISE_KEYS)
-    rn_value, rn_source = (readnoise, "--readnoise") if readnoise is not None else found_rn
-    gain_keys = GAIN_KEYS if found_rn[0] is not None else GAIN_KEYS[:-1]
-    g_value, g_source = (gain, "--gain") if gain is not None else _lookup(values, gain_keys)
-    missing = []
-    if g_value is None or not g_value > 0:
-        missing.append(f"the gain in e-/ADU ({', '.join(GAIN_KEYS[:-1])}, or GAIN with RDNOISE): pass --gain")
-    if rn_value is None or not rn_value >= 0:
-        missing.append(f"the read noise in e- ({', '.join(READNOISE_KEYS)}): pass --readnoise")
-    if missing:
-        return None, "--uncertainty needs " + "; and ".join(missing)
-    assert g_value is not None
-    assert rn_value is not None
-    return NoiseModel(float(g_value), str(g_source), float(rn_value), str(rn_source)), None
+    g_value, g_source, g_problem = (float(gain), "--gain", None) if gain is not None else _gain_card(values)
+    rn_value, rn_source, rn_problem = (
+        (float(readnoise), "--readnoise", None)
+        if readnoise is not None
+        else _card(values, READNOISE_KEYS, _READNOISE)
+    )
+    problems = [p for p in (g_problem, rn_problem) if p is not None]
+    if g_value is None or g_source is None or rn_value is None or rn_source is None:
+        return None, "--uncertainty needs " + "; and ".join(problems)
+    return NoiseModel(g_value, g_source, rn_value, rn_source), None
 
 
-def _lookup(values: Mapping[str, Any], keys: Sequence[str]) -> tuple[float | None, str | None]:
+#: What a usable value is: (test, what the reason says it must be, the option to pass instead).
+_GAIN = (lambda x: x > 0, "a positive number of e-/ADU", "--gain")
+_READNOISE = (lambda x: x >= 0, "a number of e- (0 or more)", "--readnoise")
+
+
+def _gain_card(values: Mapping[str, Any]) -> tuple[float | None, str | None, str | None]:
+    """The gain from the header: (value, keyword, None), or (None, keyword or None, the reason)."""
+    if any(key in values for key in EGAIN_KEYS):
+        return _card(values, EGAIN_KEYS, _GAIN)
+    software = " ".join(str(values[k]) for k in SOFTWARE_KEYS if values.get(k) is not None)
+    iraf_pair = any(key in values for key in READNOISE_KEYS) and not SETTING_GAIN_PROGRAMS.search(software)
+    if iraf_pair and "GAIN" in values:
+        return _card(values, ("GAIN",), _GAIN)
+    return None, None, f"the gain in e-/ADU ({', '.join(EGAIN_KEYS)}, or GAIN with RDNOISE): pass --gain"
+
+
+def _card(
+    values: Mapping[str, Any], keys: Sequence[str], rule: tuple[Callable[[float], bool], str, str]
+) -> tuple[float | None, str | None, str | None]:
+    """The first of ``keys`` present: (value, keyword, None) when usable by ``rule``, else (None, keyword,
+    the reason); (None, None, the reason) when none is present."""
+    usable, wanted, option = rule
     for key in keys:
-        number = _number(values.get(key))
-        if number is not None:
-            return number, key
-    return None, None
+        if key in values:
+            number = _number(values[key])
+            if number is not None and usable(number):
+                return number, key, None
+            return None, key, f"a usable {key}: {key} = {_shown(values[key])} is not {wanted}; pass {option}"
+    what = "the gain in e-/ADU" if option == "--gain" else "the read noise in e-"
+    return None, None, f"{what} ({', '.join(keys)}): pass {option}"
+
+
+def _shown(value: Any) -> str:
+    """A header value as a reason shows it: text quoted, numbers as written."""
+    return "no value" if value is None else (repr(value) if isinstance(value, str) else f"{value}")
 
 
 def _number(value: Any) -> float | None:
+    """The finite number a header value holds (a numeric string too), else ``None``."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, str):

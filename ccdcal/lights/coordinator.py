@@ -8,7 +8,8 @@ transaction per batch of synced frames it adds each light's ``calibrations`` row
 and renames the temporary file to its final name (one atomic rename; the file it replaces is kept alive
 by a hard link and removed in the background, as freeing its blocks waits on the disk); if the
 transaction fails, the temporary files are removed. A frame that failed is recorded ``failed`` with the
-reason; the others go on.
+reason; the others go on. A light whose worker read other bytes than the catalog's sha256 (rewritten
+with its size and mtime kept) fails, its output removed, and its frame is marked changed for ingest.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, insert, update
 
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import Calibration, CalibrationMaster, utcnow
+from ccdcal.catalog.models import CHANGED_MTIME, Calibration, CalibrationMaster, Frame, utcnow
 from ccdcal.files.fitsio import remove_stale_temporaries, sync_folder, temporary_path
 from ccdcal.kernels.light import warm_up
 from ccdcal.lights.options import ProcessOptions
 from ccdcal.lights.pixels import preload
 from ccdcal.lights.plan import LightReport
 from ccdcal.lights.steps import APPLIED
-from ccdcal.lights.task import FrameResult, FrameTask
+from ccdcal.lights.task import RAW_CHANGED, FrameResult, FrameTask
 from ccdcal.lights.worker import calibrate_frame
 from ccdcal.runtime.cluster import dask_cluster
 from ccdcal.runtime.cores import usable_cores
@@ -250,6 +251,13 @@ def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], 
             ]
             if superseded:
                 connection.execute(_SUPERSEDE, superseded)
+            changed = [
+                {"light": report.frame_id, "was": report.task.sha256, "now": utcnow()}
+                for report, result in finished
+                if result.error == RAW_CHANGED and report.task is not None
+            ]
+            if changed:  # read again by the next ingest, refused by the next plan until then
+                connection.execute(_MARK_CHANGED, changed)
             for (report, result), new in done:
                 task = report.task
                 assert task is not None
@@ -293,6 +301,17 @@ _SUPERSEDE = (
 )
 
 
+#: A light whose worker read other bytes than the catalog's (:data:`RAW_CHANGED`): its ``mtime`` becomes
+#: :data:`CHANGED_MTIME`, which no file has, so that the next ``ccdcal ingest`` reads it again (a file
+#: whose size and mtime match its row is otherwise skipped) and the next plan refuses it until then; and
+#: ``changed_at`` is set. Not when an ingest has recorded the new content meanwhile (its sha256 changed).
+_MARK_CHANGED = (
+    update(cast(Table, Frame.__table__))
+    .where(Frame.id == bindparam("light"), Frame.sha256 == bindparam("was"))
+    .values(mtime=CHANGED_MTIME, changed_at=bindparam("now"))
+)
+
+
 def _calibration_row(report: LightReport, result: FrameResult, run_id: int) -> dict[str, Any]:
     """The ``calibrations`` row of one finished frame (``current``, or ``failed`` with the reason)."""
     task = report.task
@@ -300,7 +319,7 @@ def _calibration_row(report: LightReport, result: FrameResult, run_id: int) -> d
     ok = result.error is None
     return {
         "frame_id": report.frame_id,
-        "raw_sha256": task.sha256,
+        "raw_sha256": result.raw_sha256 or task.sha256,  # the bytes the worker read, when it read them
         "path": task.output,
         "sha256": result.sha256,
         "status": "current" if ok else "failed",

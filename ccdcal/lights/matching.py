@@ -414,7 +414,8 @@ def _exposure(target: Mapping[str, Any], rules: MatchRules) -> str:
 
 
 def _pinned(role: str, master: MasterInfo, target: Mapping[str, Any], options: MatchOptions) -> Decision:
-    """A pinned master: applied whatever its status, unless it cannot serve this light at all."""
+    """A pinned master: applied whatever its status, unless it cannot serve this light at all (another
+    image size or camera key: the light is not calibrated, with the reason)."""
     shape = (master.naxis1, master.naxis2)
     light_shape = (target.get("naxis1"), target.get("naxis2"))
     if shape != light_shape:
@@ -423,6 +424,14 @@ def _pinned(role: str, master: MasterInfo, target: Mapping[str, Any], options: M
             MISSING,
             f"pinned {role} {master.name} is {shape_text(shape)} pixels, the light {shape_text(light_shape)}",
         )
+    for key in MATCH_KEYS:  # the camera keys, as matching requires them (NULL matches NULL only)
+        if getattr(master, key) != target.get(key):
+            return Decision(
+                role,
+                MISSING,
+                f"pinned {role} {master.name} has {key} {value_text(getattr(master, key))}, the light "
+                f"{value_text(target.get(key))}: pin a master of this camera set-up",
+            )
     if role == "dark":
         exptime, dark_time = target.get("exptime"), master.exptime
         same = exptime is not None and dark_time is not None and _same_exposure(exptime, dark_time, options)

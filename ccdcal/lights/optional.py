@@ -28,7 +28,7 @@ from ccdcal.catalog.models import Master
 from ccdcal.kernels.cosmic import DEFAULT_GAIN, DEFAULT_READNOISE
 from ccdcal.kernels.options import StepOptions
 from ccdcal.kernels.overscan import SECTION_KEYS, resolve, shown
-from ccdcal.kernels.uncertainty import GAIN_KEYS, READNOISE_KEYS, noise_model
+from ccdcal.kernels.uncertainty import NOISE_KEYS, noise_model
 from ccdcal.lights.matching import LightMatch
 from ccdcal.lights.steps import APPLIED, MasterInfo, Step
 from ccdcal.lights.task import MasterUse, OptionalSteps
@@ -50,7 +50,7 @@ class OptionalContext:
         (``apply_bpm`` False: ``--no-bpm``, none is looked for)."""
         keys: list[str] = [] if options.overscan.name == "off" else list(SECTION_KEYS)
         if options.uncertainty or options.cosmic is not None:
-            keys += [*GAIN_KEYS, *READNOISE_KEYS]
+            keys += list(NOISE_KEYS)
         values = header_values(session, keys, kind="light") if keys else {}
         use_bpm = False
         if apply_bpm:

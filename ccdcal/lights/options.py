@@ -3,7 +3,6 @@ the matching choices with pinned masters resolved (:func:`match_options`)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -12,16 +11,17 @@ from typing import Any, TypedDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ccdcal import limits
 from ccdcal.catalog.models import Master
-from ccdcal.catalog.queries import MatchRules, check_rules
+from ccdcal.catalog.queries import MatchRules
 from ccdcal.errors import ConfigError, UsageError
 from ccdcal.kernels.light import FLAT_MIN
 from ccdcal.kernels.options import StepOptions
 from ccdcal.lights.matching import MatchOptions
 from ccdcal.lights.steps import ROLES, MasterInfo
 from ccdcal.masters.groups import MasterOptions, check_folder_text
+from ccdcal.masters.optional import preparation_mismatch
 from ccdcal.runtime.cluster import check_address
-from ccdcal.runtime.cores import check_workers
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,12 @@ class ProcessOptions:
         the headers), ``--cosmic-rays`` (L.A.Cosmic).
     no_bpm : bool
         Do not apply the bad-pixel mask built by ``ccdcal masters --bpm``.
+
+    Raises
+    ------
+    UsageError
+        When a number is outside its range (:mod:`ccdcal.limits`: ``flat_min``, ``jobs``, ``min_frames``,
+        ``mem_limit``; the tolerances by :class:`MatchRules`, the optional steps' by :class:`StepOptions`).
     """
 
     masters_dir: Path = Path("masters")
@@ -79,6 +85,13 @@ class ProcessOptions:
     mem_limit: int = 2 << 30
     optional: StepOptions = field(default_factory=StepOptions)
     no_bpm: bool = False
+
+    def __post_init__(self) -> None:
+        limits.FLAT_MIN.check(self.flat_min)
+        if self.jobs is not None:
+            limits.JOBS.check(self.jobs)
+        limits.MIN_FRAMES.check(self.min_frames)
+        limits.MEM_LIMIT.check(self.mem_limit)
 
     def pinned(self, role: str) -> Path | None:
         """The master file pinned for a step (``--bias``, ``--dark``, ``--flat``), if any."""
@@ -216,11 +229,6 @@ def check_options(options: ProcessOptions) -> None:
     for kind in options.allow_missing:
         if kind not in ROLES:
             raise UsageError(f"--allow-missing {kind!r}: use one of {', '.join(ROLES)}")
-    if not (math.isfinite(options.flat_min) and options.flat_min > 0):
-        raise UsageError(f"--flat-min must be a positive number, not {options.flat_min:g}")
-    check_rules(options.rules)
-    if options.jobs is not None:
-        check_workers(options.jobs)
     if options.scheduler is not None:
         check_address(options.scheduler)
     if options.no_bias and options.rules.dark_scale:
@@ -260,6 +268,8 @@ def match_options(
             )
         if master.kind != role:
             raise UsageError(f"--{role} {given} is a master {master.kind}, not a {role}")
+        if resolved is None:  # checked once, before anything is written
+            _check_pin(session, role, given, master, options)
         pins[role] = MasterInfo.of(master)
     skip = frozenset(r for r, on in (("dark", options.no_dark), ("flat", options.no_flat)) if on)
     return MatchOptions(
@@ -269,3 +279,20 @@ def match_options(
         allow_missing=frozenset(options.allow_missing),
         pins=pins,
     )
+
+
+def _check_pin(session: Session, role: str, given: Path, master: Master, options: ProcessOptions) -> None:
+    """Refuse a pinned master made for another reduction than this one: a dark that contains the bias
+    while a bias is subtracted (subtracted twice), a bias-subtracted dark under ``--no-bias`` (the bias
+    never subtracted), a master whose inputs were overscan-corrected or trimmed otherwise than
+    ``--overscan`` prepares them. Each is a :class:`UsageError` naming the file and the option to use."""
+    if role == "dark" and master.includes_bias and not options.no_bias:
+        raise UsageError(f"--dark {given} contains the bias: add --no-bias, or pin a dark built without it")
+    if role == "dark" and not master.includes_bias and options.no_bias:
+        raise UsageError(
+            f"--dark {given} has the bias subtracted, and --no-bias subtracts none from the lights (the "
+            "bias would never be subtracted): drop --no-bias, or pin a dark built with --no-bias (_withbias)"
+        )
+    mismatch = preparation_mismatch(session, master, options.optional)
+    if mismatch is not None:
+        raise UsageError(f"--{role} {given} {mismatch}")

@@ -3,13 +3,16 @@ sha256 and kept per worker process), reusable per-frame buffers, and a light's l
 
 A primary-HDU 16-bit image (the usual camera file, BZERO 32768) is read as it is stored, its big-endian
 words handed to the fused kernel (:func:`ccdcal.kernels.light.calibrate_be16_words`); any other layout
-(compressed, float, 32-bit, image in an extension) is read with astropy. Masters are read once per worker
-process, checked against their catalog sha256, and kept (:func:`preload` fills the cache before workers
-are forked). Nothing here touches the catalog.
+(compressed, float, 32-bit, image in an extension) is read with astropy, from the file's bytes read once.
+Either way every byte is hashed (sha256) as it is read: the worker compares the hash with the catalog's,
+so a file rewritten with its size and mtime kept is never calibrated under the old file's hash. Masters
+are read once per worker process, checked against their catalog sha256, and kept (:func:`preload` fills
+the cache before workers are forked). Nothing here touches the catalog.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -30,6 +33,9 @@ from ccdcal.kernels.light import clamp_flat, flat_reciprocal
 from ccdcal.lights.task import FrameTask, MasterUse
 
 _BLOCK = 2880
+_GZIP_MAGIC = b"\x1f\x8b"
+#: Bytes of pixels read and hashed at a time (hashed while they are in the processor's cache).
+_HASH_CHUNK = 1 << 20
 _MAX_HEADER_BLOCKS = 2000
 #: Bytes outside ASCII read as ``?``, as ``astropy.io.fits`` reads them.
 _ASCII_ONLY = bytes(range(128)) + b"?" * 128
@@ -112,81 +118,103 @@ def level_warning(use: MasterUse | None, pixels: np.ndarray | None, level: float
 
 @dataclass
 class RawFrame:
-    """A raw light's header and pixels: the stored 16-bit words (fast path) or decoded values."""
+    """A raw light's header and pixels: the stored 16-bit words (fast path) or decoded values, and the
+    sha256 of the file's bytes as read (its provenance: the pixels come from exactly those bytes)."""
 
     header: fits.Header
     shape: tuple[int, int]
     words: np.ndarray | None = None
     signed: bool = False
     values: np.ndarray | None = None
+    #: The sha256 of every byte of the file as it was read.
+    sha256: str | None = None
 
 
 def read_raw(task: FrameTask) -> RawFrame:
-    """Read a raw light, after checking it is still the file the catalog describes.
+    """Read a raw light, after checking that its size and mtime are the catalog's; the file is read
+    once, and every byte read is hashed (:attr:`RawFrame.sha256`), so the caller can check the content
+    against the catalog's sha256 without reading the file again.
 
     Raises
     ------
     FitsFormatError
-        When the file changed since it was catalogued, or its pixels cannot be read.
+        When the file changed size or mtime since it was catalogued, or its pixels cannot be read.
     """
     stat = os.stat(task.path)
     if stat.st_size != task.size or stat.st_mtime != task.mtime:
         raise FitsFormatError("changed since it was catalogued: run `ccdcal ingest` on it again", task.path)
-    if task.hdu == 0:
-        with open(task.path, "rb") as handle:
-            if handle.read(6) == b"SIMPLE":
-                handle.seek(0)
-                fast = _read_fast(handle, task.path)
+    with open(task.path, "rb") as handle:
+        head = b""
+        if task.hdu == 0:
+            head = handle.read(6)
+            if head == b"SIMPLE":
+                fast, head = _read_fast(handle, head, task.path)
                 if fast is not None:
                     return fast
-    return _read_astropy(task)
+        content = head + handle.read()  # the rest of the file, after what the fast path read
+    return _read_astropy(task, content)
 
 
-def _read_fast(handle: io.BufferedReader, path: str) -> RawFrame | None:
-    """A plain 16-bit primary image, read as stored; ``None`` for any other layout."""
-    blocks = []
-    for _ in range(_MAX_HEADER_BLOCKS):
-        block = handle.read(_BLOCK)
+def _read_fast(handle: io.BufferedReader, start: bytes, path: str) -> tuple[RawFrame | None, bytes]:
+    """A plain 16-bit primary image, read as stored: the frame (hashing the header, the pixels and the
+    rest of the file), or ``None`` for any other layout with the bytes read so far (``start`` first)."""
+    blocks = [start + handle.read(_BLOCK - len(start))]
+    while True:
+        block = blocks[-1]
         if len(block) < _BLOCK:
-            return None
-        blocks.append(block)
+            return None, b"".join(blocks)
         if any(block[i : i + 8] == b"END     " for i in range(0, _BLOCK, 80)):
             break
-    else:
-        return None
+        if len(blocks) >= _MAX_HEADER_BLOCKS:
+            return None, b"".join(blocks)
+        blocks.append(handle.read(_BLOCK))
+    raw_header = b"".join(blocks)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-        text = b"".join(blocks).translate(_ASCII_ONLY).decode("ascii")  # as fits.open reads it
+        text = raw_header.translate(_ASCII_ONLY).decode("ascii")  # as fits.open reads it
         header = fits.Header.fromstring(text)
         structure = [header.get(k) for k in ("BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "BSCALE", "BZERO")]
     bitpix, naxis, naxis1, naxis2, bscale, bzero = structure
     if bitpix != 16 or naxis != 2 or bscale not in (None, 1) or bzero not in (None, 0, 32768):
-        return None
+        return None, raw_header
     if "BLANK" in header or not (isinstance(naxis1, int) and isinstance(naxis2, int)):
-        return None
+        return None, raw_header
     count = naxis1 * naxis2
     words = buffer(count, np.uint16, "raw")
-    got = handle.readinto(words.data.cast("B"))
-    if got != words.nbytes:
-        raise FitsFormatError(f"truncated: {got // 2} of {count} pixels", path)
-    return RawFrame(header, (naxis2, naxis1), words=words, signed=not bzero)
+    stored = words.data.cast("B")
+    digest = hashlib.sha256(raw_header)
+    got = 0
+    while got < words.nbytes:  # hashed chunk by chunk as read, while each is in the processor's cache
+        chunk = stored[got : got + _HASH_CHUNK]
+        read = handle.readinto(chunk)
+        if not read:
+            raise FitsFormatError(f"truncated: {got // 2} of {count} pixels", path)
+        digest.update(chunk[:read])
+        got += read
+    digest.update(handle.read())  # the padding, any extension: the catalog hashed the whole file
+    raw = RawFrame(header, (naxis2, naxis1), words=words, signed=not bzero, sha256=digest.hexdigest())
+    return raw, raw_header
 
 
-def _read_astropy(task: FrameTask) -> RawFrame:
+def _read_astropy(task: FrameTask, content: bytes) -> RawFrame:
+    """Any other layout (compressed, float, 32-bit, an extension), from the file's ``content``."""
+    digest = hashlib.sha256(content).hexdigest()
     try:
+        if content[:2] == _GZIP_MAGIC:  # astropy detects a gzipped file by its name, not in memory
+            content = gzip.decompress(content)
         with warnings.catch_warnings():  # astropy's notes on odd headers: the cards are checked later
             warnings.simplefilter("ignore", fits.verify.VerifyWarning)
             warnings.simplefilter("ignore", AstropyUserWarning)
-            with fits.open(task.path, memmap=False) as hdul:
+            with fits.open(io.BytesIO(content), memmap=False) as hdul:
                 hdu = hdul[task.hdu]
                 data = hdu.data
                 header = hdu.header.copy()
-    except (OSError, ValueError, IndexError, TypeError) as exc:
+    except (OSError, EOFError, ValueError, IndexError, TypeError) as exc:
         raise FitsFormatError(f"cannot read the pixels: {exc}", task.path) from exc
     if data is None or data.ndim != 2:
         raise FitsFormatError(f"HDU {task.hdu} holds no 2-D image", task.path)
     values = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("="))
-    return RawFrame(header, (int(data.shape[0]), int(data.shape[1])), values=values)
+    return RawFrame(header, (int(data.shape[0]), int(data.shape[1])), values=values, sha256=digest)
 
 
 # -- masters (cached per worker) -------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from ccdcal.lights.optional import COMPARED_RECORDS, OptionalContext, optional_c
 from ccdcal.lights.options import ProcessOptions
 from ccdcal.lights.records import number_of, step_records, text_of
 from ccdcal.lights.steps import APPLIED, STEP_LABELS, MasterInfo
-from ccdcal.lights.task import FrameTask, MasterUse, OptionalSteps
+from ccdcal.lights.task import RAW_CHANGED, FrameTask, MasterUse, OptionalSteps
 
 
 @dataclass
@@ -323,6 +323,8 @@ class _Plan:
             changes.append("output file missing")
         elif previous.status == "failed" and (previous.error or "").startswith(OUTPUT_FAILED):
             changes.append("its output could not be written last time")  # a full disk ... tried again
+        elif previous.status == "failed" and previous.error == RAW_CHANGED:
+            changes.append("raw file read again by ingest since it was found changed")
         return changes
 
     def explain(self, role: str, before: int | None, now: MasterInfo | None) -> str:

@@ -47,6 +47,13 @@ class MasterInfo:
     includes_bias: bool
     naxis1: int | None
     naxis2: int | None
+    #: The other camera keys (a pinned master must share them with the light).
+    instrument: str | None = None
+    xbinning: int | None = None
+    ybinning: int | None = None
+    gain: float | None = None
+    offset: float | None = None
+    readout_mode: str | None = None
 
     @classmethod
     def of(cls, master: Master) -> MasterInfo:
@@ -66,6 +73,12 @@ class MasterInfo:
             includes_bias=master.includes_bias,
             naxis1=master.naxis1,
             naxis2=master.naxis2,
+            instrument=master.instrument,
+            xbinning=master.xbinning,
+            ybinning=master.ybinning,
+            gain=master.gain,
+            offset=master.offset,
+            readout_mode=master.readout_mode,
         )
 
     @cached_property

@@ -106,12 +106,19 @@ class FrameTask:
     optional: OptionalSteps | None = None
 
 
+#: The reason of a light whose raw file's bytes, as a worker read them, are not the catalog's (rewritten
+#: with its size and mtime kept, as ``cp -p`` or ``rsync -t`` of another version leaves it): its output is
+#: not kept, and the coordinator marks the frame changed so that ingest reads it again.
+RAW_CHANGED = "raw file changed since it was catalogued (its sha256 differs); run `ccdcal ingest` on it again"
+
+
 @dataclass(frozen=True)
 class FrameResult:
     """What a worker did: a temporary file and its sha256, or the reason the light failed.
 
-    ``details`` holds, per optional step, what was done (merged into ``calibrations.steps``);
-    ``warnings`` what looked wrong (a light far below its bias).
+    ``raw_sha256`` is the sha256 of the raw file's bytes as the worker read them (what the output was
+    calibrated from; ``None`` when it was not read). ``details`` holds, per optional step, what was done
+    (merged into ``calibrations.steps``); ``warnings`` what looked wrong (a light far below its bias).
     """
 
     frame_id: int
@@ -122,3 +129,4 @@ class FrameResult:
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    raw_sha256: str | None = None

@@ -29,8 +29,16 @@ from ccdcal.errors import CcdcalError
 from ccdcal.files.calibrated import output_cards, write_calibrated
 from ccdcal.kernels.light import be_words, calibrate_be16_words, calibrate_image
 from ccdcal.lights.history import history_lines, step_cards
-from ccdcal.lights.pixels import buffer, level_warning, master_pixels, prepared_flat, read_raw, sample_level
-from ccdcal.lights.task import FrameResult, FrameTask
+from ccdcal.lights.pixels import (
+    RawFrame,
+    buffer,
+    level_warning,
+    master_pixels,
+    prepared_flat,
+    read_raw,
+    sample_level,
+)
+from ccdcal.lights.task import RAW_CHANGED, FrameResult, FrameTask
 from ccdcal.lights.worker_steps import calibrate_with_steps
 
 
@@ -39,7 +47,8 @@ def calibrate_frame(task: FrameTask) -> FrameResult:
 
     Never raises for a problem with the files: an unreadable or changed raw file, a missing or
     changed master, or a shape mismatch gives a result with ``error`` set (the light is recorded
-    ``failed``; the others go on).
+    ``failed``; the others go on). ``raw_sha256`` is the sha256 of the raw bytes read, checked against
+    ``task.sha256``: when they differ the output is removed and the error is :data:`RAW_CHANGED`.
     """
     start = time.perf_counter()
     try:
@@ -83,9 +92,36 @@ def _reason(exc: Exception) -> str:
 
 
 def _calibrate(task: FrameTask) -> FrameResult:
+    """Read the raw light once (hashing its bytes meanwhile), calibrate it, then check the hash: an
+    output made from bytes that are not the catalog's is removed and the light fails (:data:`RAW_CHANGED`)."""
     raw = read_raw(task)
-    if task.optional is not None and task.optional.any:
-        return calibrate_with_steps(task, raw)
+    try:
+        if task.optional is not None and task.optional.any:
+            done = calibrate_with_steps(task, raw)
+        else:
+            done = _fused(task, raw)
+    except Exception:
+        if _changed(task, raw.sha256):  # another file's pixels: that is the reason, not the symptom
+            return _raw_changed(task, raw.sha256)
+        raise
+    found = raw.sha256
+    if _changed(task, found):
+        if done.temporary:
+            Path(done.temporary).unlink(missing_ok=True)
+        return _raw_changed(task, found)
+    return replace(done, raw_sha256=found)
+
+
+def _changed(task: FrameTask, found: str | None) -> bool:
+    return task.sha256 is not None and found is not None and found != task.sha256
+
+
+def _raw_changed(task: FrameTask, found: str | None) -> FrameResult:
+    return FrameResult(task.frame_id, error=RAW_CHANGED, details=planned(task), raw_sha256=found)
+
+
+def _fused(task: FrameTask, raw: RawFrame) -> FrameResult:
+    """The fused path: 16-bit words (or decoded values) to the output's float32 words in one pass."""
     bias = master_pixels(task.bias, raw.shape)
     dark = master_pixels(task.dark, raw.shape)
     inv_flat, mask, masked = (

@@ -14,10 +14,12 @@ The order of work in :func:`build_masters`:
    parameters); a current master with that identity, whose file is still there, means nothing to do —
    so a new bias version makes new darks and flats too;
 4. otherwise combine (:mod:`ccdcal.masters.combine`: here, or by bands of rows on the Dask workers of
-   ``scheduler``), compare with the group's current master (:mod:`ccdcal.kernels.qa`), write the file
-   atomically under a free name (``_v2``, ``_v3`` ...), and in one transaction register the master, its
-   inputs and calibrators, and supersede the group's previous master (which stays on disk and in the
-   catalog) — the file and its rows are :mod:`ccdcal.masters.files`.
+   ``scheduler``); a master finite on fewer than :data:`~ccdcal.kernels.qa.MIN_FINITE_FRACTION` of its
+   pixels is not built (the group is skipped with the reason); compare with the group's current master
+   (:mod:`ccdcal.kernels.qa`), write the file atomically under a free name (``_v2``, ``_v3`` ...), and in
+   one transaction register the master, its inputs and calibrators, and supersede the group's previous
+   master (which stays on disk and in the catalog) — the file and its rows are
+   :mod:`ccdcal.masters.files`.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from ccdcal.catalog.queries import GROUP_KEYS, grouped_frames
 from ccdcal.errors import FitsFormatError
 from ccdcal.files.fitsio import check_folder, read_image, remove_stale_temporaries
 from ccdcal.kernels.qa import (
+    MIN_FINITE_FRACTION,
     QA_OUTLIER_FRACTION,
     QA_OUTLIER_SIGMA,
     QA_SHIFT_SIGMA,
     compare_masters,
+    finite_fraction,
     master_stats,
 )
 from ccdcal.masters.bpm import build_bpms
@@ -167,6 +171,15 @@ def _one_group(
         built = _combine(plan, options, cluster)
     except (FitsFormatError, ValueError) as exc:
         report.reason = f"cannot build the {kind} master of group {describe_keys(keys)}: {exc}"
+        return report
+    finite = finite_fraction(built.image)
+    if finite < MIN_FINITE_FRACTION:  # all NaN (or mostly): it would make its lights NaN
+        report.reason = (
+            f"cannot build the {kind} master of group {describe_keys(keys)}: only {finite:.1%} of its "
+            f"pixels have a value (a master needs {MIN_FINITE_FRACTION:.0%}; the others are NaN: no input "
+            f"had a finite sample there); check its {len(frames)} frames and `ccdcal mark-bad` the broken "
+            "ones, or add good ones"
+        )
         return report
     _quality_gate(catalog, plan, built)
     master = register_master(catalog, plan, built, folder, options, run_id)

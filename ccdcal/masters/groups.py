@@ -18,12 +18,13 @@ from typing import Any, TypedDict
 import numpy as np
 
 from ccdcal.catalog.models import Master
-from ccdcal.catalog.queries import MatchRules, check_rules
+from ccdcal.catalog.queries import MatchRules
 from ccdcal.errors import UsageError
 from ccdcal.files.naming import number_text
 from ccdcal.kernels.combine import ClipParams
 from ccdcal.kernels.options import StepOptions
 from ccdcal.kernels.qa import Comparison
+from ccdcal.limits import MEM_LIMIT, MIN_FRAMES
 from ccdcal.masters.optional import InputSteps
 from ccdcal.runtime.cluster import check_address
 from ccdcal.runtime.pathtext import is_text, not_text_reason, shown
@@ -195,7 +196,10 @@ class MastersSummary:
 
 @dataclass(frozen=True)
 class MasterOptions:
-    """How masters are built (every field is recorded with the master)."""
+    """How masters are built (every field is recorded with the master).
+
+    Raises :class:`~ccdcal.errors.UsageError` when ``min_frames`` or ``mem_limit`` is outside its range
+    (:mod:`ccdcal.limits`)."""
 
     masters_dir: Path = Path("masters")
     kinds: tuple[str, ...] = MASTER_ORDER
@@ -215,15 +219,16 @@ class MasterOptions:
     #: ``--scheduler``: combine in bands of rows on a Dask cluster (:mod:`ccdcal.masters.combine`).
     scheduler: str | None = None
 
+    def __post_init__(self) -> None:
+        MIN_FRAMES.check(self.min_frames)
+        MEM_LIMIT.check(self.mem_limit)
+
 
 def check_options(options: MasterOptions) -> None:
     """Raise :class:`UsageError` naming the option when ``options`` cannot be used."""
     for kind in options.kinds:
         if kind not in MASTER_ORDER:
             raise UsageError(f"--kind {kind!r}: use one of {', '.join(MASTER_ORDER)}")
-    if options.min_frames < 1:
-        raise UsageError(f"--min-frames must be at least 1, not {options.min_frames}")
-    check_rules(options.rules)
     if options.scheduler is not None:
         check_address(options.scheduler)
     check_folder_text("--masters-dir", options.masters_dir)

@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.headers import header_values
+from ccdcal.catalog.models import Frame, Master, MasterInput
 from ccdcal.kernels.options import StepOptions
-from ccdcal.kernels.overscan import SECTION_KEYS, OverscanPlan, machine_cards, resolve
+from ccdcal.kernels.overscan import SECTION_KEYS, OverscanPlan, machine_cards, resolve, shown
 
 
 @dataclass(frozen=True)
@@ -129,3 +131,33 @@ def plan_input_steps(
     if chosen is None and not uncertainty:
         return None, None
     return InputSteps(mode.text, chosen, uncertainty), None
+
+
+def preparation_mismatch(session: Session, master: Master, options: StepOptions) -> str | None:
+    """Why ``master``'s inputs were not prepared (overscan, trim) as ``options`` would prepare them now:
+    its recorded plan against the plan ``options.overscan`` gives those same frames (their section cards
+    read from the catalog). ``None`` when they agree, or when that cannot be told (no inputs recorded,
+    sections that do not resolve: the worker checks the master's cards against each light).
+    """
+    record = ((master.parameters or {}).get("steps") or {}).get("overscan")
+    was = {k: record.get(k) for k in ("method", "biassec", "trimsec")} if isinstance(record, dict) else None
+    query = (
+        select(Frame.id, Frame.path, Frame.naxis1, Frame.naxis2)
+        .join(MasterInput, MasterInput.frame_id == Frame.id)
+        .where(MasterInput.master_id == master.id)
+    )
+    frames = [dict(row._mapping) for row in session.execute(query)]
+    if not frames:
+        return None
+    steps, reason = plan_input_steps(session, frames, StepOptions(overscan=options.overscan))
+    if reason is not None:
+        return None
+    now = steps.overscan.signature() if steps is not None and steps.overscan is not None else None
+    if shown(was) == shown(now):
+        return None
+    built_with = f"--overscan {record.get('mode')}" if isinstance(record, dict) else "--overscan off"
+    return (
+        f"was built from frames prepared with overscan {shown(was)}, and --overscan "
+        f"{options.overscan.text} prepares them with {shown(now)}: pass {built_with}, or pin a master "
+        f"built with --overscan {options.overscan.text}"
+    )

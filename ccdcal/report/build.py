@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ccdcal import limits
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import utcnow
 from ccdcal.errors import CcdcalError, NotFoundError
@@ -124,11 +125,13 @@ def build_report(
     Raises
     ------
     UsageError
-        Both ``run_id`` and ``since``, or the output's folder does not exist.
+        Both ``run_id`` and ``since``, a ``run_id`` below 1, or the output's folder does not exist.
     NotFoundError
         ``run_id`` names no run.
     """
     started = time.perf_counter()
+    if run_id is not None:
+        limits.RUN_ID.check(run_id)
     scope = ReportScope(run_id, since)
     target = Path(output).expanduser().resolve()
     check_output(target, "the report", "report.html")

@@ -29,6 +29,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from astropy.visualization import ZScaleInterval
 from PIL import Image
 
+from ccdcal import limits
 from ccdcal.errors import FitsFormatError, NotFoundError, OutputError, UsageError
 from ccdcal.files.fitsio import TEMP_PREFIX
 
@@ -283,10 +284,12 @@ def preview_file(
     NotFoundError, FitsFormatError
         The frame is missing or not a FITS image.
     UsageError
-        ``max_size`` is negative, the output is the frame itself, or its folder does not exist.
+        ``max_size`` or ``hdu`` is outside its range (:mod:`ccdcal.limits`), the output is the frame
+        itself, or its folder does not exist.
     """
-    if max_size < 0:
-        raise UsageError(f"--max-size must be 0 (every pixel) or positive, not {max_size}")
+    limits.MAX_SIZE.check(max_size)
+    if hdu is not None:
+        limits.HDU.check(hdu)
     source = Path(path).expanduser().resolve()
     target = Path(output) if output is not None else Path.cwd() / f"{fits_stem(source)}.png"
     target = target.expanduser().resolve()

@@ -21,11 +21,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ccdcal import limits
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Calibration, Frame, Master
 from ccdcal.errors import UsageError
 from ccdcal.files.hashing import MISSING, OK, UNCHECKED, fits_files, hash_files
-from ccdcal.runtime.cores import check_workers
 from ccdcal.runtime.pathtext import is_text, not_text_reason, shown
 
 Progress = Callable[[str, int, int], None]
@@ -187,9 +187,14 @@ def audit(
     -------
     AuditReport
         The counts and each file that drifted; the audit's run id.
+
+    Raises
+    ------
+    UsageError
+        ``jobs`` outside its range (:data:`ccdcal.limits.JOBS`).
     """
     if jobs is not None:
-        check_workers(jobs)
+        limits.JOBS.check(jobs)
     roots = [Path(p).expanduser().resolve() for p in search]
     for root in roots:
         if not root.exists():

@@ -167,13 +167,14 @@ def test_a_failed_light_is_listed_and_exit_1(runner: CliRunner, tmp_path: Path, 
     content = content.replace(b"NAXIS1  =                   64", b"NAXIS1  =                   32", 1)
     content = content.replace(b"NAXIS2  =                   48", b"NAXIS2  =                   96", 1)
     broken.write_bytes(content)
-    os.utime(broken, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.utime(broken, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # rewritten, size and mtime kept
     result = process(runner, tmp_path, db)
     assert result.exit_code == 1
     assert "lights 1 calibrated, 0 already calibrated, 0 not calibrated, 1 failed" in result.stdout
-    assert result.stderr == (
+    assert result.stderr == (  # the cause, found by the sha256 of the bytes read, not the shape it left
         "Failed (1):\n"
-        f"  {broken}: the bias master master_bias_b2x2_g120_sNA_C-10.fits is 64x48 pixels, the light 32x96\n"
+        f"  {broken}: raw file changed since it was catalogued (its sha256 differs); run `ccdcal ingest` on "
+        "it again\n"
     )
 
 
@@ -202,7 +203,7 @@ def test_process_json(runner: CliRunner, tmp_path: Path, db: str, night: Path) -
             "Error: --dark-scale cannot be used with --no-bias: a dark that contains the bias cannot be "
             "scaled (the bias would be scaled with it)\n",
         ),
-        (["--flat-min", "-1"], "Error: --flat-min must be a positive number, not -1\n"),
+        (["--flat-min", "-1"], "Error: --flat-min -1 is out of range: use 0 < x < 1\n"),
         (["--no-flat", "--flat", "x.fits"], "Error: --flat and --no-flat cannot be used together\n"),
     ],
 )

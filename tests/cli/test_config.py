@@ -90,6 +90,32 @@ ERRORS = {
         ("dark_scale = no\n\n[CALIBRATION]", "dark_scale = no\ntemp_tolerance = -1\n\n[CALIBRATION]"),
         ", line 11: temp_tolerance = -1 is not a number of 0 or more; write e.g. temp_tolerance = 2",
     ),
+    "flat_min out of range": (
+        ("file_type = LIGHT", "file_type = LIGHT\nflat_min = 1e30"),
+        ", line 17: flat_min = 1e30 is out of range: use 0 < x < 1; write e.g. flat_min = 0.01",
+    ),
+    "sigma out of range": (
+        ("dark_scale = no\n\n[CALIBRATION]", "dark_scale = no\nsigma = 1000\n\n[CALIBRATION]"),
+        ", line 11: sigma = 1000 is out of range: use 0.5 <= x <= 100; write e.g. sigma = 3",
+    ),
+    "iterations out of range": (
+        ("dark_scale = no\n\n[CALIBRATION]", "dark_scale = no\niterations = 1000000\n\n[CALIBRATION]"),
+        ", line 11: iterations = 1000000 is out of range: use a whole number 1 <= x <= 100; write e.g. "
+        "iterations = 5",
+    ),
+    "tolerance out of range": (
+        ("file_type = LIGHT", "file_type = LIGHT\nexptime_tolerance = 2"),
+        ", line 17: exptime_tolerance = 2 is out of range: use 0 <= x <= 0.5; write e.g. "
+        "exptime_tolerance = 1e-6",
+    ),
+    "mem_limit out of range": (
+        ("dark_scale = no\n\n[CALIBRATION]", "dark_scale = no\nmem_limit = 1K\n\n[CALIBRATION]"),
+        ", line 11: mem_limit = 1K is out of range: use 16M <= x <= 64T; write e.g. mem_limit = 2G",
+    ),
+    "jobs out of range": (
+        ("debug = yes", "debug = yes\njobs = 100000"),
+        ", line 3: jobs = 100000 is out of range: use a whole number 1 <= x <= 1024; write e.g. jobs = 4",
+    ),
     "bad jobs": (
         ("debug = yes", "debug = yes\njobs = many"),
         ", line 3: jobs = many is not a whole number of at least 1; write jobs = auto or e.g. jobs = 4",

@@ -110,7 +110,7 @@ CASES = (
     Case(
         "report-run-overflow",
         lambda n, t: [*_db(n, t), "report", "--run", HUGE, "-o", str(t / "r.html")],
-        f"--run {HUGE}: no such run (runs are 1 to 2)",
+        f"--run {HUGE} is out of range: use a whole number x >= 1",
     ),
     Case(
         "report-since-before-year-1",
@@ -126,17 +126,17 @@ CASES = (
     Case(
         "process-jobs-overflow",
         lambda n, t: [*_db(n, t), "process", "--redo", "--jobs", HUGE, "--masters-dir", str(t / "m")],
-        f"--jobs must be at most {MAX_WORKERS}, not {HUGE}",
+        f"--jobs {HUGE} is out of range: use a whole number 1 <= x <= {MAX_WORKERS}",
     ),
     Case(
         "ingest-jobs-overflow",
         lambda n, t: [*_db(n, t), "ingest", "--jobs", HUGE, str(n.raw)],
-        f"--jobs must be at most {MAX_WORKERS}, not {HUGE}",
+        f"--jobs {HUGE} is out of range: use a whole number 1 <= x <= {MAX_WORKERS}",
     ),
     Case(
         "audit-jobs-overflow",
         lambda n, t: [*_db(n, t), "audit", "--jobs", str(MAX_WORKERS + 1)],
-        f"--jobs must be at most {MAX_WORKERS}, not {MAX_WORKERS + 1}",
+        f"--jobs {MAX_WORKERS + 1} is out of range: use a whole number 1 <= x <= {MAX_WORKERS}",
     ),
     Case(
         "scheduler-local-overflow",
@@ -151,7 +151,7 @@ CASES = (
     Case(
         "config-jobs-overflow",
         lambda n, t: [*_db(n, t), "run", str(_config(t, f"[GENERAL]\njobs = {HUGE}\n"))],
-        f"jobs = {HUGE} is more than {MAX_WORKERS}",
+        f"jobs = {HUGE} is out of range: use a whole number 1 <= x <= {MAX_WORKERS}",
     ),
     # Sizes and tolerances that are not finite numbers.
     *(
@@ -165,17 +165,17 @@ CASES = (
     Case(
         "masters-temp-tolerance-nan",
         lambda n, t: [*_db(n, t), "masters", "--temp-tolerance", "nan", "--masters-dir", str(t)],
-        "--temp-tolerance must be zero or positive (and finite), not nan",
+        "--temp-tolerance nan is out of range: use 0 <= x <= 100 °C",
     ),
     Case(
         "process-temp-tolerance-inf",
         lambda n, t: [*_db(n, t), "process", "--temp-tolerance", "inf", "--masters-dir", str(t)],
-        "--temp-tolerance must be zero or positive (and finite), not inf",
+        "--temp-tolerance inf is out of range: use 0 <= x <= 100 °C",
     ),
     Case(
         "process-exptime-tolerance-inf",
         lambda n, t: [*_db(n, t), "process", "--dry-run", "--exptime-tolerance", "inf"],
-        "--exptime-tolerance must be zero or positive (and finite), not inf",
+        "--exptime-tolerance inf is out of range: use 0 <= x <= 0.5",
     ),
     # -o naming a folder; images with no pixels; a folder given as a frame.
     Case(

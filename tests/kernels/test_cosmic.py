@@ -67,7 +67,7 @@ def test_parameters_are_checked() -> None:
     }
     with pytest.raises(UsageError) as raised:
         CosmicParams(sigclip=0)
-    assert str(raised.value) == "cosmic-ray sigclip must be a positive number, not 0"
+    assert str(raised.value) == "--cr-sigclip 0 is out of range: use 0 < x <= 100"
     with pytest.raises(UsageError) as raised:
         CosmicParams(cleantype="zero")
     assert str(raised.value) == "cosmic-ray cleantype 'zero': use meanmask, medmask, median or idw"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -53,6 +54,64 @@ def test_gain_and_read_noise_from_headers_and_options() -> None:
     assert noise_model({"EGAIN": 2.3})[1] == (
         "--uncertainty needs the read noise in e- (RDNOISE, READNOIS, RDNOIS, RON, ARDNS_01): "
         "pass --readnoise"
+    )
+
+
+@pytest.mark.parametrize(
+    ("card", "shown"),
+    [
+        ("nan", "'nan'"),
+        ("high", "'high'"),
+        (0.0, "0.0"),
+        (-1.5, "-1.5"),
+        (math.inf, "inf"),
+        (None, "no value"),
+    ],
+)
+def test_an_unusable_gain_card_is_a_reason_never_the_next_keyword(card: object, shown: str) -> None:
+    """EGAIN = 'nan' beside N.I.N.A.'s GAIN = 120 (its gain setting) and a read noise: before, GAIN was
+    read as 120 e-/ADU and UNCERT came out about ten times too small."""
+    nina = {"EGAIN": card, "GAIN": 120, "RDNOISE": 3.0, "SWCREATE": "N.I.N.A. 3.1.2.9001"}
+    model, reason = noise_model(nina)
+    assert model is None
+    assert reason == (
+        f"--uncertainty needs a usable EGAIN: EGAIN = {shown} is not a positive number of e-/ADU; pass --gain"
+    )
+    assert noise_model({**nina, "E-GAIN": 2.0})[0] is None  # never the next e-/ADU keyword either
+    assert noise_model(nina, gain=0.25)[0] == NoiseModel(0.25, "--gain", 3.0, "RDNOISE")
+
+
+@pytest.mark.parametrize("card", ["nan", "n/a", -2.0, math.nan, None])
+def test_an_unusable_read_noise_card_is_a_reason(card: object) -> None:
+    model, reason = noise_model({"EGAIN": 2.0, "RDNOISE": card, "RON": 5.0})
+    assert model is None
+    assert reason is not None
+    assert reason.startswith("--uncertainty needs a usable RDNOISE: RDNOISE = ")
+    assert reason.endswith("is not a number of e- (0 or more); pass --readnoise")
+    assert noise_model({"EGAIN": 2.0, "RDNOISE": card}, readnoise=4.0)[0] == NoiseModel(
+        2.0, "EGAIN", 4.0, "--readnoise"
+    )
+
+
+@pytest.mark.parametrize(
+    "software",
+    ["N.I.N.A. 3.1.2.9001", "SharpCap v4.1.11385.0, 64 bit", "KStars 3.6.7", "ASIAIR", "FireCapture v2.7"],
+)
+def test_a_capture_programs_gain_setting_is_never_read_as_e_per_adu(software: str) -> None:
+    model, reason = noise_model({"GAIN": 120, "RDNOISE": 1.5, "SWCREATE": software})
+    assert model is None
+    assert reason == (
+        "--uncertainty needs the gain in e-/ADU (EGAIN, E-GAIN, AGAIN_01, or GAIN with RDNOISE): pass --gain"
+    )
+    assert noise_model({"GAIN": 120, "RDNOISE": 1.5, "SWCREATE": "CCDSoft 5"})[0] == NoiseModel(
+        120.0, "GAIN", 1.5, "RDNOISE"
+    )
+
+
+def test_the_iraf_pair_with_an_unusable_gain_is_a_reason() -> None:
+    """LCO's primary header: GAIN = 0.0 beside RDNOISE = 7.0."""
+    assert noise_model({"GAIN": 0.0, "RDNOISE": 7.0})[1] == (
+        "--uncertainty needs a usable GAIN: GAIN = 0.0 is not a positive number of e-/ADU; pass --gain"
     )
 
 

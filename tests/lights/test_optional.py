@@ -167,6 +167,32 @@ def test_uncertainty_through_process(catalog: Catalog, tmp_path: Path, night: Si
         assert "UNCERT" not in hdul
 
 
+def test_an_egain_of_nan_is_a_reason_not_the_gain_setting(
+    catalog: Catalog, tmp_path: Path, night: SimulatedNight
+) -> None:
+    """N.I.N.A. writes GAIN = 120 (its gain setting) beside EGAIN; with EGAIN = 'nan' the light is not
+    calibrated, with the card named and the fix, instead of taking 120 as e-/ADU."""
+    light = night.files["light"][0]
+    with fits.open(light, mode="update") as hdul:
+        hdul[0].header["EGAIN"] = "nan"
+        hdul[0].header["RDNOISE"] = 3.5
+    ingest(catalog, [night.root])
+    summary = process(catalog, options(tmp_path, uncertainty=True, readnoise=3.5))
+    assert summary.exit_code == 1
+    (refused,) = summary.of("cannot")
+    assert (refused.path, refused.reason) == (
+        str(light),
+        "--uncertainty needs a usable EGAIN: EGAIN = 'nan' is not a positive number of e-/ADU; pass --gain",
+    )
+    assert len(summary.of("calibrated")) == 1
+    fixed = process(catalog, options(tmp_path, uncertainty=True, readnoise=3.5, gain=0.25))
+    assert [x.path for x in fixed.of("calibrated")] == [str(light)]
+    (calibration,) = [
+        c for c in current(catalog, Calibration) if c.id == fixed.of("calibrated")[0].calibration_id
+    ]
+    assert calibration.steps["uncertainty"]["gain_source"] == "--gain"
+
+
 def _ccdproc_uncertainty(catalog: Catalog, calibration: Calibration) -> np.ndarray:
     """The light's uncertainty by ccdproc from its raw file and the masters' UNCERT (as stored)."""
     with catalog.session() as session:
@@ -228,9 +254,9 @@ def test_cosmic_rays_through_process(catalog: Catalog, tmp_path: Path, night: Si
     ("changes", "message"),
     [
         ({"overscan": "mean"}, "--overscan 'mean': use auto, off, median or poly:N (N from 0 to 9)"),
-        ({"gain": 0.0}, "--gain must be a positive number of e-/ADU, not 0"),
-        ({"readnoise": -1.0}, "--readnoise must be zero or a positive number of e-, not -1"),
-        ({"cosmic_rays": True, "cr_sigclip": -2.0}, "cosmic-ray sigclip must be a positive number, not -2.0"),
+        ({"gain": 0.0}, "--gain 0 is out of range: use 0.001 <= x <= 1000 e-/ADU"),
+        ({"readnoise": -1.0}, "--readnoise -1 is out of range: use 0 <= x <= 1000 e-"),
+        ({"cosmic_rays": True, "cr_sigclip": -2.0}, "--cr-sigclip -2 is out of range: use 0 < x <= 100"),
     ],
 )
 def test_bad_step_options_are_usage_errors(
@@ -264,30 +290,31 @@ def test_step_options_on_the_command_line(tmp_path: Path, overscan_night: Path) 
         assert all(fits.getheader(m.path)["OVSCMETH"] == "median" for m in current(catalog, Master))
 
 
-def test_a_pinned_master_prepared_otherwise_fails_once(
+def test_a_pinned_master_prepared_otherwise_is_refused(
     catalog: Catalog, tmp_path: Path, overscan_night: Path
 ) -> None:
+    """A master whose inputs were not overscan-corrected and trimmed as --overscan prepares them now is
+    refused before anything is written, naming the option to give (it used to fail every light)."""
     ingest(catalog, [overscan_night])
     process(catalog, options(tmp_path, overscan="off"))
     (plain_bias,) = current(catalog, Master, kind="bias")
-    pinned = options(tmp_path, bias=Path(plain_bias.path))
-    summary = process(catalog, pinned)
-    assert [light.outcome for light in summary.lights] == ["failed", "failed"]
-    assert summary.lights[0].reason == (
-        f"the bias master {Path(plain_bias.path).name} was built from frames prepared with overscan none, "
-        "and this light is prepared with median of [61:70,1:40] trim [4:56,1:40]: build the masters with "
-        "the same --overscan (`ccdcal process` rebuilds them)"
+    runs = len(catalog.runs())
+    with pytest.raises(UsageError) as raised:
+        process(catalog, options(tmp_path, bias=Path(plain_bias.path)))
+    assert str(raised.value) == (
+        f"--bias {plain_bias.path} was built from frames prepared with overscan none, and --overscan auto "
+        "prepares them with median of [61:70,1:40] trim [4:56,1:40]: pass --overscan off, or pin a master "
+        "built with --overscan auto"
     )
-    with catalog.session() as session:
-        failed = session.scalars(select(Calibration).filter_by(status="failed")).first()
-        assert failed is not None
-        assert failed.steps["overscan"] == {
-            "status": "planned",
-            "mode": "auto",
-            "method": "median",
-            "biassec": "[61:70,1:40]",
-            "trimsec": "[4:56,1:40]",
-        }
-    again = process(catalog, pinned)
-    assert [light.outcome for light in again.lights] == ["failed", "failed"]
-    assert (again.lights[0].reason or "").startswith("failed before, and nothing changed since: the bias")
+    assert len(catalog.runs()) == runs
+    pinned = process(catalog, options(tmp_path, overscan="off", bias=Path(plain_bias.path)))
+    assert pinned.exit_code == 0
+    process(catalog, options(tmp_path))
+    median_bias = next(m for m in current(catalog, Master, kind="bias"))
+    with pytest.raises(UsageError) as raised:
+        process(catalog, options(tmp_path, overscan="off", bias=Path(median_bias.path)))
+    assert str(raised.value) == (
+        f"--bias {median_bias.path} was built from frames prepared with overscan median of [61:70,1:40] "
+        "trim [4:56,1:40], and --overscan off prepares them with none: pass --overscan auto, or pin a "
+        "master built with --overscan off"
+    )

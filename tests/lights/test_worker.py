@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import warnings
@@ -256,6 +257,70 @@ def test_failures_are_results_with_the_reason(
 
 #: Larger than the block the writer streams by (256 KiB) and not a multiple of it.
 BIG = (300, 301)
+
+
+def _rewrite_keeping_size_and_mtime(path: Path, other: Path) -> None:
+    """``cp -p other path``: the content of another version, the size and mtime of the first."""
+    stat = path.stat()
+    content = other.read_bytes()
+    assert len(content) == stat.st_size
+    path.write_bytes(content)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_gzipped_light_is_read_once_and_hashed_as_stored(
+    tmp_path: Path, rng: np.random.Generator, masters: dict[str, MasterUse]
+) -> None:
+    raw = rng.integers(600, 50000, SHAPE).astype(np.uint16)
+    plain = write_raw(tmp_path / "Light_gz.fits", raw)
+    path = tmp_path / "Light_gz.fits.gz"
+    path.write_bytes(gzip.compress(plain.read_bytes()))
+    output = tmp_path / "Light_gz_cal.fits"
+    task = task_for(path, masters, output)
+    result = calibrate_frame(task)
+    assert result.raw_sha256 == task.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    finish(result, output)
+    np.testing.assert_array_equal(read_clean(output).data, expected(raw, masters))
+
+
+@pytest.mark.parametrize(
+    ("layout", "hdu"),
+    [("uint16", 0), ("float32", 0), ("compressed", 1), ("uint16-steps", 0)],
+    ids=["fast-path", "astropy-path", "tile-compressed", "optional-steps"],
+)
+def test_a_raw_file_rewritten_with_size_and_mtime_kept_is_not_calibrated(
+    tmp_path: Path, rng: np.random.Generator, masters: dict[str, MasterUse], layout: str, hdu: int
+) -> None:
+    """Its pixels are the new file's while the catalog's sha256 is the old one's: the light fails with the
+    reason, its output is removed, and the hash of the bytes actually read comes back."""
+    files = []
+    for name in ("first", "second"):
+        raw = rng.integers(600, 50000, SHAPE).astype(np.uint16)
+        path = tmp_path / f"{name}.fits"
+        if layout == "compressed":
+            fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(raw, nina_header())]).writeto(path)
+        elif layout == "float32":
+            write_raw(path, raw.astype(np.float32))
+        else:
+            write_raw(path, raw)
+        files.append(path)
+    light, other = files
+    output = tmp_path / "out" / "first_cal.fits"
+    optional = OptionalSteps(bpm=masters["bias"]) if layout == "uint16-steps" else None
+    task = task_for(light, masters, output, hdu=hdu, optional=optional)
+    good = calibrate_frame(task)
+    assert good.error is None, good.error
+    assert good.raw_sha256 == task.sha256 == sha256_file(light)
+    Path(good.temporary or "").unlink()
+
+    _rewrite_keeping_size_and_mtime(light, other)
+    changed = calibrate_frame(task)
+    assert changed.error == (
+        "raw file changed since it was catalogued (its sha256 differs); run `ccdcal ingest` on it again"
+    )
+    assert (changed.temporary, changed.sha256) == (None, None)
+    assert changed.raw_sha256 == sha256_file(other) != task.sha256
+    assert list((tmp_path / "out").iterdir()) == []  # the output of the other pixels is not kept
 
 
 @pytest.fixture

@@ -454,6 +454,57 @@ def _already_subtracted(folder: Path, t: Templates) -> None:
     _write(folder / "auto_dark.fits", header, np.clip(pixels.astype(np.float32) - (level - 100), 0, None))
 
 
+def _nan_rows(rows: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Pixels as float32 with their first ``rows`` rows NaN (all of them: every row)."""
+
+    def make(pixels: np.ndarray) -> np.ndarray:
+        out = pixels.astype(np.float32)
+        out[:rows] = np.nan
+        return out
+
+    return make
+
+
+def _nan_biases(binning: int, rows: int) -> Build:
+    """Three biases and a light of a binning of their own, the biases NaN in their first ``rows`` rows:
+    the master bias is finite on (48 - rows) / 48 of its pixels."""
+
+    def build(folder: Path, t: Templates) -> None:
+        for index in range(1, 4):
+            header, pixels = t.light_hdu()
+            header["IMAGETYP"] = "BIAS"
+            header["EXPTIME"] = header["EXPOSURE"] = 0.0
+            header["XBINNING"] = header["YBINNING"] = binning
+            header.remove("BZERO", ignore_missing=True)
+            _write(folder / f"nan_bias_{index}.fits", header, _nan_rows(rows)(pixels // 20 + index))
+        _light(folder / f"nan_light_b{binning}.fits", t, {"XBINNING": binning, "YBINNING": binning})
+
+    return build
+
+
+def _nan_darks(folder: Path, t: Templates) -> None:
+    """Three all-NaN darks of 77 s (the good camera: its master bias is subtracted) and a 77 s light."""
+    for index in range(1, 4):
+        header, pixels = t.light_hdu()
+        header["IMAGETYP"] = "DARK"
+        header["EXPTIME"] = header["EXPOSURE"] = 77.0
+        header.remove("BZERO", ignore_missing=True)
+        _write(folder / f"nan_dark_{index}.fits", header, _nan_rows(SHAPE[0])(pixels))
+    _light(folder / "dark77_light.fits", t, {"EXPTIME": 77.0, "EXPOSURE": 77.0})
+
+
+def _rewritten_after_ingest(folder: Path) -> None:
+    """``cp -p`` of another version: new pixels, the same size and mtime."""
+    path = folder / "rewritten.fits"
+    stat = path.stat()
+    with fits.open(path) as hdul:
+        data = np.asarray(hdul[0].data)
+        header = hdul[0].header.copy()
+    fits.PrimaryHDU((data // 2).astype(np.uint16), header).writeto(path, overwrite=True)
+    assert path.stat().st_size == stat.st_size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
 def _edited_after_ingest(folder: Path) -> None:
     path = folder / "edited.fits"
     with open(path, "r+b") as handle:
@@ -929,6 +980,70 @@ CASES: tuple[Case, ...] = (
         "",
         "alike_light.fits",
         _filter("R!", "alike"),
+    ),
+    # Masters without valid pixels are not built (at least half the pixels must be finite).
+    Case(
+        "all-nan-biases",
+        "three all-NaN biases of their own set-up (and a light)",
+        NOT_CALIBRATED,
+        "no bias",
+        "nan_light_b5.fits",
+        _nan_biases(5, SHAPE[0]),
+        master_message="b5x5 g120 C-10: only 0.0% of its pixels have a value",
+    ),
+    Case(
+        "all-nan-darks",
+        "three all-NaN 77 s darks (and a 77 s light)",
+        NOT_CALIBRATED,
+        "no dark at 77 s",
+        "dark77_light.fits",
+        _nan_darks,
+        master_message="cannot build the dark master of group",
+    ),
+    Case(
+        "all-nan-flats",
+        "three all-NaN flats of a filter (and a light)",
+        NOT_CALIBRATED,
+        "no flat in filter AllNaN",
+        "allnan_light.fits",
+        lambda folder, t: _flats(folder, t, "allnan", _nan_rows(SHAPE[0]), FILTER="AllNaN"),
+        master_message="filter AllNaN: allnan_flat_1.fits",
+    ),
+    Case(
+        "mostly-nan-flats",
+        "flats NaN on 25 of 48 rows: a master finite on 47.9% (below half)",
+        NOT_CALIBRATED,
+        "no flat in filter HalfNaN",
+        "halfnan_light.fits",
+        lambda folder, t: _flats(folder, t, "halfnan", _nan_rows(25), FILTER="HalfNaN"),
+        master_message="filter HalfNaN: only 47.9% of its pixels have a value",
+    ),
+    Case(
+        "mostly-nan-biases-below",
+        "biases NaN on 25 of 48 rows: a master finite on 47.9% (below half)",
+        NOT_CALIBRATED,
+        "no bias",
+        "nan_light_b4.fits",
+        _nan_biases(4, 25),
+        master_message="b4x4 g120 C-10: only 47.9% of its pixels have a value",
+    ),
+    Case(
+        "mostly-nan-biases-above",
+        "biases NaN on 23 of 48 rows: a master finite on 52.1% (above half)",
+        CALIBRATED,
+        "",
+        "nan_light_b1.fits",
+        _nan_biases(1, 23),
+    ),
+    # Provenance from the bytes read.
+    Case(
+        "rewritten-size-mtime-kept",
+        "a light rewritten after ingest with its size and mtime kept (`cp -p` of another version)",
+        FAILED,
+        "raw file changed since it was catalogued (its sha256 differs); run `ccdcal ingest` on it again",
+        "rewritten.fits",
+        _name("rewritten.fits"),
+        after_ingest=_rewritten_after_ingest,
     ),
 )
 
