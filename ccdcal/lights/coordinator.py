@@ -315,7 +315,7 @@ def _calibration_row(report: LightReport, result: FrameResult, run_id: int) -> d
 
 def _retire(output: Path) -> list[Path]:
     """A hard link to an output about to be replaced, so that the rename does not free its blocks."""
-    retired = temporary_path(output.parent, f"replaced-{output.name}")
+    retired = temporary_path(output.parent)
     try:
         os.link(output, retired)
     except OSError:  # no previous file, or no hard links here: the rename frees it

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import os
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -30,7 +29,7 @@ from astropy.visualization import ZScaleInterval
 from PIL import Image
 
 from ccdcal.errors import FitsFormatError, NotFoundError, UsageError
-from ccdcal.files.fitsio import TEMP_PREFIX
+from ccdcal.files.fitsio import temporary_path
 
 #: Longest side of a ``ccdcal preview`` PNG unless told otherwise (``0`` keeps every pixel).
 PREVIEW_MAX_SIZE = 1024
@@ -290,7 +289,7 @@ def preview_file(
 
 def write_bytes_atomic(target: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``target`` and rename it over ``target``."""
-    temporary = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}")
+    temporary = temporary_path(target.parent)
     try:
         with open(temporary, "wb") as handle:
             handle.write(data)
