@@ -33,13 +33,13 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ccdcal._version import __version__
-from ccdcal.catalog.models import Base, Run, utcnow
+from ccdcal.catalog.models import CATALOG_ID, Base, CatalogInfo, Run, utcnow
 from ccdcal.errors import CatalogError, CatalogTooNewError, NotACatalogError, NotFoundError
 from ccdcal.runtime.owners import shielded
 
 #: The newest schema revision this code knows. A test checks it equals the Alembic script head, so that
 #: opening an up-to-date catalog needs neither Alembic nor the migration scripts.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 
 #: Environment variable naming the catalog when ``--db`` is not given.
 ENV_VAR = "CCDCAL_DB"
@@ -184,6 +184,7 @@ class Catalog:
             reads |= {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
         self._reader = self.engine.execution_options(**reads)  # the engine, for reading (see reading())
         self._readers = sessionmaker(self._reader, expire_on_commit=False)
+        self._catalog_id: str | None = None
         try:
             #: The schema revision the catalog had when opened (``None``: it was empty).
             self.revision_on_open = self.ensure_schema(upgrade=upgrade)[0]
@@ -206,6 +207,22 @@ class Catalog:
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql``."""
         return self.engine.dialect.name
+
+    @property
+    def catalog_id(self) -> str:
+        """The catalog's UUID (``catalog_info``, made with the catalog): the owner named in the
+        ``.ccdcal-catalog`` marker of every masters and output folder it writes into."""
+        if self._catalog_id is None:
+            with self.reading() as session:
+                found = session.get(CatalogInfo, CATALOG_ID)
+            if found is None:
+                raise CatalogError(
+                    f"{self.name} holds no catalog_id in its catalog_info table; put back the id its "
+                    "folders' markers hold: INSERT INTO catalog_info VALUES ('catalog_id', '<the id in "
+                    ".ccdcal-catalog>')"
+                )
+            self._catalog_id = found.value
+        return self._catalog_id
 
     @contextmanager
     def session(self) -> Iterator[Session]:
