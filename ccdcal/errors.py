@@ -48,3 +48,7 @@ class NotFoundError(CcdcalError):
 
 class OutputError(CcdcalError):
     """An output file cannot be written (a folder without write permission, a full disk)."""
+
+
+class FolderOwnerError(CcdcalError):
+    """A masters or output folder belongs to another catalog (its ``.ccdcal-catalog`` marker says so)."""

@@ -354,12 +354,17 @@ def run_config(
     from ccdcal.lights.pipeline import calibrate_planned
     from ccdcal.lights.summary import ProcessSummary
     from ccdcal.masters.build import build_masters
+    from ccdcal.masters.folders import own_folders
 
     if not isinstance(config, SeedConfig):
         config = load_config(config)
     options = config.process_options()
     check_options(options)
     with Catalog(config.database_url(db)) as catalog:
+        folders = [(config.output_dir, "output folder", "[CALIBRATION] output_dir")]
+        if config.build:
+            folders.insert(0, (config.master_output, "masters folder", "[MASTERS] master_output"))
+        own_folders(catalog, *folders)  # before anything is written
         ingested = ingest(
             catalog,
             config.ingest_roots(),

@@ -2,7 +2,9 @@
 
 The order of work, top to bottom in :func:`process`:
 
-1. check the options and resolve pinned masters (usage errors before anything is written);
+1. check the options, claim the masters and output folders for this catalog
+   (:func:`ccdcal.masters.folders.own_folders`: a folder another catalog owns is refused) and resolve
+   pinned masters (usage errors before anything is written);
 2. recover after runs that died (:func:`ccdcal.lights.claims.recover`): take over their claims, remove the
    outputs and masters they published but never registered;
 3. build missing or stale masters (:func:`ccdcal.masters.build.build_masters`, in this run);
@@ -34,7 +36,7 @@ from sqlalchemy.orm import Session
 from ccdcal.catalog.db import Catalog, lock_writers
 from ccdcal.catalog.states import last_process_run
 from ccdcal.errors import UsageError
-from ccdcal.files.fitsio import check_writable, remove_own_temporaries
+from ccdcal.files.fitsio import remove_own_temporaries
 from ccdcal.lights import claims
 from ccdcal.lights.coordinator import calibrate_lights
 from ccdcal.lights.matching import MatchOptions
@@ -42,6 +44,7 @@ from ccdcal.lights.options import ProcessOptions, check_options, match_options
 from ccdcal.lights.plan import LightReport, paused_gc, plan_lights
 from ccdcal.lights.summary import ProcessSummary
 from ccdcal.masters.build import build_masters
+from ccdcal.masters.folders import own_folders
 from ccdcal.masters.plan import plan_masters
 from ccdcal.runtime.cluster import ClusterOnDemand
 
@@ -71,13 +74,18 @@ def process(
     ------
     UsageError
         When options contradict each other or a pinned file is not a master of the catalog.
+    FolderOwnerError
+        When the masters or output folder belongs to another catalog (checked first).
     OutputError
         When the masters or output folder cannot be written (checked first), or an output cannot be
         written (a full disk) while masters are built.
     """
     check_options(options)
-    for folder in (options.masters_dir, options.output_dir):
-        check_writable(folder.expanduser().resolve())
+    own_folders(  # and checked writable
+        catalog,
+        (options.masters_dir, "masters folder", "--masters-dir"),
+        (options.output_dir, "output folder", "--output-dir"),
+    )
     with catalog.session() as session:
         match = match_options(session, options)  # pinned masters resolved before anything is written
     # One Dask cluster (--scheduler), started when first needed, for the masters and the lights.

@@ -45,6 +45,7 @@ from ccdcal.masters.bpm import build_bpms
 from ccdcal.masters.calibrators import plan_group
 from ccdcal.masters.combine import combine_group
 from ccdcal.masters.files import existing_master, register_master, same_group
+from ccdcal.masters.folders import own_folders
 from ccdcal.masters.groups import (
     MASTER_ORDER,
     BuiltMaster,
@@ -89,6 +90,7 @@ def build_masters(
     """
     check_options(options)
     folder = options.masters_dir.expanduser().resolve()
+    own_folders(catalog, (folder, "masters folder", "--masters-dir"))
     if run_id is not None:
         return _build_all(catalog, options, folder, run_id, progress)
     arguments = {
