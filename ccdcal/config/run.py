@@ -373,7 +373,8 @@ def run_config(
         )
         with catalog.run("run", config.arguments()) as run:
             summary = ProcessSummary(run_id=run.id)
-            recover(catalog, run.id, options.masters_dir, options.output_dir)  # after a run that died
+            # after a run that died: the folders it wrote (masters built, masters read, outputs)
+            recover(catalog, run.id, config.master_output, options.masters_dir, options.output_dir)
             if config.build:
                 summary.masters = build_masters(
                     catalog, config.master_options(), progress, run_id=run.id

@@ -15,7 +15,7 @@ import secrets
 import textwrap
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,13 @@ def read_image(path: str | os.PathLike[str], hdu: int = 0, dtype: type = np.floa
         raise FitsFormatError(f"cannot read the pixels: {exc}", str(path)) from exc
 
 
-def write_atomic(path: Path, hdul: fits.HDUList, *, overwrite: bool = True) -> str:
+#: Called with the final path and the file's sha256 just before a file is published under it.
+BeforePublish = Callable[[Path, str], None]
+
+
+def write_atomic(
+    path: Path, hdul: fits.HDUList, *, overwrite: bool = True, before_publish: BeforePublish | None = None
+) -> str:
     """Write ``hdul`` to ``path`` atomically and return the written file's sha256.
 
     The file is written as ``.ccdcal-tmp-*`` in the same folder, synced, and renamed over ``path``; on
@@ -93,6 +99,9 @@ def write_atomic(path: Path, hdul: fits.HDUList, *, overwrite: bool = True) -> s
     overwrite : bool
         With ``False`` an existing ``path`` is never replaced, even by a concurrent writer: the file is
         published with a hard link, which fails when the name exists.
+    before_publish : callable, optional
+        Called with ``path`` and the sha256 once the file is written and flushed, just before it is
+        published (a :class:`~ccdcal.files.journal.Journal` records it).
 
     Raises
     ------
@@ -110,6 +119,8 @@ def write_atomic(path: Path, hdul: fits.HDUList, *, overwrite: bool = True) -> s
             handle.flush()
             os.fsync(handle.fileno())
         digest = sha256_file(temporary)
+        if before_publish is not None:
+            before_publish(path, digest)
         _publish(temporary, path, overwrite)
         published = True
         temporary.unlink(missing_ok=True)
@@ -129,13 +140,20 @@ def write_atomic(path: Path, hdul: fits.HDUList, *, overwrite: bool = True) -> s
 OUTPUT_FAILED = "cannot write "
 
 
-def write_free(folder: Path, name: str, hdul: fits.HDUList, taken: set[str]) -> tuple[Path, str]:
+def write_free(
+    folder: Path,
+    name: str,
+    hdul: fits.HDUList,
+    taken: set[str],
+    before_publish: BeforePublish | None = None,
+) -> tuple[Path, str]:
     """Write ``hdul`` as ``folder/name`` or its first ``_vN`` variant free on disk and not in ``taken``
-    (the paths the catalog already holds); return the path and the file's sha256."""
+    (the paths the catalog already holds); return the path and the file's sha256. ``before_publish`` as
+    for :func:`write_atomic`."""
     for _ in range(100):  # a concurrent writer may take a name between the check and the write
         path = versioned(folder, name, taken)
         try:
-            return path, write_atomic(path, hdul, overwrite=False)
+            return path, write_atomic(path, hdul, overwrite=False, before_publish=before_publish)
         except FileExistsError:
             taken.add(str(path))
     raise FileExistsError(f"no free file name for {name} in {folder}")

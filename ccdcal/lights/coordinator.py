@@ -34,7 +34,8 @@ from sqlalchemy import Table, bindparam, insert, update
 
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Calibration, CalibrationMaster, utcnow
-from ccdcal.files.fitsio import remove_stale_temporaries, sync_folder, temporary_path
+from ccdcal.files.fitsio import output_error, remove_stale_temporaries, sync_folder, temporary_path
+from ccdcal.files.journal import Entry, Journal
 from ccdcal.kernels.light import warm_up
 from ccdcal.lights.options import ProcessOptions
 from ccdcal.lights.pixels import preload
@@ -215,6 +216,11 @@ def _wait(pending: set[Future[FrameResult]]) -> tuple[set[Future[FrameResult]], 
 def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], run_id: int) -> list[Path]:
     """Record finished frames in one transaction, renaming each output to its final name.
 
+    Before anything is renamed, the batch's publication is journaled (:mod:`ccdcal.files.journal`): each
+    output's final name, its sha256, and the temporary name the file it replaces is kept under. The
+    journal is removed once the rows are committed, or the files put back: a run killed in between leaves
+    the proof of what it published for the recovery of the next run.
+
     Parameters
     ----------
     catalog : Catalog
@@ -232,7 +238,15 @@ def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], 
     """
     retired: list[Path] = []
     published: list[tuple[Path, list[Path]]] = []  # renamed outputs, with the file each replaced
+    recorded: list[tuple[LightReport, FrameResult, int]] = []
+    keep = {  # where each output about to be replaced is kept until the commit
+        report.frame_id: temporary_path(Path(report.task.output).parent)
+        for report, result in finished
+        if report.task is not None and result.error is None
+    }
+    journals: list[Journal] = []
     try:
+        journals += _journals(catalog, finished, run_id, keep)
         with catalog.session() as session:
             # Core statements, a few per batch (not ORM objects flushed one by one): the coordinator's
             # catalog writes stay a small part of a frame's time.
@@ -253,20 +267,16 @@ def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], 
             for (report, result), new in done:
                 task = report.task
                 assert task is not None
-                ok = result.error is None
-                if ok:
+                if result.error is None:
                     assert result.temporary is not None
                     with shielded():  # a Ctrl-C never falls between the rename and its record
-                        replaced = _retire(Path(task.output))
+                        replaced = _retire(Path(task.output), keep[report.frame_id])
                         retired += replaced
                         os.replace(result.temporary, task.output)
                         published.append((Path(task.output), replaced))
-                report.outcome = "calibrated" if ok else "failed"
-                report.reason = report.reason if ok else result.error
-                report.warnings = result.warnings
-                report.calibration_id, report.seconds = new, result.seconds
+                recorded.append((report, result, new))
     except BaseException:
-        committed = bool(finished) and catalog.committed(Calibration, finished[0][0].calibration_id)
+        committed = bool(recorded) and catalog.committed(Calibration, recorded[0][2])
         for output, replaced in reversed(published if not committed else []):  # no rows: as they were
             if replaced:
                 os.replace(replaced[0], output)
@@ -274,8 +284,46 @@ def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], 
                 output.unlink(missing_ok=True)
         for path in [*(Path(r.temporary) for _, r in finished if r.temporary), *retired]:
             path.unlink(missing_ok=True)
+        for journal in journals:  # reached once the files are as the catalog says
+            journal.discard()
+        if committed:  # a Ctrl-C raised after the commit: these are recorded
+            _recorded(recorded)
         raise
+    for journal in journals:
+        journal.discard()
+    _recorded(recorded)
     return retired
+
+
+def _journals(
+    catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], run_id: int, keep: dict[int, Path]
+) -> list[Journal]:
+    """The journal of the outputs about to be renamed, one per output folder, on disk."""
+    entries: dict[Path, list[Entry]] = {}
+    for report, result in finished:
+        if report.frame_id in keep and report.task is not None and result.sha256 is not None:
+            output = Path(report.task.output)
+            entry = Entry(output.name, result.sha256, keep[report.frame_id].name)
+            entries.setdefault(output.parent, []).append(entry)
+    journals = []
+    for folder, listed in entries.items():
+        journal = Journal(folder, catalog.catalog_id, run_id)
+        try:
+            journal.record(listed)
+        except OSError as exc:  # a full disk: nothing renamed yet
+            raise output_error(folder / "journal", exc) from exc
+        journals.append(journal)
+    return journals
+
+
+def _recorded(recorded: list[tuple[LightReport, FrameResult, int]]) -> None:
+    """Each registered light's outcome: ``calibrated``, or ``failed`` with the worker's reason."""
+    for report, result, new in recorded:
+        ok = result.error is None
+        report.outcome = "calibrated" if ok else "failed"
+        report.reason = report.reason if ok else result.error
+        report.warnings = result.warnings
+        report.calibration_id, report.seconds = new, result.seconds
 
 
 _CALIBRATIONS = cast(Table, Calibration.__table__)
@@ -313,14 +361,14 @@ def _calibration_row(report: LightReport, result: FrameResult, run_id: int) -> d
     }
 
 
-def _retire(output: Path) -> list[Path]:
-    """A hard link to an output about to be replaced, so that the rename does not free its blocks."""
-    retired = temporary_path(output.parent)
+def _retire(output: Path, keep: Path) -> list[Path]:
+    """A hard link ``keep`` to an output about to be replaced, so that the rename does not free its blocks
+    and the file can be put back."""
     try:
-        os.link(output, retired)
+        os.link(output, keep)
     except OSError:  # no previous file, or no hard links here: the rename frees it
         return []
-    return [retired]
+    return [keep]
 
 
 def _steps(report: LightReport, task: FrameTask, result: FrameResult) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from ccdcal.catalog.models import Frame, Master, MasterCalibrator
 from ccdcal.catalog.queries import MATCH_KEYS, unusable_masters
 from ccdcal.errors import FitsFormatError
 from ccdcal.files.fitsio import add_history, read_image, set_card, stamp_version, write_free
+from ccdcal.files.journal import Journal
 from ccdcal.files.naming import master_name
 from ccdcal.kernels.bpm import BpmParams, flat_defects, hot_pixels, low_pixels
 from ccdcal.kernels.overscan import signature_of_header
@@ -244,13 +245,14 @@ def _register(
     hdul = fits.HDUList([fits.PrimaryHDU(mask, header)])
     written: Path | None = None
     master_id: int | None = None
+    journal = Journal(folder, catalog.catalog_id, run_id)  # as for a master: ccdcal.masters.files
     try:
         with catalog.session() as session:
             same = _same_setup(keys)
             stem = name.removesuffix(".fits")
             prefix = str(folder / stem)
             taken = set(session.scalars(select(Master.path).where(Master.path.startswith(prefix))))
-            written, digest = write_free(folder, name, hdul, taken)
+            written, digest = write_free(folder, name, hdul, taken, journal.record_file)
             version = session.scalar(same.with_only_columns(func.max(Master.version))) or 0
             fraction = float(mask.mean()) if mask.size else 0.0
             master = Master(
@@ -285,11 +287,13 @@ def _register(
                 for role, source in (("dark", dark), ("flat", flat))
                 if source is not None
             )
+        journal.discard()
         return master
     except BaseException:
         # A Ctrl-C during the commit is raised after it: a committed row keeps its file.
         if written is not None and not catalog.committed(Master, master_id):
             written.unlink(missing_ok=True)
+        journal.discard()
         raise
 
 

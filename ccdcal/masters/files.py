@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from ccdcal.catalog.db import Catalog, lock_writers
 from ccdcal.catalog.lineage import rebuild_reason
 from ccdcal.catalog.models import Master, MasterCalibrator, MasterInput
-from ccdcal.files.fitsio import add_history, set_card, stamp_version, write_free
+from ccdcal.files.fitsio import BeforePublish, add_history, set_card, stamp_version, write_free
+from ccdcal.files.journal import Journal
 from ccdcal.files.naming import master_name
 from ccdcal.kernels.combine import ClipParams
 from ccdcal.kernels.uncertainty import uncertainty_hdu
@@ -184,7 +185,9 @@ def register_master(
     """Write the master's file and, in the same transaction, its rows; supersede the group's current one.
 
     The file is written under a name no master of the catalog uses and no file has (``_v2``, ``_v3``
-    ...; an existing file is never replaced); if the transaction fails the new file is removed.
+    ...; an existing file is never replaced); if the transaction fails the new file is removed. Its
+    publication is journaled (:mod:`ccdcal.files.journal`) until the rows are committed, so that a run
+    killed in between leaves the proof of what it published.
     """
     hdul = fits.HDUList(
         [fits.PrimaryHDU(built.image.astype(np.float32), _header(plan, built, options.params))]
@@ -194,13 +197,14 @@ def register_master(
     name = master_file_name(plan)
     written: Path | None = None
     master_id: int | None = None
+    journal = Journal(folder, catalog.catalog_id, run_id)
     try:
         with catalog.session() as session:
             lock_writers(session)  # one registration at a time: a concurrent run may have built it
             existing = existing_master(session, plan)
             if existing is not None:
                 return existing
-            written, digest = _write_free(session, folder, name, hdul)
+            written, digest = _write_free(session, folder, name, hdul, journal.record_file)
             master = _master_row(session, plan, built, written, digest, options, run_id)
             master_id = master.id
             for old in session.scalars(same_group(plan).where(Master.id != master.id)):
@@ -209,11 +213,13 @@ def register_master(
                 MasterInput(master_id=master.id, frame_id=f["id"], sha256=f["sha256"]) for f in plan.frames
             )
             session.add_all(_calibrator_rows(plan, master.id))
+        journal.discard()
         return master
     except BaseException:
         # A Ctrl-C during the commit is raised after it: a committed row keeps its file.
         if written is not None and not catalog.committed(Master, master_id):
             written.unlink(missing_ok=True)
+        journal.discard()  # reached once the file is removed: else the journal proves it for recovery
         raise
 
 
@@ -237,11 +243,13 @@ def master_file_name(plan: GroupPlan) -> str:
     )
 
 
-def _write_free(session: Session, folder: Path, name: str, hdul: fits.HDUList) -> tuple[Path, str]:
+def _write_free(
+    session: Session, folder: Path, name: str, hdul: fits.HDUList, before_publish: BeforePublish
+) -> tuple[Path, str]:
     """Write ``hdul`` as ``folder/name`` or its first free ``_vN`` variant; return the path and sha256."""
     stem = name.removesuffix(".fits")
     taken = set(session.scalars(select(Master.path).where(Master.path.startswith(str(folder / stem)))))
-    return write_free(folder, name, hdul, taken)
+    return write_free(folder, name, hdul, taken, before_publish)
 
 
 def _master_row(
