@@ -1,8 +1,16 @@
-"""Opening a catalog: the engine, sessions, schema migration on open, and run records.
+"""Opening a catalog: sessions, schema migration on open, and run records (its URL and engine:
+:mod:`ccdcal.catalog.engine`).
 
 One :class:`Catalog` holds one engine for its whole life (never one per call). A catalog at an older schema
 revision is upgraded by the Alembic migrations when opened; a file that is not a ccdcal catalog, or one
 written by a newer ccdcal, raises a :class:`~ccdcal.errors.CatalogError` that names it.
+
+A catalog that cannot be written (an SQLite file on read-only media or without write permission, a
+PostgreSQL server or user that may not write) is opened read-only: reading sessions and the scratch
+session of a plan (:meth:`Catalog.scratch`) work, a writing session is refused with one line
+(:class:`~ccdcal.errors.CatalogReadOnlyError`). An SQLite file is also checked at every writing session
+and commit to still be the file that was opened: one deleted or replaced meanwhile stops the command
+(:class:`~ccdcal.errors.CatalogGoneError`) instead of writing rows nobody will read.
 """
 
 from __future__ import annotations
@@ -18,113 +26,41 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    URL,
-    Connection,
-    Engine,
-    create_engine,
-    event,
-    inspect,
-    make_url,
-    select,
-    text,
-)
+from sqlalchemy import URL, Connection, inspect, select, text
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ccdcal._version import __version__
+from ccdcal.catalog.engine import (
+    READ_OPTION,
+    describe,
+    file_identity,
+    make_engine,
+    resolve_url,
+    shadow,
+    sqlite_read_only,
+)
 from ccdcal.catalog.models import CATALOG_ID, Base, CatalogInfo, Run, utcnow
-from ccdcal.errors import CatalogError, CatalogTooNewError, NotACatalogError, NotFoundError
+from ccdcal.errors import (
+    CatalogError,
+    CatalogGoneError,
+    CatalogReadOnlyError,
+    CatalogTooNewError,
+    NotACatalogError,
+    NotFoundError,
+)
 from ccdcal.runtime.owners import shielded
 
 #: The newest schema revision this code knows. A test checks it equals the Alembic script head, so that
 #: opening an up-to-date catalog needs neither Alembic nor the migration scripts.
 SCHEMA_HEAD = "0006"
+#: The oldest revision this code reads without upgrading it (a read-only catalog cannot be upgraded): the
+#: revisions after it only add what no reading command reads. Raise it with a revision that changes what
+#: they read.
+OLDEST_READABLE = "0005"
 
-#: Environment variable naming the catalog when ``--db`` is not given.
-ENV_VAR = "CCDCAL_DB"
-DEFAULT_DB = "ccdcal.db"
-
-# SQLite waits this long for another writer before giving up (milliseconds).
-SQLITE_BUSY_TIMEOUT_MS = 120_000
 # Key of the PostgreSQL advisory lock that serialises schema migrations between processes.
 _PG_MIGRATION_LOCK = 0x0CCDCA1
-
-
-def resolve_url(db: str | os.PathLike[str] | None = None) -> URL:
-    """The SQLAlchemy URL of a catalog given as a URL, a path, or nothing.
-
-    Parameters
-    ----------
-    db
-        A SQLAlchemy URL (``postgresql+psycopg://...``, ``sqlite:///...``) or a file path. ``None`` takes
-        ``$CCDCAL_DB``, else ``./ccdcal.db``.
-
-    Returns
-    -------
-    URL
-        The URL; plain paths become absolute ``sqlite`` URLs.
-    """
-    if db is None:
-        db = os.environ.get(ENV_VAR) or DEFAULT_DB
-    text_db = os.fspath(db)
-    if "://" in text_db:
-        try:
-            return make_url(text_db)
-        except Exception as exc:  # SQLAlchemy raises ArgumentError and ValueError subclasses here
-            raise CatalogError(f"--db {text_db!r} is not a valid database URL: {exc}") from exc
-    return URL.create("sqlite", database=str(Path(text_db).expanduser().resolve()))
-
-
-def describe(url: URL) -> str:
-    """A short, password-free description of a catalog for messages."""
-    if url.get_backend_name() == "sqlite":
-        return str(url.database)
-    return url.render_as_string(hide_password=True)
-
-
-#: The execution option of a connection that only reads (:meth:`Catalog.reading`).
-READ_OPTION = "ccdcal_read"
-
-
-def make_engine(db: str | os.PathLike[str] | URL | None = None) -> Engine:
-    """Create the engine for a catalog, with ccdcal's connection settings.
-
-    SQLite connections get foreign keys, WAL journaling, a long busy timeout and ``BEGIN IMMEDIATE``
-    transactions, so concurrent ccdcal processes queue for the write lock instead of failing with
-    "database is locked" when a reader upgrades to a writer; a connection with the execution option
-    ``ccdcal_read`` (:meth:`Catalog.reading`) begins a deferred transaction instead, which reads one
-    snapshot of the catalog without the write lock.
-    """
-    url = db if isinstance(db, URL) else resolve_url(db)
-    if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    if url.database and url.database != ":memory:":
-        folder = Path(url.database).parent
-        if not folder.is_dir():
-            raise CatalogError(
-                f"cannot create the catalog {url.database}: folder {folder} does not exist; "
-                "create it or choose another --db"
-            )
-    engine = create_engine(
-        url,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "isolation_level": None},
-    )
-
-    @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _sqlite_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_OPTION) else "BEGIN IMMEDIATE")
-
-    return engine
 
 
 def software_versions() -> dict[str, str | None]:
@@ -177,17 +113,31 @@ class Catalog:
             database = self.url.database
             if database and database != ":memory:" and not Path(database).exists():
                 raise NotFoundError(f"no catalog at {database}; check --db or run `ccdcal ingest` first")
-        self.engine = make_engine(self.url)
+        read_only = sqlite_read_only(self.url)
+        #: Why the catalog cannot be written (``None``: it can).
+        self.read_only: str | None = read_only[0] if read_only is not None else None
+        #: Why the catalog can no longer be used: its file was deleted or replaced (``None``: it is there).
+        self.gone: str | None = None
+        self.engine = make_engine(self.url, read_only)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         reads: dict[str, Any] = {READ_OPTION: True}
+        plans: dict[str, Any] = {READ_OPTION: True}
         if self.engine.dialect.name == "postgresql":  # one snapshot, as SQLite's deferred transaction
             reads |= {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+            plans |= {"isolation_level": "REPEATABLE READ"}  # its temporary tables are written
         self._reader = self.engine.execution_options(**reads)  # the engine, for reading (see reading())
         self._readers = sessionmaker(self._reader, expire_on_commit=False)
+        self._planner = self.engine.execution_options(**plans)  # for scratch()
         self._catalog_id: str | None = None
+        self._identity: tuple[int, int] | None = None
         try:
             #: The schema revision the catalog had when opened (``None``: it was empty).
-            self.revision_on_open = self.ensure_schema(upgrade=upgrade)[0]
+            self.revision_on_open = self.ensure_schema(upgrade=upgrade and self.read_only is None)[0]
+            if self.dialect == "postgresql" and self.revision_on_open is not None:
+                self.read_only = self._postgresql_read_only()
+            if self.read_only is not None:
+                self._check_readable(self.revision_on_open)
+            self._identity = file_identity(self.url)
         except BaseException:
             self.engine.dispose()
             raise
@@ -207,6 +157,70 @@ class Catalog:
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql``."""
         return self.engine.dialect.name
+
+    def require_writable(self) -> None:
+        """Refuse a command that writes to a catalog that cannot be written.
+
+        Raises
+        ------
+        CatalogReadOnlyError
+            Naming the catalog, why it is read-only, and what to do.
+        """
+        if self.read_only is not None:
+            raise CatalogReadOnlyError(
+                f"the catalog {self.name} is read-only ({self.read_only}) and this command writes to it: "
+                "run it on a writable copy; status, process --dry-run, provenance, impact, report, preview, "
+                "masters --list and db current only read"
+            )
+
+    def check_present(self) -> None:
+        """Check that an SQLite catalog's file is still the one opened (not deleted, nor replaced).
+
+        Raises
+        ------
+        CatalogGoneError
+            When it is not: nothing more can be recorded in it (every later call raises it too).
+        """
+        if self.gone is None and self._identity is not None and file_identity(self.url) != self._identity:
+            self.gone = (
+                f"the catalog {self.name} was deleted or replaced while this command was working: what it "
+                "did from then on is not recorded; restore the catalog, then run the command again"
+            )
+        if self.gone is not None:
+            raise CatalogGoneError(self.gone)
+
+    def _check_readable(self, revision: str | None) -> None:
+        """A read-only catalog is read as it is: refuse one that needs a schema this code cannot read."""
+        if revision == SCHEMA_HEAD:
+            return
+        if revision is None:
+            raise CatalogReadOnlyError(
+                f"{self.name} is read-only ({self.read_only}) and holds no catalog; check --db"
+            )
+        if not revision.isdigit() or int(revision) < int(OLDEST_READABLE):
+            raise CatalogReadOnlyError(
+                f"the catalog {self.name} is read-only ({self.read_only}) and at schema revision {revision}, "
+                f"older than ccdcal {__version__} reads without upgrading ({OLDEST_READABLE}): upgrade a "
+                "writable copy with `ccdcal db upgrade`"
+            )
+
+    def _postgresql_read_only(self) -> str | None:
+        """Why a PostgreSQL catalog cannot be written, asked of the server (``None``: it can)."""
+        query = text(
+            "SELECT current_setting('default_transaction_read_only') = 'on', pg_is_in_recovery(), "
+            "has_table_privilege('runs', 'INSERT'), current_user"
+        )
+        try:
+            with self._connect(read=True) as conn:
+                row = conn.execute(query).one()
+        except (CatalogError, DatabaseError):
+            return None
+        read_only, standby, may_insert, user = row
+        if standby:
+            return "the server is a standby"
+        if read_only:
+            return "its transactions are read-only"
+        return None if may_insert else f"the user {user} may not write its tables"
 
     @property
     def catalog_id(self) -> str:
@@ -231,8 +245,18 @@ class Catalog:
         Ctrl-C never cuts the commit, the rollback or the release of the connection in two
         (:func:`ccdcal.runtime.owners.shielded`): a transaction left half closed would keep an SQLite catalog
         locked. It is raised once they are done — after a commit, with the transaction committed.
+
+        Raises
+        ------
+        CatalogReadOnlyError
+            The catalog cannot be written (before anything is done).
+        CatalogGoneError
+            The catalog's file was deleted or replaced: checked when the session begins and just before it
+            commits (the transaction is then rolled back).
         """
-        with self._transaction(self._sessions()) as session:
+        self.require_writable()
+        self.check_present()
+        with self._transaction(self._sessions(), before_commit=self.check_present) as session:
             yield session
 
     @contextmanager
@@ -247,10 +271,39 @@ class Catalog:
             yield session
 
     @contextmanager
-    def _transaction(self, session: Session) -> Iterator[Session]:
+    def scratch(self, *shadowed: type[Base]) -> Iterator[Session]:
+        """A session for planning what a command would write, writing nothing: it reads one snapshot of
+        the catalog (as :meth:`reading`), and the tables of ``shadowed`` are copied into temporary tables
+        of the same names, which the session's statements read and write instead (provisional rows). Its
+        transaction is rolled back and its connection closed at the end, temporary tables with it. Works on
+        a read-only catalog.
+        """
+        try:
+            connection = self._planner.connect()
+        except DatabaseError as exc:
+            raise _explain(exc, self.name) from exc
+        try:
+            transaction = connection.begin()
+            session = Session(bind=connection, expire_on_commit=False)
+            try:
+                shadow(connection, shadowed)
+                yield session
+            finally:
+                with shielded(), suppress(Exception):
+                    session.close()
+                    transaction.rollback()
+        finally:
+            with shielded():
+                connection.invalidate()  # never back to a pool: its temporary tables go with it
+                connection.close()
+
+    @contextmanager
+    def _transaction(self, session: Session, before_commit: Any = None) -> Iterator[Session]:
         try:
             session.begin()
             yield session
+            if before_commit is not None:
+                before_commit()
             with shielded():
                 session.commit()
         except BaseException:
@@ -336,12 +389,13 @@ class Catalog:
             status = "interrupted"
             raise
         finally:
-            with self.session() as session:
-                finished = session.get(Run, run_id)
-                if finished is not None:
-                    finished.status = status
-                    finished.finished_at = utcnow()
-                    finished.summary = log.summary
+            if self.gone is None:  # a catalog deleted meanwhile cannot record how the run ended
+                with self.session() as session:
+                    finished = session.get(Run, run_id)
+                    if finished is not None:
+                        finished.status = status
+                        finished.finished_at = utcnow()
+                        finished.summary = log.summary
 
     def runs(self, limit: int = 20) -> list[Run]:
         """The most recent runs, newest first."""
@@ -351,7 +405,7 @@ class Catalog:
     def committed(self, model: type[Base], row_id: int | None) -> bool:
         """Whether the row ``row_id`` of ``model`` is in the catalog: after an interrupted transaction,
         whether its commit went through (a Ctrl-C is raised after a commit it arrived during)."""
-        if row_id is None:
+        if row_id is None or self.gone is not None:  # gone: checked before the commit, so not committed
             return False
         try:
             with self.reading() as session:

@@ -160,7 +160,8 @@ def holding(catalog: Catalog, run_id: int) -> Iterator[None]:
     finally:
         stop.set()
         renewer.join()
-        release(catalog, run_id)
+        if catalog.gone is None:  # a catalog deleted meanwhile holds no claim to release
+            release(catalog, run_id)
 
 
 def release(catalog: Catalog, run_id: int) -> None:
@@ -170,7 +171,7 @@ def release(catalog: Catalog, run_id: int) -> None:
 
 
 def _renew(catalog: Catalog, run_id: int, stop: threading.Event) -> None:
-    while not stop.wait(RENEW_EVERY):
+    while not stop.wait(RENEW_EVERY) and catalog.gone is None:
         try:
             with catalog.session() as session:
                 session.execute(

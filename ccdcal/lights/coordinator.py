@@ -8,7 +8,9 @@ transaction per batch of synced frames it adds each light's ``calibrations`` row
 and renames the temporary file to its final name (one atomic rename; the file it replaces is kept alive
 by a hard link and removed in the background, as freeing its blocks waits on the disk); if the
 transaction fails, the temporary files are removed. A frame that failed is recorded ``failed`` with the
-reason; the others go on.
+reason; the others go on. When the catalog's file is found deleted or replaced at a commit
+(:class:`~ccdcal.errors.CatalogGoneError`), the work stops: the lights not recorded are ``failed`` with that
+reason, their files removed.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from sqlalchemy import Table, bindparam, insert, update
 
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Calibration, CalibrationMaster, utcnow
+from ccdcal.errors import CatalogGoneError
 from ccdcal.files.fitsio import output_error, remove_stale_temporaries, sync_folder, temporary_path
 from ccdcal.files.journal import Entry, Journal
 from ccdcal.kernels.light import warm_up
@@ -104,12 +107,21 @@ def calibrate_lights(
             done += _register_synced(catalog, syncing, by_frame, run_id, 0, syncer)
             if progress:
                 progress("calibrate", done, len(tasks))
+        except CatalogGoneError as gone:  # nothing more can be recorded: the work stops
+            fail_unrecorded(reports, str(gone))
         finally:
             for future in syncing:  # interrupted: these files are not registered
                 temporary = None if future.cancelled() else future.result().temporary
                 if temporary:
                     Path(temporary).unlink(missing_ok=True)
     sync_folder(folder)
+
+
+def fail_unrecorded(reports: list[LightReport], why: str) -> None:
+    """The lights planned to be calibrated and not recorded become ``failed``, with ``why``."""
+    for report in reports:
+        if report.outcome == "calibrate":
+            report.outcome, report.reason, report.task = "failed", f"not recorded: {why}", None
 
 
 def _register_synced(

@@ -236,7 +236,7 @@ def list_masters(catalog: Catalog, *, include_superseded: bool = False) -> list[
         One dict a master: id, kind, path, version, status, is_bad, the group keys shown in names,
         n_inputs, median/mean/std, rejected_fraction, QA warnings, created_at.
     """
-    with catalog.session() as session:
+    with catalog.reading() as session:
         query = select(Master).order_by(Master.kind, Master.id.desc())
         if not include_superseded:
             query = query.where(Master.status == "current")

@@ -31,6 +31,7 @@ def own_folders(catalog: Catalog, *folders: Claimed) -> None:
     OutputError
         A folder cannot be written (:func:`~ccdcal.files.fitsio.check_writable`).
     """
+    catalog.require_writable()
     owner = FolderOwner(catalog.catalog_id, catalog.name)
     claims = [(folder.expanduser().resolve(), what, option) for folder, what, option in folders]
     unmarked = [  # every folder checked before any is written

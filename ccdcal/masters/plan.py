@@ -9,7 +9,8 @@
 3. for the others (``build``), in a few statements for the whole kind: a provisional ``masters`` row each
    (its future file name and version, a placeholder sha256), and the group's current masters marked
    superseded — so that the kinds planned next, and the lights matched in the same session, see the
-   catalog as it would be. The caller rolls the session back.
+   catalog as it would be. The caller's session writes them into a temporary copy of the table
+   (:meth:`~ccdcal.catalog.db.Catalog.scratch`), never into the catalog.
 
 The groups of one kind do not depend on each other — a group's calibrators are of other kinds, its
 identity and file name its own (a name two groups share gets ``_v2`` as it would in a build) — so the
@@ -50,7 +51,8 @@ def plan_masters(session: Session, options: MasterOptions | None = None) -> list
     Parameters
     ----------
     session : Session
-        An open session, rolled back by the caller (the provisional rows must not be kept).
+        A scratch session (:meth:`~ccdcal.catalog.db.Catalog.scratch` of ``Master``): the provisional
+        rows must not be kept.
     options : MasterOptions, optional
         As for the build (default: the defaults).
 
@@ -139,12 +141,15 @@ def _add_provisional(
     if not planned:
         return
     taken = set(session.scalars(select(Master.path)))
+    first_id = (session.scalar(select(func.max(Master.id))) or 0) + 1  # after every row, as a new one's
     rows = []
-    for _, plan in planned:
+    for number, (_, plan) in enumerate(planned):
         path = str(versioned(folder, master_file_name(plan), taken))
         taken.add(path)
         version = (versions.get(_group_key(plan)) or 0) + 1
-        rows.append(master_row(plan, version, path=path, sha256="0" * 64, parameters={"provisional": True}))
+        row = master_row(plan, version, path=path, sha256="0" * 64, parameters={"provisional": True})
+        row.id = first_id + number
+        rows.append(row)
     session.add_all(rows)
     session.flush()
     for (report, _), row in zip(planned, rows, strict=True):
