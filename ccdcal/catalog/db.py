@@ -306,9 +306,14 @@ class Catalog:
                 before_commit()
             with shielded():
                 session.commit()
-        except BaseException:
+        except BaseException as exc:
             with shielded(), suppress(Exception):  # after a flush cut short: the pool's reset rolls back
                 session.rollback()
+            if isinstance(exc, DatabaseError) and _refused_write(exc):  # read-only, and not seen on open
+                raise CatalogReadOnlyError(
+                    f"the catalog {self.name} cannot be written ({_first_line(exc)}): run the command on a "
+                    "writable copy, or one that only reads"
+                ) from exc
             raise
         finally:
             with shielded():
@@ -430,6 +435,19 @@ def _read_revision(conn: Connection) -> str | None:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except DatabaseError as exc:
         raise _explain(exc, describe(conn.engine.url)) from exc
+
+
+def _refused_write(exc: DatabaseError) -> bool:
+    """Whether the database refused a write because it is read-only (SQLite), or the user may not write
+    or the transaction is read-only (PostgreSQL)."""
+    if getattr(exc.orig, "sqlstate", None) in ("25006", "42501"):
+        return True
+    return "readonly database" in str(exc.orig)
+
+
+def _first_line(exc: DatabaseError) -> str:
+    message = str(exc.orig if exc.orig is not None else exc).strip()
+    return message.splitlines()[0] if message else type(exc).__name__
 
 
 def _explain(exc: DatabaseError, name: str) -> CatalogError:

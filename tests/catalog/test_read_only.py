@@ -161,6 +161,29 @@ def test_a_read_only_catalog_at_an_older_revision_is_read_without_upgrading(nigh
     )
 
 
+def test_a_write_refused_by_the_database_is_one_line_too(catalog: Catalog) -> None:
+    """A catalog that becomes read-only after it was opened (or that ccdcal did not see read-only): the
+    database's refusal is a CatalogReadOnlyError, the transaction rolled back."""
+    from sqlalchemy import text
+
+    from ccdcal.catalog.models import Run
+
+    statement = "PRAGMA query_only = ON" if catalog.dialect == "sqlite" else "SET TRANSACTION READ ONLY"
+
+    def write() -> None:
+        with catalog.session() as session:
+            session.execute(text(statement))
+            session.add(Run(command="x", arguments={}, status="ok", ccdcal_version="0"))
+            session.flush()
+
+    with pytest.raises(CatalogReadOnlyError) as refused:
+        write()
+    assert str(refused.value).startswith(f"the catalog {catalog.name} cannot be written (")
+    assert str(refused.value).endswith("): run the command on a writable copy, or one that only reads")
+    catalog.engine.dispose()  # SQLite's pragma stays with its connection
+    assert catalog.runs() == []
+
+
 @pytest.mark.postgres
 def test_a_user_who_may_only_read_a_postgresql_catalog(pg_url: str, tmp_path: Path) -> None:
     """Status and the dry run work for a user with SELECT only (their provisional masters in temporary

@@ -18,6 +18,7 @@ from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Claim, Frame, Run, utcnow
 from ccdcal.files.fitsio import sha256_file
 from ccdcal.files.journal import Entry, Journal
+from ccdcal.ingestion.core import ingest
 from ccdcal.lights.claims import busy, recover, run_alive
 from ccdcal.lights.options import ProcessOptions
 from ccdcal.lights.pipeline import dry_run, process
@@ -283,6 +284,36 @@ def test_recovery_removes_no_file_that_no_journal_of_its_own_proves(night: Path,
         assert live.path.exists()
         with catalog.reading() as session:
             assert session.get(Run, dead).status == "died"
+
+
+def test_two_catalogs_in_one_folder_a_run_of_one_killed(night: Path, tmp_path: Path) -> None:
+    """The reported case: A (``./ccdcal.db``) is killed during ``process``; B (``test.db``, beside it)
+    would process into the same default folders — it is refused them, writing nothing; A runs again and
+    recovers its own files only, ending as an uninterrupted run."""
+    from typer.testing import CliRunner
+
+    from ccdcal.cli import app
+
+    done = night / "done"
+    copy_catalog(night / "template.db", tmp_path / "c.db")
+    killed_after(tmp_path, "publish", "master_dark_b2x2_g120_60s_C-10.fits")
+    with Catalog(tmp_path / "c.db") as catalog:
+        owner = catalog.catalog_id
+    other = tmp_path / "test.db"
+    with Catalog(other) as catalog:
+        ingest(catalog, [night / "raw"])
+    before = {p: sha256_file(p) for p in sorted((tmp_path / "masters").iterdir()) if p.is_file()}
+    folders = ["--masters-dir", str(tmp_path / "masters"), "--output-dir", str(tmp_path / "calibrated")]
+    refused = CliRunner().invoke(app, ["--db", str(other), "process", "--jobs", "1", *folders])
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith(
+        f"Error: the masters folder {tmp_path / 'masters'} belongs to another catalog (id {owner}; it is "
+    )
+    assert {p: sha256_file(p) for p in sorted((tmp_path / "masters").iterdir()) if p.is_file()} == before
+    with Catalog(tmp_path / "c.db") as catalog:
+        assert process(catalog, options(tmp_path)).exit_code == 0
+    assert state(tmp_path / "c.db", tmp_path) == state(done / "c.db", done)
+    assert journals(tmp_path / "masters", tmp_path / "calibrated") == []
 
 
 def test_claims_are_renewed_while_the_run_works_and_released_after(
