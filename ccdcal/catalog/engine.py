@@ -228,7 +228,8 @@ def shadow(connection: Connection, models: tuple[type[Base], ...]) -> None:
             prefixes=["TEMPORARY"],
         )
         for index in table.indexes:
-            Index(index.name, *(copy.c[column.name] for column in index.columns), unique=index.unique)
+            if len(index.columns) == len(index.expressions):  # an index of columns only
+                Index(index.name, *(copy.c[column.name] for column in index.columns), unique=index.unique)
         source = Table(
             table.name, MetaData(), *(Column(c.name, c.type) for c in table.columns), schema=schema
         )

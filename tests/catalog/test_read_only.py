@@ -118,6 +118,37 @@ def test_the_dry_run_of_masters_to_build_writes_no_row(night: Path) -> None:
         assert len(list_masters(catalog, include_superseded=True)) == 7
 
 
+def test_a_scratch_session_writes_a_temporary_copy_that_goes_with_it(catalog: Catalog) -> None:
+    """Rows written in a scratch session go to the temporary copy of their table, read back there; no
+    later session (of the same pool) sees them or the copy."""
+    from sqlalchemy import func, select, update
+
+    from ccdcal.catalog.models import Master
+
+    def row(number: int) -> Master:
+        return Master(
+            id=number, kind="bias", path=f"/m/{number}.fits", sha256="0" * 64, identity=str(number),
+            version=1, n_inputs=3, method="sigma_clipped_median", status="current", includes_bias=False,
+        )  # fmt: skip
+
+    with catalog.session() as session:
+        session.add(row(1))
+    for _ in range(2):
+        with catalog.scratch(Master) as scratch:
+            assert scratch.scalar(select(func.count()).select_from(Master)) == 1  # the catalog's, copied
+            scratch.add(row(2))
+            scratch.execute(update(Master).where(Master.id == 1).values(status="superseded"))
+            scratch.flush()
+            assert scratch.scalars(select(Master.status).order_by(Master.id)).all() == [
+                "superseded",
+                "current",
+            ]
+    with catalog.session() as session:
+        assert session.scalars(select(Master.status).order_by(Master.id)).all() == ["current"]
+    with catalog.reading() as session:
+        assert session.scalars(select(Master.id)).all() == [1]
+
+
 def test_writing_commands_refuse_a_read_only_catalog_before_writing(night: Path) -> None:
     before = files_of(night)
     with Catalog(read_only(night)) as catalog:
