@@ -2,9 +2,9 @@
 
 The order of work, top to bottom in :func:`process`:
 
-1. check the options, claim the masters and output folders for this catalog
-   (:func:`ccdcal.masters.folders.own_folders`: a folder another catalog owns is refused) and resolve
-   pinned masters (usage errors before anything is written);
+1. check the options, resolve pinned masters (usage errors before anything is written) and claim the
+   masters and output folders for this catalog (:func:`ccdcal.masters.folders.own_folders`: a folder
+   another catalog owns is refused);
 2. recover after runs that died (:func:`ccdcal.lights.claims.recover`): take over their claims, remove the
    outputs and masters they published but never registered;
 3. build missing or stale masters (:func:`ccdcal.masters.build.build_masters`, in this run);
@@ -86,13 +86,13 @@ def process(
         written (a full disk) while masters are built.
     """
     check_options(options)
-    own_folders(  # and checked writable
+    with catalog.session() as session:
+        match = match_options(session, options)  # pinned masters resolved before anything is written
+    own_folders(  # and checked writable, before anything is written in them
         catalog,
         (options.masters_dir, "masters folder", "--masters-dir"),
         (options.output_dir, "output folder", "--output-dir"),
     )
-    with catalog.session() as session:
-        match = match_options(session, options)  # pinned masters resolved before anything is written
     # One Dask cluster (--scheduler), started when first needed, for the masters and the lights.
     with catalog.run("process", options.arguments()) as run, ClusterOnDemand(options.scheduler):
         summary = ProcessSummary(run_id=run.id)
