@@ -33,6 +33,14 @@ class CatalogTooNewError(CatalogError):
     """The catalog was written by a newer ccdcal than this one."""
 
 
+class CatalogReadOnlyError(CatalogError):
+    """The catalog cannot be written (read-only media, permissions) and the command writes to it."""
+
+
+class CatalogGoneError(CatalogError):
+    """The catalog's file was deleted or replaced while a command was working on it."""
+
+
 class FitsFormatError(CcdcalError):
     """A file is not a readable FITS image (empty, truncated, not FITS, no image HDU)."""
 
@@ -48,3 +56,7 @@ class NotFoundError(CcdcalError):
 
 class OutputError(CcdcalError):
     """An output file cannot be written (a folder without write permission, a full disk)."""
+
+
+class FolderOwnerError(CcdcalError):
+    """A masters or output folder belongs to another catalog (its ``.ccdcal-catalog`` marker says so)."""

@@ -1,8 +1,16 @@
-"""Opening a catalog: the engine, sessions, schema migration on open, and run records.
+"""Opening a catalog: sessions, schema migration on open, and run records (its URL and engine:
+:mod:`ccdcal.catalog.engine`).
 
 One :class:`Catalog` holds one engine for its whole life (never one per call). A catalog at an older schema
 revision is upgraded by the Alembic migrations when opened; a file that is not a ccdcal catalog, or one
 written by a newer ccdcal, raises a :class:`~ccdcal.errors.CatalogError` that names it.
+
+A catalog that cannot be written (an SQLite file on read-only media or without write permission, a
+PostgreSQL server or user that may not write) is opened read-only: reading sessions and the scratch
+session of a plan (:meth:`Catalog.scratch`) work, a writing session is refused with one line
+(:class:`~ccdcal.errors.CatalogReadOnlyError`). An SQLite file is also checked at every writing session
+and commit to still be the file that was opened: one deleted or replaced meanwhile stops the command
+(:class:`~ccdcal.errors.CatalogGoneError`) instead of writing rows nobody will read.
 """
 
 from __future__ import annotations
@@ -10,9 +18,7 @@ from __future__ import annotations
 import getpass
 import importlib.metadata
 import importlib.resources
-import json
 import logging
-import math
 import os
 import platform
 import socket
@@ -21,244 +27,43 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    URL,
-    Connection,
-    Engine,
-    create_engine,
-    event,
-    inspect,
-    make_url,
-    select,
-    text,
-)
-from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.exc import DatabaseError, NoSuchModuleError, OperationalError
+from sqlalchemy import URL, Connection, inspect, select, text
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ccdcal._version import __version__
-from ccdcal.catalog.models import Base, Run, utcnow
-from ccdcal.errors import CatalogError, CatalogTooNewError, NotACatalogError, NotFoundError
+from ccdcal.catalog.engine import (
+    READ_OPTION,
+    describe,
+    file_identity,
+    make_engine,
+    resolve_url,
+    shadow,
+    sqlite_read_only,
+)
+from ccdcal.catalog.models import CATALOG_ID, Base, CatalogInfo, Run, utcnow
+from ccdcal.errors import (
+    CatalogError,
+    CatalogGoneError,
+    CatalogReadOnlyError,
+    CatalogTooNewError,
+    NotACatalogError,
+    NotFoundError,
+)
 from ccdcal.runtime.owners import shielded
 
 #: The newest schema revision this code knows. A test checks it equals the Alembic script head, so that
 #: opening an up-to-date catalog needs neither Alembic nor the migration scripts.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
+#: The oldest revision this code reads without upgrading it (a read-only catalog cannot be upgraded): the
+#: revisions after it only add what no reading command reads. Raise it with a revision that changes what
+#: they read.
+OLDEST_READABLE = "0005"
 
 _log = logging.getLogger(__name__)
 
-#: The databases a catalog can live in (docs/design.md, Catalog).
-BACKENDS = ("sqlite", "postgresql")
-
-#: Environment variable naming the catalog when ``--db`` is not given.
-ENV_VAR = "CCDCAL_DB"
-DEFAULT_DB = "ccdcal.db"
-
-# SQLite waits this long for another writer before giving up (milliseconds).
-SQLITE_BUSY_TIMEOUT_MS = 120_000
 # Key of the PostgreSQL advisory lock that serialises schema migrations between processes.
 _PG_MIGRATION_LOCK = 0x0CCDCA1
-
-
-def resolve_url(db: str | os.PathLike[str] | None = None) -> URL:
-    """The SQLAlchemy URL of a catalog given as a URL, a path, or nothing.
-
-    Parameters
-    ----------
-    db
-        A SQLAlchemy URL (``postgresql+psycopg://...``, ``sqlite:///...``) or a file path. ``None`` takes
-        ``$CCDCAL_DB``, else ``./ccdcal.db``.
-
-    Returns
-    -------
-    URL
-        The URL; plain paths become absolute ``sqlite`` URLs.
-    """
-    if db is None:
-        db = os.environ.get(ENV_VAR) or DEFAULT_DB
-    text_db = os.fspath(db)
-    if not text_db.strip():
-        raise CatalogError("--db is empty; give a path (SQLite) or a URL such as postgresql+psycopg://...")
-    if "://" in text_db:
-        try:
-            return make_url(text_db)
-        except Exception as exc:  # SQLAlchemy raises ArgumentError and ValueError subclasses here
-            raise CatalogError(f"--db {text_db!r} is not a valid database URL: {exc}") from exc
-    return URL.create("sqlite", database=str(Path(text_db).expanduser().resolve()))
-
-
-def describe(url: URL) -> str:
-    """A short, password-free description of a catalog for messages."""
-    if url.get_backend_name() == "sqlite":
-        return str(url.database)
-    return url.render_as_string(hide_password=True)
-
-
-#: The execution option of a connection that only reads (:meth:`Catalog.reading`).
-READ_OPTION = "ccdcal_read"
-
-
-def make_engine(db: str | os.PathLike[str] | URL | None = None) -> Engine:
-    """Create the engine for a catalog, with ccdcal's connection settings.
-
-    SQLite connections get foreign keys, WAL journaling, a long busy timeout and ``BEGIN IMMEDIATE``
-    transactions, so concurrent ccdcal processes queue for the write lock instead of failing with
-    "database is locked" when a reader upgrades to a writer; a connection with the execution option
-    ``ccdcal_read`` (:meth:`Catalog.reading`) begins a deferred transaction instead, which reads one
-    snapshot of the catalog without the write lock.
-
-    JSON columns are written by :func:`dumps_json` (standard JSON, which both databases accept), and the
-    database's failures that come from its surroundings — a full disk, a read-only file, a lost
-    connection — are raised as :class:`~ccdcal.errors.CatalogError` naming the catalog
-    (:func:`explain_database_error`).
-
-    Raises
-    ------
-    CatalogError
-        The URL names a database other than SQLite or PostgreSQL, or one whose driver is not installed;
-        the folder of an SQLite file does not exist.
-    """
-    url = db if isinstance(db, URL) else resolve_url(db)
-    backend = url.get_backend_name()
-    name = describe(url)
-    if backend not in BACKENDS:
-        raise CatalogError(
-            f"--db {url.render_as_string(hide_password=True)}: a ccdcal catalog is an SQLite file or a "
-            f"PostgreSQL database, not {backend}; give a path or postgresql+psycopg://USER@HOST/DATABASE"
-        )
-    if backend != "sqlite":
-        engine = _create(url, pool_pre_ping=True)
-        _explain_errors(engine, name)
-        return engine
-    if url.database and url.database != ":memory:":
-        folder = Path(url.database).parent
-        if Path(url.database).is_dir():
-            raise CatalogError(f"--db {url.database} is a folder; give the path of a catalog file in it")
-        if not folder.is_dir():
-            raise CatalogError(
-                f"cannot create the catalog {url.database}: folder {folder} does not exist; "
-                "create it or choose another --db"
-            )
-    engine = _create(
-        url,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "isolation_level": None},
-    )
-
-    @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _sqlite_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_OPTION) else "BEGIN IMMEDIATE")
-
-    _explain_errors(engine, name)
-    return engine
-
-
-def _create(url: URL, **options: Any) -> Engine:
-    """``create_engine`` with ccdcal's JSON; a dialect or driver that is not installed is a
-    :class:`CatalogError`."""
-    shown = url.render_as_string(hide_password=True)
-    try:
-        return create_engine(url, json_serializer=dumps_json, **options)
-    except NoSuchModuleError:
-        raise CatalogError(
-            f"--db {shown}: SQLAlchemy has no database driver {url.drivername!r}; give a path (SQLite) or "
-            "postgresql+psycopg://USER@HOST/DATABASE"
-        ) from None
-    except ImportError as exc:  # the dialect is known, its driver (DBAPI module) is not installed
-        raise CatalogError(
-            f"--db {shown}: its database driver is not installed ({exc}); give a path (SQLite) or "
-            "postgresql+psycopg://USER@HOST/DATABASE, whose driver the postgres extra installs "
-            "(pip install 'ccdcal[postgres]')"
-        ) from None
-
-
-def dumps_json(value: Any) -> str:
-    """The text of a JSON column: standard JSON, a number that is not finite (NaN, infinity) written
-    ``null`` — Python would write ``NaN`` or ``Infinity``, which PostgreSQL refuses and no JSON reader
-    has to accept."""
-    return json.dumps(_finite_json(value), allow_nan=False)
-
-
-def _finite_json(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite_json(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_json(item) for item in value]
-    return value
-
-
-def _explain_errors(engine: Engine, name: str) -> None:
-    """Raise the database errors that come from the catalog's surroundings (a full disk, a read-only
-    file, a catalog locked too long, a lost connection) as :class:`CatalogError` naming the catalog, where
-    they arise; any other database error propagates as SQLAlchemy raised it."""
-
-    @event.listens_for(engine, "handle_error")
-    def _surroundings(context: ExceptionContext) -> None:
-        if context.is_pre_ping:  # the pool reconnects on its own
-            return
-        error = explain_database_error(context.original_exception, name, disconnect=context.is_disconnect)
-        if error is not None:
-            _log.debug("catalog error", exc_info=context.original_exception)
-            raise error
-
-
-def explain_database_error(exc: BaseException, name: str, *, disconnect: bool = False) -> CatalogError | None:
-    """The one-line error of a database failure that comes from the catalog's surroundings, or ``None``.
-
-    Parameters
-    ----------
-    exc : BaseException
-        The driver's exception (or SQLAlchemy's, wrapping it).
-    name : str
-        The catalog, as messages name it.
-    disconnect : bool
-        SQLAlchemy found that the connection is lost.
-    """
-    original = getattr(exc, "orig", None) or exc
-    text_ = str(original).strip()
-    first = text_.splitlines()[0] if text_ else type(original).__name__
-    lower = text_.lower()
-    again = "then run the same command again: what was finished is kept"
-    if "database or disk is full" in lower or "no space left" in lower or "disk full" in lower:
-        return CatalogError(
-            f"the catalog {name} cannot be written: its disk is full ({first}); free space, {again}"
-        )
-    if "readonly database" in lower:
-        return CatalogError(
-            f"the catalog {name} cannot be written ({first}); check the permissions of the file and "
-            "its folder"
-        )
-    if "disk i/o error" in lower:
-        return CatalogError(
-            f"the catalog {name} cannot be read or written ({first}); check its disk, {again}"
-        )
-    if "database is locked" in lower or "database table is locked" in lower:
-        return CatalogError(
-            f"the catalog {name} stayed locked by another program for "
-            f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s ({first}); {again}"
-        )
-    lost = (
-        "terminating connection",
-        "server closed the connection",
-        "connection is closed",
-        "consuming input failed",
-    )
-    if disconnect or any(word in lower for word in lost):
-        return CatalogError(
-            f"lost the connection to the catalog {name} ({first}); when the database server answers "
-            f"again, {again}"
-        )
-    return None
 
 
 def software_versions() -> dict[str, str | None]:
@@ -311,16 +116,31 @@ class Catalog:
             database = self.url.database
             if database and database != ":memory:" and not Path(database).exists():
                 raise NotFoundError(f"no catalog at {database}; check --db or run `ccdcal ingest` first")
-        self.engine = make_engine(self.url)
+        read_only = sqlite_read_only(self.url)
+        #: Why the catalog cannot be written (``None``: it can).
+        self.read_only: str | None = read_only[0] if read_only is not None else None
+        #: Why the catalog can no longer be used: its file was deleted or replaced (``None``: it is there).
+        self.gone: str | None = None
+        self.engine = make_engine(self.url, read_only)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         reads: dict[str, Any] = {READ_OPTION: True}
+        plans: dict[str, Any] = {READ_OPTION: True}
         if self.engine.dialect.name == "postgresql":  # one snapshot, as SQLite's deferred transaction
             reads |= {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+            plans |= {"isolation_level": "REPEATABLE READ"}  # its temporary tables are written
         self._reader = self.engine.execution_options(**reads)  # the engine, for reading (see reading())
         self._readers = sessionmaker(self._reader, expire_on_commit=False)
+        self._planner = self.engine.execution_options(**plans)  # for scratch()
+        self._catalog_id: str | None = None
+        self._identity: tuple[int, int] | None = None
         try:
             #: The schema revision the catalog had when opened (``None``: it was empty).
-            self.revision_on_open = self.ensure_schema(upgrade=upgrade)[0]
+            self.revision_on_open = self.ensure_schema(upgrade=upgrade and self.read_only is None)[0]
+            if self.dialect == "postgresql" and self.revision_on_open is not None:
+                self.read_only = self._postgresql_read_only()
+            if self.read_only is not None:
+                self._check_readable(self.revision_on_open)
+            self._identity = file_identity(self.url)
         except BaseException:
             self.engine.dispose()
             raise
@@ -341,6 +161,86 @@ class Catalog:
         """``sqlite`` or ``postgresql``."""
         return self.engine.dialect.name
 
+    def require_writable(self) -> None:
+        """Refuse a command that writes to a catalog that cannot be written.
+
+        Raises
+        ------
+        CatalogReadOnlyError
+            Naming the catalog, why it is read-only, and what to do.
+        """
+        if self.read_only is not None:
+            raise CatalogReadOnlyError(
+                f"the catalog {self.name} is read-only ({self.read_only}) and this command writes to it: "
+                "run it on a writable copy; status, process --dry-run, provenance, impact, report, preview, "
+                "masters --list and db current only read"
+            )
+
+    def check_present(self) -> None:
+        """Check that an SQLite catalog's file is still the one opened (not deleted, nor replaced).
+
+        Raises
+        ------
+        CatalogGoneError
+            When it is not: nothing more can be recorded in it (every later call raises it too).
+        """
+        if self.gone is None and self._identity is not None and file_identity(self.url) != self._identity:
+            self.gone = (
+                f"the catalog {self.name} was deleted or replaced while this command was working: what it "
+                "did from then on is not recorded; restore the catalog, then run the command again"
+            )
+        if self.gone is not None:
+            raise CatalogGoneError(self.gone)
+
+    def _check_readable(self, revision: str | None) -> None:
+        """A read-only catalog is read as it is: refuse one that needs a schema this code cannot read."""
+        if revision == SCHEMA_HEAD:
+            return
+        if revision is None:
+            raise CatalogReadOnlyError(
+                f"{self.name} is read-only ({self.read_only}) and holds no catalog; check --db"
+            )
+        if not revision.isdigit() or int(revision) < int(OLDEST_READABLE):
+            raise CatalogReadOnlyError(
+                f"the catalog {self.name} is read-only ({self.read_only}) and at schema revision {revision}, "
+                f"older than ccdcal {__version__} reads without upgrading ({OLDEST_READABLE}): upgrade a "
+                "writable copy with `ccdcal db upgrade`"
+            )
+
+    def _postgresql_read_only(self) -> str | None:
+        """Why a PostgreSQL catalog cannot be written, asked of the server (``None``: it can)."""
+        query = text(
+            "SELECT current_setting('default_transaction_read_only') = 'on', pg_is_in_recovery(), "
+            "has_table_privilege('runs', 'INSERT'), current_user"
+        )
+        try:
+            with self._connect(read=True) as conn:
+                row = conn.execute(query).one()
+        except (CatalogError, DatabaseError):
+            return None
+        read_only, standby, may_insert, user = row
+        if standby:
+            return "the server is a standby"
+        if read_only:
+            return "its transactions are read-only"
+        return None if may_insert else f"the user {user} may not write its tables"
+
+    @property
+    def catalog_id(self) -> str:
+        """The catalog's UUID (``catalog_info``, made with the catalog): the owner named in the
+        ``.ccdcal-catalog`` marker of every masters and output folder it writes into."""
+        if self._catalog_id is None:
+            with self.reading() as session:
+                found = session.get(CatalogInfo, CATALOG_ID)
+            if found is None:
+                raise CatalogError(
+                    f"{self.name} holds no catalog_id in its catalog_info table; put back the id its "
+                    "folders' markers hold: INSERT INTO catalog_info VALUES ('catalog_id', '<the id in "
+                    ".ccdcal-catalog>')"
+                )
+            self._catalog_id = found.value
+        return self._catalog_id
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on any exception.
@@ -348,8 +248,18 @@ class Catalog:
         Ctrl-C never cuts the commit, the rollback or the release of the connection in two
         (:func:`ccdcal.runtime.owners.shielded`): a transaction left half closed would keep an SQLite catalog
         locked. It is raised once they are done — after a commit, with the transaction committed.
+
+        Raises
+        ------
+        CatalogReadOnlyError
+            The catalog cannot be written (before anything is done).
+        CatalogGoneError
+            The catalog's file was deleted or replaced: checked when the session begins and just before it
+            commits (the transaction is then rolled back).
         """
-        with self._transaction(self._sessions()) as session:
+        self.require_writable()
+        self.check_present()
+        with self._transaction(self._sessions(), before_commit=self.check_present) as session:
             yield session
 
     @contextmanager
@@ -364,15 +274,49 @@ class Catalog:
             yield session
 
     @contextmanager
-    def _transaction(self, session: Session) -> Iterator[Session]:
+    def scratch(self, *shadowed: type[Base]) -> Iterator[Session]:
+        """A session for planning what a command would write, writing nothing: it reads one snapshot of
+        the catalog (as :meth:`reading`), and the tables of ``shadowed`` are copied into temporary tables
+        of the same names, which the session's statements read and write instead (provisional rows). Its
+        transaction is rolled back and its connection closed at the end, temporary tables with it. Works on
+        a read-only catalog.
+        """
+        try:
+            connection = self._planner.connect()
+        except DatabaseError as exc:
+            raise _explain(exc, self.name) from exc
+        try:
+            transaction = connection.begin()
+            session = Session(bind=connection, expire_on_commit=False)
+            try:
+                shadow(connection, shadowed)
+                yield session
+            finally:
+                with shielded(), suppress(Exception):
+                    session.close()
+                    transaction.rollback()
+        finally:
+            with shielded():
+                connection.invalidate()  # never back to a pool: its temporary tables go with it
+                connection.close()
+
+    @contextmanager
+    def _transaction(self, session: Session, before_commit: Any = None) -> Iterator[Session]:
         try:
             session.begin()
             yield session
+            if before_commit is not None:
+                before_commit()
             with shielded():
                 session.commit()
-        except BaseException:
+        except BaseException as exc:
             with shielded(), suppress(Exception):  # after a flush cut short: the pool's reset rolls back
                 session.rollback()
+            if isinstance(exc, DatabaseError) and _refused_write(exc):  # read-only, and not seen on open
+                raise CatalogReadOnlyError(
+                    f"the catalog {self.name} cannot be written ({_first_line(exc)}): run the command on a "
+                    "writable copy, or one that only reads"
+                ) from exc
             raise
         finally:
             with shielded():
@@ -455,19 +399,20 @@ class Catalog:
             status = "interrupted"
             raise
         finally:
-            try:
-                with self.session() as session:
-                    finished = session.get(Run, run_id)
-                    if finished is not None:
-                        finished.status = status
-                        finished.finished_at = utcnow()
-                        finished.summary = dict(log.summary)
-            except (CatalogError, DatabaseError):
-                if ended:
-                    raise
-                # The error that stopped the run is the one to report (a full disk or a lost connection
-                # may also keep its row from being finished: a later process run marks it died).
-                _log.debug("run %s: its row could not be finished", run_id, exc_info=True)
+            if self.gone is None:  # a catalog deleted meanwhile cannot record how the run ended
+                try:
+                    with self.session() as session:
+                        finished = session.get(Run, run_id)
+                        if finished is not None:
+                            finished.status = status
+                            finished.finished_at = utcnow()
+                            finished.summary = dict(log.summary)
+                except (CatalogError, DatabaseError):
+                    if ended:
+                        raise
+                    # The error that stopped the run is the one to report (a full disk or a lost
+                    # connection may also keep its row from being finished: a later run marks it died).
+                    _log.debug("run %s: its row could not be finished", run_id, exc_info=True)
 
     def runs(self, limit: int = 20) -> list[Run]:
         """The most recent runs, newest first."""
@@ -477,7 +422,7 @@ class Catalog:
     def committed(self, model: type[Base], row_id: int | None) -> bool:
         """Whether the row ``row_id`` of ``model`` is in the catalog: after an interrupted transaction,
         whether its commit went through (a Ctrl-C is raised after a commit it arrived during)."""
-        if row_id is None:
+        if row_id is None or self.gone is not None:  # gone: checked before the commit, so not committed
             return False
         try:
             with self.reading() as session:
@@ -502,6 +447,19 @@ def _read_revision(conn: Connection) -> str | None:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except DatabaseError as exc:
         raise _explain(exc, describe(conn.engine.url)) from exc
+
+
+def _refused_write(exc: DatabaseError) -> bool:
+    """Whether the database refused a write because it is read-only (SQLite), or the user may not write
+    or the transaction is read-only (PostgreSQL)."""
+    if getattr(exc.orig, "sqlstate", None) in ("25006", "42501"):
+        return True
+    return "readonly database" in str(exc.orig)
+
+
+def _first_line(exc: DatabaseError) -> str:
+    message = str(exc.orig if exc.orig is not None else exc).strip()
+    return message.splitlines()[0] if message else type(exc).__name__
 
 
 def _explain(exc: DatabaseError, name: str) -> CatalogError:

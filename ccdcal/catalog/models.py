@@ -281,3 +281,17 @@ class Claim(Base):
     output: Mapped[str] = mapped_column(Text, unique=True)
     claimed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+
+
+class CatalogInfo(Base):
+    """A fact about the catalog itself (revision 0006): ``catalog_id``, the UUID written to the
+    ``.ccdcal-catalog`` marker of every masters and output folder the catalog owns."""
+
+    __tablename__ = "catalog_info"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+#: The ``catalog_info`` key of the catalog's UUID.
+CATALOG_ID = "catalog_id"

@@ -24,7 +24,8 @@ from typer.core import TyperGroup
 
 from ccdcal import limits
 from ccdcal._version import __version__
-from ccdcal.catalog.db import Catalog, describe, explain_database_error, resolve_url
+from ccdcal.catalog.db import Catalog
+from ccdcal.catalog.engine import describe, explain_database_error, resolve_url
 from ccdcal.errors import CatalogError, CcdcalError, UsageError
 from ccdcal.runtime.owners import keep_interrupts
 

@@ -177,6 +177,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     with state.catalog() as catalog:
         before = catalog.revision_on_open
         if before != SCHEMA_HEAD:
+            catalog.require_writable()
             with catalog.run("db upgrade", {"from": before, "to": SCHEMA_HEAD}):
                 pass
     if not state.quiet:

@@ -353,12 +353,17 @@ def run_config(
     from ccdcal.lights.pipeline import calibrate_planned
     from ccdcal.lights.summary import ProcessSummary
     from ccdcal.masters.build import build_masters
+    from ccdcal.masters.folders import own_folders
 
     if not isinstance(config, SeedConfig):
         config = load_config(config)
     options = config.process_options()
     check_options(options)
     with Catalog(config.database_url(db)) as catalog:
+        folders = [(config.output_dir, "output folder", "[CALIBRATION] output_dir")]
+        if config.build:
+            folders.insert(0, (config.master_output, "masters folder", "[MASTERS] master_output"))
+        own_folders(catalog, *folders)  # before anything is written
         ingested = ingest(
             catalog,
             config.ingest_roots(),
@@ -367,7 +372,8 @@ def run_config(
         )
         with catalog.run("run", config.arguments()) as run:
             summary = ProcessSummary(run_id=run.id)
-            recover(catalog, run.id, options.masters_dir, options.output_dir)  # after a run that died
+            # after a run that died: the folders it wrote (masters built, masters read, outputs)
+            recover(catalog, run.id, config.master_output, options.masters_dir, options.output_dir)
             if config.build:
                 summary.masters = build_masters(
                     catalog, config.master_options(), progress, run_id=run.id

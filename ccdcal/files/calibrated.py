@@ -197,7 +197,7 @@ def write_calibrated(
     folder : Path
         The output folder (created).
     name : str
-        The final file name (part of the temporary name).
+        The final file name (named in an error).
     cards : str
         From :func:`output_cards`.
     words : numpy.ndarray
@@ -216,7 +216,7 @@ def write_calibrated(
         Cards added to the MASK extension's header (what its bits mean).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_path(folder, name)
+    temporary = temporary_path(folder)
     digest = hashlib.sha256()
     parts: list[Any] = [
         _header_bytes(cards, fold_checksum(word_sum)),

@@ -11,8 +11,8 @@ import contextlib
 import errno
 import hashlib
 import os
+import secrets
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -28,19 +28,24 @@ from ccdcal.runtime.owners import owner_tag, parse_tag, process_alive
 
 #: Prefix of temporary files; a rerun removes stale ones it finds in its output folders.
 TEMP_PREFIX = ".ccdcal-tmp-"
+#: Suffix of a publication journal (:mod:`ccdcal.files.journal`): a temporary file that only recovery
+#: removes, never as stale, since it is the proof of what its dead writer published.
+JOURNAL_SUFFIX = ".journal"
 _HASH_CHUNK = 1 << 22
 #: A temporary file of a process on another machine is stale after this long (its owner is not seen).
 FOREIGN_TEMPORARY_AGE = 24 * 3600.0
 
 
-def temporary_path(folder: Path, name: str) -> Path:
-    """A new temporary file name in ``folder`` for the final name ``name``.
+def temporary_path(folder: Path, suffix: str = "") -> Path:
+    """A new temporary file name in ``folder``: ``.ccdcal-tmp-{owner}-{random}{suffix}``.
 
-    ``.ccdcal-tmp-{pid}@{host}~{random}-{name}``: it names its owner
-    (:func:`ccdcal.runtime.owners.owner_tag`), so that :func:`remove_stale_temporaries` removes the leftovers
-    of dead processes only, never the files a concurrent run is still writing.
+    The owner tag (:func:`ccdcal.runtime.owners.owner_tag`: the process id and a hash of the host name)
+    lets :func:`remove_stale_temporaries` remove the leftovers of dead processes only, never the files a
+    concurrent run is still writing. The name does not hold the final name: it is 49 characters (and
+    ``suffix``) however long the final name or the host's name, so a final name the file system allows
+    always has a temporary name it allows too.
     """
-    return folder / f"{TEMP_PREFIX}{owner_tag()}~{uuid.uuid4().hex}-{name}"
+    return folder / f"{TEMP_PREFIX}{owner_tag()}-{secrets.token_hex(8)}{suffix}"
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -72,7 +77,13 @@ def read_image(path: str | os.PathLike[str], hdu: int = 0, dtype: type = np.floa
         raise FitsFormatError(f"cannot read the pixels: {exc}", str(path)) from exc
 
 
-def write_atomic(path: Path, hdul: fits.HDUList, *, overwrite: bool = True) -> str:
+#: Called with the final path and the file's sha256 just before a file is published under it.
+BeforePublish = Callable[[Path, str], None]
+
+
+def write_atomic(
+    path: Path, hdul: fits.HDUList, *, overwrite: bool = True, before_publish: BeforePublish | None = None
+) -> str:
     """Write ``hdul`` to ``path`` atomically and return the written file's sha256.
 
     The file is written as ``.ccdcal-tmp-*`` in the same folder, synced, and renamed over ``path``; on
@@ -87,6 +98,9 @@ def write_atomic(path: Path, hdul: fits.HDUList, *, overwrite: bool = True) -> s
     overwrite : bool
         With ``False`` an existing ``path`` is never replaced, even by a concurrent writer: the file is
         published with a hard link, which fails when the name exists.
+    before_publish : callable, optional
+        Called with ``path`` and the sha256 once the file is written and flushed, just before it is
+        published (a :class:`~ccdcal.files.journal.Journal` records it).
 
     Raises
     ------
@@ -95,7 +109,7 @@ def write_atomic(path: Path, hdul: fits.HDUList, *, overwrite: bool = True) -> s
     OutputError
         When the file cannot be written (no permission, disk full ...): nothing is left behind.
     """
-    temporary = temporary_path(path.parent, path.name)
+    temporary = temporary_path(path.parent)
     published = False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +118,8 @@ def write_atomic(path: Path, hdul: fits.HDUList, *, overwrite: bool = True) -> s
             handle.flush()
             os.fsync(handle.fileno())
         digest = sha256_file(temporary)
+        if before_publish is not None:
+            before_publish(path, digest)
         _publish(temporary, path, overwrite)
         published = True
         temporary.unlink(missing_ok=True)
@@ -123,14 +139,16 @@ def write_atomic(path: Path, hdul: fits.HDUList, *, overwrite: bool = True) -> s
 OUTPUT_FAILED = "cannot write "
 
 
-def write_free(choose: Callable[[], Path], hdul: fits.HDUList) -> tuple[Path, str]:
+def write_free(
+    choose: Callable[[], Path], hdul: fits.HDUList, before_publish: BeforePublish | None = None
+) -> tuple[Path, str]:
     """Write ``hdul`` under the free name ``choose`` gives, never replacing a file; return the path and the
     file's sha256. ``choose`` is asked again when a concurrent writer takes the name first (it sees the
-    file that appeared)."""
+    file that appeared). ``before_publish`` as for :func:`write_atomic`."""
     for _ in range(100):
         path = choose()
         try:
-            return path, write_atomic(path, hdul, overwrite=False)
+            return path, write_atomic(path, hdul, overwrite=False, before_publish=before_publish)
         except FileExistsError:
             continue
     raise FileExistsError(f"no free file name for {path.name} in {path.parent}")
@@ -176,7 +194,7 @@ def check_writable(folder: Path) -> None:
         When they cannot, with the cause (a file in the way, permissions, a read-only or full disk).
     """
     check_folder(folder)
-    probe = temporary_path(folder, "probe")
+    probe = temporary_path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with open(probe, "wb") as handle:
@@ -224,7 +242,8 @@ def remove_stale_temporaries(folder: Path) -> int:
     A temporary file is stale when its owner (named in it, see :func:`temporary_path`) is a process of
     this machine that is gone, or when it has no owner tag (an older ccdcal's); one of a process on
     another machine after :data:`FOREIGN_TEMPORARY_AGE`. Files of live processes — a concurrent run
-    sharing the folder — are left alone. This process also tags its own temporaries from now on (see
+    sharing the folder — are left alone, and so are journals (:data:`JOURNAL_SUFFIX`), which recovery
+    reads and removes. This process also tags its own temporaries from now on (see
     :func:`ccdcal.runtime.owners.owner_tag`), so workers it forks later write them as its own.
     """
     owner_tag()
@@ -232,7 +251,7 @@ def remove_stale_temporaries(folder: Path) -> int:
         return 0
     removed = 0
     for leftover in folder.glob(f"{TEMP_PREFIX}*"):
-        if _stale(leftover):
+        if not leftover.name.endswith(JOURNAL_SUFFIX) and _stale(leftover):
             leftover.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -240,14 +259,21 @@ def remove_stale_temporaries(folder: Path) -> int:
 
 def remove_own_temporaries(folder: Path) -> int:
     """Delete the temporary files this process (and the workers it forked) left in ``folder``: for a run
-    that stops on an error or Ctrl-C, once its workers are done. Returns how many."""
+    that stops on an error or Ctrl-C, once its workers are done. Returns how many. A journal is left to
+    recovery: the process that wrote it discards it once its files are registered or put back."""
     if not folder.is_dir():
         return 0
     removed = 0
-    for leftover in folder.glob(f"{TEMP_PREFIX}{owner_tag()}~*"):
-        leftover.unlink(missing_ok=True)
-        removed += 1
+    for leftover in folder.glob(f"{TEMP_PREFIX}{owner_tag()}-*"):
+        if not leftover.name.endswith(JOURNAL_SUFFIX):
+            leftover.unlink(missing_ok=True)
+            removed += 1
     return removed
+
+
+def temporary_owner(temporary: Path) -> tuple[int, str] | None:
+    """(pid, host) of the process that wrote a temporary file, ``None`` when its name has no owner tag."""
+    return parse_tag(temporary.name[len(TEMP_PREFIX) :])
 
 
 def _stale(temporary: Path) -> bool:
@@ -255,7 +281,7 @@ def _stale(temporary: Path) -> bool:
         modified = temporary.lstat().st_mtime
     except FileNotFoundError:
         return False
-    owner = parse_tag(temporary.name[len(TEMP_PREFIX) :])
+    owner = temporary_owner(temporary)
     if owner is None:
         return True
     alive = process_alive(*owner, since=modified)

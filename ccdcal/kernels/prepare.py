@@ -10,7 +10,6 @@ reads like any input. float32 holds the median-mode results exactly (a 16-bit va
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from ccdcal.files.fitsio import TEMP_PREFIX, read_image
+from ccdcal.files.fitsio import read_image, temporary_path
 from ccdcal.kernels.overscan import NO_OVERSCAN, OverscanPlan, apply_overscan, shown, signature_of_header
 
 
@@ -65,7 +64,7 @@ def prepared_inputs(
     try:
         for path in paths:
             image, level = apply_overscan(read_image(path, hdu, np.float64), plan)
-            target = folder / f"{TEMP_PREFIX}{uuid.uuid4().hex}-prepared-{Path(path).stem}.fits"
+            target = temporary_path(folder)
             written.append(target)
             fits.PrimaryHDU(image.astype(np.float32)).writeto(target)
             levels.append(level)

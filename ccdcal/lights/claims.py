@@ -16,15 +16,15 @@ PostgreSQL). Each light is calibrated once, by the run that claims it:
 A claim counts while its run is alive: ``running``, and its process exists on this machine; for a run on
 another machine, until the claim's ``expires_at`` (:data:`LEASE`) passes without renewal. A killed run's
 claims block nothing: the next run takes them over in :func:`recover`, which also repairs what the dead
-run may have left half done. A killed run renames a calibrated file to its final name just before it
-commits the rows, and publishes a master file just before it commits its row, so :func:`recover`:
+run may have left half done — and only that. A run renames a calibrated file to its final name just before
+it commits the rows, and publishes a master file just before it commits its row, each time after writing
+a journal of what it publishes (:mod:`ccdcal.files.journal`); so :func:`recover`:
 
-- deletes an output a dead run claimed that no current calibration describes (published, never
-  registered) or that differs from the sha256 its current row records (replaced, never registered) —
-  the light is then planned again ("output file missing") and written under the same name;
-- deletes master files no ``masters`` row names that ccdcal wrote while a run that did not end cleanly
-  (killed, interrupted, failed) was working — the group's master is then built again under the same
-  name;
+- reads the journals this catalog's dead runs left in the folders: a file under a name one lists, with
+  the sha256 it lists, that no row registers, was published by that run and never registered — it is
+  removed (an output it replaced is put back), and the light is planned again ("output file missing") or
+  the group's master built again, under the same name. Any other file — another catalog's, a person's, a
+  file the dead run never got to write — is left alone;
 - marks the dead runs ``died``.
 """
 
@@ -36,6 +36,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,8 @@ from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog, lock_writers
 from ccdcal.catalog.models import Calibration, Claim, Master, Run, utcnow
-from ccdcal.files.fitsio import remove_stale_temporaries, sha256_file
+from ccdcal.files.fitsio import remove_stale_temporaries
+from ccdcal.files.journal import left_journals, repair
 from ccdcal.runtime.owners import process_alive
 
 log = logging.getLogger(__name__)
@@ -56,11 +58,6 @@ LEASE = dt.timedelta(minutes=10)
 RENEW_EVERY = 60.0
 #: Status of a run found dead (its process gone while its row still said ``running``).
 DIED = "died"
-#: Key of the PostgreSQL advisory lock serialising plans, claims, recovery and master registration.
-# Header blocks read when looking for ccdcal's CCDCALV card (a master of 999 inputs has ~60).
-_MAX_HEADER_BLOCKS = 200
-# Slack between a file's mtime and a recorded time (clock granularity).
-_SLACK = dt.timedelta(seconds=2)
 
 
 def _epoch(when: dt.datetime) -> float:
@@ -163,7 +160,8 @@ def holding(catalog: Catalog, run_id: int) -> Iterator[None]:
     finally:
         stop.set()
         renewer.join()
-        release(catalog, run_id)
+        if catalog.gone is None:  # a catalog deleted meanwhile holds no claim to release
+            release(catalog, run_id)
 
 
 def release(catalog: Catalog, run_id: int) -> None:
@@ -173,7 +171,7 @@ def release(catalog: Catalog, run_id: int) -> None:
 
 
 def _renew(catalog: Catalog, run_id: int, stop: threading.Event) -> None:
-    while not stop.wait(RENEW_EVERY):
+    while not stop.wait(RENEW_EVERY) and catalog.gone is None:
         try:
             with catalog.session() as session:
                 session.execute(
@@ -192,8 +190,9 @@ class Recovery:
     removed: list[str] = field(default_factory=list)
 
 
-def recover(catalog: Catalog, run_id: int, masters_dir: Path, output_dir: Path) -> Recovery:
-    """Take over the claims of dead runs and repair what they left half done (see the module docstring).
+def recover(catalog: Catalog, run_id: int, *folders: Path) -> Recovery:
+    """Take over the claims of dead runs and undo what they published and never registered (see the
+    module docstring).
 
     Parameters
     ----------
@@ -201,11 +200,13 @@ def recover(catalog: Catalog, run_id: int, masters_dir: Path, output_dir: Path) 
         The open catalog.
     run_id : int
         This run (never treated as dead).
-    masters_dir, output_dir : Path
-        The folders this run writes (orphan masters are looked for in ``masters_dir``).
+    *folders : Path
+        The folders this run writes (masters and output): their journals are read, their stale
+        temporaries removed.
     """
     done = Recovery()
     now = utcnow()
+    resolved = list(dict.fromkeys(Path(folder).expanduser().resolve() for folder in folders))
     with catalog.session() as session:
         lock_writers(session)
         dead = [
@@ -214,82 +215,52 @@ def recover(catalog: Catalog, run_id: int, masters_dir: Path, output_dir: Path) 
             if run_alive(run) is False
         ]
         stale = [
-            (claim, run)
-            for claim, run in session.execute(select(Claim, Run).join(Run, Claim.run_id == Run.id))
-            if run.id != run_id and not _claim_live(claim, run, now)
+            claim_row
+            for claim_row, run in session.execute(select(Claim, Run).join(Run, Claim.run_id == Run.id))
+            if run.id != run_id and not _claim_live(claim_row, run, now)
         ]
-        for claim_row, run in stale:
-            if _repair_output(session, claim_row, run.started_at):
-                done.removed.append(claim_row.output)
+        for claim_row in stale:
             session.delete(claim_row)
         done.claims = len(stale)
-        done.removed += _remove_orphan_masters(session, masters_dir.expanduser().resolve(), dead, now)
+        for folder in resolved:
+            done.removed += [
+                str(path) for path in _undo_journals(session, catalog.catalog_id, folder, run_id)
+            ]
         for run in dead:
             run.status, run.finished_at = DIED, now
         done.runs = [run.id for run in dead]
-    remove_stale_temporaries(output_dir.expanduser().resolve())
+    for folder in resolved:
+        remove_stale_temporaries(folder)
     for path in done.removed:
-        log.info("removed %s, left half done by a run that died", path)
+        log.info("removed %s, published but never recorded by a run that died", path)
     return done
 
 
-def _repair_output(session: Session, claim_row: Claim, since: dt.datetime) -> bool:
-    """Remove a dead run's output that its rows do not describe; return whether it was removed."""
-    path = Path(claim_row.output)
-    try:
-        modified = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).replace(tzinfo=None)
-    except FileNotFoundError:
-        return False
-    if modified < since - _SLACK:  # not written since the dead run started: untouched
-        return False
-    current = session.scalars(
-        select(Calibration).where(Calibration.path == str(path), Calibration.status == "current")
-    ).first()
-    if current is None:
-        if not _written_by_ccdcal(path):
-            return False
-    elif current.frame_id != claim_row.frame_id or sha256_file(path) == current.sha256:
-        return False
-    path.unlink(missing_ok=True)
-    return True
+def _undo_journals(session: Session, catalog_id: str, folder: Path, run_id: int) -> list[Path]:
+    """Undo what the journals of this catalog's runs that are no longer working prove they published and
+    never registered (:func:`ccdcal.files.journal.repair`); the journals of another catalog, and of runs
+    still working (or on another machine, still ``running``), are left alone."""
+    undone: list[Path] = []
+    for journal in left_journals(folder):
+        if journal.catalog_id != catalog_id:  # another catalog's: not this one's to judge
+            continue
+        writer = session.get(Run, journal.run_id)
+        if writer is not None and (
+            writer.id == run_id or (writer.status == "running" and run_alive(writer) is not False)
+        ):
+            continue
+        undone += repair(journal, partial(_registered, session))
+    return undone
 
 
-def _remove_orphan_masters(session: Session, folder: Path, dead: list[Run], now: dt.datetime) -> list[str]:
-    """Remove the master files no ``masters`` row names that ccdcal wrote while a run that did not end
-    cleanly (killed, interrupted, failed) was working: it published them, then stopped before its
-    transaction committed. They are built again, under the same names.
-
-    Files written at other times, or not by ccdcal, are left alone. A master being registered by a live
-    run is never seen here: registration holds the lock this recovery holds.
-    """
-    if not folder.is_dir():
-        return []
-    known = set(session.scalars(select(Master.path).where(Master.path.startswith(str(folder)))))
-    unknown = [path for path in sorted(folder.glob("master_*.fits")) if str(path) not in known]
-    if not unknown:
-        return []
-    unclean = session.scalars(select(Run).where(Run.status.in_(("interrupted", "failed", DIED))))
-    windows = [(run.started_at - _SLACK, (run.finished_at or now) + _SLACK) for run in [*unclean, *dead]]
-    removed = []
-    for path in unknown:
-        modified = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).replace(tzinfo=None)
-        if any(start <= modified <= end for start, end in windows) and _written_by_ccdcal(path):
-            path.unlink(missing_ok=True)
-            removed.append(str(path))
-    return removed
-
-
-def _written_by_ccdcal(path: Path) -> bool:
-    """Whether a file's primary header carries ccdcal's CCDCALV card (read without astropy)."""
-    try:
-        with open(path, "rb") as handle:
-            for _ in range(_MAX_HEADER_BLOCKS):
-                block = handle.read(2880)
-                cards = [block[i : i + 8] for i in range(0, len(block), 80)]
-                if b"CCDCALV " in cards:
-                    return True
-                if len(block) < 2880 or b"END     " in cards:
-                    return False
-    except OSError:
-        return False
-    return False
+def _registered(session: Session, path: Path, sha256: str) -> bool:
+    """Whether the catalog registers this file: a master or a current calibration of this path and
+    sha256."""
+    where = str(path)
+    master = select(Master.id).where(Master.path == where, Master.sha256 == sha256)
+    if session.scalar(master.limit(1)) is not None:
+        return True
+    calibration = select(Calibration.id).where(
+        Calibration.path == where, Calibration.sha256 == sha256, Calibration.status == "current"
+    )
+    return session.scalar(calibration.limit(1)) is not None

@@ -10,6 +10,9 @@ by a hard link and removed in the background, as freeing its blocks waits on the
 transaction fails, the temporary files are removed. A frame that failed is recorded ``failed`` with the
 reason; the others go on. A light whose worker read other bytes than the catalog's sha256 (rewritten
 with its size and mtime kept) fails, its output removed, and its frame is marked changed for ingest.
+reason; the others go on. When the catalog's file is found deleted or replaced at a commit
+(:class:`~ccdcal.errors.CatalogGoneError`), the work stops: the lights not recorded are ``failed`` with that
+reason, their files removed.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from sqlalchemy import Table, bindparam, insert, update
 
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import CHANGED_MTIME, Calibration, CalibrationMaster, Frame, utcnow
-from ccdcal.files.fitsio import remove_stale_temporaries, sync_folder, temporary_path
+from ccdcal.errors import CatalogGoneError
+from ccdcal.files.fitsio import output_error, remove_stale_temporaries, sync_folder, temporary_path
+from ccdcal.files.journal import Entry, Journal
 from ccdcal.kernels.light import warm_up
 from ccdcal.lights.options import ProcessOptions
 from ccdcal.lights.pixels import preload
@@ -104,12 +109,21 @@ def calibrate_lights(
             done += _register_synced(catalog, syncing, by_frame, run_id, 0, syncer)
             if progress:
                 progress("calibrate", done, len(tasks))
+        except CatalogGoneError as gone:  # nothing more can be recorded: the work stops
+            fail_unrecorded(reports, str(gone))
         finally:
             for future in syncing:  # interrupted: these files are not registered
                 temporary = None if future.cancelled() else future.result().temporary
                 if temporary:
                     Path(temporary).unlink(missing_ok=True)
     sync_folder(folder)
+
+
+def fail_unrecorded(reports: list[LightReport], why: str) -> None:
+    """The lights planned to be calibrated and not recorded become ``failed``, with ``why``."""
+    for report in reports:
+        if report.outcome == "calibrate":
+            report.outcome, report.reason, report.task = "failed", f"not recorded: {why}", None
 
 
 def _register_synced(
@@ -216,6 +230,11 @@ def _wait(pending: set[Future[FrameResult]]) -> tuple[set[Future[FrameResult]], 
 def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], run_id: int) -> list[Path]:
     """Record finished frames in one transaction, renaming each output to its final name.
 
+    Before anything is renamed, the batch's publication is journaled (:mod:`ccdcal.files.journal`): each
+    output's final name, its sha256, and the temporary name the file it replaces is kept under. The
+    journal is removed once the rows are committed, or the files put back: a run killed in between leaves
+    the proof of what it published for the recovery of the next run.
+
     Parameters
     ----------
     catalog : Catalog
@@ -233,7 +252,15 @@ def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], 
     """
     retired: list[Path] = []
     published: list[tuple[Path, list[Path]]] = []  # renamed outputs, with the file each replaced
+    recorded: list[tuple[LightReport, FrameResult, int]] = []
+    keep = {  # where each output about to be replaced is kept until the commit
+        report.frame_id: temporary_path(Path(report.task.output).parent)
+        for report, result in finished
+        if report.task is not None and result.error is None
+    }
+    journals: list[Journal] = []
     try:
+        journals += _journals(catalog, finished, run_id, keep)
         with catalog.session() as session:
             # Core statements, a few per batch (not ORM objects flushed one by one): the coordinator's
             # catalog writes stay a small part of a frame's time.
@@ -261,20 +288,16 @@ def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], 
             for (report, result), new in done:
                 task = report.task
                 assert task is not None
-                ok = result.error is None
-                if ok:
+                if result.error is None:
                     assert result.temporary is not None
                     with shielded():  # a Ctrl-C never falls between the rename and its record
-                        replaced = _retire(Path(task.output))
+                        replaced = _retire(Path(task.output), keep[report.frame_id])
                         retired += replaced
                         os.replace(result.temporary, task.output)
                         published.append((Path(task.output), replaced))
-                report.outcome = "calibrated" if ok else "failed"
-                report.reason = report.reason if ok else result.error
-                report.warnings = result.warnings
-                report.calibration_id, report.seconds = new, result.seconds
+                recorded.append((report, result, new))
     except BaseException:
-        committed = bool(finished) and catalog.committed(Calibration, finished[0][0].calibration_id)
+        committed = bool(recorded) and catalog.committed(Calibration, recorded[0][2])
         for output, replaced in reversed(published if not committed else []):  # no rows: as they were
             if replaced:
                 os.replace(replaced[0], output)
@@ -282,8 +305,46 @@ def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], 
                 output.unlink(missing_ok=True)
         for path in [*(Path(r.temporary) for _, r in finished if r.temporary), *retired]:
             path.unlink(missing_ok=True)
+        for journal in journals:  # reached once the files are as the catalog says
+            journal.discard()
+        if committed:  # a Ctrl-C raised after the commit: these are recorded
+            _recorded(recorded)
         raise
+    for journal in journals:
+        journal.discard()
+    _recorded(recorded)
     return retired
+
+
+def _journals(
+    catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], run_id: int, keep: dict[int, Path]
+) -> list[Journal]:
+    """The journal of the outputs about to be renamed, one per output folder, on disk."""
+    entries: dict[Path, list[Entry]] = {}
+    for report, result in finished:
+        if report.frame_id in keep and report.task is not None and result.sha256 is not None:
+            output = Path(report.task.output)
+            entry = Entry(output.name, result.sha256, keep[report.frame_id].name)
+            entries.setdefault(output.parent, []).append(entry)
+    journals = []
+    for folder, listed in entries.items():
+        journal = Journal(folder, catalog.catalog_id, run_id)
+        try:
+            journal.record(listed)
+        except OSError as exc:  # a full disk: nothing renamed yet
+            raise output_error(folder / "journal", exc) from exc
+        journals.append(journal)
+    return journals
+
+
+def _recorded(recorded: list[tuple[LightReport, FrameResult, int]]) -> None:
+    """Each registered light's outcome: ``calibrated``, or ``failed`` with the worker's reason."""
+    for report, result, new in recorded:
+        ok = result.error is None
+        report.outcome = "calibrated" if ok else "failed"
+        report.reason = report.reason if ok else result.error
+        report.warnings = result.warnings
+        report.calibration_id, report.seconds = new, result.seconds
 
 
 _CALIBRATIONS = cast(Table, Calibration.__table__)
@@ -332,14 +393,14 @@ def _calibration_row(report: LightReport, result: FrameResult, run_id: int) -> d
     }
 
 
-def _retire(output: Path) -> list[Path]:
-    """A hard link to an output about to be replaced, so that the rename does not free its blocks."""
-    retired = temporary_path(output.parent, f"replaced-{output.name}")
+def _retire(output: Path, keep: Path) -> list[Path]:
+    """A hard link ``keep`` to an output about to be replaced, so that the rename does not free its blocks
+    and the file can be put back."""
     try:
-        os.link(output, retired)
+        os.link(output, keep)
     except OSError:  # no previous file, or no hard links here: the rename frees it
         return []
-    return [retired]
+    return [keep]
 
 
 def _steps(report: LightReport, task: FrameTask, result: FrameResult) -> dict[str, Any]:

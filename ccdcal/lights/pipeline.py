@@ -2,7 +2,9 @@
 
 The order of work, top to bottom in :func:`process`:
 
-1. check the options and resolve pinned masters (usage errors before anything is written);
+1. check the options, resolve pinned masters (usage errors before anything is written) and claim the
+   masters and output folders for this catalog (:func:`ccdcal.masters.folders.own_folders`: a folder
+   another catalog owns is refused);
 2. recover after runs that died (:func:`ccdcal.lights.claims.recover`): take over their claims, remove the
    outputs and masters they published but never registered;
 3. build missing or stale masters (:func:`ccdcal.masters.build.build_masters`, in this run);
@@ -16,15 +18,19 @@ The order of work, top to bottom in :func:`process`:
    result's rows (``calibrations``, ``calibration_masters``, the previous calibration superseded) are
    written in the transaction that renames its file to the final name (:mod:`ccdcal.lights.coordinator`).
 
-``--dry-run`` (:func:`dry_run`) runs steps 3 and 4 as a plan inside a transaction that is rolled back:
-masters that would be built appear as provisional rows, so the lights are matched as they would be, and
-nothing is written — no file, no row, not even a run.
+``--dry-run`` (:func:`dry_run`) runs steps 3 and 4 as a plan in a scratch session
+(:meth:`~ccdcal.catalog.db.Catalog.scratch`): masters that would be built appear as provisional rows of a
+temporary copy of the ``masters`` table, so the lights are matched as they would be, and nothing is written
+— no file, no row, not even a run; it works on a read-only catalog.
+
+A catalog found deleted or replaced at a commit stops the work: the lights not recorded are ``failed``
+with the reason (exit status 1), and the run's end is not recorded (there is nothing to record it in).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,16 +38,18 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog, lock_writers
+from ccdcal.catalog.models import Master
 from ccdcal.catalog.states import last_process_run
-from ccdcal.errors import CcdcalError, UsageError
-from ccdcal.files.fitsio import check_writable, remove_own_temporaries
+from ccdcal.errors import CatalogGoneError, CcdcalError, UsageError
+from ccdcal.files.fitsio import remove_own_temporaries
 from ccdcal.lights import claims
-from ccdcal.lights.coordinator import calibrate_lights
+from ccdcal.lights.coordinator import calibrate_lights, fail_unrecorded
 from ccdcal.lights.matching import MatchOptions
 from ccdcal.lights.options import ProcessOptions, check_options, match_options
 from ccdcal.lights.plan import LightReport, paused_gc, plan_lights
 from ccdcal.lights.summary import ProcessSummary
 from ccdcal.masters.build import build_masters
+from ccdcal.masters.folders import own_folders
 from ccdcal.masters.plan import plan_masters
 from ccdcal.runtime.cluster import ClusterOnDemand
 
@@ -71,15 +79,20 @@ def process(
     ------
     UsageError
         When options contradict each other or a pinned file is not a master of the catalog.
+    FolderOwnerError
+        When the masters or output folder belongs to another catalog (checked first).
     OutputError
         When the masters or output folder cannot be written (checked first), or an output cannot be
         written (a full disk) while masters are built.
     """
     check_options(options)
-    for folder in (options.masters_dir, options.output_dir):
-        check_writable(folder.expanduser().resolve())
     with catalog.session() as session:
         match = match_options(session, options)  # pinned masters resolved before anything is written
+    own_folders(  # and checked writable, before anything is written in them
+        catalog,
+        (options.masters_dir, "masters folder", "--masters-dir"),
+        (options.output_dir, "output folder", "--output-dir"),
+    )
     # One Dask cluster (--scheduler), started when first needed, for the masters and the lights.
     with catalog.run("process", options.arguments()) as run, ClusterOnDemand(options.scheduler):
         summary = ProcessSummary(run_id=run.id)
@@ -109,7 +122,7 @@ def dry_run(catalog: Catalog, options: ProcessOptions = ProcessOptions()) -> Pro
     """
     check_options(options)
     summary = ProcessSummary(dry_run=True)
-    with _rolled_back(catalog) as session, paused_gc():
+    with catalog.scratch(Master) as session, paused_gc():
         match = match_options(session, options)
         taken = claims.busy(session, None)
         summary.masters = plan_masters(session, options.master_options())
@@ -149,29 +162,27 @@ def calibrate_planned(
     list of LightReport
         One per usable light.
     """
+    lights: list[LightReport] = []
     with claims.holding(catalog, run_id):
-        with catalog.session() as session:
-            lock_writers(session)
-            taken = claims.busy(session, run_id)  # read before the plan: see ccdcal.lights.claims
-            lights = plan_lights(session, options, match_options(session, options, match))
-            claims.claim(session, run_id, lights, taken)
+        try:
+            with catalog.session() as session:
+                lock_writers(session)
+                taken = claims.busy(session, run_id)  # read before the plan: see ccdcal.lights.claims
+                lights = plan_lights(session, options, match_options(session, options, match))
+                claims.claim(session, run_id, lights, taken)
+        except CatalogGoneError as gone:  # found deleted when the plan was to be committed
+            if not lights:
+                raise
+            fail_unrecorded(lights, str(gone))
+            return lights
         calibrate_lights(catalog, [x for x in lights if x.outcome == "calibrate"], options, run_id, progress)
     return lights
 
 
-class _Rollback(Exception):
-    """Raised to leave a session whose changes must not be kept."""
-
-
-@contextmanager
-def _rolled_back(catalog: Catalog) -> Iterator[Session]:
-    """A session whose changes are always rolled back."""
-    try:
-        with catalog.session() as session:
-            yield session
-            raise _Rollback
-    except _Rollback:
-        pass
+def _rolled_back(catalog: Catalog) -> AbstractContextManager[Session]:
+    """The dry run's session: its provisional masters rows never reach the catalog
+    (:meth:`~ccdcal.catalog.db.Catalog.scratch`)."""
+    return catalog.scratch(Master)
 
 
 def plan_now(catalog: Catalog) -> tuple[int | None, ProcessSummary]:

@@ -195,6 +195,7 @@ class _Plan:
         self.folder = Path(options.output_dir).expanduser().resolve()
         self.prefix = os.path.join(str(self.folder), "")  # the folder, then a separator
         self.folder_exists = self.folder.is_dir()
+        self.name_max = name_max(self.folder)
         self.latest = _latest(session)
         query = select(Calibration.path, Calibration.frame_id).where(Calibration.status == "current")
         self.taken: dict[str | None, int] = dict(session.execute(query).all())
@@ -228,6 +229,9 @@ class _Plan:
         previous, used = self.latest.get(frame_id, _NEVER)
         kept = self._kept_output(previous.path) if previous is not None else None
         output = kept or self._new_output(target["path"], frame_id)
+        report.reason = _name_too_long(output, self.name_max)
+        if report.reason:
+            return report
         if previous is not None:
             changes = self._changes(target["sha256"], report.match, previous, used, bool(kept))
             changes += optional_changes(previous.steps, used, optional)
@@ -523,6 +527,30 @@ def _raw_problem(path: str, size: int | None, mtime: float | None) -> str | None
     if stat.st_size != size or stat.st_mtime != mtime:
         return "raw file changed since it was catalogued; run `ccdcal ingest` on it again"
     return None
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, the file system of ``folder`` (or of its nearest existing parent)
+    allows: 255 on the usual ones."""
+    for candidate in (folder, *folder.parents):
+        try:
+            return os.pathconf(candidate, "PC_NAME_MAX")
+        except (OSError, ValueError):  # not there yet, or not known here
+            continue
+    return 255
+
+
+def _name_too_long(output: str, limit: int) -> str | None:
+    """Why a light cannot get this output name (longer than the file system allows), else ``None``."""
+    name = os.path.basename(output)
+    size = len(os.fsencode(name))
+    if size <= limit:
+        return None
+    return (
+        f"its output name {name[:40]}...{name[-16:]} is {size} bytes, longer than the {limit} the file "
+        f"system of {os.path.dirname(output)} allows: rename the raw file to a shorter name, ingest it "
+        "again, and run process again"
+    )
 
 
 def _master_change(

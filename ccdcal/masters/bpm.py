@@ -33,6 +33,7 @@ from ccdcal.catalog.queries import MATCH_KEYS, unusable_masters
 from ccdcal.errors import FitsFormatError
 from ccdcal.files.cardtext import card_name
 from ccdcal.files.fitsio import add_history, read_image, set_card, stamp_version, write_free
+from ccdcal.files.journal import Journal
 from ccdcal.kernels.bpm import BpmParams, flat_defects, hot_pixels, low_pixels
 from ccdcal.kernels.overscan import signature_of_header
 from ccdcal.masters.files import free_master_path
@@ -238,12 +239,15 @@ def _register(
     hdul = fits.HDUList([fits.PrimaryHDU(mask, header)])
     written: Path | None = None
     master_id: int | None = None
+    journal = Journal(folder, catalog.catalog_id, run_id)  # as for a master: ccdcal.masters.files
     try:
         with catalog.session() as session:
             same = _same_setup(keys)
             version = (session.scalar(same.with_only_columns(func.max(Master.version))) or 0) + 1
             written, digest = write_free(
-                lambda: free_master_path(session, folder, "bpm", _name_keys(keys), False, version, same), hdul
+                lambda: free_master_path(session, folder, "bpm", _name_keys(keys), False, version, same),
+                hdul,
+                journal.record_file,
             )
             fraction = float(mask.mean()) if mask.size else 0.0
             master = Master(
@@ -278,11 +282,13 @@ def _register(
                 for role, source in (("dark", dark), ("flat", flat))
                 if source is not None
             )
+        journal.discard()
         return master
     except BaseException:
         # A Ctrl-C during the commit is raised after it: a committed row keeps its file.
         if written is not None and not catalog.committed(Master, master_id):
             written.unlink(missing_ok=True)
+        journal.discard()
         raise
 
 

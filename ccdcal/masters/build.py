@@ -35,7 +35,7 @@ from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Master
 from ccdcal.catalog.queries import GROUP_KEYS, grouped_frames
 from ccdcal.errors import FitsFormatError
-from ccdcal.files.fitsio import check_folder, read_image, remove_stale_temporaries
+from ccdcal.files.fitsio import read_image, remove_stale_temporaries
 from ccdcal.kernels.qa import (
     MIN_FINITE_FRACTION,
     QA_OUTLIER_FRACTION,
@@ -49,6 +49,7 @@ from ccdcal.masters.bpm import build_bpms
 from ccdcal.masters.calibrators import plan_group
 from ccdcal.masters.combine import combine_group
 from ccdcal.masters.files import existing_master, register_master, same_group
+from ccdcal.masters.folders import own_folders
 from ccdcal.masters.groups import (
     MASTER_ORDER,
     BuiltMaster,
@@ -94,7 +95,7 @@ def build_masters(
     """
     check_options(options)
     folder = options.masters_dir.expanduser().resolve()
-    check_folder(folder)
+    own_folders(catalog, (folder, "masters folder", "--masters-dir"))
     if run_id is not None:
         return _build_all(catalog, options, folder, run_id, progress)
     arguments = {
@@ -249,7 +250,7 @@ def list_masters(catalog: Catalog, *, include_superseded: bool = False) -> list[
         One dict a master: id, kind, path, version, status, is_bad, the group keys shown in names,
         n_inputs, median/mean/std, rejected_fraction, QA warnings, created_at.
     """
-    with catalog.session() as session:
+    with catalog.reading() as session:
         query = select(Master).order_by(Master.kind, Master.id.desc())
         if not include_superseded:
             query = query.where(Master.status == "current")

@@ -20,6 +20,7 @@ from ccdcal.catalog.lineage import rebuild_reason
 from ccdcal.catalog.models import Master, MasterCalibrator, MasterInput
 from ccdcal.files.cardtext import card_name
 from ccdcal.files.fitsio import add_history, set_card, stamp_version, write_free
+from ccdcal.files.journal import Journal
 from ccdcal.files.naming import free_master_name, master_stems
 from ccdcal.kernels.combine import ClipParams
 from ccdcal.kernels.uncertainty import uncertainty_hdu
@@ -191,7 +192,9 @@ def register_master(
     """Write the master's file and, in the same transaction, its rows; supersede the group's current one.
 
     The file is written under the group's name (:func:`free_master_path`; an existing file is never
-    replaced); if the transaction fails the new file is removed.
+    replaced); if the transaction fails the new file is removed. Its publication is journaled
+    (:mod:`ccdcal.files.journal`) until the rows are committed, so that a run killed in between leaves the
+    proof of what it published.
     """
     hdul = fits.HDUList(
         [fits.PrimaryHDU(built.image.astype(np.float32), _header(plan, built, options.params))]
@@ -200,6 +203,7 @@ def register_master(
         hdul.append(uncertainty_hdu(built.uncertainty))
     written: Path | None = None
     master_id: int | None = None
+    journal = Journal(folder, catalog.catalog_id, run_id)
     try:
         with catalog.session() as session:
             lock_writers(session)  # one registration at a time: a concurrent run may have built it
@@ -213,6 +217,7 @@ def register_master(
                     session, folder, plan.kind, plan.keys, plan.includes_bias, version, group
                 ),
                 hdul,
+                journal.record_file,
             )
             master = _master_row(session, plan, version, built, written, digest, options, run_id)
             master_id = master.id
@@ -222,11 +227,13 @@ def register_master(
                 MasterInput(master_id=master.id, frame_id=f["id"], sha256=f["sha256"]) for f in plan.frames
             )
             session.add_all(_calibrator_rows(plan, master.id))
+        journal.discard()
         return master
     except BaseException:
         # A Ctrl-C during the commit is raised after it: a committed row keeps its file.
         if written is not None and not catalog.committed(Master, master_id):
             written.unlink(missing_ok=True)
+        journal.discard()  # reached once the file is removed: else the journal proves it for recovery
         raise
 
 

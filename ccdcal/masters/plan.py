@@ -9,7 +9,8 @@
 3. for the others (``build``), in a few statements for the whole kind: a provisional ``masters`` row each
    (its future file name and version, a placeholder sha256), and the group's current masters marked
    superseded — so that the kinds planned next, and the lights matched in the same session, see the
-   catalog as it would be. The caller rolls the session back.
+   catalog as it would be. The caller's session writes them into a temporary copy of the table
+   (:meth:`~ccdcal.catalog.db.Catalog.scratch`), never into the catalog.
 
 The groups of one kind do not depend on each other — a group's calibrators are of other kinds, its
 identity and file name its own (a name two groups share gets ``_v2`` as it would in a build) — so the
@@ -49,7 +50,8 @@ def plan_masters(session: Session, options: MasterOptions | None = None) -> list
     Parameters
     ----------
     session : Session
-        An open session, rolled back by the caller (the provisional rows must not be kept).
+        A scratch session (:meth:`~ccdcal.catalog.db.Catalog.scratch` of ``Master``): the provisional
+        rows must not be kept.
     options : MasterOptions, optional
         As for the build (default: the defaults).
 
@@ -140,6 +142,7 @@ def _add_provisional(
         return
     rows = []
     known = folder_masters(session, folder, planned[0][1].kind)
+    first_id = (session.scalar(select(func.max(Master.id))) or 0) + 1  # after every row, as a new one's
     for number, (_, plan) in enumerate(planned, 1):
         version = (versions.get(_group_key(plan)) or 0) + 1
         group = same_group(plan, current_only=False)
@@ -147,9 +150,9 @@ def _add_provisional(
             session, folder, plan.kind, plan.keys, plan.includes_bias, version, group, known
         )
         known[-number] = path.name  # the next plans see this name (of another group)
-        rows.append(
-            master_row(plan, version, path=str(path), sha256="0" * 64, parameters={"provisional": True})
-        )
+        row = master_row(plan, version, path=str(path), sha256="0" * 64, parameters={"provisional": True})
+        row.id = first_id + number - 1
+        rows.append(row)
     session.add_all(rows)
     session.flush()
     for (report, _), row in zip(planned, rows, strict=True):

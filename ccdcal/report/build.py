@@ -157,14 +157,14 @@ def build_report(
 def gather(catalog: Catalog, scope: ReportScope) -> ReportData:
     """Everything the report of ``scope`` shows (see :mod:`ccdcal.report.data`)."""
     if scope.run_id is not None:
-        with catalog.session() as session:
+        with catalog.reading() as session:
             select_runs(session, scope, set())  # an unknown run: NotFoundError before any work
     found: list[Problem] = []
     pending: list[Problem] = []
     plan_run: int | None = None
     if scope.run_id is None and scope.since is None:
         found, pending, plan_run = problems.now(catalog)
-    with catalog.session() as session:
+    with catalog.reading() as session:
         lights = select_lights(session, scope)
         used = {use.master_id for light in lights for use in light.masters}
         masters = select_masters(session, scope, used)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import os
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -31,7 +30,7 @@ from PIL import Image
 
 from ccdcal import limits
 from ccdcal.errors import FitsFormatError, NotFoundError, OutputError, UsageError
-from ccdcal.files.fitsio import TEMP_PREFIX
+from ccdcal.files.fitsio import temporary_path
 
 #: Longest side of a ``ccdcal preview`` PNG unless told otherwise (``0`` keeps every pixel).
 PREVIEW_MAX_SIZE = 1024
@@ -320,7 +319,7 @@ def write_bytes_atomic(target: Path, data: bytes) -> None:
     OutputError
         The file cannot be written (no permission, a full disk, a read-only file system), naming it.
     """
-    temporary = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}")
+    temporary = temporary_path(target.parent)
     try:
         with open(temporary, "wb") as handle:
             handle.write(data)

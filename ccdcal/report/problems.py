@@ -134,7 +134,7 @@ def now(catalog: Catalog) -> tuple[list[Problem], list[Problem], int | None]:
 
 
 def _catalog_problems(catalog: Catalog) -> list[Problem]:
-    with catalog.session() as session:
+    with catalog.reading() as session:
         frames = session.execute(
             select(
                 Frame.path,

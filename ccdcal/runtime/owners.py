@@ -14,6 +14,7 @@ a Ctrl-C is never lost (:func:`keep_interrupts`), and never cuts a catalog commi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -27,6 +28,8 @@ from types import FrameType
 
 #: This machine's name, reduced to characters safe in a file name.
 HOST = re.sub(r"[^A-Za-z0-9.\-]", "_", socket.gethostname()) or "localhost"
+#: This machine in a temporary file's name: 12 hex digits of the sha256 of its name, whatever its length.
+HOST_TOKEN = hashlib.sha256(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 # Slack between a process's start and a time it recorded (clock granularity, /proc rounding).
 _SLACK = 2.0
@@ -35,7 +38,8 @@ _owner: str | None = None
 
 
 def owner_tag() -> str:
-    """``{pid}@{host}`` of the process owning the temporary files this process writes.
+    """The owner of the temporary files this process writes, in 20 hex digits: its process id (8) and
+    :data:`HOST_TOKEN` (12). Fixed in length, so that a temporary name is short whatever the host's name.
 
     The tag is fixed by the first call in a process, and worker processes forked after it keep their
     parent's: the coordinator that registers their files owns them, so its death (not a worker's) is what
@@ -43,17 +47,23 @@ def owner_tag() -> str:
     """
     global _owner
     if _owner is None:
-        _owner = f"{os.getpid()}@{HOST}"
+        _owner = f"{os.getpid():08x}{HOST_TOKEN}"
     return _owner
 
 
-_TAG = re.compile(r"^(\d+)@([A-Za-z0-9._\-]+)~")
+_TAG = re.compile(r"^([0-9a-f]{8})([0-9a-f]{12})-")
+# The tag of ccdcal before fixed-length names: ``{pid}@{host}~``.
+_LEGACY_TAG = re.compile(r"^(\d+)@([A-Za-z0-9._\-]+)~")
 
 
 def parse_tag(text: str) -> tuple[int, str] | None:
-    """(pid, host) of a ``{pid}@{host}~...`` text, ``None`` when it has no owner tag."""
+    """(pid, host) of a text starting with an owner tag and ``-`` (:func:`owner_tag`; the host is then a
+    :data:`HOST_TOKEN`), or with an older ccdcal's ``{pid}@{host}~``; ``None`` when it has no owner tag."""
     match = _TAG.match(text)
-    return (int(match.group(1)), match.group(2)) if match else None
+    if match:
+        return int(match.group(1), 16), match.group(2)
+    legacy = _LEGACY_TAG.match(text)
+    return (int(legacy.group(1)), legacy.group(2)) if legacy else None
 
 
 def process_alive(pid: int | None, host: str | None, since: float | None = None) -> bool | None:
@@ -62,14 +72,15 @@ def process_alive(pid: int | None, host: str | None, since: float | None = None)
     Parameters
     ----------
     pid, host
-        The process (``host`` as recorded: :data:`HOST` or the raw host name of a ``runs`` row).
+        The process (``host`` as recorded: :data:`HOST`, the raw host name of a ``runs`` row, or the
+        :data:`HOST_TOKEN` of a temporary file's owner tag).
     since : float, optional
         A time (seconds since the epoch) at which the owner was known to be running: a process with
         that id that started later is another process, and the owner is dead.
     """
     if pid is None or host is None:
         return None
-    if host not in (HOST, socket.gethostname()):
+    if host not in (HOST, HOST_TOKEN, socket.gethostname()):
         return None
     if pid == os.getpid():
         return True

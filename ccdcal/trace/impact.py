@@ -145,7 +145,7 @@ def impact(catalog: Catalog, text: str) -> Impact:
     Impact
         The target and what was made from it, current and superseded.
     """
-    with catalog.session() as session:
+    with catalog.reading() as session:
         return impact_of(session, find_target(session, text))
 
 

@@ -202,7 +202,7 @@ def provenance(catalog: Catalog, text: str, *, check: bool = True, jobs: int | N
     Provenance
         The tree.
     """
-    with catalog.session() as session:
+    with catalog.reading() as session:
         target = find_target(session, text)
         tree = build_tree(session, target)
         replaced = tree.node == "calibration" and tree.status != "current" and _path_taken(session, tree)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, inspect, select, text
 
-from ccdcal.catalog.db import SCHEMA_HEAD, Catalog, resolve_url, script_head
+from ccdcal.catalog.db import SCHEMA_HEAD, Catalog, make_engine, resolve_url, script_head
 from ccdcal.catalog.models import Base, Run
 from ccdcal.errors import CatalogTooNewError, NotACatalogError, NotFoundError
 
@@ -22,6 +22,8 @@ TABLES = {
     "calibrations",
     "calibration_masters",
     "runs",
+    "claims",
+    "catalog_info",
 }
 
 
@@ -104,6 +106,63 @@ def test_an_older_catalog_is_upgraded_on_open(tmp_path: Path) -> None:
     engine.dispose()
     with Catalog(tmp_path / "old.db") as catalog:
         assert catalog.current_revision() == SCHEMA_HEAD
+
+
+def _at_revision(url: str, revision: str) -> None:
+    """A catalog made by the migrations up to ``revision`` only (as an older ccdcal made it)."""
+    from alembic import command
+
+    from ccdcal.catalog.db import _alembic_config, make_engine
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), revision)
+    engine.dispose()
+
+
+def test_revision_0006_gives_a_catalog_at_0005_its_id(db_url: str) -> None:
+    """Revision 0006 adds ``catalog_info`` to a catalog made at 0005, with a new UUID as ``catalog_id``,
+    on SQLite and PostgreSQL; the frames and runs it held are kept; opening again keeps the id."""
+    import uuid
+
+    from ccdcal.catalog.models import CatalogInfo
+
+    _at_revision(db_url, "0005")
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        assert "catalog_info" not in inspect(conn).get_table_names()
+        conn.execute(
+            text(
+                "INSERT INTO runs (command, arguments, started_at, status, ccdcal_version) "
+                "VALUES ('ingest', '{}', CURRENT_TIMESTAMP, 'ok', '0.9')"
+            )
+        )
+    engine.dispose()
+    with Catalog(db_url) as catalog:
+        assert catalog.revision_on_open == "0005"
+        assert catalog.current_revision() == SCHEMA_HEAD == "0006"
+        with catalog.reading() as session:
+            rows = session.scalars(select(CatalogInfo)).all()
+            assert [run.command for run in session.scalars(select(Run))] == ["ingest"]
+        assert [row.key for row in rows] == ["catalog_id"]
+        first = catalog.catalog_id
+        assert str(uuid.UUID(first)) == first
+    with Catalog(db_url) as again:
+        assert again.catalog_id == first
+
+
+def test_every_new_catalog_gets_an_id_of_its_own(tmp_path: Path) -> None:
+    with Catalog(tmp_path / "a.db") as one, Catalog(tmp_path / "b.db") as other:
+        assert one.catalog_id != other.catalog_id
+
+
+def test_a_catalog_without_its_id_says_how_to_put_it_back(catalog: Catalog) -> None:
+    from ccdcal.errors import CatalogError
+
+    with catalog.session() as session:
+        session.execute(text("DELETE FROM catalog_info"))
+    with pytest.raises(CatalogError, match=r"holds no catalog_id in its catalog_info table; put back"):
+        print(catalog.catalog_id)
 
 
 def test_a_non_sqlite_file_is_not_a_catalog(tmp_path: Path) -> None:

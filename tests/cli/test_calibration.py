@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Frame, Master
 from ccdcal.cli import app
+from ccdcal.files.ownership import MARKER
 
 MASTERS = [
     "master_bias_b2x2_g120_sNA_C-10.fits",
@@ -80,6 +81,7 @@ def test_process_calibrates_then_has_nothing_to_do(
         "master_flat_b2x2_g120_sNA_C-10_R.fits",
     ]
     assert sorted(p.name for p in (tmp_path / "cal").iterdir()) == [
+        MARKER,
         "Light_001_cal.fits",
         "Light_002_cal.fits",
     ]

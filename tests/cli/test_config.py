@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 from ccdcal.cli import app
 from ccdcal.config.inifile import DEFAULT_CONFIG
+from ccdcal.files.ownership import MARKER
 from ccdcal.simulate import simulate_night
 from tests.config.test_run import SEED_CONFIG, edit
 
@@ -271,8 +273,18 @@ def test_db_option_and_environment_override_the_config(
     assert report["ingest"]["new"] == 23
     assert [m["outcome"] for m in report["masters"]] == ["built"] * 7
 
+    # The folders are env.db's now: another catalog is refused them (docs/design.md, Files).
+    refused = runner.invoke(app, ["--db", str(tmp_path / "opt.db"), "run", str(config)])
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith(
+        f"Error: the masters folder {calib / 'masters'} belongs to another catalog"
+    )
+    for folder in ("masters", "calibrated"):
+        shutil.rmtree(calib / folder)
     from_option = runner.invoke(app, ["--db", str(tmp_path / "opt.db"), "run", str(config)])
     assert from_option.stdout.splitlines()[0] == f"Config {config}; catalog {tmp_path / 'opt.db'}"
+    for folder in ("masters", "calibrated"):
+        shutil.rmtree(calib / folder)
     from_file = runner.invoke(app, ["run", str(config)], env={"CCDCAL_DB": ""})
     assert from_file.stdout.splitlines()[0] == f"Config {config}; catalog {calib / 'c.db'}"
     assert sorted(p.name for p in calib.iterdir()) == ["c.db", "calibrated", "config.ini", "masters"]
@@ -290,6 +302,7 @@ def test_write_config_parses_back_and_runs(runner: CliRunner, calib: Path, night
         == "Lights (run 2): 2 calibrated, 0 already calibrated, 0 not calibrated, 0 failed"
     )
     assert sorted(p.name for p in (calib / "calibrated").iterdir()) == [
+        MARKER,
         "Light_001_cal.fits",
         "Light_002_cal.fits",
     ]

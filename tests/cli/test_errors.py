@@ -344,7 +344,7 @@ def test_a_worker_process_that_dies_is_one_line_and_the_next_run_resumes(
     assert_one_line(result, 2, "a worker process died (")
     again = _invoke(args[:3] + args[4:], tmp_path)
     assert again.exit_code == 0, again.output
-    assert sorted(p.name for p in (tmp_path / "cal").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "cal").glob("*.fits")) == [
         "Light_001_cal.fits",
         "Light_002_cal.fits",
     ]

@@ -12,7 +12,8 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from sqlalchemy import func, select
 
-from ccdcal.catalog.db import Catalog, describe, resolve_url
+from ccdcal.catalog.db import Catalog
+from ccdcal.catalog.engine import describe, resolve_url
 from ccdcal.catalog.models import (
     Calibration,
     CalibrationMaster,
@@ -24,8 +25,9 @@ from ccdcal.catalog.models import (
 )
 from ccdcal.config.inifile import DEFAULT_CONFIG, OPTIONS, parse_size
 from ccdcal.config.run import RunResult, SeedConfig, load_config, run_config, write_default_config
-from ccdcal.errors import ConfigError
+from ccdcal.errors import ConfigError, FolderOwnerError
 from ccdcal.files.naming import calibrated_name, master_name
+from ccdcal.files.ownership import MARKER
 from ccdcal.simulate import simulate_night
 from tests.conftest import ROOT, fitsverify_counts
 
@@ -123,8 +125,9 @@ def test_seed_config_verbatim_runs_the_night(tmp_path: Path) -> None:
     result = run_config(config)
     assert isinstance(result, RunResult)
     assert (result.exit_code, result.catalog) == (0, str(calib / "ccdcal.db"))
-    assert sorted(p.name for p in (calib / "masters").iterdir()) == NIGHT_MASTERS
+    assert sorted(p.name for p in (calib / "masters").iterdir()) == [MARKER, *NIGHT_MASTERS]
     assert sorted(p.name for p in (calib / "calibrated").iterdir()) == [
+        MARKER,
         "Light_001_cal.fits",
         "Light_002_cal.fits",
     ]
@@ -154,7 +157,7 @@ def test_seed_config_verbatim_runs_the_night(tmp_path: Path) -> None:
     assert run.status == "ok"
     assert run.arguments["config"]["path"] == str(config)
     assert run.arguments["output_dir"] == str(calib / "calibrated")
-    for path in [*(calib / "masters").iterdir(), *(calib / "calibrated").iterdir()]:
+    for path in [*(calib / "masters").glob("*.fits"), *(calib / "calibrated").glob("*.fits")]:
         assert fitsverify_counts(path) == (0, 0)
         assert CCDData.read(path, unit="adu").data.dtype.name == "float32"
 
@@ -192,11 +195,13 @@ def test_the_seed_readmes_output_table_end_to_end(tmp_path: Path) -> None:
     config.write_text(edit(SEED_CONFIG, jobs="1"))
     assert run_config(config).exit_code == 0
     assert sorted(p.name for p in (config.parent / "masters").iterdir()) == [
+        MARKER,
         "master_bias_b2x2_g120_sNA_C-20.fits",
         "master_dark_b2x2_g120_10s_C-20.fits",
         "master_flat_b2x2_g120_sNA_C-20.fits",
     ]
     assert sorted(p.name for p in (config.parent / "calibrated").iterdir()) == [
+        MARKER,
         "Light_001_cal.fits",
         "Light_002_cal.fits",
     ]
@@ -208,6 +213,7 @@ def test_build_dark_no_builds_no_dark(tmp_path: Path) -> None:
     db = config.parent / "ccdcal.db"
     assert result.exit_code == 0
     assert sorted(p.name for p in (config.parent / "masters").iterdir()) == [
+        MARKER,
         "master_bias_b2x2_g120_sNA_C-10.fits",
         "master_flat_b2x2_g120_sNA_C-10_Ha.fits",
         "master_flat_b2x2_g120_sNA_C-10_R.fits",
@@ -398,13 +404,11 @@ def test_database_option_and_override(tmp_path: Path) -> None:
     assert run_config(config).catalog == str(tmp_path / "project" / "night.db")
     assert not (config_path.parent / "ccdcal.db").exists()
     other = tmp_path / "other.db"
-    result = run_config(config, db=str(other))
-    assert result.catalog == str(other)
-    # A new catalog knows nothing: its lights are calibrated again, beside the other catalog's files.
-    assert sorted(Path(x.output or "").name for x in result.summary.of("calibrated")) == [
-        "Light_001_cal_v2.fits",
-        "Light_002_cal_v2.fits",
-    ]
+    # Another catalog never writes beside the first one's files: their folders are the first one's.
+    with pytest.raises(FolderOwnerError, match=r"the masters folder .* belongs to another catalog"):
+        run_config(config, db=str(other))
+    with Catalog(other) as refused:
+        assert refused.runs() == []  # refused before its ingest
 
 
 def test_on_postgresql(tmp_path: Path, pg_url: str) -> None:

@@ -113,37 +113,73 @@ def test_temporaries_name_their_owner_and_only_dead_owners_are_stale(tmp_path: P
     import subprocess
     import time
 
-    from ccdcal.runtime.owners import HOST, owner_tag
+    from ccdcal.runtime.owners import HOST, HOST_TOKEN, owner_tag
 
-    mine = temporary_path(tmp_path, "m.fits")
-    assert mine.name.startswith(f"{TEMP_PREFIX}{owner_tag()}~")
-    assert owner_tag().endswith(f"@{HOST}")
-    assert mine.name.endswith("-m.fits")
+    mine = temporary_path(tmp_path)
+    assert mine.name.startswith(f"{TEMP_PREFIX}{owner_tag()}-")
+    assert owner_tag() == f"{os.getpid():08x}{HOST_TOKEN}"
     finished = subprocess.Popen(["true"])
     finished.wait()
     alive = subprocess.Popen(["sleep", "30"])
     try:
         files = {
             "mine": mine,
-            "dead": tmp_path / f"{TEMP_PREFIX}{finished.pid}@{HOST}~{'0' * 32}-a.fits",
-            "alive": tmp_path / f"{TEMP_PREFIX}{alive.pid}@{HOST}~{'1' * 32}-b.fits",
+            "dead": tmp_path / f"{TEMP_PREFIX}{finished.pid:08x}{HOST_TOKEN}-{'0' * 16}",
+            "alive": tmp_path / f"{TEMP_PREFIX}{alive.pid:08x}{HOST_TOKEN}-{'1' * 16}",
             "untagged": tmp_path / f"{TEMP_PREFIX}{'2' * 32}-c.fits",
-            "remote-new": tmp_path / f"{TEMP_PREFIX}1@elsewhere~{'3' * 32}-d.fits",
-            "remote-old": tmp_path / f"{TEMP_PREFIX}1@elsewhere~{'4' * 32}-e.fits",
+            "remote-new": tmp_path / f"{TEMP_PREFIX}{1:08x}{'e' * 12}-{'3' * 16}",
+            "remote-old": tmp_path / f"{TEMP_PREFIX}{1:08x}{'e' * 12}-{'4' * 16}",
             # The id of a process that started after the file was written: a reused id, its owner is gone.
-            "reused": tmp_path / f"{TEMP_PREFIX}{alive.pid}@{HOST}~{'5' * 32}-f.fits",
+            "reused": tmp_path / f"{TEMP_PREFIX}{alive.pid:08x}{HOST_TOKEN}-{'5' * 16}",
+            # Written by a ccdcal before fixed-length names: their owners are read the same way.
+            "legacy-dead": tmp_path / f"{TEMP_PREFIX}{finished.pid}@{HOST}~{'6' * 32}-a.fits",
+            "legacy-alive": tmp_path / f"{TEMP_PREFIX}{alive.pid}@{HOST}~{'7' * 32}-b.fits",
+            # A dead process's journal is the proof recovery reads: never removed as stale.
+            "journal": tmp_path / f"{TEMP_PREFIX}{finished.pid:08x}{HOST_TOKEN}-{'8' * 16}.journal",
         }
         for path in files.values():
             path.write_bytes(b"half")
         old = time.time() - 2 * 86400
         os.utime(files["remote-old"], (old, old))
         os.utime(files["reused"], (old, old))
-        assert remove_stale_temporaries(tmp_path) == 4
+        assert remove_stale_temporaries(tmp_path) == 5
         left = {name for name, path in files.items() if path.exists()}
-        assert left == {"mine", "alive", "remote-new"}
+        assert left == {"mine", "alive", "remote-new", "legacy-alive", "journal"}
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_temporary_names_are_short_whatever_the_final_name_and_the_host(tmp_path: Path) -> None:
+    """A final name of 250 bytes is written through a temporary name of 49 characters; a host name of
+    any length changes nothing (the owner tag holds a hash of it: checked in a child process whose host
+    name is 252 characters)."""
+    import subprocess
+    import sys
+
+    from ccdcal.runtime.owners import HOST_TOKEN, parse_tag
+
+    name = "L" * 245 + ".fits"  # 250 bytes: allowed, but no room for a prefix
+    assert len(temporary_path(tmp_path).name) == 49
+    assert len(temporary_path(tmp_path, ".journal").name) == 57
+    digest = write_atomic(tmp_path / name, hdul(1.0))
+    assert sha256_file(tmp_path / name) == digest
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    assert parse_tag(temporary_path(tmp_path).name[len(TEMP_PREFIX) :]) == (os.getpid(), HOST_TOKEN)
+    script = (
+        "import socket, sys\n"
+        "socket.gethostname = lambda: 'observatory-' + 'x' * 240\n"
+        "from pathlib import Path\n"
+        "from ccdcal.files.fitsio import temporary_path\n"
+        "from ccdcal.runtime.owners import HOST_TOKEN\n"
+        "print(len(temporary_path(Path(sys.argv[1])).name), HOST_TOKEN)\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    length, token = child.stdout.split()
+    assert int(length) == 49
+    assert token == hashlib.sha256(("observatory-" + "x" * 240).encode()).hexdigest()[:12]
 
 
 def test_an_interrupted_write_keeps_the_previous_file(

@@ -15,13 +15,15 @@ import pytest
 from sqlalchemy import func, select
 
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import Calibration, Claim, Frame, Run, utcnow
+from ccdcal.catalog.models import Claim, Frame, Run, utcnow
 from ccdcal.files.fitsio import sha256_file
+from ccdcal.files.journal import Entry, Journal
+from ccdcal.ingestion.core import ingest
 from ccdcal.lights.claims import busy, recover, run_alive
 from ccdcal.lights.options import ProcessOptions
 from ccdcal.lights.pipeline import dry_run, process
 from ccdcal.runtime.owners import HOST, process_alive
-from tests.robustness.cli_runs import content, copy_catalog, ingested_night, state
+from tests.robustness.cli_runs import copy_catalog, ingested_night, state, temporaries
 
 
 def dead_pid() -> int:
@@ -146,55 +148,172 @@ def test_a_run_on_another_machine_holds_its_claims_until_they_expire(night: Path
             assert session.get(Run, remote).status == "running"  # its liveness cannot be told from here
 
 
-def test_a_dead_runs_half_done_files_are_repaired(night: Path, tmp_path: Path) -> None:
-    """Published but never registered (an output, a master), or replaced but never registered: removed,
-    and written again under the same names; foreign and older files are left alone."""
+#: ``process`` in a child process that dies (exit status 9, as if killed) just after giving a file its
+#: final name: ``rename`` (a calibrated light) or ``publish`` (a master), before the rows are committed.
+KILLED_AFTER = r"""
+import os, sys
+from pathlib import Path
+
+db, folder, point, name, flat_min = sys.argv[1:]
+import ccdcal.files.fitsio as fitsio
+
+real_replace, real_publish = os.replace, fitsio._publish
+
+
+def replace(source, target):
+    real_replace(source, target)
+    if point == "rename" and os.path.basename(os.fspath(target)) == name:
+        os._exit(9)
+
+
+def publish(temporary, path, overwrite):
+    real_publish(temporary, path, overwrite)
+    if point == "publish" and path.name == name:
+        os._exit(9)
+
+
+os.replace, fitsio._publish = replace, publish
+from ccdcal.catalog.db import Catalog
+from ccdcal.lights.options import ProcessOptions
+from ccdcal.lights.pipeline import process
+
+base = Path(folder)
+options = ProcessOptions(
+    masters_dir=base / "masters", output_dir=base / "calibrated", jobs=1, flat_min=float(flat_min)
+)
+with Catalog(db) as catalog:
+    process(catalog, options)
+sys.exit(3)
+"""
+
+
+def killed_after(folder: Path, point: str, name: str, flat_min: float = 0.01) -> None:
+    """Run ``process`` on ``folder/c.db`` in a child process killed just after ``name`` got its final
+    name (:data:`KILLED_AFTER`)."""
+    import sys
+
+    args = [sys.executable, "-c", KILLED_AFTER, str(folder / "c.db"), str(folder), point, name, str(flat_min)]
+    child = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)
+    assert child.returncode == 9, child.stderr
+
+
+def journals(*folders: Path) -> list[Path]:
+    return [p for folder in folders for p in folder.glob(".ccdcal-tmp-*.journal")]
+
+
+@pytest.mark.parametrize(
+    ("point", "name"),
+    [("rename", "Light_002_cal.fits"), ("publish", "master_dark_b2x2_g120_60s_C-10.fits")],
+)
+def test_a_run_killed_after_publishing_a_file_leaves_the_proof_the_next_run_undoes(
+    night: Path, tmp_path: Path, point: str, name: str
+) -> None:
+    """Killed between a file's publication and its rows: its journal names the file and its sha256; the
+    next run removes it (the dead run's own), then writes it again under the same name."""
     done = night / "done"
-    reference = state(done / "c.db", done)
+    copy_catalog(night / "template.db", tmp_path / "c.db")
+    killed_after(tmp_path, point, name)
+    folder = tmp_path / ("calibrated" if point == "rename" else "masters")
+    left = folder / name
+    assert left.is_file()
+    assert len(journals(folder)) == 1
+    with Catalog(tmp_path / "c.db") as catalog:
+        with catalog.reading() as session:
+            (dead,) = session.scalars(select(Run.id).where(Run.status == "running"))
+        recovery = recover(catalog, 0, tmp_path / "masters", tmp_path / "calibrated")
+        assert recovery.runs == [dead]
+        # The lights of one transaction are renamed together: Light_001 just before Light_002.
+        firsts = [folder / "Light_001_cal.fits"] if point == "rename" else []
+        assert recovery.removed == [str(path) for path in [*firsts, left]]
+        assert not any(path.exists() for path in [*firsts, left])
+        assert journals(tmp_path / "masters", tmp_path / "calibrated") == []
+        assert process(catalog, options(tmp_path)).exit_code == 0
+    assert state(tmp_path / "c.db", tmp_path) == state(done / "c.db", done)
+
+
+def test_a_run_killed_after_replacing_an_output_gets_the_replaced_file_back(
+    night: Path, tmp_path: Path
+) -> None:
+    """Killed after renaming a new output over the registered one (``--flat-min`` changed): the next run
+    puts the registered file back (its row describes it again), then calibrates the light anew."""
+    copy_catalog(night / "template.db", tmp_path / "c.db")
+    with Catalog(tmp_path / "c.db") as catalog:
+        assert process(catalog, options(tmp_path)).exit_code == 0
+    batch = [tmp_path / "calibrated" / f"Light_00{n}_cal.fits" for n in (1, 2)]  # renamed together
+    registered = [sha256_file(path) for path in batch]
+    killed_after(tmp_path, "rename", batch[-1].name, flat_min=0.5)
+    assert all(sha256_file(path) != sha for path, sha in zip(batch, registered, strict=True))
+    with Catalog(tmp_path / "c.db") as catalog:
+        recovery = recover(catalog, 0, tmp_path / "masters", tmp_path / "calibrated")
+        assert recovery.removed == [str(path) for path in batch]
+        assert [sha256_file(path) for path in batch] == registered
+        state(tmp_path / "c.db", tmp_path)  # every current row's file as it records
+        assert temporaries(tmp_path / "calibrated") == []
+        summary = process(catalog, options(tmp_path, flat_min=0.5))
+        assert [x.outcome for x in summary.lights] == ["calibrated"] * 4
+    state(tmp_path / "c.db", tmp_path)
+
+
+def test_recovery_removes_no_file_that_no_journal_of_its_own_proves(night: Path, tmp_path: Path) -> None:
+    """Files another catalog (or a person) wrote in the folders while a run of this catalog was dead —
+    an output under a name the dead run had claimed, a master no row names — are left alone, and so are
+    the journals of another catalog and of a live run."""
+    done = night / "done"
     (tmp_path / "calibrated").mkdir()
     (tmp_path / "masters").mkdir()
     with fresh(night, tmp_path) as catalog:
         dead = add_run(catalog, pid=dead_pid())
         ids = light_ids(catalog)
         output = tmp_path / "calibrated" / "Light_001_cal.fits"
-        shutil.copyfile(done / "calibrated" / "Light_001_cal.fits", output)  # published, not registered
+        shutil.copyfile(done / "calibrated" / "Light_001_cal.fits", output)  # written after the run died
         add_claim(catalog, dead, ids["Light_001.fits"], output)
-        bias = "master_bias_b2x2_g120_sNA_C-10.fits"
-        shutil.copyfile(done / "masters" / bias, tmp_path / "masters" / bias)  # orphan master
-        foreign = tmp_path / "masters" / "master_notes.fits"
-        foreign.write_bytes(b"SIMPLE  =                    T" + b" " * 2850)  # not written by ccdcal
-        older = tmp_path / "masters" / "master_bias_old.fits"
-        shutil.copyfile(done / "masters" / bias, older)
-        hours_ago = time.time() - 7200
-        os.utime(older, (hours_ago, hours_ago))  # written before the dead run began: not its own
+        bias = tmp_path / "masters" / "master_bias_b2x2_g120_sNA_C-10.fits"
+        shutil.copyfile(done / "masters" / bias.name, bias)  # a master no row of this catalog names
+        foreign = Journal(tmp_path / "calibrated", "00000000-0000-4000-8000-000000000000", dead)
+        foreign.record([Entry(output.name, sha256_file(output))])
+        live = Journal(tmp_path / "masters", catalog.catalog_id, add_run(catalog, pid=os.getpid()))
+        live.record([Entry(bias.name, sha256_file(bias))])
+        before = {p: sha256_file(p) for p in (output, bias)}
 
         recovery = recover(catalog, 0, tmp_path / "masters", tmp_path / "calibrated")
-        assert recovery.runs == [dead]
-        assert recovery.claims == 1
-        assert sorted(Path(p).name for p in recovery.removed) == ["Light_001_cal.fits", bias]
-        assert foreign.exists()
-        assert older.exists()
-        foreign.unlink()
-        older.unlink()
-        with catalog.session() as session:
+        assert (recovery.runs, recovery.claims, recovery.removed) == ([dead], 1, [])
+        assert {p: sha256_file(p) for p in (output, bias)} == before
+        assert foreign.path is not None
+        assert foreign.path.exists()
+        assert live.path is not None
+        assert live.path.exists()
+        with catalog.reading() as session:
             assert session.get(Run, dead).status == "died"
-        assert process(catalog, options(tmp_path)).exit_code == 0
-        assert state(tmp_path / "c.db", tmp_path) == reference
 
-        # Killed after replacing an output, before registering it: the file differs from its row.
-        second = add_run(catalog, pid=dead_pid(), ago=1.0)
-        target = tmp_path / "calibrated" / "Light_002_cal.fits"
-        shutil.copyfile(tmp_path / "calibrated" / "Light_003_cal.fits", target)
-        add_claim(catalog, second, ids["Light_002.fits"], target)
-        summary = process(catalog, options(tmp_path))
-        assert [x.outcome for x in summary.lights] == ["current", "calibrated", "current", "current"]
-        assert summary.of("calibrated")[0].reason == "output file missing"
-        with catalog.session() as session:
-            (row,) = session.scalars(
-                select(Calibration).where(Calibration.path == str(target), Calibration.status == "current")
-            )
-            assert sha256_file(target) == row.sha256
-        assert content(target) == content(done / "calibrated" / "Light_002_cal.fits")
+
+def test_two_catalogs_in_one_folder_a_run_of_one_killed(night: Path, tmp_path: Path) -> None:
+    """The reported case: A (``./ccdcal.db``) is killed during ``process``; B (``test.db``, beside it)
+    would process into the same default folders — it is refused them, writing nothing; A runs again and
+    recovers its own files only, ending as an uninterrupted run."""
+    from typer.testing import CliRunner
+
+    from ccdcal.cli import app
+
+    done = night / "done"
+    copy_catalog(night / "template.db", tmp_path / "c.db")
+    killed_after(tmp_path, "publish", "master_dark_b2x2_g120_60s_C-10.fits")
+    with Catalog(tmp_path / "c.db") as catalog:
+        owner = catalog.catalog_id
+    other = tmp_path / "test.db"
+    with Catalog(other) as catalog:
+        ingest(catalog, [night / "raw"])
+    before = {p: sha256_file(p) for p in sorted((tmp_path / "masters").iterdir()) if p.is_file()}
+    folders = ["--masters-dir", str(tmp_path / "masters"), "--output-dir", str(tmp_path / "calibrated")]
+    refused = CliRunner().invoke(app, ["--db", str(other), "process", "--jobs", "1", *folders])
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith(
+        f"Error: the masters folder {tmp_path / 'masters'} belongs to another catalog (id {owner}; it is "
+    )
+    assert {p: sha256_file(p) for p in sorted((tmp_path / "masters").iterdir()) if p.is_file()} == before
+    with Catalog(tmp_path / "c.db") as catalog:
+        assert process(catalog, options(tmp_path)).exit_code == 0
+    assert state(tmp_path / "c.db", tmp_path) == state(done / "c.db", done)
+    assert journals(tmp_path / "masters", tmp_path / "calibrated") == []
 
 
 def test_claims_are_renewed_while_the_run_works_and_released_after(

@@ -377,7 +377,7 @@ def test_jobs_in_parallel_give_the_same_files(
     catalog: Catalog, night: SimulatedNight, tmp_path: Path
 ) -> None:
     run(catalog, night, tmp_path, jobs=2)
-    first = {p.name: fits.getdata(p) for p in (tmp_path / "calibrated").iterdir()}
+    first = {p.name: fits.getdata(p) for p in (tmp_path / "calibrated").glob("*.fits")}
     summary = process(catalog, options(tmp_path, jobs=1, redo=True))
     assert len(summary.of("calibrated")) == 4
     for name, data in first.items():

@@ -110,6 +110,41 @@ def test_a_planned_light_carries_its_task_when_asked(
     assert light.task is None
 
 
+def test_a_light_whose_output_name_the_file_system_refuses_is_not_calibrated(
+    catalog: Catalog, night: SimulatedNight, tmp_path: Path
+) -> None:
+    """Names are limited in bytes (255), not characters: an output name of exactly 255 bytes is written;
+    one of 257, or a ``_v2`` that passes 255, is refused with the reason, before any file is written."""
+    import shutil
+
+    light = night.files["light"]
+    exact = "N" * 246 + ".fits"  # output: 246 + len("_cal.fits") = 255 bytes
+    too_long = "T" * 248 + ".fits"  # output: 257 bytes
+    shutil.copyfile(light[0], light[0].parent / exact)
+    (night.root / "OTHER").mkdir()
+    shutil.copyfile(light[1], night.root / "OTHER" / exact)  # the same name: its output needs _v2
+    shutil.copyfile(light[2], light[2].parent / too_long)
+    ingest(catalog, [night.root])
+    summary = process(catalog, options(tmp_path))
+    by_name = {Path(x.path).name + ("*" if "OTHER" in x.path else ""): x for x in summary.lights}
+    assert by_name[exact].outcome == "calibrated"
+    assert Path(by_name[exact].output or "").name == "N" * 246 + "_cal.fits"
+    for name in (exact + "*", too_long):
+        report = by_name[name]
+        assert report.outcome == "cannot"
+        assert report.reason is not None
+        assert "bytes, longer than the 255 the file system of" in report.reason
+        assert report.reason.endswith(
+            "rename the raw file to a shorter name, ingest it again, and run process again"
+        )
+    assert "258 bytes" in (by_name[exact + "*"].reason or "")
+    assert "257 bytes" in (by_name[too_long].reason or "")
+    assert summary.exit_code == 1
+    assert sorted(p.name for p in (tmp_path / "calibrated").iterdir() if p.suffix == ".fits") == sorted(
+        Path(x.output or "").name for x in summary.lights if x.outcome == "calibrated"
+    )
+
+
 def test_a_plan_makes_the_steps_of_a_light_only_when_asked(
     catalog: Catalog, night: SimulatedNight, tmp_path: Path
 ) -> None:

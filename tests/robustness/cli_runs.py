@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Calibration, CalibrationMaster, Frame, Master
 from ccdcal.files.fitsio import TEMP_PREFIX, sha256_file
+from ccdcal.files.ownership import MARKER
 
 _SCRIPT = Path(sys.executable).with_name("ccdcal")
 #: The command: the venv's console script, else ``python -m ccdcal``.
@@ -147,7 +148,7 @@ def assert_complete_files(*folders: Path) -> int:
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
-            if path.name.startswith(TEMP_PREFIX):
+            if path.name.startswith(TEMP_PREFIX) or path.name == MARKER:
                 continue
             assert path.stat().st_size % 2880 == 0, f"partial file {path}"
             with warnings.catch_warnings():

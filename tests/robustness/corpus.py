@@ -397,6 +397,13 @@ def _name(file_name: str) -> Build:
     return build
 
 
+#: Long file names (docs/design.md, Files): 200 characters, whose output name is allowed; 80 characters of
+#: 3 bytes each (the limit is 255 bytes, not characters); 253 bytes, whose output name would be 257.
+LONG_NAME = "M51_" + "long" * 47 + "_01.fits"
+LONG_UNICODE_NAME = "星" * 80 + ".fits"
+TOO_LONG_NAME = "M51_" + "x" * 244 + ".fits"
+
+
 def _filter(value: str, stem: str) -> Build:
     def build(folder: Path, t: Templates) -> None:
         _flats(folder, t, stem, lambda p: p, FILTER=value)
@@ -1044,6 +1051,30 @@ CASES: tuple[Case, ...] = (
         "rewritten.fits",
         _name("rewritten.fits"),
         after_ingest=_rewritten_after_ingest,
+    ),
+    Case(
+        "name-200-characters",
+        "a file name of 200 characters (its temporary name must fit too)",
+        CALIBRATED,
+        "",
+        LONG_NAME,
+        _name(LONG_NAME),
+    ),
+    Case(
+        "name-245-bytes-unicode",
+        "a file name of 80 CJK characters, 245 bytes",
+        CALIBRATED,
+        "",
+        LONG_UNICODE_NAME,
+        _name(LONG_UNICODE_NAME),
+    ),
+    Case(
+        "name-output-too-long",
+        "a file name of 253 bytes, whose `_cal.fits` name would pass 255",
+        NOT_CALIBRATED,
+        "longer than the 255 the file system",
+        TOO_LONG_NAME,
+        _name(TOO_LONG_NAME),
     ),
 )
 

@@ -291,6 +291,70 @@ SITUATIONS: tuple[Situation, ...] = (
         "the hash of the bytes read comes back; the light fails and its output is removed",
         "tests/lights/test_worker.py::test_a_raw_file_rewritten_with_size_and_mtime_kept_is_not_calibrated",
     ),
+    Situation(
+        "two-catalogs-one-folder",
+        "`--db test.db` beside `./ccdcal.db`: both would write into the default `masters/` and `calibrated/`",
+        "the second catalog is refused the first one's folders before writing anything: one line naming the "
+        "folder, the owner's id and the fix, exit 2",
+        "tests/masters/test_folders.py::test_a_second_catalog_in_the_same_project_is_refused_its_folders",
+    ),
+    Situation(
+        "folder-before-markers",
+        "a masters folder of ccdcal files and no `.ccdcal-catalog` (made before the markers)",
+        "adopted by the catalog whose rows name its files; refused to any other, exit 2",
+        "tests/masters/test_folders.py::test_folders_made_before_the_markers_are_adopted_by_their_catalog_only",
+    ),
+    Situation(
+        "two-claims-at-once",
+        "two catalogs claiming one new folder at the same moment",
+        "one marker wins; the other catalog is refused, exit 2",
+        "tests/files/test_ownership.py::test_two_catalogs_claiming_at_once_one_wins",
+    ),
+    Situation(
+        "killed-after-publishing",
+        "a run killed between giving a master or output its final name and recording it",
+        "the next run removes the file (its journal proves it that run's) and writes it again under the "
+        "same name",
+        "tests/lights/test_claims.py::test_a_run_killed_after_publishing_a_file_leaves_the_proof_the_next_run_undoes",
+    ),
+    Situation(
+        "killed-after-replacing",
+        "a run killed after renaming a new output over a recorded one, before recording it",
+        "the next run puts the recorded file back, then calibrates the light again",
+        "tests/lights/test_claims.py::test_a_run_killed_after_replacing_an_output_gets_the_replaced_file_back",
+    ),
+    Situation(
+        "foreign-files-after-a-dead-run",
+        "another catalog's or a person's files in the folders of a run that died: under a name it had "
+        "claimed, a master no row names, another catalog's journal",
+        "left alone: recovery removes only what a journal of its own catalog and dead run proves",
+        "tests/lights/test_claims.py::test_recovery_removes_no_file_that_no_journal_of_its_own_proves",
+    ),
+    Situation(
+        "catalog-deleted-or-replaced",
+        "the catalog's folder deleted, or a backup restored over the catalog, during `process`",
+        "found at the next commit: the lights not recorded are failed with the reason, exit 1",
+        "tests/robustness/test_catalog_gone.py::test_a_catalog_gone_while_lights_are_calibrated",
+    ),
+    Situation(
+        "read-only-catalog",
+        "a catalog on read-only media (file and folder not writable)",
+        "status, process --dry-run (the same plan), provenance, impact, report, masters --list and db "
+        "current work; process, ingest, audit, masters and mark-bad answer one line, exit 2; nothing written",
+        "tests/catalog/test_read_only.py::test_an_archive_on_read_only_media_through_the_command_line",
+    ),
+    Situation(
+        "read-only-user",
+        "a PostgreSQL user who may only read the catalog",
+        "status and the dry run work (provisional masters in temporary tables); process refused, exit 2",
+        "tests/catalog/test_read_only.py::test_a_user_who_may_only_read_a_postgresql_catalog",
+    ),
+    Situation(
+        "long-host-name",
+        "a host name of 250 characters, a final name of 250 bytes",
+        "temporary names stay 49 characters: the file is written",
+        "tests/files/test_fitsio.py::test_temporary_names_are_short_whatever_the_final_name_and_the_host",
+    ),
 )
 
 

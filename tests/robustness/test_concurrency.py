@@ -74,7 +74,7 @@ def assert_exactly_once(db: str, folder: Path, reference: State, lights: int = L
         }
         assert session.scalar(select(func.count()).select_from(Claim)) == 0
         assert {r for (r,) in session.execute(select(Run.status).where(Run.command == "process"))} == {"ok"}
-    assert len(list((folder / "masters").iterdir())) == MASTERS
+    assert len(list((folder / "masters").glob("*.fits"))) == MASTERS
     assert temporaries(folder / "masters", folder / "calibrated") == []
     if lights == LIGHTS:
         assert state(db, folder) == reference
@@ -132,7 +132,7 @@ def ingest_during_process(db: str, folder: Path, night: SimulatedNight, referenc
     assert not first & second
     assert len(first | second) == LIGHTS + 6
     assert_exactly_once(db, folder, reference, LIGHTS + 6)
-    names = sorted(p.name for p in (folder / "calibrated").iterdir())
+    names = sorted(p.name for p in (folder / "calibrated").glob("*.fits"))
     assert names[:2] == ["Light_001_cal.fits", "Light_001_cal_v2.fits"]
 
 

@@ -7,7 +7,6 @@ import builtins
 import errno
 import io
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Calibration, Claim, Master
 from ccdcal.cli import app
 from ccdcal.files import calibrated, fitsio
+from ccdcal.files.fitsio import TEMP_PREFIX
+from ccdcal.lights import worker
 from ccdcal.lights.options import ProcessOptions
 from ccdcal.lights.pipeline import process
 from tests.robustness.cli_runs import (
@@ -84,17 +85,32 @@ class _FullDisk(io.FileIO):
         return super().write(data)
 
 
-def full_disk_open(name_ends: str, room: int) -> Callable[..., Any]:
-    """``open`` for which the file named ``...name_ends`` (as a temporary) fills the disk after ``room``
-    bytes: the write fails mid-file."""
+def full_disk(
+    monkeypatch: pytest.MonkeyPatch, caller: Any, writer: str, module: Any, final: str, room: int
+) -> None:
+    """Make the disk fill up after ``room`` bytes of the temporary file that the writer ``caller.writer``
+    (called with the final path, or the folder and the final name) opens in ``module`` for the final name
+    ``final``: the write fails mid-file. Temporary names do not hold the final name: the writer's call
+    says which it is."""
+    writing: list[str] = []
+    real_writer = getattr(caller, writer)
+
+    def tracked(*args: Any, **kwargs: Any) -> Any:
+        target = args[0] if isinstance(args[0], Path) and args[0].suffix else Path(args[0]) / args[1]
+        writing.append(target.name)
+        try:
+            return real_writer(*args, **kwargs)
+        finally:
+            writing.pop()
 
     def fake(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if "w" in mode and str(file).endswith(name_ends):
+        if "w" in mode and writing and writing[-1] == final and TEMP_PREFIX in str(file):
             _FullDisk.room = room
             return io.BufferedWriter(_FullDisk(file, "wb"))
         return builtins.open(file, mode, *args, **kwargs)
 
-    return fake
+    monkeypatch.setattr(caller, writer, tracked)
+    monkeypatch.setattr(module, "open", fake, raising=False)
 
 
 @pytest.mark.parametrize("which", ["output", "masters"])
@@ -141,9 +157,7 @@ def test_disk_full_while_writing_a_master(
 ) -> None:
     """The run stops with the file named and what to do (exit 2); no master row, no file, no claim."""
     copy_catalog(night / "template.db", tmp_path / "c.db")
-    monkeypatch.setattr(
-        fitsio, "open", full_disk_open("-master_dark_b2x2_g120_2s_C-10.fits", 6000), raising=False
-    )
+    full_disk(monkeypatch, fitsio, "write_atomic", fitsio, "master_dark_b2x2_g120_2s_C-10.fits", 6000)
     result = cli_process(tmp_path)
     monkeypatch.undo()
     master = tmp_path / "masters" / "master_dark_b2x2_g120_2s_C-10.fits"
@@ -168,7 +182,7 @@ def test_disk_full_while_writing_a_calibrated_light(
 ) -> None:
     """That light fails with the reason (exit 1), the others are calibrated; the next run writes it."""
     copy_catalog(night / "template.db", tmp_path / "c.db")
-    monkeypatch.setattr(calibrated, "open", full_disk_open("-Light_002_cal.fits", 5000), raising=False)
+    full_disk(monkeypatch, worker, "write_calibrated", calibrated, "Light_002_cal.fits", 5000)
     result = cli_process(tmp_path)
     monkeypatch.undo()
     output = tmp_path / "calibrated" / "Light_002_cal.fits"

@@ -32,7 +32,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
-from ccdcal.catalog.db import Catalog, dumps_json
+from ccdcal.catalog.db import Catalog
+from ccdcal.catalog.engine import dumps_json
 from ccdcal.catalog.models import Calibration, Frame, Master, Run
 from ccdcal.catalog.queries import MatchRules
 from ccdcal.cli import app
