@@ -424,6 +424,7 @@ def test_files_ccdcal_wrote_are_skipped_with_a_note(tmp_path: Path, db_url: str)
     again = night.process()
     assert again.nothing_done, again.headline()
     assert sorted(p.name for p in night.calibrated.iterdir()) == [
+        ".ccdcal-catalog",  # the folder's owner (docs/design.md, Files)
         "Light_001_cal.fits",
         "Light_001_cal.fits.gz",
         "Light_002_cal.fits",
