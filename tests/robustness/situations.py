@@ -41,6 +41,19 @@ SITUATIONS: tuple[Situation, ...] = (
         "tests/robustness/test_concurrency.py::test_two_processes_on_one_sqlite_catalog",
     ),
     Situation(
+        "two-ingests",
+        "two `ccdcal ingest` of one tree at once, on SQLite and on PostgreSQL",
+        "both exit 0; each file catalogued once, its cards once (each batch reads the rows again under the "
+        "writers' lock)",
+        "tests/robustness/test_concurrency.py::test_two_ingests_at_once_on_sqlite",
+    ),
+    Situation(
+        "stale-ingest-snapshot",
+        "files catalogued by another ingest after this one read what the catalog knew",
+        "counted unchanged, none inserted twice, exit 0",
+        "tests/robustness/test_concurrency.py::test_an_ingest_whose_snapshot_is_stale_catalogues_each_file_once",
+    ),
+    Situation(
         "not-a-catalog",
         "`--db` naming a database of another program",
         "one line naming it, exit 2; nothing written",
