@@ -43,6 +43,7 @@ from ccdcal.catalog.states import (
     light_states,
     unclassified_query,
 )
+from ccdcal.runtime.words import counted
 
 #: Up to this many usable frames, ``status`` shows the plan of ``process --dry-run``.
 PLAN_LIMIT = 10_000
@@ -269,7 +270,7 @@ def pending_lines(pending: dict[str, Any]) -> list[str]:
         return _counted_lines(pending)
     lights, masters = pending["lights"], pending["masters_to_build"]
     if not lights and not masters:
-        return [f"Pending: nothing ({pending['current']} lights calibrated)"]
+        return [f"Pending: nothing ({counted(pending['current'], 'light')} calibrated)"]
     run = pending["options_of_run"]
     source = f"the options of run {run}" if run is not None else "default options"
     lines = [f"Pending (what `ccdcal process` would do now, with {source}):"]
@@ -297,7 +298,7 @@ def _counted_lines(pending: dict[str, Any]) -> list[str]:
     """The lines of pending work counted from the catalog (a large one)."""
     groups, counts = pending["groups_to_build"], pending["counts"]
     if not groups and not counts:
-        return [f"Pending: nothing ({pending['current']} lights calibrated)"]
+        return [f"Pending: nothing ({counted(pending['current'], 'light')} calibrated)"]
     lines = [
         "Pending (counted from the catalog; `ccdcal process --dry-run` plans each master and light):",
         f"  master groups to build ({len(groups)}):" if groups else "  master groups to build: none",

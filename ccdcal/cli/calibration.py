@@ -24,6 +24,7 @@ from ccdcal.cli.base import (
     progress_bar,
     state_of,
 )
+from ccdcal.runtime.words import counted
 
 
 @app.command()
@@ -134,7 +135,7 @@ def masters(
             f"{len(summary.of('current'))} already current, {len(summary.of('skipped'))} skipped",
             markup=False,
         )
-        print_lines(out, (f"  built {r.path} ({r.n_inputs} frames)" for r in summary.of("built")))
+        print_lines(out, (f"  built {r.path} ({counted(r.n_inputs, 'frame')})" for r in summary.of("built")))
     print_lines(err, (f"Warning: {warning}" for report in summary.reports for warning in report.warnings))
     if summary.of("skipped") and not as_json:
         skipped = summary.of("skipped")

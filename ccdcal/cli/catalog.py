@@ -21,6 +21,7 @@ from ccdcal.cli.base import (
     progress_bar,
     state_of,
 )
+from ccdcal.runtime.words import counted
 from ccdcal.status import catalog_status, pending_lines
 
 
@@ -93,7 +94,7 @@ def ingest(
         out.print(f"Frames under these paths: {kinds}", markup=False)
         if summary.forced:
             how = f"to {imagetyp}" if imagetyp else "by --type-from-name"
-            out.print(f"Type forced {how} on {summary.forced} frames", markup=False)
+            out.print(f"Type forced {how} on {counted(summary.forced, 'frame')}", markup=False)
         if summary.unclassified:
             out.print(
                 f"Unclassified ({len(summary.unclassified)}; no type in header or folder name — "

@@ -10,6 +10,7 @@ import typer
 
 from ccdcal import limits
 from ccdcal.cli.base import app, err, out, print_json, progress_bar, state_of
+from ccdcal.runtime.words import counted
 
 
 @app.command()
@@ -41,8 +42,9 @@ def report(
         print_json(summary.as_dict())
     elif not state.quiet:
         out.print(
-            f"Report {summary.path} ({summary.scope}): {summary.masters} masters, {summary.lights} "
-            f"calibrated lights, {summary.problems} problems, {summary.images} images, "
+            f"Report {summary.path} ({summary.scope}): {counted(summary.masters, 'master')}, "
+            f"{counted(summary.lights, 'calibrated light')}, {counted(summary.problems, 'problem')}, "
+            f"{counted(summary.images, 'image')}, "
             f"{summary.size / 1024:.0f} KiB",
             markup=False,
         )

@@ -23,6 +23,7 @@ from ccdcal.cli.base import (
     wide_console,
 )
 from ccdcal.errors import UsageError
+from ccdcal.runtime.words import counted
 
 if TYPE_CHECKING:  # types only: a command loads its library when it runs
     from ccdcal.catalog.db import Catalog
@@ -76,7 +77,7 @@ def provenance(
         def grow(branch: Tree, node: Node) -> None:
             key = node.ref or node.path or node.name
             if node.node == "master" and node.children and key in seen:
-                branch.add(Text(f"({len(node.children)} files listed above)", style="dim"))
+                branch.add(Text(f"({counted(len(node.children), 'file')} listed above)", style="dim"))
                 return
             seen.add(key)
             for child in node.children:

@@ -37,6 +37,7 @@ from ccdcal.config.inifile import (
     unknown_section,
 )
 from ccdcal.errors import ConfigError
+from ccdcal.runtime.words import counted
 
 if TYPE_CHECKING:
     from ccdcal.ingestion.core import IngestSummary
@@ -295,7 +296,7 @@ class RunResult:
             f"current, {len(summary.masters_of('skipped'))} skipped; kinds built: "
             f"{', '.join(self.config.build) or 'none'}",
         ]
-        lines += [f"  built {m.path} ({m.n_inputs} frames)" for m in built if details]
+        lines += [f"  built {m.path} ({counted(m.n_inputs, 'frame')})" for m in built if details]
         lines.append(
             f"Lights (run {summary.run_id}): {light['calibrated']} calibrated, {light['current']} already "
             f"calibrated, {light['cannot']} not calibrated, {light['failed']} failed"

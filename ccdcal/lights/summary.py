@@ -11,6 +11,7 @@ from ccdcal.files.naming import number_text
 from ccdcal.lights.plan import LightReport
 from ccdcal.lights.steps import ROLES
 from ccdcal.masters.groups import MasterReport
+from ccdcal.runtime.words import counted
 
 
 class LightProblem(TypedDict):
@@ -65,8 +66,8 @@ class ProcessSummary:
         """One line: what was built and calibrated, or that there was nothing to do."""
         if self.nothing_done:
             return (
-                f"Process (run {self.run_id}): nothing to do: {len(self.of('current'))} lights already "
-                f"calibrated, {len(self.masters_of('current'))} masters current"
+                f"Process (run {self.run_id}): nothing to do: {counted(len(self.of('current')), 'light')} "
+                f"already calibrated, {counted(len(self.masters_of('current')), 'master')} current"
             )
         return (
             f"Process (run {self.run_id}): masters {len(self.masters_of('built'))} built, "
@@ -98,16 +99,16 @@ class ProcessSummary:
         build = self.masters_of("build")
         if build:
             lines.append(f"Masters to build ({len(build)}):")
-            lines += [f"  {Path(m.path or '').name} ({m.n_inputs} frames)" for m in build]
+            lines += [f"  {Path(m.path or '').name} ({counted(m.n_inputs, 'frame')})" for m in build]
         planned = self.of("calibrate")
         if planned:
             lines.append(f"Lights to calibrate ({len(planned)}):")
             for light in planned:
                 lines.append(f"  {light.path} -> {light.output} ({light.reason})")
                 lines.append("    " + ", ".join(f"{role} {name}" for role, name in light.masters().items()))
-        lines.append(f"Already calibrated: {len(self.of('current'))} lights")
+        lines.append(f"Already calibrated: {counted(len(self.of('current')), 'light')}")
         if self.of("busy"):
-            lines.append(f"Being calibrated by another run: {len(self.of('busy'))} lights")
+            lines.append(f"Being calibrated by another run: {counted(len(self.of('busy')), 'light')}")
         return lines
 
     def problem_lines(self) -> list[str]:

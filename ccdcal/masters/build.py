@@ -48,7 +48,7 @@ from ccdcal.kernels.qa import (
 from ccdcal.masters.bpm import build_bpms
 from ccdcal.masters.calibrators import plan_group
 from ccdcal.masters.combine import combine_group
-from ccdcal.masters.files import existing_master, register_master, same_group
+from ccdcal.masters.files import existing_master, register_master, same_group, serving_master
 from ccdcal.masters.folders import own_folders
 from ccdcal.masters.groups import (
     MASTER_ORDER,
@@ -155,6 +155,11 @@ def _one_group(
     report = MasterReport(kind, keys, "skipped", len(frames))
     report.reason = cannot_group(kind, keys, frames, options)
     if report.reason:
+        with catalog.reading() as session:
+            serving = serving_master(session, kind, keys, frames)
+        if serving is not None:  # built before (another --min-frames): the group is served
+            report.outcome, report.path, report.master_id = "current", serving.path, serving.id
+            report.version, report.reason = serving.version, None
         return report
     with catalog.session() as session:
         plan, report.reason = plan_group(session, kind, keys, frames, options)

@@ -16,7 +16,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog, lock_writers
-from ccdcal.catalog.lineage import rebuild_reason
+from ccdcal.catalog.lineage import rebuild_reason, unusable_reason
 from ccdcal.catalog.models import Master, MasterCalibrator, MasterInput
 from ccdcal.files.cardtext import card_name
 from ccdcal.files.fitsio import add_history, set_card, stamp_version, write_free
@@ -25,6 +25,7 @@ from ccdcal.files.naming import free_master_name, master_stems
 from ccdcal.kernels.combine import ClipParams
 from ccdcal.kernels.uncertainty import uncertainty_hdu
 from ccdcal.masters.groups import BuiltMaster, GroupPlan, MasterOptions, describe_keys
+from ccdcal.runtime.words import counted
 
 #: IRAF's IMCMBnnn cards name at most this many inputs (all of them are in ``master_inputs``); each
 #: IMSHAnnn card holds the sha256 of its IMCMBnnn file as it was combined, so that a master's header alone
@@ -38,6 +39,33 @@ def existing_master(session: Session, plan: GroupPlan) -> Master | None:
         select(Master).where(Master.identity == plan.identity, Master.status == "current")
     ).first()
     return existing if existing is not None and Path(existing.path).is_file() else None
+
+
+def serving_master(
+    session: Session, kind: str, keys: Mapping[str, Any], frames: list[dict[str, Any]]
+) -> Master | None:
+    """The master that serves a group which cannot make one now (too few frames under today's
+    ``--min-frames``), so that the group is not reported skipped while its lights use it: a current
+    master of ``kind`` with exactly the group ``keys`` (with the bias or without), made from exactly the
+    group's ``frames`` as they are (ids and sha256), usable (nothing in its lineage marked bad) and whose
+    file is there. ``None`` when none does: the group is skipped."""
+    query = select(Master).where(
+        Master.kind == kind,
+        Master.status == "current",
+        *(getattr(Master, k).is_not_distinct_from(v) for k, v in keys.items()),
+    )
+    wanted = {(f["id"], f["sha256"]) for f in frames}
+    for master in session.scalars(query.order_by(Master.id.desc())):
+        made_of = session.execute(
+            select(MasterInput.frame_id, MasterInput.sha256).where(MasterInput.master_id == master.id)
+        )
+        if (
+            set(map(tuple, made_of)) == wanted
+            and unusable_reason(session, master) is None
+            and Path(master.path).is_file()
+        ):
+            return master
+    return None
 
 
 def next_version(session: Session, plan: GroupPlan) -> int:
@@ -165,7 +193,8 @@ def _combine_cards(header: fits.Header, plan: GroupPlan, built: BuiltMaster, par
 
 
 def _history(plan: GroupPlan, built: BuiltMaster, params: ClipParams) -> list[str]:
-    lines = [f"ccdcal: {plan.kind} master of {len(plan.frames)} frames, group {describe_keys(plan.keys)}"]
+    inputs = counted(len(plan.frames), "frame")
+    lines = [f"ccdcal: {plan.kind} master of {inputs}, group {describe_keys(plan.keys)}"]
     if len(plan.frames) > MAX_IMCMB:
         lines.append(f"IMCMBnnn name the first {MAX_IMCMB} inputs; all are in the catalog's master_inputs")
     if plan.bias is not None:

@@ -32,7 +32,7 @@ from ccdcal.catalog.models import Master
 from ccdcal.catalog.queries import GROUP_KEYS, grouped_frames, in_chunks, no_jit
 from ccdcal.kernels.overscan import SECTION_KEYS
 from ccdcal.masters.calibrators import plan_group
-from ccdcal.masters.files import folder_masters, free_master_path, master_row, same_group
+from ccdcal.masters.files import folder_masters, free_master_path, master_row, same_group, serving_master
 from ccdcal.masters.groups import (
     MASTER_ORDER,
     GroupPlan,
@@ -83,7 +83,11 @@ def _plan_kind(session: Session, kind: str, options: MasterOptions, folder: Path
         report = MasterReport(kind, keys, "skipped", len(frames))
         reports.append(report)
         report.reason = cannot_group(kind, keys, frames, options)
-        if report.reason is None:
+        serving = serving_master(session, kind, keys, frames) if report.reason else None
+        if serving is not None:  # built before (another --min-frames): the group is served
+            report.outcome, report.path, report.master_id = "current", serving.path, serving.id
+            report.version, report.reason = serving.version, None
+        if report.reason is None and serving is None:
             plan, report.reason = plan_group(session, kind, keys, frames, options, cards)
             if report.reason is None:
                 planned.append((report, plan))

@@ -27,12 +27,13 @@ from ccdcal.catalog.models import Calibration, Frame, Master
 from ccdcal.errors import UsageError
 from ccdcal.files.hashing import MISSING, OK, UNCHECKED, fits_files, hash_files
 from ccdcal.runtime.pathtext import is_text, not_text_reason, shown
+from ccdcal.runtime.words import counted
 
 Progress = Callable[[str, int, int], None]
 MOVED = "moved"
 
 #: What each kind of row is called in messages.
-_LABELS = {"frame": "raw frames", "master": "masters", "calibration": "calibrated files"}
+_LABELS = {"frame": "raw frame", "master": "master", "calibration": "calibrated file"}
 
 
 @dataclass
@@ -125,9 +126,9 @@ class AuditReport:
     def headline(self) -> str:
         """One line: what was checked and found."""
         total = sum(self.checked.values())
-        kinds = ", ".join(f"{n} {_LABELS[what]}" for what, n in self.checked.items())
+        kinds = ", ".join(counted(n, _LABELS[what]) for what, n in self.checked.items())
         found = ", ".join(f"{n} {state}" for state, n in self.counts().items() if n or state == "ok")
-        return f"Audit (run {self.run_id}): {total} files checked ({kinds}): {found}"
+        return f"Audit (run {self.run_id}): {counted(total, 'file')} checked ({kinds}): {found}"
 
     def lines(self) -> list[str]:
         """The headline, then one line per file that drifted, and what to do."""

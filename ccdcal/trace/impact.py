@@ -27,6 +27,7 @@ from ccdcal.catalog.models import Calibration, Frame, Master
 from ccdcal.catalog.queries import calibrations_using, downstream_masters
 from ccdcal.catalog.targets import Target, find_target
 from ccdcal.errors import UsageError
+from ccdcal.runtime.words import counted
 
 _KIND_ORDER = {"bias": 0, "dark": 1, "flat": 2}
 
@@ -108,8 +109,9 @@ class Impact:
         """One line: what the target is and how much is downstream."""
         bad = f" (marked bad: {self.bad_reason})" if self.is_bad else ""
         return (
-            f"{self.target.ref} {self.target.path}{bad}: {len(self.masters)} masters "
-            f"({len(self.current_masters())} current) and {len(self.calibrations)} calibrated files "
+            f"{self.target.ref} {self.target.path}{bad}: {counted(len(self.masters), 'master')} "
+            f"({len(self.current_masters())} current) and "
+            f"{counted(len(self.calibrations), 'calibrated file')} "
             f"({len(self.current_calibrations())} current) downstream"
         )
 

@@ -29,6 +29,7 @@ from ccdcal.files.ownership import MARKER
 from ccdcal.ingestion.core import ingest
 from ccdcal.masters.build import build_masters, list_masters
 from ccdcal.masters.groups import MasterOptions, MastersSummary
+from ccdcal.masters.plan import plan_masters
 from ccdcal.simulate import SimulatedNight, simulate_night
 from tests.conftest import fitsverify_counts, real_set
 
@@ -247,6 +248,22 @@ def test_min_frames_skips_small_groups_with_the_reason(catalog: Catalog, build: 
         build(min_frames=0)
     with pytest.raises(UsageError, match="--kind"):
         build(kinds=("light",))
+
+
+def test_groups_served_by_masters_built_before_are_current(catalog: Catalog, build: Build) -> None:
+    """Built with --min-frames 5, the masters serve their groups when a later run asks 6: the groups are
+    reported current (the lights use those masters), neither skipped nor built again; a dry run's plan says
+    the same. Only a group no master serves is skipped."""
+    first = build(min_frames=5)
+    assert (len(first.of("built")), first.of("skipped")) == (7, [])
+    later = build(min_frames=6)
+    assert later.of("skipped") == []
+    assert later.of("built") == []
+    assert sorted(r.master_id for r in later.of("current")) == sorted(r.master_id for r in first.of("built"))
+    assert later.exit_code == 0
+    with catalog.scratch(Master) as session:  # what `process --dry-run` plans
+        planned = plan_masters(session, MasterOptions(min_frames=6))
+    assert [(r.outcome, r.reason) for r in planned] == [("current", None)] * 7
 
 
 def test_kinds_can_be_built_one_at_a_time(catalog: Catalog, build: Build) -> None:
