@@ -235,6 +235,14 @@ def process(
     no_bpm: Annotated[
         bool, typer.Option("--no-bpm", help="Do not OR the bad-pixel mask (masters --bpm) into MASK.")
     ] = False,
+    write_uncalibrated: Annotated[
+        bool,
+        typer.Option(
+            "--write-uncalibrated",
+            help="Write the lights no step applies to (no bias, dark, flat or overscan): their pixels "
+            "are the raw frame's. Without it they are listed, not written.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Build masters as needed, then calibrate every light (bias, dark, flat), with provenance rows."""
@@ -272,6 +280,7 @@ def process(
             cr_objlim=cr_objlim,
         ),
         no_bpm=no_bpm,
+        write_uncalibrated=write_uncalibrated,
     )
     with state.catalog() as catalog:
         if dry_run:
@@ -284,7 +293,11 @@ def process(
     if as_json:
         print_json(summary.as_dict())
     elif not state.quiet:
-        print_lines(out, summary.plan_lines() if summary.dry_run else [summary.headline()])
+        steps = None if summary.dry_run else summary.steps_line()
+        print_lines(
+            out,
+            summary.plan_lines() if summary.dry_run else [summary.headline(), *([steps] if steps else [])],
+        )
         rows = summary.table_rows() if not (summary.dry_run or summary.nothing_done) else []
         print_table(out, rows)
     if not as_json:

@@ -98,12 +98,18 @@ temp_tolerance = 2
 exptime_tolerance = 1e-6
 # (ccdcal) Flat pixels below this are clamped and flagged in the output's MASK extension.
 flat_min = 0.01
+# (ccdcal) Write the frames no calibration step applies to (no bias, dark, flat or overscan), their
+# pixels the raw frame's; no: list them with the reason, unwritten.
+write_uncalibrated = no
 """
 
 #: How each option's value is read (see :func:`convert`): ``folder_in`` must exist, ``folder_out`` is
 #: created; ``count`` is a whole number ≥ 1, ``number`` ≥ 0, ``positive`` > 0.
 KINDS = {
-    **dict.fromkeys(("debug", "build_bias", "build_dark", "build_flat", "dark_scale", "no_bias"), "bool"),
+    **dict.fromkeys(
+        ("debug", "build_bias", "build_dark", "build_flat", "dark_scale", "no_bias", "write_uncalibrated"),
+        "bool",
+    ),
     **dict.fromkeys(("raw_root", "input_root"), "folder_in"),
     **dict.fromkeys(("master_output", "output_dir", "master_files"), "folder_out"),
     **dict.fromkeys(("min_frames", "iterations"), "count"),

@@ -83,6 +83,7 @@ class SeedConfig:
     temp_tolerance: float
     exptime_tolerance: float
     flat_min: float
+    write_uncalibrated: bool
 
     @property
     def build(self) -> tuple[str, ...]:
@@ -136,6 +137,7 @@ class SeedConfig:
             jobs=self.jobs,
             min_frames=self.min_frames,
             mem_limit=self.mem_limit,
+            write_uncalibrated=self.write_uncalibrated,
         )
 
     def arguments(self) -> dict[str, Any]:

@@ -107,5 +107,7 @@ def history_lines(task: FrameTask, masked: int, steps: tuple[list[str], list[str
         )
     lines.extend(task.notes)
     lines.extend(steps[1])
+    if task.bias is None and task.dark is None and task.flat is None and not steps[0]:
+        lines.append("no calibration step applied (--write-uncalibrated): the pixels are the raw frame's")
     lines.append("pixels: (light - bias - dark x scale) / flat, float32")
     return lines

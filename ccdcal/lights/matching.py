@@ -125,10 +125,9 @@ class LightMatch:
 
     @property
     def reason(self) -> str | None:
-        """Why the light cannot be calibrated (``None``: it can)."""
+        """Why the light cannot be calibrated: a master it needs is missing (``None``: it can; whether any
+        step applies at all is :func:`ccdcal.lights.plan.uncalibrated_reason`)."""
         statuses = {d.status for d in self.decisions}
-        if statuses == {NOT_AVAILABLE}:
-            return "nothing to calibrate it with: " + "; ".join(d.reason or "" for d in self.decisions)
         if MISSING not in statuses:
             return None
         return "; ".join(d.reason or "" for d in self.decisions if d.status == MISSING)

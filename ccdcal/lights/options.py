@@ -59,6 +59,9 @@ class ProcessOptions:
         the headers), ``--cosmic-rays`` (L.A.Cosmic).
     no_bpm : bool
         Do not apply the bad-pixel mask built by ``ccdcal masters --bpm``.
+    write_uncalibrated : bool
+        Write the lights no calibration step applies to (no bias, dark, flat or overscan), their pixels the
+        raw frame's; without it they are not written and reported with the reason.
 
     Raises
     ------
@@ -85,6 +88,7 @@ class ProcessOptions:
     mem_limit: int = 2 << 30
     optional: StepOptions = field(default_factory=StepOptions)
     no_bpm: bool = False
+    write_uncalibrated: bool = False
 
     def __post_init__(self) -> None:
         limits.FLAT_MIN.check(self.flat_min)
@@ -189,6 +193,7 @@ class ProcessArguments(TypedDict, total=False):
     cr_sigclip: float
     cr_objlim: float
     no_bpm: bool
+    write_uncalibrated: bool
 
 
 #: The JSON types of each recorded option (``float`` takes whole numbers too).
@@ -199,7 +204,17 @@ _ARGUMENT_TYPES: dict[str, tuple[type, ...]] = {
         (float, int),
     ),
     **dict.fromkeys(
-        ("dark_scale", "no_bias", "no_dark", "no_flat", "redo", "uncertainty", "cosmic_rays", "no_bpm"),
+        (
+            "dark_scale",
+            "no_bias",
+            "no_dark",
+            "no_flat",
+            "redo",
+            "uncertainty",
+            "cosmic_rays",
+            "no_bpm",
+            "write_uncalibrated",
+        ),
         (bool,),
     ),
     **dict.fromkeys(("jobs", "min_frames", "mem_limit"), (int,)),

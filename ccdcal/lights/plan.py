@@ -226,6 +226,10 @@ class _Plan:
         optional, report.reason = self._optional(target, report.match)
         if report.reason:
             return report
+        if not self.options.write_uncalibrated:
+            report.reason = uncalibrated_reason(report.match, optional)
+            if report.reason:
+                return report
         previous, used = self.latest.get(frame_id, _NEVER)
         kept = self._kept_output(previous.path) if previous is not None else None
         output = kept or self._new_output(target["path"], frame_id)
@@ -538,6 +542,20 @@ def name_max(folder: Path) -> int:
         except (OSError, ValueError):  # not there yet, or not known here
             continue
     return 255
+
+
+def uncalibrated_reason(match: LightMatch, optional: OptionalSteps | None) -> str | None:
+    """Why a light is not written: no calibration step applies to it — no bias, dark or flat master, no
+    overscan — so its output would be the raw frame (``None``: some step applies)."""
+    if match.reason is not None or any(d.status == APPLIED for d in match.decisions):
+        return None
+    if optional is not None and optional.overscan is not None:
+        return None
+    why = "; ".join(d.reason or f"{d.role} {STEP_LABELS[d.status]}" for d in match.decisions)
+    return (
+        f"nothing to calibrate it with: {why}; its output would be the raw frame, so it is not written "
+        "(--write-uncalibrated writes it)"
+    )
 
 
 def _name_too_long(output: str, limit: int) -> str | None:

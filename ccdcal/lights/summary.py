@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 
 from ccdcal.files.naming import number_text
 from ccdcal.lights.plan import LightReport
-from ccdcal.lights.steps import ROLES
+from ccdcal.lights.steps import APPLIED, ROLES, STEP_LABELS
 from ccdcal.masters.groups import MasterReport
 from ccdcal.runtime.words import counted
 
@@ -76,6 +76,18 @@ class ProcessSummary:
             f"{len(self.of('cannot'))} not calibrated, {len(self.of('failed'))} failed"
             + (f", {len(self.of('busy'))} being calibrated by another run" if self.of("busy") else "")
         )
+
+    def steps_line(self) -> str | None:
+        """The lights calibrated by this run counted by the steps applied to them: ``Calibrated: 12 with
+        bias, dark, flat; 3 with bias, dark, without flat (missing, allowed); 2 without any calibration
+        (--write-uncalibrated)`` (``None`` when none was calibrated)."""
+        counted_by: dict[str, int] = {}
+        for light in self.of("calibrated"):
+            key = _steps_text(light)
+            counted_by[key] = counted_by.get(key, 0) + 1
+        if not counted_by:
+            return None
+        return "Calibrated: " + "; ".join(f"{n} {key}" for key, n in counted_by.items())
 
     def table_rows(self) -> list[tuple[str, ...]]:
         """The summary table (header first): calibrated and current lights counted per masters used."""
@@ -153,6 +165,21 @@ class ProcessSummary:
             "lights": [light.as_dict() for light in self.lights],
             "counts": counts,
         }
+
+
+def _steps_text(light: LightReport) -> str:
+    """The steps a calibrated light went through, for :meth:`ProcessSummary.steps_line`."""
+    task = light.task
+    applied = ["overscan"] if task is not None and task.optional and task.optional.overscan else []
+    left: list[str] = []
+    for decision in light.match.decisions if light.match is not None else ():
+        if decision.status == APPLIED:
+            applied.append(decision.role)
+        else:
+            left.append(f"without {decision.role} ({STEP_LABELS[decision.status]})")
+    if not applied:
+        return "without any calibration (--write-uncalibrated)"
+    return ", ".join([f"with {', '.join(applied)}", *left])
 
 
 def _shown(value: Any) -> str:

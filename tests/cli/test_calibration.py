@@ -70,8 +70,9 @@ def test_process_calibrates_then_has_nothing_to_do(
         "Process (run 2): masters 7 built, 0 current, 0 skipped; lights 2 calibrated, 0 already calibrated, "
         "0 not calibrated, 0 failed"
     )
-    assert lines[1].split() == ["outcome", "lights", "filter", "exptime", "bias", "dark", "flat"]
-    assert lines[2].split() == [
+    assert lines[1] == "Calibrated: 2 with bias, dark, flat"
+    assert lines[2].split() == ["outcome", "lights", "filter", "exptime", "bias", "dark", "flat"]
+    assert lines[3].split() == [
         "calibrated",
         "1",
         "R",

@@ -118,3 +118,43 @@ def test_auto_darked_lights_are_told_from_their_twins(catalog: Catalog, tmp_path
         }
     assert recorded[f"{NEON[0]}_cal.fits"] == list(warned[f"{NEON[0]}.FIT"])
     assert recorded[f"{NEON[0]}.NOAUTODARK_cal.fits"] is None
+
+
+def test_spectra_no_step_applies_to_are_not_written_unless_asked(tmp_path: Path) -> None:
+    """The ST-402 spectra: no bias or dark of that camera (not available), no flat (missing, allowed).
+    Nothing would change their pixels: they are listed with the reason, not written, exit 1; with
+    --write-uncalibrated they are written, equal to the raw frames, and the summary says so."""
+    from typer.testing import CliRunner
+
+    from ccdcal.cli import app
+
+    db = str(tmp_path / "c.db")
+    runner = CliRunner()
+    assert runner.invoke(app, ["--db", db, "ingest", str(real_set("ylo0803-ast443-stl1001"))]).exit_code == 0
+    args = ["--db", db, "process", "--allow-missing", "flat", "--masters-dir", str(tmp_path / "m")]
+    output = tmp_path / "o"
+    refused = runner.invoke(app, [*args, "--output-dir", str(output)])
+    assert refused.exit_code == 1
+    assert "lights 0 calibrated, 0 already calibrated, 6 not calibrated, 0 failed" in refused.stdout
+    assert "Calibrated:" not in refused.stdout
+    assert "\nNot calibrated (6):\n" in refused.stderr
+    lamp = real_set("ylo0803-ast443-stl1001") / "spec_lamp.FIT"
+    assert (
+        f"  {lamp}: nothing to calibrate it with: no bias frames in the catalog for this camera (SBIG ST-402 "
+        "CCD Camera b1x1 765x510); no dark frames in the catalog for this camera (SBIG ST-402 CCD Camera "
+        "b1x1 765x510); no flat in filter Clear, 0.19 °C ±2 (no usable flat master for this camera); allowed "
+        "by --allow-missing flat; its output would be the raw frame, so it is not written "
+        "(--write-uncalibrated writes it)\n"
+    ) in refused.stderr
+    assert not output.exists() or [p.name for p in output.glob("*.fits")] == []
+
+    written = runner.invoke(app, [*args, "--output-dir", str(output), "--write-uncalibrated"])
+    assert written.exit_code == 0, written.stderr
+    assert "\nCalibrated: 6 without any calibration (--write-uncalibrated)\n" in written.stdout
+    out = output / "spec_lamp_cal.fits"
+    np.testing.assert_array_equal(fits.getdata(out), fits.getdata(lamp).astype(np.float32))
+    history = " ".join(str(h).removesuffix("\\").strip() for h in fits.getheader(out)["HISTORY"])
+    assert "no calibration step applied (--write-uncalibrated): the pixels are the raw frame's" in history
+    with Catalog(db) as catalog, catalog.reading() as session:
+        arguments = session.scalars(select(Calibration.steps).where(Calibration.path == str(out))).one()
+    assert {arguments[r]["status"] for r in ("bias", "dark", "flat")} == {"not_available", "allowed_missing"}
