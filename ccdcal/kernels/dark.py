@@ -141,30 +141,22 @@ def fit_dark_current(
         raise ValueError("an error cannot be negative")
     if not (t > 0).any():
         raise ValueError("no positive exposure: a dark current needs darks of some exposure")
-    tiny = 1e-9 * max(1.0, float(np.max(np.abs(y))))
-    weights = 1.0 / np.maximum(sigma, tiny) ** 2
     exposures = tuple(float(e) for e in np.unique(t))
+    with np.errstate(all="ignore"):  # extreme values: refused below, not warned about
+        rate, error, offset, offset_error, chi2 = _weighted_line(t, y, sigma, len(exposures))
+    if not all(math.isfinite(x) for x in (rate, error, offset, offset_error, chi2)):
+        raise ValueError("the levels and their errors are too large or too small to be fitted")
     notes: list[str] = []
+    dof, scale = 0, 1.0
     if len(exposures) == 1:
-        mean = float(np.sum(weights * y) / np.sum(weights))
-        rate, error = mean / exposures[0], math.sqrt(1.0 / float(np.sum(weights))) / exposures[0]
-        offset = offset_error = chi2 = None
-        dof, scale = 0, 1.0
         notes.append(
             f"one exposure ({_seconds(exposures[0])}): the rate is its level / exposure, which cannot "
             "be separated from a residual bias offset"
         )
     else:
-        total = float(np.sum(weights))
-        centre = float(np.sum(weights * t)) / total  # the line through the weighted centre: no cancellation
-        spread = float(np.sum(weights * (t - centre) ** 2))
-        rate = float(np.sum(weights * (t - centre) * y)) / spread
-        offset = float(np.sum(weights * y)) / total - rate * centre
-        chi2 = float(np.sum(weights * (y - rate * t - offset) ** 2))
         dof = t.size - 2
         scale = math.sqrt(chi2 / dof) if dof > 0 and chi2 > dof else 1.0
-        error = scale * math.sqrt(1.0 / spread)
-        offset_error = scale * math.sqrt(1.0 / total + centre**2 / spread)
+        error, offset_error = scale * error, scale * offset_error
         if len(exposures) == 2:
             notes.append(
                 "two exposures: the line cannot be checked, its uncertainty is the levels' noise alone"
@@ -187,6 +179,37 @@ def fit_dark_current(
         )
     if resolved and rate < 0:
         notes.append("negative: the darks are below their bias (did the bias level move?)")
+    if len(exposures) == 1:
+        return DarkCurrentFit(rate, error, None, None, exposures, None, 0, 1.0, resolved, tuple(notes))
     return DarkCurrentFit(
         rate, error, offset, offset_error, exposures, chi2, dof, scale, resolved, tuple(notes)
     )
+
+
+def _weighted_line(
+    t: np.ndarray, y: np.ndarray, sigma: np.ndarray, exposures: int
+) -> tuple[float, float, float, float, float]:
+    """Rate, its unscaled error, offset, its unscaled error and chi-square of the weighted line; with one
+    exposure the weighted mean level / exposure and its error (offset, its error and chi-square 0).
+
+    The weights are ``(s0 / sigma)²`` with ``s0`` the smallest error (an error of 0 taken as tiny), so that
+    they stay within (0, 1]; the variances are multiplied back by ``s0²``. Extreme values give a result
+    that is not finite (numpy's float64: no exception), which the caller refuses.
+    """
+    tiny = 1e-9 * max(1.0, float(np.max(np.abs(y))))
+    sigma = np.maximum(sigma, tiny)
+    s0 = np.float64(np.min(sigma))
+    weights = (s0 / sigma) ** 2
+    total = np.sum(weights)
+    if exposures == 1:
+        exposure = np.max(t)
+        mean = np.sum(weights * y) / total
+        return float(mean / exposure), float(s0 / np.sqrt(total) / exposure), 0.0, 0.0, 0.0
+    centre = np.sum(weights * t) / total  # the line through the weighted centre: no cancellation
+    spread = np.sum(weights * (t - centre) ** 2)
+    rate = np.sum(weights * (t - centre) * y) / spread
+    offset = np.sum(weights * y) / total - rate * centre
+    chi2 = np.sum(weights * ((y - rate * t - offset) / s0) ** 2)
+    error = s0 / np.sqrt(spread)
+    offset_error = s0 * np.sqrt(1.0 / total + centre**2 / spread)
+    return float(rate), float(error), float(offset), float(offset_error), float(chi2)

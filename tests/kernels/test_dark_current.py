@@ -143,6 +143,8 @@ def test_zero_errors_and_repeated_exposures() -> None:
         ([0.0, 0.0], [1.0, 2.0], [0.1, 0.1], "no positive exposure"),
         ([60.0], [np.nan], [0.1], "must be finite"),
         ([60.0], [1.0], [-0.1], "cannot be negative"),
+        ([60.0, 300.0], [1e308, -1e308], [0.1, 0.1], "too large or too small"),
+        ([60.0, 300.0], [0.0, 1.0], [1e-300, 1.3e154], "too large or too small"),
     ],
 )
 def test_what_cannot_be_fitted(
