@@ -10,6 +10,11 @@ one it supersedes. With ``d = new − old`` and a robust noise ``σ`` (see :func
 
 Either one is a warning, not an error: the new master is still built and used.
 
+A master's *level* (:func:`clipped_level`) is the sigma-clipped mean of its pixels with its standard
+error: what the report's bias level and dark current are made of. The median of a master is no level:
+the pixels of a master combined from integer frames take few values, and a median of them moves by
+whole steps (0 → 0.5 ADU) when one input is dropped.
+
 Before that, a master must have a value: one whose finite pixels are fewer than
 ``MIN_FINITE_FRACTION`` of the image (:func:`finite_fraction`; its inputs all NaN, or NaN over most of
 the image) is not built at all — it would turn every light it calibrates into NaN.
@@ -20,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from astropy.stats import mad_std
+from astropy.stats import mad_std, sigma_clip
 
 #: Level gate: a median difference beyond this many σ.
 QA_SHIFT_SIGMA = 1.0
@@ -68,6 +73,75 @@ def master_stats(image: np.ndarray) -> dict[str, float]:
     if not values.size:
         return {"median": float("nan"), "mean": float("nan"), "std": float("nan")}
     return {"median": float(np.median(values)), "mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
+#: The clipping of :func:`clipped_level`: bounds median ∓ LEVEL_SIGMA × std, at most LEVEL_MAXITERS passes
+#: (astropy's ``sigma_clipped_stats`` defaults).
+LEVEL_SIGMA = 3.0
+LEVEL_MAXITERS = 5
+
+
+@dataclass(frozen=True)
+class Level:
+    """The level of an image: the sigma-clipped mean of its pixels.
+
+    Attributes
+    ----------
+    mean : float
+        Mean of the pixels the clipping kept.
+    error : float
+        Its standard error, ``std / sqrt(pixels)`` (0 with a single pixel kept).
+    std : float
+        Standard deviation (``ddof=1``) of the pixels kept.
+    pixels : int
+        How many pixels were kept.
+    """
+
+    mean: float
+    error: float
+    std: float
+    pixels: int
+
+
+def clipped_level(image: np.ndarray) -> Level | None:
+    """The sigma-clipped mean of an image's finite pixels and its standard error.
+
+    The pixels are clipped as ``astropy.stats.sigma_clipped_stats`` does by default (centre the median,
+    dispersion the standard deviation, :data:`LEVEL_SIGMA` low and high, at most :data:`LEVEL_MAXITERS`
+    passes), so hot pixels, cosmic-ray residues and dead columns do not move the level; the mean of what
+    is kept is not quantised as the median of integer data is.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        A master frame (any shape).
+
+    Returns
+    -------
+    Level or None
+        ``None`` when no pixel is finite.
+    """
+    values = np.asarray(image, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return None
+    kept = np.asarray(
+        sigma_clip(
+            values,
+            sigma=LEVEL_SIGMA,
+            maxiters=LEVEL_MAXITERS,
+            cenfunc="median",
+            stdfunc="std",
+            axis=None,
+            masked=False,
+            copy=False,
+        ),
+        dtype=np.float64,
+    )
+    if not kept.size:  # cannot happen with a centre among the values; kept for safety
+        kept = values
+    std = float(np.std(kept, ddof=1)) if kept.size > 1 else 0.0
+    return Level(float(np.mean(kept)), std / float(np.sqrt(kept.size)), std, int(kept.size))
 
 
 def pixel_noise(image: np.ndarray) -> float:

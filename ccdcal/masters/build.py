@@ -41,6 +41,7 @@ from ccdcal.kernels.qa import (
     QA_OUTLIER_FRACTION,
     QA_OUTLIER_SIGMA,
     QA_SHIFT_SIGMA,
+    clipped_level,
     compare_masters,
     finite_fraction,
     master_stats,
@@ -205,6 +206,7 @@ def _combine(plan: GroupPlan, options: MasterOptions, cluster: ClusterOnDemand) 
     built = BuiltMaster(combined.image, master_stats(combined.image), combined.rejected_fraction)
     built.flat_levels, built.uncertainty = combined.flat_levels, combined.uncertainty
     built.overscan_levels = combined.overscan_levels
+    built.level = clipped_level(combined.image)
     return built
 
 

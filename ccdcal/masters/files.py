@@ -24,7 +24,7 @@ from ccdcal.files.journal import Journal
 from ccdcal.files.naming import free_master_name, master_stems
 from ccdcal.kernels.combine import ClipParams
 from ccdcal.kernels.uncertainty import uncertainty_hdu
-from ccdcal.masters.groups import BuiltMaster, GroupPlan, MasterOptions, describe_keys
+from ccdcal.masters.groups import BuiltMaster, GroupPlan, MasterOptions, describe_keys, level_record
 from ccdcal.runtime.words import counted
 
 #: IRAF's IMCMBnnn cards name at most this many inputs (all of them are in ``master_inputs``); each
@@ -334,7 +334,7 @@ def _master_row(
 
 def _parameters(plan: GroupPlan, built: BuiltMaster, options: MasterOptions) -> dict[str, Any]:
     """The ``masters.parameters`` JSON (:class:`~ccdcal.masters.groups.MasterParameters`): combine
-    parameters, pre-calibration numbers and the QA result."""
+    parameters, pre-calibration numbers, the master's level and the QA result."""
     parameters: dict[str, Any] = {
         **options.params.as_dict(),
         "mem_limit": options.mem_limit,
@@ -345,6 +345,9 @@ def _parameters(plan: GroupPlan, built: BuiltMaster, options: MasterOptions) -> 
     }
     if plan.input_steps is not None:
         parameters["steps"] = plan.input_steps.parameters(plan.frames, built.overscan_levels)
+    level = level_record(built.level)
+    if level is not None:
+        parameters["level"] = level
     qa: dict[str, Any] = {
         "previous_id": built.previous.id if built.previous else None,
         "warnings": built.warnings,

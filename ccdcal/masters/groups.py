@@ -9,6 +9,7 @@ bad-pixel masks (:mod:`ccdcal.masters.bpm`); it imports none of them.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from ccdcal.errors import UsageError
 from ccdcal.files.naming import number_text
 from ccdcal.kernels.combine import ClipParams
 from ccdcal.kernels.options import StepOptions
-from ccdcal.kernels.qa import Comparison
+from ccdcal.kernels.qa import LEVEL_MAXITERS, LEVEL_SIGMA, Comparison, Level
 from ccdcal.limits import MEM_LIMIT, MIN_FRAMES
 from ccdcal.masters.optional import InputSteps
 from ccdcal.runtime.cluster import check_address
@@ -68,6 +69,18 @@ class InputOverscan(TypedDict, total=False):
     inputs: list[InputLevel]
 
 
+class LevelRecord(TypedDict):
+    """A master's level (:func:`ccdcal.kernels.qa.clipped_level`): the sigma-clipped mean of its pixels,
+    its standard error, the standard deviation and number of the pixels kept, and the clipping."""
+
+    mean: float | None
+    error: float | None
+    std: float | None
+    pixels: int
+    sigma: float
+    maxiters: int
+
+
 class InputStepsRecord(TypedDict, total=False):
     """The optional steps of a master's inputs (:meth:`ccdcal.masters.optional.InputSteps.parameters`)."""
 
@@ -77,9 +90,10 @@ class InputStepsRecord(TypedDict, total=False):
 
 class MasterParameters(TypedDict, total=False):
     """``masters.parameters`` as written: a combined master's clipping parameters (with the definition they
-    match), its options, the inputs' dark scales, flat levels and optional steps, and the QA result; a
-    bad-pixel mask's method, thresholds, masters and counts; ``provisional`` on the rows of a dry run
-    (rolled back). Read by :func:`qa_warnings` and the report."""
+    match), its options, the inputs' dark scales, flat levels and optional steps, its level (absent from
+    the masters of ccdcal before 0.2 and when no pixel is finite) and the QA result; a bad-pixel mask's
+    method, thresholds, masters and counts; ``provisional`` on the rows of a dry run (rolled back). Read by
+    :func:`qa_warnings`, :func:`recorded_level`, :func:`overscan_level` and the report."""
 
     method: str
     sigma_lower: float
@@ -94,6 +108,7 @@ class MasterParameters(TypedDict, total=False):
     min_frames: int
     temp_tolerance: float
     steps: InputStepsRecord
+    level: LevelRecord
     qa: QaRecord
     provisional: bool
     hot_sigma: float
@@ -114,6 +129,67 @@ def qa_warnings(parameters: object) -> list[str]:
     qa = parameters.get("qa") if isinstance(parameters, Mapping) else None
     found = qa.get("warnings") if isinstance(qa, Mapping) else None
     return [item for item in found if isinstance(item, str)] if isinstance(found, list) else []
+
+
+def _finite(record: Mapping[object, object], key: str) -> float | None:
+    """A finite number of a JSON record (a boolean is not one; a whole number beyond any float is none)."""
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def recorded_level(parameters: object) -> tuple[float, float] | None:
+    """A master's level and its standard error from its ``parameters`` (any JSON): ``None`` when not
+    recorded (a master of an older ccdcal) or not a pair of finite numbers, the error not negative."""
+    record = parameters.get("level") if isinstance(parameters, Mapping) else None
+    if not isinstance(record, Mapping):
+        return None
+    mean, error = _finite(record, "mean"), _finite(record, "error")
+    if mean is None or error is None or error < 0:
+        return None
+    return mean, error
+
+
+def overscan_level(parameters: object) -> tuple[float, float | None, int] | None:
+    """The overscan level subtracted from a master's inputs, from its ``parameters`` (any JSON): the mean
+    of the inputs' levels, its standard error (``None`` with one level) and their number; ``None`` when no
+    input had its overscan subtracted."""
+    steps = parameters.get("steps") if isinstance(parameters, Mapping) else None
+    overscan = steps.get("overscan") if isinstance(steps, Mapping) else None
+    inputs = overscan.get("inputs") if isinstance(overscan, Mapping) else None
+    if not isinstance(inputs, list):
+        return None
+    levels = [_finite(item, "level") for item in inputs if isinstance(item, Mapping)]
+    found = [level for level in levels if level is not None]
+    if not found:
+        return None
+    try:
+        mean = statistics.fmean(found)
+        error = statistics.stdev(found) / math.sqrt(len(found)) if len(found) > 1 else None
+    except OverflowError:  # levels near the largest float (a row edited by hand)
+        return None
+    if not math.isfinite(mean):
+        return None
+    return mean, (error if error is not None and math.isfinite(error) else None), len(found)
+
+
+def level_record(level: Level | None) -> LevelRecord | None:
+    """The ``parameters.level`` record of a master's :class:`~ccdcal.kernels.qa.Level` (``None``: none)."""
+    if level is None:
+        return None
+    return {
+        "mean": level.mean,
+        "error": level.error,
+        "std": level.std,
+        "pixels": level.pixels,
+        "sigma": LEVEL_SIGMA,
+        "maxiters": LEVEL_MAXITERS,
+    }
 
 
 class MasterReportRecord(TypedDict):
@@ -319,6 +395,7 @@ class BuiltMaster:
     warnings: list[str] = field(default_factory=list)
     uncertainty: np.ndarray | None = None
     overscan_levels: list[float | None] = field(default_factory=list)
+    level: Level | None = None
 
 
 def cannot_group(

@@ -1,4 +1,5 @@
-"""What a report shows, read from the catalog: masters, calibrated lights, runs and drift series.
+"""What a report shows, read from the catalog: masters, calibrated lights, runs, and the bias level and
+dark current over time (:mod:`ccdcal.report.levels`).
 
 :func:`gather` selects, for a :class:`ReportScope`:
 
@@ -35,6 +36,7 @@ from ccdcal.errors import NotFoundError, UsageError
 from ccdcal.lights.records import count_of, number_of, step_records, step_warnings, text_of
 from ccdcal.lights.steps import APPLIED, STEP_LABELS
 from ccdcal.masters.groups import describe_keys, qa_warnings
+from ccdcal.report.levels import DriftSeries, select_levels
 
 #: Master kinds in report order.
 KINDS = ("bias", "dark", "flat")
@@ -204,15 +206,6 @@ class Problem:
     subject: str
     reason: str
     run_id: int | None = None
-
-
-@dataclass
-class DriftSeries:
-    """One master group's level over time (bias median, or dark current = dark median / exposure)."""
-
-    kind: str
-    label: str
-    points: list[tuple[dt.datetime, float]]
 
 
 @dataclass
@@ -464,41 +457,6 @@ def _run(r: Run, in_scope: bool) -> RunEntry:
 
 
 def select_drift(session: Session, masters: list[MasterEntry]) -> list[DriftSeries]:
-    """Every version of the bias and dark groups shown, over time: bias median; dark current per second.
-
-    A dark that still holds the bias is left out (its median is not a dark current). Masters without a
-    DATE-OBS or a median have no point.
-    """
-
-    wanted: dict[tuple[Any, ...], int] = {}  # group -> rank: the order of the masters shown
-    for shown in masters:
-        if shown.kind in ("bias", "dark"):
-            wanted.setdefault((shown.kind, *shown.keys.values()), len(wanted))
-    if not wanted:
-        return []
-    query = (
-        select(Master)
-        .where(
-            Master.kind.in_(("bias", "dark")),
-            Master.date_obs_mean.is_not(None),
-            Master.stat_median.is_not(None),
-        )
-        .order_by(Master.date_obs_mean, Master.id)
-    )
-    series: dict[tuple[Any, ...], DriftSeries] = {}
-    for m in session.scalars(query):
-        keys = {name: getattr(m, name) for name in GROUP_KEYS[m.kind]}
-        group = (m.kind, *keys.values())
-        assert m.date_obs_mean is not None
-        assert m.stat_median is not None
-        if group not in wanted:
-            continue
-        if m.kind == "bias":
-            value = m.stat_median
-        elif not m.includes_bias and m.exptime:
-            value = m.stat_median / m.exptime
-        else:
-            continue
-        entry = series.setdefault(group, DriftSeries(m.kind, describe_keys(keys), []))
-        entry.points.append((m.date_obs_mean, value))
-    return [series[group] for group in sorted(series, key=wanted.__getitem__)]
+    """The bias level and dark current over time of the bias and dark masters shown
+    (:func:`ccdcal.report.levels.select_levels`)."""
+    return select_levels(session, [(m.kind, m.keys) for m in masters])

@@ -2,9 +2,9 @@
 
 Every value that comes from a header, a path, a reason or the catalog goes through :func:`esc`
 (``html.escape``): a FILTER card of ``<script>`` shows as text. Sections: masters (preview, statistics,
-inputs, rejected fraction), master levels over time, calibrated lights (raw and calibrated previews, the
-masters used with ΔT, Δt and scale), problems with their reasons, and the runs with their parameters
-and software versions.
+inputs, rejected fraction), the bias level and dark current over time (plots and their points), calibrated
+lights (raw and calibrated previews, the masters used with ΔT, Δt and scale), problems with their reasons,
+and the runs with their parameters and software versions.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import base64
 import datetime as dt
 import html
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 from ccdcal._version import __version__
 from ccdcal.report.data import KINDS, LightEntry, MasterEntry, MasterLink, Problem, ReportData, RunEntry
+from ccdcal.report.levels import DriftSeries
 from ccdcal.report.plots import DRIFT_TITLES
 from ccdcal.report.previews import Preview
 
@@ -109,7 +111,7 @@ def render(data: ReportData, images: Images) -> str:
         f'<a href="#{anchor}">{esc(title)}</a>'
         for anchor, title in (
             ("masters", f"Masters ({len(data.masters)})"),
-            ("drift", "Levels over time"),
+            ("drift", "Bias level and dark current"),
             ("lights", f"Calibrated lights ({len(data.lights)})"),
             ("problems", f"Problems ({problems})"),
             ("runs", f"Runs ({len(data.runs)})"),
@@ -206,24 +208,81 @@ def _master(m: MasterEntry, shown: Shown | None) -> str:
 # -- drift ------------------------------------------------------------------------------------------------
 
 
+def measured(value: float, error: float | None) -> str:
+    """A value with its uncertainty, to the uncertainty's second significant digit: ``499.9928 ± 0.0069``,
+    ``0.07805 ± 0.00081``; without one (or with one of 0) the value to 6 digits."""
+    if error is None or not 0 < error < math.inf:
+        return f"{value:.6g}"
+    decimals = 1 - math.floor(math.log10(error))
+    if decimals < 0:  # an uncertainty of 100 or more: whole numbers
+        return f"{value:.0f} ± {error:.0f}"
+    if decimals > 12:
+        return f"{value:.6g} ± {error:.2g}"
+    return f"{value:.{decimals}f} ± {error:.2g}"
+
+
+#: Each plot's unit, and what one of its series is.
+_DRIFT_UNITS = {"bias": ("ADU", "bias group"), "dark": ("ADU/s", "camera set-up")}
+
+
 def _drift(data: ReportData, images: Images) -> str:
-    parts = ['<section id="drift"><h2>Master levels over time</h2>']
+    parts = ['<section id="drift"><h2>Bias level and dark current over time</h2>']
     parts.append(
-        "<p>Every version of each bias and dark group shown above, by the mean DATE-OBS of its inputs: "
-        "the bias level, and the dark current of bias-subtracted darks (median / exposure).</p>"
+        "<p>For each bias group and camera set-up of the masters shown above, one point per day (UTC) on "
+        "which masters were built, placed at the mean DATE-OBS of their inputs. The <b>bias level</b> is "
+        "the overscan level where the bias was overscan-subtracted, else the master's sigma-clipped mean. "
+        "The <b>dark current</b> is the slope of the bias-subtracted master darks' sigma-clipped mean "
+        "against exposure (weighted least squares, with an offset that takes up what the bias left), "
+        "from each exposure's newest master built by that day; a hollow point is a dark current its darks "
+        "do not resolve. Error bars are standard uncertainties.</p>"
     )
-    if not images.drift:
-        parts.append("<p>No bias or dark master with a DATE-OBS and a median in this scope.</p>")
-    for kind, png in images.drift.items():
-        title = DRIFT_TITLES[kind][0]
-        points = sum(len(s.points) for s in data.drift if s.kind == kind)
-        groups = sum(1 for s in data.drift if s.kind == kind)
-        parts.append(
-            f"<figure class='plot'>{_img(png, *png_size(png), title)}"
-            f"<figcaption>{esc(title)}: {_count(groups, 'group')}, {_count(points, 'master')}</figcaption>"
-            "</figure>"
-        )
+    if not data.drift:
+        parts.append("<p>No bias or dark master with a DATE-OBS in this scope.</p>")
+    for kind in ("bias", "dark"):
+        series = [s for s in data.drift if s.kind == kind]
+        if series:
+            parts.append(_drift_kind(kind, series, images.drift.get(kind)))
     parts.append("</section>\n")
+    return "".join(parts)
+
+
+def _drift_kind(kind: str, series: list[DriftSeries], png: bytes | None) -> str:
+    title = DRIFT_TITLES[kind][0]
+    unit, noun = _DRIFT_UNITS[kind]
+    plotted = [s for s in series if s.points]
+    points = sum(len(s.points) for s in plotted)
+    caption = f"{title}: {_count(len(plotted), noun)}, {_count(points, 'point')}"
+    if points == 1:
+        caption += (
+            ". A single point: nothing to compare it with yet (a trend needs masters built on other days)"
+        )
+    elif len(plotted) > 1 and any(len(s.points) == 1 for s in plotted):
+        caption += ". A single point for " + "; ".join(s.label for s in plotted if len(s.points) == 1)
+    parts = [f"<h3>{esc(title)}</h3>"]
+    if png is not None:
+        picture = _img(png, *png_size(png), title)
+        parts.append(f"<figure class='plot'>{picture}<figcaption>{esc(caption)}</figcaption></figure>")
+    else:
+        parts.append(f"<p>{esc(caption)}</p>")
+    parts += [f"<p class='note'>{esc(s.label)}: {esc(note)}</p>" for s in series for note in s.notes]
+    rows = []
+    for entry in plotted:
+        for point in entry.points:
+            value = f"{measured(point.value, point.error)} {unit}"
+            if not point.resolved:
+                value += " (not resolved)"
+            notes = "".join(f"<li>{esc(note)}</li>" for note in point.notes)
+            rows.append(
+                f"<tr><td>{esc(entry.label)}</td><td>{esc(point.built.isoformat())}</td>"
+                f"<td>{esc(_time(point.when))}</td><td>{esc(value)}</td><td>{esc(point.source)}</td>"
+                f"<td>{f'<ul>{notes}</ul>' if notes else ''}</td></tr>"
+            )
+    if rows:
+        parts.append(
+            f"<table class='grid-table levels'><tr><th>{esc(noun)}</th><th>built</th>"
+            f"<th>mean DATE-OBS (UTC)</th><th>{'bias level' if kind == 'bias' else 'dark current'}</th>"
+            "<th>from</th><th>notes</th></tr>" + "".join(rows) + "</table>"
+        )
     return "".join(parts)
 
 
@@ -366,5 +425,5 @@ table{border-collapse:collapse;font-size:.85em}.kv th{text-align:left;padding-ri
 .badge.superseded{background:#f1e2c6}.badge.bad{background:#f5c2c2}
 .warnings{color:#8a4b00;font-size:.85em}.warn{color:#b00}.note{color:#555;font-style:italic}
 .nopreview{background:#eee;color:#555;padding:2em 1em;font-size:.85em}
-details{font-size:.85em}.files{columns:2;margin:.3em 0}
+details{font-size:.85em}.files{columns:2;margin:.3em 0}.levels ul{margin:0;padding-left:1.1em}
 """

@@ -1,4 +1,5 @@
-"""The report's plots: master levels over time, one line per master group, as PNG bytes.
+"""The report's plots: the bias level and the dark current over time, one line per bias group or camera
+set-up, each point with its error bar (hollow: a dark current its darks do not resolve), as PNG bytes.
 
 matplotlib is used through :class:`matplotlib.figure.Figure` and the Agg canvas only — never
 ``pyplot`` — so a report leaves no global figure state behind and works without a display.
@@ -14,12 +15,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 from matplotlib.figure import Figure
 
-from ccdcal.report.data import DriftSeries
+from ccdcal.report.levels import DriftSeries
 
 #: What each kind's plot shows.
 DRIFT_TITLES = {
-    "bias": ("Master bias level", "median [ADU]"),
-    "dark": ("Dark current (bias-subtracted master darks)", "median / exposure [ADU/s]"),
+    "bias": ("Bias level", "overscan level, else clipped mean [ADU]"),
+    "dark": ("Dark current: slope of the master darks' level against exposure", "dark current [ADU/s]"),
 }
 
 _WIDTH_IN, _HEIGHT_IN, _DPI = 8.0, 3.6, 100
@@ -35,7 +36,7 @@ def drift_plot(kind: str, series: list[DriftSeries]) -> bytes:
     kind : str
         ``bias`` or ``dark`` (see :data:`DRIFT_TITLES`).
     series : list of DriftSeries
-        The groups of that kind, each with at least one point.
+        The bias groups or camera set-ups, each with at least one point.
     """
 
     title, ylabel = DRIFT_TITLES[kind]
@@ -44,10 +45,25 @@ def drift_plot(kind: str, series: list[DriftSeries]) -> bytes:
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for entry in series:
-        times = np.array([t for t, _ in entry.points], dtype="datetime64[ms]")
-        values = np.array([v for _, v in entry.points], dtype=float)
-        axes.plot(times, values, marker="o", markersize=5, linewidth=1.2, label=entry.label)
-    every = [t for entry in series for t, _ in entry.points]
+        points = sorted(entry.points, key=lambda p: p.when)
+        times = np.array([p.when for p in points], dtype="datetime64[ms]")
+        values = np.array([p.value for p in points], dtype=float)
+        errors = np.array([p.error or 0.0 for p in points], dtype=float)
+        (line,) = axes.plot(times, values, marker="o", markersize=5, linewidth=1.2, label=entry.label)
+        for resolved in (True, False):
+            chosen = np.array([p.resolved is resolved for p in points])
+            if chosen.any():
+                axes.errorbar(
+                    times[chosen],
+                    values[chosen],
+                    yerr=errors[chosen],
+                    fmt="o",
+                    markersize=5,
+                    capsize=3,
+                    color=line.get_color(),
+                    markerfacecolor=line.get_color() if resolved else "white",
+                )
+    every = [p.when for entry in series for p in entry.points]
     if every and max(every) - min(every) < _MIN_SPAN:  # one night: a window of days, not of minutes
         middle = min(every) + (max(every) - min(every)) / 2
         axes.set_xlim(float(date2num(middle - _MIN_SPAN / 2)), float(date2num(middle + _MIN_SPAN / 2)))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.nddata import CCDData
-from astropy.stats import sigma_clip
+from astropy.stats import sigma_clip, sigma_clipped_stats
 from sqlalchemy import select, update
 
 from ccdcal.catalog.db import Catalog
@@ -28,7 +28,7 @@ from ccdcal.files.fitsio import sha256_file
 from ccdcal.files.ownership import MARKER
 from ccdcal.ingestion.core import ingest
 from ccdcal.masters.build import build_masters, list_masters
-from ccdcal.masters.groups import MasterOptions, MastersSummary
+from ccdcal.masters.groups import MasterOptions, MastersSummary, overscan_level, recorded_level
 from ccdcal.masters.plan import plan_masters
 from ccdcal.simulate import SimulatedNight, simulate_night
 from tests.conftest import fitsverify_counts, real_set
@@ -305,6 +305,44 @@ def test_masters_equal_a_ccdproc_computation(catalog: Catalog, build: Build, nig
     ours = fits.getdata(flat.path)
     assert relative_difference(ours, reference_flat) < 1e-5
     assert np.median(ours) == pytest.approx(1.0, abs=1e-7)
+
+
+def test_every_master_records_its_level_the_clipped_mean_of_its_pixels(
+    catalog: Catalog, build: Build, night: SimulatedNight
+) -> None:
+    """``parameters.level``: astropy's sigma_clipped_stats of the master's file, with its standard error."""
+    build()
+    for master in masters(catalog):
+        pixels = fits.getdata(master.path).astype(np.float64)
+        clipped = sigma_clip(pixels, sigma=3, maxiters=5, cenfunc="median", stdfunc="std", masked=False)
+        mean, _, std = sigma_clipped_stats(pixels, sigma=3, maxiters=5)
+        level = master.parameters["level"]
+        assert level["mean"] == pytest.approx(mean, rel=1e-9, abs=1e-12)
+        assert level["std"] == pytest.approx(np.std(clipped, ddof=1), rel=1e-9)
+        assert level["std"] == pytest.approx(std, rel=1e-3)
+        assert level["pixels"] == clipped.size
+        assert level["error"] == pytest.approx(level["std"] / np.sqrt(clipped.size))
+        assert (level["sigma"], level["maxiters"]) == (3.0, 5)
+        assert recorded_level(master.parameters) == (level["mean"], level["error"])
+        assert overscan_level(master.parameters) is None  # no BIASSEC: no overscan subtracted
+    bias = current(catalog, "bias").parameters["level"]
+    assert bias["mean"] == pytest.approx(night.truth["bias_level"], abs=5 * bias["error"])
+
+
+def test_the_readers_of_a_masters_level_and_overscan_level() -> None:
+    overscan = {"steps": {"overscan": {"inputs": [{"frame_id": 1, "level": 1000.0}, {"level": 1002.0}]}}}
+    assert overscan_level(overscan) == (1001.0, 1.0, 2)
+    assert overscan_level({"steps": {"overscan": {"inputs": [{"level": 7}, {"level": None}]}}}) == (
+        7.0,
+        None,
+        1,
+    )
+    for nothing in (None, [], {"steps": {}}, {"steps": {"overscan": {"inputs": [{"level": "x"}]}}}):
+        assert overscan_level(nothing) is None
+    assert recorded_level({"level": {"mean": 3, "error": 0.5}}) == (3.0, 0.5)
+    for nothing in ({}, {"level": {"mean": 3}}, {"level": {"mean": 3, "error": -1}}, {"level": [3, 1]}):
+        assert recorded_level(nothing) is None
+    assert recorded_level({"level": {"mean": True, "error": 0.1}}) is None
 
 
 def test_flats_take_the_nearest_longer_dark_scaled_to_their_exposure(

@@ -10,10 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import Calibration, CalibrationMaster, Master
+from ccdcal.catalog.models import Calibration, CalibrationMaster
 from ccdcal.errors import NotFoundError, UsageError
 from ccdcal.report import ReportScope, gather, parse_since
-from ccdcal.report.data import select_drift, select_masters
 from tests.report.conftest import REJECTED_NAME, Night
 
 MASTERS = [
@@ -105,16 +104,11 @@ def test_the_catalog_now(night: Night) -> None:
     ]
     assert data.runs[0].versions["ccdcal"] is not None
     assert data.runs[0].arguments["masters_dir"] == str(night.masters)
-    assert [(s.kind, s.label, len(s.points)) for s in data.drift] == [
+    assert [(s.kind, s.label, len(s.points)) for s in data.drift] == [  # see test_levels.py
         ("bias", "ZWO ASI294MM Pro b2x2 g120 C-10", 1),
-        ("dark", "ZWO ASI294MM Pro b2x2 g120 C-10 2s", 1),
-        ("dark", "ZWO ASI294MM Pro b2x2 g120 C-10 5s", 1),
-        ("dark", "ZWO ASI294MM Pro b2x2 g120 C-10 60s", 1),
-        ("dark", "ZWO ASI294MM Pro b2x2 g120 C-10 300s", 1),
+        ("dark", "ZWO ASI294MM Pro b2x2 g120 C-10", 1),
     ]
-    dark_300 = data.masters[4]
-    assert dark_300.median is not None
-    assert data.drift[4].points == [(dark_300.date_obs_mean, dark_300.median / 300.0)]
+    assert data.drift[1].points[0].masters == tuple(m.id for m in data.masters[1:5])
 
 
 def test_one_run(night: Night) -> None:
@@ -145,56 +139,4 @@ def test_since(night: Night) -> None:
     assert problems(before) == [
         ("rejected", REJECTED_NAME, "not a FITS file (does not start with SIMPLE =)", night.ingest_run),
         ("not calibrated", "Light_120s.fits", NOT_CALIBRATED, night.process_run),
-    ]
-
-
-NIGHTS = [dt.datetime(2026, 3, d, 18) for d in (10, 12, 14)]
-
-
-def add_master(session: Any, kind: str, when: dt.datetime, median: float, **keys: Any) -> None:
-    values: dict[str, Any] = {
-        "xbinning": 1,
-        "ybinning": 1,
-        "gain": 100.0,
-        "temp_key": -10.0,
-        "status": "current",
-        "includes_bias": False,
-    } | keys
-    number = session.scalar(select(Master.id).order_by(Master.id.desc()).limit(1)) or 0
-    session.add(
-        Master(
-            kind=kind,
-            path=f"/m/{kind}_{number + 1}.fits",
-            sha256=f"{number + 1:064d}",
-            identity=f"{number + 1:064d}",
-            n_inputs=5,
-            method="sigma_clipped_median",
-            date_obs_mean=when,
-            stat_median=median,
-            **values,
-        )
-    )
-    session.flush()
-
-
-def test_drift_follows_every_version_of_the_groups_shown(catalog: Catalog) -> None:
-    with catalog.session() as session:
-        for when, level in zip(NIGHTS, (500.0, 503.0, 501.0), strict=True):
-            status = "current" if when == NIGHTS[-1] else "superseded"
-            add_master(session, "bias", when, level, status=status)
-            add_master(session, "dark", when, level / 10, exptime=300.0, status=status)
-        add_master(session, "dark", NIGHTS[0], 530.0, exptime=300.0, includes_bias=True)  # not dark current
-        add_master(session, "bias", NIGHTS[0], 800.0, temp_key=-20.0, status="superseded")  # not shown
-        add_master(session, "flat", NIGHTS[0], 1.0, filter="R")
-        masters = select_masters(session, ReportScope(), set())
-        series = select_drift(session, masters)
-    assert [(m.kind, m.status) for m in masters] == [
-        ("bias", "current"),
-        ("dark", "current"),
-        ("dark", "current"),
-        ("flat", "current"),
-    ]
-    assert [(s.kind, s.label, s.points) for s in series] == [
-        ("bias", "b1x1 g100 C-10", list(zip(NIGHTS, [500.0, 503.0, 501.0], strict=True))),
-        ("dark", "b1x1 g100 C-10 300s", list(zip(NIGHTS, [50 / 300, 50.3 / 300, 50.1 / 300], strict=True))),
     ]

@@ -20,6 +20,7 @@ from ccdcal.report.data import (
     RunEntry,
 )
 from ccdcal.report.html import Images, esc, png_size, render
+from ccdcal.report.levels import DriftPoint
 from ccdcal.report.plots import drift_plot
 from ccdcal.report.previews import render as render_preview
 
@@ -113,7 +114,11 @@ def data() -> ReportData:
             master(id=2, kind="bias", path="/m/b.fits", is_bad=False, superseded_reason="input X marked bad"),
         ],
         lights=[light],
-        drift=[DriftSeries("bias", EVIL, [(WHEN, 500.0)])],
+        drift=[
+            DriftSeries(
+                "bias", EVIL, [DriftPoint(WHEN, 500.0, 0.01, WHEN.date(), EVIL, (2,), notes=(EVIL,))], [EVIL]
+            )
+        ],
         problems=[Problem("rejected", f"/raw/{EVIL}", EVIL, 1)],
         pending=[Problem("to calibrate", f"/raw/{EVIL}", EVIL, 1)],
     )

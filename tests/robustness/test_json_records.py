@@ -47,8 +47,14 @@ from ccdcal.lights.records import CalibrationSteps, StepRecord, mask_of, step_re
 from ccdcal.lights.steps import APPLIED, ROLES
 from ccdcal.lights.summary import ProcessRecord
 from ccdcal.masters.build import _listed
-from ccdcal.masters.groups import MasterParameters, MastersRecord, qa_warnings
-from ccdcal.report import data, html, problems
+from ccdcal.masters.groups import (
+    MasterParameters,
+    MastersRecord,
+    overscan_level,
+    qa_warnings,
+    recorded_level,
+)
+from ccdcal.report import data, html, levels, problems
 
 #: Keys the readers look for, so that arbitrary JSON often holds them (with values of any type).
 KNOWN_KEYS = sorted(
@@ -64,6 +70,12 @@ KNOWN_KEYS = sorted(
         "masked",
         "flagged",
         "qa",
+        "level",
+        "mean",
+        "error",
+        "steps",
+        "overscan",
+        "inputs",
         "rejected",
         "not_read",
         "unclassified",
@@ -217,6 +229,23 @@ def read_steps(steps: Any) -> list[str]:
 def read_parameters(parameters: Any) -> list[str]:
     """Every reader of ``masters.parameters``; returns the QA warnings read."""
     warnings = qa_warnings(parameters)
+    level, overscan = recorded_level(parameters), overscan_level(parameters)
+    assert level is None or all(math.isfinite(x) for x in level)
+    assert overscan is None or math.isfinite(overscan[0])
+    bias = master(parameters)
+    bias.kind, bias.filter, bias.date_obs_mean, bias.stat_median = "bias", None, NOW, 500.0
+    point = levels._bias_point(bias)
+    assert point is not None or (level and overscan and not math.isfinite(level[0] + overscan[0]))
+    assert point is None or point.source == (
+        ("overscan level + clipped mean" if level else "overscan level")
+        if overscan
+        else ("clipped mean" if level else "median")
+    )
+    dark = master(parameters)
+    dark.kind, dark.filter, dark.exptime, dark.date_obs_mean = "dark", None, 300.0, NOW
+    point = levels._dark_point(NOW.date(), [dark])
+    assert level is not None or point is None
+    html._drift_kind("dark", [levels.DriftSeries("dark", "x", [point] if point else [])], None)
     entry = data._master(master(parameters), True)
     assert entry.warnings == warnings
     page = html._master(entry, None)
