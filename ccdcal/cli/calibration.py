@@ -10,6 +10,7 @@ import typer
 
 from ccdcal import limits
 from ccdcal.cli.base import (
+    MastersUncertaintyOption,
     MemLimitOption,
     MinFramesOption,
     OverscanOption,
@@ -65,7 +66,7 @@ def masters(
         ),
     ] = 2.0,
     overscan: OverscanOption = "auto",
-    uncertainty: UncertaintyOption = False,
+    uncertainty: MastersUncertaintyOption = False,
     bpm: Annotated[
         bool,
         typer.Option(

@@ -40,7 +40,8 @@ from ccdcal.masters.groups import (
     MasterReport,
     cannot_group,
     check_options,
-    marked_bad,
+    lacks_uncertainty,
+    up_to_date,
 )
 
 
@@ -87,20 +88,18 @@ def _plan_kind(session: Session, kind: str, options: MasterOptions, folder: Path
             plan, report.reason = plan_group(session, kind, keys, frames, options, cards)
             if report.reason is None:
                 planned.append((report, plan))
-    existing = _current_by_identity(session, [plan.identity for _, plan in planned])
+    existing = _current_by_identity(session, [i for _, plan in planned for i in plan.identities])
     versions, current = _group_masters(session, kind)
     superseded: set[int] = set()  # by the groups before, to be built
     to_build = []
     for report, plan in planned:
-        master = next((m for m in existing.get(plan.identity, []) if m.id not in superseded), None)
-        if master is None or not Path(master.path).is_file():
-            to_build.append((report, plan))
-            superseded.update(current.get(_group_key(plan), []))
+        found = [m for i in plan.identities for m in existing.get(i, []) if m.id not in superseded]
+        master = max(found, key=lambda m: m.id, default=None)
+        if master is not None and Path(master.path).is_file() and not lacks_uncertainty(master, options):
+            up_to_date(report, master)
             continue
-        report.outcome, report.reason = "current", marked_bad(master)
-        if report.reason:
-            report.outcome = "skipped"
-        report.path, report.master_id, report.version = master.path, master.id, master.version
+        to_build.append((report, plan))
+        superseded.update(current.get(_group_key(plan), []))
     _add_provisional(session, to_build, folder, versions, sorted(superseded))
     return reports
 
