@@ -132,10 +132,12 @@ def masters(
     elif not state.quiet:
         out.print(
             f"Masters (run {summary.run_id}): {len(summary.of('built'))} built, "
-            f"{len(summary.of('current'))} already current, {len(summary.of('skipped'))} skipped",
+            + (f"{len(summary.of('restored'))} made current again, " if summary.of("restored") else "")
+            + f"{len(summary.of('current'))} already current, {len(summary.of('skipped'))} skipped",
             markup=False,
         )
         print_lines(out, (f"  built {r.path} ({r.n_inputs} frames)" for r in summary.of("built")))
+        print_lines(out, (f"  made current again {r.path} (its file intact)" for r in summary.of("restored")))
     print_lines(err, (f"Warning: {warning}" for report in summary.reports for warning in report.warnings))
     if summary.of("skipped") and not as_json:
         skipped = summary.of("skipped")

@@ -13,6 +13,8 @@ The order of work in :func:`build_masters`:
 3. compute the master's identity (its inputs with their sha256, the calibrators' sha256, scales and
    parameters: what makes its pixels, no option of the lights); a current master with that identity,
    whose file is still there, means nothing to do — so a new bias version makes new darks and flats too;
+   a superseded one whose file is intact is made current again (:mod:`ccdcal.masters.restore`:
+   ``mark-bad`` then ``mark-good`` of a frame builds nothing the second time);
 4. otherwise combine (:mod:`ccdcal.masters.combine`: here, or by bands of rows on the Dask workers of
    ``scheduler``; the combine's uncertainty, written as every master's ``UNCERT``, in the same pass); a
    master finite on fewer than :data:`~ccdcal.kernels.qa.MIN_FINITE_FRACTION` of its
@@ -65,6 +67,7 @@ from ccdcal.masters.groups import (
     qa_warnings,
     up_to_date,
 )
+from ccdcal.masters.restore import restorable, restore_master, restored_reason
 from ccdcal.runtime.cluster import ClusterOnDemand
 
 
@@ -164,6 +167,16 @@ def _one_group(
         existing = existing_master(session, plan, options)
         if existing is not None:
             return up_to_date(report, existing)
+        restoring = restorable(session, plan, options)
+        if restoring is not None and restoring.is_bad:  # as the same master current and marked bad
+            return up_to_date(report, restoring)
+    if restoring is not None:
+        restored, here = restore_master(catalog, plan, options)
+        if restored is not None:
+            up_to_date(report, restored)
+            if here:  # else a concurrent run made it current first
+                report.outcome, report.reason = "restored", restored_reason(restored)
+            return report
     try:
         built = _combine(plan, options, cluster)
     except (FitsFormatError, ValueError) as exc:

@@ -134,6 +134,7 @@ class MastersRecord(TypedDict):
     """``runs.summary`` of a masters run (:meth:`MastersSummary.as_dict`), read back by the report."""
 
     built: int
+    restored: int
     current: int
     skipped: int
     masters: list[MasterReportRecord]
@@ -141,7 +142,9 @@ class MastersRecord(TypedDict):
 
 @dataclass
 class MasterReport:
-    """One group's outcome: ``built``, ``current`` (already up to date) or ``skipped`` with the reason."""
+    """One group's outcome: ``built``, ``restored`` (a superseded master of the same identity made current
+    again, :mod:`ccdcal.masters.restore`), ``current`` (already up to date) or ``skipped`` with the
+    reason; a dry run's ``build`` and ``restore``."""
 
     kind: str
     keys: dict[str, Any]
@@ -188,6 +191,7 @@ class MastersSummary:
         """JSON-ready form (also the run's summary)."""
         return {
             "built": len(self.of("built")),
+            "restored": len(self.of("restored")),
             "current": len(self.of("current")),
             "skipped": len(self.of("skipped")),
             "masters": [r.as_dict() for r in self.reports],
@@ -274,7 +278,7 @@ def marked_bad(master: Master) -> str | None:
 
 def up_to_date(report: MasterReport, master: Master) -> MasterReport:
     """``report`` of a group whose master is built already: ``current``, or ``skipped`` when it is marked
-    bad (building it again would give the same)."""
+    bad (building it again would give the same; a superseded one marked bad is not made current again)."""
     report.outcome, report.path, report.master_id = "current", master.path, master.id
     report.version = master.version
     report.reason = marked_bad(master)

@@ -6,7 +6,9 @@
    (:func:`ccdcal.masters.calibrators.plan_group`, against the masters of the kinds planned before);
 2. the current master of each identity, in one select: ``current`` (or ``skipped`` when it is marked
    bad) when its file is there;
-3. for the others (``build``), in a few statements for the whole kind: a provisional ``masters`` row each
+3. a superseded master of the identity whose file is intact (:func:`ccdcal.masters.restore.restorable`):
+   ``restore``, that row made current again and the group's current masters marked superseded;
+4. for the others (``build``), in a few statements for the whole kind: a provisional ``masters`` row each
    (its future file name and version, a placeholder sha256), and the group's current masters marked
    superseded — so that the kinds planned next, and the lights matched in the same session, see the
    catalog as it would be. The caller's session writes them into a temporary copy of the table
@@ -43,6 +45,7 @@ from ccdcal.masters.groups import (
     lacks_uncertainty,
     up_to_date,
 )
+from ccdcal.masters.restore import restorable
 
 
 def plan_masters(session: Session, options: MasterOptions | None = None) -> list[MasterReport]:
@@ -90,17 +93,31 @@ def _plan_kind(session: Session, kind: str, options: MasterOptions, folder: Path
                 planned.append((report, plan))
     existing = _current_by_identity(session, [i for _, plan in planned for i in plan.identities])
     versions, current = _group_masters(session, kind)
-    superseded: set[int] = set()  # by the groups before, to be built
-    to_build = []
+    superseded: set[int] = set()  # by the groups before, to be built or restored
+    to_build, restored = [], []
     for report, plan in planned:
         found = [m for i in plan.identities for m in existing.get(i, []) if m.id not in superseded]
         master = max(found, key=lambda m: m.id, default=None)
         if master is not None and Path(master.path).is_file() and not lacks_uncertainty(master, options):
             up_to_date(report, master)
             continue
-        to_build.append((report, plan))
+        restoring = restorable(session, plan, options)
+        if restoring is not None and restoring.is_bad:
+            up_to_date(report, restoring)
+            continue
         superseded.update(current.get(_group_key(plan), []))
+        if restoring is None:
+            to_build.append((report, plan))
+            continue
+        up_to_date(report, restoring)
+        report.outcome = "restore"
+        restored.append(restoring.id)
     _add_provisional(session, to_build, folder, versions, sorted(superseded))
+    if restored:
+        session.execute(
+            update(Master).where(Master.id.in_(restored)).values(status="current"),
+            execution_options={"synchronize_session": "evaluate"},
+        )
     return reports
 
 

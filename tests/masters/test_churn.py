@@ -1,6 +1,6 @@
 """Masters change only when their pixels would: options that act on lights only never version a master,
-and every master carries its UNCERT (docs/design.md, Catalog, ``identity``). Issue 18, item 5: the demo
-ended with 21 masters."""
+every master carries its UNCERT, and a superseded master of the identity to build is made current again
+(docs/design.md, Catalog, ``identity``). Issue 18, item 5: the demo ended with 21 masters."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from astropy.io import fits
 from sqlalchemy import select
 
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import Calibration, Master
+from ccdcal.catalog.models import Calibration, CalibrationMaster, Master
 from ccdcal.files.cardtext import history_lines
 from ccdcal.ingestion.core import ingest
 from ccdcal.kernels.combine import ClipParams
@@ -29,8 +29,9 @@ from ccdcal.masters.calibrators import master_identities
 from ccdcal.masters.groups import GroupPlan, MasterOptions
 from ccdcal.masters.optional import InputSteps
 from ccdcal.simulate import simulate_night
+from ccdcal.trace.impact import impact, mark_bad, mark_good
 from tests.conftest import with_step_options
-from tests.processed_night import processed_night
+from tests.processed_night import BIAS, processed_night
 
 
 def rows(catalog: Catalog, model: Any) -> list[Any]:
@@ -97,6 +98,75 @@ def test_lights_options_build_no_master_on_the_demo_night(db_url: str, tmp_path:
             json.dumps({"bias": True, "dark": True, "flat": True}, sort_keys=True)
         }
     assert master_files(folder) == built
+
+
+def test_mark_bad_then_mark_good_builds_only_at_the_mark_bad(db_url: str, tmp_path: Path) -> None:
+    """A bias marked bad builds the bias, darks and flats again without it; marked good again, the first
+    versions (files intact) are made current again: no file is written, and the lights calibrated with
+    the second versions are calibrated again with the first."""
+    night = processed_night(tmp_path, db=db_url, n_bias=4)
+    first_files = master_files(night.masters)
+    assert len(first_files) == 7
+    bad = night.raw("Bias_002.fits")
+    with Catalog(night.db) as catalog:
+        first = {m.id: m for m in rows(catalog, Master)}
+        mark_bad(catalog, str(bad), "hot column")
+    rebuilt = night.process()
+    assert rebuilt.exit_code == 0, rebuilt.problem_lines()
+    assert len(rebuilt.masters_of("built")) == 7
+    assert len(rebuilt.of("calibrated")) == 2
+    second_files = master_files(night.masters)
+    assert len(second_files) == 14  # built at the mark-bad: seven _v2
+
+    with Catalog(night.db) as catalog:
+        second = {m.id: m for m in rows(catalog, Master) if m.id not in first}
+        good = mark_good(catalog, str(bad), "the column was a satellite")
+        assert good.changed
+        planned = dry_run(catalog, night.options())
+        assert [m.outcome for m in planned.masters] == ["restore"] * 7
+        assert {m.master_id for m in planned.masters} == set(first)
+        assert len(planned.of("calibrate")) == 2
+        assert len(rows(catalog, Master)) == 14  # the dry run wrote nothing
+    restored = night.process()
+    assert restored.exit_code == 0, restored.problem_lines()
+    assert [m.outcome for m in restored.masters] == ["restored"] * 7
+    assert restored.run_summary()["masters"] == {"built": 0, "restored": 7, "current": 0, "skipped": 0}
+    assert {m.master_id for m in restored.masters} == set(first)
+    assert restored.masters[0].reason == f"{BIAS} (version 1) made current again, its file intact"
+    assert master_files(night.masters) == second_files  # no file written at the mark-good
+
+    with Catalog(night.db) as catalog:
+        masters = {m.id: m for m in rows(catalog, Master)}
+        assert len(masters) == 14
+        assert {i for i, m in masters.items() if m.status == "current"} == set(first)
+        for i in first:  # the same rows, files and sha256, current again
+            assert masters[i].superseded_reason is None
+            assert (masters[i].path, masters[i].sha256, masters[i].version) == (
+                first[i].path,
+                first[i].sha256,
+                first[i].version,
+            )
+        bias_v2 = next(m for i, m in masters.items() if i in second and m.kind == "bias")
+        assert bias_v2.status == "superseded"
+        assert bias_v2.superseded_reason == (
+            f"{BIAS} (version 1) made current again, its file intact: 1 new input: Bias_002.fits"
+        )
+        calibrations = rows(catalog, Calibration)
+        now = [c for c in calibrations if c.status == "current"]
+        assert len(now) == 2
+        with catalog.session() as session:
+            used = set(
+                session.scalars(
+                    select(CalibrationMaster.master_id).where(
+                        CalibrationMaster.calibration_id.in_([c.id for c in now])
+                    )
+                )
+            )
+        assert used <= set(first)  # calibrated with the good masters again
+        assert all((c.superseded_reason or "").startswith("new bias master ") for c in calibrations[2:4])
+        downstream = impact(catalog, str(bad))
+        assert len(downstream.current_masters()) == 7  # the first versions are made from it again
+    assert night.process().nothing_done
 
 
 def test_a_master_without_uncert_leaves_its_term_out_until_built_again(db_url: str, tmp_path: Path) -> None:
@@ -209,3 +279,36 @@ def test_masters_of_older_catalogs_keep_their_identity(overscan: bool) -> None:
     without = {"overscan": signature, "uncertainty": False} if overscan else None
     assert plain == _old_identity(plan, params, without)
     assert legacy == _old_identity(plan, params, {"overscan": signature, "uncertainty": True})
+
+
+def test_a_mask_is_made_current_again_with_its_dark(db_url: str, tmp_path: Path) -> None:
+    """A dark frame marked bad, then good: the 300 s dark and the bad-pixel mask made from it are built
+    once without it, then the first versions made current again, each in one transaction."""
+    night = processed_night(tmp_path, db=db_url)
+    steps = dataclasses.replace(night.options(), min_frames=2)  # no identity holds --min-frames
+    masks = MasterOptions(masters_dir=night.masters, min_frames=2, bpm=True)
+    bad = night.raw("Dark_300s_002.fits")
+    with Catalog(night.db) as catalog:
+        (mask,) = [r for r in build_masters(catalog, masks).reports if r.outcome == "built"]
+        assert mask.kind == "bpm"
+        mark_bad(catalog, str(bad), "light leak")
+        assert [r.kind for r in process(catalog, steps).masters_of("built")] == ["dark"]
+        outcomes = [
+            (r.kind, r.outcome) for r in build_masters(catalog, masks).reports if r.outcome != "current"
+        ]
+        assert outcomes == [("bpm", "built")]
+        files = master_files(night.masters)
+        assert len(files) == 10  # 7, the mask, then the dark and the mask without Dark_300s_002
+        mark_good(catalog, str(bad))
+        assert [(r.kind, r.outcome) for r in process(catalog, steps).masters if r.outcome != "current"] == [
+            ("dark", "restored")
+        ]
+        again = [r for r in build_masters(catalog, masks).reports if r.outcome != "current"]
+        assert [(r.kind, r.outcome, r.master_id) for r in again] == [("bpm", "restored", mask.master_id)]
+        assert master_files(night.masters) == files
+        (bpm_v2,) = [m for m in rows(catalog, Master) if m.kind == "bpm" and m.status == "superseded"]
+        assert (bpm_v2.superseded_reason or "").startswith(
+            "master_bpm_b2x2_g120_sNA_CNA.fits (version 1) made current again, its file intact: made from "
+        )
+        assert process(catalog, steps).exit_code == 0  # the lights take the mask made current again
+        assert process(catalog, steps).nothing_done
