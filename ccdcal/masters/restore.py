@@ -72,14 +72,18 @@ def restored_reason(master: Master) -> str:
     return f"{Path(master.path).name} (version {master.version}) made current again, its file intact"
 
 
-def restore_master(catalog: Catalog, plan: GroupPlan, options: MasterOptions) -> tuple[Master | None, bool]:
-    """Make the plan's superseded master current again, in one transaction under the writers' lock.
+def restore_master(
+    catalog: Catalog, plan: GroupPlan, options: MasterOptions, chosen: Master
+) -> tuple[Master | None, bool]:
+    """Make ``chosen``, the plan's superseded master found intact by :func:`restorable` (its file hashed
+    once, before the lock), current again, in one transaction under the writers' lock.
 
     Returns
     -------
     master : Master or None
         The master now current with the plan's identity: the one restored, or one a concurrent run made
-        current meanwhile; ``None`` when there is none to restore (the master is then built).
+        current meanwhile; ``None`` when ``chosen`` is no longer superseded or its file is gone (the
+        master is then built).
     here : bool
         Whether this call made it current.
     """
@@ -88,8 +92,8 @@ def restore_master(catalog: Catalog, plan: GroupPlan, options: MasterOptions) ->
         existing = existing_master(session, plan, options)
         if existing is not None:
             return existing, False
-        master = restorable(session, plan, options)
-        if master is None:
+        master = session.get(Master, chosen.id)
+        if master is None or master.status != "superseded" or not Path(master.path).is_file():
             return None, False
         current = list(session.scalars(same_group(plan)))
         make_current(
