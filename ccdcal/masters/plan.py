@@ -91,17 +91,21 @@ def _plan_kind(session: Session, kind: str, options: MasterOptions, folder: Path
             plan, report.reason = plan_group(session, kind, keys, frames, options, cards)
             if report.reason is None:
                 planned.append((report, plan))
-    existing = _current_by_identity(session, [i for _, plan in planned for i in plan.identities])
+    existing = _by_identity(session, [i for _, plan in planned for i in plan.identities], "current")
     versions, current = _group_masters(session, kind)
     superseded: set[int] = set()  # by the groups before, to be built or restored
     to_build, restored = [], []
+    old: dict[str, list[Master]] | None = None
     for report, plan in planned:
         found = [m for i in plan.identities for m in existing.get(i, []) if m.id not in superseded]
         master = max(found, key=lambda m: m.id, default=None)
         if master is not None and Path(master.path).is_file() and not lacks_uncertainty(master, options):
             up_to_date(report, master)
             continue
-        restoring = restorable(session, plan, options)
+        if old is None:  # the superseded masters of the plans' identities, in one select when needed
+            old = _by_identity(session, [i for _, p in planned for i in p.identities], "superseded")
+        candidates = [m for i in plan.identities for m in old.get(i, [])]
+        restoring = restorable(session, plan, options, candidates) if candidates else None
         if restoring is not None and restoring.is_bad:
             up_to_date(report, restoring)
             continue
@@ -129,11 +133,11 @@ def _section_cards(session: Session, kind: str, options: MasterOptions) -> dict[
     return header_values(session, SECTION_KEYS, kind=kind)
 
 
-def _current_by_identity(session: Session, identities: list[str]) -> dict[str, list[Master]]:
-    """The current masters of each identity, oldest first."""
+def _by_identity(session: Session, identities: list[str], status: str) -> dict[str, list[Master]]:
+    """The masters of each identity with ``status``, oldest first."""
     found: dict[str, list[Master]] = {}
     for chunk in in_chunks(identities):
-        query = select(Master).where(Master.identity.in_(chunk), Master.status == "current")
+        query = select(Master).where(Master.identity.in_(chunk), Master.status == status)
         for master in session.scalars(query.order_by(Master.id)):
             found.setdefault(master.identity, []).append(master)
     return found

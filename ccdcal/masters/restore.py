@@ -34,8 +34,13 @@ def intact_superseded(session: Session, query: Select[Master]) -> Master | None:
 
     ``None`` when there is none: the master is then built (a missing or changed file is never trusted).
     """
-    candidates = session.scalars(query.where(Master.status == "superseded").order_by(Master.id.desc()))
-    for master in sorted(candidates, key=lambda m: bool(m.is_bad)):  # stable: newest first within
+    return first_intact(session.scalars(query.where(Master.status == "superseded")))
+
+
+def first_intact(candidates: Iterable[Master]) -> Master | None:
+    """Of superseded ``candidates``, the first whose file is intact: one not marked bad before one marked
+    bad, then the newest (each file hashed in turn, until one is found)."""
+    for master in sorted(candidates, key=lambda m: (bool(m.is_bad), -m.id)):
         if _intact(master):
             return master
     return None
@@ -59,12 +64,20 @@ def make_current(master: Master, current: Iterable[Master], reason: Callable[[Ma
     master.status, master.superseded_reason = "current", None
 
 
-def restorable(session: Session, plan: GroupPlan, options: MasterOptions) -> Master | None:
-    """The superseded master of the plan's identities to make current again (:func:`intact_superseded`),
-    else ``None``; one without the UNCERT extension ``--uncertainty`` asks for is not."""
-    query = select(Master).where(Master.identity.in_(plan.identities), Master.kind == plan.kind)
-    master = intact_superseded(session, query)
-    return None if master is None or lacks_uncertainty(master, options) else master
+def restorable(
+    session: Session, plan: GroupPlan, options: MasterOptions, candidates: Iterable[Master] | None = None
+) -> Master | None:
+    """The superseded master of the plan's identities to make current again (:func:`first_intact`), else
+    ``None``; one without the UNCERT extension ``--uncertainty`` asks for is not.
+
+    ``candidates``: the superseded masters of the plan's identities, when the caller has read them for
+    many plans at once (else they are read here).
+    """
+    if candidates is None:
+        query = select(Master).where(Master.identity.in_(plan.identities), Master.status == "superseded")
+        candidates = session.scalars(query)
+    found = first_intact(m for m in candidates if not lacks_uncertainty(m, options))
+    return found
 
 
 def restored_reason(master: Master) -> str:
