@@ -316,7 +316,17 @@ MemLimitOption = Annotated[
 UncertaintyOption = Annotated[
     bool,
     typer.Option(
-        "--uncertainty", help="Write UNCERT extensions: masters the combine's, lights propagated (ccdproc)."
+        "--uncertainty",
+        help="Write an UNCERT extension on every light, propagated as ccdproc does with the masters' UNCERT "
+        "(every master has one); no master is built for it.",
+    ),
+]
+MastersUncertaintyOption = Annotated[
+    bool,
+    typer.Option(
+        "--uncertainty",
+        help="Build again the masters an earlier ccdcal wrote without an UNCERT extension (every new master "
+        "has one).",
     ),
 ]
 

@@ -10,6 +10,7 @@ import typer
 
 from ccdcal import limits
 from ccdcal.cli.base import (
+    MastersUncertaintyOption,
     MemLimitOption,
     MinFramesOption,
     OverscanOption,
@@ -66,7 +67,7 @@ def masters(
         ),
     ] = 2.0,
     overscan: OverscanOption = "auto",
-    uncertainty: UncertaintyOption = False,
+    uncertainty: MastersUncertaintyOption = False,
     bpm: Annotated[
         bool,
         typer.Option(
@@ -132,10 +133,12 @@ def masters(
     elif not state.quiet:
         out.print(
             f"Masters (run {summary.run_id}): {len(summary.of('built'))} built, "
-            f"{len(summary.of('current'))} already current, {len(summary.of('skipped'))} skipped",
+            + (f"{len(summary.of('restored'))} made current again, " if summary.of("restored") else "")
+            + f"{len(summary.of('current'))} already current, {len(summary.of('skipped'))} skipped",
             markup=False,
         )
         print_lines(out, (f"  built {r.path} ({counted(r.n_inputs, 'frame')})" for r in summary.of("built")))
+        print_lines(out, (f"  made current again {r.path} (its file intact)" for r in summary.of("restored")))
     print_lines(err, (f"Warning: {warning}" for report in summary.reports for warning in report.warnings))
     if summary.of("skipped") and not as_json:
         skipped = summary.of("skipped")

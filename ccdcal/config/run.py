@@ -299,6 +299,7 @@ class RunResult:
             f"{', '.join(self.config.build) or 'none'}",
         ]
         lines += [f"  built {m.path} ({counted(m.n_inputs, 'frame')})" for m in built if details]
+        lines += [f"  made current again {m.path}" for m in summary.masters_of("restored") if details]
         lines.append(
             f"Lights (run {summary.run_id}): {light['calibrated']} calibrated, {light['current']} already "
             f"calibrated, {light['cannot']} not calibrated, {light['failed']} failed"

@@ -4,7 +4,7 @@
 :func:`ccdcal.kernels.combine.combine_files` with ``rows=band`` within a memory budget (a Dask worker's);
 :class:`Stitcher` copies the band results into the whole image as they come, in any order. Each pixel is
 combined on its own samples, so the result equals the combine of the whole image bit for bit, its
-rejected fraction and non-finite count included.
+rejected fraction, uncertainty and non-finite count included.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import itertools
 
 import numpy as np
 
-from ccdcal.kernels.combine import ClipParams, CombineResult, rejected_fraction
+from ccdcal.kernels.combine import RESULT_BYTES, ClipParams, CombineResult, rejected_fraction
 
 __all__ = ["Stitcher", "plan_bands"]
 
@@ -47,7 +47,7 @@ def plan_bands(
     ny, nx = shape
     row_bytes = n * nx * 8 + nx * 2  # a row of block buffer (samples at most 8 bytes) and counts
     reading = 2 * min(ny, 16) * row_bytes  # two blocks of 16 rows (fitsblocks' smallest wanted)
-    held = nx * (4 + 2 + 8 * offset_images)  # a band row of results and offsets
+    held = nx * (RESULT_BYTES + 8 * offset_images)  # a band row of results and offsets
     tallest = max(1, (int(mem_limit) - reading) // held)
     count = min(ny, max(int(parts), 1, -(-ny // tallest)))
     edges = [ny * i // count for i in range(count + 1)]
@@ -70,6 +70,7 @@ class Stitcher:
     def __init__(self, shape: tuple[int, int], n: int, params: ClipParams) -> None:
         self.image = np.empty(shape, np.float32)
         self.rejected = np.empty(shape, np.uint16)
+        self.uncertainty = np.empty(shape, np.float32)
         self.n = n
         self.params = params
         self.n_nonfinite = 0
@@ -97,6 +98,7 @@ class Stitcher:
             raise ValueError(f"the band of rows {r0}:{r1} was combined from other frames or parameters")
         self.image[r0:r1] = band.image
         self.rejected[r0:r1] = band.rejected
+        self.uncertainty[r0:r1] = band.uncertainty
         self._filled[r0:r1] = True
         self.n_nonfinite += band.n_nonfinite
         self.block_rows = max(self.block_rows, band.block_rows)
@@ -117,6 +119,7 @@ class Stitcher:
             image=self.image,
             rejected=self.rejected,
             rejected_fraction=rejected_fraction(self.rejected, self.n),
+            uncertainty=self.uncertainty,
             n_inputs=self.n,
             n_nonfinite=self.n_nonfinite,
             block_rows=self.block_rows,

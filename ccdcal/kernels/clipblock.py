@@ -211,13 +211,15 @@ def clip_block(
     out: np.ndarray,
     rejected: np.ndarray,
     nonfinite: np.ndarray,
+    uncertainty: np.ndarray,
     *,
     sigma_lower: float,
     sigma_upper: float,
     maxiters: int,
     use_mad: bool,
 ) -> None:
-    """Sigma-clipped median of one block of samples (:func:`ccdcal.kernels.clipkernel.clip_kernel`).
+    """Sigma-clipped median of one block of samples and its uncertainty
+    (:func:`ccdcal.kernels.clipkernel.clip_kernel`).
 
     Parameters
     ----------
@@ -229,8 +231,9 @@ def clip_block(
         The per-frame ``(value - offset) * scale``.
     rows : slice
         The image rows ``block`` holds (selects the rows of the offset images).
-    out, rejected, nonfinite : numpy.ndarray
-        (r, nx) float32 combined values, uint16 masked counts and uint16 non-finite counts, written.
+    out, rejected, nonfinite, uncertainty : numpy.ndarray
+        (r, nx) float32 combined values, uint16 masked counts, uint16 non-finite counts and float32
+        combine uncertainty, written.
     sigma_lower, sigma_upper : float
         Clipping bounds in units of the dispersion.
     maxiters : int
@@ -263,4 +266,5 @@ def clip_block(
         out,
         rejected,
         nonfinite,
+        uncertainty,
     )

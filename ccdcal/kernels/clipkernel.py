@@ -15,6 +15,12 @@ astropy's loop is. The other pixels (typically a fifth) iterate one at a time on
 where every kept set is a contiguous index range: medians are index arithmetic and the median absolute
 deviation is the k-th smallest element of two sorted runs (binary search).
 
+The same pass writes each pixel's combine uncertainty, as ``ccdproc.Combiner.median_combine`` computes
+it: the ``mad_std`` of the samples the final bounds keep (whatever the clipping's dispersion), divided by
+the square root of their number. The kept samples are a contiguous run of the sorted column, so this is
+the first pass's MAD for a pixel finished there and one more binary search for the others: a few
+operations a pixel beside the sort.
+
 The rules the kernel reproduces (astropy's compiled ``sigma_clip`` then ``np.ma.median``) are in
 :mod:`ccdcal.kernels.combine`; the Python-side arguments are built by :mod:`ccdcal.kernels.clipblock`.
 """
@@ -205,8 +211,10 @@ def clip_kernel(
     out: np.ndarray,
     rejected: np.ndarray,
     nonfinite: np.ndarray,
+    uncertainty: np.ndarray,
 ) -> None:
-    """Sigma-clipped median of ``data`` (n, rows, nx) into ``out``/``rejected``/``nonfinite`` (rows, nx).
+    """Sigma-clipped median of ``data`` (n, rows, nx) into ``out``/``rejected``/``nonfinite`` (rows, nx),
+    and its uncertainty into ``uncertainty``.
 
     Sample value: ``decode(raw)``; if ``use_blank[k]`` and it equals ``blank[k]``: NaN; then
     ``raw * bscale[k] + bzero[k]`` in float32 when ``in_f32[k]`` else float64 (astropy's scaling);
@@ -245,6 +253,10 @@ def clip_kernel(
         (rows, nx) uint16 masked-sample counts, non-finite ones included, written.
     nonfinite : numpy.ndarray
         (rows, nx) uint16 non-finite sample counts, written.
+    uncertainty : numpy.ndarray
+        (rows, nx) float32 combine uncertainty, written: ``MAD_TO_STD * median(|x - median|) /
+        sqrt(k)`` of the ``k`` samples kept by the final bounds (ccdproc's ``sigma_func`` over the square
+        root of the count), computed in float64; NaN where none is kept.
     """
     n, ny, nx = data.shape
     ntiles = (nx + tile_w - 1) // tile_w
@@ -252,6 +264,7 @@ def clip_kernel(
     nmerge = merge_pairs.shape[0]
     h = n // 2
     odd = n % 2 == 1
+    root_n = math.sqrt(n)
     for job in prange(ny * ntiles):
         y = job // ntiles
         x0 = (job % ntiles) * tile_w
@@ -259,6 +272,7 @@ def clip_kernel(
         out_row = out[y, x0 : x0 + w]
         rej_row = rejected[y, x0 : x0 + w]
         bad_row = nonfinite[y, x0 : x0 + w]
+        unc_row = uncertainty[y, x0 : x0 + w]
         tile = np.empty((n, w), np.float64)
         count = np.zeros(w, np.int64)
         # 1. Load: decode, scale, transform; non-finite -> +inf (sorts last), counted apart.
@@ -340,6 +354,7 @@ def clip_kernel(
                 lower = med[x] - sigma_lower * std
                 upper = med[x] + sigma_upper * std
                 done[x] = (count[x] == n) & (first[x] >= lower) & (last[x] <= upper)
+                unc_row[x] = std / root_n  # every sample kept: the first pass's MAD is the one
             for x in range(w):  # right for the pixels done; the others are overwritten below
                 out_row[x] = med[x]
                 rej_row[x] = 0
@@ -354,6 +369,7 @@ def clip_kernel(
             if m == 0:
                 out_row[x] = np.nan
                 rej_row[x] = n
+                unc_row[x] = np.nan
                 continue
             for k in range(m):
                 s[k] = tile[k, x]
@@ -406,5 +422,11 @@ def clip_kernel(
             b = m
             while b > a and s[b - 1] > upper:
                 b -= 1
-            out_row[x] = _median_sorted(s, a, b) if b > a else np.nan
             rej_row[x] = n - (b - a)
+            if b > a:
+                med_x = _median_sorted(s, a, b)
+                out_row[x] = med_x
+                unc_row[x] = _mad_sorted(s, a, b, med_x) * MAD_TO_STD / math.sqrt(b - a)
+            else:
+                out_row[x] = np.nan
+                unc_row[x] = np.nan

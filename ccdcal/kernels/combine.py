@@ -35,6 +35,11 @@ the input's float type, so a float32 stack's definition averages the two middle 
 to within one float32 step) and a float16 stack's in float16 (ccdcal then equals the definition on the
 same numbers widened to float32).
 
+The combine's uncertainty is computed in the same pass, as ``ccdproc.Combiner.median_combine`` computes
+it from the samples kept: ``1.482602218505602 × median(|x - median|) / √k`` of the ``k`` samples the
+median is taken of, in float64 and rounded to float32 (NaN where there is none), whatever the clipping's
+dispersion (ccdproc's ``sigma_func`` is ``mad_std``).
+
 Where the work is done: :mod:`ccdcal.kernels.clipkernel` (the numba kernel, which converts each sample
 to float64 on the fly, so a stack is never copied to float64; its docstring describes the algorithm),
 :mod:`ccdcal.kernels.sortnet` (the sorting networks it applies), :mod:`ccdcal.kernels.clipblock` (its
@@ -71,10 +76,13 @@ __all__ = [
     "CombineResult",
     "combine_files",
     "sigma_clipped_median",
+    "sigma_clipped_median_deviation",
 ]
 
 #: Largest stack: the rejected-count image is uint16.
 MAX_FRAMES = 65535
+#: Bytes a pixel of a combine's results: the float32 image, its float32 uncertainty, the uint16 counts.
+RESULT_BYTES = 4 + 4 + 2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -157,6 +165,8 @@ class CombineResult:
         Samples masked per pixel, uint16: clipped plus non-finite (the definition's mask count).
     rejected_fraction : float
         ``rejected.sum() / (n_inputs * image.size)``.
+    uncertainty : numpy.ndarray
+        The combine's uncertainty, float32 (see the module docstring; NaN where ``image`` is).
     n_inputs : int
         Number of frames combined.
     n_nonfinite : int
@@ -174,6 +184,7 @@ class CombineResult:
     image: np.ndarray
     rejected: np.ndarray
     rejected_fraction: float
+    uncertainty: np.ndarray
     n_inputs: int
     n_nonfinite: int = 0
     block_rows: int = 0
@@ -195,6 +206,7 @@ def _run_kernel(
     out: np.ndarray,
     rejected: np.ndarray,
     nonfinite: np.ndarray,
+    uncertainty: np.ndarray,
 ) -> None:
     """:func:`ccdcal.kernels.clipblock.clip_block` with the clipping parameters ``params``."""
     clip_block(
@@ -205,6 +217,7 @@ def _run_kernel(
         out,
         rejected,
         nonfinite,
+        uncertainty,
         sigma_lower=float(params.sigma_lower),
         sigma_upper=float(params.sigma_upper),
         maxiters=int(params.maxiters),
@@ -267,11 +280,42 @@ def sigma_clipped_median(
     ccdcal.errors.UsageError
         If the stack is not 3-D numeric with 1 to 65535 frames.
     """
+    image, rejected, _ = sigma_clipped_median_deviation(stack, params)
+    return image, rejected
+
+
+def sigma_clipped_median_deviation(
+    stack: np.ndarray, params: ClipParams = ClipParams()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`sigma_clipped_median` and the combine's uncertainty, in one pass.
+
+    Parameters
+    ----------
+    stack : numpy.ndarray
+        Frames along axis 0, as for :func:`sigma_clipped_median`.
+    params : ClipParams
+        Clipping parameters.
+
+    Returns
+    -------
+    image, rejected : numpy.ndarray
+        As :func:`sigma_clipped_median` returns them.
+    uncertainty : numpy.ndarray
+        (ny, nx) float32: ``1.482602218505602 × median(|x - median|) / √k`` of the ``k`` samples the
+        median was taken of (``ccdproc.Combiner.median_combine``'s uncertainty), computed in float64;
+        NaN where ``k`` is 0.
+
+    Raises
+    ------
+    ccdcal.errors.UsageError
+        If the stack is not 3-D numeric with 1 to 65535 frames.
+    """
     arr = _native_stack(stack)
     n, ny, nx = arr.shape
     image = np.empty((ny, nx), np.float32)
     rejected = np.empty((ny, nx), np.uint16)
     nonfinite = np.empty((ny, nx), np.uint16)
+    uncertainty = np.empty((ny, nx), np.float32)
     if image.size:
         _run_kernel(
             arr,
@@ -282,8 +326,9 @@ def sigma_clipped_median(
             image,
             rejected,
             nonfinite,
+            uncertainty,
         )
-    return image, rejected
+    return image, rejected, uncertainty
 
 
 # --------------------------------------------------------------------------------------------------
@@ -320,7 +365,8 @@ def combine_files(
     params : ClipParams
         Clipping parameters.
     mem_limit : int
-        Bytes this call may hold at once: the result images (6 bytes a pixel), the offset images it
+        Bytes this call may hold at once: the result images (10 bytes a pixel: the combined image,
+        its uncertainty and the rejected counts), the offset images it
         copies (none when a single C-contiguous offset image is shared), and the block buffers (two,
         for overlap, each ``n × rows × nx`` stored samples) — the block rows are chosen to fit.
         The interpreter and numba themselves are not counted.
@@ -339,7 +385,8 @@ def combine_files(
     Returns
     -------
     CombineResult
-        The combined float32 image and rejected-count image, the total rejected fraction, n.
+        The combined float32 image, its uncertainty and the rejected-count image, the total rejected
+        fraction, n.
 
     Notes
     -----
@@ -372,11 +419,12 @@ def combine_files(
         ny, nx = stop - first, full[1]  # the rows combined
         transform = build_transform(n, (ny, nx), scale, _band_offsets(offset, full, (first, stop)))
         decoding = stack.open_data()
-        fixed = ny * nx * (4 + 2) + transform.copied_bytes  # the result images, the copied offsets
+        fixed = ny * nx * RESULT_BYTES + transform.copied_bytes  # the result images, the copied offsets
         block_rows = plan_rows(n, (ny, nx), stack.dtype.itemsize, mem_limit, fixed)
         nonfinite = np.empty((block_rows, nx), np.uint16)
         image = np.empty((ny, nx), np.float32)
         rejected = np.empty((ny, nx), np.uint16)
+        uncertainty = np.empty((ny, nx), np.float32)
         n_nonfinite = 0
         n_blocks = 0
         with contextlib.closing(stack.blocks(block_rows, (first, stop))) as blocks:
@@ -384,7 +432,15 @@ def combine_files(
                 r0, r1 = start - first, start - first + block.shape[1]  # rows of the band
                 nf = nonfinite[: r1 - r0]
                 _run_kernel(
-                    block, decoding, transform, slice(r0, r1), params, image[r0:r1], rejected[r0:r1], nf
+                    block,
+                    decoding,
+                    transform,
+                    slice(r0, r1),
+                    params,
+                    image[r0:r1],
+                    rejected[r0:r1],
+                    nf,
+                    uncertainty[r0:r1],
                 )
                 n_nonfinite += int(nf.sum(dtype=np.int64))
                 n_blocks += 1
@@ -394,6 +450,7 @@ def combine_files(
         image=image,
         rejected=rejected,
         rejected_fraction=rejected_fraction(rejected, n),
+        uncertainty=uncertainty,
         n_inputs=n,
         n_nonfinite=n_nonfinite,
         block_rows=block_rows,

@@ -7,6 +7,11 @@ where they are given, and turns the overscan text into its :class:`~ccdcal.kerne
 every later stage reads the typed fields. :meth:`StepOptions.arguments` is the flat record kept in
 ``runs.arguments`` (the keys the command-line options have had from the start), and
 :meth:`StepOptions.from_arguments` reads it back (``ccdcal status`` plans with the last run's options).
+
+Which options may change a master is declared once, as data: :data:`MASTER_STEP_FIELDS` prepare the
+frames a master is combined from (its pixels, hence its identity: a change builds a new version), and
+:data:`LIGHT_STEP_FIELDS` act on lights only and never version a master (every master carries its
+combine's uncertainty, whatever ``--uncertainty`` says). :meth:`StepOptions.for_masters` keeps the former.
 """
 
 from __future__ import annotations
@@ -19,6 +24,12 @@ from ccdcal.kernels.cosmic import CosmicParams
 from ccdcal.kernels.overscan import OverscanMode, parse_mode
 from ccdcal.limits import GAIN, READNOISE
 
+#: The fields of :class:`StepOptions` that prepare a master's inputs, hence change its pixels: they enter
+#: its identity (:func:`ccdcal.masters.calibrators.master_identity`).
+MASTER_STEP_FIELDS = ("overscan",)
+#: The fields of :class:`StepOptions` that act on lights only: no value of them versions a master.
+LIGHT_STEP_FIELDS = ("uncertainty", "gain", "readnoise", "cosmic")
+
 
 @dataclass(frozen=True)
 class StepOptions:
@@ -30,7 +41,8 @@ class StepOptions:
         ``--overscan``: subtract the overscan strip and trim, on every frame (``auto``: when the header
         has the sections).
     uncertainty : bool
-        ``--uncertainty``: masters keep their combine's uncertainty, lights get an UNCERT extension.
+        ``--uncertainty``: lights get an UNCERT extension (every master has one); on ``ccdcal masters``,
+        a master written without one by an earlier ccdcal is built again with it.
     gain, readnoise : float or None
         ``--gain`` (e-/ADU) and ``--readnoise`` (e-), instead of the header's EGAIN, RDNOISE ...
     cosmic : CosmicParams or None
@@ -55,6 +67,11 @@ class StepOptions:
             GAIN.check(self.gain)
         if self.readnoise is not None:
             READNOISE.check(self.readnoise)
+
+    def for_masters(self) -> StepOptions:
+        """These options as a master build takes them from ``ccdcal process``: the
+        :data:`MASTER_STEP_FIELDS` kept, the :data:`LIGHT_STEP_FIELDS` at their defaults."""
+        return StepOptions(**{name: getattr(self, name) for name in MASTER_STEP_FIELDS})
 
     @classmethod
     def parse(

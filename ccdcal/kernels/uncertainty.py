@@ -18,28 +18,24 @@ ccdproc and astropy's NDData arithmetic propagate a ``StdDevUncertainty``.
 
 - A master's uncertainty is its combine's, as ``ccdproc.Combiner.median_combine`` computes it: the median
   absolute deviation of the samples kept by the clipping, times 1.482602218505602, divided by the square
-  root of their number (:func:`combine_deviation`); a master flat's is divided by the same median as its
-  pixels.
+  root of their number; the combine kernel computes it in the same pass as the median
+  (:mod:`ccdcal.kernels.combine`), and a master flat's is divided by the same median as its pixels.
+  :func:`uncertainty_hdu` is the extension every master is written with.
 
-A master without an uncertainty contributes none (NDData arithmetic with one operand's uncertainty).
+A master without an uncertainty (one written by a ccdcal before every master carried one) contributes
+none (NDData arithmetic with one operand's uncertainty).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
-
-from ccdcal.kernels.clipkernel import MAD_TO_STD
-from ccdcal.kernels.combine import ClipParams
 
 #: Keywords holding the gain in electrons per ADU, in order of preference.
 EGAIN_KEYS = ("EGAIN", "E-GAIN", "AGAIN_01")
@@ -225,97 +221,6 @@ def propagate(
         top += np.abs(np.square(numerator, dtype=np.float64) * np.square(flat_sigma, dtype=np.float64))
     result = np.sqrt(top) / b2
     return result
-
-
-# -- a master -------------------------------------------------------------------------------------------
-
-
-def kept_deviation(stack: np.ndarray, params: ClipParams | None = None) -> np.ndarray:
-    """The combine uncertainty of one (n, rows, columns) float64 stack: ccdproc's ``sigma_func`` of the
-    samples kept by the clipping, divided by the square root of their number (NaN where none is kept).
-
-    The samples kept are those of the combine's definition (``astropy.stats.sigma_clip`` with the
-    same parameters, compiled path), so the uncertainty describes exactly the samples the median used.
-    """
-    # Imported here to keep start-up fast: astropy.stats loads only with --uncertainty.
-    from astropy.stats import sigma_clip
-    from astropy.utils.exceptions import AstropyUserWarning
-
-    params = params or ClipParams()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyUserWarning)  # non-finite samples: masked, as intended
-        clipped = sigma_clip(
-            stack,
-            sigma_lower=params.sigma_lower,
-            sigma_upper=params.sigma_upper,
-            maxiters=params.maxiters,
-            cenfunc="median",
-            stdfunc=params.stdfunc,
-            axis=0,
-            masked=True,
-            copy=False,
-        )
-    values = np.ma.filled(clipped.astype(np.float64), np.nan)
-    count = np.count_nonzero(np.isfinite(values), axis=0)
-    centre = _nan_median(values, count)
-    spread = _nan_median(np.abs(values - centre[np.newaxis]), count)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        result: np.ndarray = spread * MAD_TO_STD / np.sqrt(count)
-    result[count == 0] = np.nan
-    return result
-
-
-def _nan_median(values: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """Median along axis 0 of the finite values (NaN last after sorting), ``count`` of them per pixel."""
-    ordered = np.sort(values, axis=0)
-    low = np.clip((count - 1) // 2, 0, None)[np.newaxis]
-    high = np.clip(count // 2, 0, None)[np.newaxis]
-    lower = np.take_along_axis(ordered, low, axis=0)[0]
-    upper = np.take_along_axis(ordered, high, axis=0)[0]
-    result: np.ndarray = 0.5 * (lower + upper)
-    return result
-
-
-def combine_deviation(
-    paths: Sequence[Path],
-    hdu: int,
-    params: ClipParams,
-    *,
-    scale: Sequence[float] | None = None,
-    offset: Sequence[np.ndarray | float] | None = None,
-    mem_limit: int = 1 << 30,
-) -> np.ndarray:
-    """The combine uncertainty of FITS files (:func:`kept_deviation`), read in row blocks.
-
-    Each sample is ``(frame - offset) * scale`` in float64, as :func:`ccdcal.kernels.combine.combine_files`
-    takes it.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 image.
-    """
-
-    n = len(paths)
-    with contextlib.ExitStack() as stack:
-        hduls = [stack.enter_context(fits.open(p, memmap=False, lazy_load_hdus=True)) for p in paths]
-        sections = [h[hdu].section for h in hduls]
-        ny, nx = hduls[0][hdu].shape
-        rows = max(1, min(ny, mem_limit // max(1, n * nx * 8 * 6)))
-        out = np.empty((ny, nx), dtype=np.float32)
-        for r0 in range(0, ny, rows):
-            r1 = min(ny, r0 + rows)
-            block = np.empty((n, r1 - r0, nx), dtype=np.float64)
-            for i, section in enumerate(sections):
-                values = np.asarray(section[r0:r1, :], dtype=np.float64)
-                if offset is not None:
-                    off = offset[i]
-                    values = values - (off[r0:r1] if isinstance(off, np.ndarray) else off)
-                if scale is not None:
-                    values = values * scale[i]
-                block[i] = values
-            out[r0:r1] = kept_deviation(block, params)
-    return out
 
 
 def uncertainty_hdu(sigma: np.ndarray) -> Any:

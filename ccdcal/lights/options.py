@@ -102,16 +102,11 @@ class ProcessOptions:
         return {"bias": self.bias, "dark": self.dark, "flat": self.flat}[role]
 
     def master_options(self) -> MasterOptions:
-        """The options of the master build."""
-        return MasterOptions(
-            masters_dir=self.masters_dir,
-            min_frames=self.min_frames,
-            mem_limit=self.mem_limit,
-            no_bias=self.no_bias,
-            rules=self.rules,
-            optional=self.optional,
-            scheduler=self.scheduler,
-        )
+        """The options of the master build: :data:`MASTER_FIELDS`, the optional steps as a master takes
+        them (:meth:`~ccdcal.kernels.options.StepOptions.for_masters`: ``--overscan`` only). No other
+        option versions a master: ``--uncertainty``, ``--cosmic-rays`` and ``--no-bpm`` act on lights."""
+        values = {name: getattr(self, name) for name in MASTER_FIELDS}
+        return MasterOptions(**values | {"optional": self.optional.for_masters()})
 
     def arguments(self) -> dict[str, Any]:
         """JSON-ready form (the ``runs.arguments`` of a process run: :class:`ProcessArguments`)."""
@@ -161,6 +156,11 @@ class ProcessOptions:
                     value = Path(value)
                 values[item.name] = tuple(value) if isinstance(value, list) else value
         return cls(**values)
+
+
+#: The fields of :class:`ProcessOptions` the master build takes (:meth:`ProcessOptions.master_options`); the
+#: others act on lights only and never version a master.
+MASTER_FIELDS = ("masters_dir", "min_frames", "mem_limit", "no_bias", "rules", "optional", "scheduler")
 
 
 class ProcessArguments(TypedDict, total=False):

@@ -46,7 +46,8 @@ class ProcessSummary:
         return [light for light in self.lights if light.outcome == outcome]
 
     def masters_of(self, outcome: str) -> list[MasterReport]:
-        """Master groups with one outcome: ``built`` (``build`` in a dry run), ``current``, ``skipped``."""
+        """Master groups with one outcome: ``built`` (``build`` in a dry run), ``restored`` (a superseded
+        master made current again; ``restore`` in a dry run), ``current``, ``skipped``."""
         return [m for m in self.masters if m.outcome == outcome]
 
     @property
@@ -57,7 +58,7 @@ class ProcessSummary:
     @property
     def nothing_done(self) -> bool:
         """Nothing built, nothing calibrated, nothing wrong."""
-        busy = ("built", "build", "skipped")
+        busy = ("built", "build", "restored", "restore", "skipped")
         return not any(m.outcome in busy for m in self.masters) and all(
             light.outcome == "current" for light in self.lights
         )
@@ -71,7 +72,12 @@ class ProcessSummary:
             )
         return (
             f"Process (run {self.run_id}): masters {len(self.masters_of('built'))} built, "
-            f"{len(self.masters_of('current'))} current, {len(self.masters_of('skipped'))} skipped; "
+            + (
+                f"{len(self.masters_of('restored'))} made current again, "
+                if self.masters_of("restored")
+                else ""
+            )
+            + f"{len(self.masters_of('current'))} current, {len(self.masters_of('skipped'))} skipped; "
             f"lights {len(self.of('calibrated'))} calibrated, {len(self.of('current'))} already calibrated, "
             f"{len(self.of('cannot'))} not calibrated, {len(self.of('failed'))} failed"
             + (f", {len(self.of('busy'))} being calibrated by another run" if self.of("busy") else "")
@@ -112,6 +118,10 @@ class ProcessSummary:
         if build:
             lines.append(f"Masters to build ({len(build)}):")
             lines += [f"  {Path(m.path or '').name} ({counted(m.n_inputs, 'frame')})" for m in build]
+        restore = self.masters_of("restore")
+        if restore:
+            lines.append(f"Masters to make current again, their files intact ({len(restore)}):")
+            lines += [f"  {Path(m.path or '').name} ({counted(m.n_inputs, 'frame')})" for m in restore]
         planned = self.of("calibrate")
         if planned:
             lines.append(f"Lights to calibrate ({len(planned)}):")
@@ -146,7 +156,7 @@ class ProcessSummary:
         """The compact record kept in ``runs.summary``: counts, and the lights left undone with the reasons
         (each calibration's details are in its rows)."""
         return {
-            "masters": {o: len(self.masters_of(o)) for o in ("built", "current", "skipped")},
+            "masters": {o: len(self.masters_of(o)) for o in ("built", "restored", "current", "skipped")},
             "lights": self.counts(),
             "problems": [
                 {"path": light.path, "outcome": light.outcome, "reason": light.reason}

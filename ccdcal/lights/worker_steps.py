@@ -277,7 +277,10 @@ def _uncertainty(
 
 
 def _uncertainty_history(task: FrameTask, noise: Any) -> list[str]:
-    carried = [role for role, has in _with_sigma(task).items() if has]
+    """The HISTORY of the uncertainty: how it was created, the masters whose UNCERT it carries, and the
+    masters written without one by an earlier ccdcal, whose term is left out (docs/design.md, Science)."""
+    with_sigma = _with_sigma(task)
+    carried = [role for role, has in with_sigma.items() if has]
     lines = [
         f"uncertainty: UNCERT extension (standard deviation, ADU): ccdproc create_deviation with gain "
         f"{noise.gain:g} e-/ADU ({noise.gain_source}) and read noise {noise.readnoise:g} e- "
@@ -285,6 +288,11 @@ def _uncertainty_history(task: FrameTask, noise: Any) -> list[str]:
     ]
     if carried:
         lines.append(f"uncertainty: propagated with the {', '.join(carried)} masters' UNCERT (NDData rules)")
+    for use in (u for u in (task.bias, task.dark, task.flat) if u is not None and not with_sigma[u.role]):
+        lines.append(
+            f"uncertainty: the {use.role} master {card_name(use.name)} has no UNCERT (written by an earlier "
+            "ccdcal): its term is left out; `ccdcal masters --uncertainty` builds it again with one"
+        )
     return lines
 
 

@@ -10,8 +10,9 @@ see :mod:`ccdcal.kernels.bpm`. The mask (uint8, 1 = bad) is stored like every ma
 ``masters/`` (``master_bpm_b{X}x{Y}_g{gain}_sNA_CNA.fits``), a ``masters`` row of kind ``bpm`` and
 ``master_calibrators`` rows to the dark and flat it came from, so that marking one of those bad makes
 the mask unusable and ``ccdcal impact`` follows it. A new dark or flat gives a new version (the
-identity is their sha256 and the parameters). ``process`` ORs the set-up's current mask into each
-light's MASK (bit 2) and records it as a ``calibration_masters`` row of role ``bpm``.
+identity is their sha256 and the parameters); a superseded mask of that identity whose file is intact is
+made current again instead (:mod:`ccdcal.masters.restore`). ``process`` ORs the set-up's current mask
+into each light's MASK (bit 2) and records it as a ``calibration_masters`` row of role ``bpm``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from astropy.io import fits
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ccdcal.catalog.db import Catalog
+from ccdcal.catalog.db import Catalog, lock_writers
 from ccdcal.catalog.models import Frame, Master, MasterCalibrator
 from ccdcal.catalog.queries import MATCH_KEYS, unusable_masters
 from ccdcal.errors import FitsFormatError
@@ -38,6 +39,7 @@ from ccdcal.kernels.bpm import BpmParams, flat_defects, hot_pixels, low_pixels
 from ccdcal.kernels.overscan import signature_of_header
 from ccdcal.masters.files import free_master_path
 from ccdcal.masters.groups import MasterReport, describe_keys
+from ccdcal.masters.restore import intact_superseded, make_current, restored_reason
 
 _PREPARATION_CARDS = ("OVSCMETH", "OVSCSEC", "TRIMSECT")
 
@@ -121,6 +123,11 @@ def _one_setup(
             report.outcome, report.path, report.master_id = "current", existing.path, existing.id
             report.version = existing.version
             return report
+    restored = _restore(catalog, keys, identity, _names(dark, flat))
+    if restored is not None:
+        report.outcome, report.path, report.master_id = "restored", restored.path, restored.id
+        report.version, report.reason = restored.version, restored_reason(restored)
+        return report
     try:
         mask, header, parameters = _make(dark, flat, keys, params)
     except (FitsFormatError, ValueError) as exc:
@@ -130,6 +137,21 @@ def _one_setup(
     report.outcome, report.path, report.master_id = "built", master.path, master.id
     report.version = master.version
     return report
+
+
+def _restore(catalog: Catalog, keys: dict[str, Any], identity: str, sources: str) -> Master | None:
+    """Make the superseded mask of ``identity`` current again when its file is intact, superseding the
+    set-up's current one, in one transaction (``None``: there is none; the mask is then built).
+    ``sources``: the names of the dark and flat it is made from."""
+    with catalog.session() as session:
+        lock_writers(session)
+        same = _same_setup(keys)
+        master = intact_superseded(session, same.where(Master.identity == identity))
+        if master is None:
+            return None
+        current = session.scalars(same.where(Master.status == "current"))
+        make_current(master, current, lambda _old: f"{restored_reason(master)}: made from {sources}")
+    return master
 
 
 def _make(

@@ -11,10 +11,13 @@ The order of work in :func:`build_masters`:
    ``_withbias``); the master bias and a dark for flats — the nearest bias-subtracted dark scaled to each
    flat's exposure, else a bias-including dark at the flats' own exposure (which replaces the bias);
 3. compute the master's identity (its inputs with their sha256, the calibrators' sha256, scales and
-   parameters); a current master with that identity, whose file is still there, means nothing to do —
-   so a new bias version makes new darks and flats too;
+   parameters: what makes its pixels, no option of the lights); a current master with that identity,
+   whose file is still there, means nothing to do — so a new bias version makes new darks and flats too;
+   a superseded one whose file is intact is made current again (:mod:`ccdcal.masters.restore`:
+   ``mark-bad`` then ``mark-good`` of a frame builds nothing the second time);
 4. otherwise combine (:mod:`ccdcal.masters.combine`: here, or by bands of rows on the Dask workers of
-   ``scheduler``); a master finite on fewer than :data:`~ccdcal.kernels.qa.MIN_FINITE_FRACTION` of its
+   ``scheduler``; the combine's uncertainty, written as every master's ``UNCERT``, in the same pass); a
+   master finite on fewer than :data:`~ccdcal.kernels.qa.MIN_FINITE_FRACTION` of its
    pixels is not built (the group is skipped with the reason); compare with the group's current master
    (:mod:`ccdcal.kernels.qa`), write the file atomically under a free name (``_v2``, ``_v3`` ...), and in
    one transaction register the master, its inputs and calibrators, and supersede the group's previous
@@ -62,9 +65,10 @@ from ccdcal.masters.groups import (
     cannot_group,
     check_options,
     describe_keys,
-    marked_bad,
     qa_warnings,
+    up_to_date,
 )
+from ccdcal.masters.restore import restorable, restore_master, restored_reason
 from ccdcal.runtime.cluster import ClusterOnDemand
 
 
@@ -166,13 +170,18 @@ def _one_group(
         plan, report.reason = plan_group(session, kind, keys, frames, options)
         if report.reason:
             return report
-        existing = existing_master(session, plan)
+        existing = existing_master(session, plan, options)
         if existing is not None:
-            report.outcome, report.path, report.master_id = "current", existing.path, existing.id
-            report.version = existing.version
-            report.reason = marked_bad(existing)
-            if report.reason:
-                report.outcome = "skipped"
+            return up_to_date(report, existing)
+        restoring = restorable(session, plan, options)
+        if restoring is not None and restoring.is_bad:  # as the same master current and marked bad
+            return up_to_date(report, restoring)
+    if restoring is not None:
+        restored, here = restore_master(catalog, plan, options, restoring)
+        if restored is not None:
+            up_to_date(report, restored)
+            if here:  # else a concurrent run made it current first
+                report.outcome, report.reason = "restored", restored_reason(restored)
             return report
     try:
         built = _combine(plan, options, cluster)

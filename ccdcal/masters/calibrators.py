@@ -4,7 +4,9 @@
 for darks (unless ``no_bias``, or the camera set-up has no bias frames: the dark then keeps the bias,
 ``_withbias``), and the master bias and a dark for flats (the nearest bias-subtracted dark scaled to each
 flat's exposure, else a bias-including dark at the flats' own exposure, which replaces the bias); then
-:func:`master_identity` hashes everything that makes the master what it is (see docs/design.md, Science).
+:func:`master_identity` hashes everything that makes the master's pixels what they are (see docs/design.md,
+Catalog, ``identity``), and :func:`master_identities` adds the identities an earlier ccdcal gave a master
+of the same pixels.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def plan_group(
     plan.input_steps, reason = plan_input_steps(session, frames, options.optional, cards)
     if reason:
         return plan, f"cannot prepare the {kind} frames of group {describe_keys(keys)}: {reason}"
-    plan.identity = master_identity(plan, options.params)
+    plan.identities = master_identities(plan, options.params)
     return plan, None
 
 
@@ -106,11 +108,16 @@ def _choose_flat_dark(session: Session, plan: GroupPlan, rules: MatchRules, *, s
             plan.bias, plan.dark, plan.dark_scales = None, dark, [1.0] * len(exposures)
 
 
-def master_identity(plan: GroupPlan, params: ClipParams) -> str:
-    """What makes a master what it is, as a sha256: inputs as used, calibrators, scales, parameters.
+def master_identity(plan: GroupPlan, params: ClipParams, *, uncertainty: bool = False) -> str:
+    """What makes a master's pixels what they are, as a sha256: inputs as used, calibrators, scales,
+    clipping parameters and the preparation of the inputs (overscan and trim).
 
     A change of any input file (its sha256), of the input set, of a calibrator (a new version of the
-    bias has a new sha256) or of the parameters gives a new identity, hence a new master version.
+    bias has a new sha256) or of the parameters gives a new identity, hence a new master version. No
+    option that acts on lights only enters it (:data:`~ccdcal.kernels.options.LIGHT_STEP_FIELDS`).
+
+    ``uncertainty`` True gives the identity a ccdcal before every master carried its uncertainty gave a
+    master built with ``--uncertainty`` (the same pixels: :func:`master_identities`).
     """
     payload = {
         "kind": plan.kind,
@@ -121,6 +128,15 @@ def master_identity(plan: GroupPlan, params: ClipParams) -> str:
         "includes_bias": plan.includes_bias,
         "params": params.as_dict(),
     }
-    if plan.input_steps is not None:  # overscan, uncertainty: absent from masters built without them
+    if uncertainty:  # the key masters built with --uncertainty were identified by
+        overscan = plan.input_steps.overscan.signature() if plan.input_steps is not None else None
+        payload["steps"] = {"overscan": overscan, "uncertainty": True}
+    elif plan.input_steps is not None:  # overscan: absent from masters built without it
         payload["steps"] = plan.input_steps.identity()  # the key masters have been identified by
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def master_identities(plan: GroupPlan, params: ClipParams) -> tuple[str, str]:
+    """The plan's identity (:func:`master_identity`), then the one an earlier ccdcal gave a master of the
+    same pixels built with ``--uncertainty``: a master of either identity is the one to build."""
+    return master_identity(plan, params), master_identity(plan, params, uncertainty=True)

@@ -37,7 +37,6 @@ from ccdcal.kernels.combine import ClipParams, CombineResult, combine_files
 from ccdcal.kernels.fitsblocks import FitsStack
 from ccdcal.kernels.flat import flat_level, normalise_to_median, precalibration_offset
 from ccdcal.kernels.prepare import prepared_inputs
-from ccdcal.kernels.uncertainty import combine_deviation
 from ccdcal.runtime.cluster import Cluster, ClusterOnDemand
 
 if TYPE_CHECKING:  # for the types only: the Dask workers that import this module need no catalog
@@ -292,12 +291,13 @@ def run_flat_levels(job: CombineJob, cluster: Cluster | None) -> list[float]:
 
 @dataclass
 class Combined:
-    """A group's combined master before QA and writing (the float32 image, normalised for a flat)."""
+    """A group's combined master before QA and writing: the float32 image and its uncertainty (both
+    divided by the image's median for a flat)."""
 
     image: np.ndarray
     rejected_fraction: float
+    uncertainty: np.ndarray
     flat_levels: list[float] = field(default_factory=list)
-    uncertainty: np.ndarray | None = None
     overscan_levels: list[float | None] = field(default_factory=list)
 
 
@@ -308,14 +308,15 @@ def combine_group(
 
     The inputs are first prepared as every frame of the reduction is (overscan, trim:
     :func:`ccdcal.kernels.prepare.prepared_inputs`, written beside the masters where the workers see them);
-    a flat's frames are each divided by their level, and the combined flat by its median.
+    a flat's frames are each divided by their level, and the combined flat by its median. The combine's
+    uncertainty (``UNCERT``) comes from the same pass over the files, for every master.
 
     Parameters
     ----------
     plan : GroupPlan
         The group, its calibrators and scales (:func:`ccdcal.masters.calibrators.plan_group`).
     options : MasterOptions
-        Clipping parameters, ``mem_limit``, the masters folder, ``uncertainty``.
+        Clipping parameters, ``mem_limit``, the masters folder.
     cluster : ClusterOnDemand, optional
         Where the work goes (``--scheduler``); default here.
 
@@ -344,14 +345,9 @@ def combine_group(
         if plan.kind == "flat":  # each flat is divided by its own level: a first pass over the files
             levels = run_flat_levels(job, pool)
             job = replace(job, scale=tuple(1.0 / level for level in levels))
-        result = run_combine(job, pool)
-        sigma = None
-        if plan.input_steps is not None and plan.input_steps.uncertainty:  # here, on the whole image
-            sigma = combine_deviation(
-                paths, hdu, options.params, scale=job.scale, offset=job.offsets(), mem_limit=options.mem_limit
-            )
-    image = result.image
+        result = run_combine(job, pool)  # its uncertainty computed in the same pass
+    image, sigma = result.image, result.uncertainty
     if plan.kind == "flat":
         image, median = normalise_to_median(image)
-        sigma = None if sigma is None else (sigma / np.float64(median)).astype(np.float32)
-    return Combined(image, float(result.rejected_fraction), levels, sigma, oscan)
+        sigma = (sigma / np.float64(median)).astype(np.float32)
+    return Combined(image, float(result.rejected_fraction), sigma, levels, oscan)

@@ -1,7 +1,8 @@
 """A master's file and rows: its FITS header (group keys, IMCMBnnn inputs with their sha256, combine
 parameters, HISTORY), the free file name it is written under, and its ``masters``, ``master_inputs`` and
 ``master_calibrators`` rows, written in the transaction that registers the file
-(:func:`register_master`). :mod:`ccdcal.masters.build` plans the groups and combines them."""
+(:func:`register_master`). Every master is written with its combine's uncertainty, an ``UNCERT``
+extension. :mod:`ccdcal.masters.build` plans the groups and combines them."""
 
 from __future__ import annotations
 
@@ -24,7 +25,14 @@ from ccdcal.files.journal import Journal
 from ccdcal.files.naming import free_master_name, master_stems
 from ccdcal.kernels.combine import ClipParams
 from ccdcal.kernels.uncertainty import uncertainty_hdu
-from ccdcal.masters.groups import BuiltMaster, GroupPlan, MasterOptions, describe_keys, level_record
+from ccdcal.masters.groups import (
+    BuiltMaster,
+    GroupPlan,
+    MasterOptions,
+    describe_keys,
+    lacks_uncertainty,
+    level_record,
+)
 from ccdcal.runtime.words import counted
 
 #: IRAF's IMCMBnnn cards name at most this many inputs (all of them are in ``master_inputs``); each
@@ -33,12 +41,14 @@ from ccdcal.runtime.words import counted
 MAX_IMCMB = 999
 
 
-def existing_master(session: Session, plan: GroupPlan) -> Master | None:
-    """The current master with the plan's identity whose file is still there (else it is built again)."""
-    existing = session.scalars(
-        select(Master).where(Master.identity == plan.identity, Master.status == "current")
-    ).first()
-    return existing if existing is not None and Path(existing.path).is_file() else None
+def existing_master(session: Session, plan: GroupPlan, options: MasterOptions) -> Master | None:
+    """The current master of the plan's identities whose file is still there (else it is built again,
+    as it is when ``--uncertainty`` asks for an UNCERT extension it lacks: :func:`lacks_uncertainty`)."""
+    query = select(Master).where(Master.identity.in_(plan.identities), Master.status == "current")
+    existing = session.scalars(query.order_by(Master.id.desc())).first()
+    if existing is None or not Path(existing.path).is_file() or lacks_uncertainty(existing, options):
+        return None
+    return existing
 
 
 def serving_master(
@@ -139,10 +149,12 @@ def _header(plan: GroupPlan, built: BuiltMaster, params: ClipParams) -> fits.Hea
     _input_cards(header, plan)
     _combine_cards(header, plan, built, params)
     history = _history(plan, built, params)
-    if plan.input_steps is not None:  # overscan and trim of the inputs, the UNCERT extension
+    if plan.input_steps is not None:  # overscan and trim of the inputs
         for keyword, value, comment in plan.input_steps.cards():
             set_card(header, keyword, value, comment)
         history[1:1] = plan.input_steps.history(built.overscan_levels)
+    if built.uncertainty is not None:
+        set_card(header, "UNCERTEX", "UNCERT", "extension with the combine uncertainty (std dev)")
     add_history(header, history)
     stamp_version(header)
     return header
@@ -211,6 +223,11 @@ def _history(plan: GroupPlan, built: BuiltMaster, params: ClipParams) -> list[st
         f"sigma-clipped median: {params.sigma_lower:g}/{params.sigma_upper:g} sigma, "
         f"{params.maxiters} iterations, centre {params.cenfunc}, dispersion {params.stdfunc}"
     )
+    if built.uncertainty is not None:
+        lines.append(
+            "UNCERT: combine uncertainty as ccdproc Combiner.median_combine: 1.4826 x MAD of the "
+            "samples kept by the clipping / sqrt(their number)"
+        )
     lines.extend(f"QA warning: {w}" for w in built.warnings)
     return lines
 
@@ -236,7 +253,7 @@ def register_master(
     try:
         with catalog.session() as session:
             lock_writers(session)  # one registration at a time: a concurrent run may have built it
-            existing = existing_master(session, plan)
+            existing = existing_master(session, plan, options)
             if existing is not None:
                 return existing
             version = next_version(session, plan)
@@ -268,9 +285,19 @@ def register_master(
 
 def _supersede(session: Session, old: Master, plan: GroupPlan) -> None:
     """Mark a group's previous master ``superseded``, recording why the plan replaces it."""
-    inputs = {f["id"]: f["sha256"] for f in plan.frames}
-    old.superseded_reason = rebuild_reason(session, old, inputs, {"bias": plan.bias, "dark": plan.dark})
+    old.superseded_reason = (
+        "no UNCERT extension: built again with one (--uncertainty)"
+        if old.identity in plan.identities  # the same pixels, built by an earlier ccdcal
+        else plan_reason(session, old, plan)
+    )
     old.status = "superseded"
+
+
+def plan_reason(session: Session, old: Master, plan: GroupPlan) -> str:
+    """How the master of ``plan`` differs from ``old`` of its group
+    (:func:`~ccdcal.catalog.lineage.rebuild_reason`)."""
+    inputs = {f["id"]: f["sha256"] for f in plan.frames}
+    return rebuild_reason(session, old, inputs, {"bias": plan.bias, "dark": plan.dark})
 
 
 def free_master_path(
@@ -343,8 +370,10 @@ def _parameters(plan: GroupPlan, built: BuiltMaster, options: MasterOptions) -> 
         "min_frames": options.min_frames,
         "temp_tolerance": options.rules.temp_tolerance,
     }
+    steps: dict[str, Any] = {"uncertainty": built.uncertainty is not None}  # UNCERT: see carries_uncertainty
     if plan.input_steps is not None:
-        parameters["steps"] = plan.input_steps.parameters(plan.frames, built.overscan_levels)
+        steps["overscan"] = plan.input_steps.parameters(plan.frames, built.overscan_levels)
+    parameters["steps"] = steps
     level = level_record(built.level)
     if level is not None:
         parameters["level"] = level

@@ -210,6 +210,7 @@ class MastersRecord(TypedDict):
     """``runs.summary`` of a masters run (:meth:`MastersSummary.as_dict`), read back by the report."""
 
     built: int
+    restored: int
     current: int
     skipped: int
     masters: list[MasterReportRecord]
@@ -217,7 +218,9 @@ class MastersRecord(TypedDict):
 
 @dataclass
 class MasterReport:
-    """One group's outcome: ``built``, ``current`` (already up to date) or ``skipped`` with the reason."""
+    """One group's outcome: ``built``, ``restored`` (a superseded master of the same identity made current
+    again, :mod:`ccdcal.masters.restore`), ``current`` (already up to date) or ``skipped`` with the
+    reason; a dry run's ``build`` and ``restore``."""
 
     kind: str
     keys: dict[str, Any]
@@ -264,6 +267,7 @@ class MastersSummary:
         """JSON-ready form (also the run's summary)."""
         return {
             "built": len(self.of("built")),
+            "restored": len(self.of("restored")),
             "current": len(self.of("current")),
             "skipped": len(self.of("skipped")),
             "masters": [r.as_dict() for r in self.reports],
@@ -287,8 +291,9 @@ class MasterOptions:
     #: Subtract from flats a dark of another exposure, scaled to theirs (seed ``[MASTERS] dark_scale``);
     #: when False only a dark at the flats' own exposure is subtracted.
     flat_dark_scale: bool = True
-    #: ``--overscan`` and ``--uncertainty`` (:mod:`ccdcal.masters.optional`); the lights' options are
-    #: not used here.
+    #: ``--overscan`` (:mod:`ccdcal.masters.optional`), and ``--uncertainty``: a current master without
+    #: an UNCERT extension (built by an earlier ccdcal) is built again with one. ``ccdcal process`` passes
+    #: :meth:`~ccdcal.kernels.options.StepOptions.for_masters`: its lights' options never version a master.
     optional: StepOptions = field(default_factory=StepOptions)
     #: ``--bpm``: also build bad-pixel masks (:mod:`ccdcal.masters.bpm`).
     bpm: bool = False
@@ -320,6 +325,22 @@ def check_folder_text(option: str, folder: Path) -> None:
         )
 
 
+def carries_uncertainty(master: Master) -> bool:
+    """Whether a master's file has an ``UNCERT`` extension, read from its ``parameters`` (any JSON):
+    every master ccdcal builds now has one (``steps.uncertainty`` true); one an earlier ccdcal built
+    without ``--uncertainty`` has none."""
+    parameters = master.parameters
+    steps = parameters.get("steps") if isinstance(parameters, Mapping) else None
+    return isinstance(steps, Mapping) and steps.get("uncertainty") is True
+
+
+def lacks_uncertainty(master: Master, options: MasterOptions) -> bool:
+    """Whether a group's up-to-date master is built again all the same: ``--uncertainty`` (of ``ccdcal
+    masters``) asks every master to carry its combine's uncertainty, and this one, built by an earlier
+    ccdcal, has none."""
+    return options.optional.uncertainty and master.kind != "bpm" and not carries_uncertainty(master)
+
+
 def marked_bad(master: Master) -> str | None:
     """Why a group's up-to-date master is not used: it is marked bad (rebuilding it would give the same)."""
     if not master.is_bad:
@@ -329,6 +350,17 @@ def marked_bad(master: Master) -> str | None:
         "inputs are unchanged: mark the bad raw frames with `ccdcal mark-bad`, add new ones, or "
         "`ccdcal mark-good` it"
     )
+
+
+def up_to_date(report: MasterReport, master: Master) -> MasterReport:
+    """``report`` of a group whose master is built already: ``current``, or ``skipped`` when it is marked
+    bad (building it again would give the same; a superseded one marked bad is not made current again)."""
+    report.outcome, report.path, report.master_id = "current", master.path, master.id
+    report.version = master.version
+    report.reason = marked_bad(master)
+    if report.reason:
+        report.outcome = "skipped"
+    return report
 
 
 # -- one group ----------------------------------------------------------------------------------------
@@ -350,9 +382,11 @@ class GroupPlan:
     includes_bias
         A dark built without a bias: it still contains the bias (``_withbias``).
     input_steps
-        The optional steps of the inputs (overscan and trim, uncertainty kept); ``None``: none.
-    identity
-        sha256 of what makes the master what it is (see :func:`~ccdcal.masters.calibrators.master_identity`).
+        The optional step of the inputs (overscan and trim); ``None``: none.
+    identities
+        sha256 of what makes the master's pixels what they are
+        (:func:`~ccdcal.masters.calibrators.master_identities`): the identity a new master is registered
+        with, then the one an earlier ccdcal gave a master of the same pixels; empty until planned.
     """
 
     kind: str
@@ -362,8 +396,13 @@ class GroupPlan:
     dark: Master | None = None
     dark_scales: list[float] = field(default_factory=list)
     includes_bias: bool = False
-    identity: str = ""
+    identities: tuple[str, ...] = ()
     input_steps: InputSteps | None = None
+
+    @property
+    def identity(self) -> str:
+        """The identity a new master of the plan is registered with (the first of :attr:`identities`)."""
+        return self.identities[0] if self.identities else ""
 
     @property
     def target(self) -> dict[str, Any]:

@@ -1,10 +1,11 @@
-"""The optional steps of a master's inputs: overscan subtracted and image trimmed before the combine, and
-whether the combine's uncertainty is kept (``--overscan``, ``--uncertainty`` on ``ccdcal masters`` and
-``ccdcal process``).
+"""The optional step of a master's inputs: overscan subtracted and image trimmed before the combine
+(``--overscan`` on ``ccdcal masters`` and ``ccdcal process``), the one optional step that changes a master's
+pixels (:data:`ccdcal.kernels.options.MASTER_STEP_FIELDS`).
 
 Each frame's sections are read from its ``header_cards`` rows (no file is opened to plan). What a plan
 does is recorded in ``masters.parameters`` and the master's header (OVSCMETH/OVSCSEC/TRIMSECT); without
-any of these steps a master's identity is what it was before they existed.
+it a master's identity is what it was before the optional steps existed. Every master carries its
+combine's uncertainty (``UNCERT``) whatever the options: that is no step of its inputs.
 """
 
 from __future__ import annotations
@@ -24,61 +25,49 @@ from ccdcal.kernels.overscan import SECTION_KEYS, OverscanPlan, machine_cards, r
 
 @dataclass(frozen=True)
 class InputSteps:
-    """The optional steps of one master's inputs: overscan and trim, and whether its uncertainty is kept.
+    """The optional step of one master's inputs: the overscan subtracted and the image trimmed.
 
-    ``None`` stands for a master without any (its identity and file are then as before these steps).
+    ``None`` stands for a master without it (its identity and file are then as before the optional steps).
     """
 
     mode: str
-    overscan: OverscanPlan | None
-    uncertainty: bool
+    overscan: OverscanPlan
 
     def identity(self) -> dict[str, Any]:
-        """What enters the master's identity."""
-        return {
-            "overscan": self.overscan.signature() if self.overscan else None,
-            "uncertainty": self.uncertainty,
-        }
+        """What enters the master's identity: the overscan plan. The ``uncertainty`` key (always false)
+        is kept so that masters keep the identity they were built with before every master carried its
+        uncertainty (:func:`ccdcal.masters.calibrators.master_identities`)."""
+        return {"overscan": self.overscan.signature(), "uncertainty": False}
 
     def cards(self) -> list[tuple[str, Any, str]]:
-        """Header cards: how the inputs were prepared (OVSCMETH ...), and the UNCERT extension."""
-        cards = machine_cards(self.overscan) if self.overscan else []
-        if self.uncertainty:
-            cards.append(("UNCERTEX", "UNCERT", "extension with the combine uncertainty (std dev)"))
-        return cards
+        """Header cards: how the inputs were prepared (OVSCMETH ...)."""
+        return machine_cards(self.overscan)
 
     def history(self, levels: Sequence[float | None]) -> list[str]:
         """HISTORY lines."""
         lines = []
         plan = self.overscan
-        if plan is not None and plan.biassec is not None:
+        if plan.biassec is not None:
             shown = [f"{x:.6g}" for x in levels if x is not None]
             lines.append(
                 f"each input: overscan {plan.method} of {plan.biassec.text} subtracted "
                 f"(levels {', '.join(shown[:8])}{' ...' if len(shown) > 8 else ''})"
             )
-        if plan is not None and plan.trim is not None:
+        if plan.trim is not None:
             lines.append(f"each input trimmed to {plan.trim.text}")
-        if self.uncertainty:
-            lines.append(
-                "UNCERT: combine uncertainty as ccdproc Combiner.median_combine: 1.4826 x MAD of the "
-                "samples kept by the clipping / sqrt(their number)"
-            )
         return lines
 
     def parameters(self, frames: Sequence[dict[str, Any]], levels: Sequence[float | None]) -> dict[str, Any]:
-        """The ``masters.parameters`` record: the option, what was done, and each input's overscan level."""
-        record: dict[str, Any] = {"uncertainty": self.uncertainty}
-        if self.overscan is not None:
-            record["overscan"] = {
-                "mode": self.mode,
-                **self.overscan.signature(),
-                "axis": self.overscan.axis,
-                "inputs": [
-                    {"frame_id": f["id"], "level": level} for f, level in zip(frames, levels, strict=False)
-                ],
-            }
-        return record
+        """The ``overscan`` record of ``masters.parameters.steps``: the option, what was done, and each
+        input's overscan level."""
+        return {
+            "mode": self.mode,
+            **self.overscan.signature(),
+            "axis": self.overscan.axis,
+            "inputs": [
+                {"frame_id": f["id"], "level": level} for f, level in zip(frames, levels, strict=False)
+            ],
+        }
 
 
 def plan_input_steps(
@@ -87,7 +76,8 @@ def plan_input_steps(
     options: StepOptions,
     values: dict[int, dict[str, Any]] | None = None,
 ) -> tuple[InputSteps | None, str | None]:
-    """The optional steps of a group's inputs under ``options`` (its ``overscan`` and ``uncertainty``).
+    """The optional step of a group's inputs under ``options`` (its ``overscan``; the other fields act on
+    lights only: :data:`~ccdcal.kernels.options.LIGHT_STEP_FIELDS`).
 
     ``values``: the frames' section cards (:func:`~ccdcal.catalog.headers.header_values` of
     :data:`~ccdcal.kernels.overscan.SECTION_KEYS`), when the caller has read them for many groups at once;
@@ -96,12 +86,12 @@ def plan_input_steps(
     Returns
     -------
     steps : InputSteps or None
-        ``None`` when no step applies.
+        ``None`` when the overscan does not apply.
     reason : str or None
         Why the group cannot be prepared (a section that cannot be read, frames with different
         sections), naming the frame.
     """
-    mode, uncertainty = options.overscan, options.uncertainty
+    mode = options.overscan
     plans: dict[Any, str] = {}
     chosen: OverscanPlan | None = None
     if mode.name != "off":
@@ -126,11 +116,9 @@ def plan_input_steps(
         if len(plans) > 1:
             first, second = list(plans.values())[:2]
             return None, f"{first} and {second} have different overscan or trim sections"
-    if chosen is not None and not chosen.applies:
-        chosen = None
-    if chosen is None and not uncertainty:
+    if chosen is None or not chosen.applies:
         return None, None
-    return InputSteps(mode.text, chosen, uncertainty), None
+    return InputSteps(mode.text, chosen), None
 
 
 def preparation_mismatch(session: Session, master: Master, options: StepOptions) -> str | None:
@@ -152,7 +140,7 @@ def preparation_mismatch(session: Session, master: Master, options: StepOptions)
     steps, reason = plan_input_steps(session, frames, StepOptions(overscan=options.overscan))
     if reason is not None:
         return None
-    now = steps.overscan.signature() if steps is not None and steps.overscan is not None else None
+    now = steps.overscan.signature() if steps is not None else None
     if shown(was) == shown(now):
         return None
     built_with = f"--overscan {record.get('mode')}" if isinstance(record, dict) else "--overscan off"

@@ -6,7 +6,9 @@
    (:func:`ccdcal.masters.calibrators.plan_group`, against the masters of the kinds planned before);
 2. the current master of each identity, in one select: ``current`` (or ``skipped`` when it is marked
    bad) when its file is there;
-3. for the others (``build``), in a few statements for the whole kind: a provisional ``masters`` row each
+3. a superseded master of the identity whose file is intact (:func:`ccdcal.masters.restore.restorable`):
+   ``restore``, that row made current again and the group's current masters marked superseded;
+4. for the others (``build``), in a few statements for the whole kind: a provisional ``masters`` row each
    (its future file name and version, a placeholder sha256), and the group's current masters marked
    superseded — so that the kinds planned next, and the lights matched in the same session, see the
    catalog as it would be. The caller's session writes them into a temporary copy of the table
@@ -40,8 +42,10 @@ from ccdcal.masters.groups import (
     MasterReport,
     cannot_group,
     check_options,
-    marked_bad,
+    lacks_uncertainty,
+    up_to_date,
 )
+from ccdcal.masters.restore import restorable
 
 
 def plan_masters(session: Session, options: MasterOptions | None = None) -> list[MasterReport]:
@@ -91,21 +95,37 @@ def _plan_kind(session: Session, kind: str, options: MasterOptions, folder: Path
             plan, report.reason = plan_group(session, kind, keys, frames, options, cards)
             if report.reason is None:
                 planned.append((report, plan))
-    existing = _current_by_identity(session, [plan.identity for _, plan in planned])
+    existing = _by_identity(session, [i for _, plan in planned for i in plan.identities], "current")
     versions, current = _group_masters(session, kind)
-    superseded: set[int] = set()  # by the groups before, to be built
-    to_build = []
+    superseded: set[int] = set()  # by the groups before, to be built or restored
+    to_build, restored = [], []
+    old: dict[str, list[Master]] | None = None
     for report, plan in planned:
-        master = next((m for m in existing.get(plan.identity, []) if m.id not in superseded), None)
-        if master is None or not Path(master.path).is_file():
-            to_build.append((report, plan))
-            superseded.update(current.get(_group_key(plan), []))
+        found = [m for i in plan.identities for m in existing.get(i, []) if m.id not in superseded]
+        master = max(found, key=lambda m: m.id, default=None)
+        if master is not None and Path(master.path).is_file() and not lacks_uncertainty(master, options):
+            up_to_date(report, master)
             continue
-        report.outcome, report.reason = "current", marked_bad(master)
-        if report.reason:
-            report.outcome = "skipped"
-        report.path, report.master_id, report.version = master.path, master.id, master.version
+        if old is None:  # the superseded masters of the plans' identities, in one select when needed
+            old = _by_identity(session, [i for _, p in planned for i in p.identities], "superseded")
+        candidates = [m for i in plan.identities for m in old.get(i, [])]
+        restoring = restorable(session, plan, options, candidates) if candidates else None
+        if restoring is not None and restoring.is_bad:
+            up_to_date(report, restoring)
+            continue
+        superseded.update(current.get(_group_key(plan), []))
+        if restoring is None:
+            to_build.append((report, plan))
+            continue
+        up_to_date(report, restoring)
+        report.outcome = "restore"
+        restored.append(restoring.id)
     _add_provisional(session, to_build, folder, versions, sorted(superseded))
+    if restored:
+        session.execute(
+            update(Master).where(Master.id.in_(restored)).values(status="current"),
+            execution_options={"synchronize_session": "evaluate"},
+        )
     return reports
 
 
@@ -117,11 +137,11 @@ def _section_cards(session: Session, kind: str, options: MasterOptions) -> dict[
     return header_values(session, SECTION_KEYS, kind=kind)
 
 
-def _current_by_identity(session: Session, identities: list[str]) -> dict[str, list[Master]]:
-    """The current masters of each identity, oldest first."""
+def _by_identity(session: Session, identities: list[str], status: str) -> dict[str, list[Master]]:
+    """The masters of each identity with ``status``, oldest first."""
     found: dict[str, list[Master]] = {}
     for chunk in in_chunks(identities):
-        query = select(Master).where(Master.identity.in_(chunk), Master.status == "current")
+        query = select(Master).where(Master.identity.in_(chunk), Master.status == status)
         for master in session.scalars(query.order_by(Master.id)):
             found.setdefault(master.identity, []).append(master)
     return found

@@ -43,7 +43,7 @@ def test_bands_fit_the_memory_limit() -> None:
     assert plan_bands(n, (ny, nx), 2**30, parts=1) == [(0, ny)]
     assert len(plan_bands(n, (ny, nx), 2**30, parts=8)) == 8
     assert plan_bands(n, (3, nx), 2**30, parts=8) == [(0, 1), (1, 2), (2, 3)]
-    limit = reading + 100 * nx * (6 + 8 * 2)  # room for bands of 100 rows with two offset images
+    limit = reading + 100 * nx * (10 + 8 * 2)  # room for bands of 100 rows with two offset images
     bands = plan_bands(n, (ny, nx), limit, parts=2, offset_images=2)
     assert len(bands) == 10
     assert bands[0][0] == 0

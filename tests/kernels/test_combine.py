@@ -376,7 +376,7 @@ def test_files_match_getdata(tmp_path: Path, case: str) -> None:
     frames = raw_frames(7, dtype, seed=len(case))
     paths = [write_raw(tmp_path / f"f{i}.fits", f, cards) for i, f in enumerate(frames)]
     ny, nx = frames[0].shape
-    mem_limit = ny * nx * 6 + 2 * 4 * (7 * nx * np.dtype(dtype).itemsize + nx * 2)
+    mem_limit = ny * nx * 10 + 2 * 4 * (7 * nx * np.dtype(dtype).itemsize + nx * 2)
     result = check_files(paths, mem_limit=mem_limit)
     assert result.block_rows == 4
     assert result.n_blocks == 12
@@ -425,7 +425,7 @@ def test_blocks_equal_in_memory(tmp_path: Path) -> None:
     np.testing.assert_array_equal(whole.rejected, rejected)
     seen: list[tuple[int, int]] = []
     row_bytes = n * nx * 2 + nx * 2
-    mem_limit = ny * nx * 6 + 2 * 7 * row_bytes
+    mem_limit = ny * nx * 10 + 2 * 7 * row_bytes
     small = combine_files(paths, mem_limit=mem_limit, progress=lambda d, t: seen.append((d, t)))
     assert small.block_rows == 7
     assert small.n_blocks == 29
@@ -434,20 +434,20 @@ def test_blocks_equal_in_memory(tmp_path: Path) -> None:
     assert small.rejected_fraction == pytest.approx(rejected.sum() / stack.size)
     assert seen == [(min(ny, r + 7), ny) for r in range(0, ny, 7)]
     with pytest.raises(UsageError, match="mem_limit"):
-        combine_files(paths, mem_limit=ny * nx * 6 + row_bytes)
+        combine_files(paths, mem_limit=ny * nx * 10 + row_bytes)
 
 
 def test_peak_memory_bounded(tmp_path: Path) -> None:
     """Numpy allocations (traced by tracemalloc) stay near mem_limit, far below the stack's size."""
     rng = np.random.default_rng(22)
-    n, ny, nx = 12, 512, 256
+    n, ny, nx = 16, 512, 256  # results: 10 bytes a pixel, the stack 32
     paths = []
     for i in range(n):
         paths.append(tmp_path / f"b{i}.fits")
         frame = rng.normal(1000, 10, (ny, nx)).astype(np.uint16)
         fits.PrimaryHDU(frame).writeto(paths[-1])
     stack_bytes = n * ny * nx * 2
-    mem_limit = ny * nx * 6 + 2 * 16 * (n * nx * 2 + nx * 2)
+    mem_limit = ny * nx * 10 + 2 * 16 * (n * nx * 2 + nx * 2)
     combine_files(paths[:2], mem_limit=mem_limit)  # imports, compilation, thread pools
     tracemalloc.start()
     try:
@@ -477,7 +477,7 @@ def test_offset_and_scale(tmp_path: Path) -> None:
     raw = np.stack(frames).astype(np.float64)
     expected_stack = np.stack([(raw[i] - np.asarray(offsets[i], np.float64)) * scales[i] for i in range(n)])
     image, rejected = sigma_clipped_median(expected_stack)
-    held = ny * nx * 6 + 2 * ny * nx * 8  # results, the two distinct offset images in float64
+    held = ny * nx * 10 + 2 * ny * nx * 8  # results, the two distinct offset images in float64
     for mem_limit in (2**30, held + 2 * 5 * (n * nx * 2 + nx * 2)):
         result = combine_files(paths, offset=offsets, scale=scales, mem_limit=mem_limit)
         np.testing.assert_array_equal(result.image, image)
@@ -605,7 +605,7 @@ def test_a_band_equals_the_same_rows_of_the_whole_combine(tmp_path: Path) -> Non
     # Offsets already cut to the band; a budget that reads it in blocks of 4 rows.
     bias, dark = np.asarray(offsets[0])[10:31], np.asarray(offsets[2])[10:31]
     cut = [bias, bias, dark, 2.5, bias, dark]
-    held = 21 * 29 * 6 + 2 * 21 * 29 * 8  # results, the two distinct offset images copied in float64
+    held = 21 * 29 * 10 + 2 * 21 * 29 * 8  # results, the two distinct offset images copied in float64
     small = combine_files(
         paths, offset=cut, scale=scales, rows=(10, 31), mem_limit=held + 2 * 4 * (6 * 29 * 2 + 29 * 2)
     )
@@ -630,7 +630,7 @@ def test_msumastro_biases() -> None:
     assert stack.dtype == np.float32
     assert_matches_definition(stack)
     result = check_files(paths)
-    small = combine_files(paths, mem_limit=100 * 100 * 6 + 2 * 3 * (5 * 100 * 4 + 200))
+    small = combine_files(paths, mem_limit=100 * 100 * 10 + 2 * 3 * (5 * 100 * 4 + 200))
     assert small.block_rows == 3
     np.testing.assert_array_equal(small.image, result.image)
     np.testing.assert_array_equal(small.rejected, result.rejected)
@@ -644,7 +644,7 @@ def test_shared_real_biases() -> None:
     assert len(paths) >= 3
     result = check_files(paths)
     assert result.image.shape == (1024, 1024)
-    blocks = combine_files(paths, mem_limit=8 * 2**20)
+    blocks = combine_files(paths, mem_limit=16 * 2**20)
     assert blocks.n_blocks > 1
     np.testing.assert_array_equal(blocks.image, result.image)
     np.testing.assert_array_equal(blocks.rejected, result.rejected)

@@ -15,17 +15,16 @@ from astropy.nddata import CCDData, StdDevUncertainty
 from astropy.stats import sigma_clip
 from astropy.utils.exceptions import AstropyUserWarning
 
-from ccdcal.kernels.combine import ClipParams
-from ccdcal.kernels.light import clamp_flat
-from ccdcal.kernels.uncertainty import (
-    NoiseModel,
-    combine_deviation,
-    deviation,
-    kept_deviation,
-    noise_model,
-    propagate,
-    uncertainty_hdu,
+from ccdcal.kernels.bands import Stitcher, plan_bands
+from ccdcal.kernels.clipkernel import MAD_TO_STD
+from ccdcal.kernels.combine import (
+    ClipParams,
+    combine_files,
+    sigma_clipped_median,
+    sigma_clipped_median_deviation,
 )
+from ccdcal.kernels.light import clamp_flat
+from ccdcal.kernels.uncertainty import NoiseModel, deviation, noise_model, propagate, uncertainty_hdu
 
 SHAPE = (30, 40)
 
@@ -191,23 +190,69 @@ def _clipped_reference(stack: np.ndarray, params: ClipParams) -> np.ndarray:
         return np.asarray(ccdproc.sigma_func(clipped, axis=0, ignore_nan=True)) / np.sqrt(kept)
 
 
-@pytest.mark.parametrize("n", [2, 5, 8])
+def kept_deviation(stack: np.ndarray, params: ClipParams | None = None) -> np.ndarray:
+    """The combine uncertainty in numpy, in float64: ``mad_std`` of the samples astropy's sigma_clip
+    (compiled path) keeps, over the square root of their number; NaN where none is kept."""
+    params = params or ClipParams()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        clipped = sigma_clip(
+            stack,
+            sigma_lower=params.sigma_lower,
+            sigma_upper=params.sigma_upper,
+            maxiters=params.maxiters,
+            cenfunc="median",
+            stdfunc=params.stdfunc,
+            axis=0,
+        )
+    values = np.sort(np.ma.filled(clipped.astype(np.float64), np.nan), axis=0)
+    count = np.count_nonzero(np.isfinite(values), axis=0)
+    centre = _middle(values, count)
+    spread = _middle(np.sort(np.abs(values - centre[np.newaxis]), axis=0), count)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result: np.ndarray = spread * MAD_TO_STD / np.sqrt(count)
+    result[count == 0] = np.nan
+    return result
+
+
+def _middle(ordered: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """The median along axis 0 of the ``count`` finite values that come first in each sorted column."""
+    low = np.clip((count - 1) // 2, 0, None)[np.newaxis]
+    high = np.clip(count // 2, 0, None)[np.newaxis]
+    lower = np.take_along_axis(ordered, low, axis=0)[0]
+    upper = np.take_along_axis(ordered, high, axis=0)[0]
+    result: np.ndarray = 0.5 * (lower + upper)
+    return result
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 31])
 def test_combine_uncertainty_equals_ccdproc(rng: np.random.Generator, n: int) -> None:
+    """The kernel's uncertainty, computed in the combine's pass, is ccdproc's median_combine uncertainty
+    of the samples the clipping keeps (to float32), and the numpy definition bit for bit."""
     stack = rng.normal(1000, 10, (n, *SHAPE))
     stack[0, 3, 4] = 5000  # clipped
     stack[:, 5, 5] = np.nan  # nothing kept
-    stack[1, 6, 6] = np.inf
-    ours = kept_deviation(stack)
-    reference = clipped_reference(stack)
-    assert np.isnan(ours[5, 5])
-    finite = np.isfinite(reference)
-    np.testing.assert_allclose(ours[finite], reference[finite], rtol=1e-12)
-    std = ClipParams(sigma_lower=2.0, sigma_upper=2.5, stdfunc="std")
-    np.testing.assert_allclose(kept_deviation(stack, std)[finite], clipped_reference(stack, std)[finite])
+    stack[n - 1, 6, 6] = np.inf
+    stack[:, 7, 7] = 1000.0  # constant: nothing spread
+    for params in (ClipParams(), ClipParams(sigma_lower=2.0, sigma_upper=2.5, stdfunc="std")):
+        image, rejected, ours = sigma_clipped_median_deviation(stack, params)
+        alone = sigma_clipped_median(stack, params)  # the same combine, its uncertainty dropped
+        np.testing.assert_array_equal(image, alone[0])
+        np.testing.assert_array_equal(rejected, alone[1])
+        assert ours.dtype == np.float32
+        assert np.isnan(ours[5, 5])
+        assert ours[7, 7] == 0.0
+        reference = clipped_reference(stack, params)
+        finite = np.isfinite(reference)
+        assert np.array_equal(np.isfinite(ours), finite)
+        np.testing.assert_allclose(ours[finite], reference[finite], rtol=1e-6)
+        np.testing.assert_array_equal(ours, kept_deviation(stack, params).astype(np.float32))
 
 
-def test_combine_uncertainty_from_files_in_blocks(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_combine_uncertainty_from_files_in_blocks_and_bands(tmp_path: Path, rng: np.random.Generator) -> None:
+    """From files, with offsets and scales, in blocks of rows or bands put together: the same numbers."""
     frames = rng.normal(2000, 20, (4, *SHAPE))
+    frames[2, 10, 10] = 60000  # clipped
     paths = []
     for i, frame in enumerate(frames):
         paths.append(tmp_path / f"f{i}.fits")
@@ -218,9 +263,14 @@ def test_combine_uncertainty_from_files_in_blocks(tmp_path: Path, rng: np.random
         [(fits.getdata(p).astype(np.float64) - offset) * s for p, s in zip(paths, scale, strict=True)]
     )
     expected = kept_deviation(stacked).astype(np.float32)
-    for limit in (1 << 30, 4 * SHAPE[1] * 8 * 6 * 3):  # one block; blocks of 3 rows
-        ours = combine_deviation(paths, 0, ClipParams(), scale=scale, offset=[offset] * 4, mem_limit=limit)
-        np.testing.assert_array_equal(ours, expected)
+    row = 4 * SHAPE[1] * 2 + SHAPE[1] * 2
+    for limit in (1 << 30, SHAPE[0] * SHAPE[1] * (10 + 8) + 2 * 3 * row):  # one block; blocks of 3 rows
+        result = combine_files(paths, scale=scale, offset=[offset] * 4, mem_limit=limit)
+        np.testing.assert_array_equal(result.uncertainty, expected)
+    stitcher = Stitcher(SHAPE, 4, ClipParams())
+    for rows in plan_bands(4, SHAPE, 1 << 30, parts=3):
+        stitcher.add(combine_files(paths, scale=scale, offset=[offset] * 4, rows=rows))
+    np.testing.assert_array_equal(stitcher.result().uncertainty, expected)
 
 
 def test_uncertainty_extension_reads_back_as_stddev(tmp_path: Path) -> None:
