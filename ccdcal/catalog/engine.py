@@ -38,6 +38,7 @@ from sqlalchemy.pool import NullPool
 
 from ccdcal.catalog.models import Base
 from ccdcal.errors import CatalogError, CatalogReadOnlyError
+from ccdcal.runtime.interrupts import raise_deferred
 
 _log = logging.getLogger(__name__)
 
@@ -249,6 +250,7 @@ def begin_immediate(conn: Connection) -> None:
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     break  # not a wait: SQLAlchemy raises it, explained, below
+            raise_deferred()  # Ctrl-C or SIGTERM meanwhile: no transaction has begun, stop here
         raw.execute("PRAGMA busy_timeout = 0")
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     finally:
@@ -369,6 +371,8 @@ def _explain_errors(engine: Engine, name: str) -> None:
     @event.listens_for(engine, "handle_error")
     def _surroundings(context: ExceptionContext) -> None:
         if context.is_pre_ping:  # the pool reconnects on its own
+            return
+        if not isinstance(context.original_exception, Exception):  # Ctrl-C or SIGTERM: not the database's
             return
         error = explain_database_error(context.original_exception, name, disconnect=context.is_disconnect)
         if error is not None:

@@ -366,4 +366,12 @@ def run() -> None:
     """
     global _command_process
     _command_process = True
-    app(prog_name="ccdcal")
+    try:
+        app(prog_name="ccdcal")
+    except KeyboardInterrupt as stop:  # landed while the command group was ending: the same line and status
+        terminated = isinstance(stop, Terminated)
+        err.print(
+            f"{'Terminated' if terminated else 'Interrupted'}: what was finished is kept; run the same "
+            "command again to resume."
+        )
+        raise SystemExit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None

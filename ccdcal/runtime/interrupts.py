@@ -56,33 +56,60 @@ def _exception(signum: int) -> KeyboardInterrupt:
 _installed = False
 _shield_depth = 0
 _held: int | None = None
+_deferred: int | None = None
 
 
 def _deliver_later(signum: int) -> None:
-    """Send ``signum`` to this process again after :data:`REDELIVER_AFTER` seconds."""
-    timer = threading.Timer(REDELIVER_AFTER, os.kill, (os.getpid(), signum))
+    """Send ``signum`` to this process again after :data:`REDELIVER_AFTER` seconds, unless it has been
+    raised meanwhile (:func:`raise_deferred`, or the handler outside database code)."""
+    global _deferred
+    _deferred = signum
+    pid = os.getpid()
+
+    def again() -> None:
+        if _deferred == signum:
+            os.kill(pid, signum)
+
+    timer = threading.Timer(REDELIVER_AFTER, again)
     timer.daemon = True
     timer.start()
 
 
 def in_database_code(frame: FrameType | None) -> bool:
-    """Whether ``frame`` (the innermost frame the main thread runs) is in a database package."""
-    if frame is None:
-        return False
-    module = frame.f_globals.get("__name__", "")
-    return isinstance(module, str) and module.partition(".")[0] in DATABASE_PACKAGES
+    """Whether ``frame`` (the innermost frame the main thread runs) or any frame below it is in a database
+    package: the main thread is inside a database call, even where that call runs ccdcal's code (an event
+    listener, the JSON serializer), and an exception raised there would unwind through the driver and
+    the pool (which take it for a lost connection)."""
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if isinstance(module, str) and module.partition(".")[0] in DATABASE_PACKAGES:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     """The handler of SIGINT and SIGTERM while a command runs (:func:`handling_signals`)."""
-    global _held
+    global _held, _deferred
     if _shield_depth:
         if _held != signal.SIGTERM:  # SIGTERM, the stronger, is the one reported
             _held = signum
         return
     if in_database_code(frame):
-        _deliver_later(signum)
+        _deliver_later(signum)  # also for a wait that may stop sooner (raise_deferred)
         return
+    _deferred = None
+    raise _exception(signum)
+
+
+def raise_deferred() -> None:
+    """Raise, now, an interrupt delivered while the main thread was inside a database call — for a point
+    of that call where stopping is safe (between two attempts at the write lock, where no transaction
+    has begun). Does nothing in another thread, or when none is waiting."""
+    global _deferred
+    if threading.current_thread() is not threading.main_thread() or _deferred is None or _shield_depth:
+        return
+    signum, _deferred = _deferred, None
     raise _exception(signum)
 
 
@@ -106,6 +133,7 @@ def handling_signals(*, keep: bool = False) -> Iterator[None]:
         signal.signal(signum, _handler)
     _installed = True
     keep_interrupts()
+    _reset_in_children()
     try:
         yield
     finally:
@@ -117,9 +145,25 @@ def handling_signals(*, keep: bool = False) -> Iterator[None]:
 def ignore_interrupts() -> None:
     """Ignore SIGINT in this (worker) process: its coordinator handles Ctrl-C.
 
-    SIGTERM keeps its default action: the pool terminates its workers with it when it breaks.
+    SIGTERM gets its default action back (a forked worker inherits ccdcal's handler): the pool
+    terminates its workers with it when it breaks, and a worker that raised instead, inside the pool's
+    queues, could leave them locked and the coordinator waiting for ever.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+_at_fork = False
+
+
+def _reset_in_children() -> None:
+    """Make every process forked from this one a worker as :func:`ignore_interrupts` makes it, from its
+    first instruction: a signal landing between the fork and the pool's initializer would otherwise run
+    ccdcal's handler in the child. Registered once per process."""
+    global _at_fork
+    if not _at_fork:
+        os.register_at_fork(after_in_child=ignore_interrupts)
+        _at_fork = True
 
 
 def keep_interrupts() -> None:

@@ -152,3 +152,43 @@ def test_a_stopping_commands_cleanup_waits_for_a_lock_only_briefly_on_postgresql
             with pytest.raises(DatabaseError, match="lock timeout"), second.session(patience=0.3) as session:
                 lock_writers(session)
             assert time.monotonic() - started < 1.3
+
+
+def test_ccdcal_code_called_by_database_code_is_database_code(handlers: None) -> None:
+    """An event listener or the JSON serializer runs inside SQLAlchemy's call: an exception raised there
+    unwinds through the pool, which takes it for a lost connection. The interrupt waits until the call
+    returns."""
+    steps: list[str] = []
+
+    def listener() -> None:  # ccdcal's code, called from the driver's frames below
+        end = time.monotonic() + 0.2
+        while time.monotonic() < end:
+            time.sleep(0.001)
+        steps.append("listener done")
+
+    driver = module_function("sqlalchemy.engine.fake", "def call(listener):\n    listener()\n", "call")
+
+    def ccdcal_step() -> None:
+        driver(listener)
+        steps.append("back in ccdcal")
+        time.sleep(5)
+
+    signal_in(0.05, signal.SIGTERM)
+    with pytest.raises(Terminated):
+        ccdcal_step()
+    assert steps == ["listener done", "back in ccdcal"]
+
+
+def test_forked_workers_leave_signals_to_their_coordinator(handlers: None) -> None:
+    """A process forked while ccdcal's handlers are installed ignores SIGINT and takes SIGTERM's default
+    action from its first instruction (a pool's worker raising inside the pool's queues could lock them)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its handlers, then leave without running the test runner's exit
+        os.write(write, f"{signal.getsignal(signal.SIGINT)}|{signal.getsignal(signal.SIGTERM)}".encode())
+        os._exit(0)
+    os.close(write)
+    seen = os.read(read, 200).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert seen == f"{signal.SIG_IGN}|{signal.SIG_DFL}"
