@@ -84,11 +84,14 @@ RUN_TIMEOUT = 300.0
 #: The lights of the simulated night; its frames' shape.
 LIGHTS = 8
 SHAPE = (48, 64)
+#: What Python prints when a Ctrl-C lands while it imports its ``site`` module, before any of ccdcal's code.
+PYTHON_START_UP_FAILED = "Fatal Python error: init_import_site"
 #: How a try ended (:attr:`Outcome.kind`); "start-up" and "at exit" pass when the rest holds.
 KINDS = {
     "interrupted": "the signal's exit status (130 or 143)",
     "finished": "exit 0: the command ended before the signal, or before handling it",
-    "start-up": "ended by the signal's default action before its run began (no handler of ccdcal's yet)",
+    "start-up": "ended by the signal's default action before its run began (no handler of ccdcal's yet), or "
+    "in Python's own start-up",
     "at exit": "ended by the signal's default action after its runs ended (in the interpreter's shutdown)",
     "killed": "ended by the signal's default action while its run was running",
     "hang": f"still running {HANG_AFTER:.0f} s after the signal (killed)",
@@ -140,9 +143,11 @@ def cases(
     backends: Sequence[str] = BACKENDS,
     commands: Sequence[str] = COMMANDS,
     signals: Sequence[int] = SIGNALS,
+    moments: tuple[float, float] = (0.0, LATEST),
 ) -> list[Case]:
     """``count`` tries drawn from ``seed``: every combination of command, backend, signal and target in
-    turn (each round in a shuffled order), with random workers (1 or 2) and moment."""
+    turn (each round in a shuffled order), with random workers (1 or 2) and moment (uniform in
+    ``moments``)."""
     rng = random.Random(seed)
     combinations = list(product(commands, backends, signals, (True, False)))
     drawn: list[Case] = []
@@ -151,7 +156,7 @@ def cases(
         rng.shuffle(round_)
         for command, backend, signum, group in round_[: count - len(drawn)]:
             jobs = rng.choice((1, 2)) if command != "masters" else 1  # masters has no workers
-            at = rng.uniform(0.0, LATEST)
+            at = rng.uniform(*moments)
             drawn.append(Case(seed, len(drawn), command, backend, int(signum), group, jobs, at))
     return drawn
 
@@ -216,6 +221,11 @@ class Left:
     @property
     def running(self) -> list[str]:
         return [command for command, status in self.runs if status == "running"]
+
+    @property
+    def short(self) -> str:
+        """How far the work had gone, in short: frames/masters/calibrations."""
+        return f"{self.frames}f/{self.masters}m/{self.calibrations}c"
 
     def __str__(self) -> str:
         return (
@@ -384,11 +394,17 @@ class Bench:
 
     @classmethod
     def open(
-        cls, root: Path, seed: int = 17, commands: Iterable[str] = COMMANDS, *, in_process: bool = False
+        cls,
+        root: Path,
+        seed: int = 17,
+        commands: Iterable[str] = COMMANDS,
+        *,
+        lights: int = LIGHTS,
+        in_process: bool = False,
     ) -> Bench:
-        """The night of ``seed`` in ``root``, ingested, with the uninterrupted references of ``commands``
-        (run as subprocesses on SQLite: their wall time gives the moments of the signals)."""
-        ingested_night(root, seed=seed, lights=LIGHTS, shape=SHAPE)
+        """The night of ``seed`` in ``root`` (``lights`` lights), ingested, with the uninterrupted references
+        of ``commands`` (run as subprocesses on SQLite: their wall time gives the moments of the signals)."""
+        ingested_night(root, seed=seed, lights=lights, shape=SHAPE)
         bench = cls(root, seed, in_process=in_process)
         for command in commands:
             bench.references[command] = bench.reference(command)
@@ -627,7 +643,9 @@ def _judge_exit(outcome: Outcome, signalled: bool) -> None:
         outcome.kind = "interrupted"
         if stderr != MESSAGE[case.signum]:
             outcome.failures.append(f"wrong message: {stderr[-300:]!r}")
-    elif status == -case.signum and signalled and stderr == "":
+    elif signalled and (
+        (status == -case.signum and stderr == "") or stderr.startswith(PYTHON_START_UP_FAILED)
+    ):
         outcome.kind = "default action"  # start-up or at exit, as what it left shows (_check_left)
     else:
         outcome.kind = "wrong exit"

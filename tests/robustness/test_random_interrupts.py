@@ -12,15 +12,27 @@ PostgreSQL, with a table of the outcomes and exit times at the end.
 from __future__ import annotations
 
 import os
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import OperationalError
 
 from tests.conftest import _pg_admin_url
-from tests.robustness.interrupts import BACKENDS, Bench, Case, PgServer, attempt, cases, summary
+from tests.robustness.interrupts import (
+    BACKENDS,
+    COMMANDS,
+    LATEST,
+    LIGHTS,
+    Bench,
+    Case,
+    PgServer,
+    attempt,
+    cases,
+    summary,
+)
 
 SEED = int(os.environ.get("CCDCAL_INTERRUPT_SEED", "17"))
 #: The tries of the suite: on SQLite every command, signal and target, some twice; a few on PostgreSQL.
@@ -78,19 +90,42 @@ def test_a_random_interrupt_on_postgresql(pg_bench: Bench, case: Case) -> None:
     assert outcome.ok, f"{outcome.report()}\n{reproduce(case)}"
 
 
+def listed(name: str, default: Sequence[str]) -> tuple[str, ...]:
+    """The comma-separated values of the environment variable ``name`` (``default`` when unset)."""
+    value = os.environ.get(name, "")
+    return tuple(v.strip() for v in value.split(",") if v.strip()) or tuple(default)
+
+
 @pytest.mark.slow
 @pytest.mark.stress
 def test_stress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``STRESS_TRIES`` random tries on SQLite and PostgreSQL (when reachable); prints the table."""
+    """``STRESS_TRIES`` random tries (300) of ``STRESS_SEED`` (1) on SQLite and PostgreSQL (when reachable);
+    prints a line per try, then the table (also written to the file ``STRESS_REPORT`` when given).
+
+    To aim at one part: ``STRESS_COMMANDS`` (ingest,masters,process,run), ``STRESS_BACKENDS``
+    (sqlite,postgresql), ``STRESS_SIGNALS`` (SIGINT,SIGTERM), ``STRESS_MOMENTS`` (the range of the
+    moments, as fractions of the command's duration: 0-1.1) and ``STRESS_LIGHTS`` (the night's lights: 8).
+    """
     count = int(os.environ.get("STRESS_TRIES", "300"))
     seed = int(os.environ.get("STRESS_SEED", "1"))
-    reason = postgresql_reachable()
-    backends = BACKENDS if reason is None else ("sqlite",)
-    stress = Bench.open(tmp_path, seed=seed, in_process=True)
+    commands = listed("STRESS_COMMANDS", COMMANDS)
+    signals = [signal.Signals[name] for name in listed("STRESS_SIGNALS", ("SIGINT", "SIGTERM"))]
+    low, high = (float(v) for v in os.environ.get("STRESS_MOMENTS", f"0-{LATEST}").split("-"))
+    backends = listed("STRESS_BACKENDS", BACKENDS)
+    reason = postgresql_reachable() if "postgresql" in backends else None
+    if reason is not None:
+        backends = tuple(b for b in backends if b != "postgresql")
+    stress = Bench.open(
+        tmp_path,
+        seed=seed,
+        commands=commands,
+        lights=int(os.environ.get("STRESS_LIGHTS", LIGHTS)),
+        in_process=True,
+    )
     try:
-        if reason is None:
+        if "postgresql" in backends:
             stress.use_postgresql(_pg_admin_url())
-        tries = cases(seed, count, backends)
+        tries = cases(seed, count, backends, commands, signals, (low, high))
         outcomes = []
         begun = time.monotonic()
         with capsys.disabled():
@@ -107,7 +142,11 @@ def test_stress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
                 outcomes.append(outcome)
                 took = f"{outcome.seconds:.3f} s" if outcome.seconds is not None else "-"
                 mark = "ok" if outcome.ok else "FAILED: " + "; ".join(outcome.failures)[:200]
-                print(f"{case.number + 1:4d}/{count} {case.name}: {outcome.kind} {took} {mark}", flush=True)
+                done = outcome.left.short if outcome.left else "?"
+                print(
+                    f"{case.number + 1:4d}/{count} {case.name}: {outcome.kind} {took} [{done}] {mark}",
+                    flush=True,
+                )
             table = summary(outcomes, time.monotonic() - begun)
             print(table, flush=True)
         report = os.environ.get("STRESS_REPORT")
