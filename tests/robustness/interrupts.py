@@ -661,7 +661,7 @@ def _check_left(outcome: Outcome, db: str, folder: Path, pid: int) -> None:
     if left.running:
         outcome.failures.append(f"runs left running: {', '.join(left.running)}")
     if left.claims:
-        outcome.failures.append(f"{left.claims} claims held")
+        outcome.failures.append(f"claims held: {left.claims}")
     if outcome.kind == "default action":
         if not left.runs:
             outcome.kind = "start-up"
