@@ -36,6 +36,7 @@ from ccdcal.catalog.engine import (
     READ_OPTION,
     describe,
     file_identity,
+    lock_patience,
     make_engine,
     resolve_url,
     shadow,
@@ -50,11 +51,14 @@ from ccdcal.errors import (
     NotACatalogError,
     NotFoundError,
 )
-from ccdcal.runtime.owners import shielded
+from ccdcal.runtime.interrupts import shielded
 
 #: The newest schema revision this code knows. A test checks it equals the Alembic script head, so that
 #: opening an up-to-date catalog needs neither Alembic nor the migration scripts.
 SCHEMA_HEAD = "0006"
+#: Seconds a stopping command's cleanup (its run row, its claims) waits for a lock another program holds:
+#: past it the cleanup is left to the next run's recovery, and the command stops all the same.
+STOPPING_PATIENCE = 2.0
 #: The oldest revision this code reads without upgrading it (a read-only catalog cannot be upgraded): the
 #: revisions after it only add what no reading command reads. Raise it with a revision that changes what
 #: they read.
@@ -242,8 +246,12 @@ class Catalog:
         return self._catalog_id
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, patience: float | None = None) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on any exception.
+
+        With ``patience``, the transaction waits at most that many seconds for a lock another program
+        holds (SQLite's write lock, PostgreSQL's row and advisory locks), then fails: for the cleanup of a
+        command that stops, which must not keep the user waiting (:data:`STOPPING_PATIENCE`).
 
         Ctrl-C never cuts the commit, the rollback or the release of the connection in two
         (:func:`ccdcal.runtime.owners.shielded`): a transaction left half closed would keep an SQLite catalog
@@ -259,7 +267,16 @@ class Catalog:
         """
         self.require_writable()
         self.check_present()
-        with self._transaction(self._sessions(), before_commit=self.check_present) as session:
+        if patience is None:
+            with self._transaction(self._sessions(), before_commit=self.check_present) as session:
+                yield session
+            return
+        with (
+            lock_patience(patience),
+            self._transaction(self._sessions(), before_commit=self.check_present) as session,
+        ):
+            if self.dialect == "postgresql":
+                session.execute(text(f"SET LOCAL lock_timeout = {int(patience * 1000)}"))
             yield session
 
     @contextmanager
@@ -401,7 +418,7 @@ class Catalog:
         finally:
             if self.gone is None:  # a catalog deleted meanwhile cannot record how the run ended
                 try:
-                    with self.session() as session:
+                    with self.session(patience=None if ended else STOPPING_PATIENCE) as session:
                         finished = session.get(Run, run_id)
                         if finished is not None:
                             finished.status = status

@@ -9,7 +9,11 @@ import logging
 import math
 import os
 import sqlite3
+import time
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, cast
 
@@ -198,10 +202,57 @@ def make_engine(
 
     @event.listens_for(engine, "begin")
     def _sqlite_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_OPTION) else "BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(READ_OPTION):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            begin_immediate(conn)
 
     _explain_errors(engine, name)
     return engine
+
+
+#: Milliseconds of one attempt at the write lock (:func:`begin_immediate`).
+LOCK_ATTEMPT_MS = 50
+_lock_patience: ContextVar[float] = ContextVar("ccdcal_lock_patience", default=SQLITE_BUSY_TIMEOUT_MS / 1000)
+
+
+@contextmanager
+def lock_patience(seconds: float) -> Iterator[None]:
+    """Wait at most ``seconds`` for the catalog's write lock in the block (SQLite; PostgreSQL's
+    ``lock_timeout`` is set by the caller's transaction): for the cleanup after an interrupt, which must
+    not keep a stopping command waiting on another program."""
+    token = _lock_patience.set(seconds)
+    try:
+        yield
+    finally:
+        _lock_patience.reset(token)
+
+
+def begin_immediate(conn: Connection) -> None:
+    """Begin a writing transaction on an SQLite connection: ``BEGIN IMMEDIATE``, waiting for the write
+    lock another connection holds for up to :data:`SQLITE_BUSY_TIMEOUT_MS` (or :func:`lock_patience`).
+
+    The wait is taken in attempts of :data:`LOCK_ATTEMPT_MS` (SQLite's busy timeout, which waits in C and
+    delays every signal until it returns) with Python between them, so that Ctrl-C or SIGTERM stops a
+    command within a tenth of a second even while another process writes
+    (:mod:`ccdcal.runtime.interrupts`). The last attempt goes through SQLAlchemy, so that a lock held too
+    long is the usual explained error.
+    """
+    raw = cast(sqlite3.Connection, conn.connection.driver_connection)
+    deadline = time.monotonic() + _lock_patience.get()
+    raw.execute(f"PRAGMA busy_timeout = {LOCK_ATTEMPT_MS}")
+    try:
+        while time.monotonic() < deadline:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    break  # not a wait: SQLAlchemy raises it, explained, below
+        raw.execute("PRAGMA busy_timeout = 0")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    finally:
+        raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def _create(url: URL, **options: Any) -> Engine:

@@ -27,7 +27,7 @@ from ccdcal._version import __version__
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.engine import describe, explain_database_error, resolve_url
 from ccdcal.errors import CatalogError, CcdcalError, UsageError
-from ccdcal.runtime.owners import keep_interrupts
+from ccdcal.runtime.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, handling_signals
 
 # The numerical stack (numpy, astropy) and each command's library modules are imported by the commands
 # that need them, so that catalog commands and --help start quickly.
@@ -58,14 +58,20 @@ class CcdcalGroup(TyperGroup):
     """
 
     def invoke(self, ctx: Any) -> Any:
-        keep_interrupts()
+        with handling_signals(keep=_command_process):
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except _PARSER_EXITS:  # the parser's own: a usage box, --help, an exit status chosen by a command
             raise
+        except Terminated:
+            err.print("Terminated: what was finished is kept; run the same command again to resume.")
+            raise typer.Exit(EXIT_TERMINATED) from None
         except KeyboardInterrupt:
             err.print("Interrupted: what was finished is kept; run the same command again to resume.")
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as exc:
             error = one_line(exc, _catalog_name(ctx))
             if not isinstance(exc, CcdcalError):
@@ -338,6 +344,16 @@ def wide_console() -> Console:
     return out if out.is_terminal else Console(file=out.file, width=250, highlight=False, soft_wrap=True)
 
 
+#: Whether this process is the ``ccdcal`` command's own (:func:`run`), not a caller's such as a test runner.
+_command_process = False
+
+
 def run() -> None:
-    """Entry point for ``python -m ccdcal``."""
+    """Entry point of the ``ccdcal`` command and of ``python -m ccdcal``.
+
+    Ctrl-C and SIGTERM stop the command (:mod:`ccdcal.runtime.interrupts`); once it has ended, with its exit
+    status decided, they are ignored while the process exits.
+    """
+    global _command_process
+    _command_process = True
     app(prog_name="ccdcal")

@@ -28,7 +28,7 @@ from sqlalchemy import delete, false, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from ccdcal import limits
-from ccdcal.catalog.db import Catalog
+from ccdcal.catalog.db import Catalog, lock_writers
 from ccdcal.catalog.models import FRAME_KINDS, Calibration, Frame, HeaderCard, Master, utcnow
 from ccdcal.catalog.queries import in_chunks
 from ccdcal.errors import UsageError
@@ -327,6 +327,25 @@ def _known_under(session: Session, roots: list[str]) -> dict[str, _Known]:
     return {row[0]: _Known(*row[1:]) for row in rows}
 
 
+def _known_paths(session: Session, paths: list[str]) -> dict[str, _Known]:
+    """The catalog's rows of ``paths`` (read now)."""
+    found: dict[str, _Known] = {}
+    for chunk in in_chunks(paths):
+        rows = session.connection().execute(
+            select(
+                Frame.path,
+                Frame.id,
+                Frame.size,
+                Frame.mtime,
+                Frame.status,
+                Frame.sha256,
+                Frame.imagetyp,
+            ).where(Frame.path.in_(chunk))
+        )
+        found.update((row[0], _Known(*row[1:])) for row in rows)
+    return found
+
+
 def _batches(records: Iterable[FrameRecord], size: int) -> Iterator[list[FrameRecord]]:
     batch: list[FrameRecord] = []
     for record in records:
@@ -349,6 +368,11 @@ def _write_batch(
     """Write one batch of read files: new rows, updated rows, and their header cards. Files ccdcal wrote
     (their CCDCALV card, or the sha256 of an output the catalog records) are not written but listed."""
     now = utcnow()
+    # Another ingest may have catalogued some of these files since ``known`` was read: the rows are read
+    # again in this transaction, after the writers' lock (SQLite's BEGIN IMMEDIATE, PostgreSQL's advisory
+    # lock), so that two ingests of one tree both succeed, each file catalogued once.
+    lock_writers(session)
+    known = {**known, **_known_paths(session, [r.path for r in batch])}
     new_rows: list[dict[str, Any]] = []
     new_cards: list[tuple[int, int, CardColumns]] = []
     pending_cards: list[tuple[int, CardColumns]] = []

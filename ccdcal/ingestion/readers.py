@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from ccdcal.ingestion.reader import FrameRecord, ReadTask, read_frame, read_frames
 from ccdcal.runtime.cluster import dask_cluster
 from ccdcal.runtime.cores import usable_cores
-from ccdcal.runtime.owners import ignore_interrupts
+from ccdcal.runtime.interrupts import ignore_interrupts
 
 #: Called as ``progress(done, total)`` while files are read.
 Progress = Callable[[int, int], None]

@@ -42,10 +42,12 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
-from ccdcal.catalog.db import Catalog, lock_writers
+from ccdcal.catalog.db import STOPPING_PATIENCE, Catalog, lock_writers
 from ccdcal.catalog.models import Calibration, Claim, Master, Run, utcnow
+from ccdcal.errors import CatalogError
 from ccdcal.files.fitsio import remove_stale_temporaries
 from ccdcal.files.journal import left_journals, repair
 from ccdcal.runtime.owners import process_alive
@@ -157,16 +159,30 @@ def holding(catalog: Catalog, run_id: int) -> Iterator[None]:
     renewer.start()
     try:
         yield
-    finally:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the command stops within moments, released or not
+        stop.set()
+        renewer.join(STOPPING_PATIENCE)  # a daemon thread: left behind if another program keeps the lock
+        if catalog.gone is None:
+            try:
+                release(catalog, run_id, patience=STOPPING_PATIENCE)
+            except (CatalogError, DatabaseError):  # the next run takes over the claims of a stopped run
+                log.debug("run %s: claims not released", run_id, exc_info=True)
+        raise
+    except BaseException:
         stop.set()
         renewer.join()
         if catalog.gone is None:  # a catalog deleted meanwhile holds no claim to release
             release(catalog, run_id)
+        raise
+    stop.set()
+    renewer.join()
+    if catalog.gone is None:
+        release(catalog, run_id)
 
 
-def release(catalog: Catalog, run_id: int) -> None:
-    """Delete the claims of a run."""
-    with catalog.session() as session:
+def release(catalog: Catalog, run_id: int, patience: float | None = None) -> None:
+    """Delete the claims of a run (waiting at most ``patience`` seconds for a lock, when given)."""
+    with catalog.session(patience) as session:
         session.execute(delete(Claim).where(Claim.run_id == run_id))
 
 

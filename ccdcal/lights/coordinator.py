@@ -50,7 +50,7 @@ from ccdcal.lights.task import RAW_CHANGED, FrameResult, FrameTask
 from ccdcal.lights.worker import calibrate_frame
 from ccdcal.runtime.cluster import dask_cluster
 from ccdcal.runtime.cores import usable_cores
-from ccdcal.runtime.owners import ignore_interrupts, shielded
+from ccdcal.runtime.interrupts import ignore_interrupts, shielded
 
 Progress = Callable[[str, int, int], None]
 

@@ -8,15 +8,53 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from astropy.io import fits
 
 from ccdcal.files.cardtext import card_name
+from ccdcal.lights.records import MaskCounts
 from ccdcal.lights.task import FrameTask
 
+#: The bits of the MASK extension ccdcal sets (docs/design.md, Science): value, meaning.
+MASK_BITS: tuple[tuple[int, str], ...] = (
+    (1, "flat below FLATMIN, clamped"),
+    (2, "bad pixel of the bpm master"),
+    (4, "cosmic ray, cleaned (L.A.Cosmic)"),
+)
 
-def step_cards(task: FrameTask, masked: int, raw: fits.Header) -> list[tuple[str, Any, str]]:
-    """The cards of the master steps applied (BIASCOR, DARKCOR, DARKSCAL, FLATCOR, FLATMIN, NMASKED), after
-    MJD-OBS when the raw header lacks it."""
+
+def mask_counts(mask: np.ndarray | None, flat_clamped: int = 0) -> MaskCounts:
+    """How many pixels a MASK flags, in all and bit by bit (every bit of :data:`MASK_BITS`).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray or None
+        The MASK image (uint8 bits), or ``None`` when the only flags are the flat's (the fused path).
+    flat_clamped : int
+        Without ``mask``: the pixels of bit 1 (flat clamped), then the only bit set.
+    """
+    if mask is None:
+        bits = {str(bit): (flat_clamped if bit == 1 else 0) for bit, _ in MASK_BITS}
+        return {"flagged": flat_clamped, "bits": bits}
+    values = np.bincount(np.asarray(mask, dtype=np.uint8).ravel(), minlength=256)
+    levels = np.arange(256)
+    bits = {str(bit): int(values[(levels & bit) != 0].sum()) for bit, _ in MASK_BITS}
+    return {"flagged": int(values[1:].sum()), "bits": bits}
+
+
+def mask_cards(counts: MaskCounts) -> list[tuple[str, Any, str]]:
+    """NMASKED (every flagged pixel) and one NMASKn card per bit of :data:`MASK_BITS`."""
+    cards: list[tuple[str, Any, str]] = [("NMASKED", counts["flagged"], "pixels flagged in MASK (any bit)")]
+    for bit, meaning in MASK_BITS:
+        cards.append(
+            (f"NMASK{bit}", counts["bits"][str(bit)], f"pixels with MASK bit {bit} ({meaning})"[:60])
+        )
+    return cards
+
+
+def step_cards(task: FrameTask, counts: MaskCounts, raw: fits.Header) -> list[tuple[str, Any, str]]:
+    """The cards of the master steps applied (BIASCOR, DARKCOR, DARKSCAL, FLATCOR, FLATMIN), after MJD-OBS
+    when the raw header lacks it, then the MASK's counts (:func:`mask_cards`)."""
     mjd = mjd_card(raw)
     cards: list[tuple[str, Any, str]] = [mjd] if mjd else []
     if task.bias is not None:
@@ -28,8 +66,7 @@ def step_cards(task: FrameTask, masked: int, raw: fits.Header) -> list[tuple[str
         flat_name = card_name(task.flat.name)
         cards.append(("FLATCOR", flat_name, "divided by the master flat as stored (median 1)"))
         cards.append(("FLATMIN", float(task.flat_min), "flat pixels below it clamped to it"))
-        cards.append(("NMASKED", masked, "flat pixels clamped, flagged in MASK"))
-    return cards
+    return cards + mask_cards(counts)
 
 
 _MJD_ZERO = dt.datetime(1858, 11, 17)

@@ -6,10 +6,11 @@ steps: the master steps ``bias``, ``dark`` and ``flat`` and the bad-pixel mask `
 (:class:`StepRecord`: the plan's :meth:`ccdcal.lights.steps.Step.as_json`, completed by the coordinator
 and the worker), and the optional steps ``overscan``, ``uncertainty`` and ``cosmic_rays``
 (:class:`OverscanRecord`, :class:`UncertaintyRecord`, :class:`CosmicRecord`: written by the worker,
-``applied``, or ``planned`` for an attempt that failed). One entry is not a record: ``warnings``, a list of
-texts (a light whose level is far below its master bias). So a reader never walks the object as if every
-entry were a step: it takes the records with :func:`step_records` and the warnings with
-:func:`step_warnings`, and a record's values with :func:`text_of`, :func:`number_of` and :func:`count_of`.
+``applied``, or ``planned`` for an attempt that failed). Two entries are not records: ``warnings``, a list
+of texts (a light whose level is far below its master bias), and ``mask``, the pixels the output's MASK
+flags (:class:`MaskCounts`). So a reader never walks the object as if every entry were a step: it takes the
+records with :func:`step_records`, the warnings with :func:`step_warnings`, the counts with
+:func:`mask_of`, and a record's values with :func:`text_of`, :func:`number_of` and :func:`count_of`.
 
 Every reader accepts any JSON value — a row written by an older ccdcal, or edited by hand — and leaves out
 what it does not recognise; ``tests/robustness/test_json_records.py`` holds the readers to that, and the
@@ -90,6 +91,14 @@ class CosmicRecord(TypedDict, total=False):
     cleaned: int
 
 
+class MaskCounts(TypedDict):
+    """The pixels the MASK extension flags: ``flagged`` in all (any bit), and ``bits``, each bit's
+    count by its value as text (``"1"``, ``"2"``, ``"4"``)."""
+
+    flagged: int
+    bits: dict[str, int]
+
+
 class StepDetails(TypedDict, total=False):
     """What a worker adds to ``calibrations.steps`` (:attr:`ccdcal.lights.task.FrameResult.details`)."""
 
@@ -98,6 +107,7 @@ class StepDetails(TypedDict, total=False):
     cosmic_rays: CosmicRecord
     bpm: StepRecord
     warnings: list[str]
+    mask: MaskCounts
 
 
 class CalibrationSteps(StepDetails, total=False):
@@ -108,18 +118,35 @@ class CalibrationSteps(StepDetails, total=False):
     flat: StepRecord
 
 
-#: The entry of ``calibrations.steps`` that is not a step's record.
+#: The entries of ``calibrations.steps`` that are not a step's record: the warnings, the MASK's counts.
 WARNINGS = "warnings"
+MASK = "mask"
+_NOT_RECORDS = frozenset({WARNINGS, MASK})
 
 
 def step_records(steps: object) -> dict[str, Mapping[str, object]]:
     """The records of the steps, by step, in their stored order: every entry of ``steps`` that is a JSON
-    object (``warnings``, and anything else that is not a record, left out)."""
+    object (``warnings``, ``mask`` and anything else that is not a record, left out)."""
     if not isinstance(steps, Mapping):
         return {}
     return {
-        str(key): record for key, record in steps.items() if key != WARNINGS and isinstance(record, Mapping)
+        str(key): record
+        for key, record in steps.items()
+        if key not in _NOT_RECORDS and isinstance(record, Mapping)
     }
+
+
+def mask_of(steps: object) -> MaskCounts | None:
+    """The MASK's counts recorded with a calibration (``None`` when absent or not of their shape: a
+    calibration made before they were recorded)."""
+    found = steps.get(MASK) if isinstance(steps, Mapping) else None
+    if not isinstance(found, Mapping):
+        return None
+    flagged, bits = found.get("flagged"), found.get("bits")
+    if isinstance(flagged, bool) or not isinstance(flagged, int) or not isinstance(bits, Mapping):
+        return None
+    counts = {str(k): v for k, v in bits.items() if isinstance(v, int) and not isinstance(v, bool)}
+    return {"flagged": flagged, "bits": counts}
 
 
 def step_warnings(steps: object) -> list[str]:

@@ -28,7 +28,7 @@ from typing import Any
 from ccdcal.errors import CcdcalError
 from ccdcal.files.calibrated import output_cards, write_calibrated
 from ccdcal.kernels.light import be_words, calibrate_be16_words, calibrate_image
-from ccdcal.lights.history import history_lines, step_cards
+from ccdcal.lights.history import history_lines, mask_counts, step_cards
 from ccdcal.lights.pixels import (
     RawFrame,
     buffer,
@@ -134,8 +134,9 @@ def _fused(task: FrameTask, raw: RawFrame) -> FrameResult:
         assert raw.values is not None
         image = calibrate_image(raw.values, bias, dark, task.dark_scale, inv_flat=inv_flat)
         total = be_words(image, words)
+    counts = mask_counts(None, masked)  # the flat's bit alone
     cards = output_cards(
-        raw.header, raw.shape, step_cards(task, masked, raw.header), history_lines(task, masked)
+        raw.header, raw.shape, step_cards(task, counts, raw.header), history_lines(task, masked)
     )
     output = Path(task.output)
     mask_image = mask if masked else None
@@ -145,7 +146,9 @@ def _fused(task: FrameTask, raw: RawFrame) -> FrameResult:
         output.parent, output.name, cards, words, total, mask_image, sync=False
     )
     warning = level_warning(task.bias, bias, sample_level(raw))
-    details = {"warnings": [warning]} if warning else {}
+    details: dict[str, Any] = {"mask": counts}
+    if warning:
+        details["warnings"] = [warning]
     return FrameResult(
         task.frame_id, str(temporary), digest, None, masked, details=details, warnings=_tuple(warning)
     )

@@ -40,7 +40,7 @@ from ccdcal.kernels.overscan import (
     trimmed_header_changes,
 )
 from ccdcal.kernels.uncertainty import deviation, propagate
-from ccdcal.lights.history import history_lines, step_cards
+from ccdcal.lights.history import MASK_BITS, history_lines, mask_counts, step_cards
 from ccdcal.lights.pixels import (
     RawFrame,
     buffer,
@@ -55,10 +55,8 @@ from ccdcal.lights.task import FrameResult, FrameTask, MasterUse
 
 #: MASK bits: flat below flat_min (clamped), bad pixel of the bpm master, cosmic ray cleaned.
 FLAT_BIT, BPM_BIT, COSMIC_BIT = 1, 2, 4
-MASK_CARDS = (
-    ("MASKBIT1", "flat below FLATMIN, clamped", "meaning of MASK value bit 1"),
-    ("MASKBIT2", "bad pixel of the bpm master", "meaning of MASK value bit 2"),
-    ("MASKBIT4", "cosmic ray, cleaned (L.A.Cosmic)", "meaning of MASK value bit 4"),
+MASK_CARDS = tuple(
+    (f"MASKBIT{bit}", meaning, f"meaning of MASK value bit {bit}") for bit, meaning in MASK_BITS
 )
 
 
@@ -149,10 +147,12 @@ def calibrate_with_steps(task: FrameTask, raw: RawFrame) -> FrameResult:
     before += trimmed_header_changes(header, plan)
     words = buffer(shape[0] * shape[1])
     total = be_words(image, words)
-    all_cards = step_cards(task, masked, header) + cards
+    counts = mask_counts(mask)
+    details["mask"] = counts
+    all_cards = step_cards(task, counts, header) + cards
     text = output_cards(header, shape, all_cards, history_lines(task, masked, (before, after)))
     output = Path(task.output)
-    flagged_any = bool(mask.any())
+    flagged_any = counts["flagged"] > 0
     temporary, digest = write_calibrated(
         output.parent,
         output.name,

@@ -6,10 +6,7 @@ Runs that die (killed, out of memory, a power cut) leave work behind: temporary 
 process is alive when its id exists and it started before the thing it owns (an id reused by a newer
 process does not count); on another host it cannot be checked here.
 
-Worker processes leave Ctrl-C to their coordinator (:func:`ignore_interrupts`): a terminal sends SIGINT
-to every process of the group, and the coordinator alone stops the work and cleans up. In the coordinator
-a Ctrl-C is never lost (:func:`keep_interrupts`), and never cuts a catalog commit or rollback in two
-(:func:`shielded`).
+How a live run stops on Ctrl-C or SIGTERM is :mod:`ccdcal.runtime.interrupts`.
 """
 
 from __future__ import annotations
@@ -17,14 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import signal
 import socket
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 
 #: This machine's name, reduced to characters safe in a file name.
 HOST = re.sub(r"[^A-Za-z0-9.\-]", "_", socket.gethostname()) or "localhost"
@@ -108,73 +99,3 @@ def _start_time(pid: int) -> float | None:
     except (OSError, IndexError, ValueError):
         return None
     return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
-
-
-def ignore_interrupts() -> None:
-    """Ignore SIGINT in this (worker) process: its coordinator handles Ctrl-C."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def keep_interrupts() -> None:
-    """Make a Ctrl-C that lands in a finalizer stop the command all the same.
-
-    Python raises :class:`KeyboardInterrupt` wherever the main thread is; inside a finalizer or a weakref
-    callback (SQLAlchemy has many) it prints "Exception ignored" and drops it, and the command goes on.
-    With this hook the signal is sent again a moment later, once out of the finalizer, to be handled where
-    it stops the command. Installed once per process.
-    """
-    previous = sys.unraisablehook
-    if getattr(previous, "ccdcal", False):
-        return
-
-    def hook(unraisable: sys.UnraisableHookArgs) -> None:
-        if isinstance(unraisable.exc_value, KeyboardInterrupt):  # signalled again once out of here
-            threading.Timer(0.005, os.kill, (os.getpid(), signal.SIGINT)).start()
-            return
-        previous(unraisable)
-
-    hook.ccdcal = True  # type: ignore[attr-defined]
-    sys.unraisablehook = hook
-
-
-_shield_depth = 0
-_shield_pending = False
-
-
-def _hold(signum: int, frame: FrameType | None) -> None:
-    global _shield_pending
-    _shield_pending = True
-
-
-@contextmanager
-def shielded() -> Iterator[None]:
-    """Hold Ctrl-C back while the block runs; raise it when the block ends (unless the block raised).
-
-    For the few steps a :class:`KeyboardInterrupt` must not cut in two — a catalog commit, rollback or
-    session close, whose half-done state would keep the database locked. Only in the main thread, and
-    only while SIGINT has Python's default handler (another handler, a test runner's, is left alone).
-    """
-    global _shield_depth, _shield_pending
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    outermost = _shield_depth == 0
-    if outermost and signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-    if outermost:
-        signal.signal(signal.SIGINT, _hold)
-    _shield_depth += 1
-    failed = False
-    try:
-        yield
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        _shield_depth -= 1
-        if outermost:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            held, _shield_pending = _shield_pending, False
-            if held and not failed:
-                raise KeyboardInterrupt

@@ -24,6 +24,7 @@ from ccdcal.files.fitsio import sha256_file
 from ccdcal.ingestion.core import ingest
 from ccdcal.lights.options import ProcessOptions
 from ccdcal.lights.pipeline import dry_run, pending_work, process
+from ccdcal.lights.records import step_records
 from ccdcal.lights.summary import ProcessSummary
 from ccdcal.simulate import SimulatedNight, simulate_night
 from ccdcal.trace.headertrace import header_lines
@@ -178,7 +179,8 @@ def test_every_light_is_calibrated_as_ccdproc_does(
         assert calibration.raw_sha256 == sha256_file(light) == frame(catalog, light.name).sha256
         assert calibration.run_id == summary.run_id
         assert (calibration.flat_norm, calibration.dark_scale_factor, calibration.error) == (1.0, 1.0, None)
-        assert {s["status"] for s in calibration.steps.values()} == {"applied"}
+        assert {s["status"] for s in step_records(calibration.steps).values()} == {"applied"}
+        assert calibration.steps["mask"] == {"flagged": 0, "bits": {"1": 0, "2": 0, "4": 0}}
         assert calibration.steps["flat"]["flat_min"] == 0.01
         check_against_ccdproc(catalog, calibration)
         assert fitsverify_counts(output) == (0, 0)

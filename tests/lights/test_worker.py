@@ -552,7 +552,8 @@ def test_steps_that_do_nothing_keep_the_fast_path_bit_for_bit(
     assert not idle.any
     with_idle = calibrate_frame(task_for(path, masters, tmp_path / "b.fits", optional=idle))
     assert plain.sha256 == with_idle.sha256
-    assert (plain.details, with_idle.details, plain.warnings) == ({}, {}, ())
+    assert plain.details == {"mask": {"flagged": 80, "bits": {"1": 80, "2": 0, "4": 0}}}
+    assert (with_idle.details, plain.warnings) == (plain.details, ())
 
 
 def test_every_step_on_one_light(
@@ -563,7 +564,7 @@ def test_every_step_on_one_light(
     flat = rng.normal(1.0, 0.02, TRIMMED)
     flat[0, :3] = 0.001
     bad = np.zeros(TRIMMED, dtype=np.uint8)
-    bad[5, 5] = bad[6, 7] = 1
+    bad[5, 5] = bad[6, 7] = bad[0, 1] = 1  # (0, 1): also a clamped flat pixel, flagged by two bits
     sigmas = {"bias": rng.uniform(0.5, 1.0, TRIMMED), "flat": rng.uniform(0.001, 0.003, TRIMMED)}
     used = {
         "bias": write_prepared(tmp_path / "mb.fits", bias, "bias", sigmas["bias"]),
@@ -612,7 +613,14 @@ def test_every_step_on_one_light(
     assert (header["CRPIX1"], header["CRPIX2"], header["LTV1"]) == (17.0, 10.0, -3.0)
     assert "BIASSEC" not in header
     assert (header["UNCGAIN"], header["UNCRDNS"]) == (2.0, 6.0)
-    assert (header["BPMCOR"], header["NBADPIX"], header["CRCLEAN"]) == ("bpm.fits", 2, int(cosmic.sum()))
+    assert (header["BPMCOR"], header["NBADPIX"], header["CRCLEAN"]) == ("bpm.fits", 3, int(cosmic.sum()))
+    # NMASKED counts every flagged pixel, once however many bits it carries; NMASKn each bit's pixels
+    assert header["NMASKED"] == int(np.count_nonzero(mask)) == 3 + 2 + int(cosmic.sum())
+    assert (header["NMASK1"], header["NMASK2"], header["NMASK4"]) == (3, 3, int(cosmic.sum()))
+    assert result.details["mask"] == {
+        "flagged": header["NMASKED"],
+        "bits": {"1": 3, "2": 3, "4": int(cosmic.sum())},
+    }
     assert fits.getheader(output, "MASK")["MASKBIT4"] == "cosmic ray, cleaned (L.A.Cosmic)"
     assert fits.getheader(output, "UNCERT")["UTYPE"] == "StdDevUncertainty"
     history = [str(h) for h in header["HISTORY"]]
@@ -627,7 +635,7 @@ def test_every_step_on_one_light(
         "level": level,
     }
     assert result.details["uncertainty"]["masters"] == {"bias": True, "flat": True}
-    assert result.details["bpm"] == {"flagged": 2}
+    assert result.details["bpm"] == {"flagged": 3}
     assert result.details["cosmic_rays"]["cleaned"] == int(cosmic.sum())
     assert fitsverify_counts(output) == (0, 0)
 
@@ -680,4 +688,4 @@ def test_a_light_far_below_its_bias_is_reported(
         f"({np.median(bias):.6g} ADU, by more than 10 x its dispersion {mad_std(bias):.3g}): it may "
         "already be bias- or dark-subtracted (a capture program's auto-dark)"
     )
-    assert result.details == {"warnings": [warning]}
+    assert result.details["warnings"] == [warning]

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import Calibration, CalibrationMaster, Claim, Master, Run
+from ccdcal.catalog.models import Calibration, CalibrationMaster, Claim, Frame, HeaderCard, Master, Run
 from ccdcal.ingestion.core import ingest
 from ccdcal.lights.options import ProcessOptions
 from ccdcal.lights.pipeline import process
@@ -148,3 +148,62 @@ def test_ingest_while_processing_on_postgresql(
     with Catalog(pg_url) as catalog:
         ingest(catalog, [night.root], jobs=1)
     ingest_during_process(pg_url, tmp_path, night, reference)
+
+
+def two_ingests(db: str, folder: Path) -> None:
+    """Two ``ccdcal ingest`` of one tree started together: both succeed, each file catalogued once with
+    its cards once (issue: the loser died with a UNIQUE violation on ``frames.path``)."""
+    raw = simulate_night(folder / "raw", seed=23, shape=(32, 32), n_bias=20, n_dark=20, n_flat=20, n_light=60)
+    files = sorted(raw.root.rglob("*.fits"))
+    results = together(folder, db, ["ingest", "--jobs", "1", str(raw.root)], ["ingest", str(raw.root)])
+    for code, out, err in results:
+        assert (code, err) == (0, ""), out
+    with Catalog(db) as catalog, catalog.reading() as session:
+        paths = list(session.scalars(select(Frame.path)))
+        cards = session.execute(select(HeaderCard.frame_id, func.count()).group_by(HeaderCard.frame_id)).all()
+        runs = list(session.scalars(select(Run.status).where(Run.command == "ingest")))
+    assert sorted(paths) == [str(f) for f in files]
+    assert len(cards) == len(files)
+    assert sum(n for _, n in cards) == first_cards(raw.root)  # every frame's cards once
+    assert runs == ["ok", "ok"]
+
+
+def test_two_ingests_at_once_on_sqlite(tmp_path: Path) -> None:
+    two_ingests(str(tmp_path / "c.db"), tmp_path)
+
+
+@pytest.mark.postgres
+def test_two_ingests_at_once_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    two_ingests(pg_url, tmp_path)
+
+
+def test_an_ingest_whose_snapshot_is_stale_catalogues_each_file_once(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race made certain: another ingest catalogued the files after this one read what the catalog
+    knew (its snapshot says nothing is known). The batch reads the rows again under the writers' lock:
+    the files count as unchanged, none is inserted twice."""
+    import ccdcal.ingestion.core as core
+
+    db = db_url
+    raw = simulate_night(tmp_path / "raw", seed=29, shape=(32, 32), n_bias=3, n_dark=3, n_flat=3, n_light=2)
+    with Catalog(db) as catalog:
+        first = ingest(catalog, [raw.root], jobs=1)
+        monkeypatch.setattr(core, "_known_under", lambda session, roots: {})
+        second = ingest(catalog, [raw.root], jobs=1)
+        with catalog.reading() as session:
+            frames = session.scalar(select(func.count()).select_from(Frame))
+            cards = session.scalar(select(func.count()).select_from(HeaderCard))
+    assert (first.new, second.new, second.unchanged, second.changed) == (23, 0, 23, 0)
+    assert frames == 23
+    assert cards == first_cards(raw.root)
+
+
+def first_cards(root: Path) -> int:
+    """How many header cards the files under ``root`` hold (what one ingest catalogues)."""
+    from astropy.io import fits
+
+    total = 0
+    for path in sorted(root.rglob("*.fits")):
+        total += len(fits.getheader(path))
+    return total

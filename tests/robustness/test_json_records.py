@@ -43,7 +43,7 @@ from ccdcal.kernels.options import StepOptions
 from ccdcal.lights import plan, worker
 from ccdcal.lights.optional import COMPARED_RECORDS, optional_changes
 from ccdcal.lights.options import ProcessArguments, ProcessOptions
-from ccdcal.lights.records import CalibrationSteps, StepRecord, step_records, step_warnings
+from ccdcal.lights.records import CalibrationSteps, StepRecord, mask_of, step_records, step_warnings
 from ccdcal.lights.steps import APPLIED, ROLES
 from ccdcal.lights.summary import ProcessRecord
 from ccdcal.masters.build import _listed
@@ -279,7 +279,8 @@ def test_calibration_steps_of_every_shape_are_read(steps: CalibrationSteps) -> N
     warnings = kept.get("warnings", [])
     assert step_warnings(kept) == warnings
     assert [n for n in notes if n.startswith("warning: ")] == [f"warning: {w}" for w in warnings]
-    assert set(step_records(kept)) == set(kept) - {"warnings"}
+    assert set(step_records(kept)) == set(kept) - {"warnings", "mask"}
+    assert mask_of(kept) == kept.get("mask")
     compared = plan.compared_steps(kept)
     for role in ROLES:
         assert compared[role].get("status") == kept.get(role, {}).get("status")
