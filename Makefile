@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo
 
-.PHONY: venv demo test lint format tools bench clean
+.PHONY: venv demo test stress lint format tools bench clean
 
 venv: $(STAMP)
 
@@ -56,6 +56,14 @@ format: $(STAMP)
 
 test: $(STAMP) tools lint
 	$(BIN)/python -m pytest
+
+# Hundreds of Ctrl-C (SIGINT) and SIGTERM at random moments of ingest, masters, process and run, on SQLite and
+# PostgreSQL (tests/robustness/test_random_interrupts.py, marker stress, which `make test` leaves out); ends
+# with a table of the outcomes and exit times. `make stress STRESS_TRIES=1000 STRESS_SEED=7` for others.
+STRESS_TRIES ?= 300
+STRESS_SEED  ?= 1
+stress: $(STAMP)
+	STRESS_TRIES=$(STRESS_TRIES) STRESS_SEED=$(STRESS_SEED) $(BIN)/python -m pytest -m stress tests/robustness/test_random_interrupts.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py

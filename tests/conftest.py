@@ -259,3 +259,14 @@ class _Listing:
 
     def close(self) -> None:
         self._entries.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The stress tests (marker ``stress``) run only when ``-m`` names them (``make stress``): a plain
+    ``pytest``, or ``-m`` selecting other markers, leaves them out."""
+    if "stress" in (config.getoption("markexpr") or ""):
+        return
+    stress = [item for item in items if item.get_closest_marker("stress") is not None]
+    if stress:
+        config.hook.pytest_deselected(items=stress)
+        items[:] = [item for item in items if item.get_closest_marker("stress") is None]

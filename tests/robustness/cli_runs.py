@@ -1,7 +1,8 @@
 """Reliability test helpers: ``ccdcal`` in subprocesses, and what a run left in the catalog and folders.
 
-The subprocesses are the venv's ``ccdcal`` script, each in a session of its own, so that a test can kill
-it with its worker processes (a machine dying), or interrupt it as Ctrl-C in a terminal would.
+The subprocesses are ``python -m ccdcal`` of this checkout (:data:`CCDCAL`, :func:`environment`), each in a
+session of its own, so that a test can kill it with its worker processes (a machine dying), or interrupt it
+as Ctrl-C in a terminal would.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from ccdcal.catalog.models import Calibration, CalibrationMaster, Frame, Master
 from ccdcal.files.fitsio import TEMP_PREFIX, sha256_file
 from ccdcal.files.ownership import MARKER
 
-_SCRIPT = Path(sys.executable).with_name("ccdcal")
-#: The command: the venv's console script, else ``python -m ccdcal``.
-CCDCAL = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "ccdcal"]
+#: The root of this checkout: the folder of the ``ccdcal`` package the tests import.
+ROOT = Path(__file__).resolve().parents[2]
+#: The command: ``python -m ccdcal``, run with :func:`environment` (not the venv's console script, which
+#: imports the package the venv was installed from, perhaps another checkout).
+CCDCAL = [sys.executable, "-m", "ccdcal"]
 
 
 def copy_catalog(source: Path, target: Path) -> None:
@@ -62,6 +65,14 @@ def trial(night: Path, name: str) -> Path:
     return folder
 
 
+def environment(**env: str) -> dict[str, str]:
+    """The environment of a ``ccdcal`` subprocess: this one's with ``env``, and this checkout's root first
+    on ``PYTHONPATH``, so that the subprocess runs the code under test."""
+    merged = {**os.environ, **env}
+    paths = [str(ROOT), *(p for p in merged.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    return {**merged, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def start(args: list[str], cwd: Path, **env: str) -> subprocess.Popen[str]:
     """Start ``ccdcal ARGS`` in ``cwd``, in a new session (its own process group)."""
     return subprocess.Popen(
@@ -71,7 +82,7 @@ def start(args: list[str], cwd: Path, **env: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        env={**os.environ, **env},
+        env=environment(**env),
     )
 
 
