@@ -8,6 +8,7 @@ import errno
 import json
 import logging
 import math
+import signal
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor
@@ -27,7 +28,14 @@ from ccdcal._version import __version__
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.engine import describe, explain_database_error, resolve_url
 from ccdcal.errors import CatalogError, CcdcalError, UsageError
-from ccdcal.runtime.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, handling_signals
+from ccdcal.runtime.interrupts import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    Terminated,
+    handling_signals,
+    received,
+    settle,
+)
 
 # The numerical stack (numpy, astropy) and each command's library modules are imported by the commands
 # that need them, so that catalog commands and --help start quickly.
@@ -66,12 +74,8 @@ class CcdcalGroup(TyperGroup):
             return super().invoke(ctx)
         except _PARSER_EXITS:  # the parser's own: a usage box, --help, an exit status chosen by a command
             raise
-        except Terminated:
-            err.print("Terminated: what was finished is kept; run the same command again to resume.")
-            raise typer.Exit(EXIT_TERMINATED) from None
-        except KeyboardInterrupt:
-            err.print("Interrupted: what was finished is kept; run the same command again to resume.")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except KeyboardInterrupt as stop:
+            raise typer.Exit(_stopped(isinstance(stop, Terminated))) from None
         except Exception as exc:
             error = one_line(exc, _catalog_name(ctx))
             if not isinstance(exc, CcdcalError):
@@ -366,12 +370,28 @@ def run() -> None:
     """
     global _command_process
     _command_process = True
-    try:
-        app(prog_name="ccdcal")
-    except KeyboardInterrupt as stop:  # landed while the command group was ending: the same line and status
-        terminated = isinstance(stop, Terminated)
-        err.print(
-            f"{'Terminated' if terminated else 'Interrupted'}: what was finished is kept; run the same "
-            "command again to resume."
-        )
-        raise SystemExit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
+    with handling_signals(keep=True):  # from before the options are parsed
+        try:
+            app(prog_name="ccdcal")
+        except KeyboardInterrupt as stop:  # landed while the command group was ending
+            raise SystemExit(_stopped(isinstance(stop, Terminated))) from None
+        except SystemExit as ended:
+            # The parser turns an interrupt landing while it parses into status 130, silently.
+            if ended.code == EXIT_INTERRUPTED and not _told:
+                raise SystemExit(_stopped(received() == signal.SIGTERM)) from None
+            raise
+
+
+_told = False
+
+
+def _stopped(terminated: bool) -> int:
+    """Say that the command was stopped (once), and return its exit status: 143 after SIGTERM, 130 after
+    Ctrl-C."""
+    global _told
+    settle()
+    if not _told:
+        word = "Terminated" if terminated else "Interrupted"
+        err.print(f"{word}: what was finished is kept; run the same command again to resume.")
+        _told = True
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED

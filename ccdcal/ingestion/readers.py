@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from ccdcal.ingestion.reader import FrameRecord, ReadTask, read_frame, read_frames
 from ccdcal.runtime.cluster import dask_cluster
 from ccdcal.runtime.cores import usable_cores
-from ccdcal.runtime.interrupts import ignore_interrupts
+from ccdcal.runtime.interrupts import ignore_interrupts, ignoring_signals
 
 #: Called as ``progress(done, total)`` while files are read.
 Progress = Callable[[int, int], None]
@@ -77,7 +77,8 @@ def _start_process_server() -> None:
 
     context = _process_context()
     context.set_forkserver_preload(["ccdcal.ingestion.reader"])
-    forkserver.ensure_running()
+    with ignoring_signals():  # the server and its workers leave Ctrl-C and SIGTERM to this process
+        forkserver.ensure_running()
 
 
 def read_all(

@@ -54,9 +54,27 @@ def _exception(signum: int) -> KeyboardInterrupt:
 
 
 _installed = False
+_keep = False
 _shield_depth = 0
 _held: int | None = None
 _deferred: int | None = None
+_received: int | None = None
+
+
+def settle() -> None:
+    """The command has stopped and cleaned up: drop an interrupt waiting to be delivered again, and, in
+    the ``ccdcal`` process (:func:`handling_signals` with ``keep``), ignore SIGINT and SIGTERM from now on,
+    so that none lands while the process exits."""
+    global _deferred, _held
+    _deferred = _held = None
+    if _keep and threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def received() -> int | None:
+    """The last of SIGINT and SIGTERM ccdcal's handler received in this process (``None``: neither)."""
+    return _received
 
 
 def _deliver_later(signum: int) -> None:
@@ -90,7 +108,8 @@ def in_database_code(frame: FrameType | None) -> bool:
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     """The handler of SIGINT and SIGTERM while a command runs (:func:`handling_signals`)."""
-    global _held, _deferred
+    global _held, _deferred, _received
+    _received = signum if _received != signal.SIGTERM else _received
     if _shield_depth:
         if _held != signal.SIGTERM:  # SIGTERM, the stronger, is the one reported
             _held = signum
@@ -124,10 +143,11 @@ def handling_signals(*, keep: bool = False) -> Iterator[None]:
         and its exit status is decided, so a signal landing while the process exits changes nothing (for
         the process of the ``ccdcal`` command; a test runner keeps its own handlers with ``False``).
     """
-    global _installed
+    global _installed, _keep
     if threading.current_thread() is not threading.main_thread() or _installed:
         yield
         return
+    _keep = keep
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for signum in previous:
         signal.signal(signum, _handler)
@@ -151,6 +171,25 @@ def ignore_interrupts() -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
+def ignoring_signals() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM while the block starts a process that executes a new program (the
+    ``forkserver`` of a process pool): it inherits the ignored signals from its first instruction, and
+    so do the workers it forks, until their initializer (:func:`ignore_interrupts`) gives SIGTERM back its
+    default action. Without it, a Ctrl-C landing while they import prints their tracebacks."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 _at_fork = False
