@@ -205,14 +205,22 @@ def _results(tasks: list[FrameTask], pool: Executor | None) -> Iterator[list[Fra
         for future in pending:
             future.cancel()
         running = pending
-        while running:  # those already running finish: their files are not registered
+        while running and _may_finish(pool):  # those already running finish: their files are not registered
             running = _wait(running)[1]
         for future in pending:
-            if not future.cancelled() and future.exception() is None:
+            if future.done() and not future.cancelled() and future.exception() is None:
                 unclaimed.append(future.result())
         for result in unclaimed:
             if result.temporary:
                 Path(result.temporary).unlink(missing_ok=True)
+
+
+def _may_finish(pool: Executor) -> bool:
+    """Whether the frames still running in ``pool`` may finish: not when every worker process is gone
+    (killed with the process group by SIGTERM, out of memory). Python 3.11's pool may then never settle
+    their futures (its manager thread can stop on one already cancelled, CPython gh-107219); their
+    temporary files are left to the next run, which removes a dead process's temporaries."""
+    return not isinstance(pool, ProcessPoolExecutor) or bool(multiprocessing.active_children())
 
 
 def _wait(pending: set[Future[FrameResult]]) -> tuple[set[Future[FrameResult]], set[Future[FrameResult]]]:
