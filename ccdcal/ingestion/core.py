@@ -312,7 +312,8 @@ def _under(roots: list[str]) -> Any:
     return or_(*clauses)
 
 
-def _known_under(session: Session, roots: list[str]) -> dict[str, _Known]:
+def _known_rows(session: Session, condition: Any) -> dict[str, _Known]:
+    """The catalog's rows of the frames meeting ``condition``, by path."""
     rows = session.connection().execute(
         select(
             Frame.path,
@@ -322,27 +323,20 @@ def _known_under(session: Session, roots: list[str]) -> dict[str, _Known]:
             Frame.status,
             Frame.sha256,
             Frame.imagetyp,
-        ).where(_under(roots))
+        ).where(condition)
     )
     return {row[0]: _Known(*row[1:]) for row in rows}
+
+
+def _known_under(session: Session, roots: list[str]) -> dict[str, _Known]:
+    return _known_rows(session, _under(roots))
 
 
 def _known_paths(session: Session, paths: list[str]) -> dict[str, _Known]:
     """The catalog's rows of ``paths`` (read now)."""
     found: dict[str, _Known] = {}
     for chunk in in_chunks(paths):
-        rows = session.connection().execute(
-            select(
-                Frame.path,
-                Frame.id,
-                Frame.size,
-                Frame.mtime,
-                Frame.status,
-                Frame.sha256,
-                Frame.imagetyp,
-            ).where(Frame.path.in_(chunk))
-        )
-        found.update((row[0], _Known(*row[1:])) for row in rows)
+        found.update(_known_rows(session, Frame.path.in_(chunk)))
     return found
 
 

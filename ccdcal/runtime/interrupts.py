@@ -234,15 +234,6 @@ def _hold(signum: int, frame: FrameType | None) -> None:
         _held = signum
 
 
-def raise_held() -> None:
-    """Raise, now, an interrupt a shielded step holds back — for a step that only waits (for a lock) and
-    may stop at this point. Does nothing when none is held."""
-    global _held
-    held, _held = _held, None
-    if held is not None:
-        raise _exception(held)
-
-
 @contextmanager
 def shielded() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM back while the block runs; raise them when the block ends.
