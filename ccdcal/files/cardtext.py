@@ -39,8 +39,12 @@ def card_name(name: str) -> str:
     ["M 51 it's.fits", 'Lumi%C3%A8re.fits', '100%25.fits', 'a%0Ab.fits']
     """
     text = quote(name, safe=_NAME_SAFE, errors="surrogateescape")
-    kept = text.rstrip(" ")
-    return kept + "%20" * (len(text) - len(kept))
+    # Trailing spaces are dropped by FITS, a trailing & read as a long string's CONTINUE mark: encoded.
+    kept = text.rstrip(" &")
+    return kept + "".join(_TRAILING[c] for c in text[len(kept) :])
+
+
+_TRAILING = {" ": "%20", "&": "%26"}
 
 
 def name_from_card(text: str) -> str:
