@@ -16,10 +16,12 @@ stage (docs/design.md, Architecture).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 from ccdcal._version import __version__
 
+#: :data:`typing.TYPE_CHECKING`, without importing :mod:`typing` (a few milliseconds of every command's
+#: start-up in which a Ctrl-C would print Python's own traceback: ``ccdcal.__main__`` catches it after).
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imported on first use
     from ccdcal.catalog.db import Catalog
     from ccdcal.config.run import load_config, run_config, write_default_config

@@ -22,6 +22,7 @@ from ccdcal.ingestion.reader import FrameRecord, ReadTask, read_frame, read_fram
 from ccdcal.runtime.cluster import dask_cluster
 from ccdcal.runtime.cores import usable_cores
 from ccdcal.runtime.interrupts import ignore_interrupts, ignoring_signals
+from ccdcal.runtime.pools import cancel_pending, submit
 
 #: Called as ``progress(done, total)`` while files are read.
 Progress = Callable[[int, int], None]
@@ -104,7 +105,7 @@ def read_all(
         done = 0
         try:
             for chunk in islice(queue, ahead):
-                pending[pool.submit(read_frames, chunk)] = chunk
+                pending[submit(pool, read_frames, chunk)] = chunk
             while pending:
                 finished = [future for future in pending if future.done()]
                 if not finished:
@@ -118,15 +119,14 @@ def read_all(
                     chunk = pending.pop(future)
                     records = read_frames(chunk) if future.cancelled() else future.result()
                     for following in islice(queue, 1):
-                        pending[pool.submit(read_frames, following)] = following
+                        pending[submit(pool, read_frames, following)] = following
                     for record in records:
                         done += 1
                         if progress:
                             progress(done, total)
                         yield record
         finally:
-            for future in pending:
-                future.cancel()
+            cancel_pending(pool, pending)
 
 
 @contextmanager

@@ -51,6 +51,7 @@ from ccdcal.lights.worker import calibrate_frame
 from ccdcal.runtime.cluster import dask_cluster
 from ccdcal.runtime.cores import usable_cores
 from ccdcal.runtime.interrupts import ignore_interrupts, shielded
+from ccdcal.runtime.pools import cancel_pending, submit
 
 Progress = Callable[[str, int, int], None]
 
@@ -193,7 +194,7 @@ def _results(tasks: list[FrameTask], pool: Executor | None) -> Iterator[list[Fra
     pending: set[Future[FrameResult]] = set()
     unclaimed: list[FrameResult] = []
     try:
-        pending = {pool.submit(calibrate_frame, task) for task in tasks}
+        pending = {submit(pool, calibrate_frame, task) for task in tasks}
         while pending:
             finished, pending = _wait(pending)
             if not finished:
@@ -202,11 +203,12 @@ def _results(tasks: list[FrameTask], pool: Executor | None) -> Iterator[list[Fra
             yield unclaimed
             unclaimed = []
     finally:
-        for future in pending:
-            future.cancel()
-        running = pending
-        while running and _may_finish(pool):  # those already running finish: their files are not registered
-            running = _wait(running)[1]
+        cancel_pending(pool, pending)
+        # Those already running finish (their files are not registered). A future the pool cancelled
+        # is done, though concurrent.futures.wait never reports it so.
+        running = {future for future in pending if not future.done()}
+        while running and _may_finish(pool):
+            running = {future for future in _wait(running)[1] if not future.done()}
         for future in pending:
             if future.done() and not future.cancelled() and future.exception() is None:
                 unclaimed.append(future.result())

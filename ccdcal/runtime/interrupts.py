@@ -70,6 +70,19 @@ def settle() -> None:
     if _keep and threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
+        forget_escaped_interrupt()
+
+
+def forget_escaped_interrupt() -> None:
+    """Keep the exit status the command chose (130, 143) after a Ctrl-C it caught.
+
+    CPython marks a :class:`KeyboardInterrupt` that escapes code compiled from a string — the methods
+    :mod:`dataclasses` and :mod:`typing` make with ``exec`` and ``eval``, run while modules import — and,
+    under ``python -m``, ends the process by SIGINT at exit when the mark is set, even when the
+    interrupt was caught further out (status −2 instead of 130). Each evaluation of a string clears the
+    mark first; evaluating a constant is the only way Python offers to clear it.
+    """
+    eval("None")  # a constant: clears the mark (see above)
 
 
 def received() -> int | None:

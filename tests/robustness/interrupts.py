@@ -48,6 +48,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+import ccdcal
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import Frame, HeaderCard
 from ccdcal.files.fitsio import TEMP_PREFIX
@@ -86,6 +87,10 @@ LIGHTS = 8
 SHAPE = (48, 64)
 #: What Python prints when a Ctrl-C lands while it imports its ``site`` module, before any of ccdcal's code.
 PYTHON_START_UP_FAILED = "Fatal Python error: init_import_site"
+#: A frame of a Python traceback: its file and function.
+_FRAME = re.compile(r'^\s*File "([^"]+)", line \d+, in (\S+)', re.MULTILINE)
+#: The package's folder: a frame in a file under it is ccdcal's code.
+_PACKAGE = Path(ccdcal.__file__).parent
 #: How a try ended (:attr:`Outcome.kind`); "start-up" and "at exit" pass when the rest holds.
 KINDS = {
     "interrupted": "the signal's exit status (130 or 143)",
@@ -630,6 +635,24 @@ def _measure_exit(process: subprocess.Popen[bytes], outcome: Outcome, sent: floa
         outcome.failures.append(f"exit took {outcome.seconds:.2f} s after the signal (bound {EXIT_BOUND} s)")
 
 
+def in_python_start_up(status: int | None, stderr: str) -> bool:
+    """Whether a command's exit is Python's own, for a Ctrl-C landing in its start-up before any of
+    ccdcal's code could handle it: in the ``site`` module and the ``.pth`` files it runs (exit 1), or in
+    ``runpy`` importing the package's ``__init__`` for ``python -m`` (SIGINT's default action, -2, with
+    Python's traceback). ``ccdcal.__main__`` handles one landing later."""
+    if stderr.startswith(PYTHON_START_UP_FAILED):
+        return True
+    if status not in (1, -signal.SIGINT) or stderr.rstrip().rpartition("\n")[2].strip(": ") != (
+        "KeyboardInterrupt"
+    ):
+        return False
+    frames = _FRAME.findall(stderr)
+    package_top = (str(_PACKAGE / "__init__.py"), "<module>")  # run by Python before ccdcal.__main__
+    return bool(frames) and all(
+        not Path(file).is_relative_to(_PACKAGE) or (file, name) == package_top for file, name in frames
+    )
+
+
 def _judge_exit(outcome: Outcome, signalled: bool) -> None:
     """The exit status and stderr: the signal's, or a finished command's."""
     if outcome.kind == "hang":
@@ -643,9 +666,7 @@ def _judge_exit(outcome: Outcome, signalled: bool) -> None:
         outcome.kind = "interrupted"
         if stderr != MESSAGE[case.signum]:
             outcome.failures.append(f"wrong message: {stderr[-300:]!r}")
-    elif signalled and (
-        (status == -case.signum and stderr == "") or stderr.startswith(PYTHON_START_UP_FAILED)
-    ):
+    elif signalled and ((status == -case.signum and stderr == "") or in_python_start_up(status, stderr)):
         outcome.kind = "default action"  # start-up or at exit, as what it left shows (_check_left)
     else:
         outcome.kind = "wrong exit"
@@ -673,12 +694,10 @@ def _check_left(outcome: Outcome, db: str, folder: Path, pid: int) -> None:
                 f"killed by {outcome.case.signal_name} (status {outcome.status}, no message) while its run "
                 "was running"
             )
-    if (
-        outcome.kind == "interrupted"
-        and not any(status == "interrupted" for _, status in left.runs)
-        and left.runs
-    ):
-        outcome.failures.append(f"no run marked interrupted: {left.runs}")
+    # Stopped, its runs end interrupted — or ok, when the signal landed after a run had ended (between
+    # the ingest and the process of `run`, or while the summary was printed).
+    if outcome.kind == "interrupted" and any(status not in ("interrupted", "ok") for _, status in left.runs):
+        outcome.failures.append(f"a run neither ok nor marked interrupted: {left.runs}")
     outcome.temporaries = len(temporaries_under(folder))
     try:
         assert_complete_files(folder / "masters", folder / "calibrated")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -192,3 +193,85 @@ def test_forked_workers_leave_signals_to_their_coordinator(handlers: None) -> No
     os.close(read)
     os.waitpid(pid, 0)
     assert seen == f"{signal.SIG_IGN}|{signal.SIG_DFL}"
+
+
+ESCAPED = """
+import sys
+try:
+    exec("raise KeyboardInterrupt")  # as a Ctrl-C landing in a dataclass's generated method
+except KeyboardInterrupt:
+    pass
+{forget}
+sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize(("forget", "status"), [(False, -signal.SIGINT), (True, 130)])
+def test_a_caught_interrupt_keeps_the_exit_status_the_command_chose(
+    tmp_path: Path, forget: bool, status: int
+) -> None:
+    """Under ``python -m``, CPython ends by SIGINT (status -2) after a Ctrl-C escaped code compiled from a
+    string, even though it was caught; forget_escaped_interrupt keeps the status chosen (130)."""
+    call = "from ccdcal.runtime.interrupts import forget_escaped_interrupt; forget_escaped_interrupt()"
+    (tmp_path / "escaped.py").write_text(ESCAPED.format(forget=call if forget else ""))
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])}
+    done = subprocess.run([sys.executable, "-m", "escaped"], env=env, cwd=tmp_path, check=False)
+    assert done.returncode == status
+
+
+MAIN_INTERRUPTED = """
+import sys
+import ccdcal.cli
+
+def interrupted_import(*args, **kwargs):
+    raise KeyboardInterrupt
+
+{how}
+sys.argv = ["ccdcal", "--version"]
+from ccdcal.__main__ import main
+main()
+"""
+
+
+#: How the import of the command line is interrupted: a Ctrl-C raised in it, or one raised in a weakref
+#: callback while it imports (Python prints it as "Exception ignored" and drops it).
+RAISED = """
+del sys.modules["ccdcal.cli"]
+import builtins
+real = builtins.__import__
+def imp(name, *args, **kwargs):
+    if name == "ccdcal.cli":
+        interrupted_import()
+    return real(name, *args, **kwargs)
+builtins.__import__ = imp
+"""
+DROPPED = """
+import builtins, weakref
+class Target:
+    pass
+target = Target()
+ref = weakref.ref(target, lambda r: interrupted_import())
+real = builtins.__import__
+def imp(name, *args, **kwargs):
+    global target
+    if name == "ccdcal.cli":
+        target = None
+    return real(name, *args, **kwargs)
+builtins.__import__ = imp
+"""
+
+
+@pytest.mark.parametrize("how", [RAISED, DROPPED], ids=["raised", "dropped"])
+def test_a_ctrl_c_while_the_command_line_loads_is_one_line_and_130(tmp_path: Path, how: str) -> None:
+    (tmp_path / "start.py").write_text(MAIN_INTERRUPTED.format(how=how))
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])}
+    done = subprocess.run(
+        [sys.executable, "-m", "start"], env=env, cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (
+        130,
+        "",
+        "Interrupted: what was finished is kept; run the same command again to resume.\n",
+    )
