@@ -391,24 +391,26 @@ class Catalog:
         ``ok``, or ``partial`` when :attr:`RunLog.partial` was set, ``interrupted`` on Ctrl-C, ``failed``
         on any other exception (which propagates).
         """
-        with self.session() as session:
-            row = Run(
-                command=command,
-                arguments=arguments or {},
-                started_at=utcnow(),
-                status="running",
-                host=socket.gethostname(),
-                user=_user(),
-                pid=os.getpid(),
-                **software_versions(),
-            )
-            session.add(row)
-            session.flush()
-            run_id = row.id
-        log = RunLog(run_id)
+        run_id: int | None = None
+        log: RunLog | None = None
         status = "failed"
         ended = False
-        try:
+        try:  # from the row's insert on: an interrupt held back during its commit is raised after it
+            with self.session() as session:
+                row = Run(
+                    command=command,
+                    arguments=arguments or {},
+                    started_at=utcnow(),
+                    status="running",
+                    host=socket.gethostname(),
+                    user=_user(),
+                    pid=os.getpid(),
+                    **software_versions(),
+                )
+                session.add(row)
+                session.flush()
+                run_id = row.id
+            log = RunLog(run_id)
             yield log
             status = "partial" if log.partial else "ok"
             ended = True
@@ -416,14 +418,15 @@ class Catalog:
             status = "interrupted"
             raise
         finally:
-            if self.gone is None:  # a catalog deleted meanwhile cannot record how the run ended
+            # run_id unset: stopped before the row was written. A row rolled back is not found below.
+            if run_id is not None and self.gone is None:  # a deleted catalog cannot record the end
                 try:
                     with self.session(patience=None if ended else STOPPING_PATIENCE) as session:
                         finished = session.get(Run, run_id)
                         if finished is not None:
                             finished.status = status
                             finished.finished_at = utcnow()
-                            finished.summary = dict(log.summary)
+                            finished.summary = dict(log.summary) if log is not None else {}
                 except (CatalogError, DatabaseError):
                     if ended:
                         raise

@@ -281,12 +281,13 @@ def _bulk_card_load(catalog: Catalog, files: int) -> Iterator[None]:
         yield
         return
     create = f"CREATE INDEX IF NOT EXISTS {KEYWORD_INDEX} ON header_cards (keyword)"
-    with catalog.session() as session:
-        bulk = files > BULK_LOAD_FILES
-        if bulk:
-            bulk = (session.scalar(select(func.count()).select_from(Frame)) or 0) < files
-        session.execute(text(f"DROP INDEX IF EXISTS {KEYWORD_INDEX}" if bulk else create))
-    try:
+    bulk = False
+    try:  # from the drop on: an interrupt held back during its commit is raised after it
+        with catalog.session() as session:
+            bulk = files > BULK_LOAD_FILES
+            if bulk:
+                bulk = (session.scalar(select(func.count()).select_from(Frame)) or 0) < files
+            session.execute(text(f"DROP INDEX IF EXISTS {KEYWORD_INDEX}" if bulk else create))
         yield
     finally:
         if bulk:

@@ -263,3 +263,31 @@ def test_opening_and_reading_runs_do_not_wait_for_a_writer(catalog: Catalog) -> 
             assert again.current_revision() == SCHEMA_HEAD
             assert again.committed(Run, again.runs()[0].id)
     assert time.monotonic() - began < 5
+
+
+def test_an_interrupt_held_back_by_the_run_rows_commit_marks_the_run_interrupted(catalog: Catalog) -> None:
+    """A Ctrl-C arriving while the new ``runs`` row commits is raised once it has committed: the run is
+    then ended as ``interrupted``, not left ``running``."""
+    import os
+    import signal
+
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from ccdcal.runtime.interrupts import handling_signals
+
+    sent: list[int] = []
+
+    def interrupt_once(session: Session) -> None:  # (a listener cannot remove itself while called)
+        if not sent:
+            sent.append(signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    event.listen(Session, "after_commit", interrupt_once)
+    try:
+        with handling_signals(), pytest.raises(KeyboardInterrupt), catalog.run("ingest"):
+            time.sleep(1.0)  # not reached: the interrupt is raised as the block starts
+    finally:
+        event.remove(Session, "after_commit", interrupt_once)
+    with catalog.reading() as session:
+        assert [(r.command, r.status) for r in session.scalars(select(Run))] == [("ingest", "interrupted")]
