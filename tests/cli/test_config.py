@@ -34,7 +34,8 @@ def written_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-# Each config error: (how the seed's example is changed, the message after "Error: {config}").
+# Each config error: (how the seed's example is changed: old, new text, pairs in turn; the message after
+# "Error: {config}").
 ERRORS = {
     "unknown section": (
         ("[MASTERS]", "[MASTER]"),
@@ -144,6 +145,16 @@ ERRORS = {
         ", line 18: dark_scale = yes cannot be used with no_bias = yes: a dark that still holds the bias "
         "cannot be scaled; set one of them to no",
     ),
+    "no_bias with the flats' dark_scale": (
+        (
+            "dark_scale = no\n\n[CALIBRATION]",
+            "dark_scale = yes\n\n[CALIBRATION]",
+            "no_bias = no",
+            "no_bias = yes",
+        ),
+        ", line 10: dark_scale = yes cannot be used with [CALIBRATION] no_bias = yes: the flats' dark then "
+        "still holds the bias, and such a dark cannot be scaled; set one of them to no",
+    ),
     "master_files elsewhere": (
         ("master_files = masters", "master_files = other"),
         ", line 15: master_files = other ({calib}/other) is not the folder of [MASTERS] master_output "
@@ -182,10 +193,13 @@ ERRORS = {
 
 @pytest.mark.parametrize("case", list(ERRORS))
 def test_config_errors_name_the_file_the_line_and_the_fix(runner: CliRunner, calib: Path, case: str) -> None:
-    (old, new), message = ERRORS[case]
-    assert old in SEED_CONFIG
+    changes, message = ERRORS[case]
+    text = SEED_CONFIG
+    for old, new in zip(changes[::2], changes[1::2], strict=True):  # (old, new) pairs, applied in turn
+        assert old in text
+        text = text.replace(old, new, 1)
     config = calib / "config.ini"
-    config.write_text(SEED_CONFIG.replace(old, new, 1))
+    config.write_text(text)
     project = calib.parent
     if case == "default raw_root missing":
         (project / "raw").rename(project / "frames")
