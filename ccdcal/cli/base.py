@@ -308,6 +308,14 @@ OverscanOption = Annotated[
 ]
 
 
+FlatDarkScaleOption = Annotated[
+    bool,
+    typer.Option(
+        "--flat-dark-scale",
+        help="Master flats: subtract the nearest dark (preferring a longer one) scaled to the flats' "
+        "exposure. Default: only a dark at their own exposure, else the bias alone.",
+    ),
+]
 MinFramesOption = Annotated[
     int, typer.Option("--min-frames", help=f"Smallest group combined ({limits.MIN_FRAMES.text}).")
 ]

@@ -10,6 +10,7 @@ import typer
 
 from ccdcal import limits
 from ccdcal.cli.base import (
+    FlatDarkScaleOption,
     MastersUncertaintyOption,
     MemLimitOption,
     MinFramesOption,
@@ -59,6 +60,7 @@ def masters(
     no_bias: Annotated[
         bool, typer.Option("--no-bias", help="Darks keep the bias (used at their own exposure only).")
     ] = False,
+    flat_dark_scale: FlatDarkScaleOption = False,
     temp_tolerance: Annotated[
         float,
         typer.Option(
@@ -121,6 +123,7 @@ def masters(
         params=ClipParams(sigma_lower=sigma, sigma_upper=sigma, maxiters=iterations, stdfunc=dispersion),
         mem_limit=byte_size(mem_limit),
         no_bias=no_bias,
+        flat_dark_scale=flat_dark_scale,
         rules=MatchRules(temp_tolerance=temp_tolerance),
         optional=StepOptions.parse(overscan=overscan, uncertainty=uncertainty),
         bpm=bpm,
@@ -161,6 +164,7 @@ def process(
             "--dark-scale/--no-dark-scale", help="Scale the dark of nearest exposure to the light's."
         ),
     ] = False,
+    flat_dark_scale: FlatDarkScaleOption = False,
     no_bias: Annotated[
         bool, typer.Option("--no-bias", help="Darks keep the bias (used at their own exposure only).")
     ] = False,
@@ -261,6 +265,7 @@ def process(
         output_dir=output_dir,
         rules=MatchRules(temp_tolerance, exptime_tolerance, dark_scale),
         no_bias=no_bias,
+        flat_dark_scale=flat_dark_scale,
         no_dark=no_dark,
         no_flat=no_flat,
         allow_missing=tuple(k.lower() for k in allow_missing or ()),

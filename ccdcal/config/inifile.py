@@ -60,8 +60,9 @@ build_dark = yes
 # Build master flats (one per filter). no: use the catalog's current ones; lights are calibrated
 # without a flat when none matches.
 build_flat = yes
-# Flats: the dark subtracted from them may have another exposure, scaled to theirs. Recorded, but
-# ccdcal currently always allows it, preferring a dark at the flats' own exposure (see the README).
+# Flats: subtract the nearest dark (preferring a longer one) scaled to the flats' exposure, as
+# --flat-dark-scale does. no: only a dark at the flats' own exposure, else the bias alone. Not with
+# no_bias = yes.
 dark_scale = no
 # (ccdcal) Smallest group of raw frames combined into a master.
 min_frames = 3

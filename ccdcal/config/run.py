@@ -132,6 +132,7 @@ class SeedConfig:
             output_dir=self.output_dir,
             rules=MatchRules(self.temp_tolerance, self.exptime_tolerance, self.dark_scale),
             no_bias=self.no_bias,
+            flat_dark_scale=self.masters_dark_scale,  # recorded: `status` plans the masters as the run did
             allow_missing=tuple(kind for kind in ("bias", "dark", "flat") if kind not in self.build),
             flat_min=self.flat_min,
             jobs=self.jobs,
@@ -171,7 +172,8 @@ def load_config(path: str | os.PathLike[str]) -> SeedConfig:
         With one line naming the file, the line and the fix: no such file; a syntax error; an unknown
         section or option; a value that is not a yes/no, a number, a size, a frame type; a folder to read
         that does not exist; a folder written inside a folder catalogued as raw frames;
-        ``[CALIBRATION] no_bias`` with ``dark_scale``; ``master_files`` not the folder of ``master_output``.
+        ``[CALIBRATION] no_bias`` with either ``dark_scale``; ``master_files`` not the folder of
+        ``master_output``.
     """
     shown = os.fspath(path)
     source = Path(path).expanduser()
@@ -220,6 +222,12 @@ def _cross_check(config: SeedConfig, given: dict[str, str], where: Callable[[str
         raise ConfigError(
             f"{where('CALIBRATION', 'dark_scale')}: dark_scale = yes cannot be used with no_bias = yes: "
             "a dark that still holds the bias cannot be scaled; set one of them to no"
+        )
+    if config.no_bias and config.masters_dark_scale:
+        raise ConfigError(
+            f"{where('MASTERS', 'dark_scale')}: dark_scale = yes cannot be used with [CALIBRATION] "
+            "no_bias = yes: the flats' dark then still holds the bias, and such a dark cannot be scaled; "
+            "set one of them to no"
         )
     if config.master_files != config.master_output:
         raise ConfigError(

@@ -2,7 +2,8 @@
 
 Raw files are only ever opened for reading. Every output is written to a temporary file in the target
 folder, flushed to disk, then renamed over the final name, so a crash never leaves a half file under a
-final name; each output carries CHECKSUM/DATASUM cards.
+final name; each output carries CHECKSUM/DATASUM cards, their comments fixed: the same HDUs make the same
+bytes.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def write_atomic(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as handle:
-            hdul.writeto(handle, checksum=True)
+            _stamp_checksums(hdul)
+            hdul.writeto(handle, checksum=False)  # the cards just set are kept as they are
             handle.flush()
             os.fsync(handle.fileno())
         digest = sha256_file(temporary)
@@ -133,6 +135,16 @@ def write_atomic(
     finally:
         temporary.unlink(missing_ok=True)
     return digest
+
+
+def _stamp_checksums(hdul: fits.HDUList) -> None:
+    """Set the DATASUM and CHECKSUM cards of every HDU, with fixed comments, as the calibrated lights' writer
+    does (:mod:`ccdcal.files.calibrated`): astropy's own comments hold the time of writing, so the same
+    pixels and cards would make other bytes, and another sha256, at every write."""
+    hdul.update_extend()  # as writeto does, before the primary header is summed
+    for hdu in hdul:
+        hdu.add_datasum(when="data unit checksum")
+        hdu.add_checksum(when="HDU checksum", override_datasum=True)
 
 
 #: How the message of an output that could not be written begins (a light failed so is tried again).

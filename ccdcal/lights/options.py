@@ -19,7 +19,7 @@ from ccdcal.kernels.light import FLAT_MIN
 from ccdcal.kernels.options import StepOptions
 from ccdcal.lights.matching import MatchOptions
 from ccdcal.lights.steps import ROLES, MasterInfo
-from ccdcal.masters.groups import MasterOptions, check_folder_text
+from ccdcal.masters.groups import FLAT_DARK_SCALE_NO_BIAS, MasterOptions, check_folder_text
 from ccdcal.masters.optional import preparation_mismatch
 from ccdcal.runtime.cluster import check_address
 
@@ -36,6 +36,9 @@ class ProcessOptions:
         ``--temp-tolerance``, ``--exptime-tolerance``, ``--dark-scale``.
     no_bias : bool
         Darks keep the bias (built ``_withbias``); lights use them at their own exposure, no bias step.
+    flat_dark_scale : bool
+        ``--flat-dark-scale``: the master flats' dark is the nearest one scaled to the flats' exposure
+        (:attr:`~ccdcal.masters.groups.MasterOptions.flat_dark_scale`); the lights' is ``rules``.
     no_dark, no_flat : bool
         Skip the step on purpose.
     allow_missing : tuple of str
@@ -74,6 +77,7 @@ class ProcessOptions:
     output_dir: Path = Path("calibrated")
     rules: MatchRules = field(default_factory=MatchRules)
     no_bias: bool = False
+    flat_dark_scale: bool = False
     no_dark: bool = False
     no_flat: bool = False
     allow_missing: tuple[str, ...] = ()
@@ -160,7 +164,16 @@ class ProcessOptions:
 
 #: The fields of :class:`ProcessOptions` the master build takes (:meth:`ProcessOptions.master_options`); the
 #: others act on lights only and never version a master.
-MASTER_FIELDS = ("masters_dir", "min_frames", "mem_limit", "no_bias", "rules", "optional", "scheduler")
+MASTER_FIELDS = (
+    "masters_dir",
+    "min_frames",
+    "mem_limit",
+    "no_bias",
+    "flat_dark_scale",
+    "rules",
+    "optional",
+    "scheduler",
+)
 
 
 class ProcessArguments(TypedDict, total=False):
@@ -173,6 +186,7 @@ class ProcessArguments(TypedDict, total=False):
     exptime_tolerance: float
     dark_scale: bool
     no_bias: bool
+    flat_dark_scale: bool
     no_dark: bool
     no_flat: bool
     allow_missing: list[str]
@@ -207,6 +221,7 @@ _ARGUMENT_TYPES: dict[str, tuple[type, ...]] = {
         (
             "dark_scale",
             "no_bias",
+            "flat_dark_scale",
             "no_dark",
             "no_flat",
             "redo",
@@ -251,6 +266,8 @@ def check_options(options: ProcessOptions) -> None:
             "--dark-scale cannot be used with --no-bias: a dark that contains the bias cannot be scaled "
             "(the bias would be scaled with it)"
         )
+    if options.no_bias and options.flat_dark_scale:
+        raise UsageError(FLAT_DARK_SCALE_NO_BIAS)
     for role, skipped in (("bias", options.no_bias), ("dark", options.no_dark), ("flat", options.no_flat)):
         if skipped and options.pinned(role) is not None:
             raise UsageError(f"--{role} and --no-{role} cannot be used together")

@@ -110,6 +110,7 @@ def build_masters(
         "params": options.params.as_dict(),
         "mem_limit": options.mem_limit,
         "no_bias": options.no_bias,
+        "flat_dark_scale": options.flat_dark_scale,
         "temp_tolerance": options.rules.temp_tolerance,
         "overscan": options.optional.overscan.text,
         "uncertainty": options.optional.uncertainty,

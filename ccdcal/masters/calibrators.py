@@ -2,8 +2,9 @@
 
 :func:`plan_group` chooses, with :func:`~ccdcal.catalog.selection.select_master`'s rules, the master bias
 for darks (unless ``no_bias``, or the camera set-up has no bias frames: the dark then keeps the bias,
-``_withbias``), and the master bias and a dark for flats (the nearest bias-subtracted dark scaled to each
-flat's exposure, else a bias-including dark at the flats' own exposure, which replaces the bias); then
+``_withbias``), and the master bias and a dark for flats (a bias-subtracted dark at the flats' own
+exposure, or with ``flat_dark_scale`` the nearest one scaled to each flat's exposure; else a
+bias-including dark at the flats' own exposure, which replaces the bias; else the bias alone); then
 :func:`master_identity` hashes everything that makes the master's pixels what they are (see docs/design.md,
 Catalog, ``identity``), and :func:`master_identities` adds the identities an earlier ccdcal gave a master
 of the same pixels.
@@ -77,34 +78,32 @@ def _setup_has_bias(session: Session, keys: dict[str, Any]) -> bool:
 
 
 def _choose_flat_dark(session: Session, plan: GroupPlan, rules: MatchRules, *, scale: bool) -> None:
-    """The dark subtracted from a group of flats, and its scale for each flat.
+    """The dark subtracted from a group of flats, and its scale for each flat (docs/design.md, Science).
 
-    With a master bias: the nearest bias-subtracted dark, preferring one at least as long as the longest
-    flat, scaled to each flat's exposure (with ``scale`` False: only a bias-subtracted dark at the flats'
-    own exposure, unscaled). Otherwise (or when there is none) a dark that still holds the bias, at the
-    flats' own exposure, unscaled: it replaces the bias. No dark when a flat's exposure is unknown or
-    when nothing matches (the flats are then only bias-subtracted).
+    With a master bias: a bias-subtracted dark at the flats' own exposure (a dark flat), unscaled; with
+    ``scale`` (``--flat-dark-scale``, ``[MASTERS] dark_scale = yes``) the nearest bias-subtracted dark
+    instead, preferring one at least as long as the longest flat, scaled to each flat's exposure. Failing
+    that (or without a master bias), a dark that still holds the bias at the flats' own exposure,
+    unscaled: it replaces the bias. No dark when nothing matches (the flats are only bias-subtracted),
+    when a flat's exposure is unknown or zero, and without ``scale`` when the group's flats have several
+    exposures (no one dark is at their own exposure; each would need its own dark).
     """
     exposures = [f["exptime"] for f in plan.frames]
     if any(t is None or t <= 0 for t in exposures):
         return
     exact = replace(rules, dark_scale=False)
-    if plan.bias is not None:
-        longest = max(exposures)
-        if scale:
-            dark = select_master(
-                session, "dark", {**plan.target, "exptime": longest}, replace(rules, dark_scale=True)
-            )
-        elif len(set(exposures)) == 1:
-            dark = select_master(session, "dark", {**plan.target, "exptime": longest}, exact)
-        else:
-            dark = None
-        if dark is not None and dark.exptime and not dark.includes_bias:
+    one_exposure = len(set(exposures)) == 1
+    if plan.bias is not None and (scale or one_exposure):
+        target = {**plan.target, "exptime": max(exposures)}
+        chosen = replace(rules, dark_scale=True) if scale else exact
+        dark = select_master(session, "dark", target, chosen, exclude_with_bias=True)
+        if dark is not None and dark.exptime:
             plan.dark, plan.dark_scales = dark, [dark_scale(t, dark.exptime) for t in exposures]
             return
-    if len(set(exposures)) == 1:
-        dark = select_master(session, "dark", {**plan.target, "exptime": exposures[0]}, exact)
-        if dark is not None and dark.includes_bias:
+    if one_exposure:
+        target = {**plan.target, "exptime": exposures[0]}
+        dark = select_master(session, "dark", target, exact, only_with_bias=True)
+        if dark is not None:
             plan.bias, plan.dark, plan.dark_scales = None, dark, [1.0] * len(exposures)
 
 

@@ -288,9 +288,11 @@ class MasterOptions:
     mem_limit: int = 2 << 30
     no_bias: bool = False
     rules: MatchRules = field(default_factory=MatchRules)
-    #: Subtract from flats a dark of another exposure, scaled to theirs (seed ``[MASTERS] dark_scale``);
-    #: when False only a dark at the flats' own exposure is subtracted.
-    flat_dark_scale: bool = True
+    #: ``--flat-dark-scale`` (seed ``[MASTERS] dark_scale``): subtract from flats the nearest
+    #: bias-subtracted dark, scaled to each flat's exposure. When False (the default on every route) only
+    #: a dark at the flats' own exposure is subtracted, else the bias alone
+    #: (:func:`~ccdcal.masters.calibrators.plan_group`).
+    flat_dark_scale: bool = False
     #: ``--overscan`` (:mod:`ccdcal.masters.optional`), and ``--uncertainty``: a current master without
     #: an UNCERT extension (built by an earlier ccdcal) is built again with one. ``ccdcal process`` passes
     #: :meth:`~ccdcal.kernels.options.StepOptions.for_masters`: its lights' options never version a master.
@@ -305,11 +307,20 @@ class MasterOptions:
         MEM_LIMIT.check(self.mem_limit)
 
 
+#: Why ``--flat-dark-scale`` is refused with ``--no-bias`` (as ``--dark-scale`` is).
+FLAT_DARK_SCALE_NO_BIAS = (
+    "--flat-dark-scale cannot be used with --no-bias: the flats' dark then contains the bias, and a dark "
+    "that contains the bias cannot be scaled (the bias would be scaled with it)"
+)
+
+
 def check_options(options: MasterOptions) -> None:
     """Raise :class:`UsageError` naming the option when ``options`` cannot be used."""
     for kind in options.kinds:
         if kind not in MASTER_ORDER:
             raise UsageError(f"--kind {kind!r}: use one of {', '.join(MASTER_ORDER)}")
+    if options.no_bias and options.flat_dark_scale:
+        raise UsageError(FLAT_DARK_SCALE_NO_BIAS)
     if options.scheduler is not None:
         check_address(options.scheduler)
     check_folder_text("--masters-dir", options.masters_dir)

@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+from astropy.io import fits
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import Frame, Master
+from ccdcal.catalog.models import Frame, Master, MasterCalibrator
 from ccdcal.cli import app
 from ccdcal.files.ownership import MARKER
 
@@ -206,6 +207,11 @@ def test_process_json(runner: CliRunner, tmp_path: Path, db: str, night: Path) -
             "Error: --dark-scale cannot be used with --no-bias: a dark that contains the bias cannot be "
             "scaled (the bias would be scaled with it)\n",
         ),
+        (
+            ["--no-bias", "--flat-dark-scale"],
+            "Error: --flat-dark-scale cannot be used with --no-bias: the flats' dark then contains the bias, "
+            "and a dark that contains the bias cannot be scaled (the bias would be scaled with it)\n",
+        ),
         (["--flat-min", "-1"], "Error: --flat-min -1 is out of range: use 0 < x < 1\n"),
         (["--no-flat", "--flat", "x.fits"], "Error: --flat and --no-flat cannot be used together\n"),
     ],
@@ -269,3 +275,83 @@ def test_status_shows_the_pending_work(runner: CliRunner, tmp_path: Path, db: st
     )
     data = json.loads(runner.invoke(app, ["--db", db, "status", "--json"]).stdout)
     assert data["pending"]["masters_to_build"] == MASTERS
+
+
+# -- the dark of the master flats -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["masters", "process"])
+def test_help_lists_flat_dark_scale(runner: CliRunner, command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--flat-dark-scale" in result.stdout
+    assert "--no-flat-dark-scale" not in result.stdout
+
+
+def flat_calibrators(db: str, name: str) -> dict[str, tuple[str, float | None]]:
+    """role -> (master file name, scale) of the current master flat whose file name contains ``name``."""
+    with Catalog(db) as catalog, catalog.session() as session:
+        (flat,) = session.scalars(
+            select(Master).where(
+                Master.kind == "flat", Master.status == "current", Master.path.contains(name)
+            )
+        )
+        rows = session.scalars(select(MasterCalibrator).where(MasterCalibrator.master_id == flat.id))
+        return {r.role: (Path(session.get(Master, r.calibrator_id).path).name, r.scale) for r in rows}
+
+
+def test_masters_flats_take_a_dark_at_their_exposure_else_bias_only_unless_flat_dark_scale(
+    runner: CliRunner, tmp_path: Path, db: str, night: Path
+) -> None:
+    # The R flats are of 2 s, the Ha flats of 5 s; darks of 2, 5, 60 and 300 s.
+    masters_dir = ["--db", db, "masters", "--masters-dir", str(tmp_path / "m")]
+    built = runner.invoke(app, masters_dir)
+    assert built.exit_code == 0, built.output
+    bias = ("master_bias_b2x2_g120_sNA_C-10.fits", None)
+    assert flat_calibrators(db, "_R.fits") == {
+        "bias": bias,
+        "dark": ("master_dark_b2x2_g120_2s_C-10.fits", 1.0),
+    }
+    assert flat_calibrators(db, "_Ha.fits") == {
+        "bias": bias,
+        "dark": ("master_dark_b2x2_g120_5s_C-10.fits", 1.0),
+    }
+
+    with Catalog(db) as catalog, catalog.session() as session:  # no 2 s dark any more
+        session.execute(update(Frame).where(Frame.path.like("%Dark_2s_%")).values(is_bad=True))
+    default = runner.invoke(app, masters_dir)
+    assert default.exit_code == 0, default.output
+    assert default.stdout.splitlines() == [
+        "Masters (run 3): 1 built, 5 already current, 0 skipped",
+        f"  built {tmp_path / 'm' / 'master_flat_b2x2_g120_sNA_C-10_R_v2.fits'} (3 frames)",
+    ]
+    assert flat_calibrators(db, "_R_v2.fits") == {"bias": bias}  # the 5 s dark is not scaled to 2 s
+    header = fits.getheader(tmp_path / "m" / "master_flat_b2x2_g120_sNA_C-10_R_v2.fits")
+    assert "DARKCOR" not in header
+    assert "DARKSCAL" not in header
+
+    scaled = runner.invoke(app, [*masters_dir, "--flat-dark-scale"])
+    assert scaled.exit_code == 0, scaled.output
+    assert scaled.stdout.splitlines() == [
+        "Masters (run 4): 1 built, 5 already current, 0 skipped",
+        f"  built {tmp_path / 'm' / 'master_flat_b2x2_g120_sNA_C-10_R_v3.fits'} (3 frames)",
+    ]
+    assert flat_calibrators(db, "_R_v3.fits") == {
+        "bias": bias,
+        "dark": ("master_dark_b2x2_g120_5s_C-10.fits", pytest.approx(0.4)),
+    }
+    header = fits.getheader(tmp_path / "m" / "master_flat_b2x2_g120_sNA_C-10_R_v3.fits")
+    assert (header["DARKCOR"], header["DARKSCAL"]) == ("master_dark_b2x2_g120_5s_C-10.fits", 0.4)
+    # the Ha flats have their 5 s dark: the option changes nothing for them
+    assert flat_calibrators(db, "_Ha.fits") == {
+        "bias": bias,
+        "dark": ("master_dark_b2x2_g120_5s_C-10.fits", 1.0),
+    }
+
+    again = runner.invoke(app, masters_dir)  # back to the default: the bias-only flat is current again
+    assert again.exit_code == 0, again.output
+    assert (
+        again.stdout.splitlines()[0]
+        == "Masters (run 5): 0 built, 1 made current again, 5 already current, 0 skipped"
+    )
+    assert flat_calibrators(db, "_R_v2.fits") == {"bias": bias}

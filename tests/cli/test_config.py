@@ -7,10 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from astropy.io import fits
 from typer.testing import CliRunner
 
 from ccdcal.cli import app
 from ccdcal.config.inifile import DEFAULT_CONFIG
+from ccdcal.config.run import load_config
 from ccdcal.files.ownership import MARKER
 from ccdcal.simulate import simulate_night
 from tests.config.test_run import SEED_CONFIG, edit
@@ -34,7 +36,8 @@ def written_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-# Each config error: (how the seed's example is changed, the message after "Error: {config}").
+# Each config error: (how the seed's example is changed: old, new text, pairs in turn; the message after
+# "Error: {config}").
 ERRORS = {
     "unknown section": (
         ("[MASTERS]", "[MASTER]"),
@@ -144,6 +147,16 @@ ERRORS = {
         ", line 18: dark_scale = yes cannot be used with no_bias = yes: a dark that still holds the bias "
         "cannot be scaled; set one of them to no",
     ),
+    "no_bias with the flats' dark_scale": (
+        (
+            "dark_scale = no\n\n[CALIBRATION]",
+            "dark_scale = yes\n\n[CALIBRATION]",
+            "no_bias = no",
+            "no_bias = yes",
+        ),
+        ", line 10: dark_scale = yes cannot be used with [CALIBRATION] no_bias = yes: the flats' dark then "
+        "still holds the bias, and such a dark cannot be scaled; set one of them to no",
+    ),
     "master_files elsewhere": (
         ("master_files = masters", "master_files = other"),
         ", line 15: master_files = other ({calib}/other) is not the folder of [MASTERS] master_output "
@@ -182,10 +195,13 @@ ERRORS = {
 
 @pytest.mark.parametrize("case", list(ERRORS))
 def test_config_errors_name_the_file_the_line_and_the_fix(runner: CliRunner, calib: Path, case: str) -> None:
-    (old, new), message = ERRORS[case]
-    assert old in SEED_CONFIG
+    changes, message = ERRORS[case]
+    text = SEED_CONFIG
+    for old, new in zip(changes[::2], changes[1::2], strict=True):  # (old, new) pairs, applied in turn
+        assert old in text
+        text = text.replace(old, new, 1)
     config = calib / "config.ini"
-    config.write_text(SEED_CONFIG.replace(old, new, 1))
+    config.write_text(text)
     project = calib.parent
     if case == "default raw_root missing":
         (project / "raw").rename(project / "frames")
@@ -322,3 +338,60 @@ def test_write_config_parses_back_and_runs(runner: CliRunner, calib: Path, night
         2,
         f"Error: {calib / 'no' / 'c.ini'}: folder {calib / 'no'} does not exist; create it first\n",
     )
+
+
+# -- one default per choice: the same master flats by every route ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config_value", "process_options"),
+    [(None, []), ("yes", ["--flat-dark-scale"])],
+    ids=["defaults", "scaled"],
+)
+def test_run_and_process_build_byte_identical_masters(
+    runner: CliRunner, tmp_path: Path, config_value: str | None, process_options: list[str]
+) -> None:
+    """``ccdcal run`` with the generated config.ini and ``ccdcal ingest`` + ``ccdcal process``, on two
+    copies of one raw night, write the same master files byte for byte: the same names, the same pixels
+    and the same header cards (none of them names a folder, a time of writing or a run). The night has no
+    dark at the R flats' exposure (2 s), so that the dark of those flats depends on the routes' defaults:
+    by default neither subtracts one (bias only); with the option both scale the 5 s dark."""
+    night = tmp_path / "night"
+    simulate_night(night, seed=6, shape=(48, 64), n_bias=3, n_dark=3, n_flat=3, n_light=2)
+    for dark in (night / "DARK").glob("Dark_2s_*.fits"):
+        dark.unlink()
+    env = {"CCDCAL_DB": ""}
+
+    by_run = tmp_path / "by-run"
+    shutil.copytree(night, by_run / "raw")
+    (by_run / "calib_dir").mkdir()
+    config = by_run / "calib_dir" / "config.ini"
+    assert runner.invoke(app, ["run", "--write-config", str(config)], env=env).exit_code == 0
+    if config_value is not None:
+        config.write_text(
+            config.read_text().replace("\ndark_scale = no\n", f"\ndark_scale = {config_value}\n", 1)
+        )
+        assert load_config(config).masters_dark_scale  # the first dark_scale is [MASTERS]'
+    ran = runner.invoke(app, ["run", str(config)], env=env)
+    assert (ran.exit_code, ran.stderr) == (0, ""), ran.output
+
+    by_process = tmp_path / "by-process"
+    shutil.copytree(night, by_process / "raw")
+    db = ["--db", str(by_process / "ccdcal.db")]
+    ingested = runner.invoke(app, [*db, "ingest", str(by_process / "raw")], env=env)
+    assert ingested.exit_code == 0, ingested.output
+    folders = ["--masters-dir", str(by_process / "masters"), "--output-dir", str(by_process / "calibrated")]
+    processed = runner.invoke(app, [*db, "process", *folders, *process_options], env=env)
+    assert (processed.exit_code, processed.stderr) == (0, ""), processed.output
+
+    run_masters = sorted((by_run / "calib_dir" / "masters").glob("master_*.fits"))
+    process_masters = sorted((by_process / "masters").glob("master_*.fits"))
+    assert [p.name for p in run_masters] == [p.name for p in process_masters]
+    assert "master_flat_b2x2_g120_sNA_C-10_R.fits" in {p.name for p in run_masters}
+    for ours, theirs in zip(run_masters, process_masters, strict=True):
+        assert ours.read_bytes() == theirs.read_bytes(), ours.name
+    r_flat = fits.getheader(by_run / "calib_dir" / "masters" / "master_flat_b2x2_g120_sNA_C-10_R.fits")
+    if config_value is None:
+        assert "DARKCOR" not in r_flat  # no dark at 2 s: bias only
+    else:
+        assert (r_flat["DARKCOR"], r_flat["DARKSCAL"]) == ("master_dark_b2x2_g120_5s_C-10.fits", 0.4)

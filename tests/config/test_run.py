@@ -28,6 +28,7 @@ from ccdcal.config.run import RunResult, SeedConfig, load_config, run_config, wr
 from ccdcal.errors import ConfigError, FolderOwnerError
 from ccdcal.files.naming import calibrated_name, master_name
 from ccdcal.files.ownership import MARKER
+from ccdcal.lights.pipeline import pending_work
 from ccdcal.simulate import simulate_night
 from tests.conftest import ROOT, fitsverify_counts
 
@@ -286,6 +287,11 @@ def test_masters_dark_scale_decides_the_dark_of_the_flats(tmp_path: Path, master
             "bias": ("master_bias_b2x2_g120_sNA_C-10.fits", None),
             "dark": ("master_dark_b2x2_g120_5s_C-10.fits", pytest.approx(0.4)),
         }
+    # recorded with the run, so that `ccdcal status` plans the masters as the run built them: nothing to do
+    with Catalog(config.parent / "ccdcal.db") as catalog:
+        (run,) = [r for r in catalog.runs() if r.command == "run"]
+        assert run.arguments["flat_dark_scale"] is (masters_dark_scale == "yes")
+        assert pending_work(catalog)["masters_to_build"] == []
 
 
 def test_no_bias_skips_the_bias_and_uses_bias_including_darks(tmp_path: Path) -> None:

@@ -43,6 +43,29 @@ def test_write_atomic_leaves_no_temporary_and_returns_the_files_sha256(tmp_path:
         np.testing.assert_array_equal(opened[0].data, np.full((4, 5), 2.5, np.float32))
 
 
+def test_write_atomic_writes_the_same_bytes_for_the_same_hdus(tmp_path: Path) -> None:
+    """The CHECKSUM and DATASUM comments hold no time of writing: a master made again from the same
+    inputs is the same file (the sha256 recorded in the HISTORY of the masters built on it included)."""
+
+    def extended() -> fits.HDUList:
+        header = fits.Header([("IMAGETYP", "MASTER FLAT")])
+        mask = fits.ImageHDU(np.eye(4, 5, dtype=np.uint8), name="MASK")
+        return fits.HDUList([fits.PrimaryHDU(np.full((4, 5), 0.5, np.float32), header), mask])
+
+    first, second = tmp_path / "a.fits", tmp_path / "b.fits"
+    write_atomic(first, extended())
+    write_atomic(second, extended())
+    assert first.read_bytes() == second.read_bytes()
+    with fits.open(first, checksum=True) as opened:  # a wrong sum would warn, an error here
+        for hdu in opened:
+            assert (hdu.header.comments["CHECKSUM"], hdu.header.comments["DATASUM"]) == (
+                "HDU checksum",
+                "data unit checksum",
+            )
+        assert opened[0].header["EXTEND"] is True
+    assert fitsverify_counts(first) == (0, 0)
+
+
 def test_write_atomic_replaces_by_default(tmp_path: Path) -> None:
     path = tmp_path / "m.fits"
     write_atomic(path, hdul(1.0))

@@ -345,12 +345,90 @@ def test_the_readers_of_a_masters_level_and_overscan_level() -> None:
     assert recorded_level({"level": {"mean": True, "error": 0.1}}) is None
 
 
-def test_flats_take_the_nearest_longer_dark_scaled_to_their_exposure(
+def flat_dark_history(path: str | Path) -> list[str]:
+    """The HISTORY lines of a master flat that name its dark (none when it took none)."""
+    return [str(line) for line in fits.getheader(path)["HISTORY"] if str(line).startswith("dark ")]
+
+
+def test_flats_take_the_dark_at_their_own_exposure_unscaled_by_default(
+    catalog: Catalog, build: Build
+) -> None:
+    build()
+    for filter_name, exposure in (("R", "_2s_"), ("Ha", "_5s_")):
+        flat, dark = current(catalog, f"_{filter_name}.fits"), current(catalog, exposure)
+        assert calibrators(catalog, flat.id) == {
+            "bias": (current(catalog, "bias").id, None),
+            "dark": (dark.id, 1.0),
+        }
+        header = fits.getheader(flat.path)
+        assert (header["DARKCOR"], header["DARKSCAL"]) == (Path(dark.path).name, 1.0)
+        assert flat.parameters["dark_scales"] == [1.0] * flat.n_inputs
+
+
+def test_flats_without_a_dark_at_their_exposure_are_only_bias_subtracted_by_default(
     catalog: Catalog, build: Build, night: SimulatedNight
 ) -> None:
     ingest(catalog, [night.root])
     set_frames(catalog, "Dark_2s_", is_bad=True, bad_reason="test")  # no 2 s dark for the R flats
     summary = build()
+    assert len(summary.of("built")) == 6
+    flat, bias = current(catalog, "_R.fits"), current(catalog, "bias")
+    assert calibrators(catalog, flat.id) == {"bias": (bias.id, None)}  # the 5 s dark is not scaled
+    header = fits.getheader(flat.path)
+    assert "DARKCOR" not in header
+    assert "DARKSCAL" not in header
+    assert header["BIASCOR"] == Path(bias.path).name
+    assert flat_dark_history(flat.path) == []
+    assert flat.parameters["dark_scales"] == []
+    master_bias = ccd(bias.path)
+    normalised = []
+    for path in (p for p in night.files["flat"] if "_R_" in p.name):
+        frame = ccdproc.subtract_bias(ccd(path), master_bias)
+        normalised.append(frame.data / np.median(frame.data))
+    combined = clipped_median(normalised)
+    assert relative_difference(fits.getdata(flat.path), combined / np.median(combined)) < 1e-5
+    # the Ha flats (5 s) still take the 5 s dark, unscaled
+    assert calibrators(catalog, current(catalog, "_Ha.fits").id)["dark"] == (
+        current(catalog, "_5s_").id,
+        1.0,
+    )
+
+
+def test_flats_of_several_exposures_take_no_dark_unless_scaled(
+    catalog: Catalog, build: Build, night: SimulatedNight
+) -> None:
+    ingest(catalog, [night.root])
+    set_frames(catalog, "Flat_R_001", exptime=3.0)  # R flats at 2 s and 3 s: no one dark is at theirs
+    build()
+    flat, bias = current(catalog, "_R.fits"), current(catalog, "bias")
+    assert calibrators(catalog, flat.id) == {"bias": (bias.id, None)}
+    assert flat_dark_history(flat.path) == []
+
+    scaled = build(flat_dark_scale=True)  # the nearest dark at least as long as 3 s, scaled to each flat
+    assert {Path(r.path).name for r in scaled.of("built")} == {"master_flat_b2x2_g120_sNA_C-10_R_v2.fits"}
+    flat, dark5 = current(catalog, "_R.fits"), current(catalog, "_5s_")
+    assert calibrators(catalog, flat.id) == {"bias": (bias.id, None), "dark": (dark5.id, None)}
+    assert sorted(flat.parameters["dark_scales"]) == pytest.approx([0.4, 0.4, 0.4, 0.4, 0.6])
+    header = fits.getheader(flat.path)
+    assert header["DARKCOR"] == Path(dark5.path).name
+    assert "DARKSCAL" not in header  # one scale per flat
+    history = flat_dark_history(flat.path)
+    assert history[0].startswith(f"dark subtracted: {Path(dark5.path).name} sha256 ")
+    assert history[1:] == ["dark scaled by t_flat / t_dark = 0.4, 0.6"]
+
+
+def test_flat_dark_scale_with_no_bias_is_refused(catalog: Catalog, build: Build) -> None:
+    with pytest.raises(UsageError, match=r"^--flat-dark-scale cannot be used with --no-bias: "):
+        build(no_bias=True, flat_dark_scale=True)
+    assert masters(catalog) == []
+
+
+def test_flats_take_the_nearest_longer_dark_scaled_to_their_exposure(
+    catalog: Catalog, build: Build, night: SimulatedNight
+) -> None:
+    ingest(catalog, [night.root])
+    set_frames(catalog, "Dark_2s_", is_bad=True, bad_reason="test")  # no 2 s dark for the R flats
+    summary = build(flat_dark_scale=True)
     assert len(summary.of("built")) == 6
     flat, dark5 = current(catalog, "_R.fits"), current(catalog, "_5s_")
     assert calibrators(catalog, flat.id)["dark"] == (dark5.id, pytest.approx(0.4))
