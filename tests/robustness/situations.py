@@ -83,6 +83,43 @@ SITUATIONS: tuple[Situation, ...] = (
         "tests/runtime/test_interrupts.py::test_waiting_for_the_write_lock_stops_on_sigterm_within_moments",
     ),
     Situation(
+        "interrupt-at-start-up",
+        "Ctrl-C in the first milliseconds, while the command line loads; one Python drops in a weakref "
+        'callback of the import system ("Exception ignored")',
+        "`Interrupted: ...`, exit 130 (before: exit -2 after the line, CPython's mark of an interrupt that "
+        "escaped `exec`'d code; or the command went on); before any of ccdcal's code runs (Python's `site`, "
+        "`runpy`), Python's own exit, nothing written",
+        "tests/runtime/test_interrupts.py::test_a_ctrl_c_while_the_command_line_loads_is_one_line_and_130",
+    ),
+    Situation(
+        "interrupt-while-a-worker-starts",
+        "Ctrl-C while a process pool starts a worker (ingest's fork server, process's forked workers)",
+        "the submit ends, then the interrupt: no unregistered worker left to print `FileNotFoundError` "
+        "(removed semaphores) after the last line, or to wait for ever",
+        "tests/runtime/test_pools.py::test_a_ctrl_c_during_a_submit_is_raised_once_it_is_done",
+    ),
+    Situation(
+        "sigterm-kills-the-workers",
+        "SIGTERM to the process group kills the workers as the coordinator cancels their work",
+        "the pool's own thread cancels (Python 3.11 printed `InvalidStateError` from that thread and could "
+        "leave futures unsettled: a hang)",
+        "tests/runtime/test_pools.py::test_cancelling_while_the_workers_are_killed_settles_every_future_quietly",
+    ),
+    Situation(
+        "interrupt-as-the-run-row-commits",
+        "Ctrl-C arriving while a command's new `runs` row commits (held back, raised right after)",
+        "the run ends `interrupted` (before: left `running`)",
+        "tests/catalog/test_db.py::test_an_interrupt_held_back_by_the_run_rows_commit_marks_the_run_interrupted",
+    ),
+    Situation(
+        "random-interrupts",
+        "SIGINT and SIGTERM at random moments of ingest, masters, process and run, to ccdcal or its "
+        "process group, on SQLite and PostgreSQL",
+        "each ends within seconds with its line (or finishes first); no run left running, no claim held; the "
+        "next run ends as an uninterrupted one (28 tries in `make test`, hundreds in `make stress`)",
+        "tests/robustness/test_random_interrupts.py::test_a_random_interrupt_stops_cleanly_and_the_next_run_resumes",
+    ),
+    Situation(
         "not-a-catalog",
         "`--db` naming a database of another program",
         "one line naming it, exit 2; nothing written",

@@ -77,18 +77,12 @@ def reproduce(case: Case) -> str:
     return f"(again: CCDCAL_INTERRUPT_SEED={case.seed} pytest {__file__} -k '{case.name}')"
 
 
-# Out of `make test` for now (marker stress: `make stress` runs them): about one try in thirty still ends
-# wrongly — exit -2 for a Ctrl-C in the first tenth of a second, or a traceback from a worker of ingest's
-# fork server starting as its pool is torn down — and the suite must not be red by chance. Issue 17 stays
-# open until they pass here.
-@pytest.mark.stress
 @pytest.mark.parametrize("case", SQLITE_TRIES, ids=lambda c: c.name)
 def test_a_random_interrupt_stops_cleanly_and_the_next_run_resumes(bench: Bench, case: Case) -> None:
     outcome = attempt(case, bench)
     assert outcome.ok, f"{outcome.report()}\n{reproduce(case)}"
 
 
-@pytest.mark.stress
 @pytest.mark.postgres
 @pytest.mark.parametrize("case", POSTGRESQL_TRIES, ids=lambda c: c.name)
 def test_a_random_interrupt_on_postgresql(pg_bench: Bench, case: Case) -> None:
