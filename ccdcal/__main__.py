@@ -31,7 +31,7 @@ def main() -> None:
         if dropped:
             raise KeyboardInterrupt
     except KeyboardInterrupt:
-        from ccdcal.runtime.interrupts import forget_escaped_interrupt  # light; only when stopped
+        from ccdcal.runtime.interrupts import forget_escaped_interrupt  # here for start-up time
 
         forget_escaped_interrupt()
         sys.stderr.write(STOPPED)

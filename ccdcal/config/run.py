@@ -360,12 +360,12 @@ def run_config(
     # Imported here to keep start-up fast: reading and checking a config needs none of the calibration stack.
     from ccdcal.catalog.db import Catalog
     from ccdcal.ingestion.core import ingest
-    from ccdcal.lights.claims import recover
     from ccdcal.lights.options import check_options
     from ccdcal.lights.pipeline import calibrate_planned
     from ccdcal.lights.summary import ProcessSummary
     from ccdcal.masters.build import build_masters
     from ccdcal.masters.folders import own_folders
+    from ccdcal.masters.recovery import recover
 
     if not isinstance(config, SeedConfig):
         config = load_config(config)

@@ -5,7 +5,7 @@ The order of work, top to bottom in :func:`process`:
 1. check the options, resolve pinned masters (usage errors before anything is written) and claim the
    masters and output folders for this catalog (:func:`ccdcal.masters.folders.own_folders`: a folder
    another catalog owns is refused);
-2. recover after runs that died (:func:`ccdcal.lights.claims.recover`): take over their claims, remove the
+2. recover after runs that died (:func:`ccdcal.masters.recovery.recover`): take over their claims, remove the
    outputs and masters they published but never registered;
 3. build missing or stale masters (:func:`ccdcal.masters.build.build_masters`, in this run);
 4. plan every usable light (:func:`ccdcal.lights.plan.plan_lights`): match its masters in SQL
@@ -51,6 +51,7 @@ from ccdcal.lights.summary import ProcessSummary
 from ccdcal.masters.build import build_masters
 from ccdcal.masters.folders import own_folders
 from ccdcal.masters.plan import plan_masters
+from ccdcal.masters.recovery import recover
 from ccdcal.runtime.cluster import ClusterOnDemand
 
 Progress = Callable[[str, int, int], None]
@@ -97,7 +98,7 @@ def process(
     with catalog.run("process", options.arguments()) as run, ClusterOnDemand(options.scheduler):
         summary = ProcessSummary(run_id=run.id)
         try:
-            claims.recover(catalog, run.id, options.masters_dir, options.output_dir)
+            recover(catalog, run.id, options.masters_dir, options.output_dir)
             built = build_masters(catalog, options.master_options(), progress, run_id=run.id)
             summary.masters = built.reports
             summary.lights = calibrate_planned(catalog, options, run.id, progress, match)

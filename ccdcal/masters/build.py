@@ -68,6 +68,7 @@ from ccdcal.masters.groups import (
     qa_warnings,
     up_to_date,
 )
+from ccdcal.masters.recovery import recover
 from ccdcal.masters.restore import restorable, restore_master, restored_reason
 from ccdcal.runtime.cluster import ClusterOnDemand
 
@@ -119,6 +120,7 @@ def build_masters(
     if options.scheduler is not None:
         arguments["scheduler"] = options.scheduler
     with catalog.run("masters", arguments) as run:
+        recover(catalog, run.id, folder)  # what a run that died left in the folder (not another's)
         summary = _build_all(catalog, options, folder, run.id, progress)
         run.summary = summary.as_dict()
         run.partial = summary.exit_code != 0

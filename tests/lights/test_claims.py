@@ -19,9 +19,10 @@ from ccdcal.catalog.models import Claim, Frame, Run, utcnow
 from ccdcal.files.fitsio import sha256_file
 from ccdcal.files.journal import Entry, Journal
 from ccdcal.ingestion.core import ingest
-from ccdcal.lights.claims import busy, recover, run_alive
+from ccdcal.lights.claims import busy
 from ccdcal.lights.options import ProcessOptions
 from ccdcal.lights.pipeline import dry_run, process
+from ccdcal.masters.recovery import recover, run_alive
 from ccdcal.runtime.owners import HOST, process_alive
 from tests.robustness.cli_runs import copy_catalog, ingested_night, state, temporaries
 
@@ -229,6 +230,26 @@ def test_a_run_killed_after_publishing_a_file_leaves_the_proof_the_next_run_undo
         assert journals(tmp_path / "masters", tmp_path / "calibrated") == []
         assert process(catalog, options(tmp_path)).exit_code == 0
     assert state(tmp_path / "c.db", tmp_path) == state(done / "c.db", done)
+
+
+def test_masters_after_a_killed_run_recovers_first_and_keeps_the_names(night: Path, tmp_path: Path) -> None:
+    """``ccdcal masters`` after a run killed between a master's publication and its row: the dead run's
+    file is removed and the master built again under its own name (not a suffixed one beside the orphan),
+    the run marked died."""
+    from ccdcal.masters.build import build_masters
+    from ccdcal.masters.groups import MasterOptions
+
+    done = night / "done"
+    copy_catalog(night / "template.db", tmp_path / "c.db")
+    killed_after(tmp_path, "publish", "master_dark_b2x2_g120_60s_C-10.fits")
+    with Catalog(tmp_path / "c.db") as catalog:
+        summary = build_masters(catalog, MasterOptions(masters_dir=tmp_path / "masters"))
+        assert summary.exit_code == 0
+        with catalog.reading() as session:
+            assert [r.status for r in session.scalars(select(Run).order_by(Run.id))] == ["ok", "died", "ok"]
+    names = sorted(p.name for p in (tmp_path / "masters").iterdir() if not p.name.startswith("."))
+    assert names == sorted(p.name for p in (done / "masters").iterdir() if not p.name.startswith("."))
+    assert journals(tmp_path / "masters") == []
 
 
 def test_a_run_killed_after_replacing_an_output_gets_the_replaced_file_back(
