@@ -65,8 +65,16 @@ STRESS_SEED  ?= 1
 stress: $(STAMP)
 	STRESS_TRIES=$(STRESS_TRIES) STRESS_SEED=$(STRESS_SEED) $(BIN)/python -m pytest -m stress tests/robustness/test_random_interrupts.py
 
+# Siril (Debian package siril, siril-cli), the C tool the benchmarks compare with; installed when missing and
+# possible, as fitsverify is for the tests (the benchmarks print "not installed" and no ratio otherwise).
 bench: $(STAMP)
+	@command -v siril-cli >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq siril) >/dev/null \
+	      || echo "warning: could not install siril; the benchmarks give no Siril ratio"; \
+	  else echo "note: siril not installed (apt-get install siril); the benchmarks give no Siril ratio"; fi; }
 	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_night.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
