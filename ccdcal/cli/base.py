@@ -180,8 +180,10 @@ class State:
     def quiet(self) -> bool:
         return self.verbosity < 0
 
-    def catalog(self, *, upgrade: bool = True) -> Catalog:
-        return Catalog(self.db, upgrade=upgrade)
+    def catalog(self, *, create: bool = False, upgrade: bool = True) -> Catalog:
+        """The catalog of ``--db``. Only the commands that make one (``ingest``, ``db upgrade``) pass
+        ``create``: the others refuse a catalog that does not exist, creating nothing."""
+        return Catalog(self.db, upgrade=upgrade, create=create)
 
 
 def _version(value: bool) -> None:
@@ -345,12 +347,6 @@ def key_text(value: Any) -> str:
 
 
 TARGET_HELP = "A calibrated file, master or raw frame (its path), or calibration:N, master:N, frame:N."
-
-
-def existing_catalog(state: State) -> Catalog:
-    """The catalog, which must exist (an older schema is upgraded): these commands never create one."""
-    state.catalog(upgrade=False).close()
-    return state.catalog()
 
 
 def wide_console() -> Console:
