@@ -129,6 +129,8 @@ def status(
     if as_json:
         print_json(report)
         return
+    if state.quiet:
+        return
     totals = report["frames"]
     print_lines(
         out,
@@ -202,4 +204,5 @@ def db_current(ctx: typer.Context) -> None:
     with state.catalog(upgrade=False) as catalog:
         revision = catalog.current_revision()
     note = "(head)" if revision == SCHEMA_HEAD else f"(head is {SCHEMA_HEAD}; run `ccdcal db upgrade`)"
-    out.print(f"{catalog.name}: revision {revision or 'none'} {note}", markup=False)
+    if not state.quiet:
+        out.print(f"{catalog.name}: revision {revision or 'none'} {note}", markup=False)
