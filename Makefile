@@ -10,6 +10,8 @@ DEMO   := demo
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "Creating $(VENV) and installing ccdcal with its dependencies (numpy, astropy, ccdproc, numba,"
+	@echo "SQLAlchemy, psycopg, Dask, pytest ...): a few minutes, once."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet -e '.[postgres,dask,test]'
@@ -30,9 +32,12 @@ tools:
 	      || echo "warning: could not install chromium; the report's browser test will skip"; \
 	  else echo "note: chromium not installed (apt-get install chromium); the report's browser test will skip"; fi; }
 
+# The raw night simulated by an earlier `make demo` is kept (the catalog then finds nothing new, and process
+# nothing to do); `make demo FRESH=1` starts again from an empty demo/.
 demo: $(STAMP)
-	rm -rf $(DEMO)
-	$(BIN)/ccdcal simulate $(DEMO)/raw --seed 1
+	@if [ -n "$(FRESH)" ]; then echo "FRESH=1: removing $(DEMO)/"; rm -rf $(DEMO); fi
+	@if [ -d $(DEMO)/raw ]; then echo "Keeping the raw night in $(DEMO)/raw (make demo FRESH=1 simulates it again)"; \
+	  else echo "Simulating a raw night in $(DEMO)/raw"; $(BIN)/ccdcal simulate $(DEMO)/raw --seed 1; fi
 	cd $(DEMO) && ../$(BIN)/ccdcal --db ccdcal.db ingest raw
 	cd $(DEMO) && ../$(BIN)/ccdcal --db ccdcal.db process --masters-dir masters --output-dir calibrated
 	cd $(DEMO) && ../$(BIN)/ccdcal --db ccdcal.db status

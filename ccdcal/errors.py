@@ -21,8 +21,16 @@ class ConfigError(CcdcalError):
     """A configuration file or value is invalid."""
 
 
+class NotFoundError(CcdcalError):
+    """A path or catalog identifier names nothing ccdcal knows."""
+
+
 class CatalogError(CcdcalError):
     """The catalog database cannot be opened or used."""
+
+
+class NoCatalogError(CatalogError, NotFoundError):
+    """The catalog named does not exist (no SQLite file, or a database without ccdcal's tables)."""
 
 
 class NotACatalogError(CatalogError):
@@ -50,12 +58,14 @@ class FitsFormatError(CcdcalError):
         super().__init__(f"{path}: {reason}" if path else reason)
 
 
-class NotFoundError(CcdcalError):
-    """A path or catalog identifier names nothing ccdcal knows."""
-
-
 class OutputError(CcdcalError):
     """An output file cannot be written (a folder without write permission, a full disk)."""
+
+
+class NoFitsError(CcdcalError):
+    """The paths given to ingest hold no FITS file: nothing to catalogue."""
+
+    exit_code = 1
 
 
 class FolderOwnerError(CcdcalError):

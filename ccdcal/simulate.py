@@ -742,12 +742,17 @@ def _prepare_root(directory: Path | str) -> Path:
             raise UsageError(f"{root} exists and is not a directory: choose a new folder to simulate into")
         if any(root.iterdir()):
             raise UsageError(f"{root} is not empty: choose a new or empty folder to simulate into")
+    in_the_way = next((p for p in root.parents if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise UsageError(f"cannot create {root}: {in_the_way} is a file, not a folder; choose another folder")
     try:
         root.mkdir(parents=True, exist_ok=True)
         for folder in KIND_FOLDERS.values():
             (root / folder).mkdir()
     except OSError as exc:
-        raise UsageError(f"cannot create {root}: {exc.strerror or exc}") from exc
+        raise UsageError(
+            f"cannot create {root}: {exc.strerror or exc}; choose a folder you can write in"
+        ) from exc
     return root
 
 

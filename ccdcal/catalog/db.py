@@ -48,8 +48,8 @@ from ccdcal.errors import (
     CatalogGoneError,
     CatalogReadOnlyError,
     CatalogTooNewError,
+    NoCatalogError,
     NotACatalogError,
-    NotFoundError,
 )
 from ccdcal.runtime.interrupts import shielded
 
@@ -103,8 +103,12 @@ class Catalog:
     db
         A SQLAlchemy URL or a path (see :func:`resolve_url`).
     upgrade
-        Upgrade an older schema on open (the default). With ``False`` the schema is only checked (a
-        missing SQLite file is then an error rather than a new catalog).
+        Upgrade an older schema on open (the default). With ``False`` the schema is only checked, and no
+        catalog is created.
+    create
+        Create the catalog when there is none (the default): the SQLite file, or ccdcal's tables in an
+        empty PostgreSQL database. With ``False`` (every command that only reads or marks a catalog) a
+        missing one is refused (:class:`~ccdcal.errors.NoCatalogError`) and nothing is created.
 
     Examples
     --------
@@ -113,13 +117,22 @@ class Catalog:
     ...         session.scalars(select(Frame)).all()
     """
 
-    def __init__(self, db: str | os.PathLike[str] | URL | None = None, *, upgrade: bool = True):
+    def __init__(
+        self, db: str | os.PathLike[str] | URL | None = None, *, upgrade: bool = True, create: bool = True
+    ):
         self.url = db if isinstance(db, URL) else resolve_url(db)
         self.name = describe(self.url)
-        if not upgrade and self.url.get_backend_name() == "sqlite":
+        self._create = create and upgrade
+        if not self._create and self.url.get_backend_name() == "sqlite":
             database = self.url.database
             if database and database != ":memory:" and not Path(database).exists():
-                raise NotFoundError(f"no catalog at {database}; check --db or run `ccdcal ingest` first")
+                raise NoCatalogError(
+                    f"no catalog at {database}; check --db (or CCDCAL_DB) and the current folder, or run "
+                    "`ccdcal ingest` first to create one"
+                )
+            empty = database and database != ":memory:" and Path(database).stat().st_size == 0
+            if empty:  # refused before SQLite writes its header into the file
+                raise self._no_tables()
         read_only = sqlite_read_only(self.url)
         #: Why the catalog cannot be written (``None``: it can).
         self.read_only: str | None = read_only[0] if read_only is not None else None
@@ -195,6 +208,13 @@ class Catalog:
             )
         if self.gone is not None:
             raise CatalogGoneError(self.gone)
+
+    def _no_tables(self) -> NoCatalogError:
+        """The error of a database without ccdcal's tables, opened by a command that creates none."""
+        return NoCatalogError(
+            f"no catalog in {self.name}: the database holds no ccdcal tables; check --db (or CCDCAL_DB), or "
+            "run `ccdcal ingest` or `ccdcal db upgrade` first to create one"
+        )
 
     def _check_readable(self, revision: str | None) -> None:
         """A read-only catalog is read as it is: refuse one that needs a schema this code cannot read."""
@@ -362,6 +382,8 @@ class Catalog:
                         f"{self.name} is not a ccdcal catalog (it holds other tables: {shown}); "
                         "choose another --db"
                     )
+                if not self._create:
+                    raise self._no_tables()
             elif before != SCHEMA_HEAD and before not in _known_revisions():
                 raise CatalogTooNewError(
                     f"{self.name} is at schema revision {before}, newer than ccdcal {__version__} "

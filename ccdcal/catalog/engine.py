@@ -182,10 +182,21 @@ def make_engine(
         folder = Path(url.database).parent
         if Path(url.database).is_dir():
             raise CatalogError(f"--db {url.database} is a folder; give the path of a catalog file in it")
+        in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        if in_the_way is not None:
+            raise CatalogError(
+                f"cannot create the catalog {url.database}: {in_the_way} is a file, not a folder; "
+                "choose another --db"
+            )
         if not folder.is_dir():
             raise CatalogError(
                 f"cannot create the catalog {url.database}: folder {folder} does not exist; "
                 "create it or choose another --db"
+            )
+        if not Path(url.database).exists() and not _writable(folder):
+            raise CatalogError(
+                f"cannot create the catalog {url.database}: its folder {folder} cannot be written "
+                "(read-only, or no permission); make it writable or choose another --db"
             )
     engine = _create(
         url,

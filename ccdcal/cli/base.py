@@ -8,12 +8,14 @@ import errno
 import json
 import logging
 import math
+import re
 import signal
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,6 +71,40 @@ class CcdcalGroup(TyperGroup):
         with handling_signals(keep=_command_process):
             return self._invoke(ctx)
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Parse the arguments, the global options that follow the command first moved before it."""
+        if ctx.parent is None:
+            args = self._hoisted(ctx, args)
+        return super().parse_args(ctx, args)
+
+    def _hoisted(self, ctx: Any, args: list[str]) -> list[str]:
+        """``args`` with the global options given after the command (``--db``, ``-v``, ``-q``: options of
+        no command) moved before it, in their order; a value of the command's own options, and whatever
+        follows ``--``, stays where it is."""
+        i = 0
+        while i < len(args) and args[i].startswith("-") and args[i] != "--":  # the app's own options
+            i += 2 if args[i] == "--db" else 1
+        command = self.get_command(ctx, args[i]) if i < len(args) else None
+        if command is None:
+            return args
+        before, kept, moved = args[:i], [args[i]], []
+        rest = iter(args[i + 1 :])
+        for token in rest:
+            if token == "--":
+                kept += [token, *rest]
+            elif token in _GLOBAL_FLAGS or token.startswith("--db=") or _VERBOSE.fullmatch(token):
+                moved.append(token)
+            elif token == "--db":
+                value = list(islice(rest, 1))
+                (moved if value else kept).extend([token, *value])  # without a value: said where it is
+            else:
+                kept.append(token)
+                if _takes_value(command, token):
+                    kept += islice(rest, 1)
+                elif not token.startswith("-") and isinstance(command, TyperGroup):  # `db current`
+                    command = command.get_command(ctx, token) or command
+        return [*before, *moved, *kept]
+
     def _invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
@@ -82,6 +118,19 @@ class CcdcalGroup(TyperGroup):
                 _log.debug("%s", error, exc_info=exc)
             err.print(f"Error: {_single_line(str(error))}", markup=False)
             raise typer.Exit(error.exit_code) from None
+
+
+#: The global flags (``--db`` takes a value), accepted before the command or after it.
+_GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+_VERBOSE = re.compile(r"-v+")
+
+
+def _takes_value(command: Any, token: str) -> bool:
+    """Whether ``token`` is an option of ``command`` followed by its value."""
+    for param in command.params:
+        if token in (*param.opts, *param.secondary_opts) and param.param_type_name == "option":
+            return not (getattr(param, "is_flag", False) or getattr(param, "count", False))
+    return False
 
 
 def _single_line(text: str) -> str:
@@ -180,8 +229,10 @@ class State:
     def quiet(self) -> bool:
         return self.verbosity < 0
 
-    def catalog(self, *, upgrade: bool = True) -> Catalog:
-        return Catalog(self.db, upgrade=upgrade)
+    def catalog(self, *, create: bool = False, upgrade: bool = True) -> Catalog:
+        """The catalog of ``--db``. Only the commands that make one (``ingest``, ``db upgrade``) pass
+        ``create``: the others refuse a catalog that does not exist, creating nothing."""
+        return Catalog(self.db, upgrade=upgrade, create=create)
 
 
 def _version(value: bool) -> None:
@@ -202,7 +253,12 @@ def main(
             show_envvar=True,
         ),
     ] = None,
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="Say more.")] = 0,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "-v", "--verbose", count=True, help="Say more: ccdcal's own detail; -vv other libraries' too."
+        ),
+    ] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.")] = False,
     version: Annotated[
         bool,
@@ -211,11 +267,18 @@ def main(
 ) -> None:
     """Catalog raw frames, build masters and calibrate lights, with provenance."""
     state = State(db=db, verbosity=-1 if quiet else verbose)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose > 0 else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(state.verbosity)
     ctx.obj = state
+
+
+def configure_logging(verbosity: int) -> None:
+    """Log to stderr: warnings (the default); with ``-v`` (1) ccdcal's own debug detail, other libraries'
+    loggers staying at warnings (numcodecs alone logs some 25 lines at import); with ``-vv`` (2) every
+    logger's; with ``-q`` (-1) errors only."""
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    levels = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.WARNING}
+    logging.getLogger().setLevel(levels.get(verbosity, logging.DEBUG))
+    _log.setLevel(logging.DEBUG if verbosity >= 1 else logging.NOTSET)
 
 
 def state_of(ctx: typer.Context) -> State:
@@ -279,6 +342,11 @@ def print_lines(console: Console, lines: Iterable[str]) -> None:
     if text:
         console.file.write(text)
         console.file.flush()
+
+
+def print_problems(state: State, lines: Iterable[str]) -> None:
+    """What a command left undone, on stderr; with ``-q`` (errors only) without its warnings."""
+    print_lines(err, (line for line in lines if not (state.quiet and line.startswith("Warning: "))))
 
 
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -353,12 +421,6 @@ def key_text(value: Any) -> str:
 
 
 TARGET_HELP = "A calibrated file, master or raw frame (its path), or calibration:N, master:N, frame:N."
-
-
-def existing_catalog(state: State) -> Catalog:
-    """The catalog, which must exist (an older schema is upgraded): these commands never create one."""
-    state.catalog(upgrade=False).close()
-    return state.catalog()
 
 
 def wide_console() -> Console:

@@ -22,6 +22,7 @@ from ccdcal.cli.base import (
     out,
     print_json,
     print_lines,
+    print_problems,
     print_table,
     progress_bar,
     state_of,
@@ -95,6 +96,8 @@ def masters(
         if as_json:
             print_json(rows)
             return
+        if state.quiet:
+            return
         headings = ["id", "kind", "file", "status", "inputs", "median", "std", "rejected"]
         print_table(
             out,
@@ -142,7 +145,7 @@ def masters(
         )
         print_lines(out, (f"  built {r.path} ({counted(r.n_inputs, 'frame')})" for r in summary.of("built")))
         print_lines(out, (f"  made current again {r.path} (its file intact)" for r in summary.of("restored")))
-    print_lines(err, (f"Warning: {warning}" for report in summary.reports for warning in report.warnings))
+    print_problems(state, (f"Warning: {w}" for report in summary.reports for w in report.warnings))
     if summary.of("skipped") and not as_json:
         skipped = summary.of("skipped")
         print_lines(err, [f"Skipped ({len(skipped)}):", *(f"  {report.reason}" for report in skipped)])
@@ -309,5 +312,5 @@ def process(
         rows = summary.table_rows() if not (summary.dry_run or summary.nothing_done) else []
         print_table(out, rows)
     if not as_json:
-        print_lines(err, summary.problem_lines())
+        print_problems(state, summary.problem_lines())
     raise typer.Exit(summary.exit_code)

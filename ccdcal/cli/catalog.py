@@ -21,6 +21,7 @@ from ccdcal.cli.base import (
     progress_bar,
     state_of,
 )
+from ccdcal.errors import NoCatalogError
 from ccdcal.runtime.words import counted
 from ccdcal.status import catalog_status, pending_lines
 
@@ -67,9 +68,15 @@ def ingest(
     """Catalogue raw FITS frames: every header card, normalised keys, hashes. Incremental."""
     # Imported here to keep start-up fast: a command loads only the library it calls.
     from ccdcal.ingestion.core import ingest as ingest_paths
+    from ccdcal.ingestion.scan import require_fits
 
     state = state_of(ctx)
-    with state.catalog() as catalog, progress_bar(state, "Reading headers") as progress:
+    try:
+        opened = state.catalog()
+    except NoCatalogError:  # made only for frames to catalogue: paths without a FITS file leave none
+        require_fits(list(paths))
+        opened = state.catalog(create=True)
+    with opened as catalog, progress_bar(state, "Reading headers") as progress:
         summary = ingest_paths(
             catalog,
             paths,
@@ -121,6 +128,8 @@ def status(
         report = catalog_status(catalog)
     if as_json:
         print_json(report)
+        return
+    if state.quiet:
         return
     totals = report["frames"]
     print_lines(
@@ -175,7 +184,7 @@ def status(
 def db_upgrade(ctx: typer.Context) -> None:
     """Upgrade the catalog's schema to this ccdcal's revision (also done on every open)."""
     state = state_of(ctx)
-    with state.catalog() as catalog:
+    with state.catalog(create=True) as catalog:
         before = catalog.revision_on_open
         if before != SCHEMA_HEAD:
             catalog.require_writable()
@@ -195,4 +204,5 @@ def db_current(ctx: typer.Context) -> None:
     with state.catalog(upgrade=False) as catalog:
         revision = catalog.current_revision()
     note = "(head)" if revision == SCHEMA_HEAD else f"(head is {SCHEMA_HEAD}; run `ccdcal db upgrade`)"
-    out.print(f"{catalog.name}: revision {revision or 'none'} {note}", markup=False)
+    if not state.quiet:
+        out.print(f"{catalog.name}: revision {revision or 'none'} {note}", markup=False)

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from ccdcal.cli.base import app, err, out, print_json, print_lines, print_table, progress_bar, state_of
+from ccdcal.cli.base import (
+    app,
+    out,
+    print_json,
+    print_lines,
+    print_problems,
+    print_table,
+    progress_bar,
+    state_of,
+)
 from ccdcal.errors import UsageError
 
 
@@ -49,5 +58,5 @@ def run_seed_config(
         print_lines(out, result.lines(details=seed.debug or state.verbosity > 0))
         print_table(out, result.summary.table_rows())
     if not as_json:
-        print_lines(err, result.problem_lines())
+        print_problems(state, result.problem_lines())
     raise typer.Exit(result.exit_code)

@@ -48,7 +48,7 @@ def report(
             f"{summary.size / 1024:.0f} KiB",
             markup=False,
         )
-    for _path, reason in summary.unavailable if not as_json else []:
+    for _path, reason in summary.unavailable if not (as_json or state.quiet) else []:
         err.print(f"Warning: no preview: {reason}", markup=False)
 
 

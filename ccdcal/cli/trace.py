@@ -14,7 +14,6 @@ from ccdcal.cli.base import (
     State,
     app,
     err,
-    existing_catalog,
     out,
     print_json,
     print_lines,
@@ -67,7 +66,7 @@ def provenance(
         result = trace_header(from_header, search or [])
     else:
         assert target is not None
-        with existing_catalog(state) as catalog:
+        with state.catalog() as catalog:
             result = provenance_tree(catalog, target)
     if as_json:
         print_json(result.as_dict())
@@ -118,7 +117,7 @@ def audit(
 
     state = state_of(ctx)
     folders = [*(search or []), *(fix_missing or [])]
-    with existing_catalog(state) as catalog, progress_bar(state, "Auditing") as progress:
+    with state.catalog() as catalog, progress_bar(state, "Auditing") as progress:
         report = audit_files(
             catalog,
             search=folders,
@@ -147,7 +146,7 @@ def impact(
     from ccdcal.trace.impact import impact as impact_of
 
     state = state_of(ctx)
-    with existing_catalog(state) as catalog:
+    with state.catalog() as catalog:
         result = impact_of(catalog, target)
     if as_json:
         print_json(result.as_dict())
@@ -202,7 +201,7 @@ def mark_good(
 def _marked(state: State, marked: Callable[[Catalog], MarkResult], as_json: bool) -> None:
     """Mark on the catalog (``marked``: :func:`ccdcal.trace.impact.mark_bad` or ``mark_good`` of the
     target) and print the result."""
-    with existing_catalog(state) as catalog:
+    with state.catalog() as catalog:
         result = marked(catalog)
     if as_json:
         print_json(result.as_dict())

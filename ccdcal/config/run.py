@@ -270,7 +270,9 @@ def write_default_config(path: str | os.PathLike[str]) -> Path:
     except FileNotFoundError:
         raise ConfigError(f"{shown}: folder {target.parent} does not exist; create it first") from None
     except OSError as exc:
-        raise ConfigError(f"{shown} cannot be written: {exc.strerror or exc}") from None
+        raise ConfigError(
+            f"{shown} cannot be written: {exc.strerror or exc}; choose a folder you can write in"
+        ) from None
     return target.resolve()
 
 

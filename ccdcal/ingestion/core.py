@@ -3,7 +3,8 @@
 The order of work, top to bottom in :func:`ingest`:
 
 1. walk the given paths and stat every FITS file; a path that is not valid UTF-8 is rejected alone (the
-   catalog stores paths as text: :mod:`ccdcal.runtime.pathtext`);
+   catalog stores paths as text: :mod:`ccdcal.runtime.pathtext`); paths holding no FITS file, of which the
+   catalog knows none either, are refused before a run is recorded;
 2. compare with the catalog: unchanged files (same path, size and mtime) are not opened; files the catalog
    had under these paths that are gone are marked ``missing`` (nothing is ever deleted);
 3. read the new and changed files (hash + image header) in worker processes;
@@ -31,7 +32,7 @@ from ccdcal import limits
 from ccdcal.catalog.db import Catalog, lock_writers
 from ccdcal.catalog.models import FRAME_KINDS, Calibration, Frame, HeaderCard, Master, utcnow
 from ccdcal.catalog.queries import in_chunks
-from ccdcal.errors import UsageError
+from ccdcal.errors import NoFitsError, UsageError
 from ccdcal.ingestion.normalise import (
     TypeRule,
     folders_between,
@@ -41,7 +42,7 @@ from ccdcal.ingestion.normalise import (
 )
 from ccdcal.ingestion.reader import CardColumns, FrameRecord, ReadTask
 from ccdcal.ingestion.readers import Progress, read_all, reader_plan
-from ccdcal.ingestion.scan import Found, resolve_roots, walk
+from ccdcal.ingestion.scan import Found, no_fits, resolve_roots, walk
 from ccdcal.runtime.cluster import check_address
 from ccdcal.runtime.pathtext import is_text, not_text_reason, shown
 
@@ -99,16 +100,19 @@ class IngestSummary:
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     #: (path, note) of every file ccdcal wrote found under the paths: not catalogued (not a problem).
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Why nothing was found under the paths (the frames catalogued there are all gone), else ``None``.
+    no_fits: str | None = None
 
     @property
     def exit_code(self) -> int:
-        """0 when everything was catalogued; 1 when any file is rejected or a folder could not be read
-        (docs/design.md, Commands and exit codes)."""
-        return 1 if self.rejected or self.unreadable else 0
+        """0 when everything was catalogued; 1 when any file is rejected, a folder could not be read, or
+        the paths hold no FITS file (docs/design.md, Commands and exit codes)."""
+        return 1 if self.rejected or self.unreadable or self.no_fits else 0
 
     def problem_lines(self) -> list[str]:
-        """For stderr: the files rejected and what could not be read, each with the reason."""
-        lines = []
+        """For stderr: the files rejected and what could not be read, each with the reason; that the paths
+        hold no FITS file."""
+        lines = [self.no_fits[:1].upper() + self.no_fits[1:]] if self.no_fits else []
         for title, items in (("Rejected", self.rejected), ("Not read", self.unreadable)):
             if items:
                 lines += [f"{title} ({len(items)}):", *(f"  {path}: {reason}" for path, reason in items)]
@@ -204,11 +208,15 @@ def ingest(
     if rules:
         arguments["type_from_name"] = list(type_rules)
     summary = IngestSummary()
+    found = list(walk(roots, summary.unreadable))
+    with catalog.session() as session:
+        known = _known_under(session, under)
+    if not found and not summary.unreadable:
+        if all(row.status == "missing" for row in known.values()):
+            raise NoFitsError(no_fits(roots))  # nothing to do: no run is recorded
+        summary.no_fits = no_fits(roots)  # what was catalogued there is gone: marked missing
     with catalog.run("ingest", arguments) as run:
         summary.run_id = run.id
-        found = list(walk(roots, summary.unreadable))
-        with catalog.session() as session:
-            known = _known_under(session, under)
         to_read: list[ReadTask] = []
         sizes: list[int] = []
         seen: set[str] = set()
@@ -257,7 +265,7 @@ def ingest(
             _tally(session, under, summary)
         summary.skipped.sort()
         run.summary = summary.as_dict()
-        run.partial = bool(summary.rejected or summary.unreadable)
+        run.partial = bool(summary.rejected or summary.unreadable or summary.no_fits)
     return summary
 
 

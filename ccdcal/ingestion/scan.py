@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from ccdcal.errors import UsageError
+from ccdcal.errors import NoFitsError, UsageError
 from ccdcal.runtime.pathtext import shown
 
 #: File name endings ccdcal catalogues (compared case-insensitively).
@@ -64,6 +64,32 @@ def resolve_roots(paths: list[str | os.PathLike[str]]) -> list[Path]:
             ) from None
         roots.append(path.resolve())
     return roots
+
+
+def no_fits(roots: list[Path]) -> str:
+    """What to say when ``roots`` hold no FITS file: the paths and the fix."""
+    return (
+        f"no FITS file under {', '.join(shown(root) for root in roots)}: nothing to catalogue; check the "
+        "path (ccdcal catalogues files named .fits, .fit or .fts, also gzipped (.gz) or tile-compressed "
+        "(.fz))"
+    )
+
+
+def require_fits(paths: list[str | os.PathLike[str]]) -> None:
+    """Check that ``paths`` hold a FITS file (or a folder that cannot be read, which ingest lists); the
+    walk stops at the first one.
+
+    Raises
+    ------
+    NoFitsError
+        When they hold none.
+    UsageError
+        When a path does not exist or cannot be looked at (:func:`resolve_roots`).
+    """
+    roots = resolve_roots(paths)
+    unreadable: list[NotRead] = []
+    if next(walk(roots, unreadable), None) is None and not unreadable:
+        raise NoFitsError(no_fits(roots))
 
 
 #: A folder, or an entry of one, that could not be read, and why: (path, reason).

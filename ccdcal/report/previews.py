@@ -13,6 +13,7 @@ beside the frame (raw folders are only read).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
@@ -29,8 +30,8 @@ from astropy.visualization import ZScaleInterval
 from PIL import Image
 
 from ccdcal import limits
-from ccdcal.errors import FitsFormatError, NotFoundError, OutputError, UsageError
-from ccdcal.files.fitsio import temporary_path
+from ccdcal.errors import FitsFormatError, NotFoundError, UsageError
+from ccdcal.files.fitsio import check_folder, check_writable, output_error, temporary_path
 
 #: Longest side of a ``ccdcal preview`` PNG unless told otherwise (``0`` keeps every pixel).
 PREVIEW_MAX_SIZE = 1024
@@ -301,14 +302,25 @@ def preview_file(
 
 
 def check_output(target: Path, what: str, example: str) -> None:
-    """Raise :class:`UsageError` when ``target`` (resolved) cannot be the file ``-o`` names: its folder
-    does not exist, or it is a folder itself (``example``: a file name to suggest in it)."""
+    """Check, before any work, that the file ``-o`` names (``target``, resolved) can be written.
+
+    Raises
+    ------
+    UsageError
+        ``target`` is a folder itself (``example``: a file name to suggest in it), or its folder does not
+        exist.
+    OutputError
+        Its folder is a file, or files cannot be written in it (read-only, immutable, no permission): the
+        folder and the fix (:func:`~ccdcal.files.fitsio.check_writable`, which leaves no file behind).
+    """
     if target.is_dir():
         raise UsageError(
             f"-o {target} is a folder; give the file to write {what} to, e.g. -o {target / example}"
         )
+    check_folder(target.parent)
     if not target.parent.is_dir():
         raise UsageError(f"cannot write {target}: folder {target.parent} does not exist")
+    check_writable(target.parent)
 
 
 def write_bytes_atomic(target: Path, data: bytes) -> None:
@@ -325,8 +337,7 @@ def write_bytes_atomic(target: Path, data: bytes) -> None:
             handle.write(data)
         os.replace(temporary, target)
     except OSError as exc:
-        raise OutputError(
-            f"cannot write {target}: {exc.strerror or exc}; check the folder's permissions and free space"
-        ) from None
+        raise output_error(target, exc) from None
     finally:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # never there on a read-only disk, which refuses even that
+            temporary.unlink(missing_ok=True)

@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import create_engine, func, inspect, make_url, select, text
 
 from ccdcal.catalog.db import SCHEMA_HEAD, Catalog, make_engine, resolve_url, script_head
 from ccdcal.catalog.models import Base, Run
-from ccdcal.errors import CatalogTooNewError, NotACatalogError, NotFoundError
+from ccdcal.errors import CatalogTooNewError, NoCatalogError, NotACatalogError, NotFoundError
 
 TABLES = {
     "frames",
@@ -194,6 +194,38 @@ def test_checking_a_missing_catalog_does_not_create_it(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="no catalog at"):
         Catalog(tmp_path / "absent.db", upgrade=False)
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_a_catalog_not_to_create_is_refused_when_absent(tmp_path: Path) -> None:
+    """create=False: a missing file, or an empty one, is no catalog; nothing is created or written."""
+    absent = tmp_path / "absent.db"
+    with pytest.raises(NoCatalogError, match="no catalog at"):
+        Catalog(absent, create=False)
+    assert not absent.exists()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(NoCatalogError, match="the database holds no ccdcal tables"):
+        Catalog(empty, create=False)
+    assert empty.stat().st_size == 0
+    with Catalog(absent):
+        pass
+    with Catalog(absent, create=False) as catalog:
+        assert catalog.revision_on_open == SCHEMA_HEAD
+
+
+@pytest.mark.postgres
+def test_a_postgresql_database_without_ccdcals_tables_is_no_catalog(pg_url: str) -> None:
+    with pytest.raises(NoCatalogError) as refused:
+        Catalog(pg_url, create=False)
+    name = make_url(pg_url).render_as_string(hide_password=True)
+    assert str(refused.value) == (
+        f"no catalog in {name}: the database holds no ccdcal tables; check --db (or CCDCAL_DB), or run "
+        "`ccdcal ingest` or `ccdcal db upgrade` first to create one"
+    )
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        assert inspect(conn).get_table_names() == []
+    engine.dispose()
 
 
 def test_run_rows_record_versions_status_and_summary(catalog: Catalog) -> None:

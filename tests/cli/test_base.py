@@ -141,7 +141,10 @@ def test_db_current_and_upgrade(runner: CliRunner, tmp_path: Path) -> None:
     db = tmp_path / "c.db"
     missing = runner.invoke(app, ["--db", str(db), "db", "current"])
     assert missing.exit_code == 2
-    assert missing.stderr == f"Error: no catalog at {db}; check --db or run `ccdcal ingest` first\n"
+    assert missing.stderr == (
+        f"Error: no catalog at {db}; check --db (or CCDCAL_DB) and the current folder, or run `ccdcal "
+        "ingest` first to create one\n"
+    )
     up = runner.invoke(app, ["--db", str(db), "db", "upgrade"])
     assert (up.exit_code, up.stdout) == (0, f"{db} upgraded from empty to {SCHEMA_HEAD}\n")
     current = runner.invoke(app, ["--db", str(db), "db", "current"])
@@ -194,6 +197,7 @@ def test_masters_exit_1_when_a_group_is_too_small(runner: CliRunner, tmp_path: P
 
 def test_masters_bad_options_are_exit_2(runner: CliRunner, tmp_path: Path) -> None:
     db = str(tmp_path / "c.db")
+    assert runner.invoke(app, ["--db", db, "db", "upgrade"]).exit_code == 0
     bad_kind = runner.invoke(app, ["--db", db, "masters", "--kind", "lights"])
     assert (bad_kind.exit_code, bad_kind.stderr) == (
         2,

@@ -274,7 +274,8 @@ def test_a_file_inside_an_unreadable_folder_is_one_line(night: Night, tmp_path: 
 def test_an_output_that_cannot_be_written_is_one_line(
     night: Night, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """preview -o on a full disk: the PNG is not written, nothing is left beside it."""
+    """preview -o on a full disk: found before any work (the folder is tried first); the PNG is not
+    written, nothing is left beside it."""
     import builtins
 
     real_open = builtins.open
@@ -287,7 +288,11 @@ def test_an_output_that_cannot_be_written_is_one_line(
     monkeypatch.setattr(builtins, "open", full)
     result = _invoke(["preview", str(night.light), "-o", str(tmp_path / "l.png")], tmp_path)
     monkeypatch.undo()
-    assert_one_line(result, 2, f"cannot write {tmp_path / 'l.png'}: No space left on device")
+    assert_one_line(
+        result,
+        2,
+        f"cannot write in {tmp_path}: No space left on device; free some space on the disk of {tmp_path}",
+    )
     assert list(tmp_path.iterdir()) == []
 
 

@@ -141,6 +141,7 @@ def test_preview_errors(runner: CliRunner, tmp_path: Path) -> None:
 
 def test_report_of_an_empty_catalog(runner: CliRunner, tmp_path: Path) -> None:
     out = tmp_path / "empty.html"
+    assert runner.invoke(app, ["--db", str(tmp_path / "new.db"), "db", "upgrade"]).exit_code == 0
     result = runner.invoke(app, ["--db", str(tmp_path / "new.db"), "report", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(

@@ -243,7 +243,8 @@ def test_no_catalog_is_not_created(tmp_path: Path, runner: CliRunner) -> None:
     result = runner.invoke(app, ["--db", str(db), "provenance", "master:1"])
     assert (result.exit_code, result.stderr) == (
         2,
-        f"Error: no catalog at {db}; check --db or run `ccdcal ingest` first\n",
+        f"Error: no catalog at {db}; check --db (or CCDCAL_DB) and the current folder, or run `ccdcal "
+        "ingest` first to create one\n",
     )
     assert not db.exists()
 
