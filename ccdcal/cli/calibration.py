@@ -87,7 +87,7 @@ def masters(
     from ccdcal.kernels.combine import ClipParams
     from ccdcal.kernels.options import StepOptions
     from ccdcal.masters.build import build_masters, list_masters
-    from ccdcal.masters.groups import MasterOptions
+    from ccdcal.masters.groups import MasterOptions, check_options
 
     state = state_of(ctx)
     if show:
@@ -132,6 +132,7 @@ def masters(
         bpm=bpm,
         scheduler=scheduler,
     )
+    check_options(options)  # a wrong option is told before a missing catalog
     with state.catalog() as catalog, progress_bar(state, "Building masters") as progress:
         summary = build_masters(catalog, options, progress=lambda _label, done, total: progress(done, total))
     if as_json:
@@ -260,7 +261,7 @@ def process(
     from ccdcal.catalog.queries import MatchRules
     from ccdcal.kernels.options import StepOptions
     from ccdcal.lights import pipeline
-    from ccdcal.lights.options import ProcessOptions
+    from ccdcal.lights.options import ProcessOptions, check_options
 
     state = state_of(ctx)
     options = ProcessOptions(
@@ -293,6 +294,7 @@ def process(
         no_bpm=no_bpm,
         write_uncalibrated=write_uncalibrated,
     )
+    check_options(options)  # a wrong option is told before a missing catalog
     with state.catalog() as catalog:
         if dry_run:
             summary = pipeline.dry_run(catalog, options)
