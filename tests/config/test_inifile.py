@@ -18,6 +18,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from ccdcal.catalog.db import Catalog
 from ccdcal.cli import app
 from ccdcal.config.inifile import KINDS, OPTIONS
 from ccdcal.config.run import SeedConfig, load_config
@@ -169,6 +170,8 @@ def options_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: str,
         given.append(options)
         raise typer.Exit(0)
 
+    if not (tmp_path / "c.db").exists():  # the commands refuse a catalog that does not exist
+        Catalog(tmp_path / "c.db", create=True).close()
     with monkeypatch.context() as patch:
         patch.setattr(target, stop)
         result = CliRunner().invoke(app, ["--db", str(tmp_path / "c.db"), command], env={"CCDCAL_DB": ""})
