@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ccdcal.kernels.cosmic import CosmicParams
+from ccdcal.kernels.light import FLAT_LOW, FLAT_MIN
 from ccdcal.kernels.overscan import OverscanPlan
+from ccdcal.kernels.saturation import NO_SATURATION, Saturation
 from ccdcal.kernels.uncertainty import NoiseModel
 
 
@@ -83,7 +85,11 @@ class FrameTask:
     dark_scale : float
         ``t_light / t_dark``.
     flat_min : float
-        Flat pixels below it are clamped and flagged in the MASK extension.
+        Flat pixels below it are clamped and flagged in the MASK extension (bit 1).
+    flat_low : float
+        Flat pixels below it are flagged as a low response (bit 16).
+    saturation : Saturation
+        The light's saturation level and its source: raw samples at or above it are flagged (bit 8).
     notes : tuple of str
         HISTORY lines for the steps not applied, with their reasons.
     optional : OptionalSteps or None
@@ -101,7 +107,9 @@ class FrameTask:
     dark: MasterUse | None = None
     dark_scale: float = 1.0
     flat: MasterUse | None = None
-    flat_min: float = 0.01
+    flat_min: float = FLAT_MIN
+    flat_low: float = FLAT_LOW
+    saturation: Saturation = NO_SATURATION
     notes: tuple[str, ...] = field(default_factory=tuple)
     optional: OptionalSteps | None = None
 

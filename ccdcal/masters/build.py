@@ -214,7 +214,7 @@ def _combine(plan: GroupPlan, options: MasterOptions, cluster: ClusterOnDemand) 
     combined = combine_group(plan, options, cluster)
     built = BuiltMaster(combined.image, master_stats(combined.image), combined.rejected_fraction)
     built.flat_levels, built.uncertainty = combined.flat_levels, combined.uncertainty
-    built.overscan_levels = combined.overscan_levels
+    built.overscan_levels, built.saturated = combined.overscan_levels, combined.saturated
     built.level = clipped_level(combined.image)
     return built
 
