@@ -112,6 +112,7 @@ def build_masters(
         "no_bias": options.no_bias,
         "temp_tolerance": options.rules.temp_tolerance,
         "overscan": options.optional.overscan.text,
+        "saturation": options.optional.saturation,
         "uncertainty": options.optional.uncertainty,
         "bpm": options.bpm,
     }
