@@ -14,8 +14,9 @@ A frame's level is the first found of (docs/design.md, Science):
 The level is in the raw frame's physical ADU (after BZERO and BSCALE), and a sample is saturated when it
 is at or above it (:func:`saturated`): compared before any bias, dark or overscan is subtracted.
 Saturated samples are flagged in bit 8 of a calibrated light's MASK and left out of every master's
-combine (as non-finite samples are). The levels come from the catalog's ``header_cards`` (the
-header as ingested), read when the work is planned, so that a worker needs nothing else.
+combine (as non-finite samples are). A master's inputs get their levels from the catalog's
+``header_cards`` (the header as ingested) when the group is planned; a light gets its own from the raw
+header its worker reads (:func:`ccdcal.lights.history.light_saturation`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import numpy as np
 from astropy.io import fits
 
 from ccdcal.files.cardtext import card_name
+from ccdcal.kernels.saturation import HEADER_KEYS, Saturation, resolve_saturation
 from ccdcal.lights.records import MaskCounts, SaturationRecord
 from ccdcal.lights.task import FrameTask
 
@@ -59,7 +60,17 @@ def mask_cards(counts: MaskCounts) -> list[tuple[str, Any, str]]:
     return cards
 
 
-def step_cards(task: FrameTask, counts: MaskCounts, raw: fits.Header) -> list[tuple[str, Any, str]]:
+def light_saturation(task: FrameTask, raw: fits.Header) -> Saturation:
+    """A light's saturation level (:func:`~ccdcal.kernels.saturation.resolve_saturation`): ``--saturation``,
+    else its raw header's (as stored: BITPIX, BZERO and BSCALE of the data unit), else its data type's."""
+    cards = {key: raw[key] for key in HEADER_KEYS if key in raw}
+    usable = {key: value for key, value in cards.items() if not isinstance(value, fits.card.Undefined)}
+    return resolve_saturation(usable, task.saturation)
+
+
+def step_cards(
+    task: FrameTask, counts: MaskCounts, raw: fits.Header, saturation: Saturation
+) -> list[tuple[str, Any, str]]:
     """The cards of the master steps applied (BIASCOR, DARKCOR, DARKSCAL, FLATCOR, FLATMIN, FLATLOW), after
     MJD-OBS when the raw header lacks it, then the saturation level (SATLEVEL, when known) and the MASK's
     counts (:func:`mask_cards`)."""
@@ -75,7 +86,6 @@ def step_cards(task: FrameTask, counts: MaskCounts, raw: fits.Header) -> list[tu
         cards.append(("FLATCOR", flat_name, "divided by the master flat as stored (median 1)"))
         cards.append(("FLATMIN", float(task.flat_min), "flat pixels below it clamped to it"))
         cards.append(("FLATLOW", float(task.flat_low), "flat pixels below it: low response, MASK bit 16"))
-    saturation = task.saturation
     if saturation.level is not None:
         source = f"raw ADU; saturated at or above: MASK bit 8 ({saturation.source})"
         cards.append(("SATLEVEL", float(saturation.level), source[:60]))
@@ -101,9 +111,12 @@ def mjd_card(header: fits.Header) -> tuple[str, Any, str] | None:
 
 
 def history_lines(
-    task: FrameTask, counts: MaskCounts, steps: tuple[list[str], list[str]] = ([], [])
+    task: FrameTask,
+    counts: MaskCounts,
+    saturation: Saturation,
+    steps: tuple[list[str], list[str]] = ([], []),
 ) -> list[str]:
-    """HISTORY lines: the raw file, its saturation level, ``steps[0]`` (done before the masters), each
+    """HISTORY lines: the raw file, its ``saturation`` level, ``steps[0]`` (done before the masters), each
     master, ``steps[1]``; ``counts``: the MASK's (:func:`mask_counts`).
 
     File names are written as :func:`~ccdcal.files.cardtext.card_name` writes them, so that
@@ -112,15 +125,13 @@ def history_lines(
     bits = counts["bits"]
     masked, saturated, low = bits.get("1", 0), bits.get("8", 0), bits.get("16", 0)
     lines = [f"ccdcal: calibrated from {card_name(Path(task.path).name)} sha256 {task.sha256}"]
-    if task.saturation.level is not None:
+    if saturation.level is not None:
         lines.append(
-            f"saturation level {task.saturation.describe()}: {saturated} raw pixels at or above it "
+            f"saturation level {saturation.describe()}: {saturated} raw pixels at or above it "
             "flagged in MASK (bit 8)"
         )
     else:
-        lines.append(
-            f"saturation level: {task.saturation.describe()}: no pixel flagged (--saturation sets one)"
-        )
+        lines.append(f"saturation level: {saturation.describe()}: no pixel flagged (--saturation sets one)")
     lines += steps[0]
     if task.bias is not None:
         lines.append(f"bias subtracted: {card_name(task.bias.name)} sha256 {task.bias.sha256}")
@@ -145,24 +156,19 @@ def history_lines(
     return lines
 
 
-def saturation_record(
-    task: FrameTask, flagged: int | None = None, status: str = "applied"
-) -> SaturationRecord:
+def saturation_record(saturation: Saturation, flagged: int) -> SaturationRecord:
     """The ``saturation`` record of ``calibrations.steps``: the level, its source and the pixels ``flagged``
-    (bit 8); ``not_available`` with the reason when no level is known (``status`` ``planned``: an attempt
-    that failed)."""
-    saturation = task.saturation
+    (bit 8); ``not_available`` with the reason when no level is known."""
     record: SaturationRecord = {
-        "status": status,
+        "status": "applied",
         "level": saturation.level,
         "source": saturation.source,
         "detail": saturation.detail,
         "option": saturation.option,
+        "flagged": flagged,
     }
-    if saturation.level is None and status == "applied":
-        record["status"] = "not_available"
+    if saturation.level is None:
         why = f" ({saturation.detail})" if saturation.detail else ""
+        record["status"] = "not_available"
         record["reason"] = f"no saturation level known{why}: pass --saturation"
-    if flagged is not None:
-        record["flagged"] = flagged
     return record

@@ -17,7 +17,7 @@ a light takes the fused fast path of :mod:`ccdcal.lights.worker`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -28,7 +28,6 @@ from ccdcal.catalog.models import Master
 from ccdcal.kernels.cosmic import DEFAULT_GAIN, DEFAULT_READNOISE
 from ccdcal.kernels.options import StepOptions
 from ccdcal.kernels.overscan import SECTION_KEYS, resolve, shown
-from ccdcal.kernels.saturation import HEADER_KEYS, Saturation, resolve_saturation
 from ccdcal.kernels.uncertainty import NOISE_KEYS, noise_model
 from ccdcal.lights.matching import LightMatch
 from ccdcal.lights.steps import APPLIED, MasterInfo, Step
@@ -39,21 +38,17 @@ from ccdcal.masters.bpm import select_bpm
 @dataclass
 class OptionalContext:
     """What planning every light's optional steps needs, read once per plan: the options, the lights'
-    header values (with those of their saturation level), and whether a bad-pixel mask is to be applied."""
+    header values, and whether a bad-pixel mask is to be applied."""
 
     options: StepOptions
     values: dict[int, dict[str, Any]]
     use_bpm: bool
-    #: Each set of header values' saturation level, resolved once.
-    levels: dict[Any, Saturation] = field(default_factory=dict)
 
     @classmethod
     def load(cls, session: Session, options: StepOptions, *, apply_bpm: bool = True) -> OptionalContext:
-        """Read the lights' saturation keywords, sections (and noise keywords when needed) and whether any
-        bpm is current (``apply_bpm`` False: ``--no-bpm``, none is looked for)."""
-        keys: list[str] = [] if options.saturation is not None else list(HEADER_KEYS)
-        if options.overscan.name != "off":
-            keys += list(SECTION_KEYS)
+        """Read the lights' sections (and noise keywords when needed) and whether any bpm is current
+        (``apply_bpm`` False: ``--no-bpm``, none is looked for)."""
+        keys: list[str] = [] if options.overscan.name == "off" else list(SECTION_KEYS)
         if options.uncertainty or options.cosmic is not None:
             keys += list(NOISE_KEYS)
         values = header_values(session, keys, kind="light") if keys else {}
@@ -62,18 +57,6 @@ class OptionalContext:
             query = select(Master.id).where(Master.kind == "bpm", Master.status == "current").limit(1)
             use_bpm = session.execute(query).first() is not None
         return cls(options, values, use_bpm)
-
-    def saturation(self, frame_id: int) -> Saturation:
-        """A light's saturation level (:func:`~ccdcal.kernels.saturation.resolve_saturation`): the option,
-        else its header's, else its data type's."""
-        if self.options.saturation is not None:
-            return resolve_saturation({}, self.options.saturation)
-        values = self.values.get(frame_id, {})
-        key = tuple(values.get(k) for k in HEADER_KEYS)
-        found = self.levels.get(key)
-        if found is None:
-            found = self.levels[key] = resolve_saturation(values)
-        return found
 
 
 def plan_optional_steps(

@@ -207,8 +207,8 @@ def _read_astropy(task: FrameTask, content: bytes) -> RawFrame:
             warnings.simplefilter("ignore", AstropyUserWarning)
             with fits.open(io.BytesIO(content), memmap=False) as hdul:
                 hdu = hdul[task.hdu]
+                header = hdu.header.copy()  # before the data: astropy drops BZERO/BSCALE once it scales them
                 data = hdu.data
-                header = hdu.header.copy()
     except (OSError, EOFError, ValueError, IndexError, TypeError) as exc:
         raise FitsFormatError(f"cannot read the pixels: {exc}", task.path) from exc
     if data is None or data.ndim != 2:

@@ -399,7 +399,7 @@ class _Plan:
             flat=use("flat"),
             flat_min=self.options.flat_min,
             flat_low=self.options.flat_low,
-            saturation=self.context.saturation(light.id),
+            saturation=self.options.optional.saturation,
             notes=notes,
             optional=optional,
         )

@@ -15,7 +15,6 @@ from typing import Any
 from ccdcal.kernels.cosmic import CosmicParams
 from ccdcal.kernels.light import FLAT_LOW, FLAT_MIN
 from ccdcal.kernels.overscan import OverscanPlan
-from ccdcal.kernels.saturation import NO_SATURATION, Saturation
 from ccdcal.kernels.uncertainty import NoiseModel
 
 
@@ -88,8 +87,10 @@ class FrameTask:
         Flat pixels below it are clamped and flagged in the MASK extension (bit 1).
     flat_low : float
         Flat pixels below it are flagged as a low response (bit 16).
-    saturation : Saturation
-        The light's saturation level and its source: raw samples at or above it are flagged (bit 8).
+    saturation : float or None
+        ``--saturation``: the light's saturation level; ``None``: its header's, else its data type's
+        (:func:`ccdcal.kernels.saturation.resolve_saturation`, on the raw header the worker reads). Raw
+        samples at or above it are flagged (bit 8).
     notes : tuple of str
         HISTORY lines for the steps not applied, with their reasons.
     optional : OptionalSteps or None
@@ -109,7 +110,7 @@ class FrameTask:
     flat: MasterUse | None = None
     flat_min: float = FLAT_MIN
     flat_low: float = FLAT_LOW
-    saturation: Saturation = NO_SATURATION
+    saturation: float | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     optional: OptionalSteps | None = None
 

@@ -30,7 +30,14 @@ import numpy as np
 from ccdcal.errors import CcdcalError
 from ccdcal.files.calibrated import output_cards, write_calibrated
 from ccdcal.kernels.light import be_words, calibrate_be16_words, calibrate_image, flagged
-from ccdcal.lights.history import MASK_CARDS, history_lines, mask_counts, saturation_record, step_cards
+from ccdcal.lights.history import (
+    MASK_CARDS,
+    history_lines,
+    light_saturation,
+    mask_counts,
+    saturation_record,
+    step_cards,
+)
 from ccdcal.lights.pixels import (
     RawFrame,
     buffer,
@@ -66,7 +73,7 @@ def planned(task: FrameTask) -> dict[str, Any]:
     ``planned``: what a failed calibration was attempted with (a rerun with the same plan is not retried),
     and its saturation level."""
     steps = task.optional
-    records: dict[str, Any] = {"saturation": saturation_record(task, status="planned")}
+    records: dict[str, Any] = {"saturation": {"status": "planned", "option": task.saturation}}
     if steps is None or not steps.any:
         return records
     if steps.overscan is not None and steps.overscan.applies:
@@ -133,7 +140,8 @@ def _fused(task: FrameTask, raw: RawFrame) -> FrameResult:
     size = raw.shape[0] * raw.shape[1]
     words = buffer(size)
     mask = buffer(size, np.uint8, "mask")
-    level = task.saturation.level
+    saturation = light_saturation(task, raw.header)
+    level = saturation.level
     if raw.words is not None:
         total = calibrate_be16_words(
             raw.words,
@@ -154,7 +162,10 @@ def _fused(task: FrameTask, raw: RawFrame) -> FrameResult:
         flagged(raw.values, bits, level, out=mask)
     counts = mask_counts(mask)
     cards = output_cards(
-        raw.header, raw.shape, step_cards(task, counts, raw.header), history_lines(task, counts)
+        raw.header,
+        raw.shape,
+        step_cards(task, counts, raw.header, saturation),
+        history_lines(task, counts, saturation),
     )
     output = Path(task.output)
     masked = flat.clamped if flat is not None else 0
@@ -172,7 +183,10 @@ def _fused(task: FrameTask, raw: RawFrame) -> FrameResult:
         mask_cards=MASK_CARDS if mask_image is not None else (),
     )
     warning = level_warning(task.bias, bias, sample_level(raw))
-    details: dict[str, Any] = {"saturation": saturation_record(task, counts["bits"]["8"]), "mask": counts}
+    details: dict[str, Any] = {
+        "saturation": saturation_record(saturation, counts["bits"]["8"]),
+        "mask": counts,
+    }
     if warning:
         details["warnings"] = [warning]
     return FrameResult(

@@ -43,7 +43,14 @@ from ccdcal.kernels.overscan import (
 )
 from ccdcal.kernels.saturation import saturated
 from ccdcal.kernels.uncertainty import deviation, propagate
-from ccdcal.lights.history import MASK_CARDS, history_lines, mask_counts, saturation_record, step_cards
+from ccdcal.lights.history import (
+    MASK_CARDS,
+    history_lines,
+    light_saturation,
+    mask_counts,
+    saturation_record,
+    step_cards,
+)
 from ccdcal.lights.pixels import (
     RawFrame,
     buffer,
@@ -74,7 +81,8 @@ def calibrate_with_steps(task: FrameTask, raw: RawFrame) -> FrameResult:
     assert steps is not None
     plan: OverscanPlan = steps.overscan or NO_OVERSCAN
     values = _values(raw)
-    raw_saturated = saturated(values, task.saturation.level)  # the raw values, before the overscan
+    saturation = light_saturation(task, raw.header)
+    raw_saturated = saturated(values, saturation.level)  # the raw values, before the overscan
     prepared, overscan_level = apply_overscan(values, plan)
     if plan.trim is not None:  # the MASK is of the output: the trimmed area
         raw_saturated = raw_saturated[plan.trim.slices]
@@ -155,9 +163,9 @@ def calibrate_with_steps(task: FrameTask, raw: RawFrame) -> FrameResult:
     words = buffer(shape[0] * shape[1])
     total = be_words(image, words)
     counts = mask_counts(mask)
-    details = {"saturation": saturation_record(task, counts["bits"]["8"]), **details, "mask": counts}
-    all_cards = step_cards(task, counts, header) + cards
-    text = output_cards(header, shape, all_cards, history_lines(task, counts, (before, after)))
+    details = {"saturation": saturation_record(saturation, counts["bits"]["8"]), **details, "mask": counts}
+    all_cards = step_cards(task, counts, header, saturation) + cards
+    text = output_cards(header, shape, all_cards, history_lines(task, counts, saturation, (before, after)))
     output = Path(task.output)
     flagged_any = counts["flagged"] > 0
     temporary, digest = write_calibrated(

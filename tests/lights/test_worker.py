@@ -556,11 +556,10 @@ def test_steps_that_do_nothing_keep_the_fast_path_bit_for_bit(
     assert plain.sha256 == with_idle.sha256
     assert plain.details == {
         "saturation": {
-            "status": "not_available",
-            "reason": "no saturation level known: pass --saturation",
-            "level": None,
-            "source": "none",
-            "detail": "",
+            "status": "applied",
+            "level": 65535.0,
+            "source": "data type",
+            "detail": "BITPIX 16, BZERO 32768",
             "option": None,
             "flagged": 0,
         },
@@ -744,11 +743,11 @@ def test_saturated_raw_pixels_and_a_low_flat_response_are_flagged(
         fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(raw, nina_header())]).writeto(path)
     else:
         write_raw(path, raw)
-    if layout == "float32":
-        saturation = resolve_saturation({"BITPIX": -32}, option=float(top))
-    else:
-        saturation = resolve_saturation({"BITPIX": 16, "BZERO": 0 if layout == "int16" else 32768})
+    option = float(top) if layout == "float32" else None  # float data: no level unless --saturation
+    with fits.open(path) as hdul:  # the raw header, as stored
+        saturation = resolve_saturation(dict(hdul[1 if layout == "compressed" else 0].header), option)
     assert saturation.level == top
+    assert saturation.source == ("--saturation" if option else "data type")
     flat, flat_use = low_flat(tmp_path, rng)
     bias = write_master(tmp_path / "bias_high.fits", np.full(SHAPE, 20000.0))
     output = tmp_path / "out" / "Light_sat_cal.fits"
@@ -758,7 +757,7 @@ def test_saturated_raw_pixels_and_a_low_flat_response_are_flagged(
         masters | {"bias": bias, "flat": flat_use},
         output,
         hdu=1 if layout == "compressed" else 0,
-        saturation=saturation,
+        saturation=option,
         flat_low=0.5,
     )
     result = calibrate_frame(task)
@@ -807,8 +806,7 @@ def test_the_mask_of_a_trimmed_light_is_of_its_output_area(
     used["flat"] = write_prepared(tmp_path / "mf.fits", flat, "flat")
     steps = OptionalSteps(overscan=PLAN, overscan_mode="auto")
     output = tmp_path / "Light_os_sat_cal.fits"
-    saturation = resolve_saturation({"BITPIX": 16, "BZERO": 32768})
-    task = task_for(path, used, output, dark=None, optional=steps, saturation=saturation)
+    task = task_for(path, used, output, dark=None, optional=steps)  # the level: 65535, the data type's
     result = calibrate_frame(task)
     finish(result, output)
     read_clean(output)
@@ -820,4 +818,62 @@ def test_the_mask_of_a_trimmed_light_is_of_its_output_area(
     header = fits.getheader(output)
     assert (header["NMASK8"], header["NMASK16"]) == (2, 3 * TRIMMED[0])
     assert result.details["saturation"]["flagged"] == 2
+    assert fitsverify_counts(output) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("cards", "dtype", "source", "level"),
+    [
+        ({"SATURATE": 40000.0}, np.uint16, "SATURATE", 40000.0),  # LCO's Sinistro writes it
+        ({"SATURATE": "unavail", "DATAMAX": 50000}, np.uint16, "DATAMAX", 50000.0),  # SOAR's card passed over
+        ({"BSCALE": 2.0, "BZERO": 10.0}, np.int16, "data type", 65544.0),  # read by astropy, scaled
+        ({}, np.float32, "none", None),
+    ],
+)
+def test_a_lights_level_comes_from_its_raw_header(
+    tmp_path: Path,
+    rng: np.random.Generator,
+    masters: dict[str, MasterUse],
+    cards: dict[str, Any],
+    dtype: type,
+    source: str,
+    level: float | None,
+) -> None:
+    """The worker reads the level from the raw header as stored (a scaled frame's BZERO and BSCALE too,
+    though astropy drops them once it scales the data); a float frame has none unless --saturation."""
+    stored = rng.integers(100, 20000, SHAPE).astype(dtype)
+    stored[1, 2] = np.iinfo(dtype).max if dtype != np.float32 else 70000
+    stored[3, 4] = 50000 if dtype == np.uint16 else stored[3, 4]
+    header = nina_header()
+    for key, value in cards.items():
+        header[key] = value
+    path = tmp_path / "Light_level.fits"
+    if "BSCALE" in cards:  # the stored values as they are, scaled by the header's BSCALE and BZERO
+        primary = fits.PrimaryHDU(stored).header
+        for key, value in header.items():
+            primary[key] = value
+        data = stored.astype(">i2").tobytes()
+        path.write_bytes(primary.tostring().encode("ascii") + data + b"\0" * (-len(data) % 2880))
+    else:
+        fits.PrimaryHDU(stored, header).writeto(path)
+    values = fits.getdata(path).astype(np.float64)
+    output = tmp_path / "Light_level_cal.fits"
+    result = calibrate_frame(task_for(path, masters, output))
+    finish(result, output)
+    record = result.details["saturation"]
+    assert (record["source"], record["level"]) == (source, level)
+    flagged = values >= level if level is not None else np.zeros(SHAPE, bool)
+    assert record["flagged"] == int(flagged.sum()) == fits.getheader(output)["NMASK8"]
+    mask = fits.getdata(output, "MASK")
+    np.testing.assert_array_equal((mask & 8) != 0, flagged)
+    if level is None:
+        assert record["status"] == "not_available"
+        assert "SATLEVEL" not in fits.getheader(output)
+        assert "no pixel flagged (--saturation sets one)" in " ".join(
+            joined_history(str(h) for h in fits.getheader(output)["HISTORY"])
+        )
+    else:
+        assert fits.getheader(output)["SATLEVEL"] == level
+    if cards.get("SATURATE") == "unavail":
+        assert record["detail"] == "SATURATE = 'unavail' is not a positive number: not used"
     assert fitsverify_counts(output) == (0, 0)
