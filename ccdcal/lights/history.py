@@ -12,6 +12,7 @@ import numpy as np
 from astropy.io import fits
 
 from ccdcal.files.cardtext import card_name
+from ccdcal.kernels.light import mask_bit_counts
 from ccdcal.kernels.saturation import HEADER_KEYS, Saturation, resolve_saturation
 from ccdcal.lights.records import MaskCounts, SaturationRecord
 from ccdcal.lights.task import FrameTask
@@ -44,10 +45,8 @@ def mask_counts(mask: np.ndarray | None) -> MaskCounts:
     ``None``, no MASK)."""
     if mask is None:
         return {"flagged": 0, "bits": {str(bit): 0 for bit, _ in MASK_BITS}}
-    values = np.bincount(np.asarray(mask, dtype=np.uint8).ravel(), minlength=256)
-    levels = np.arange(256)
-    bits = {str(bit): int(values[(levels & bit) != 0].sum()) for bit, _ in MASK_BITS}
-    return {"flagged": int(values[1:].sum()), "bits": bits}
+    flagged, per_bit = mask_bit_counts(mask)
+    return {"flagged": flagged, "bits": {str(bit): per_bit[bit] for bit, _ in MASK_BITS}}
 
 
 def mask_cards(counts: MaskCounts) -> list[tuple[str, Any, str]]:

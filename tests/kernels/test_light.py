@@ -17,6 +17,7 @@ from ccdcal.kernels.light import (
     flagged,
     flat_bits,
     flat_reciprocal,
+    mask_bit_counts,
     warm_up,
 )
 
@@ -205,6 +206,14 @@ def test_be16_mask_without_a_flat_or_a_level(frames: dict[str, np.ndarray]) -> N
     calibrate_be16_words(stored, False, None, None, 1.0, None, words, mask=mask, saturation=400.0)
     np.testing.assert_array_equal(mask.reshape(SHAPE), np.where(frames["raw"] >= 400, 8, 0))
     assert not flagged(frames["raw"], None, None).any()
+
+
+@pytest.mark.parametrize("density", [0.0, 0.05, 1.0])
+def test_mask_bit_counts_are_the_histograms(rng: np.random.Generator, density: float) -> None:
+    mask = np.where(rng.random(SHAPE) < density, rng.integers(0, 256, SHAPE), 0).astype(np.uint8)
+    flagged, per_bit = mask_bit_counts(mask)
+    assert flagged == int(np.count_nonzero(mask))
+    assert per_bit == {1 << b: int(np.count_nonzero(mask & (1 << b))) for b in range(8)}
 
 
 def test_fold_checksum_is_a_ones_complement_sum() -> None:
