@@ -89,6 +89,11 @@ MIB, TIB = 1 << 20, 1 << 40
 
 #: ``process --flat-min``: a master flat's pixels are near 1 (median 1); 1 or more would clamp them all.
 FLAT_MIN = Range("--flat-min", 0.0, 1.0, low_open=True, high_open=True)
+#: ``process --flat-low``: flat pixels below it are flagged as low response (vignetted); it must also be
+#: above ``--flat-min`` (:func:`check_flat_low`).
+FLAT_LOW = Range("--flat-low", 0.0, 1.0, low_open=True, high_open=True)
+#: ``--saturation`` (masters, process): raw samples at or above it are saturated, in the raw frame's ADU.
+SATURATION = Range("--saturation", 0.0, 1e20, low_open=True, unit="ADU")
 #: ``--temp-tolerance`` (masters, process): |ΔT| allowed between a master and its frames.
 TEMP_TOLERANCE = Range("--temp-tolerance", 0.0, 100.0, unit="°C")
 #: ``process --exptime-tolerance``: relative exposure difference of a dark used unscaled.
@@ -125,6 +130,8 @@ RANGES = {
     r.option: r
     for r in (
         FLAT_MIN,
+        FLAT_LOW,
+        SATURATION,
         TEMP_TOLERANCE,
         EXPTIME_TOLERANCE,
         SIGMA,
@@ -142,3 +149,15 @@ RANGES = {
         RUN_ID,
     )
 }
+
+
+def check_flat_low(flat_low: object, flat_min: float) -> None:
+    """Raise :class:`UsageError` unless ``flat_low`` is within :data:`FLAT_LOW` and above ``flat_min``
+    (a low-response threshold at or below the clamp would flag nothing the clamp does not)."""
+    FLAT_LOW.check(flat_low)
+    assert isinstance(flat_low, numbers.Real)
+    if not float(flat_low) > flat_min:
+        raise UsageError(
+            f"--flat-low {_number(flat_low)} is out of range: use {_number(flat_min)} < x < 1 "
+            "(above --flat-min)"
+        )

@@ -137,7 +137,16 @@ def fitsverify_counts(path: Path) -> tuple[int, int]:
 
 
 #: The command-line names of the optional steps' options (:class:`ccdcal.kernels.options.StepOptions`).
-STEP_OPTION_NAMES = ("overscan", "uncertainty", "gain", "readnoise", "cosmic_rays", "cr_sigclip", "cr_objlim")
+STEP_OPTION_NAMES = (
+    "overscan",
+    "saturation",
+    "uncertainty",
+    "gain",
+    "readnoise",
+    "cosmic_rays",
+    "cr_sigclip",
+    "cr_objlim",
+)
 
 
 def with_step_options(values: dict[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,25 @@ def test_a_range_reads_as_written() -> None:
     assert limits.TEMP_TOLERANCE.text == "0 <= x <= 100 °C"
     assert limits.JOBS.text == "a whole number 1 <= x <= 1024"
     assert limits.MEM_LIMIT.text == "16M <= x <= 64T"
+    assert limits.FLAT_LOW.text == "0 < x < 1"
+    assert limits.SATURATION.text == "0 < x <= 1e+20 ADU"
+
+
+@pytest.mark.parametrize(
+    ("flat_low", "flat_min", "message"),
+    [
+        (0.01, 0.01, "--flat-low 0.01 is out of range: use 0.01 < x < 1 (above --flat-min)"),
+        (0.3, 0.5, "--flat-low 0.3 is out of range: use 0.5 < x < 1 (above --flat-min)"),
+        (1.0, 0.01, "--flat-low 1 is out of range: use 0 < x < 1"),
+        (math.nan, 0.01, "--flat-low nan is out of range: use 0 < x < 1"),
+    ],
+)
+def test_flat_low_is_above_flat_min(flat_low: float, flat_min: float, message: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        limits.check_flat_low(flat_low, flat_min)
+    assert str(raised.value) == message
+    limits.check_flat_low(0.5, 0.01)
+    limits.check_flat_low(0.02, 0.01)
 
 
 @pytest.mark.parametrize("value", [0.0, 1.0, -0.5, 1e30, math.nan, math.inf, -math.inf, "0.1", True, None])
@@ -55,6 +74,15 @@ def test_whole_numbers_only_where_asked() -> None:
 # Each option object, given one value out of range: the message the Python API raises.
 API = {
     "flat-min": (lambda: ProcessOptions(flat_min=1e30), "--flat-min 1e+30 is out of range: use 0 < x < 1"),
+    "flat-low": (lambda: ProcessOptions(flat_low=1.5), "--flat-low 1.5 is out of range: use 0 < x < 1"),
+    "flat-low-min": (
+        lambda: ProcessOptions(flat_min=0.6),
+        "--flat-low 0.5 is out of range: use 0.6 < x < 1 (above --flat-min)",
+    ),
+    "saturation": (
+        lambda: StepOptions(saturation=0.0),
+        "--saturation 0 is out of range: use 0 < x <= 1e+20 ADU",
+    ),
     "jobs": (
         lambda: ProcessOptions(jobs=100_000),
         "--jobs 100000 is out of range: use a whole number 1 <= x <= 1024",
@@ -105,6 +133,16 @@ def test_the_python_api_refuses_values_out_of_range(case: str) -> None:
 COMMANDS = [
     (["process", "--flat-min", "1e30"], "--flat-min 1e+30 is out of range: use 0 < x < 1"),
     (["process", "--flat-min", "1"], "--flat-min 1 is out of range: use 0 < x < 1"),
+    (["process", "--flat-low", "0"], "--flat-low 0 is out of range: use 0 < x < 1"),
+    (["process", "--flat-low", "1"], "--flat-low 1 is out of range: use 0 < x < 1"),
+    (
+        ["process", "--flat-low", "0.2", "--flat-min", "0.3"],
+        "--flat-low 0.2 is out of range: use 0.3 < x < 1 (above --flat-min)",
+    ),
+    (["process", "--saturation", "-5"], "--saturation -5 is out of range: use 0 < x <= 1e+20 ADU"),
+    (["process", "--saturation", "nan"], "--saturation nan is out of range: use 0 < x <= 1e+20 ADU"),
+    (["masters", "--saturation", "0"], "--saturation 0 is out of range: use 0 < x <= 1e+20 ADU"),
+    (["masters", "--saturation", "inf"], "--saturation inf is out of range: use 0 < x <= 1e+20 ADU"),
     (["process", "--temp-tolerance", "nan"], "--temp-tolerance nan is out of range: use 0 <= x <= 100 °C"),
     (["process", "--exptime-tolerance", "0.9"], "--exptime-tolerance 0.9 is out of range: use 0 <= x <= 0.5"),
     (["process", "--jobs", "0"], "--jobs 0 is out of range: use a whole number 1 <= x <= 1024"),
@@ -181,6 +219,8 @@ def test_help_shows_the_ranges() -> None:
     text = CliRunner().invoke(app, ["process", "--help"], env={"COLUMNS": "250"}).stdout
     for option in (
         "--flat-min",
+        "--flat-low",
+        "--saturation",
         "--temp-tolerance",
         "--exptime-tolerance",
         "--jobs",

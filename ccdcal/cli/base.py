@@ -384,6 +384,15 @@ FlatDarkScaleOption = Annotated[
         "exposure. Default: only a dark at their own exposure, else the bias alone.",
     ),
 ]
+SaturationOption = Annotated[
+    float | None,
+    typer.Option(
+        "--saturation",
+        help="Raw samples at or above this many ADU are saturated, in every frame (default: the header's "
+        f"SATURATE, DATAMAX or MAXLIN, else the data type's maximum; {limits.SATURATION.text}). Saturated "
+        "samples are left out of masters and flagged in MASK (bit 8).",
+    ),
+]
 MinFramesOption = Annotated[
     int, typer.Option("--min-frames", help=f"Smallest group combined ({limits.MIN_FRAMES.text}).")
 ]

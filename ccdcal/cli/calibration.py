@@ -15,6 +15,7 @@ from ccdcal.cli.base import (
     MemLimitOption,
     MinFramesOption,
     OverscanOption,
+    SaturationOption,
     UncertaintyOption,
     app,
     byte_size,
@@ -70,6 +71,7 @@ def masters(
         ),
     ] = 2.0,
     overscan: OverscanOption = "auto",
+    saturation: SaturationOption = None,
     uncertainty: MastersUncertaintyOption = False,
     bpm: Annotated[
         bool,
@@ -128,7 +130,7 @@ def masters(
         no_bias=no_bias,
         flat_dark_scale=flat_dark_scale,
         rules=MatchRules(temp_tolerance=temp_tolerance),
-        optional=StepOptions.parse(overscan=overscan, uncertainty=uncertainty),
+        optional=StepOptions.parse(overscan=overscan, saturation=saturation, uncertainty=uncertainty),
         bpm=bpm,
         scheduler=scheduler,
     )
@@ -204,6 +206,15 @@ def process(
             help=f"Flat pixels below this are clamped and flagged in MASK ({limits.FLAT_MIN.text}).",
         ),
     ] = 0.01,
+    flat_low: Annotated[
+        float,
+        typer.Option(
+            "--flat-low",
+            help="Flat pixels below this (a low response: vignetted) are flagged in MASK, bit 16 "
+            f"({limits.FLAT_LOW.text}, above --flat-min).",
+        ),
+    ] = 0.5,
+    saturation: SaturationOption = None,
     min_frames: MinFramesOption = 3,
     mem_limit: MemLimitOption = "2G",
     jobs: Annotated[
@@ -277,6 +288,7 @@ def process(
         dark=dark,
         flat=flat,
         flat_min=flat_min,
+        flat_low=flat_low,
         jobs=jobs,
         scheduler=scheduler,
         redo=redo,
@@ -284,6 +296,7 @@ def process(
         mem_limit=byte_size(mem_limit),
         optional=StepOptions.parse(
             overscan=overscan,
+            saturation=saturation,
             uncertainty=uncertainty,
             gain=gain,
             readnoise=readnoise,

@@ -44,6 +44,10 @@ debug = no
 database = ccdcal.db
 # (ccdcal) Worker processes reading headers and calibrating lights: auto, or a number.
 jobs = auto
+# (ccdcal) Raw samples at or above this many ADU are saturated: left out of masters and flagged in the
+# calibrated frames' MASK. Empty: each frame's SATURATE, DATAMAX or MAXLIN card, else its data type's
+# maximum (65535 for 16-bit cameras).
+saturation =
 
 [MASTERS]
 # Folder of the raw frames (BIAS/ DARK/ FLAT/ LIGHT/ ...), catalogued recursively when a master is
@@ -99,13 +103,17 @@ temp_tolerance = 2
 exptime_tolerance = 1e-6
 # (ccdcal) Flat pixels below this are clamped and flagged in the output's MASK extension.
 flat_min = 0.01
+# (ccdcal) Flat pixels below this (a low response: vignetted) are flagged in the output's MASK
+# extension; above flat_min, below 1.
+flat_low = 0.5
 # (ccdcal) Write the frames no calibration step applies to (no bias, dark, flat or overscan), their
 # pixels the raw frame's; no: list them with the reason, unwritten.
 write_uncalibrated = no
 """
 
 #: How each option's value is read (see :func:`convert`): ``folder_in`` must exist, ``folder_out`` is
-#: created; ``count`` is a whole number ≥ 1, ``number`` ≥ 0, ``positive`` > 0.
+#: created; ``count`` is a whole number ≥ 1, ``number`` ≥ 0, ``positive`` > 0; ``saturation`` a number, or
+#: empty for none.
 KINDS = {
     **dict.fromkeys(
         ("debug", "build_bias", "build_dark", "build_flat", "dark_scale", "no_bias", "write_uncalibrated"),
@@ -115,8 +123,9 @@ KINDS = {
     **dict.fromkeys(("master_output", "output_dir", "master_files"), "folder_out"),
     **dict.fromkeys(("min_frames", "iterations"), "count"),
     **dict.fromkeys(("temp_tolerance", "exptime_tolerance"), "number"),
-    **dict.fromkeys(("sigma", "flat_min"), "positive"),
+    **dict.fromkeys(("sigma", "flat_min", "flat_low"), "positive"),
     **{"database": "database", "jobs": "jobs", "dispersion": "dispersion", "mem_limit": "size"},
+    "saturation": "saturation",
     "file_type": "frame_type",
 }
 
@@ -179,6 +188,8 @@ RANGES = {
     "temp_tolerance": limits.TEMP_TOLERANCE,
     "exptime_tolerance": limits.EXPTIME_TOLERANCE,
     "flat_min": limits.FLAT_MIN,
+    "flat_low": limits.FLAT_LOW,
+    "saturation": limits.SATURATION,
     "jobs": limits.JOBS,
     "mem_limit": limits.MEM_LIMIT,
 }
@@ -208,16 +219,16 @@ def convert(option: Option, raw: str, folder: Path) -> Any:
     value = _convert(option, raw, folder)
     limit = RANGES.get(option.name)
     if limit is not None and value is not None and not limit.contains(value):
+        example = {"auto": "4", "": "65535"}.get(option.default, option.default)  # jobs, saturation
         raise BadValue(
-            f"{option.name} = {raw} is out of range: use {limit.text}; write e.g. "
-            f"{option.name} = {option.default if option.default != 'auto' else 4}"
+            f"{option.name} = {raw} is out of range: use {limit.text}; write e.g. {option.name} = {example}"
         )
     return value
 
 
 def _convert(option: Option, raw: str, folder: Path) -> Any:
     name, kind = option.name, option.kind
-    if not raw and kind not in ("folder_in", "folder_out", "database", "jobs"):
+    if not raw and kind not in ("folder_in", "folder_out", "database", "jobs", "saturation"):
         example = f"{name} = yes or {name} = no" if kind == "bool" else f"e.g. {name} = {option.default}"
         raise BadValue(f"{name} has no value; write {example}")
     if kind == "bool":
@@ -231,6 +242,19 @@ def _convert(option: Option, raw: str, folder: Path) -> Any:
             example = "jobs = auto or e.g. jobs = 4" if kind == "jobs" else f"e.g. {name} = {option.default}"
             raise BadValue(f"{name} = {raw} is not a whole number of at least 1; write {example}")
         return int(raw)
+    if kind == "saturation":
+        if not raw:
+            return None
+        try:
+            level = float(raw)
+        except ValueError:
+            level = math.nan
+        if not math.isfinite(level):
+            raise BadValue(
+                f"{name} = {raw} is not a number of ADU; write e.g. {name} = 65535, or leave it empty (the "
+                "header's level)"
+            )
+        return level
     if kind in ("number", "positive"):
         try:
             number = float(raw)

@@ -62,6 +62,7 @@ class SeedConfig:
     debug: bool
     database: str | None
     jobs: int | None
+    saturation: float | None
     raw_root: Path
     master_output: Path
     build_bias: bool
@@ -83,6 +84,7 @@ class SeedConfig:
     temp_tolerance: float
     exptime_tolerance: float
     flat_min: float
+    flat_low: float
     write_uncalibrated: bool
 
     @property
@@ -107,6 +109,7 @@ class SeedConfig:
         # stack.
         from ccdcal.catalog.queries import MatchRules
         from ccdcal.kernels.combine import ClipParams
+        from ccdcal.kernels.options import StepOptions
         from ccdcal.masters.groups import MasterOptions
 
         return MasterOptions(
@@ -118,6 +121,7 @@ class SeedConfig:
             no_bias=self.no_bias,
             rules=MatchRules(self.masters_temp_tolerance, dark_scale=self.masters_dark_scale),
             flat_dark_scale=self.masters_dark_scale,
+            optional=StepOptions(saturation=self.saturation),
         )
 
     def process_options(self) -> ProcessOptions:
@@ -125,6 +129,7 @@ class SeedConfig:
         # Imported here to keep start-up fast: reading and checking a config needs none of the calibration
         # stack.
         from ccdcal.catalog.queries import MatchRules
+        from ccdcal.kernels.options import StepOptions
         from ccdcal.lights.options import ProcessOptions
 
         return ProcessOptions(
@@ -135,10 +140,12 @@ class SeedConfig:
             flat_dark_scale=self.masters_dark_scale,  # recorded: `status` plans the masters as the run did
             allow_missing=tuple(kind for kind in ("bias", "dark", "flat") if kind not in self.build),
             flat_min=self.flat_min,
+            flat_low=self.flat_low,
             jobs=self.jobs,
             min_frames=self.min_frames,
             mem_limit=self.mem_limit,
             write_uncalibrated=self.write_uncalibrated,
+            optional=StepOptions(saturation=self.saturation),
         )
 
     def arguments(self) -> dict[str, Any]:
@@ -228,6 +235,14 @@ def _cross_check(config: SeedConfig, given: dict[str, str], where: Callable[[str
             f"{where('MASTERS', 'dark_scale')}: dark_scale = yes cannot be used with [CALIBRATION] "
             "no_bias = yes: the flats' dark then still holds the bias, and such a dark cannot be scaled; "
             "set one of them to no"
+        )
+    if not config.flat_low > config.flat_min:
+        at = where("CALIBRATION", "flat_low")  # else flat_min's line: flat_low takes its default
+        at = at if ", line " in at else where("CALIBRATION", "flat_min")
+        raise ConfigError(
+            f"{at}: flat_low = {given['flat_low']} is not above flat_min = "
+            f"{given['flat_min']}: pixels below flat_min are clamped, flat_low flags a low response above "
+            "them; raise flat_low or lower flat_min"
         )
     if config.master_files != config.master_output:
         raise ConfigError(

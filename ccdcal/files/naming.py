@@ -212,3 +212,27 @@ def calibrated_name(raw_path: str | Path) -> str:
             name = name[: -len(suffix)]
             break
     return f"{name}_cal.fits"
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, the file system of ``folder`` (or of its nearest existing parent)
+    allows: 255 on the usual ones."""
+    for candidate in (folder, *folder.parents):
+        try:
+            return os.pathconf(candidate, "PC_NAME_MAX")
+        except (OSError, ValueError):  # not there yet, or not known here
+            continue
+    return 255
+
+
+def name_too_long(output: str, limit: int) -> str | None:
+    """Why a light cannot get this output name (longer than the file system allows), else ``None``."""
+    name = os.path.basename(output)
+    size = len(os.fsencode(name))
+    if size <= limit:
+        return None
+    return (
+        f"its output name {name[:40]}...{name[-16:]} is {size} bytes, longer than the {limit} the file "
+        f"system of {os.path.dirname(output)} allows: rename the raw file to a shorter name, ingest it "
+        "again, and run process again"
+    )

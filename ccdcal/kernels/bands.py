@@ -74,6 +74,7 @@ class Stitcher:
         self.n = n
         self.params = params
         self.n_nonfinite = 0
+        self.n_saturated = 0
         self.block_rows = 0
         self.n_blocks = 0
         self._filled = np.zeros(shape[0], np.bool_)
@@ -101,6 +102,7 @@ class Stitcher:
         self.uncertainty[r0:r1] = band.uncertainty
         self._filled[r0:r1] = True
         self.n_nonfinite += band.n_nonfinite
+        self.n_saturated += band.n_saturated
         self.block_rows = max(self.block_rows, band.block_rows)
         self.n_blocks += band.n_blocks
 
@@ -122,6 +124,7 @@ class Stitcher:
             uncertainty=self.uncertainty,
             n_inputs=self.n,
             n_nonfinite=self.n_nonfinite,
+            n_saturated=self.n_saturated,
             block_rows=self.block_rows,
             n_blocks=self.n_blocks,
             params=self.params,

@@ -2,9 +2,9 @@
 
 :func:`clip_block` runs :func:`ccdcal.kernels.clipkernel.clip_kernel` on an (n, rows, nx) block of
 samples with everything the kernel takes besides the samples: how to decode and scale each frame's
-stored values (:class:`Decoding`, identity for native arrays), the optional per-frame
-``(value - offset) * scale`` (:class:`Transform`, validated from the caller's arguments by
-:func:`build_transform`), the comparator networks for ``n`` keys and the tile width.
+stored values and which values are saturated (:class:`Decoding`, identity for native arrays), the
+optional per-frame ``(value - offset) * scale`` (:class:`Transform`, validated from the caller's
+arguments by :func:`build_transform`), the comparator networks for ``n`` keys and the tile width.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -65,6 +65,9 @@ class Decoding:
         Per-frame BLANK value (float64; ignored where ``use_blank`` is false).
     use_blank : numpy.ndarray
         Per-frame flag: samples equal to ``blank`` become NaN.
+    saturation : numpy.ndarray or None
+        Per-frame saturation level of the scaled values (float64; ``inf``: none): samples at or above it
+        become NaN, counted apart (:mod:`ccdcal.kernels.saturation`). ``None``: no frame has one.
     """
 
     kind: int
@@ -73,6 +76,29 @@ class Decoding:
     in_f32: np.ndarray
     blank: np.ndarray
     use_blank: np.ndarray
+    saturation: np.ndarray | None = None
+
+    def with_saturation(self, levels: Sequence[float | None] | None) -> Decoding:
+        """This decoding with each frame's saturation level (``None``: none; no levels: unchanged).
+
+        Raises
+        ------
+        ccdcal.errors.UsageError
+            When ``levels`` has not one value a frame, or a level is not a number.
+        """
+        if levels is None or len(levels) == 0:
+            return self
+        n = len(self.bscale)
+        if len(levels) != n:
+            raise UsageError(f"saturation has {len(levels)} levels for {n} files")
+        values = np.full(n, np.inf)
+        for i, level in enumerate(levels):
+            if level is None:
+                continue
+            if isinstance(level, bool) or not isinstance(level, numbers.Real) or math.isnan(level):
+                raise UsageError(f"saturation[{i}] must be a number or None, not {level!r}")
+            values[i] = float(level)
+        return replace(self, saturation=values)
 
     @classmethod
     def identity(cls, n: int) -> Decoding:
@@ -211,6 +237,7 @@ def clip_block(
     out: np.ndarray,
     rejected: np.ndarray,
     nonfinite: np.ndarray,
+    saturated: np.ndarray,
     uncertainty: np.ndarray,
     *,
     sigma_lower: float,
@@ -231,9 +258,9 @@ def clip_block(
         The per-frame ``(value - offset) * scale``.
     rows : slice
         The image rows ``block`` holds (selects the rows of the offset images).
-    out, rejected, nonfinite, uncertainty : numpy.ndarray
-        (r, nx) float32 combined values, uint16 masked counts, uint16 non-finite counts and float32
-        combine uncertainty, written.
+    out, rejected, nonfinite, saturated, uncertainty : numpy.ndarray
+        (r, nx) float32 combined values, uint16 masked counts, uint16 non-finite counts (saturated
+        included), uint16 saturated counts and float32 combine uncertainty, written.
     sigma_lower, sigma_upper : float
         Clipping bounds in units of the dispersion.
     maxiters : int
@@ -251,6 +278,7 @@ def clip_block(
         decoding.in_f32,
         decoding.blank,
         decoding.use_blank,
+        decoding.saturation if decoding.saturation is not None else np.full(n, np.inf),
         off_img,
         transform.off_idx,
         transform.off_val,
@@ -266,5 +294,6 @@ def clip_block(
         out,
         rejected,
         nonfinite,
+        saturated,
         uncertainty,
     )

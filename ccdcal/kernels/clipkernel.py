@@ -196,6 +196,7 @@ def clip_kernel(
     in_f32: np.ndarray,
     blank: np.ndarray,
     use_blank: np.ndarray,
+    saturation: np.ndarray,
     off_img: np.ndarray,
     off_idx: np.ndarray,
     off_val: np.ndarray,
@@ -211,6 +212,7 @@ def clip_kernel(
     out: np.ndarray,
     rejected: np.ndarray,
     nonfinite: np.ndarray,
+    saturated: np.ndarray,
     uncertainty: np.ndarray,
 ) -> None:
     """Sigma-clipped median of ``data`` (n, rows, nx) into ``out``/``rejected``/``nonfinite`` (rows, nx),
@@ -218,7 +220,8 @@ def clip_kernel(
 
     Sample value: ``decode(raw)``; if ``use_blank[k]`` and it equals ``blank[k]``: NaN; then
     ``raw * bscale[k] + bzero[k]`` in float32 when ``in_f32[k]`` else float64 (astropy's scaling);
-    then, when ``transform``, ``(value - offset) * scale[k]`` in float64, the offset being
+    NaN when that is at or above ``saturation[k]`` (a saturated sample, counted in ``saturated``; +inf:
+    none); then, when ``transform``, ``(value - offset) * scale[k]`` in float64, the offset being
     ``off_img[y, off_idx[k], x]`` or ``off_val[k]`` when ``off_idx[k] < 0``.
 
     Parameters
@@ -230,6 +233,8 @@ def clip_kernel(
     bscale, bzero, in_f32, blank, use_blank : numpy.ndarray
         Per-frame (n) scaling as astropy applies it: factor, zero point, whether the scaling is done
         in float32, the BLANK value and whether it applies.
+    saturation : numpy.ndarray
+        Per-frame (n) saturation level of the scaled raw values (``inf``: none).
     off_img : numpy.ndarray
         (rows, k, nx) offset images of this block's rows (any real dtype), or a (1, 1, 1) dummy.
     off_idx, off_val, scale : numpy.ndarray
@@ -252,7 +257,9 @@ def clip_kernel(
     rejected : numpy.ndarray
         (rows, nx) uint16 masked-sample counts, non-finite ones included, written.
     nonfinite : numpy.ndarray
-        (rows, nx) uint16 non-finite sample counts, written.
+        (rows, nx) uint16 non-finite sample counts (saturated ones included), written.
+    saturated : numpy.ndarray
+        (rows, nx) uint16 saturated sample counts, written.
     uncertainty : numpy.ndarray
         (rows, nx) float32 combine uncertainty, written: ``MAD_TO_STD * median(|x - median|) /
         sqrt(k)`` of the ``k`` samples kept by the final bounds (ccdproc's ``sigma_func`` over the square
@@ -272,19 +279,25 @@ def clip_kernel(
         out_row = out[y, x0 : x0 + w]
         rej_row = rejected[y, x0 : x0 + w]
         bad_row = nonfinite[y, x0 : x0 + w]
+        sat_row = saturated[y, x0 : x0 + w]
         unc_row = uncertainty[y, x0 : x0 + w]
         tile = np.empty((n, w), np.float64)
         count = np.zeros(w, np.int64)
-        # 1. Load: decode, scale, transform; non-finite -> +inf (sorts last), counted apart.
+        hits = np.zeros(w, np.int64)
+        # 1. Load: decode, scale, mask the saturated, transform; non-finite -> +inf (sorts last), counted
+        # apart.
         for k in range(n):
             row = tile[k]
             _decode_row(data[k, y, x0 : x0 + w], kind, row)
             bs = bscale[k]
             bz = bzero[k]
+            sl = saturation[k]
             if not (use_blank[k] or in_f32[k] or transform):
                 for x in range(w):  # the common case, kept simple so that it vectorises
                     v = row[x] * bs + bz
-                    fin = np.isfinite(v)
+                    hit = v >= sl and v < np.inf  # an infinite sample counts as non-finite only
+                    hits[x] += hit
+                    fin = np.isfinite(v) and not hit
                     row[x] = v if fin else np.inf
                     count[x] += fin
                 continue
@@ -301,12 +314,17 @@ def clip_kernel(
                     v = np.nan
                 # astropy scales in float32 for BITPIX -32, 8 and 16, else in float64.
                 v = np.float64(np.float32(v) * np.float32(bs) + np.float32(bz)) if f32 else v * bs + bz
+                if v >= sl and v < np.inf:  # saturated in the raw frame: left out as non-finite ones are
+                    v = np.nan
+                    hits[x] += 1
                 if transform:
                     off = np.float64(off_row[x]) if oi >= 0 else ov
                     v = (v - off) * sc
                 fin = np.isfinite(v)
                 row[x] = v if fin else np.inf
                 count[x] += fin
+        for x in range(w):
+            sat_row[x] = hits[x]
         # Original order of the finite samples, for 'std' (sums in astropy's order).
         orig = np.empty((n if not use_mad else 1, w), np.float64)
         if not use_mad:

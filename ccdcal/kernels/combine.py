@@ -170,7 +170,10 @@ class CombineResult:
     n_inputs : int
         Number of frames combined.
     n_nonfinite : int
-        Number of non-finite input samples (after offset and scale), all of them counted in ``rejected``.
+        Number of non-finite input samples (after offset and scale), all of them counted in ``rejected``;
+        the saturated ones included.
+    n_saturated : int
+        Number of input samples at or above their frame's saturation level (left out as non-finite).
     block_rows : int
         Image rows read per block.
     n_blocks : int
@@ -187,6 +190,7 @@ class CombineResult:
     uncertainty: np.ndarray
     n_inputs: int
     n_nonfinite: int = 0
+    n_saturated: int = 0
     block_rows: int = 0
     n_blocks: int = 0
     params: ClipParams = field(default_factory=ClipParams)
@@ -206,6 +210,7 @@ def _run_kernel(
     out: np.ndarray,
     rejected: np.ndarray,
     nonfinite: np.ndarray,
+    saturated: np.ndarray,
     uncertainty: np.ndarray,
 ) -> None:
     """:func:`ccdcal.kernels.clipblock.clip_block` with the clipping parameters ``params``."""
@@ -217,6 +222,7 @@ def _run_kernel(
         out,
         rejected,
         nonfinite,
+        saturated,
         uncertainty,
         sigma_lower=float(params.sigma_lower),
         sigma_upper=float(params.sigma_upper),
@@ -285,7 +291,7 @@ def sigma_clipped_median(
 
 
 def sigma_clipped_median_deviation(
-    stack: np.ndarray, params: ClipParams = ClipParams()
+    stack: np.ndarray, params: ClipParams = ClipParams(), saturation: Sequence[float | None] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`sigma_clipped_median` and the combine's uncertainty, in one pass.
 
@@ -295,6 +301,9 @@ def sigma_clipped_median_deviation(
         Frames along axis 0, as for :func:`sigma_clipped_median`.
     params : ClipParams
         Clipping parameters.
+    saturation : sequence of (float or None), optional
+        Per frame, its saturation level: samples at or above it are left out (masked, as non-finite
+        samples are); ``None``: none.
 
     Returns
     -------
@@ -315,17 +324,19 @@ def sigma_clipped_median_deviation(
     image = np.empty((ny, nx), np.float32)
     rejected = np.empty((ny, nx), np.uint16)
     nonfinite = np.empty((ny, nx), np.uint16)
+    saturated = np.empty((ny, nx), np.uint16)
     uncertainty = np.empty((ny, nx), np.float32)
     if image.size:
         _run_kernel(
             arr,
-            Decoding.identity(n),
+            Decoding.identity(n).with_saturation(saturation),
             Transform.identity(n),
             slice(None),
             params,
             image,
             rejected,
             nonfinite,
+            saturated,
             uncertainty,
         )
     return image, rejected, uncertainty
@@ -345,6 +356,7 @@ def combine_files(
     offset: Sequence[np.ndarray | float] | None = None,
     progress: Callable[[int, int], None] | None = None,
     rows: tuple[int, int] | None = None,
+    saturation: Sequence[float | None] | None = None,
 ) -> CombineResult:
     """Sigma-clipped median of FITS images (or of a band of their rows), read in row blocks within a
     memory budget.
@@ -381,6 +393,10 @@ def combine_files(
         Combine only the image rows ``rows[0]:rows[1]`` (a non-empty band). The result holds that band
         (``first_row`` = ``rows[0]``) and ``mem_limit`` counts its images only. Each pixel is combined on
         its own samples, so the band equals the same rows of the whole combine, bit for bit.
+    saturation : sequence of (float or None), optional
+        Per-file saturation level (:mod:`ccdcal.kernels.saturation`; ``None``: none): a sample whose value
+        (as ``getdata`` returns it, before offset and scale) is at or above it is left out, as a
+        non-finite sample is, and counted (``n_saturated``).
 
     Returns
     -------
@@ -391,7 +407,10 @@ def combine_files(
     Notes
     -----
     Each sample is ``(frame - offset) * scale``, evaluated in float64 (``frame`` being the value
-    astropy's ``getdata`` returns), before clipping; a non-finite result counts as a rejected sample.
+    astropy's ``getdata`` returns), before clipping; a non-finite result counts as a rejected sample, as
+    does a saturated sample. So the result equals the definition on the stack with the saturated samples
+    masked (``np.ma.masked_where(frame >= level, ...)``: astropy's ``sigma_clip`` leaves masked samples
+    out as it does non-finite ones).
 
     Raises
     ------
@@ -418,19 +437,20 @@ def combine_files(
         first, stop = _band(rows, full[0])
         ny, nx = stop - first, full[1]  # the rows combined
         transform = build_transform(n, (ny, nx), scale, _band_offsets(offset, full, (first, stop)))
-        decoding = stack.open_data()
+        decoding = stack.open_data().with_saturation(saturation)
         fixed = ny * nx * RESULT_BYTES + transform.copied_bytes  # the result images, the copied offsets
         block_rows = plan_rows(n, (ny, nx), stack.dtype.itemsize, mem_limit, fixed)
         nonfinite = np.empty((block_rows, nx), np.uint16)
+        saturated = np.empty((block_rows, nx), np.uint16)
         image = np.empty((ny, nx), np.float32)
         rejected = np.empty((ny, nx), np.uint16)
         uncertainty = np.empty((ny, nx), np.float32)
-        n_nonfinite = 0
+        n_nonfinite = n_saturated = 0
         n_blocks = 0
         with contextlib.closing(stack.blocks(block_rows, (first, stop))) as blocks:
             for start, block in blocks:
                 r0, r1 = start - first, start - first + block.shape[1]  # rows of the band
-                nf = nonfinite[: r1 - r0]
+                nf, ns = nonfinite[: r1 - r0], saturated[: r1 - r0]
                 _run_kernel(
                     block,
                     decoding,
@@ -440,9 +460,11 @@ def combine_files(
                     image[r0:r1],
                     rejected[r0:r1],
                     nf,
+                    ns,
                     uncertainty[r0:r1],
                 )
                 n_nonfinite += int(nf.sum(dtype=np.int64))
+                n_saturated += int(ns.sum(dtype=np.int64))
                 n_blocks += 1
                 if progress is not None:
                     progress(r1, ny)
@@ -453,6 +475,7 @@ def combine_files(
         uncertainty=uncertainty,
         n_inputs=n,
         n_nonfinite=n_nonfinite,
+        n_saturated=n_saturated,
         block_rows=block_rows,
         n_blocks=n_blocks,
         params=params,

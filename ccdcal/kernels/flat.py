@@ -31,15 +31,18 @@ def finite_median(image: np.ndarray) -> float:
     return float(np.median(values)) if values.size else float("nan")
 
 
-def flat_level(frame: np.ndarray, offset: np.ndarray | float = 0.0) -> float:
-    """The level a flat is divided by before combining: ``median(frame − offset)`` over finite pixels.
+def flat_level(frame: np.ndarray, offset: np.ndarray | float = 0.0, saturation: float | None = None) -> float:
+    """The level a flat is divided by before combining: ``median(frame − offset)`` over its finite
+    pixels that are not saturated (as they are left out of the combine).
 
     Parameters
     ----------
     frame : numpy.ndarray
-        A raw flat.
+        A raw flat (or one prepared with its saturated pixels already NaN).
     offset : numpy.ndarray or float
         What pre-calibration subtracts (see :func:`precalibration_offset`).
+    saturation : float, optional
+        The flat's saturation level (:mod:`ccdcal.kernels.saturation`): pixels at or above it are left out.
 
     Returns
     -------
@@ -50,9 +53,16 @@ def flat_level(frame: np.ndarray, offset: np.ndarray | float = 0.0) -> float:
     ------
     ValueError
         When the level is not a finite positive number (an empty or negative "flat"), or when most
-        pixels sit at the frame's maximum (a saturated "flat").
+        pixels sit at the frame's maximum or are saturated (a saturated "flat").
     """
-    level = finite_median(np.subtract(frame, offset, dtype=np.float64))
+    values = np.subtract(frame, offset, dtype=np.float64)
+    if saturation is not None:
+        saturated = np.asarray(frame) >= saturation
+        fraction = int(np.count_nonzero(saturated)) / max(np.size(frame), 1)
+        if fraction > 0.5:
+            raise ValueError(f"{fraction:.0%} of its pixels are saturated (at or above {saturation:g})")
+        values[saturated] = np.nan
+    level = finite_median(values)
     if not (np.isfinite(level) and level > 0):
         raise ValueError(f"its level after bias/dark subtraction is {level}, not a flat")
     peak = np.max(frame)

@@ -16,7 +16,11 @@ The arithmetic is one fused pass per frame (numba), multiplying by the reciproca
 (:func:`flat_reciprocal`, computed once per flat): :func:`calibrate_image` on arrays, and
 :func:`calibrate_be16_words`, which reads the big-endian 16-bit pixels of a FITS data unit as they are
 in the file and writes the big-endian float32 words of the output data unit, with their FITS checksum
-sum, in the same pass. :func:`be_words` converts an image computed another way.
+sum, and the MASK (the flat's bits, and bit 8 where the raw sample is at or above the saturation level),
+in the same pass. :func:`be_words` converts an image computed another way.
+
+The MASK bits of the flat (:func:`flat_bits`): 1 where it is below ``flat_min`` (clamped) or not finite,
+16 where its response is below ``flat_low`` (vignetted: :data:`FLAT_LOW`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ from numba import njit
 
 #: Flat pixels below this never divide (ccdproc ``flat_correct(min_value=...)``).
 FLAT_MIN = 0.01
+#: Flat pixels below this get less than half the light of the median pixel: flagged as a low response
+#: (vignetted), MASK bit 16 (``--flat-low``; why 0.5: docs/design.md, Science).
+FLAT_LOW = 0.5
+
+#: MASK bits set here: flat below ``flat_min`` (clamped), saturated in the raw frame, low flat response.
+CLAMPED_BIT, SATURATED_BIT, LOW_FLAT_BIT = 1, 8, 16
 
 #: Bits of the ``steps`` argument of the kernels.
 BIAS, DARK, FLAT = 1, 2, 4
@@ -90,6 +100,29 @@ def clamp_flat(flat: np.ndarray, flat_min: float = FLAT_MIN) -> tuple[np.ndarray
     return clamped, mask.astype(np.uint8), int(np.count_nonzero(mask))
 
 
+def flat_bits(
+    flat: np.ndarray, flat_min: float = FLAT_MIN, flat_low: float = FLAT_LOW
+) -> tuple[np.ndarray, int, int]:
+    """The MASK bits a flat gives every light it divides, and how many pixels carry each.
+
+    Bit 1 (:data:`CLAMPED_BIT`) where the flat is below ``flat_min`` or not finite (as
+    :func:`clamp_flat`), bit 16 (:data:`LOW_FLAT_BIT`) where it is below ``flat_low``: a pixel clamped
+    carries both. Compared in the flat's float32 precision.
+
+    Returns
+    -------
+    bits : numpy.ndarray
+        uint8 image of the flat's shape.
+    clamped, low : int
+        The pixels with bit 1, and with bit 16.
+    """
+    values = np.asarray(flat, dtype=np.float32)
+    clamped = ~(values >= np.float32(flat_min))
+    low = values < np.float32(flat_low)
+    bits = clamped.astype(np.uint8) * np.uint8(CLAMPED_BIT) | low.astype(np.uint8) * np.uint8(LOW_FLAT_BIT)
+    return bits, int(np.count_nonzero(clamped)), int(np.count_nonzero(low))
+
+
 @njit(inline="always")
 def _pixel(value, i, bias, dark, scale, inv_flat, steps):  # type: ignore[no-untyped-def]
     """One calibrated pixel in float64 (``inv_flat``: the reciprocal of the clamped flat)."""
@@ -117,7 +150,7 @@ def _make_be16_kernel(steps: int, signed: bool) -> Any:
     """
 
     @njit(cache=True, nogil=True)
-    def kernel(raw, bias, dark, scale, inv_flat, out):  # type: ignore[no-untyped-def]
+    def kernel(raw, bias, dark, scale, inv_flat, bits, level, out, mask):  # type: ignore[no-untyped-def]
         total = np.uint64(0)
         for i in range(raw.size):
             r = np.uint32(raw[i])
@@ -126,6 +159,8 @@ def _make_be16_kernel(steps: int, signed: bool) -> Any:
             b = np.float32(_pixel(value, i, bias, dark, scale, inv_flat, steps)).view(np.uint32)
             total += np.uint64(b)
             out[i] = ((b & 0xFF) << 24) | ((b & 0xFF00) << 8) | ((b >> 8) & 0xFF00) | (b >> 24)
+            flags = bits[i] if steps & 4 else np.uint8(0)  # the flat's bits
+            mask[i] = flags | (np.uint8(8) if value >= level else np.uint8(0))  # the raw value, saturated
         return total
 
     return kernel
@@ -219,8 +254,13 @@ def calibrate_be16_words(
     dark_scale: float,
     inv_flat: np.ndarray | None,
     out: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    bits: np.ndarray | None = None,
+    saturation: float | None = None,
 ) -> int:
-    """Calibrate 16-bit FITS pixels straight into the big-endian float32 words of the output data unit.
+    """Calibrate 16-bit FITS pixels straight into the big-endian float32 words of the output data unit,
+    and their MASK.
 
     Parameters
     ----------
@@ -234,6 +274,13 @@ def calibrate_be16_words(
         :func:`flat_reciprocal` of the clamped flat.
     out : numpy.ndarray
         ``uint32`` array of ``raw_words.size`` elements: receives the output words, ready to write.
+    mask : numpy.ndarray, optional
+        ``uint8`` array of ``raw_words.size`` elements: receives the MASK, ``bits`` ORed with bit 8 where
+        the raw value (after BZERO) is at or above ``saturation`` (default: a scratch array, discarded).
+    bits : numpy.ndarray, optional
+        The flat's MASK bits (:func:`flat_bits`), used with ``inv_flat``.
+    saturation : float, optional
+        The saturation level (``None``: no sample is saturated).
 
     Returns
     -------
@@ -243,7 +290,53 @@ def calibrate_be16_words(
     """
     b, d, f = _flat_arrays(raw_words.size, bias, dark, inv_flat)
     steps = step_bits(bias is not None, dark is not None, inv_flat is not None)
-    return int(_be16_kernel(steps, signed)(raw_words, b, d, float(dark_scale), f, out))
+    if mask is None:
+        mask = np.empty(raw_words.size, dtype=np.uint8)
+    flags = np.zeros(1, dtype=np.uint8)
+    if inv_flat is not None:
+        flags = np.ascontiguousarray(bits if bits is not None else np.zeros(raw_words.size), np.uint8)
+        flags = flags.reshape(-1)
+        if flags.size != raw_words.size:
+            raise ValueError(f"a flat mask of {flags.size} pixels cannot flag a frame of {raw_words.size}")
+    level = np.inf if saturation is None else float(saturation)
+    kernel = _be16_kernel(steps, signed)
+    return int(kernel(raw_words, b, d, float(dark_scale), f, flags, level, out, mask))
+
+
+def flagged(
+    raw: np.ndarray, bits: np.ndarray | None, saturation: float | None, out: np.ndarray | None = None
+) -> np.ndarray:
+    """The MASK of a light: the flat's ``bits`` (none: zero) ORed with bit 8 where the raw value is at or
+    above ``saturation``; the generic path's counterpart of :func:`calibrate_be16_words`'s mask (uint8,
+    of ``raw``'s shape; written into ``out`` when given)."""
+    shape = np.shape(raw)
+    mask = np.zeros(shape, dtype=np.uint8) if out is None else out.reshape(shape)
+    if bits is None:
+        mask[...] = 0
+    else:
+        mask[...] = np.asarray(bits, dtype=np.uint8).reshape(shape)
+    if saturation is not None:
+        mask |= (np.asarray(raw) >= saturation).astype(np.uint8) * np.uint8(SATURATED_BIT)
+    return mask
+
+
+@njit(cache=True, nogil=True)
+def _histogram(mask):  # type: ignore[no-untyped-def]
+    counts = np.zeros(256, dtype=np.int64)
+    for i in range(mask.size):
+        value = mask[i]
+        if value:  # most pixels are flagged by no bit: nothing to do for them
+            counts[value] += 1
+    return counts
+
+
+def mask_bit_counts(mask: np.ndarray) -> tuple[int, dict[int, int]]:
+    """How many pixels of a MASK (uint8) have any bit set, and how many have each bit (by its value), in one
+    pass without a copy (``numpy.bincount`` first widens the MASK to 8 bytes a pixel: it cost three times the
+    calibration pass)."""
+    counts = _histogram(np.ascontiguousarray(mask, dtype=np.uint8).reshape(-1))
+    values = np.arange(256)
+    return int(counts.sum()), {1 << b: int(counts[(values >> b) & 1 == 1].sum()) for b in range(8)}
 
 
 def be_words(image: np.ndarray, out: np.ndarray) -> int:
@@ -261,9 +354,11 @@ def warm_up(step_sets: Iterable[tuple[bool, bool, bool]] = ((True, True, True),)
     plane = np.ones(4, dtype=np.float32)
     inverse = np.ones(4, dtype=np.float32)
     words = np.empty(4, dtype=np.uint32)
+    mask = np.empty(4, dtype=np.uint8)
     for bias, dark, flat in set(step_sets):
         masters = (plane if bias else None, plane if dark else None, 1.0, inverse if flat else None)
         for signed in (False, True):
-            calibrate_be16_words(raw, signed, *masters, words)
+            calibrate_be16_words(raw, signed, *masters, words, mask=mask, bits=mask, saturation=1.0)
     for values in (raw, raw.astype(np.float32), raw.astype(np.float64)):  # float64: overscan-corrected
         be_words(calibrate_image(values, plane, plane, 1.0, plane), words)
+    mask_bit_counts(mask)

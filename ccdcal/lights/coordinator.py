@@ -419,6 +419,10 @@ def _steps(report: LightReport, task: FrameTask, result: FrameResult) -> dict[st
     steps = {role: step.as_json() for role, step in report.match.steps.items()}
     if task.flat is not None:
         steps["flat"] |= {"flat_min": task.flat_min, "masked": result.masked, "norm_value": 1.0}
+        steps["flat"]["flat_low"] = task.flat_low
+        mask = result.details.get("mask")
+        if isinstance(mask, dict):  # pixels below flat_low: MASK bit 16
+            steps["flat"]["low"] = mask["bits"]["16"]
     for key, record in result.details.items():  # optional steps and warnings (ccdcal.lights.worker_steps)
         steps[key] = steps[key] | record if isinstance(steps.get(key), dict) else record
     return steps

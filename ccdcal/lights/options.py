@@ -15,7 +15,7 @@ from ccdcal import limits
 from ccdcal.catalog.models import Master
 from ccdcal.catalog.queries import MatchRules
 from ccdcal.errors import ConfigError, UsageError
-from ccdcal.kernels.light import FLAT_MIN
+from ccdcal.kernels.light import FLAT_LOW, FLAT_MIN
 from ccdcal.kernels.options import StepOptions
 from ccdcal.lights.matching import MatchOptions
 from ccdcal.lights.steps import ROLES, MasterInfo
@@ -46,7 +46,10 @@ class ProcessOptions:
     bias, dark, flat : Path or None
         Pinned master files (``--bias/--dark/--flat FILE``).
     flat_min : float
-        Flat pixels below it are clamped and flagged in the output's MASK extension.
+        Flat pixels below it are clamped and flagged in the output's MASK extension (bit 1).
+    flat_low : float
+        Flat pixels below it (a low response: vignetted) are flagged in MASK (bit 16); above
+        ``flat_min``, below 1.
     jobs : int or None
         Processes calibrating frames (default: every core this process may use).
     scheduler : str or None
@@ -69,7 +72,8 @@ class ProcessOptions:
     Raises
     ------
     UsageError
-        When a number is outside its range (:mod:`ccdcal.limits`: ``flat_min``, ``jobs``, ``min_frames``,
+        When a number is outside its range (:mod:`ccdcal.limits`: ``flat_min``, ``flat_low``, ``jobs``,
+        ``min_frames``,
         ``mem_limit``; the tolerances by :class:`MatchRules`, the optional steps' by :class:`StepOptions`).
     """
 
@@ -85,6 +89,7 @@ class ProcessOptions:
     dark: Path | None = None
     flat: Path | None = None
     flat_min: float = FLAT_MIN
+    flat_low: float = FLAT_LOW
     jobs: int | None = None
     scheduler: str | None = None
     redo: bool = False
@@ -96,6 +101,7 @@ class ProcessOptions:
 
     def __post_init__(self) -> None:
         limits.FLAT_MIN.check(self.flat_min)
+        limits.check_flat_low(self.flat_low, self.flat_min)
         if self.jobs is not None:
             limits.JOBS.check(self.jobs)
         limits.MIN_FRAMES.check(self.min_frames)
@@ -194,12 +200,14 @@ class ProcessArguments(TypedDict, total=False):
     dark: str | None
     flat: str | None
     flat_min: float
+    flat_low: float
     jobs: int | None
     scheduler: str | None
     redo: bool
     min_frames: int
     mem_limit: int
     overscan: str
+    saturation: float | None
     uncertainty: bool
     gain: float | None
     readnoise: float | None
@@ -214,7 +222,17 @@ class ProcessArguments(TypedDict, total=False):
 _ARGUMENT_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("masters_dir", "output_dir", "bias", "dark", "flat", "scheduler", "overscan"), (str,)),
     **dict.fromkeys(
-        ("temp_tolerance", "exptime_tolerance", "flat_min", "gain", "readnoise", "cr_sigclip", "cr_objlim"),
+        (
+            "temp_tolerance",
+            "exptime_tolerance",
+            "flat_min",
+            "flat_low",
+            "saturation",
+            "gain",
+            "readnoise",
+            "cr_sigclip",
+            "cr_objlim",
+        ),
         (float, int),
     ),
     **dict.fromkeys(

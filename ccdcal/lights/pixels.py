@@ -29,7 +29,7 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 
 from ccdcal.errors import CcdcalError, FitsFormatError
-from ccdcal.kernels.light import clamp_flat, flat_reciprocal
+from ccdcal.kernels.light import clamp_flat, flat_bits, flat_reciprocal
 from ccdcal.lights.task import FrameTask, MasterUse
 
 _BLOCK = 2880
@@ -207,8 +207,8 @@ def _read_astropy(task: FrameTask, content: bytes) -> RawFrame:
             warnings.simplefilter("ignore", AstropyUserWarning)
             with fits.open(io.BytesIO(content), memmap=False) as hdul:
                 hdu = hdul[task.hdu]
+                header = hdu.header.copy()  # before the data: astropy drops BZERO/BSCALE once it scales them
                 data = hdu.data
-                header = hdu.header.copy()
     except (OSError, EOFError, ValueError, IndexError, TypeError) as exc:
         raise FitsFormatError(f"cannot read the pixels: {exc}", task.path) from exc
     if data is None or data.ndim != 2:
@@ -256,18 +256,29 @@ def master_pixels(use: MasterUse | None, shape: tuple[int, int] | None) -> np.nd
     return pixels
 
 
-def prepared_flat(
-    use: MasterUse, flat_min: float, shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """The reciprocal of the clamped flat, the MASK and the number of clamped pixels (kept per worker)."""
+@dataclass(frozen=True)
+class PreparedFlat:
+    """A flat as the lights use it (kept per worker): the reciprocal of the clamped flat, its MASK bits
+    (:func:`~ccdcal.kernels.light.flat_bits`: 1 clamped, 16 low response) and how many pixels carry each."""
+
+    inverse: np.ndarray
+    bits: np.ndarray
+    clamped: int
+    low: int
+
+
+def prepared_flat(use: MasterUse, flat_min: float, flat_low: float, shape: tuple[int, int]) -> PreparedFlat:
+    """The flat of ``use`` prepared for ``flat_min`` and ``flat_low`` (:class:`PreparedFlat`, cached)."""
     flat = master_pixels(use, shape)
     assert flat is not None
 
-    def make() -> tuple[np.ndarray, np.ndarray, int]:
-        clamped, mask, masked = clamp_flat(flat, flat_min)
-        return flat_reciprocal(clamped), mask, masked
+    def make() -> PreparedFlat:
+        clamped, _, _ = clamp_flat(flat, flat_min)
+        bits, n_clamped, n_low = flat_bits(flat, flat_min, flat_low)
+        return PreparedFlat(flat_reciprocal(clamped), bits, n_clamped, n_low)
 
-    prepared: tuple[np.ndarray, np.ndarray, int] = cached(("flat", use.path, use.sha256, flat_min), make)
+    key = ("flat", use.path, use.sha256, flat_min, flat_low)
+    prepared: PreparedFlat = cached(key, make)
     return prepared
 
 
@@ -279,26 +290,28 @@ def preload(tasks: Iterable[FrameTask]) -> int:
     cannot be read is left to the workers, which record the failure against each light. Returns the
     number of masters loaded.
     """
-    seen: dict[tuple[str, str, float | None], tuple[MasterUse, float | None]] = {}
+    Thresholds = tuple[float, float] | None  # a flat's flat_min and flat_low
+    seen: dict[tuple[str, str, Thresholds], tuple[MasterUse, Thresholds]] = {}
     room = _CACHE_SIZE  # entries: a master's pixels, and its prepared flat or bias level
     for task in tasks:
         if task.optional is not None and task.optional.any:
             continue  # overscan and trimming may change the shape the masters are checked against
-        for use, flat_min in ((task.bias, None), (task.dark, None), (task.flat, task.flat_min)):
+        flat = (task.flat_min, task.flat_low)
+        for use, thresholds in ((task.bias, None), (task.dark, None), (task.flat, flat)):
             if use is None:
                 continue
-            key = (use.path, use.sha256, flat_min)
+            key = (use.path, use.sha256, thresholds)
             entries = 1 if use.role == "dark" else 2
             if key not in seen and entries <= room:
-                seen[key] = (use, flat_min)
+                seen[key] = (use, thresholds)
                 room -= entries
     loaded = 0
-    for use, flat_min in seen.values():
+    for use, thresholds in seen.values():
         try:
             pixels = master_pixels(use, None)
             assert pixels is not None
-            if flat_min is not None:
-                prepared_flat(use, flat_min, pixels.shape)
+            if thresholds is not None:
+                prepared_flat(use, *thresholds, pixels.shape)
             elif use.role == "bias":
                 bias_level(use, pixels)
         except (CcdcalError, OSError, ValueError):

@@ -5,8 +5,9 @@
 - ``cannot``: its raw file is gone or changed since it was catalogued, or a step has no master (the
   reason names the failed key and the nearest candidate);
 - ``calibrate``: not calibrated yet, or its latest calibration differs from the plan — the raw file's
-  sha256, a master (a new version, one marked bad), a step's status, the dark scale, ``--flat-min``, the
-  output folder — or its output file is missing, or ``--redo``; the reason says which;
+  sha256, a master (a new version, one marked bad), a step's status, the dark scale, ``--flat-min``,
+  ``--flat-low``, ``--saturation``, the output folder — or its output file is missing, or ``--redo``;
+  the reason says which;
 - ``current``: calibrated with exactly this plan, output present: nothing to do;
 - ``failed``: its latest attempt failed and nothing has changed since (``--redo`` tries again).
 
@@ -36,7 +37,7 @@ from ccdcal.catalog.models import Calibration, CalibrationMaster, Frame, Master
 from ccdcal.catalog.queries import core_rows, in_chunks, no_jit, usable
 from ccdcal.catalog.ranking import Columns, Targets, exact_time, target_columns
 from ccdcal.files.fitsio import OUTPUT_FAILED
-from ccdcal.files.naming import calibrated_name
+from ccdcal.files.naming import calibrated_name, name_max, name_too_long
 from ccdcal.lights.matching import Choices, LightMatch, MatchOptions, match_light
 from ccdcal.lights.optional import COMPARED_RECORDS, OptionalContext, optional_changes, plan_optional_steps
 from ccdcal.lights.options import ProcessOptions
@@ -233,7 +234,7 @@ class _Plan:
         previous, used = self.latest.get(frame_id, _NEVER)
         kept = self._kept_output(previous.path) if previous is not None else None
         output = kept or self._new_output(target["path"], frame_id)
-        report.reason = _name_too_long(output, self.name_max)
+        report.reason = name_too_long(output, self.name_max)
         if report.reason:
             return report
         if previous is not None:
@@ -323,6 +324,11 @@ class _Plan:
         flat_kept = flat_before.get("status") == APPLIED and match.applied("flat") is not None
         if flat_kept and flat_before.get("flat_min") != self.options.flat_min:
             changes.append("--flat-min changed")
+        if flat_kept and flat_before.get("flat_low", self.options.flat_low) != self.options.flat_low:
+            changes.append("--flat-low changed")  # not compared with a calibration that predates it
+        saturation = steps.get("saturation", {})
+        if "status" in saturation and saturation.get("option") != self.options.optional.saturation:
+            changes.append("--saturation changed")
         if previous.path and not kept:
             changes.append("output folder changed")
         elif previous.status == "current" and not (
@@ -392,6 +398,8 @@ class _Plan:
             dark_scale=dark.scale if dark.status == APPLIED and dark.scale is not None else 1.0,
             flat=use("flat"),
             flat_min=self.options.flat_min,
+            flat_low=self.options.flat_low,
+            saturation=self.options.optional.saturation,
             notes=notes,
             optional=optional,
         )
@@ -416,7 +424,8 @@ class Previous(NamedTuple):
 
 def compared_steps(steps: object) -> dict[str, Any]:
     """The part of a calibration's ``steps`` that planning compares: each master step's ``status`` (a
-    text), the dark's ``scale`` and the flat's ``flat_min`` (numbers), where recorded, and the records of
+    text), the dark's ``scale``, the flat's ``flat_min`` and ``flat_low``, the saturation's ``status`` and
+    ``option`` (numbers), where recorded, and the records of
     :data:`~ccdcal.lights.optional.COMPARED_RECORDS`. :func:`_latest` reads the same from the database.
     Any JSON is read (:mod:`ccdcal.lights.records`): a value of another type counts as not recorded."""
     records = step_records(steps)
@@ -432,8 +441,13 @@ def _compared_value(record: Mapping[str, object], key: str) -> str | float | Non
     return text_of(record, key) if key == "status" else number_of(record, key)
 
 
-#: The values of each master step that planning compares.
-_COMPARED_KEYS = {"bias": ("status",), "dark": ("status", "scale"), "flat": ("status", "flat_min")}
+#: The values of each master step, and of the saturation level, that planning compares.
+_COMPARED_KEYS = {
+    "bias": ("status",),
+    "dark": ("status", "scale"),
+    "flat": ("status", "flat_min", "flat_low"),
+    "saturation": ("status", "option"),
+}
 
 
 def _latest(session: Session) -> dict[int, tuple[Previous | None, dict[str, int]]]:
@@ -533,17 +547,6 @@ def _raw_problem(path: str, size: int | None, mtime: float | None) -> str | None
     return None
 
 
-def name_max(folder: Path) -> int:
-    """The longest file name, in bytes, the file system of ``folder`` (or of its nearest existing parent)
-    allows: 255 on the usual ones."""
-    for candidate in (folder, *folder.parents):
-        try:
-            return os.pathconf(candidate, "PC_NAME_MAX")
-        except (OSError, ValueError):  # not there yet, or not known here
-            continue
-    return 255
-
-
 def uncalibrated_reason(match: LightMatch, optional: OptionalSteps | None) -> str | None:
     """Why a light is not written: no calibration step applies to it — no bias, dark or flat master, no
     overscan — so its output would be the raw frame (``None``: some step applies)."""
@@ -555,19 +558,6 @@ def uncalibrated_reason(match: LightMatch, optional: OptionalSteps | None) -> st
     return (
         f"nothing to calibrate it with: {why}; its output would be the raw frame, so it is not written "
         "(--write-uncalibrated writes it)"
-    )
-
-
-def _name_too_long(output: str, limit: int) -> str | None:
-    """Why a light cannot get this output name (longer than the file system allows), else ``None``."""
-    name = os.path.basename(output)
-    size = len(os.fsencode(name))
-    if size <= limit:
-        return None
-    return (
-        f"its output name {name[:40]}...{name[-16:]} is {size} bytes, longer than the {limit} the file "
-        f"system of {os.path.dirname(output)} allows: rename the raw file to a shorter name, ingest it "
-        "again, and run process again"
     )
 
 

@@ -4,7 +4,8 @@ every part of ccdcal reads it with.
 ``calibrations.steps`` is one object (:class:`CalibrationSteps`). Most of its entries are records of
 steps: the master steps ``bias``, ``dark`` and ``flat`` and the bad-pixel mask ``bpm``
 (:class:`StepRecord`: the plan's :meth:`ccdcal.lights.steps.Step.as_json`, completed by the coordinator
-and the worker), and the optional steps ``overscan``, ``uncertainty`` and ``cosmic_rays``
+and the worker), the light's saturation level (:class:`SaturationRecord`), and the optional steps
+``overscan``, ``uncertainty`` and ``cosmic_rays``
 (:class:`OverscanRecord`, :class:`UncertaintyRecord`, :class:`CosmicRecord`: written by the worker,
 ``applied``, or ``planned`` for an attempt that failed). Two entries are not records: ``warnings``, a list
 of texts (a light whose level is far below its master bias), and ``mask``, the pixels the output's MASK
@@ -31,7 +32,8 @@ class StepRecord(TypedDict, total=False):
 
     ``status`` is ``applied``, ``not_available``, ``skipped`` or ``allowed_missing``; an applied step names
     its master and the numbers of the match; a divided flat adds ``flat_min``, ``masked`` and
-    ``norm_value``; the mask adds the pixels it ``flagged``.
+    ``norm_value``, and ``flat_low`` with the pixels below it (``low``); the mask adds the pixels it
+    ``flagged``.
     """
 
     status: str
@@ -46,6 +48,23 @@ class StepRecord(TypedDict, total=False):
     flat_min: float
     masked: int
     norm_value: float
+    flat_low: float
+    low: int
+    flagged: int
+
+
+class SaturationRecord(TypedDict, total=False):
+    """The light's saturation level (:class:`ccdcal.kernels.saturation.Saturation`): ``applied`` with the
+    ``level``, its ``source`` and ``detail``, the ``--saturation`` given (``option``) and the raw pixels at
+    or above it (``flagged``, MASK bit 8); ``not_available`` with the ``reason`` when no level is known
+    (``planned`` for an attempt that failed)."""
+
+    status: str
+    reason: str
+    level: float | None
+    source: str
+    detail: str
+    option: float | None
     flagged: int
 
 
@@ -93,7 +112,7 @@ class CosmicRecord(TypedDict, total=False):
 
 class MaskCounts(TypedDict):
     """The pixels the MASK extension flags: ``flagged`` in all (any bit), and ``bits``, each bit's
-    count by its value as text (``"1"``, ``"2"``, ``"4"``)."""
+    count by its value as text (``"1"``, ``"2"``, ``"4"``, ``"8"``, ``"16"``)."""
 
     flagged: int
     bits: dict[str, int]
@@ -102,6 +121,7 @@ class MaskCounts(TypedDict):
 class StepDetails(TypedDict, total=False):
     """What a worker adds to ``calibrations.steps`` (:attr:`ccdcal.lights.task.FrameResult.details`)."""
 
+    saturation: SaturationRecord
     overscan: OverscanRecord
     uncertainty: UncertaintyRecord
     cosmic_rays: CosmicRecord

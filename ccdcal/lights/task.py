@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ccdcal.kernels.cosmic import CosmicParams
+from ccdcal.kernels.light import FLAT_LOW, FLAT_MIN
 from ccdcal.kernels.overscan import OverscanPlan
 from ccdcal.kernels.uncertainty import NoiseModel
 
@@ -83,7 +84,13 @@ class FrameTask:
     dark_scale : float
         ``t_light / t_dark``.
     flat_min : float
-        Flat pixels below it are clamped and flagged in the MASK extension.
+        Flat pixels below it are clamped and flagged in the MASK extension (bit 1).
+    flat_low : float
+        Flat pixels below it are flagged as a low response (bit 16).
+    saturation : float or None
+        ``--saturation``: the light's saturation level; ``None``: its header's, else its data type's
+        (:func:`ccdcal.kernels.saturation.resolve_saturation`, on the raw header the worker reads). Raw
+        samples at or above it are flagged (bit 8).
     notes : tuple of str
         HISTORY lines for the steps not applied, with their reasons.
     optional : OptionalSteps or None
@@ -101,7 +108,9 @@ class FrameTask:
     dark: MasterUse | None = None
     dark_scale: float = 1.0
     flat: MasterUse | None = None
-    flat_min: float = 0.01
+    flat_min: float = FLAT_MIN
+    flat_low: float = FLAT_LOW
+    saturation: float | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     optional: OptionalSteps | None = None
 

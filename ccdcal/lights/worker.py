@@ -25,10 +25,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ccdcal.errors import CcdcalError
 from ccdcal.files.calibrated import output_cards, write_calibrated
-from ccdcal.kernels.light import be_words, calibrate_be16_words, calibrate_image
-from ccdcal.lights.history import history_lines, mask_counts, step_cards
+from ccdcal.kernels.light import be_words, calibrate_be16_words, calibrate_image, flagged
+from ccdcal.lights.history import (
+    MASK_CARDS,
+    history_lines,
+    light_saturation,
+    mask_counts,
+    saturation_record,
+    step_cards,
+)
 from ccdcal.lights.pixels import (
     RawFrame,
     buffer,
@@ -61,11 +70,12 @@ def calibrate_frame(task: FrameTask) -> FrameResult:
 
 def planned(task: FrameTask) -> dict[str, Any]:
     """The optional steps a task asked for, as ``calibrations.steps`` records them with status
-    ``planned``: what a failed calibration was attempted with (a rerun with the same plan is not retried)."""
+    ``planned``: what a failed calibration was attempted with (a rerun with the same plan is not retried),
+    and its saturation level."""
     steps = task.optional
+    records: dict[str, Any] = {"saturation": {"status": "planned", "option": task.saturation}}
     if steps is None or not steps.any:
-        return {}
-    records: dict[str, Any] = {}
+        return records
     if steps.overscan is not None and steps.overscan.applies:
         records["overscan"] = {"status": "planned", "mode": steps.overscan_mode, **steps.overscan.signature()}
     if steps.noise is not None:
@@ -121,32 +131,62 @@ def _raw_changed(task: FrameTask, found: str | None) -> FrameResult:
 
 
 def _fused(task: FrameTask, raw: RawFrame) -> FrameResult:
-    """The fused path: 16-bit words (or decoded values) to the output's float32 words in one pass."""
+    """The fused path: 16-bit words (or decoded values) to the output's float32 words and their MASK in
+    one pass (the MASK: the flat's bits, and bit 8 where the raw sample is saturated)."""
     bias = master_pixels(task.bias, raw.shape)
     dark = master_pixels(task.dark, raw.shape)
-    inv_flat, mask, masked = (
-        (None, None, 0) if task.flat is None else prepared_flat(task.flat, task.flat_min, raw.shape)
-    )
-    words = buffer(raw.shape[0] * raw.shape[1])
+    flat = None if task.flat is None else prepared_flat(task.flat, task.flat_min, task.flat_low, raw.shape)
+    inv_flat, bits = (None, None) if flat is None else (flat.inverse, flat.bits)
+    size = raw.shape[0] * raw.shape[1]
+    words = buffer(size)
+    mask = buffer(size, np.uint8, "mask")
+    saturation = light_saturation(task, raw.header)
+    level = saturation.level
     if raw.words is not None:
-        total = calibrate_be16_words(raw.words, raw.signed, bias, dark, task.dark_scale, inv_flat, words)
+        total = calibrate_be16_words(
+            raw.words,
+            raw.signed,
+            bias,
+            dark,
+            task.dark_scale,
+            inv_flat,
+            words,
+            mask=mask,
+            bits=bits,
+            saturation=level,
+        )
     else:
         assert raw.values is not None
         image = calibrate_image(raw.values, bias, dark, task.dark_scale, inv_flat=inv_flat)
         total = be_words(image, words)
-    counts = mask_counts(None, masked)  # the flat's bit alone
+        flagged(raw.values, bits, level, out=mask)
+    counts = mask_counts(mask)
     cards = output_cards(
-        raw.header, raw.shape, step_cards(task, counts, raw.header), history_lines(task, masked)
+        raw.header,
+        raw.shape,
+        step_cards(task, counts, raw.header, saturation),
+        history_lines(task, counts, saturation),
     )
     output = Path(task.output)
-    mask_image = mask if masked else None
+    masked = flat.clamped if flat is not None else 0
+    mask_image = mask.reshape(raw.shape) if counts["flagged"] else None
     # Not synced here: the coordinator syncs each file while the next one is computed
     # (ccdcal.lights.coordinator).
     temporary, digest = write_calibrated(
-        output.parent, output.name, cards, words, total, mask_image, sync=False
+        output.parent,
+        output.name,
+        cards,
+        words,
+        total,
+        mask_image,
+        sync=False,
+        mask_cards=MASK_CARDS if mask_image is not None else (),
     )
     warning = level_warning(task.bias, bias, sample_level(raw))
-    details: dict[str, Any] = {"mask": counts}
+    details: dict[str, Any] = {
+        "saturation": saturation_record(saturation, counts["bits"]["8"]),
+        "mask": counts,
+    }
     if warning:
         details["warnings"] = [warning]
     return FrameResult(

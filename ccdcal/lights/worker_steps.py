@@ -7,7 +7,9 @@ something to do (the fused 16-bit path of :mod:`ccdcal.lights.worker` is taken o
 2. the masters, checked to have been built from inputs prepared the same way (their OVSCMETH, OVSCSEC
    and TRIMSECT cards) and to have the trimmed shape;
 3. ``(light − bias − dark × scale) / flat`` by the same kernel as the fused path
-   (:func:`ccdcal.kernels.light.calibrate_image`), flat pixels below ``flat_min`` flagged (MASK bit 1);
+   (:func:`ccdcal.kernels.light.calibrate_image`), flat pixels below ``flat_min`` flagged (MASK bit 1),
+   below ``flat_low`` too (bit 16), and the raw samples at or above the saturation level, found before
+   the overscan and trimmed with the image (bit 8);
 4. the bad-pixel mask ORed into MASK (bit 2);
 5. the standard deviation, created and propagated as ccdproc does (:mod:`ccdcal.kernels.uncertainty`);
 6. L.A.Cosmic on the calibrated image, cleaned pixels flagged (MASK bit 4);
@@ -29,7 +31,7 @@ from astropy.io import fits
 from ccdcal.files.calibrated import output_cards, write_calibrated
 from ccdcal.files.cardtext import card_name
 from ccdcal.kernels.cosmic import clean_cosmic_rays
-from ccdcal.kernels.light import be_words, calibrate_image, clamp_flat
+from ccdcal.kernels.light import LOW_FLAT_BIT, SATURATED_BIT, be_words, calibrate_image, clamp_flat
 from ccdcal.kernels.overscan import (
     NO_OVERSCAN,
     OverscanPlan,
@@ -39,8 +41,16 @@ from ccdcal.kernels.overscan import (
     signature_of_header,
     trimmed_header_changes,
 )
+from ccdcal.kernels.saturation import saturated
 from ccdcal.kernels.uncertainty import deviation, propagate
-from ccdcal.lights.history import MASK_BITS, history_lines, mask_counts, step_cards
+from ccdcal.lights.history import (
+    MASK_CARDS,
+    history_lines,
+    light_saturation,
+    mask_counts,
+    saturation_record,
+    step_cards,
+)
 from ccdcal.lights.pixels import (
     RawFrame,
     buffer,
@@ -53,11 +63,9 @@ from ccdcal.lights.pixels import (
 )
 from ccdcal.lights.task import FrameResult, FrameTask, MasterUse
 
-#: MASK bits: flat below flat_min (clamped), bad pixel of the bpm master, cosmic ray cleaned.
+#: MASK bits: flat below flat_min (clamped), bad pixel of the bpm master, cosmic ray cleaned; saturated in
+#: the raw frame and low flat response are :mod:`ccdcal.kernels.light`'s.
 FLAT_BIT, BPM_BIT, COSMIC_BIT = 1, 2, 4
-MASK_CARDS = tuple(
-    (f"MASKBIT{bit}", meaning, f"meaning of MASK value bit {bit}") for bit, meaning in MASK_BITS
-)
 
 
 def calibrate_with_steps(task: FrameTask, raw: RawFrame) -> FrameResult:
@@ -72,17 +80,23 @@ def calibrate_with_steps(task: FrameTask, raw: RawFrame) -> FrameResult:
     steps = task.optional
     assert steps is not None
     plan: OverscanPlan = steps.overscan or NO_OVERSCAN
-    prepared, overscan_level = apply_overscan(_values(raw), plan)
+    values = _values(raw)
+    saturation = light_saturation(task, raw.header)
+    raw_saturated = saturated(values, saturation.level)  # the raw values, before the overscan
+    prepared, overscan_level = apply_overscan(values, plan)
+    if plan.trim is not None:  # the MASK is of the output: the trimmed area
+        raw_saturated = raw_saturated[plan.trim.slices]
     shape = (int(prepared.shape[0]), int(prepared.shape[1]))
     for use in (task.bias, task.dark, task.flat, steps.bpm):
         _check_preparation(use, plan)
     bias, dark = master_pixels(task.bias, shape), master_pixels(task.dark, shape)
-    inv_flat, flat_mask, masked = (
-        (None, None, 0) if task.flat is None else prepared_flat(task.flat, task.flat_min, shape)
+    flat = None if task.flat is None else prepared_flat(task.flat, task.flat_min, task.flat_low, shape)
+    image = calibrate_image(
+        prepared, bias, dark, task.dark_scale, inv_flat=flat.inverse if flat is not None else None
     )
-    image = calibrate_image(prepared, bias, dark, task.dark_scale, inv_flat=inv_flat)
-    mask = np.zeros(shape, dtype=np.uint8) if flat_mask is None else flat_mask * np.uint8(FLAT_BIT)
-    details: dict[str, Any] = {}
+    mask = np.zeros(shape, dtype=np.uint8) if flat is None else np.array(flat.bits, dtype=np.uint8)
+    mask |= raw_saturated.astype(np.uint8) * np.uint8(SATURATED_BIT)
+    details: dict[str, Any] = {}  # the saturation record first, once its pixels are counted (below)
     cards: list[tuple[str, Any, str]] = []
     before: list[str] = []
     after: list[str] = []
@@ -120,7 +134,8 @@ def calibrate_with_steps(task: FrameTask, raw: RawFrame) -> FrameResult:
         after += _uncertainty_history(task, steps.noise)
     if steps.cosmic is not None:
         gain, readnoise, source = steps.cosmic_noise or (1.0, 6.5, "ccdproc defaults")
-        image, cosmic = clean_cosmic_rays(image, mask != 0, steps.cosmic, gain, readnoise)
+        known = (mask & ~np.uint8(LOW_FLAT_BIT)) != 0  # a vignetted pixel may still hold a cosmic ray
+        image, cosmic = clean_cosmic_rays(image, known, steps.cosmic, gain, readnoise)
         mask |= cosmic.astype(np.uint8) * np.uint8(COSMIC_BIT)
         n_cosmic = int(np.count_nonzero(cosmic))
         details["cosmic_rays"] = {
@@ -148,9 +163,9 @@ def calibrate_with_steps(task: FrameTask, raw: RawFrame) -> FrameResult:
     words = buffer(shape[0] * shape[1])
     total = be_words(image, words)
     counts = mask_counts(mask)
-    details["mask"] = counts
-    all_cards = step_cards(task, counts, header) + cards
-    text = output_cards(header, shape, all_cards, history_lines(task, masked, (before, after)))
+    details = {"saturation": saturation_record(saturation, counts["bits"]["8"]), **details, "mask": counts}
+    all_cards = step_cards(task, counts, header, saturation) + cards
+    text = output_cards(header, shape, all_cards, history_lines(task, counts, saturation, (before, after)))
     output = Path(task.output)
     flagged_any = counts["flagged"] > 0
     temporary, digest = write_calibrated(
@@ -172,7 +187,7 @@ def calibrate_with_steps(task: FrameTask, raw: RawFrame) -> FrameResult:
         str(temporary),
         digest,
         None,
-        masked,
+        flat.clamped if flat is not None else 0,
         details=details,
         warnings=(warning,) if warning else (),
     )

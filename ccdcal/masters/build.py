@@ -114,6 +114,7 @@ def build_masters(
         "flat_dark_scale": options.flat_dark_scale,
         "temp_tolerance": options.rules.temp_tolerance,
         "overscan": options.optional.overscan.text,
+        "saturation": options.optional.saturation,
         "uncertainty": options.optional.uncertainty,
         "bpm": options.bpm,
     }
@@ -217,7 +218,7 @@ def _combine(plan: GroupPlan, options: MasterOptions, cluster: ClusterOnDemand) 
     combined = combine_group(plan, options, cluster)
     built = BuiltMaster(combined.image, master_stats(combined.image), combined.rejected_fraction)
     built.flat_levels, built.uncertainty = combined.flat_levels, combined.uncertainty
-    built.overscan_levels = combined.overscan_levels
+    built.overscan_levels, built.saturated = combined.overscan_levels, combined.saturated
     built.level = clipped_level(combined.image)
     return built
 

@@ -20,12 +20,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ccdcal.catalog.headers import header_values
 from ccdcal.catalog.models import Frame
 from ccdcal.catalog.queries import MATCH_KEYS, MatchRules, usable
 from ccdcal.catalog.selection import select_master
 from ccdcal.files.naming import number_text
 from ccdcal.kernels.combine import ClipParams
 from ccdcal.kernels.dark import dark_scale
+from ccdcal.kernels.overscan import SECTION_KEYS
+from ccdcal.kernels.saturation import HEADER_KEYS as SATURATION_HEADER_KEYS
+from ccdcal.kernels.saturation import resolve_saturation
 from ccdcal.masters.groups import GroupPlan, MasterOptions, describe_keys
 from ccdcal.masters.optional import plan_input_steps
 
@@ -38,10 +42,10 @@ def plan_group(
     options: MasterOptions,
     cards: dict[int, dict[str, Any]] | None = None,
 ) -> tuple[GroupPlan, str | None]:
-    """Choose a group's calibrators and scales, and compute its identity.
+    """Choose a group's calibrators and scales, each input's saturation level, and compute its identity.
 
-    ``cards``: the section cards of the kind's frames, when the caller has read them for every group
-    (:func:`~ccdcal.masters.optional.plan_input_steps` reads the group's otherwise).
+    ``cards``: the header values of the kind's frames (:func:`group_cards`'s keywords), when the caller
+    has read them for every group; else the group's are read here.
 
     Returns
     -------
@@ -62,11 +66,22 @@ def plan_group(
         plan.includes_bias = plan.bias is None
     if kind == "flat":
         _choose_flat_dark(session, plan, options.rules, scale=options.flat_dark_scale)
+    if cards is None:
+        cards = header_values(session, group_cards(options), frame_ids=[f["id"] for f in frames])
+    option = options.optional.saturation
+    plan.saturation = [resolve_saturation(cards.get(f["id"], {}), option) for f in frames]
     plan.input_steps, reason = plan_input_steps(session, frames, options.optional, cards)
     if reason:
         return plan, f"cannot prepare the {kind} frames of group {describe_keys(keys)}: {reason}"
     plan.identities = master_identities(plan, options.params)
     return plan, None
+
+
+def group_cards(options: MasterOptions) -> tuple[str, ...]:
+    """The header keywords planning a group reads: its inputs' saturation level, and their overscan and
+    trim sections unless ``--overscan off``."""
+    sections = SECTION_KEYS if options.optional.overscan.name != "off" else ()
+    return (*SATURATION_HEADER_KEYS, *sections)
 
 
 def _setup_has_bias(session: Session, keys: dict[str, Any]) -> bool:
@@ -109,11 +124,15 @@ def _choose_flat_dark(session: Session, plan: GroupPlan, rules: MatchRules, *, s
 
 def master_identity(plan: GroupPlan, params: ClipParams, *, uncertainty: bool = False) -> str:
     """What makes a master's pixels what they are, as a sha256: inputs as used, calibrators, scales,
-    clipping parameters and the preparation of the inputs (overscan and trim).
+    clipping parameters, the preparation of the inputs (overscan and trim) and the saturation levels not
+    read from the inputs themselves.
 
     A change of any input file (its sha256), of the input set, of a calibrator (a new version of the
-    bias has a new sha256) or of the parameters gives a new identity, hence a new master version. No
-    option that acts on lights only enters it (:data:`~ccdcal.kernels.options.LIGHT_STEP_FIELDS`).
+    bias has a new sha256) or of the parameters gives a new identity, hence a new master version. A
+    saturation level from an input's header or data type is fixed by its sha256; one given by
+    ``--saturation`` (or measured) enters as such (absent otherwise: masters keep the identity they had
+    before saturated samples were left out). No option that acts on lights only enters it
+    (:data:`~ccdcal.kernels.options.LIGHT_STEP_FIELDS`).
 
     ``uncertainty`` True gives the identity a ccdcal before every master carried its uncertainty gave a
     master built with ``--uncertainty`` (the same pixels: :func:`master_identities`).
@@ -127,6 +146,10 @@ def master_identity(plan: GroupPlan, params: ClipParams, *, uncertainty: bool = 
         "includes_bias": plan.includes_bias,
         "params": params.as_dict(),
     }
+    levels = zip(plan.frames, plan.saturation, strict=False)  # none before the plan resolves them
+    external = sorted((f["id"], found.level) for f, found in levels if found.external)
+    if external:
+        payload["saturation"] = external
     if uncertainty:  # the key masters built with --uncertainty were identified by
         overscan = plan.input_steps.overscan.signature() if plan.input_steps is not None else None
         payload["steps"] = {"overscan": overscan, "uncertainty": True}

@@ -144,6 +144,9 @@ class CombineJob:
         Per frame, the factor of the dark (empty: 0 for every frame).
     scale : tuple of float or None
         Per frame, the factor applied after the subtraction (``1 / level`` of a flat).
+    saturation : tuple of (float or None)
+        Per frame, its saturation level: samples at or above it are left out (empty: none; inputs
+        prepared by :func:`~ccdcal.kernels.prepare.prepared_inputs` have theirs NaN already).
     """
 
     paths: tuple[str, ...]
@@ -154,6 +157,7 @@ class CombineJob:
     dark: MasterFile | None = None
     dark_scales: tuple[float, ...] = ()
     scale: tuple[float, ...] | None = None
+    saturation: tuple[float | None, ...] = ()
 
     def offsets(
         self, rows: tuple[int, int] | None = None, frames: Sequence[int] | None = None
@@ -192,10 +196,12 @@ class CombineJob:
             scale=self.scale,
             offset=self.offsets(rows),
             rows=rows,
+            saturation=self.saturation or None,
         )
 
     def flat_levels(self, frames: Sequence[int]) -> list[float]:
-        """The level of each of ``frames`` (:func:`ccdcal.kernels.flat.flat_level` after the offset).
+        """The level of each of ``frames`` (:func:`ccdcal.kernels.flat.flat_level` after the offset, its
+        saturated pixels left out).
 
         Raises
         ------
@@ -207,7 +213,8 @@ class CombineJob:
         for index, offset in zip(frames, offsets, strict=True):
             path = Path(self.paths[index])
             try:
-                levels.append(flat_level(read_image(path, self.hdu, np.float64), offset))
+                level = self.saturation[index] if self.saturation else None
+                levels.append(flat_level(read_image(path, self.hdu, np.float64), offset, level))
             except ValueError as exc:
                 raise ValueError(f"{path.name}: {exc}") from None
         return levels
@@ -299,6 +306,8 @@ class Combined:
     uncertainty: np.ndarray
     flat_levels: list[float] = field(default_factory=list)
     overscan_levels: list[float | None] = field(default_factory=list)
+    #: Saturated samples left out of the combine.
+    saturated: int = 0
 
 
 def combine_group(
@@ -308,8 +317,10 @@ def combine_group(
 
     The inputs are first prepared as every frame of the reduction is (overscan, trim:
     :func:`ccdcal.kernels.prepare.prepared_inputs`, written beside the masters where the workers see them);
-    a flat's frames are each divided by their level, and the combined flat by its median. The combine's
-    uncertainty (``UNCERT``) comes from the same pass over the files, for every master.
+    a flat's frames are each divided by their level, and the combined flat by its median. Each input's
+    samples at or above its saturation level (``plan.saturation``, found on the raw values) are left out:
+    of the flat's level and of the combine. The combine's uncertainty (``UNCERT``) comes from the same
+    pass over the files, for every master.
 
     Parameters
     ----------
@@ -330,15 +341,19 @@ def combine_group(
     folder = options.masters_dir.expanduser().resolve()
     calibrators = [m.path if m else None for m in (plan.bias, plan.dark)]
     hdu = plan.frames[0]["hdu"] or 0
-    with prepared_inputs(raw_paths, hdu, overscan, folder, calibrators) as (paths, hdu, oscan):
+    saturation = plan.saturation_levels
+    with prepared_inputs(raw_paths, hdu, overscan, folder, calibrators, saturation) as prepared:
+        if any(prepared.saturated) and plan.kind == "flat":
+            _check_saturated_flats(raw_paths, prepared.saturated, prepared.paths, saturation)
         job = CombineJob(
-            tuple(str(p) for p in paths),
-            hdu,
+            tuple(str(p) for p in prepared.paths),
+            prepared.hdu,
             options.params,
             options.mem_limit,
             bias=MasterFile.of(plan.bias),
             dark=MasterFile.of(plan.dark),
             dark_scales=tuple(plan.dark_scales),
+            saturation=() if prepared.saturated else saturation,  # prepared: their NaN already
         )
         pool = cluster.get() if cluster is not None else None
         levels: list[float] = []
@@ -350,4 +365,18 @@ def combine_group(
     if plan.kind == "flat":
         image, median = normalise_to_median(image)
         sigma = (sigma / np.float64(median)).astype(np.float32)
-    return Combined(image, float(result.rejected_fraction), sigma, levels, oscan)
+    saturated = result.n_saturated + sum(prepared.saturated)
+    return Combined(image, float(result.rejected_fraction), sigma, levels, prepared.levels, saturated)
+
+
+def _check_saturated_flats(
+    raw_paths: list[Path], counts: list[int], prepared: list[Path], levels: Sequence[float | None]
+) -> None:
+    """Refuse a prepared flat most of whose pixels are saturated, as :func:`~ccdcal.kernels.flat.flat_level`
+    refuses a raw one."""
+    header = fits.getheader(prepared[0])
+    pixels = max(int(header["NAXIS1"]) * int(header["NAXIS2"]), 1)
+    for path, count, level in zip(raw_paths, counts, levels, strict=True):
+        share = count / pixels
+        if share > 0.5:
+            raise ValueError(f"{path.name}: {share:.0%} of its pixels are saturated (at or above {level:g})")

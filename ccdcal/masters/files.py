@@ -6,6 +6,7 @@ extension. :mod:`ccdcal.masters.build` plans the groups and combines them."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from ccdcal.masters.groups import (
     describe_keys,
     lacks_uncertainty,
     level_record,
+    saturation_record,
 )
 from ccdcal.runtime.words import counted
 
@@ -199,6 +201,7 @@ def _combine_cards(header: fits.Header, plan: GroupPlan, built: BuiltMaster, par
     set_card(header, "CLIPCEN", params.cenfunc, "clipping centre function")
     set_card(header, "CLIPDEV", params.stdfunc, "clipping dispersion function")
     set_card(header, "REJFRAC", round(built.rejected, 8), "fraction of input samples rejected")
+    set_card(header, "NSATUR", built.saturated, "saturated input samples left out of the combine")
     for name, value in built.stats.items():
         keyword = {"median": "STATMED", "mean": "STATMEAN", "std": "STATSTD"}[name]
         set_card(header, keyword, float(value) if np.isfinite(value) else "NaN", f"{name} of the master")
@@ -217,8 +220,14 @@ def _history(plan: GroupPlan, built: BuiltMaster, params: ClipParams) -> list[st
         lines.append(f"dark scaled by t_flat / t_dark = {scales}")
     if plan.kind == "dark" and plan.includes_bias:
         lines.append("no bias subtracted: this dark contains the bias; use it at its own exposure only")
+    described = Counter(found.describe() for found in plan.saturation)  # in the inputs' order
+    levels = "; ".join(f"{text} x{count}" for text, count in described.items())
+    lines.append(f"saturated input samples left out of the combine: {built.saturated} (levels: {levels})")
     if plan.kind == "flat":
-        lines.append("each flat divided by its median, then combined; the result divided by its median")
+        lines.append(
+            "each flat divided by its median (saturated pixels left out), then combined; the result "
+            "divided by its median"
+        )
     lines.append(
         f"sigma-clipped median: {params.sigma_lower:g}/{params.sigma_upper:g} sigma, "
         f"{params.maxiters} iterations, centre {params.cenfunc}, dispersion {params.stdfunc}"
@@ -373,6 +382,7 @@ def _parameters(plan: GroupPlan, built: BuiltMaster, options: MasterOptions) -> 
     steps: dict[str, Any] = {"uncertainty": built.uncertainty is not None}  # UNCERT: see carries_uncertainty
     if plan.input_steps is not None:
         steps["overscan"] = plan.input_steps.parameters(plan.frames, built.overscan_levels)
+    steps["saturation"] = saturation_record(plan, options.optional.saturation, built.saturated)
     parameters["steps"] = steps
     level = level_record(built.level)
     if level is not None:

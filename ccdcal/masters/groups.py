@@ -25,6 +25,7 @@ from ccdcal.files.naming import number_text
 from ccdcal.kernels.combine import ClipParams
 from ccdcal.kernels.options import StepOptions
 from ccdcal.kernels.qa import LEVEL_MAXITERS, LEVEL_SIGMA, Comparison, Level
+from ccdcal.kernels.saturation import Saturation
 from ccdcal.limits import MEM_LIMIT, MIN_FRAMES
 from ccdcal.masters.optional import InputSteps
 from ccdcal.runtime.cluster import check_address
@@ -81,11 +82,31 @@ class LevelRecord(TypedDict):
     maxiters: int
 
 
+class SaturationLevels(TypedDict):
+    """Inputs of a master that share a saturation level and its source (``count`` of them)."""
+
+    level: float | None
+    source: str
+    detail: str
+    count: int
+
+
+class SaturationRecord(TypedDict):
+    """The saturation of a master's inputs (:func:`saturation_record`): ``--saturation`` as given, each
+    level with its source and inputs, and the saturated samples left out of the combine."""
+
+    option: float | None
+    levels: list[SaturationLevels]
+    samples: int
+
+
 class InputStepsRecord(TypedDict, total=False):
-    """The optional steps of a master's inputs (:meth:`ccdcal.masters.optional.InputSteps.parameters`)."""
+    """The optional steps of a master's inputs (:meth:`ccdcal.masters.optional.InputSteps.parameters`),
+    and their saturation (``saturation``)."""
 
     uncertainty: bool
     overscan: InputOverscan
+    saturation: SaturationRecord
 
 
 class MasterParameters(TypedDict, total=False):
@@ -122,6 +143,20 @@ class MasterParameters(TypedDict, total=False):
     dark_id: int | None
     flat_id: int | None
     counts: dict[str, int | None]
+
+
+def saturation_record(plan: GroupPlan, option: float | None, samples: int) -> SaturationRecord:
+    """The ``parameters.steps.saturation`` record of a master: ``option``, its inputs' levels (inputs of
+    one level and source counted together, in their order) and the ``samples`` left out."""
+    levels: dict[tuple[float | None, str, str], int] = {}
+    for found in plan.saturation:
+        key = (found.level, found.source, found.detail)
+        levels[key] = levels.get(key, 0) + 1
+    shown: list[SaturationLevels] = [
+        {"level": level, "source": source, "detail": detail, "count": count}
+        for (level, source, detail), count in levels.items()
+    ]
+    return {"option": option, "levels": shown, "samples": samples}
 
 
 def qa_warnings(parameters: object) -> list[str]:
@@ -394,6 +429,9 @@ class GroupPlan:
         A dark built without a bias: it still contains the bias (``_withbias``).
     input_steps
         The optional step of the inputs (overscan and trim); ``None``: none.
+    saturation
+        Per input, its saturation level (:func:`~ccdcal.kernels.saturation.resolve_saturation`): its
+        samples at or above it are left out of the combine; empty until planned.
     identities
         sha256 of what makes the master's pixels what they are
         (:func:`~ccdcal.masters.calibrators.master_identities`): the identity a new master is registered
@@ -409,6 +447,12 @@ class GroupPlan:
     includes_bias: bool = False
     identities: tuple[str, ...] = ()
     input_steps: InputSteps | None = None
+    saturation: list[Saturation] = field(default_factory=list)
+
+    @property
+    def saturation_levels(self) -> tuple[float | None, ...]:
+        """Each input's saturation level, in the order of :attr:`frames`."""
+        return tuple(s.level for s in self.saturation)
 
     @property
     def identity(self) -> str:
@@ -446,6 +490,8 @@ class BuiltMaster:
     uncertainty: np.ndarray | None = None
     overscan_levels: list[float | None] = field(default_factory=list)
     level: Level | None = None
+    #: Saturated samples left out of the combine.
+    saturated: int = 0
 
 
 def cannot_group(

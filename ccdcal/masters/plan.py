@@ -32,8 +32,7 @@ from sqlalchemy.orm import Session
 from ccdcal.catalog.headers import header_values
 from ccdcal.catalog.models import Master
 from ccdcal.catalog.queries import GROUP_KEYS, grouped_frames, in_chunks, no_jit
-from ccdcal.kernels.overscan import SECTION_KEYS
-from ccdcal.masters.calibrators import plan_group
+from ccdcal.masters.calibrators import group_cards, plan_group
 from ccdcal.masters.files import folder_masters, free_master_path, master_row, same_group, serving_master
 from ccdcal.masters.groups import (
     MASTER_ORDER,
@@ -129,12 +128,10 @@ def _plan_kind(session: Session, kind: str, options: MasterOptions, folder: Path
     return reports
 
 
-def _section_cards(session: Session, kind: str, options: MasterOptions) -> dict[int, dict[str, Any]] | None:
-    """The overscan and trim cards of every usable frame of ``kind``, in one select (``None`` with
-    ``--overscan off``: none is read)."""
-    if options.optional.overscan.name == "off":
-        return None
-    return header_values(session, SECTION_KEYS, kind=kind)
+def _section_cards(session: Session, kind: str, options: MasterOptions) -> dict[int, dict[str, Any]]:
+    """The cards a group's plan reads (saturation; overscan and trim unless ``--overscan off``:
+    :func:`~ccdcal.masters.calibrators.group_cards`) of every usable frame of ``kind``, in one select."""
+    return header_values(session, group_cards(options), kind=kind)
 
 
 def _by_identity(session: Session, identities: list[str], status: str) -> dict[str, list[Master]]:

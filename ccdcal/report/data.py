@@ -273,6 +273,17 @@ def _light(calibration: Calibration, frame: Frame) -> LightEntry:
                 f"flat: {masked} pixels below flat_min {number_of(step, 'flat_min')} clamped "
                 "(flagged in the MASK extension)"
             )
+        if status == APPLIED and role == "flat" and count_of(step, "low"):
+            light.notes.append(
+                f"flat: {count_of(step, 'low')} pixels below flat_low {number_of(step, 'flat_low')}: low "
+                "response, vignetted (MASK bit 16)"
+            )
+        level = number_of(step, "level")
+        if status == APPLIED and role == "saturation" and count_of(step, "flagged") and level is not None:
+            light.notes.append(
+                f"saturation: {count_of(step, 'flagged')} raw pixels at or above {level:.10g} ADU "
+                f"({text_of(step, 'source')}) flagged (MASK bit 8)"
+            )
     light.notes += [f"warning: {warning}" for warning in step_warnings(calibration.steps)]
     if calibration.raw_sha256 and frame.sha256 and calibration.raw_sha256 != frame.sha256:
         light.notes.append("the raw file changed after this calibration (its sha256 differs)")

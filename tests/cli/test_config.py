@@ -54,7 +54,7 @@ ERRORS = {
     ),
     "unknown option, nothing close": (
         ("debug = yes", "colour = red"),
-        ", line 2: unknown option colour in [GENERAL]; its options are debug, database, jobs",
+        ", line 2: unknown option colour in [GENERAL]; its options are debug, database, jobs, saturation",
     ),
     "option in the wrong section": (
         ("master_output = masters", "output_dir = masters"),
@@ -98,6 +98,29 @@ ERRORS = {
     "flat_min out of range": (
         ("file_type = LIGHT", "file_type = LIGHT\nflat_min = 1e30"),
         ", line 17: flat_min = 1e30 is out of range: use 0 < x < 1; write e.g. flat_min = 0.01",
+    ),
+    "flat_low out of range": (
+        ("file_type = LIGHT", "file_type = LIGHT\nflat_low = 1"),
+        ", line 17: flat_low = 1 is out of range: use 0 < x < 1; write e.g. flat_low = 0.5",
+    ),
+    "flat_low not above flat_min": (
+        ("file_type = LIGHT", "file_type = LIGHT\nflat_min = 0.4\nflat_low = 0.3"),
+        ", line 18: flat_low = 0.3 is not above flat_min = 0.4: pixels below flat_min are clamped, "
+        "flat_low flags a low response above them; raise flat_low or lower flat_min",
+    ),
+    "flat_min above the default flat_low": (
+        ("file_type = LIGHT", "file_type = LIGHT\nflat_min = 0.6"),
+        ", line 17: flat_low = 0.5 is not above flat_min = 0.6: pixels below flat_min are clamped, "
+        "flat_low flags a low response above them; raise flat_low or lower flat_min",
+    ),
+    "saturation out of range": (
+        ("debug = yes", "debug = yes\nsaturation = -3"),
+        ", line 3: saturation = -3 is out of range: use 0 < x <= 1e+20 ADU; write e.g. saturation = 65535",
+    ),
+    "bad saturation": (
+        ("debug = yes", "debug = yes\nsaturation = lots"),
+        ", line 3: saturation = lots is not a number of ADU; write e.g. saturation = 65535, or leave it "
+        "empty (the header's level)",
     ),
     "sigma out of range": (
         ("dark_scale = no\n\n[CALIBRATION]", "dark_scale = no\nsigma = 1000\n\n[CALIBRATION]"),

@@ -372,7 +372,8 @@ def test_new_options_map_onto_the_library(tmp_path: Path) -> None:
         "dark_scale = no\nmin_frames = 5\nsigma = 2.5\niterations = 7\ndispersion = std\nmem_limit = 512M\n"
         "temp_tolerance = 1\n\n[CALIBRATION]",
     )
-    text += "temp_tolerance = 0.5\nexptime_tolerance = 0.01\nflat_min = 0.05\n"
+    text += "temp_tolerance = 0.5\nexptime_tolerance = 0.01\nflat_min = 0.05\nflat_low = 0.3\n"
+    text = text.replace("jobs = 3", "jobs = 3\nsaturation = 60000")
     (tmp_path / "c" / "cat").mkdir()
     (tmp_path / "c" / "config.ini").write_text(text)
     config = load_config(tmp_path / "c" / "config.ini")
@@ -399,6 +400,10 @@ def test_new_options_map_onto_the_library(tmp_path: Path) -> None:
         False,
     )
     assert (process.flat_min, process.jobs, process.min_frames, process.allow_missing) == (0.05, 3, 5, ())
+    assert (process.flat_low, process.optional.saturation, masters.optional.saturation) == (0.3, 60000, 60000)
+    assert process.arguments()["saturation"] == 60000.0
+    (tmp_path / "c" / "empty.ini").write_text(text.replace("saturation = 60000", "saturation ="))
+    assert load_config(tmp_path / "c" / "empty.ini").process_options().optional.saturation is None
 
 
 def test_database_option_and_override(tmp_path: Path) -> None:
@@ -437,7 +442,7 @@ def test_default_config_declares_every_option_with_its_default(tmp_path: Path) -
     assert {**vars(defaults), "path": None} == {**vars(full), "path": None}
     assert full.database == str(tmp_path / "c" / "ccdcal.db")
     names = [(o.section, o.name) for o in OPTIONS]
-    assert len(names) == len(set(names)) == 25
+    assert len(names) == len(set(names)) == 27
     assert [f.name for f in fields(SeedConfig)] == ["path", *(o.field for o in OPTIONS)]
     assert {o.name for o in OPTIONS if o.seed} == {
         "debug",

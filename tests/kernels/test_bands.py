@@ -37,6 +37,21 @@ def test_bands_put_together_equal_the_whole_combine(tmp_path: Path) -> None:
         part.add(combine_files(paths[:5], rows=(50, 53)))
 
 
+def test_bands_with_saturated_samples_equal_the_whole_combine(tmp_path: Path) -> None:
+    """The saturated samples each band leaves out are counted, and the bands put together equal the whole."""
+    paths, offsets, scales = band_inputs(tmp_path)
+    levels = [20000.0, None, 15000.0, 20000.0, 0.0, 25000.0]
+    whole = combine_files(paths, offset=offsets, scale=scales, saturation=levels)
+    assert whole.n_saturated > 0
+    stitcher = Stitcher((53, 29), 6, ClipParams())
+    for rows in plan_bands(6, (53, 29), 2**30, parts=4, offset_images=2):
+        stitcher.add(combine_files(paths, offset=offsets, scale=scales, rows=rows, saturation=levels))
+    result = stitcher.result()
+    np.testing.assert_array_equal(result.image, whole.image)
+    np.testing.assert_array_equal(result.rejected, whole.rejected)
+    assert (result.n_saturated, result.n_nonfinite) == (whole.n_saturated, whole.n_nonfinite)
+
+
 def test_bands_fit_the_memory_limit() -> None:
     n, ny, nx = 20, 1000, 400
     reading = 2 * 16 * (n * nx * 8 + nx * 2)

@@ -14,7 +14,13 @@ from astropy.io import fits
 from astropy.stats import sigma_clip
 
 from ccdcal.errors import FitsFormatError, UsageError
-from ccdcal.kernels.combine import ClipParams, CombineResult, combine_files, sigma_clipped_median
+from ccdcal.kernels.combine import (
+    ClipParams,
+    CombineResult,
+    combine_files,
+    sigma_clipped_median,
+    sigma_clipped_median_deviation,
+)
 from tests.conftest import SHARED_REAL, TEST_DATA, real_set
 
 RTOL = 1e-5
@@ -648,3 +654,87 @@ def test_shared_real_biases() -> None:
     assert blocks.n_blocks > 1
     np.testing.assert_array_equal(blocks.image, result.image)
     np.testing.assert_array_equal(blocks.rejected, result.rejected)
+
+
+# --------------------------------------------------------------------------------------------------
+# Saturated samples: left out, as non-finite ones are
+
+
+def masked_definition(stack: np.ndarray, saturated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The definition on the stack with the saturated samples masked (docs/design.md, Science)."""
+    return definition(np.ma.masked_array(stack, mask=saturated))
+
+
+@pytest.mark.parametrize("case", ["uint16-pseudo", "int16", "float32", "int16-scaled"])
+def test_saturated_samples_are_left_out_of_the_combine(tmp_path: Path, case: str) -> None:
+    """Each frame's samples at or above its level (as getdata reads them, before offset and scale) are
+    masked: the result equals ``np.ma.median(sigma_clip(masked stack))``, a sample, not a frame; a pixel
+    all of whose samples are saturated is NaN. Big-endian data units (float32 scaling of 16-bit data)
+    and native ones alike, and a band the same rows of the whole."""
+    dtype, cards = CASES[case]
+    frames = raw_frames(7, dtype, 41, shape=(29, 23))
+    paths = [write_raw(tmp_path / f"s{i}.fits", f, cards) for i, f in enumerate(frames)]
+    stack = read_stack(paths)
+    levels: list[float | None] = [float(np.quantile(stack[i], 0.9)) for i in range(7)]
+    levels[3] = None  # a frame without a level
+    saturated = np.stack(
+        [
+            stack[i] >= level if level is not None else np.zeros(stack[i].shape, bool)
+            for i, level in enumerate(levels)
+        ]
+    )
+    assert saturated.any(axis=0).sum() > 50
+    result = combine_files(paths, saturation=levels)
+    expected, mask_count = masked_definition(stack, saturated)
+    np.testing.assert_allclose(result.image, expected, rtol=RTOL, equal_nan=True)
+    np.testing.assert_array_equal(np.isnan(result.image), np.isnan(expected))
+    np.testing.assert_array_equal(result.rejected, mask_count)
+    assert result.n_saturated == int(saturated.sum())
+    assert result.n_nonfinite == int(saturated.sum()) + int((~np.isfinite(stack)).sum())
+    in_memory, rejected, _ = sigma_clipped_median_deviation(stack, saturation=levels)
+    np.testing.assert_array_equal(result.image, in_memory)
+    np.testing.assert_array_equal(result.rejected, rejected)
+    band = combine_files(paths, saturation=levels, rows=(3, 17))
+    np.testing.assert_array_equal(band.image, result.image[3:17])
+    assert band.n_saturated == int(saturated[:, 3:17].sum())
+    nothing = combine_files(paths, saturation=[float(np.min(stack))] * 7)  # every sample saturated
+    assert np.isnan(nothing.image).all()
+    assert (nothing.n_saturated, int(nothing.rejected.min())) == (stack.size, 7)
+    unsaturated = combine_files(paths)  # no levels: as before
+    np.testing.assert_array_equal(unsaturated.image, sigma_clipped_median(stack)[0])
+    assert unsaturated.n_saturated == 0
+
+
+def test_a_flat_combine_leaves_saturated_stars_out_of_offset_and_scale(tmp_path: Path) -> None:
+    """With a bias subtracted and each frame scaled (a flat's combine), the level is compared with the raw
+    value: a star saturated in one frame is left out of that frame only."""
+    rng = np.random.default_rng(5)
+    n, shape = 5, (30, 24)
+    frames = [np.round(rng.normal(30000 + 2000 * i, 100, shape)).astype(np.uint16) for i in range(n)]
+    for i, frame in enumerate(frames):
+        frame[3 + i : 6 + i, 7:10] = 65535  # a saturated star, moving from frame to frame
+    paths = []
+    for i, frame in enumerate(frames):
+        paths.append(tmp_path / f"f{i}.fits")
+        fits.PrimaryHDU(frame).writeto(paths[-1])
+    bias = rng.normal(1000, 3, shape)
+    scales = [1.0 / (29000 + 2000 * i) for i in range(n)]
+    raw = np.stack(frames).astype(np.float64)
+    saturated = raw >= 65535
+    result = combine_files(paths, offset=[bias] * n, scale=scales, saturation=[65535.0] * n)
+    samples = (raw - bias) * np.array(scales)[:, None, None]
+    expected, mask_count = masked_definition(samples, saturated)
+    np.testing.assert_allclose(result.image, expected, rtol=RTOL)
+    np.testing.assert_array_equal(result.rejected, mask_count)
+    assert result.n_saturated == int(saturated.sum()) == n * 9
+    assert np.all(np.isfinite(result.image))
+    everything = combine_files(paths, offset=[bias] * n, scale=scales)
+    assert not np.allclose(everything.image[5, 8], result.image[5, 8], rtol=1e-3)  # the star's samples
+
+
+def test_saturation_levels_are_checked(tmp_path: Path) -> None:
+    paths = [write_raw(tmp_path / f"c{i}.fits", f) for i, f in enumerate(raw_frames(3, np.int16, 3))]
+    with pytest.raises(UsageError, match="saturation has 2 levels for 3 files"):
+        combine_files(paths, saturation=[1.0, 2.0])
+    with pytest.raises(UsageError, match=r"saturation\[1\] must be a number or None"):
+        combine_files(paths, saturation=[1.0, "x", None])  # type: ignore[list-item]

@@ -14,7 +14,10 @@ from ccdcal.kernels.light import (
     calibrate_be16_words,
     calibrate_image,
     clamp_flat,
+    flagged,
+    flat_bits,
     flat_reciprocal,
+    mask_bit_counts,
     warm_up,
 )
 
@@ -137,6 +140,80 @@ def test_be16_words_equal_the_image_path(frames: dict[str, np.ndarray], signed: 
     copy = np.empty_like(words)
     assert be_words(image, copy) == total
     np.testing.assert_array_equal(copy, words)
+
+
+def test_flat_bits_flag_clamped_and_low_response(frames: dict[str, np.ndarray]) -> None:
+    """Bit 1 where the flat is clamped or not finite, as clamp_flat; bit 16 below flat_low (a clamped
+    pixel is below it too), compared in float32."""
+    flat = frames["flat"].copy()
+    flat[10, 10] = np.float32(0.5)  # at the threshold: kept
+    flat[10, 11] = np.nextafter(np.float32(0.5), np.float32(0))
+    bits, clamped, low = flat_bits(flat, 0.01, 0.5)
+    assert (bits.dtype, bits.shape) == (np.uint8, SHAPE)
+    np.testing.assert_array_equal(bits & 1, clamp_flat(flat, 0.01)[1])
+    np.testing.assert_array_equal((bits & 16) != 0, flat < np.float32(0.5))
+    assert (bits[10, 10], bits[10, 11], bits[6, 6]) == (0, 16, 1)  # NaN: clamped, not "low"
+    assert (clamped, low) == (int(np.count_nonzero(bits & 1)), int(np.count_nonzero(bits & 16)))
+    assert set(np.unique(bits)) <= {0, 1, 16, 17}
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_be16_mask_flags_raw_samples_at_or_above_the_level(
+    frames: dict[str, np.ndarray], signed: bool
+) -> None:
+    """Bit 8 where the raw value (after BZERO, before the bias is subtracted) is at or above the level,
+    ORed with the flat's bits; the same mask as the generic path's."""
+    raw = frames["raw"].astype(np.int64) - (30000 if signed else 0)  # BZERO 0: signed, within int16
+    top = 32767 if signed else 65535
+    raw[0, :4] = [top, top - 1, top - 2, 0 if signed else 1]
+    raw[1, 1] = top
+    level = float(top - 1)
+    stored = (raw if signed else raw - 32768).astype(">i2")
+    bias = frames["bias"].copy()
+    bias[0, 1] = 5000.0  # the calibrated value is far below the level: still saturated in the raw frame
+    flat, _, _ = clamp_flat(frames["flat"])
+    bits, _, _ = flat_bits(frames["flat"])
+    words = np.empty(raw.size, dtype=np.uint32)
+    mask = np.full(raw.size, 255, dtype=np.uint8)
+    calibrate_be16_words(
+        stored.view(np.uint16).reshape(-1),
+        signed,
+        bias,
+        None,
+        1.0,
+        flat_reciprocal(flat),
+        words,
+        mask=mask,
+        bits=bits,
+        saturation=level,
+    )
+    mask = mask.reshape(SHAPE)
+    expected = bits | np.where(raw >= level, 8, 0).astype(np.uint8)
+    np.testing.assert_array_equal(mask, expected)
+    assert (mask[0, 0] & 8, mask[0, 1] & 8, mask[0, 2] & 8, mask[1, 1] & 8) == (8, 8, 0, 8)
+    np.testing.assert_array_equal(mask, flagged(raw, bits, level))
+    np.testing.assert_array_equal(
+        words.view(">f4").reshape(SHAPE), calibrate_image(raw, bias, None, 1.0, flat)
+    )  # the pixels are as before: flags only
+
+
+def test_be16_mask_without_a_flat_or_a_level(frames: dict[str, np.ndarray]) -> None:
+    stored = (frames["raw"].astype(np.int64) - 32768).astype(">i2").view(np.uint16).reshape(-1)
+    words = np.empty(stored.size, dtype=np.uint32)
+    mask = np.full(stored.size, 255, dtype=np.uint8)
+    calibrate_be16_words(stored, False, frames["bias"], None, 1.0, None, words, mask=mask)
+    assert not mask.any()
+    calibrate_be16_words(stored, False, None, None, 1.0, None, words, mask=mask, saturation=400.0)
+    np.testing.assert_array_equal(mask.reshape(SHAPE), np.where(frames["raw"] >= 400, 8, 0))
+    assert not flagged(frames["raw"], None, None).any()
+
+
+@pytest.mark.parametrize("density", [0.0, 0.05, 1.0])
+def test_mask_bit_counts_are_the_histograms(rng: np.random.Generator, density: float) -> None:
+    mask = np.where(rng.random(SHAPE) < density, rng.integers(0, 256, SHAPE), 0).astype(np.uint8)
+    flagged, per_bit = mask_bit_counts(mask)
+    assert flagged == int(np.count_nonzero(mask))
+    assert per_bit == {1 << b: int(np.count_nonzero(mask & (1 << b))) for b in range(8)}
 
 
 def test_fold_checksum_is_a_ones_complement_sum() -> None:

@@ -82,6 +82,15 @@ def test_flat_level_is_the_median_after_subtraction() -> None:
         flat_level(np.full((2, 2), np.nan))
 
 
+def test_a_flats_level_leaves_its_saturated_pixels_out() -> None:
+    frame = np.array([[1000, 1100], [1200, 65535]], dtype=np.uint16)
+    assert flat_level(frame, 100.0, saturation=65535.0) == 1000.0  # median of 900, 1000, 1100
+    assert flat_level(frame, 100.0, saturation=1150.0) == 950.0
+    with pytest.raises(ValueError, match=r"^75% of its pixels are saturated \(at or above 1001\)$"):
+        flat_level(frame, 100.0, saturation=1001.0)
+    assert flat_level(frame, 100.0, saturation=None) == pytest.approx(1050.0)
+
+
 def test_normalise_to_median() -> None:
     image = np.array([[2.0, 4.0, 6.0], [8.0, np.nan, 4.0]], np.float32)
     normalised, median = normalise_to_median(image)

@@ -262,7 +262,7 @@ def test_a_run_killed_after_replacing_an_output_gets_the_replaced_file_back(
         assert process(catalog, options(tmp_path)).exit_code == 0
     batch = [tmp_path / "calibrated" / f"Light_00{n}_cal.fits" for n in (1, 2)]  # renamed together
     registered = [sha256_file(path) for path in batch]
-    killed_after(tmp_path, "rename", batch[-1].name, flat_min=0.5)
+    killed_after(tmp_path, "rename", batch[-1].name, flat_min=0.3)
     assert all(sha256_file(path) != sha for path, sha in zip(batch, registered, strict=True))
     with Catalog(tmp_path / "c.db") as catalog:
         recovery = recover(catalog, 0, tmp_path / "masters", tmp_path / "calibrated")
@@ -270,7 +270,7 @@ def test_a_run_killed_after_replacing_an_output_gets_the_replaced_file_back(
         assert [sha256_file(path) for path in batch] == registered
         state(tmp_path / "c.db", tmp_path)  # every current row's file as it records
         assert temporaries(tmp_path / "calibrated") == []
-        summary = process(catalog, options(tmp_path, flat_min=0.5))
+        summary = process(catalog, options(tmp_path, flat_min=0.3))
         assert [x.outcome for x in summary.lights] == ["calibrated"] * 4
     state(tmp_path / "c.db", tmp_path)
 

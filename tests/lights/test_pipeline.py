@@ -180,7 +180,7 @@ def test_every_light_is_calibrated_as_ccdproc_does(
         assert calibration.run_id == summary.run_id
         assert (calibration.flat_norm, calibration.dark_scale_factor, calibration.error) == (1.0, 1.0, None)
         assert {s["status"] for s in step_records(calibration.steps).values()} == {"applied"}
-        assert calibration.steps["mask"] == {"flagged": 0, "bits": {"1": 0, "2": 0, "4": 0}}
+        assert calibration.steps["mask"] == {"flagged": 0, "bits": {"1": 0, "2": 0, "4": 0, "8": 0, "16": 0}}
         assert calibration.steps["flat"]["flat_min"] == 0.01
         check_against_ccdproc(catalog, calibration)
         assert fitsverify_counts(output) == (0, 0)
@@ -360,19 +360,73 @@ def test_flat_min_and_output_folder_changes_recalibrate(
     catalog: Catalog, night: SimulatedNight, tmp_path: Path
 ) -> None:
     run(catalog, night, tmp_path)
-    summary = process(catalog, options(tmp_path, flat_min=0.9))  # the vignetted corners fall below
-    assert {light.reason for light in summary.lights} == {"--flat-min changed"}
+    # the vignetted corners fall below 0.9 (clamped, bit 1) and 0.95 (a low response, bit 16)
+    summary = process(catalog, options(tmp_path, flat_min=0.9, flat_low=0.95))
+    assert {light.reason for light in summary.lights} == {"--flat-min changed; --flat-low changed"}
     calibration = current(catalog, "Light_001.fits")
     check_against_ccdproc(catalog, calibration)
     data = read_without_warnings(calibration.path or "")
     flat = fits.getdata(master(catalog, links(catalog, calibration.id)["flat"].master_id).path)
     assert data.mask is not None
-    np.testing.assert_array_equal(data.mask, flat < np.float32(0.9))
-    assert 0 < int(data.mask.sum()) == data.header["NMASKED"] == calibration.steps["flat"]["masked"]
+    np.testing.assert_array_equal(data.mask, flat < np.float32(0.95))
+    mask = fits.getdata(calibration.path or "", "MASK")
+    np.testing.assert_array_equal((mask & 1) != 0, flat < np.float32(0.9))
+    clamped = int(np.count_nonzero(mask & 1))
+    assert 0 < clamped == data.header["NMASK1"] == calibration.steps["flat"]["masked"]
+    assert clamped < int(data.mask.sum()) == data.header["NMASKED"] == calibration.steps["flat"]["low"]
     assert fitsverify_counts(Path(calibration.path or "")) == (0, 0)
-    moved = process(catalog, options(tmp_path, flat_min=0.9, output_dir=tmp_path / "elsewhere"))
+    moved = process(
+        catalog, options(tmp_path, flat_min=0.9, flat_low=0.95, output_dir=tmp_path / "elsewhere")
+    )
     assert {light.reason for light in moved.lights} == {"output folder changed"}
     assert current(catalog, "Light_001.fits").path == str(tmp_path / "elsewhere" / "Light_001_cal.fits")
+
+
+def test_saturation_and_flat_low_changes_recalibrate(
+    catalog: Catalog, night: SimulatedNight, tmp_path: Path
+) -> None:
+    """--flat-low acts on lights only: lights are calibrated again, no master is built. --saturation
+    changes masters (their identity) and lights. A calibration recorded before either was is not
+    calibrated again for them."""
+    run(catalog, night, tmp_path)
+    calibration = current(catalog, "Light_001.fits")
+    saturation = calibration.steps["saturation"]
+    assert saturation | {"flagged": 0} == {
+        "status": "applied",
+        "level": 65535.0,
+        "source": "data type",
+        "detail": "BITPIX 16, BZERO 32768",
+        "option": None,
+        "flagged": 0,
+    }
+    assert saturation["flagged"] == calibration.steps["mask"]["bits"]["8"]
+    assert calibration.steps["flat"]["flat_low"] == 0.5
+    header = fits.getheader(calibration.path or "")
+    assert (header["SATLEVEL"], header["FLATLOW"]) == (65535.0, 0.5)
+    low = process(catalog, options(tmp_path, flat_low=0.9))
+    assert {light.reason for light in low.lights} == {"--flat-low changed"}
+    assert {r.outcome for r in low.masters} == {"current"}
+    calibration = current(catalog, "Light_001.fits")
+    flat = fits.getdata(master(catalog, links(catalog, calibration.id)["flat"].master_id).path)
+    mask = fits.getdata(calibration.path or "", "MASK")
+    np.testing.assert_array_equal((mask & 16) != 0, flat < np.float32(0.9))
+    assert calibration.steps["flat"]["low"] == int(np.count_nonzero(flat < np.float32(0.9))) > 0
+    assert {light.outcome for light in process(catalog, options(tmp_path, flat_low=0.9)).lights} == {
+        "current"
+    }
+    given = process(catalog, options(tmp_path, flat_low=0.9, saturation=60000.0))
+    assert [r.outcome for r in given.masters] == ["built"] * 7
+    assert all("--saturation changed" in (light.reason or "") for light in given.lights)
+    calibration = current(catalog, "Light_001.fits")
+    assert calibration.steps["saturation"]["level"] == calibration.steps["saturation"]["option"] == 60000.0
+    assert fits.getheader(calibration.path or "")["SATLEVEL"] == 60000.0
+    with catalog.session() as session:  # as an earlier ccdcal recorded them
+        for older in session.scalars(select(Calibration).where(Calibration.status == "current")):
+            steps = {k: v for k, v in older.steps.items() if k != "saturation"}
+            steps["flat"] = {k: v for k, v in steps["flat"].items() if k not in ("flat_low", "low")}
+            older.steps = steps
+    later = process(catalog, options(tmp_path, flat_low=0.7, saturation=60000.0))
+    assert {light.outcome for light in later.lights} == {"current"}
 
 
 def test_jobs_in_parallel_give_the_same_files(
@@ -806,8 +860,14 @@ def test_real_lowell_lights_take_the_vr_flat_and_the_bias(catalog: Catalog, tmp_
     assert {type(w.message).__name__ for w in caught} <= {"FITSFixedWarning"}  # the raw WCS's own quirks
     flat_pixels = fits.getdata(flat.path)
     assert data.mask is not None
-    np.testing.assert_array_equal(data.mask, ~(flat_pixels >= np.float32(0.01)))
-    assert data.mask[:, 1398:].all()  # the overscan columns, where the flat is about 0
+    mask = fits.getdata(calibration.path or "", "MASK")
+    np.testing.assert_array_equal(data.mask, mask != 0)
+    np.testing.assert_array_equal((mask & 1) != 0, ~(flat_pixels >= np.float32(0.01)))
+    np.testing.assert_array_equal((mask & 16) != 0, flat_pixels < np.float32(0.5))  # vignetted, and clamped
+    raw_pixels = fits.getdata(rows(catalog, Frame, id=calibration.frame_id)[0].path)
+    np.testing.assert_array_equal((mask & 8) != 0, raw_pixels >= 65535)  # saturated stars
+    assert int(np.count_nonzero(mask & 8)) > 1000
+    assert (mask[:, 1398:] & 1).all()  # the overscan columns, where the flat is about 0
     assert data.header["NMASKED"] == int(data.mask.sum())
     assert fits.getheader(calibration.path or "")["CRVAL1"] == pytest.approx(124.6185920672)
 

@@ -211,7 +211,8 @@ RECORDED_STEPS: list[dict[str, Any]] = [
     {
         "bias": {"status": "applied", "reason": "nearest match", "master_id": 1, "delta_temp": 0.1},
         "dark": {"status": "applied", "scale": 2.5, "pinned": False, "path": "/m/d.fits"},
-        "flat": {"status": "applied", "flat_min": 0.01, "masked": 3, "norm_value": 1.0},
+        "flat": {"status": "applied", "flat_min": 0.01, "masked": 3, "norm_value": 1.0, "flat_low": 0.5},
+        "saturation": {"status": "applied", "level": 65535.0, "source": "data type", "option": None},
     },
     {
         "bias": {"status": "skipped", "reason": "--no-bias: the darks contain the bias"},
@@ -225,6 +226,7 @@ RECORDED_STEPS: list[dict[str, Any]] = [
         "uncertainty": {"status": "planned", "gain": 1.5, "readnoise": 4.0},
         "cosmic_rays": {"status": "applied", "sigclip": 4.5, "gain": 1.0, "readnoise": None, "n": [1, 2]},
         "warnings": ["a warning"],
+        "saturation": {"status": "planned", "level": 40000, "source": "--saturation", "option": 40000},
     },
     {"bias": "not a record", "dark": {"scale": None}, "overscan": None, "uncertainty": {}},
 ]
@@ -255,9 +257,11 @@ def test_a_previous_calibration_is_read_as_planning_compares_it(
     assert compared_steps(RECORDED_STEPS[1]) == {
         "bias": {"status": "applied"},
         "dark": {"status": "applied", "scale": 2.5},
-        "flat": {"status": "applied", "flat_min": 0.01},
+        "flat": {"status": "applied", "flat_min": 0.01, "flat_low": 0.5},
+        "saturation": {"status": "applied"},  # --saturation not given
     }
     assert compared_steps(RECORDED_STEPS[3])["cosmic_rays"] == RECORDED_STEPS[3]["cosmic_rays"]
+    assert compared_steps(RECORDED_STEPS[3])["saturation"] == {"status": "planned", "option": 40000}
 
 
 @pytest.mark.postgres

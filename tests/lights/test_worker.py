@@ -27,10 +27,12 @@ from ccdcal.files.calibrated import (
     output_header,
     write_calibrated,
 )
+from ccdcal.files.cardtext import history_lines as joined_history
 from ccdcal.files.fitsio import add_history, set_card, sha256_file
 from ccdcal.kernels.cosmic import CosmicParams
 from ccdcal.kernels.light import be_words, calibrate_image, clamp_flat
 from ccdcal.kernels.overscan import NO_OVERSCAN, OverscanPlan, Section, apply_overscan, machine_cards
+from ccdcal.kernels.saturation import resolve_saturation
 from ccdcal.kernels.uncertainty import NoiseModel, deviation, propagate, uncertainty_hdu
 from ccdcal.lights.pixels import preload
 from ccdcal.lights.task import FrameTask, MasterUse, OptionalSteps
@@ -552,7 +554,17 @@ def test_steps_that_do_nothing_keep_the_fast_path_bit_for_bit(
     assert not idle.any
     with_idle = calibrate_frame(task_for(path, masters, tmp_path / "b.fits", optional=idle))
     assert plain.sha256 == with_idle.sha256
-    assert plain.details == {"mask": {"flagged": 80, "bits": {"1": 80, "2": 0, "4": 0}}}
+    assert plain.details == {
+        "saturation": {
+            "status": "applied",
+            "level": 65535.0,
+            "source": "data type",
+            "detail": "BITPIX 16, BZERO 32768",
+            "option": None,
+            "flagged": 0,
+        },
+        "mask": {"flagged": 80, "bits": {"1": 80, "2": 0, "4": 0, "8": 0, "16": 80}},
+    }
     assert (with_idle.details, plain.warnings) == (plain.details, ())
 
 
@@ -619,7 +631,7 @@ def test_every_step_on_one_light(
     assert (header["NMASK1"], header["NMASK2"], header["NMASK4"]) == (3, 3, int(cosmic.sum()))
     assert result.details["mask"] == {
         "flagged": header["NMASKED"],
-        "bits": {"1": 3, "2": 3, "4": int(cosmic.sum())},
+        "bits": {"1": 3, "2": 3, "4": int(cosmic.sum()), "8": 0, "16": 3},
     }
     assert fits.getheader(output, "MASK")["MASKBIT4"] == "cosmic ray, cleaned (L.A.Cosmic)"
     assert fits.getheader(output, "UNCERT")["UTYPE"] == "StdDevUncertainty"
@@ -689,3 +701,179 @@ def test_a_light_far_below_its_bias_is_reported(
         "already be bias- or dark-subtracted (a capture program's auto-dark)"
     )
     assert result.details["warnings"] == [warning]
+
+
+# -- saturated and low-response pixels: MASK bits 8 and 16 --------------------------------------------------
+
+
+def low_flat(
+    tmp_path: Path, rng: np.random.Generator, shape: tuple[int, int] = SHAPE
+) -> tuple[np.ndarray, Any]:
+    """A flat with a vignetted edge (below flat_low 0.5) and a clamped strip (below flat_min 0.01)."""
+    flat = rng.normal(1.0, 0.03, shape)
+    flat[:, 0] = np.linspace(0.2, 0.6, shape[0])  # half of it below 0.5
+    flat[:, -2:] = 0.001
+    return flat, write_master(tmp_path / "flat_vignetted.fits", flat)
+
+
+def expected_mask(raw: np.ndarray, flat: np.ndarray, level: float | None) -> np.ndarray:
+    flat32 = flat.astype(np.float32)
+    mask = (flat32 < np.float32(0.01)).astype(np.uint8) | (flat32 < np.float32(0.5)).astype(np.uint8) * 16
+    if level is not None:
+        mask |= (raw >= level).astype(np.uint8) * 8
+    return mask
+
+
+@pytest.mark.parametrize("layout", ["uint16", "int16", "float32", "compressed"])
+def test_saturated_raw_pixels_and_a_low_flat_response_are_flagged(
+    tmp_path: Path, rng: np.random.Generator, masters: dict[str, MasterUse], layout: str
+) -> None:
+    """Every pixel whose raw sample is at or above the level carries bit 8 (tested on the raw value: a
+    bias far above it does not hide it), every pixel of the flat below flat_low bit 16; NMASKED, NMASK8,
+    NMASK16, SATLEVEL, FLATLOW and the steps' record agree with the MASK written. The be16 fast path
+    (uint16, int16) and the generic path (float, tile-compressed) give the same MASK."""
+    top = {"uint16": 65535, "int16": 32767, "float32": 70000.0, "compressed": 65535}[layout]
+    dtype = {"uint16": np.uint16, "int16": np.int16, "float32": np.float32, "compressed": np.uint16}[layout]
+    raw = rng.integers(600, 30000, SHAPE).astype(np.float64)
+    raw[3, 4] = raw[7, 8] = raw[0, 0] = raw[0, -1] = top  # (0, 0) on the low edge, (0, -1) clamped
+    raw[9, 9] = top - 1
+    raw = raw.astype(dtype)
+    path = tmp_path / "Light_sat.fits"
+    if layout == "compressed":
+        fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(raw, nina_header())]).writeto(path)
+    else:
+        write_raw(path, raw)
+    option = float(top) if layout == "float32" else None  # float data: no level unless --saturation
+    with fits.open(path) as hdul:  # the raw header, as stored
+        saturation = resolve_saturation(dict(hdul[1 if layout == "compressed" else 0].header), option)
+    assert saturation.level == top
+    assert saturation.source == ("--saturation" if option else "data type")
+    flat, flat_use = low_flat(tmp_path, rng)
+    bias = write_master(tmp_path / "bias_high.fits", np.full(SHAPE, 20000.0))
+    output = tmp_path / "out" / "Light_sat_cal.fits"
+    output.parent.mkdir()
+    task = task_for(
+        path,
+        masters | {"bias": bias, "flat": flat_use},
+        output,
+        hdu=1 if layout == "compressed" else 0,
+        saturation=option,
+        flat_low=0.5,
+    )
+    result = calibrate_frame(task)
+    finish(result, output)
+    data = read_clean(output)
+    mask = fits.getdata(output, "MASK")
+    wanted = expected_mask(raw, flat, top)
+    np.testing.assert_array_equal(mask, wanted)
+    np.testing.assert_array_equal(data.mask, wanted != 0)
+    assert (mask[3, 4], mask[7, 8], mask[9, 9] & 8) == (8, 8, 0)
+    assert (mask[0, 0], mask[0, -1]) == (8 | 16, 1 | 8 | 16)
+    header = fits.getheader(output)
+    counts = {"1": 2 * SHAPE[0], "2": 0, "4": 0, "8": 4, "16": int(np.count_nonzero(wanted & 16))}
+    assert counts["16"] == 2 * SHAPE[0] + int(np.count_nonzero(flat[:, 0] < 0.5))
+    assert header["NMASKED"] == int(np.count_nonzero(wanted))
+    assert {bit: header[f"NMASK{bit}"] for bit in counts} == counts
+    assert result.details["mask"] == {"flagged": header["NMASKED"], "bits": counts}
+    assert result.details["saturation"] == {"status": "applied", **saturation.as_json(), "flagged": 4}
+    assert (header["SATLEVEL"], header["FLATLOW"]) == (top, 0.5)
+    mask_header = fits.getheader(output, "MASK")
+    assert mask_header["MASKBIT8"] == "saturated in the raw frame (SATLEVEL)"
+    assert mask_header["MASKBT16"] == "low flat response, below FLATLOW (vignetted)"
+    history = joined_history(str(h) for h in header["HISTORY"])
+    line = f"saturation level {saturation.describe()}: 4 raw pixels at or above it flagged in MASK (bit 8)"
+    assert line in history
+    low = f"low flat response: {counts['16']} pixels where the flat is below 0.5 flagged in MASK (bit 16)"
+    assert low in history
+    assert fitsverify_counts(output) == (0, 0)
+
+
+def test_the_mask_of_a_trimmed_light_is_of_its_output_area(
+    tmp_path: Path, rng: np.random.Generator, overscan_raw: tuple[Path, np.ndarray]
+) -> None:
+    """With overscan and trim, saturation is found on the raw values (before the overscan is subtracted)
+    and the MASK covers the trimmed image: a saturated pixel of the overscan strip is not in it."""
+    _, raw = overscan_raw
+    raw = raw.copy()
+    raw[2, 5] = raw[30, 40] = 65535  # in the trimmed area: columns 4-56 (1-based)
+    raw[4, 65] = 65535  # in the overscan strip: not in the output
+    raw[6, 6] = 64000
+    header = fits.getheader(overscan_raw[0])
+    path = write_raw(tmp_path / "Light_os_sat.fits", raw, header)
+    flat = rng.normal(1.0, 0.02, TRIMMED)
+    flat[:, -3:] = 0.3
+    used = {"bias": write_prepared(tmp_path / "mb.fits", rng.normal(2.0, 1.0, TRIMMED), "bias")}
+    used["flat"] = write_prepared(tmp_path / "mf.fits", flat, "flat")
+    steps = OptionalSteps(overscan=PLAN, overscan_mode="auto")
+    output = tmp_path / "Light_os_sat_cal.fits"
+    task = task_for(path, used, output, dark=None, optional=steps)  # the level: 65535, the data type's
+    result = calibrate_frame(task)
+    finish(result, output)
+    read_clean(output)
+    mask = fits.getdata(output, "MASK")
+    assert mask.shape == TRIMMED
+    trimmed = raw[PLAN.trim.slices] if PLAN.trim is not None else raw
+    np.testing.assert_array_equal(mask, expected_mask(trimmed, flat, 65535.0))
+    assert (mask[2, 2], mask[30, 37], mask[6, 3]) == (8, 8, 0)
+    header = fits.getheader(output)
+    assert (header["NMASK8"], header["NMASK16"]) == (2, 3 * TRIMMED[0])
+    assert result.details["saturation"]["flagged"] == 2
+    assert fitsverify_counts(output) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("cards", "dtype", "source", "level"),
+    [
+        ({"SATURATE": 40000.0}, np.uint16, "SATURATE", 40000.0),  # LCO's Sinistro writes it
+        ({"SATURATE": "unavail", "DATAMAX": 50000}, np.uint16, "DATAMAX", 50000.0),  # SOAR's card passed over
+        ({"BSCALE": 2.0, "BZERO": 10.0}, np.int16, "data type", 65544.0),  # read by astropy, scaled
+        ({}, np.float32, "none", None),
+    ],
+)
+def test_a_lights_level_comes_from_its_raw_header(
+    tmp_path: Path,
+    rng: np.random.Generator,
+    masters: dict[str, MasterUse],
+    cards: dict[str, Any],
+    dtype: type,
+    source: str,
+    level: float | None,
+) -> None:
+    """The worker reads the level from the raw header as stored (a scaled frame's BZERO and BSCALE too,
+    though astropy drops them once it scales the data); a float frame has none unless --saturation."""
+    stored = rng.integers(100, 20000, SHAPE).astype(dtype)
+    stored[1, 2] = np.iinfo(dtype).max if dtype != np.float32 else 70000
+    stored[3, 4] = 50000 if dtype == np.uint16 else stored[3, 4]
+    header = nina_header()
+    for key, value in cards.items():
+        header[key] = value
+    path = tmp_path / "Light_level.fits"
+    if "BSCALE" in cards:  # the stored values as they are, scaled by the header's BSCALE and BZERO
+        primary = fits.PrimaryHDU(stored).header
+        for key, value in header.items():
+            primary[key] = value
+        data = stored.astype(">i2").tobytes()
+        path.write_bytes(primary.tostring().encode("ascii") + data + b"\0" * (-len(data) % 2880))
+    else:
+        fits.PrimaryHDU(stored, header).writeto(path)
+    values = fits.getdata(path).astype(np.float64)
+    output = tmp_path / "Light_level_cal.fits"
+    result = calibrate_frame(task_for(path, masters, output))
+    finish(result, output)
+    record = result.details["saturation"]
+    assert (record["source"], record["level"]) == (source, level)
+    flagged = values >= level if level is not None else np.zeros(SHAPE, bool)
+    assert record["flagged"] == int(flagged.sum()) == fits.getheader(output)["NMASK8"]
+    mask = fits.getdata(output, "MASK")
+    np.testing.assert_array_equal((mask & 8) != 0, flagged)
+    if level is None:
+        assert record["status"] == "not_available"
+        assert "SATLEVEL" not in fits.getheader(output)
+        assert "no pixel flagged (--saturation sets one)" in " ".join(
+            joined_history(str(h) for h in fits.getheader(output)["HISTORY"])
+        )
+    else:
+        assert fits.getheader(output)["SATLEVEL"] == level
+    if cards.get("SATURATE") == "unavail":
+        assert record["detail"] == "SATURATE = 'unavail' is not a positive number: not used"
+    assert fitsverify_counts(output) == (0, 0)

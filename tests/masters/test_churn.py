@@ -66,7 +66,21 @@ def test_lights_options_build_no_master_on_the_demo_night(db_url: str, tmp_path:
             if master.kind != "bpm":  # every master carries its combine's uncertainty
                 assert fits.getheader(master.path, "UNCERT")["UTYPE"] == "StdDevUncertainty"
                 assert fits.getheader(master.path)["UNCERTEX"] == "UNCERT"
-                assert master.parameters["steps"] == {"uncertainty": True}
+                assert master.parameters["steps"] == {
+                    "uncertainty": True,
+                    "saturation": {
+                        "option": None,
+                        "levels": [
+                            {
+                                "level": 65535.0,
+                                "source": "data type",
+                                "detail": "BITPIX 16, BZERO 32768",
+                                "count": master.n_inputs,
+                            }
+                        ],
+                        "samples": 0,
+                    },
+                }
 
         toggles = [
             {"uncertainty": True, "readnoise": 3.5},

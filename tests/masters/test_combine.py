@@ -87,6 +87,33 @@ def test_a_job_combines_as_combine_files_with_the_offsets(
     assert flat_levels(job, [3, 1]) == ([3, 1], [levels[3], levels[1]])
 
 
+def test_a_job_leaves_each_frames_saturated_samples_out(
+    tmp_path: Path, group: tuple[list[Path], MasterFile, MasterFile, np.ndarray, np.ndarray]
+) -> None:
+    """A job's saturation levels go to the flats' levels and to the combine, here and in a band (as a Dask
+    worker gets it, pickled)."""
+    paths, bias, _, bias_data, _ = group
+    raw = [read_image(p, 0, np.float64) for p in paths]
+    stars = []
+    for i, frame in enumerate(raw):
+        frame[2 + i : 5 + i, 3:6] = 65535  # a saturated star on each flat
+        stars.append(write(tmp_path / f"star{i}.fits", frame.astype(np.uint16)))
+    levels = (65535.0,) * 5
+    job = CombineJob(tuple(map(str, stars)), 0, ClipParams(), 2**30, bias, saturation=levels)
+    flat_levels_found = run_flat_levels(job, None)
+    assert flat_levels_found == [flat_level(f, bias_data, 65535.0) for f in raw]
+    assert flat_levels_found != [flat_level(f, bias_data) for f in raw]
+    job = pickle.loads(pickle.dumps(job))
+    whole = run_combine(job, None)
+    expected = combine_files(stars, offset=[bias_data] * 5, saturation=levels)
+    np.testing.assert_array_equal(whole.image, expected.image)
+    assert whole.n_saturated == 5 * 9
+    band = combine_band(job, (0, 12))
+    assert not isinstance(band, Exception)
+    np.testing.assert_array_equal(band.image, whole.image[:12])
+    assert band.n_saturated == whole.n_saturated  # every star in the first rows
+
+
 def test_a_task_returns_the_error_about_its_inputs(
     tmp_path: Path, group: tuple[list[Path], MasterFile, MasterFile, np.ndarray, np.ndarray]
 ) -> None:

@@ -140,3 +140,24 @@ def test_since(night: Night) -> None:
         ("rejected", REJECTED_NAME, "not a FITS file (does not start with SIMPLE =)", night.ingest_run),
         ("not calibrated", "Light_120s.fits", NOT_CALIBRATED, night.process_run),
     ]
+
+
+def test_a_lights_notes_say_what_its_mask_flags() -> None:
+    """The saturated pixels (bit 8) and the flat's low response (bit 16) are notes of the light; a light
+    without a saturation level says so."""
+    from ccdcal.catalog.models import Frame
+    from ccdcal.report.data import _light
+
+    frame = Frame(id=1, path="/raw/Light_001.fits", hdu=0, filter="R", exptime=60.0)
+    steps = {
+        "flat": {"status": "applied", "flat_min": 0.01, "masked": 0, "flat_low": 0.5, "low": 120},
+        "saturation": {"status": "applied", "level": 65535.0, "source": "data type", "flagged": 42},
+    }
+    calibration = Calibration(id=1, frame_id=1, path="/c/Light_001_cal.fits", status="current", steps=steps)
+    assert _light(calibration, frame).notes == [
+        "flat: 120 pixels below flat_low 0.5: low response, vignetted (MASK bit 16)",
+        "saturation: 42 raw pixels at or above 65535 ADU (data type) flagged (MASK bit 8)",
+    ]
+    reason = "no saturation level known (BITPIX -32: no data-type maximum): pass --saturation"
+    calibration.steps = {"saturation": {"status": "not_available", "reason": reason, "level": None}}
+    assert _light(calibration, frame).notes == [f"saturation: n/a — {reason}"]

@@ -145,7 +145,7 @@ def test_process_killed_while_replacing_outputs_then_rerun(night: Path) -> None:
     with Catalog(expected_folder / "c.db") as catalog:
         process(catalog, options(expected_folder))
         started = time.monotonic()
-        process(catalog, options(expected_folder, flat_min=0.5))
+        process(catalog, options(expected_folder, flat_min=0.3))
         seconds = time.monotonic() - started
     expected = state(expected_folder / "c.db", expected_folder)
     rng = random.Random(SEED + 1)
@@ -153,13 +153,13 @@ def test_process_killed_while_replacing_outputs_then_rerun(night: Path) -> None:
         folder = trial(night, f"redo-kill-{point}")
         with Catalog(folder / "c.db") as catalog:
             process(catalog, options(folder))
-        running = start([*ARGS, "--jobs", "1", "--flat-min", "0.5"], folder)
+        running = start([*ARGS, "--jobs", "1", "--flat-min", "0.3"], folder)
         begun = wait_for_run(running, folder / "c.db", "process", before=1)
         time.sleep(max(0.0, begun + rng.uniform(0.0, seconds) - time.monotonic()))
         kill_group(running)
         assert_complete_files(folder / "masters", folder / "calibrated")
         with Catalog(folder / "c.db") as catalog:
-            assert process(catalog, options(folder, flat_min=0.5)).exit_code == 0
+            assert process(catalog, options(folder, flat_min=0.3)).exit_code == 0
         assert_recovered(folder, expected)
 
 
