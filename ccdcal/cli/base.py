@@ -29,6 +29,7 @@ from ccdcal import limits
 from ccdcal._version import __version__
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.engine import describe, explain_database_error, resolve_url
+from ccdcal.cli.helptext import HELP_WIDTH, CcdcalTyper, PlainHelp
 from ccdcal.errors import CatalogError, CcdcalError, UsageError
 from ccdcal.runtime.interrupts import (
     EXIT_INTERRUPTED,
@@ -42,6 +43,7 @@ from ccdcal.runtime.interrupts import (
 # The numerical stack (numpy, astropy) and each command's library modules are imported by the commands
 # that need them, so that catalog commands and --help start quickly.
 
+
 out = Console(soft_wrap=True, highlight=False, emoji=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 
@@ -49,7 +51,7 @@ err = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 _log = logging.getLogger("ccdcal")
 
 #: What the command-line parser raises to end a command on purpose (an exit status, Ctrl-C at a prompt, a
-#: usage error shown with its usage box). Its exception classes are Click's, which Typer bundles in
+#: usage error shown after its usage line). Its exception classes are Click's, which Typer bundles in
 #: recent versions: found from the public ``typer.BadParameter``, whichever Click it is.
 _PARSER_EXITS: tuple[type[BaseException], ...] = (
     typer.Exit,
@@ -58,7 +60,7 @@ _PARSER_EXITS: tuple[type[BaseException], ...] = (
 )
 
 
-class CcdcalGroup(TyperGroup):
+class CcdcalGroup(PlainHelp, TyperGroup):
     """The command group; turns library errors and Ctrl-C into one-line messages and exit statuses.
 
     The library raises ccdcal's errors where a problem arises; what can arise anywhere from the
@@ -108,7 +110,7 @@ class CcdcalGroup(TyperGroup):
     def _invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except _PARSER_EXITS:  # the parser's own: a usage box, --help, an exit status chosen by a command
+        except _PARSER_EXITS:  # the parser's own: a usage error, --help, an exit status chosen by a command
             raise
         except KeyboardInterrupt as stop:
             raise typer.Exit(_stopped(isinstance(stop, Terminated))) from None
@@ -204,17 +206,32 @@ def os_error_text(exc: OSError) -> str:
     return f"{where}{what}; {advice}"
 
 
-app = typer.Typer(
+app = CcdcalTyper(
     cls=CcdcalGroup,
     name="ccdcal",
     help="Catalog raw CCD/CMOS frames, build master calibrations and calibrate science frames, "
     "with provenance in a database.",
+    epilog="""
+    ccdcal ingest raw/     # catalogue the frames under raw/ in ./ccdcal.db
+    ccdcal process         # build the masters, then calibrate every light
+    ccdcal status          # what is catalogued, and what is left to do
+    """,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode=None,
     pretty_exceptions_show_locals=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": HELP_WIDTH},
 )
-db_app = typer.Typer(cls=CcdcalGroup, help="Catalog schema: show or upgrade its revision.")
+db_app = CcdcalTyper(
+    cls=CcdcalGroup,
+    help="Catalog schema: show or upgrade its revision.",
+    no_args_is_help=True,
+    epilog="""
+    ccdcal db current      # the catalog's schema revision
+    ccdcal db upgrade      # upgrade it now (done on every open anyway)
+    """,
+    rich_markup_mode=None,
+)
 app.add_typer(db_app, name="db")
 
 
@@ -249,6 +266,7 @@ def main(
         typer.Option(
             "--db",
             envvar="CCDCAL_DB",
+            metavar="URL|PATH",
             help="Catalog: a path (SQLite) or a SQLAlchemy URL. Default ./ccdcal.db.",
             show_envvar=True,
         ),
@@ -256,7 +274,11 @@ def main(
     verbose: Annotated[
         int,
         typer.Option(
-            "-v", "--verbose", count=True, help="Say more: ccdcal's own detail; -vv other libraries' too."
+            "-v",
+            "--verbose",
+            count=True,
+            show_default=False,
+            help="Say more: ccdcal's own detail; -vv other libraries' too.",
         ),
     ] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.")] = False,
@@ -370,8 +392,10 @@ OverscanOption = Annotated[
     str,
     typer.Option(
         "--overscan",
-        help="Overscan on every frame: auto (BIASSEC row-wise median and TRIMSEC/DATASEC trim when the "
-        "header has them), off, median, or poly:N (a degree-N polynomial fit).",
+        metavar="METHOD",
+        help="Overscan on every frame: auto (the median of each row's BIASSEC subtracted, then a trim to "
+        "TRIMSEC or DATASEC, when the header has them), off, median, or poly:N (a polynomial of degree N "
+        "fitted to those medians).",
     ),
 ]
 
@@ -385,12 +409,15 @@ FlatDarkScaleOption = Annotated[
     ),
 ]
 MinFramesOption = Annotated[
-    int, typer.Option("--min-frames", help=f"Smallest group combined ({limits.MIN_FRAMES.text}).")
+    int,
+    typer.Option("--min-frames", metavar="N", help=f"Smallest group combined ({limits.MIN_FRAMES.text})."),
 ]
 MemLimitOption = Annotated[
     str,
     typer.Option(
-        "--mem-limit", help=f"Memory the combine may use, e.g. 512M or 2G ({limits.MEM_LIMIT.text})."
+        "--mem-limit",
+        metavar="SIZE",
+        help=f"Memory the combine may use, e.g. 512M or 2G ({limits.MEM_LIMIT.text}).",
     ),
 ]
 UncertaintyOption = Annotated[
