@@ -8,7 +8,9 @@ import errno
 import json
 import logging
 import math
+import os
 import re
+import select
 import signal
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
@@ -44,8 +46,17 @@ from ccdcal.runtime.interrupts import (
 # that need them, so that catalog commands and --help start quickly.
 
 
-out = Console(soft_wrap=True, highlight=False, emoji=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
+class PipeConsole(Console):
+    """A Rich console whose closed pipe raises :class:`BrokenPipeError` (Rich itself would exit with status
+    1), for the command group to end the command as it ends one whose plain output was closed
+    (:func:`closed_output`)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+out = PipeConsole(soft_wrap=True, highlight=False, emoji=False)
+err = PipeConsole(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 
 
 _log = logging.getLogger("ccdcal")
@@ -72,6 +83,16 @@ class CcdcalGroup(PlainHelp, TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         with handling_signals(keep=_command_process):
             return self._invoke(ctx)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        """The context of the group; its help (``ccdcal --help | head -2``) ends quietly when the reader
+        closes the pipe, as a command's output does."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except OSError as exc:
+            if not closed_output(exc):
+                raise
+            raise typer.Exit(EXIT_CLOSED_OUTPUT) from None
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         """Parse the arguments, the global options that follow the command first moved before it."""
@@ -115,11 +136,48 @@ class CcdcalGroup(PlainHelp, TyperGroup):
         except KeyboardInterrupt as stop:
             raise typer.Exit(_stopped(isinstance(stop, Terminated))) from None
         except Exception as exc:
+            if closed_output(exc):  # `ccdcal status | head -2`: nobody reads the rest, nor an error
+                raise typer.Exit(EXIT_CLOSED_OUTPUT) from None
             error = one_line(exc, _catalog_name(ctx))
             if not isinstance(exc, CcdcalError):
                 _log.debug("%s", error, exc_info=exc)
-            err.print(f"Error: {_single_line(str(error))}", markup=False)
+            try:
+                err.print(f"Error: {_single_line(str(error))}", markup=False)
+            except OSError as unwritten:  # stderr closed too: the exit status alone tells
+                if not closed_output(unwritten):
+                    raise
             raise typer.Exit(error.exit_code) from None
+
+
+#: The exit status of a command whose reader closed its output before it was all written (``ccdcal status
+#: | head -2``): that of a Unix tool ended by SIGPIPE, so that ``set -o pipefail`` sees it.
+EXIT_CLOSED_OUTPUT = 141
+
+
+def closed_output(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write to a stdout or stderr whose reader has gone (a pipe closed by ``head``).
+
+    If so, both are pointed to the null device: what is left to write (an error message, the buffers
+    flushed at exit) goes nowhere instead of failing again. A broken pipe of anything else (a worker's, a
+    socket's) is not this, and is reported as the error it is.
+    """
+    if not (isinstance(exc, OSError) and exc.errno == errno.EPIPE):
+        return False
+    gone = [fd for fd in (1, 2) if _reader_gone(fd)]
+    for fd in gone:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    return bool(gone)
+
+
+def _reader_gone(fd: int) -> bool:
+    """Whether nobody reads the pipe (or socket) open as ``fd``: poll reports an error on its writing end."""
+    if not hasattr(select, "poll"):  # Windows: no poll; a broken pipe there is the output's
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 #: The global flags (``--db`` takes a value), accepted before the command or after it.
@@ -452,7 +510,7 @@ TARGET_HELP = "A calibrated file, master or raw frame (its path), or calibration
 
 def wide_console() -> Console:
     """stdout; in a pipe, laid out wide rather than wrapped at 80 columns."""
-    return out if out.is_terminal else Console(file=out.file, width=250, highlight=False, soft_wrap=True)
+    return out if out.is_terminal else PipeConsole(file=out.file, width=250, highlight=False, soft_wrap=True)
 
 
 #: Whether this process is the ``ccdcal`` command's own (:func:`run`), not a caller's such as a test runner.
