@@ -8,7 +8,9 @@ import errno
 import json
 import logging
 import math
+import os
 import re
+import select
 import signal
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,6 +31,7 @@ from ccdcal import limits
 from ccdcal._version import __version__
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.engine import describe, explain_database_error, resolve_url
+from ccdcal.cli.helptext import HELP_WIDTH, CcdcalTyper, PlainHelp
 from ccdcal.errors import CatalogError, CcdcalError, UsageError
 from ccdcal.runtime.interrupts import (
     EXIT_INTERRUPTED,
@@ -42,14 +45,24 @@ from ccdcal.runtime.interrupts import (
 # The numerical stack (numpy, astropy) and each command's library modules are imported by the commands
 # that need them, so that catalog commands and --help start quickly.
 
-out = Console(soft_wrap=True, highlight=False, emoji=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
+
+class PipeConsole(Console):
+    """A Rich console whose closed pipe raises :class:`BrokenPipeError` (Rich itself would exit with status
+    1), for the command group to end the command as it ends one whose plain output was closed
+    (:func:`closed_output`)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+out = PipeConsole(soft_wrap=True, highlight=False, emoji=False)
+err = PipeConsole(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 
 
 _log = logging.getLogger("ccdcal")
 
 #: What the command-line parser raises to end a command on purpose (an exit status, Ctrl-C at a prompt, a
-#: usage error shown with its usage box). Its exception classes are Click's, which Typer bundles in
+#: usage error shown after its usage line). Its exception classes are Click's, which Typer bundles in
 #: recent versions: found from the public ``typer.BadParameter``, whichever Click it is.
 _PARSER_EXITS: tuple[type[BaseException], ...] = (
     typer.Exit,
@@ -58,7 +71,7 @@ _PARSER_EXITS: tuple[type[BaseException], ...] = (
 )
 
 
-class CcdcalGroup(TyperGroup):
+class CcdcalGroup(PlainHelp, TyperGroup):
     """The command group; turns library errors and Ctrl-C into one-line messages and exit statuses.
 
     The library raises ccdcal's errors where a problem arises; what can arise anywhere from the
@@ -70,6 +83,16 @@ class CcdcalGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         with handling_signals(keep=_command_process):
             return self._invoke(ctx)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        """The context of the group; its help (``ccdcal --help | head -2``) ends quietly when the reader
+        closes the pipe, as a command's output does."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except OSError as exc:
+            if not closed_output(exc):
+                raise
+            raise typer.Exit(EXIT_CLOSED_OUTPUT) from None
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         """Parse the arguments, the global options that follow the command first moved before it."""
@@ -108,16 +131,53 @@ class CcdcalGroup(TyperGroup):
     def _invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except _PARSER_EXITS:  # the parser's own: a usage box, --help, an exit status chosen by a command
+        except _PARSER_EXITS:  # the parser's own: a usage error, --help, an exit status chosen by a command
             raise
         except KeyboardInterrupt as stop:
             raise typer.Exit(_stopped(isinstance(stop, Terminated))) from None
         except Exception as exc:
+            if closed_output(exc):  # `ccdcal status | head -2`: nobody reads the rest, nor an error
+                raise typer.Exit(EXIT_CLOSED_OUTPUT) from None
             error = one_line(exc, _catalog_name(ctx))
             if not isinstance(exc, CcdcalError):
                 _log.debug("%s", error, exc_info=exc)
-            err.print(f"Error: {_single_line(str(error))}", markup=False)
+            try:
+                err.print(f"Error: {_single_line(str(error))}", markup=False)
+            except OSError as unwritten:  # stderr closed too: the exit status alone tells
+                if not closed_output(unwritten):
+                    raise
             raise typer.Exit(error.exit_code) from None
+
+
+#: The exit status of a command whose reader closed its output before it was all written (``ccdcal status
+#: | head -2``): that of a Unix tool ended by SIGPIPE, so that ``set -o pipefail`` sees it.
+EXIT_CLOSED_OUTPUT = 141
+
+
+def closed_output(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write to a stdout or stderr whose reader has gone (a pipe closed by ``head``).
+
+    If so, both are pointed to the null device: what is left to write (an error message, the buffers
+    flushed at exit) goes nowhere instead of failing again. A broken pipe of anything else (a worker's, a
+    socket's) is not this, and is reported as the error it is.
+    """
+    if not (isinstance(exc, OSError) and exc.errno == errno.EPIPE):
+        return False
+    gone = [fd for fd in (1, 2) if _reader_gone(fd)]
+    for fd in gone:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    return bool(gone)
+
+
+def _reader_gone(fd: int) -> bool:
+    """Whether nobody reads the pipe (or socket) open as ``fd``: poll reports an error on its writing end."""
+    if not hasattr(select, "poll"):  # Windows: no poll; a broken pipe there is the output's
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 #: The global flags (``--db`` takes a value), accepted before the command or after it.
@@ -204,17 +264,32 @@ def os_error_text(exc: OSError) -> str:
     return f"{where}{what}; {advice}"
 
 
-app = typer.Typer(
+app = CcdcalTyper(
     cls=CcdcalGroup,
     name="ccdcal",
     help="Catalog raw CCD/CMOS frames, build master calibrations and calibrate science frames, "
     "with provenance in a database.",
+    epilog="""
+    ccdcal ingest raw/     # catalogue the frames under raw/ in ./ccdcal.db
+    ccdcal process         # build the masters, then calibrate every light
+    ccdcal status          # what is catalogued, and what is left to do
+    """,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode=None,
     pretty_exceptions_show_locals=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": HELP_WIDTH},
 )
-db_app = typer.Typer(cls=CcdcalGroup, help="Catalog schema: show or upgrade its revision.")
+db_app = CcdcalTyper(
+    cls=CcdcalGroup,
+    help="Catalog schema: show or upgrade its revision.",
+    no_args_is_help=True,
+    epilog="""
+    ccdcal db current      # the catalog's schema revision
+    ccdcal db upgrade      # upgrade it now (done on every open anyway)
+    """,
+    rich_markup_mode=None,
+)
 app.add_typer(db_app, name="db")
 
 
@@ -249,6 +324,7 @@ def main(
         typer.Option(
             "--db",
             envvar="CCDCAL_DB",
+            metavar="URL|PATH",
             help="Catalog: a path (SQLite) or a SQLAlchemy URL. Default ./ccdcal.db.",
             show_envvar=True,
         ),
@@ -256,7 +332,11 @@ def main(
     verbose: Annotated[
         int,
         typer.Option(
-            "-v", "--verbose", count=True, help="Say more: ccdcal's own detail; -vv other libraries' too."
+            "-v",
+            "--verbose",
+            count=True,
+            show_default=False,
+            help="Say more: ccdcal's own detail; -vv other libraries' too.",
         ),
     ] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.")] = False,
@@ -370,8 +450,10 @@ OverscanOption = Annotated[
     str,
     typer.Option(
         "--overscan",
-        help="Overscan on every frame: auto (BIASSEC row-wise median and TRIMSEC/DATASEC trim when the "
-        "header has them), off, median, or poly:N (a degree-N polynomial fit).",
+        metavar="METHOD",
+        help="Overscan on every frame: auto (the median of each row's BIASSEC subtracted, then a trim to "
+        "TRIMSEC or DATASEC, when the header has them), off, median, or poly:N (a polynomial of degree N "
+        "fitted to those medians).",
     ),
 ]
 
@@ -394,12 +476,15 @@ SaturationOption = Annotated[
     ),
 ]
 MinFramesOption = Annotated[
-    int, typer.Option("--min-frames", help=f"Smallest group combined ({limits.MIN_FRAMES.text}).")
+    int,
+    typer.Option("--min-frames", metavar="N", help=f"Smallest group combined ({limits.MIN_FRAMES.text})."),
 ]
 MemLimitOption = Annotated[
     str,
     typer.Option(
-        "--mem-limit", help=f"Memory the combine may use, e.g. 512M or 2G ({limits.MEM_LIMIT.text})."
+        "--mem-limit",
+        metavar="SIZE",
+        help=f"Memory the combine may use, e.g. 512M or 2G ({limits.MEM_LIMIT.text}).",
     ),
 ]
 UncertaintyOption = Annotated[
@@ -434,7 +519,7 @@ TARGET_HELP = "A calibrated file, master or raw frame (its path), or calibration
 
 def wide_console() -> Console:
     """stdout; in a pipe, laid out wide rather than wrapped at 80 columns."""
-    return out if out.is_terminal else Console(file=out.file, width=250, highlight=False, soft_wrap=True)
+    return out if out.is_terminal else PipeConsole(file=out.file, width=250, highlight=False, soft_wrap=True)
 
 
 #: Whether this process is the ``ccdcal`` command's own (:func:`run`), not a caller's such as a test runner.

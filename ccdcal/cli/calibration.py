@@ -31,33 +31,49 @@ from ccdcal.cli.base import (
 from ccdcal.runtime.words import counted
 
 
-@app.command()
+@app.command(
+    epilog="""
+    ccdcal masters                # build the missing or stale masters
+    ccdcal masters --list --all   # every master, superseded ones too
+    ccdcal masters --bpm          # bad-pixel masks too, from darks and flats
+    """
+)
 def masters(
     ctx: typer.Context,
     kind: Annotated[
-        list[str] | None, typer.Option("--kind", help="Build only this kind (bias, dark, flat); repeatable.")
+        list[str] | None,
+        typer.Option("--kind", metavar="KIND", help="Build only this kind (bias, dark, flat); repeatable."),
     ] = None,
-    masters_dir: Annotated[Path, typer.Option("--masters-dir", help="Folder for master files.")] = Path(
-        "masters"
-    ),
+    masters_dir: Annotated[
+        Path, typer.Option("--masters-dir", metavar="DIR", help="Folder for master files.")
+    ] = Path("masters"),
     min_frames: MinFramesOption = 3,
     mem_limit: MemLimitOption = "2G",
     scheduler: Annotated[
         str | None,
         typer.Option(
             "--scheduler",
+            metavar="ADDRESS",
             help="Combine on a Dask cluster: tcp://HOST:8786, or local:N to start N local workers.",
         ),
     ] = None,
     sigma: Annotated[
         float,
-        typer.Option("--sigma", help=f"Clipping bounds in sigma, low and high ({limits.SIGMA.text})."),
+        typer.Option(
+            "--sigma", metavar="SIGMA", help=f"Clipping bounds in sigma, low and high ({limits.SIGMA.text})."
+        ),
     ] = 3.0,
     iterations: Annotated[
-        int, typer.Option("--iterations", help=f"Sigma-clipping iterations ({limits.ITERATIONS.text}).")
+        int,
+        typer.Option(
+            "--iterations", metavar="N", help=f"Sigma-clipping iterations ({limits.ITERATIONS.text})."
+        ),
     ] = 5,
     dispersion: Annotated[
-        str, typer.Option("--dispersion", help="Clipping dispersion: mad_std (default) or std.")
+        str,
+        typer.Option(
+            "--dispersion", metavar="mad_std|std", help="Clipping dispersion: mad_std (default) or std."
+        ),
     ] = "mad_std",
     no_bias: Annotated[
         bool, typer.Option("--no-bias", help="Darks keep the bias (used at their own exposure only).")
@@ -67,6 +83,7 @@ def masters(
         float,
         typer.Option(
             "--temp-tolerance",
+            metavar="CELSIUS",
             help=f"|ΔT| allowed between a master and its users ({limits.TEMP_TOLERANCE.text}).",
         ),
     ] = 2.0,
@@ -83,7 +100,11 @@ def masters(
     all_versions: Annotated[bool, typer.Option("--all", help="With --list: superseded ones too.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Build missing or stale master bias, dark and flat frames (sigma-clipped median, 5 iterations)."""
+    """Build the missing or stale master bias, dark and flat frames.
+
+    Each master is the sigma-clipped median of a group of raw frames of one camera set-up (and exposure,
+    or filter), calibrated by the masters before it; --list shows the masters instead.
+    """
     # Imported here to keep start-up fast (as in every command): `ccdcal --help` loads none of them.
     from ccdcal.catalog.queries import MatchRules
     from ccdcal.kernels.combine import ClipParams
@@ -155,14 +176,21 @@ def masters(
     raise typer.Exit(summary.exit_code)
 
 
-@app.command()
+@app.command(
+    epilog="""
+    ccdcal process --dry-run     # the plan: masters to build, lights to calibrate
+    ccdcal process --jobs 4      # calibrate in 4 worker processes
+    ccdcal process --dark-scale --allow-missing flat
+    """
+)
 def process(
     ctx: typer.Context,
-    masters_dir: Annotated[Path, typer.Option("--masters-dir", help="Folder for master files.")] = Path(
-        "masters"
-    ),
+    masters_dir: Annotated[
+        Path, typer.Option("--masters-dir", metavar="DIR", help="Folder for master files.")
+    ] = Path("masters"),
     output_dir: Annotated[
-        Path, typer.Option("--output-dir", help="Folder for calibrated lights ({stem}_cal.fits).")
+        Path,
+        typer.Option("--output-dir", metavar="DIR", help="Folder for calibrated lights ({stem}_cal.fits)."),
     ] = Path("calibrated"),
     dark_scale: Annotated[
         bool,
@@ -180,6 +208,7 @@ def process(
         float,
         typer.Option(
             "--temp-tolerance",
+            metavar="CELSIUS",
             help=f"|ΔT| allowed between a master and a light ({limits.TEMP_TOLERANCE.text}).",
         ),
     ] = 2.0,
@@ -187,22 +216,32 @@ def process(
         float,
         typer.Option(
             "--exptime-tolerance",
+            metavar="FRACTION",
             help=f"Relative exposure difference of an unscaled dark ({limits.EXPTIME_TOLERANCE.text}).",
         ),
     ] = 1e-6,
-    bias: Annotated[Path | None, typer.Option("--bias", help="Use this master bias (pinned).")] = None,
-    dark: Annotated[Path | None, typer.Option("--dark", help="Use this master dark (pinned).")] = None,
-    flat: Annotated[Path | None, typer.Option("--flat", help="Use this master flat (pinned).")] = None,
+    bias: Annotated[
+        Path | None, typer.Option("--bias", metavar="FILE", help="Use this master bias (pinned).")
+    ] = None,
+    dark: Annotated[
+        Path | None, typer.Option("--dark", metavar="FILE", help="Use this master dark (pinned).")
+    ] = None,
+    flat: Annotated[
+        Path | None, typer.Option("--flat", metavar="FILE", help="Use this master flat (pinned).")
+    ] = None,
     allow_missing: Annotated[
         list[str] | None,
         typer.Option(
-            "--allow-missing", help="Calibrate without this step when no master matches; repeatable."
+            "--allow-missing",
+            metavar="STEP",
+            help="Calibrate without this step when no master matches; repeatable.",
         ),
     ] = None,
     flat_min: Annotated[
         float,
         typer.Option(
             "--flat-min",
+            metavar="LEVEL",
             help=f"Flat pixels below this are clamped and flagged in MASK ({limits.FLAT_MIN.text}).",
         ),
     ] = 0.01,
@@ -220,13 +259,17 @@ def process(
     jobs: Annotated[
         int | None,
         typer.Option(
-            "--jobs", "-j", help=f"Processes calibrating frames (default: all cores; {limits.JOBS.text})."
+            "--jobs",
+            "-j",
+            metavar="N",
+            help=f"Processes calibrating frames (default: all cores; {limits.JOBS.text}).",
         ),
     ] = None,
     scheduler: Annotated[
         str | None,
         typer.Option(
             "--scheduler",
+            metavar="ADDRESS",
             help="Combine masters and calibrate on a Dask cluster: tcp://HOST:8786, or local:N to start N "
             "local workers.",
         ),
@@ -239,20 +282,30 @@ def process(
     uncertainty: UncertaintyOption = False,
     gain: Annotated[
         float | None,
-        typer.Option("--gain", help=f"Gain for --uncertainty (default: EGAIN ...; {limits.GAIN.text})."),
+        typer.Option(
+            "--gain",
+            metavar="E/ADU",
+            help=f"Gain for --uncertainty (default: EGAIN ...; {limits.GAIN.text}).",
+        ),
     ] = None,
     readnoise: Annotated[
         float | None,
-        typer.Option("--readnoise", help=f"Read noise (default: RDNOISE ...; {limits.READNOISE.text})."),
+        typer.Option(
+            "--readnoise",
+            metavar="ELECTRONS",
+            help=f"Read noise (default: RDNOISE ...; {limits.READNOISE.text}).",
+        ),
     ] = None,
     cosmic_rays: Annotated[
         bool, typer.Option("--cosmic-rays", help="Clean cosmic rays (L.A.Cosmic), flagged in MASK.")
     ] = False,
     cr_sigclip: Annotated[
-        float, typer.Option("--cr-sigclip", help=f"L.A.Cosmic sigclip ({limits.CR_SIGCLIP.text}).")
+        float,
+        typer.Option("--cr-sigclip", metavar="SIGMA", help=f"L.A.Cosmic sigclip ({limits.CR_SIGCLIP.text})."),
     ] = 4.5,
     cr_objlim: Annotated[
-        float, typer.Option("--cr-objlim", help=f"L.A.Cosmic objlim ({limits.CR_OBJLIM.text}).")
+        float,
+        typer.Option("--cr-objlim", metavar="CONTRAST", help=f"L.A.Cosmic objlim ({limits.CR_OBJLIM.text})."),
     ] = 5.0,
     no_bpm: Annotated[
         bool, typer.Option("--no-bpm", help="Do not OR the bad-pixel mask (masters --bpm) into MASK.")
@@ -267,7 +320,11 @@ def process(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Build masters as needed, then calibrate every light (bias, dark, flat), with provenance rows."""
+    """Calibrate every light, building the masters it needs first.
+
+    Each light gets the master bias, dark and flat that match it in the catalog; the output's provenance
+    (the masters used and why) is recorded. Lights already calibrated as they would be now are skipped.
+    """
     # Imported here to keep start-up fast.
     from ccdcal.catalog.queries import MatchRules
     from ccdcal.kernels.options import StepOptions

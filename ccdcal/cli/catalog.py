@@ -26,14 +26,23 @@ from ccdcal.runtime.words import counted
 from ccdcal.status import catalog_status, pending_lines
 
 
-@app.command()
+@app.command(
+    epilog="""
+    ccdcal ingest raw/                          # every FITS file under raw/
+    ccdcal ingest --imagetyp flat raw/skyflats  # flats saved as Light Frame
+    ccdcal ingest raw/ --type-from-name 'bias_*=bias' --json
+    """
+)
 def ingest(
     ctx: typer.Context,
-    paths: Annotated[list[Path], typer.Argument(help="Files and folders to catalogue (recursively).")],
+    paths: Annotated[
+        list[Path], typer.Argument(metavar="PATH", help="Files and folders to catalogue (recursively).")
+    ],
     imagetyp: Annotated[
         str | None,
         typer.Option(
             "--imagetyp",
+            metavar="KIND",
             help="Force this type (bias, dark, flat, light) on every file under PATH.",
             case_sensitive=False,
         ),
@@ -43,6 +52,7 @@ def ingest(
         typer.Option(
             "--jobs",
             "-j",
+            metavar="N",
             help="Processes reading headers (default: automatic; 1 reads in this process; "
             f"{limits.JOBS.text}).",
         ),
@@ -51,6 +61,7 @@ def ingest(
         str | None,
         typer.Option(
             "--scheduler",
+            metavar="ADDRESS",
             help="Read on a Dask cluster: tcp://HOST:8786, or local:N to start N local workers.",
         ),
     ] = None,
@@ -65,7 +76,11 @@ def ingest(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Catalogue raw FITS frames: every header card, normalised keys, hashes. Incremental."""
+    """Catalogue raw FITS frames, incrementally.
+
+    Every header card, the normalised keys and the sha256 of each file go into the catalog (made when
+    absent); files unchanged since the last ingest are not read again.
+    """
     # Imported here to keep start-up fast: a command loads only the library it calls.
     from ccdcal.ingestion.core import ingest as ingest_paths
     from ccdcal.ingestion.scan import require_fits
@@ -117,12 +132,22 @@ def ingest(
     raise typer.Exit(summary.exit_code)
 
 
-@app.command()
+@app.command(
+    epilog="""
+    ccdcal status                      # frames, groups and the work left to do
+    ccdcal status --json > status.json
+    ccdcal --db night.db status        # another catalog
+    """
+)
 def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """What is catalogued: frames by type and group, unclassified, rejected and missing files."""
+    """Show what is catalogued and what is left to do.
+
+    Frames by type and group; unclassified, rejected, missing and bad files; then the pending work: the
+    masters to build and the lights to calibrate, each with the reason.
+    """
     state = state_of(ctx)
     with state.catalog() as catalog:
         report = catalog_status(catalog)
@@ -180,7 +205,13 @@ def status(
     print_lines(out, [*lines, *pending_lines(report["pending"])])
 
 
-@db_app.command("upgrade")
+@db_app.command(
+    "upgrade",
+    epilog="""
+    ccdcal db upgrade
+    ccdcal --db postgresql+psycopg://ccdcal@dbhost/observatory db upgrade
+    """,
+)
 def db_upgrade(ctx: typer.Context) -> None:
     """Upgrade the catalog's schema to this ccdcal's revision (also done on every open)."""
     state = state_of(ctx)
@@ -197,7 +228,13 @@ def db_upgrade(ctx: typer.Context) -> None:
             out.print(f"{catalog.name} upgraded from {before or 'empty'} to {SCHEMA_HEAD}", markup=False)
 
 
-@db_app.command("current")
+@db_app.command(
+    "current",
+    epilog="""
+    ccdcal db current
+    ccdcal --db night.db db current
+    """,
+)
 def db_current(ctx: typer.Context) -> None:
     """Show the catalog's schema revision."""
     state = state_of(ctx)

@@ -20,13 +20,21 @@ from ccdcal.cli.base import (
 from ccdcal.errors import UsageError
 
 
-@app.command("run")
+@app.command(
+    "run",
+    epilog="""
+    ccdcal run                             # ./config.ini
+    ccdcal run calib_dir/config.ini
+    ccdcal run --write-config config.ini   # a commented default to edit
+    """,
+)
 def run_seed_config(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
         typer.Argument(
-            metavar="CONFIG", help="The config file (the seed's config.ini). Default: ./config.ini."
+            metavar="CONFIG",
+            help="The config file (the script pipeline's config.ini). Default: ./config.ini.",
         ),
     ] = None,
     write_config: Annotated[
@@ -37,7 +45,11 @@ def run_seed_config(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Run the script pipeline's config.ini end to end: ingest, build masters, calibrate the lights."""
+    """Run the script pipeline's config.ini end to end.
+
+    Ingest the raw frames, build the masters switched on, calibrate the lights: one run, recorded with the
+    whole config, in the catalog beside it (ccdcal.db).
+    """
     # Imported here to keep start-up fast: a command loads only the library it calls.
     from ccdcal.config.run import load_config, run_config, write_default_config
 

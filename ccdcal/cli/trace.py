@@ -30,21 +30,37 @@ if TYPE_CHECKING:  # types only: a command loads its library when it runs
     from ccdcal.trace.provenance import Node
 
 
-@app.command()
+@app.command(
+    epilog="""
+    ccdcal provenance calibrated/Light_001_cal.fits
+    ccdcal provenance master:3 --json
+    ccdcal provenance --from-header calibrated/Light_001_cal.fits --search .
+    """
+)
 def provenance(
     ctx: typer.Context,
-    target: Annotated[str | None, typer.Argument(help=TARGET_HELP, show_default=False)] = None,
+    target: Annotated[
+        str | None, typer.Argument(metavar="FILE|ID", help=TARGET_HELP, show_default=False)
+    ] = None,
     from_header: Annotated[
         Path | None,
-        typer.Option("--from-header", help="Read the tree from this FITS file's header alone (no catalog)."),
+        typer.Option(
+            "--from-header",
+            metavar="FILE",
+            help="Read the tree from this FITS file's header alone (no catalog).",
+        ),
     ] = None,
     search: Annotated[
         list[Path] | None,
-        typer.Option("--search", help="With --from-header: look for the files named under this folder too."),
+        typer.Option(
+            "--search",
+            metavar="DIR",
+            help="With --from-header: look for the files named under this folder too.",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the tree as JSON.")] = False,
 ) -> None:
-    """The tree of what made a file, each file checked against its recorded sha256.
+    """Show the tree of what made a file, each file checked against its sha256.
 
     Output → masters (ΔT, Δt, scale, pinned) → calibrator masters → raw frames, each with its path, its
     sha256 and whether the file on disk still matches (exit 1 when one does not).
@@ -89,26 +105,43 @@ def provenance(
     raise typer.Exit(result.exit_code)
 
 
-@app.command()
+@app.command(
+    epilog="""
+    ccdcal audit                             # exit status 1 when a file drifted
+    ccdcal audit --search /mnt/new-disk      # where did the missing files go?
+    ccdcal audit --fix-missing /mnt/new-disk
+    """
+)
 def audit(
     ctx: typer.Context,
     search: Annotated[
         list[Path] | None,
-        typer.Option("--search", help="Look for missing files under this folder (by sha256); repeatable."),
+        typer.Option(
+            "--search",
+            metavar="DIR",
+            help="Look for missing files under this folder (by sha256); repeatable.",
+        ),
     ] = None,
     fix_missing: Annotated[
         list[Path] | None,
         typer.Option(
-            "--fix-missing", help="Look for missing files under this folder and re-point them; repeatable."
+            "--fix-missing",
+            metavar="DIR",
+            help="Look for missing files under this folder and re-point them; repeatable.",
         ),
     ] = None,
     jobs: Annotated[
         int | None,
-        typer.Option("--jobs", "-j", help=f"Threads hashing files (default: automatic; {limits.JOBS.text})."),
+        typer.Option(
+            "--jobs",
+            "-j",
+            metavar="N",
+            help=f"Threads hashing files (default: automatic; {limits.JOBS.text}).",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Hash every recorded file again; report missing, changed and moved ones.
+    """Hash every recorded file again; report the missing, changed and moved ones.
 
     Every raw frame, master and current calibrated file, hashed in parallel; exit 1 when anything drifted.
     """
@@ -135,13 +168,22 @@ def audit(
     raise typer.Exit(report.exit_code)
 
 
-@app.command()
+@app.command(
+    epilog="""
+    ccdcal impact raw/BIAS/Bias_002.fits
+    ccdcal impact master:1 --json
+    """
+)
 def impact(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(help=TARGET_HELP, show_default=False)],
+    target: Annotated[str, typer.Argument(metavar="FILE|ID", help=TARGET_HELP, show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Every master and calibrated file made from a raw frame or a master, at any depth."""
+    """List every master and calibrated file made from a raw frame or a master.
+
+    At any depth: the masters combined from it, the masters calibrated with those, and every light
+    calibrated with any of them.
+    """
     # Imported here to keep start-up fast: a command loads only the library it calls.
     from ccdcal.trace.impact import impact as impact_of
 
@@ -167,11 +209,19 @@ def impact(
     print_lines(out, lines)
 
 
-@app.command("mark-bad")
+@app.command(
+    "mark-bad",
+    epilog="""
+    ccdcal mark-bad raw/BIAS/Bias_002.fits --reason "hot column"
+    ccdcal mark-bad master:3 --reason "satellite trail"
+    """,
+)
 def mark_bad(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(help=TARGET_HELP, show_default=False)],
-    reason: Annotated[str, typer.Option("--reason", help="Why it is bad (kept in the catalog).")],
+    target: Annotated[str, typer.Argument(metavar="FILE|ID", help=TARGET_HELP, show_default=False)],
+    reason: Annotated[
+        str, typer.Option("--reason", metavar="TEXT", help="Why it is bad (kept in the catalog).")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Keep a raw frame or a master out of every future master and calibration.
@@ -184,14 +234,25 @@ def mark_bad(
     _marked(state_of(ctx), lambda catalog: mark(catalog, target, reason), as_json)
 
 
-@app.command("mark-good")
+@app.command(
+    "mark-good",
+    epilog="""
+    ccdcal mark-good raw/BIAS/Bias_002.fits
+    ccdcal mark-good master:3 --reason "the trail was in one frame only"
+    """,
+)
 def mark_good(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(help=TARGET_HELP, show_default=False)],
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded with the run).")] = None,
+    target: Annotated[str, typer.Argument(metavar="FILE|ID", help=TARGET_HELP, show_default=False)],
+    reason: Annotated[
+        str | None, typer.Option("--reason", metavar="TEXT", help="Why (recorded with the run).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Clear the bad mark of a raw frame or a master: `ccdcal process` may use it again."""
+    """Clear the bad mark of a raw frame or a master.
+
+    The next `ccdcal process` may use it again.
+    """
     # Imported here to keep start-up fast: a command loads only the library it calls.
     from ccdcal.trace.impact import mark_good as mark
 
