@@ -470,6 +470,7 @@ SaturationOption = Annotated[
     float | None,
     typer.Option(
         "--saturation",
+        metavar="ADU",
         help="Raw samples at or above this many ADU are saturated, in every frame (default: the header's "
         f"SATURATE, DATAMAX or MAXLIN, else the data type's maximum; {limits.SATURATION.text}). Saturated "
         "samples are left out of masters and flagged in MASK (bit 8).",

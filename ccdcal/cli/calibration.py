@@ -249,6 +249,7 @@ def process(
         float,
         typer.Option(
             "--flat-low",
+            metavar="FRACTION",
             help="Flat pixels below this (a low response: vignetted) are flagged in MASK, bit 16 "
             f"({limits.FLAT_LOW.text}, above --flat-min).",
         ),

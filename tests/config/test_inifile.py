@@ -34,8 +34,9 @@ README = ROOT / "README.md"
 FALSE_CLAIMS = ("Recorded, but", "currently always allows it")
 
 #: A row of the README's option table: | `[SECTION]` | `name` | `default` | seed or ccdcal | meaning |
+#: (an empty default is written "(empty)").
 ROW = re.compile(
-    r"^\| `\[(?P<section>[A-Z]+)\]` \| `(?P<name>[a-z_]+)` \| `(?P<default>[^`]*)` "
+    r"^\| `\[(?P<section>[A-Z]+)\]` \| `(?P<name>[a-z_]+)` \| (?:`(?P<default>[^`]*)`|(?P<empty>\(empty\))) "
     r"\| (?P<origin>seed|ccdcal) \| (?P<meaning>.+) \|$"
 )
 
@@ -60,7 +61,7 @@ def readme_options() -> dict[tuple[str, str], Told]:
         assert row is not None, f"a README option row that does not read as one: {line}"
         key = (row["section"], row["name"])
         assert key not in told, f"[{key[0]}] {key[1]} twice in the README"
-        told[key] = Told(row["default"], row["origin"], row["meaning"])
+        told[key] = Told(row["default"] or "", row["origin"], row["meaning"])
     assert told, "no option table found in the README"
     return told
 
