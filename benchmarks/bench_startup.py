@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -72,14 +73,18 @@ def commands(*python_options: str) -> dict[str, list[str]]:
     }
 
 
-def run_once(command: list[str], folder: Path) -> tuple[float, str]:
-    """Wall seconds of one run of ``command`` in ``folder``, and its standard error."""
+def run_once(command: list[str], folder: Path) -> tuple[float, float, str]:
+    """Wall seconds and CPU seconds (user + system) of one run of ``command`` in ``folder``, and its
+    standard error."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     begin = time.perf_counter()
     done = subprocess.run(command, cwd=folder, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wall = time.perf_counter() - begin
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
-    return wall, done.stderr.decode(errors="replace")
+    cpu = after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
+    return wall, cpu, done.stderr.decode(errors="replace")
 
 
 def import_breakdown(stderr: str) -> tuple[float, Counter[str]]:
@@ -108,14 +113,20 @@ def main() -> int:
         timed = commands()
         for command in timed.values():  # warm-up: byte-code caches, page cache
             run_once(command, folder)
-        times: dict[str, list[float]] = {label: [] for label in timed}
+        walls: dict[str, list[float]] = {label: [] for label in timed}
+        cpus: dict[str, list[float]] = {label: [] for label in timed}
         for _ in range(args.runs):
             for label, command in timed.items():
-                times[label].append(run_once(command, folder)[0])
-        base = statistics.median(times[BASELINE])
-        print(f"\nmedian of {args.runs} runs, each from a new process (range in brackets):")
-        for label, values in times.items():
-            median = statistics.median(values)
+                wall, cpu, _ = run_once(command, folder)
+                walls[label].append(wall)
+                cpus[label].append(cpu)
+        base, base_cpu = statistics.median(walls[BASELINE]), statistics.median(cpus[BASELINE])
+        print(
+            f"\nmedian of {args.runs} runs, each from a new process: wall [range], its ratio to the import "
+            "of SQLAlchemy; CPU (user + system, less sensitive to a loaded machine) and its ratio"
+        )
+        for label, values in walls.items():
+            median, cpu = statistics.median(values), statistics.median(cpus[label])
             ratio = median / base
             target = (
                 f"  target {TARGETS[label]:g}x ({TARGETS[label] * base:.2f} s here): "
@@ -124,11 +135,12 @@ def main() -> int:
                 else ""
             )
             print(
-                f"  {label:<30}{median:6.3f} s  [{min(values):.3f}-{max(values):.3f}]  {ratio:4.2f}x{target}"
+                f"  {label:<30}{median:6.3f} s [{min(values):.3f}-{max(values):.3f}] {ratio:4.2f}x   "
+                f"CPU {cpu:5.3f} s {cpu / base_cpu:4.2f}x{target}"
             )
         print("\nimport time by top-level package, ms (own time of its modules; one run with -X importtime):")
         for label, command in commands("-X", "importtime").items():
-            total, by_package = import_breakdown(run_once(command, folder)[1])
+            total, by_package = import_breakdown(run_once(command, folder)[2])
             shown = by_package.most_common(args.top)
             rest = total - sum(seconds for _, seconds in shown)
             parts = ", ".join(f"{name} {seconds * 1e3:.0f}" for name, seconds in shown)

@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-#: Flat pixels below this never divide (ccdproc ``flat_correct(min_value=...)``).
-FLAT_MIN = 0.01
+from ccdcal.kernels.options import FLAT_MIN
 
 #: Bits of the ``steps`` argument of the kernels.
 BIAS, DARK, FLAT = 1, 2, 4

@@ -24,6 +24,10 @@ from ccdcal.kernels.cosmic import CosmicParams
 from ccdcal.kernels.overscan import OverscanMode, parse_mode
 from ccdcal.limits import GAIN, READNOISE
 
+#: Flat pixels below this never divide (ccdproc ``flat_correct(min_value=...)``): the default of
+#: ``--flat-min``, here rather than beside the light's numba kernels so that options load without them.
+FLAT_MIN = 0.01
+
 #: The fields of :class:`StepOptions` that prepare a master's inputs, hence change its pixels: they enter
 #: its identity (:func:`ccdcal.masters.calibrators.master_identity`).
 MASTER_STEP_FIELDS = ("overscan",)
