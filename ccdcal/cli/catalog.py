@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from ccdcal import limits
-from ccdcal.catalog.db import SCHEMA_HEAD
 from ccdcal.cli.base import (
     app,
     db_app,
@@ -22,7 +21,6 @@ from ccdcal.cli.base import (
     state_of,
 )
 from ccdcal.runtime.words import counted
-from ccdcal.status import catalog_status, pending_lines
 
 
 @app.command()
@@ -116,6 +114,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """What is catalogued: frames by type and group, unclassified, rejected and missing files."""
+    # Imported here to keep start-up fast: a command loads only the library it calls.
+    from ccdcal.status import catalog_status, pending_lines
+
     state = state_of(ctx)
     with state.catalog() as catalog:
         report = catalog_status(catalog)
@@ -174,6 +175,9 @@ def status(
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Upgrade the catalog's schema to this ccdcal's revision (also done on every open)."""
+    # Imported here to keep start-up fast (as in every command).
+    from ccdcal.catalog.db import SCHEMA_HEAD
+
     state = state_of(ctx)
     with state.catalog() as catalog:
         before = catalog.revision_on_open
@@ -191,6 +195,9 @@ def db_upgrade(ctx: typer.Context) -> None:
 @db_app.command("current")
 def db_current(ctx: typer.Context) -> None:
     """Show the catalog's schema revision."""
+    # Imported here to keep start-up fast (as in every command).
+    from ccdcal.catalog.db import SCHEMA_HEAD
+
     state = state_of(ctx)
     with state.catalog(upgrade=False) as catalog:
         revision = catalog.current_revision()
