@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from ccdcal._version import __version__
+
 STOPPED = "Interrupted: what was finished is kept; run the same command again to resume.\n"
 
 
@@ -15,6 +17,9 @@ def main() -> None:
     module locks have one) would be printed as "Exception ignored" and dropped, and the command would go
     on: it is kept and raised once the imports end.
     """
+    if sys.argv[1:] == ["--version"]:  # answered before the command line loads, as it needs none of it
+        sys.stdout.write(f"ccdcal {__version__}\n")
+        return
     dropped: list[BaseException] = []
     previous = sys.unraisablehook
 

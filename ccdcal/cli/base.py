@@ -19,18 +19,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from sqlalchemy.exc import DBAPIError
 from typer.core import TyperGroup
 
 from ccdcal import limits
 from ccdcal._version import __version__
-from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.engine import describe, explain_database_error, resolve_url
 from ccdcal.cli.helptext import HELP_WIDTH, CcdcalTyper, PlainHelp
 from ccdcal.errors import CatalogError, CcdcalError, UsageError
 from ccdcal.runtime.interrupts import (
@@ -42,8 +39,12 @@ from ccdcal.runtime.interrupts import (
     settle,
 )
 
+if TYPE_CHECKING:
+    from ccdcal.catalog.db import Catalog
+
 # The numerical stack (numpy, astropy) and each command's library modules are imported by the commands
-# that need them, so that catalog commands and --help start quickly.
+# that need them, so that catalog commands and --help start quickly; the catalog (SQLAlchemy) by the
+# commands that open one, and by the messages of its errors.
 
 
 class PipeConsole(Console):
@@ -201,6 +202,9 @@ def _single_line(text: str) -> str:
 
 def _catalog_name(ctx: Any) -> str:
     """The catalog of the command (``--db``), as messages name it."""
+    # Imported here for start-up time: `ccdcal --help` loads no database library.
+    from ccdcal.catalog.engine import describe, resolve_url
+
     state = ctx.obj if isinstance(ctx.obj, State) else State()
     try:
         return describe(resolve_url(state.db))
@@ -211,6 +215,11 @@ def _catalog_name(ctx: Any) -> str:
 def one_line(exc: Exception, catalog: str = "database") -> CcdcalError:
     """The error a user reads for ``exc``: ccdcal's own as it is; a database error (of the ``catalog``),
     an operating-system error or a lack of memory explained in one line; anything else named as a bug."""
+    # Imported here for start-up time (see _catalog_name).
+    from sqlalchemy.exc import DBAPIError
+
+    from ccdcal.catalog.engine import explain_database_error
+
     if isinstance(exc, CcdcalError):
         return exc
     if isinstance(exc, DBAPIError):  # the database said no (an error of SQLAlchemy's own is a bug)
@@ -307,6 +316,9 @@ class State:
     def catalog(self, *, create: bool = False, upgrade: bool = True) -> Catalog:
         """The catalog of ``--db``. Only the commands that make one (``ingest``, ``db upgrade``) pass
         ``create``: the others refuse a catalog that does not exist, creating nothing."""
+        # Imported here for start-up time (see _catalog_name).
+        from ccdcal.catalog.db import Catalog
+
         return Catalog(self.db, upgrade=upgrade, create=create)
 
 

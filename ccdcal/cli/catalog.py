@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from ccdcal import limits
-from ccdcal.catalog.db import SCHEMA_HEAD
 from ccdcal.cli.base import (
     app,
     db_app,
@@ -23,7 +22,6 @@ from ccdcal.cli.base import (
 )
 from ccdcal.errors import NoCatalogError
 from ccdcal.runtime.words import counted
-from ccdcal.status import catalog_status, pending_lines
 
 
 @app.command(
@@ -148,6 +146,9 @@ def status(
     Frames by type and group; unclassified, rejected, missing and bad files; then the pending work: the
     masters to build and the lights to calibrate, each with the reason.
     """
+    # Imported here to keep start-up fast: a command loads only the library it calls.
+    from ccdcal.status import catalog_status, pending_lines
+
     state = state_of(ctx)
     with state.catalog() as catalog:
         report = catalog_status(catalog)
@@ -214,6 +215,9 @@ def status(
 )
 def db_upgrade(ctx: typer.Context) -> None:
     """Upgrade the catalog's schema to this ccdcal's revision (also done on every open)."""
+    # Imported here to keep start-up fast (as in every command).
+    from ccdcal.catalog.db import SCHEMA_HEAD
+
     state = state_of(ctx)
     with state.catalog(create=True) as catalog:
         before = catalog.revision_on_open
@@ -237,6 +241,9 @@ def db_upgrade(ctx: typer.Context) -> None:
 )
 def db_current(ctx: typer.Context) -> None:
     """Show the catalog's schema revision."""
+    # Imported here to keep start-up fast (as in every command).
+    from ccdcal.catalog.db import SCHEMA_HEAD
+
     state = state_of(ctx)
     with state.catalog(upgrade=False) as catalog:
         revision = catalog.current_revision()

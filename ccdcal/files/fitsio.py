@@ -17,15 +17,17 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from astropy.io import fits
 
 from ccdcal._version import __version__
 from ccdcal.errors import FitsFormatError, OutputError
 from ccdcal.files.cardtext import history_pieces, printable_text
 from ccdcal.runtime.owners import owner_tag, parse_tag, process_alive
+
+if TYPE_CHECKING:
+    from astropy.io import fits
 
 #: Prefix of temporary files; a rerun removes stale ones it finds in its output folders.
 TEMP_PREFIX = ".ccdcal-tmp-"
@@ -66,6 +68,9 @@ def read_image(path: str | os.PathLike[str], hdu: int = 0, dtype: type = np.floa
     FitsFormatError
         When the file cannot be read as an image (the reason names the file).
     """
+    # Imported here for start-up time: planning and status use this module's paths, not astropy.
+    from astropy.io import fits
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fits.verify.VerifyWarning)
@@ -323,6 +328,9 @@ def set_card(header: fits.Header, keyword: str, value: Any, comment: str = "") -
             header["LONGSTRN"] = ("OGIP 1.0", "CONTINUE long-string convention is used")
         header[keyword] = (value, comment)
         return
+    # Imported here for start-up time (see read_image).
+    from astropy.io import fits
+
     shown = fits.Card(keyword, value).image.rstrip()
     room = 80 - max(len(shown), 30) - len(" / ")
     if len(comment) > room:

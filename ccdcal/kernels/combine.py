@@ -61,15 +61,18 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ccdcal.errors import UsageError
-from ccdcal.kernels.clipblock import Decoding, Transform, build_transform, clip_block
-from ccdcal.kernels.clipkernel import MAD_TO_STD as MAD_TO_STD
-from ccdcal.kernels.fitsblocks import FitsStack, plan_rows
 from ccdcal.limits import ITERATIONS, SIGMA
+
+if TYPE_CHECKING:
+    from ccdcal.kernels.clipblock import Decoding, Transform
+
+# The engine (clipblock and its numba kernel, fitsblocks and astropy) is imported where a combine runs:
+# the planners and `ccdcal status` import ClipParams from here without it (start-up time).
 
 __all__ = [
     "ClipParams",
@@ -214,6 +217,9 @@ def _run_kernel(
     uncertainty: np.ndarray,
 ) -> None:
     """:func:`ccdcal.kernels.clipblock.clip_block` with the clipping parameters ``params``."""
+    # Imported here for start-up time: the numba kernel loads when a combine runs.
+    from ccdcal.kernels.clipblock import clip_block
+
     clip_block(
         block,
         decoding,
@@ -319,6 +325,9 @@ def sigma_clipped_median_deviation(
     ccdcal.errors.UsageError
         If the stack is not 3-D numeric with 1 to 65535 frames.
     """
+    # Imported here for start-up time: the numba kernel loads when a combine runs.
+    from ccdcal.kernels.clipblock import Decoding, Transform
+
     arr = _native_stack(stack)
     n, ny, nx = arr.shape
     image = np.empty((ny, nx), np.float32)
@@ -421,6 +430,10 @@ def combine_files(
         A file that is unreadable, not a 2-D image, truncated, or whose shape differs from the first
         file's (the message names the file and both shapes).
     """
+    # Imported here for start-up time: the numba kernel and astropy load when a combine runs.
+    from ccdcal.kernels.clipblock import build_transform
+    from ccdcal.kernels.fitsblocks import FitsStack, plan_rows
+
     paths = [Path(p) for p in paths]
     n = len(paths)
     if n == 0:

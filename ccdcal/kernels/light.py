@@ -31,11 +31,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-#: Flat pixels below this never divide (ccdproc ``flat_correct(min_value=...)``).
-FLAT_MIN = 0.01
-#: Flat pixels below this get less than half the light of the median pixel: flagged as a low response
-#: (vignetted), MASK bit 16 (``--flat-low``; why 0.5: docs/design.md, Science).
-FLAT_LOW = 0.5
+from ccdcal.kernels.options import FLAT_LOW, FLAT_MIN
 
 #: MASK bits set here: flat below ``flat_min`` (clamped), saturated in the raw frame, low flat response.
 CLAMPED_BIT, SATURATED_BIT, LOW_FLAT_BIT = 1, 8, 16

@@ -26,6 +26,13 @@ from ccdcal.kernels.cosmic import CosmicParams
 from ccdcal.kernels.overscan import OverscanMode, parse_mode
 from ccdcal.limits import GAIN, READNOISE, SATURATION
 
+#: Flat pixels below this never divide (ccdproc ``flat_correct(min_value=...)``): the default of
+#: ``--flat-min``, here rather than beside the light's numba kernels so that options load without them.
+FLAT_MIN = 0.01
+#: Flat pixels below this get less than half the light of the median pixel: flagged as a low response
+#: (vignetted), MASK bit 16 (``--flat-low``; why 0.5: docs/design.md, Science).
+FLAT_LOW = 0.5
+
 #: The fields of :class:`StepOptions` that prepare a master's inputs, hence change its pixels: they enter
 #: its identity (:func:`ccdcal.masters.calibrators.master_identity`; ``saturation`` when given: a level
 #: from the inputs' own headers is fixed by their sha256).

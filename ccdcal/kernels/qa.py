@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from astropy.stats import mad_std, sigma_clip
 
 #: Level gate: a median difference beyond this many σ.
 QA_SHIFT_SIGMA = 1.0
@@ -121,6 +120,9 @@ def clipped_level(image: np.ndarray) -> Level | None:
     Level or None
         ``None`` when no pixel is finite.
     """
+    # Imported here for start-up time: the planners read this module's constants without astropy.
+    from astropy.stats import sigma_clip
+
     values = np.asarray(image, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
     if not values.size:
@@ -160,6 +162,9 @@ def pixel_noise(image: np.ndarray) -> float:
     float
         The noise (0 for an image with fewer than two rows or no finite differences).
     """
+    # Imported here for start-up time (see clipped_level).
+    from astropy.stats import mad_std
+
     values = np.asarray(image, dtype=np.float64)
     if values.ndim != 2 or values.shape[0] < 2:
         return 0.0
@@ -217,6 +222,9 @@ def compare_masters(new: np.ndarray, old: np.ndarray) -> Comparison | None:
     """
     if np.shape(new) != np.shape(old):
         return None
+    # Imported here for start-up time (see clipped_level).
+    from astropy.stats import mad_std
+
     difference = np.asarray(new, dtype=np.float64) - np.asarray(old, dtype=np.float64)
     finite = difference[np.isfinite(difference)]
     if not finite.size:

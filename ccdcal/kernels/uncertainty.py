@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from astropy.io import fits
 
 #: Keywords holding the gain in electrons per ADU, in order of preference.
 EGAIN_KEYS = ("EGAIN", "E-GAIN", "AGAIN_01")
@@ -225,6 +224,8 @@ def propagate(
 
 def uncertainty_hdu(sigma: np.ndarray) -> Any:
     """An ``UNCERT`` image extension (float32) as ``CCDData.write`` writes it (``UTYPE``)."""
+    # Imported here for start-up time: the planners read this module's noise model without astropy.
+    from astropy.io import fits
 
     header = fits.Header()
     header["UTYPE"] = (UNCERT_TYPE, "uncertainty type (astropy CCDData)")

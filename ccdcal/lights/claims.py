@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
@@ -106,9 +105,16 @@ def claim(session: Session, run_id: int, reports: list[Any], taken: Busy) -> int
         }
         for r in planned
     ]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert(Claim).on_conflict_do_nothing(), rows)
+    if session.get_bind().dialect.name == "postgresql":
+        # Imported here for start-up time: a dialect's module is loaded by its catalog's engine.
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        session.execute(postgresql_insert(Claim).on_conflict_do_nothing(), rows)
+    else:
+        # Imported here for start-up time (as above).
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        session.execute(sqlite_insert(Claim).on_conflict_do_nothing(), rows)
     mine = set(session.scalars(select(Claim.frame_id).where(Claim.run_id == run_id)))
     for report in planned:
         if report.frame_id not in mine:  # a run that died an instant ago still holds it

@@ -41,13 +41,10 @@ from ccdcal.catalog.models import CHANGED_MTIME, Calibration, CalibrationMaster,
 from ccdcal.errors import CatalogGoneError
 from ccdcal.files.fitsio import output_error, remove_stale_temporaries, sync_folder, temporary_path
 from ccdcal.files.journal import Entry, Journal
-from ccdcal.kernels.light import warm_up
 from ccdcal.lights.options import ProcessOptions
-from ccdcal.lights.pixels import preload
 from ccdcal.lights.plan import LightReport
 from ccdcal.lights.steps import APPLIED
 from ccdcal.lights.task import RAW_CHANGED, FrameResult, FrameTask
-from ccdcal.lights.worker import calibrate_frame
 from ccdcal.runtime.cluster import dask_cluster
 from ccdcal.runtime.cores import usable_cores
 from ccdcal.runtime.interrupts import ignore_interrupts, shielded
@@ -85,6 +82,10 @@ def calibrate_lights(
     tasks = [r.task for r in reports if r.task is not None]
     if not tasks:
         return
+    # Imported here for start-up time: a process with nothing to calibrate loads no numba or astropy.
+    from ccdcal.kernels.light import warm_up
+    from ccdcal.lights.pixels import preload
+
     folder = Path(options.output_dir).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder)
@@ -187,6 +188,9 @@ def _workers(jobs: int, scheduler: str | None) -> Iterator[tuple[Executor | None
 
 def _results(tasks: list[FrameTask], pool: Executor | None) -> Iterator[list[FrameResult]]:
     """Results as they come: in this process without a pool, else in batches of the finished."""
+    # Imported here for start-up time (see calibrate_lights).
+    from ccdcal.lights.worker import calibrate_frame
+
     if pool is None:
         for task in tasks:
             yield [calibrate_frame(task)]

@@ -15,8 +15,7 @@ from ccdcal import limits
 from ccdcal.catalog.models import Master
 from ccdcal.catalog.queries import MatchRules
 from ccdcal.errors import ConfigError, UsageError
-from ccdcal.kernels.light import FLAT_LOW, FLAT_MIN
-from ccdcal.kernels.options import StepOptions
+from ccdcal.kernels.options import FLAT_LOW, FLAT_MIN, StepOptions
 from ccdcal.lights.matching import MatchOptions
 from ccdcal.lights.steps import ROLES, MasterInfo
 from ccdcal.masters.groups import FLAT_DARK_SCALE_NO_BIAS, MasterOptions, check_folder_text

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ccdcal.kernels.cosmic import CosmicParams
-from ccdcal.kernels.light import FLAT_LOW, FLAT_MIN
+from ccdcal.kernels.options import FLAT_LOW, FLAT_MIN
 from ccdcal.kernels.overscan import OverscanPlan
 from ccdcal.kernels.uncertainty import NoiseModel
 

@@ -21,10 +21,9 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from astropy.io import fits
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -40,6 +39,9 @@ from ccdcal.kernels.overscan import signature_of_header
 from ccdcal.masters.files import free_master_path
 from ccdcal.masters.groups import MasterReport, describe_keys
 from ccdcal.masters.restore import intact_superseded, make_current, restored_reason
+
+if TYPE_CHECKING:
+    from astropy.io import fits
 
 _PREPARATION_CARDS = ("OVSCMETH", "OVSCSEC", "TRIMSECT")
 
@@ -158,6 +160,9 @@ def _make(
     dark: Master | None, flat: Master | None, keys: dict[str, Any], params: BpmParams
 ) -> tuple[np.ndarray, fits.Header, dict[str, Any]]:
     """The mask, its header and its ``parameters`` record."""
+    # Imported here for start-up time: the planners select masks (select_bpm) without astropy.
+    from astropy.io import fits
+
     images = {}
     preparations = {}
     for role, master in (("dark", dark), ("flat", flat)):
@@ -202,6 +207,9 @@ def _header(
     counts: dict[str, Any],
     preparation: dict[str, Any],
 ) -> fits.Header:
+    # Imported here for start-up time (see _make).
+    from astropy.io import fits
+
     header = fits.Header()
     set_card(header, "IMAGETYP", "MASTER BPM", "ccdcal bad-pixel mask (1 = bad)")
     for key, keyword in (
@@ -258,6 +266,9 @@ def _register(
 ) -> Master:
     """Write the mask under its set-up's name and, in one transaction, its rows; supersede the previous
     one."""
+    # Imported here for start-up time (see _make).
+    from astropy.io import fits
+
     hdul = fits.HDUList([fits.PrimaryHDU(mask, header)])
     written: Path | None = None
     master_id: int | None = None

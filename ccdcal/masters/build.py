@@ -51,7 +51,6 @@ from ccdcal.kernels.qa import (
 )
 from ccdcal.masters.bpm import build_bpms
 from ccdcal.masters.calibrators import plan_group
-from ccdcal.masters.combine import combine_group
 from ccdcal.masters.files import existing_master, register_master, same_group, serving_master
 from ccdcal.masters.folders import own_folders
 from ccdcal.masters.groups import (
@@ -215,6 +214,9 @@ def _one_group(
 
 def _combine(plan: GroupPlan, options: MasterOptions, cluster: ClusterOnDemand) -> BuiltMaster:
     """Combine a group's frames (:func:`ccdcal.masters.combine.combine_group`: here or on Dask workers)."""
+    # Imported here for start-up time: the combine engine (numba, astropy) loads when a combine runs.
+    from ccdcal.masters.combine import combine_group
+
     combined = combine_group(plan, options, cluster)
     built = BuiltMaster(combined.image, master_stats(combined.image), combined.rejected_fraction)
     built.flat_levels, built.uncertainty = combined.flat_levels, combined.uncertainty

@@ -9,11 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from astropy.io import fits
-from astropy.time import Time
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
@@ -36,6 +34,9 @@ from ccdcal.masters.groups import (
     saturation_record,
 )
 from ccdcal.runtime.words import counted
+
+if TYPE_CHECKING:
+    from astropy.io import fits
 
 #: IRAF's IMCMBnnn cards name at most this many inputs (all of them are in ``master_inputs``); each
 #: IMSHAnnn card holds the sha256 of its IMCMBnnn file as it was combined, so that a master's header alone
@@ -141,6 +142,9 @@ _KEY_CARDS = (
 
 def _header(plan: GroupPlan, built: BuiltMaster, params: ClipParams) -> fits.Header:
     """The master's header: group keys, inputs, combine parameters, calibrators, statistics, HISTORY."""
+    # Imported here for start-up time: the planners use this module's rows and names without astropy.
+    from astropy.io import fits
+
     header = fits.Header()
     set_card(header, "IMAGETYP", f"MASTER {plan.kind.upper()}", "ccdcal master calibration frame")
     if plan.kind == "flat":
@@ -172,6 +176,9 @@ def _group_cards(header: fits.Header, plan: GroupPlan) -> None:
         set_card(header, "TEMPKEY", plan.keys["temp_key"], "[C] group temperature (SET-TEMP or rounded)")
     when = plan.date_obs_mean
     if when is not None:
+        # Imported here for start-up time (see _header).
+        from astropy.time import Time
+
         iso = when.isoformat(timespec="milliseconds")
         set_card(header, "DATE-OBS", iso, "[UTC] mean DATE-OBS of the inputs")
         set_card(header, "MJD-OBS", round(Time(iso, scale="utc").mjd, 8), "[d] MJD of DATE-OBS")
@@ -251,6 +258,9 @@ def register_master(
     (:mod:`ccdcal.files.journal`) until the rows are committed, so that a run killed in between leaves the
     proof of what it published.
     """
+    # Imported here for start-up time (see _header).
+    from astropy.io import fits
+
     hdul = fits.HDUList(
         [fits.PrimaryHDU(built.image.astype(np.float32), _header(plan, built, options.params))]
     )

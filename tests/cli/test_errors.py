@@ -306,7 +306,7 @@ def test_an_operating_system_error_anywhere_is_one_line(
         raise OSError(errno.EIO, "Input/output error", "/mnt/raw/Light_001.fits")
 
     shutil.copy(night.db, tmp_path / "c.db")
-    monkeypatch.setattr("ccdcal.cli.catalog.catalog_status", failing)
+    monkeypatch.setattr("ccdcal.status.catalog_status", failing)
     result = _invoke(["--db", str(tmp_path / "c.db"), "status"], tmp_path)
     assert_one_line(result, 2, "/mnt/raw/Light_001.fits: Input/output error; check the disk")
 
@@ -365,7 +365,7 @@ def test_a_bug_is_one_line_naming_it_and_v_shows_the_traceback(
         return {}["pending"]
 
     shutil.copy(night.db, tmp_path / "c.db")
-    monkeypatch.setattr("ccdcal.cli.catalog.catalog_status", broken)
+    monkeypatch.setattr("ccdcal.status.catalog_status", broken)
     result = _invoke(["--db", str(tmp_path / "c.db"), "status"], tmp_path)
     line = assert_one_line(result, 2, "internal error at test_errors.py:")
     assert "KeyError: 'pending' — a bug in ccdcal" in line

@@ -228,7 +228,7 @@ def interrupted_import(*args, **kwargs):
     raise KeyboardInterrupt
 
 {how}
-sys.argv = ["ccdcal", "--version"]
+sys.argv = ["ccdcal", "--help"]  # (--version alone is answered before the command line loads)
 from ccdcal.__main__ import main
 main()
 """
