@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from ccdcal.report.build import build_report
     from ccdcal.report.data import parse_since
     from ccdcal.report.previews import preview_file
+    from ccdcal.reproduction.core import reproduce
     from ccdcal.simulate import simulate_night
     from ccdcal.status import catalog_status
     from ccdcal.trace.audit import audit
@@ -65,6 +66,7 @@ _LAZY = {
     "build_report": "ccdcal.report.build",
     "parse_since": "ccdcal.report.data",
     "preview_file": "ccdcal.report.previews",
+    "reproduce": "ccdcal.reproduction.core",
     "load_config": "ccdcal.config.run",
     "run_config": "ccdcal.config.run",
     "write_default_config": "ccdcal.config.run",
@@ -92,6 +94,7 @@ __all__ = [
     "preview_file",
     "process",
     "provenance",
+    "reproduce",
     "run_config",
     "simulate_night",
     "trace_header",

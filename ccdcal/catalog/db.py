@@ -189,8 +189,8 @@ class Catalog:
         if self.read_only is not None:
             raise CatalogReadOnlyError(
                 f"the catalog {self.name} is read-only ({self.read_only}) and this command writes to it: "
-                "run it on a writable copy; status, process --dry-run, provenance, impact, report, preview, "
-                "masters --list and db current only read"
+                "run it on a writable copy; status, process --dry-run, provenance, impact, reproduce, "
+                "report, preview, masters --list and db current only read"
             )
 
     def check_present(self) -> None:

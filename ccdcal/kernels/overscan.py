@@ -260,6 +260,29 @@ def resolve(mode: OverscanMode, values: Mapping[str, Any], shape: tuple[int, int
     return OverscanPlan(method, biassec, trim, axis)
 
 
+def recorded_plan(record: Mapping[str, Any], shape: tuple[int, int]) -> OverscanPlan:
+    """The plan a record of it describes (:meth:`OverscanPlan.signature` with its ``axis``, as
+    ``calibrations.steps`` and ``masters.parameters`` keep it) for a frame of ``shape`` (NAXIS2, NAXIS1).
+
+    Raises
+    ------
+    ValueError
+        A method or section that cannot be read (the message quotes it).
+    """
+    method = str(record.get("method") or "none")
+    if method not in ("none", "median") and re.fullmatch(r"poly:\d", method) is None:
+        raise ValueError(f"overscan method {method!r} is not none, median or poly:N")
+    biassec, trimsec = record.get("biassec"), record.get("trimsec")
+    bias = parse_section(str(biassec), shape) if biassec else None
+    trim = parse_section(str(trimsec), shape) if trimsec else None
+    if method == "none" or bias is None:
+        return OverscanPlan(trim=trim)
+    axis = record.get("axis")
+    if axis not in (0, 1):
+        axis = 0 if bias.shape[1] > bias.shape[0] else 1  # as resolve chooses it
+    return OverscanPlan(method, bias, trim, int(axis))
+
+
 def _section(values: Mapping[str, Any], keys: tuple[str, ...], shape: tuple[int, int]) -> Section | None:
     for key in keys:
         value = values.get(key)

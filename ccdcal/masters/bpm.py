@@ -131,7 +131,7 @@ def _one_setup(
         report.version, report.reason = restored.version, restored_reason(restored)
         return report
     try:
-        mask, header, parameters = _make(dark, flat, keys, params)
+        mask, header, parameters = make_bpm(dark, flat, keys, params)
     except (FitsFormatError, ValueError) as exc:
         report.reason = f"cannot build the bad-pixel mask of set-up {describe_keys(keys)}: {exc}"
         return report
@@ -156,10 +156,17 @@ def _restore(catalog: Catalog, keys: dict[str, Any], identity: str, sources: str
     return master
 
 
-def _make(
+def make_bpm(
     dark: Master | None, flat: Master | None, keys: dict[str, Any], params: BpmParams
 ) -> tuple[np.ndarray, fits.Header, dict[str, Any]]:
-    """The mask, its header and its ``parameters`` record."""
+    """The mask of a set-up (its camera ``keys``) from its ``dark`` and ``flat``, its header and its
+    ``parameters`` record (``ccdcal reproduce`` makes a recorded mask again through it).
+
+    Raises
+    ------
+    FitsFormatError, ValueError
+        A master that cannot be read, or a dark and a flat that do not go together.
+    """
     # Imported here for start-up time: the planners select masks (select_bpm) without astropy.
     from astropy.io import fits
 
@@ -266,10 +273,7 @@ def _register(
 ) -> Master:
     """Write the mask under its set-up's name and, in one transaction, its rows; supersede the previous
     one."""
-    # Imported here for start-up time (see _make).
-    from astropy.io import fits
-
-    hdul = fits.HDUList([fits.PrimaryHDU(mask, header)])
+    hdul = mask_hdul(mask, header)
     written: Path | None = None
     master_id: int | None = None
     journal = Journal(folder, catalog.catalog_id, run_id)  # as for a master: ccdcal.masters.files
@@ -323,6 +327,14 @@ def _register(
             written.unlink(missing_ok=True)
         journal.discard()
         raise
+
+
+def mask_hdul(mask: np.ndarray, header: fits.Header) -> fits.HDUList:
+    """The mask's file as written: one uint8 image."""
+    # Imported here for start-up time (see _make).
+    from astropy.io import fits
+
+    return fits.HDUList([fits.PrimaryHDU(mask, header)])
 
 
 def _name_keys(keys: dict[str, Any]) -> dict[str, Any]:

@@ -187,7 +187,7 @@ def _one_group(
                 report.outcome, report.reason = "restored", restored_reason(restored)
             return report
     try:
-        built = _combine(plan, options, cluster)
+        built = combine_master(plan, options, cluster)
     except (FitsFormatError, ValueError) as exc:
         report.reason = f"cannot build the {kind} master of group {describe_keys(keys)}: {exc}"
         return report
@@ -212,8 +212,12 @@ def _one_group(
 # -- numbers -------------------------------------------------------------------------------------------
 
 
-def _combine(plan: GroupPlan, options: MasterOptions, cluster: ClusterOnDemand) -> BuiltMaster:
-    """Combine a group's frames (:func:`ccdcal.masters.combine.combine_group`: here or on Dask workers)."""
+def combine_master(
+    plan: GroupPlan, options: MasterOptions, cluster: ClusterOnDemand | None = None
+) -> BuiltMaster:
+    """Combine a group's frames (:func:`ccdcal.masters.combine.combine_group`: here or on Dask workers)
+    into the master before its QA: pixels, uncertainty, statistics, level. ``ccdcal reproduce`` makes a
+    recorded master again through it."""
     # Imported here for start-up time: the combine engine (numba, astropy) loads when a combine runs.
     from ccdcal.masters.combine import combine_group
 

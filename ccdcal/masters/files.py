@@ -248,6 +248,17 @@ def _history(plan: GroupPlan, built: BuiltMaster, params: ClipParams) -> list[st
     return lines
 
 
+def master_hdul(plan: GroupPlan, built: BuiltMaster, params: ClipParams) -> fits.HDUList:
+    """The master's file as written: its float32 image with the header, then its ``UNCERT``."""
+    # Imported here for start-up time (see _header).
+    from astropy.io import fits
+
+    hdul = fits.HDUList([fits.PrimaryHDU(built.image.astype(np.float32), _header(plan, built, params))])
+    if built.uncertainty is not None:
+        hdul.append(uncertainty_hdu(built.uncertainty))
+    return hdul
+
+
 def register_master(
     catalog: Catalog, plan: GroupPlan, built: BuiltMaster, folder: Path, options: MasterOptions, run_id: int
 ) -> Master:
@@ -258,14 +269,7 @@ def register_master(
     (:mod:`ccdcal.files.journal`) until the rows are committed, so that a run killed in between leaves the
     proof of what it published.
     """
-    # Imported here for start-up time (see _header).
-    from astropy.io import fits
-
-    hdul = fits.HDUList(
-        [fits.PrimaryHDU(built.image.astype(np.float32), _header(plan, built, options.params))]
-    )
-    if built.uncertainty is not None:
-        hdul.append(uncertainty_hdu(built.uncertainty))
+    hdul = master_hdul(plan, built, options.params)
     written: Path | None = None
     master_id: int | None = None
     journal = Journal(folder, catalog.catalog_id, run_id)
@@ -384,6 +388,7 @@ def _parameters(plan: GroupPlan, built: BuiltMaster, options: MasterOptions) -> 
     parameters: dict[str, Any] = {
         **options.params.as_dict(),
         "mem_limit": options.mem_limit,
+        "input_ids": [f["id"] for f in plan.frames],
         "dark_scales": plan.dark_scales,
         "flat_levels": built.flat_levels,
         "min_frames": options.min_frames,

@@ -111,8 +111,10 @@ class InputStepsRecord(TypedDict, total=False):
 
 class MasterParameters(TypedDict, total=False):
     """``masters.parameters`` as written: a combined master's clipping parameters (with the definition they
-    match), its options, the inputs' dark scales, flat levels and optional steps, its level (absent from
-    the masters of ccdcal before 0.2 and when no pixel is finite) and the QA result; a bad-pixel mask's
+    match), its options, the ids of its inputs in the order combined (``input_ids``, which the inputs'
+    dark scales and flat levels follow; absent from masters built before it was recorded), the inputs'
+    dark scales, flat levels and optional steps, its level (absent from the masters of ccdcal before 0.2
+    and when no pixel is finite) and the QA result; a bad-pixel mask's
     method, thresholds, masters and counts; ``provisional`` on the rows of a dry run (rolled back). Read by
     :func:`qa_warnings`, :func:`recorded_level`, :func:`overscan_level` and the report."""
 
@@ -124,6 +126,7 @@ class MasterParameters(TypedDict, total=False):
     stdfunc: str
     definition: str
     mem_limit: int
+    input_ids: list[int]
     dark_scales: list[float | None]
     flat_levels: list[float | None]
     min_frames: int

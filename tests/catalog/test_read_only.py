@@ -33,7 +33,7 @@ from ccdcal.trace.provenance import provenance
 #: The message of a writing command, after the catalog's name and why it is read-only.
 WRITES = (
     "and this command writes to it: run it on a writable copy; status, process --dry-run, provenance, "
-    "impact, report, preview, masters --list and db current only read"
+    "impact, reproduce, report, preview, masters --list and db current only read"
 )
 
 

@@ -105,6 +105,7 @@ CASES = (
             ("mark-bad", "frame"),
             ("mark-good", "master"),
             ("provenance", "calibration"),
+            ("reproduce", "master"),
         )
     ),
     Case(

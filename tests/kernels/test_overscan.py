@@ -22,6 +22,7 @@ from ccdcal.kernels.overscan import (
     describe,
     parse_mode,
     parse_section,
+    recorded_plan,
     resolve,
     signature_of_header,
     trimmed_header_changes,
@@ -184,6 +185,22 @@ def test_resolve_rules() -> None:
     with pytest.raises(ValueError, match=r"\[|BIASSEC") as raised:
         resolve(auto, {"BIASSEC": "[51:70,1:40]"}, SHAPE)
     assert str(raised.value) == ("BIASSEC: section '[51:70,1:40]': x range ends at 70, beyond the image's 60")
+
+
+@pytest.mark.parametrize("mode", ["auto", "poly:2"])
+def test_a_recorded_plan_is_the_plan(mode: str) -> None:
+    """What ``calibrations.steps`` and ``masters.parameters`` record of a plan (its signature and axis)
+    gives that plan back (``ccdcal reproduce``); without the axis, the one resolve chooses."""
+    values = {"BIASSEC": "[51:60,1:40]", "TRIMSEC": "[4:48,1:40]"}
+    plan = resolve(parse_mode(mode), values, SHAPE)
+    record = {"mode": mode, **plan.signature(), "axis": plan.axis, "level": 1200.5}
+    assert recorded_plan(record, SHAPE) == plan
+    assert recorded_plan({**plan.signature()}, SHAPE) == plan
+    assert recorded_plan({"method": "none", "biassec": None, "trimsec": "[4:48,1:40]"}, SHAPE) == resolve(
+        OverscanMode("auto"), {"TRIMSEC": "[4:48,1:40]"}, SHAPE
+    )
+    with pytest.raises(ValueError, match=r"^overscan method 'spline' is not none, median or poly:N$"):
+        recorded_plan({"method": "spline"}, SHAPE)
 
 
 def test_real_saao_frame_with_spaces_in_biassec() -> None:

@@ -29,6 +29,7 @@ from ccdcal.lights.pipeline import process
 from ccdcal.masters.build import build_masters
 from ccdcal.masters.groups import MasterOptions
 from tests.conftest import fitsverify_counts, real_set
+from tests.real.conftest import every_result_reproduced
 
 GAIN, READNOISE = 4.95, 9.3  # AGAIN_01 and ARDNS_01 of the LOIS headers
 
@@ -144,6 +145,7 @@ def test_lowell_overscan_bias_flat_equals_ccdproc(catalog: Catalog, tmp_path: Pa
         assert header["OVERSCAN"].startswith("Overscan section is [1388:1432,1:1370]: row-wise median")
         assert header["TRIM"] == "Trim data section is [18:1382,1:1370]"
         assert fitsverify_counts(Path(calibration.path))[1] == 0
+    every_result_reproduced(catalog)
 
 
 # -- saturation ---------------------------------------------------------------------------------------------

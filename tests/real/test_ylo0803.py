@@ -22,6 +22,7 @@ from ccdcal.ingestion.core import ingest
 from ccdcal.lights.options import ProcessOptions
 from ccdcal.lights.pipeline import dry_run, process
 from tests.conftest import real_set
+from tests.real.conftest import every_result_reproduced
 
 NEON = ("spec_neon_1series_1s.00000001", "spec_neon_1series_5s.00000001")
 
@@ -68,6 +69,7 @@ def test_dark_series_per_exposure_and_temperature(catalog: Catalog, tmp_path: Pa
     assert used["dark"].master_id == cold[300].id
     assert abs(used["dark"].delta_temp or 0) < 0.5
     assert warm.id not in {c.master_id for c in used.values()}
+    every_result_reproduced(catalog)
     with catalog.session() as session:
         session.execute(
             update(Master).where(Master.id == cold[300].id).values(is_bad=True, bad_reason="test")
@@ -118,6 +120,7 @@ def test_auto_darked_lights_are_told_from_their_twins(catalog: Catalog, tmp_path
         }
     assert recorded[f"{NEON[0]}_cal.fits"] == list(warned[f"{NEON[0]}.FIT"])
     assert recorded[f"{NEON[0]}.NOAUTODARK_cal.fits"] is None
+    every_result_reproduced(catalog)
 
 
 def test_spectra_no_step_applies_to_are_not_written_unless_asked(tmp_path: Path) -> None:
@@ -158,3 +161,5 @@ def test_spectra_no_step_applies_to_are_not_written_unless_asked(tmp_path: Path)
     with Catalog(db) as catalog, catalog.reading() as session:
         arguments = session.scalars(select(Calibration.steps).where(Calibration.path == str(out))).one()
     assert {arguments[r]["status"] for r in ("bias", "dark", "flat")} == {"not_available", "allowed_missing"}
+    with Catalog(db) as catalog:
+        every_result_reproduced(catalog)
