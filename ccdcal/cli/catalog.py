@@ -10,7 +10,9 @@ import typer
 from ccdcal import limits
 from ccdcal.catalog.db import SCHEMA_HEAD
 from ccdcal.cli.base import (
+    AsOfOption,
     app,
+    as_of_time,
     db_app,
     err,
     key_text,
@@ -120,11 +122,12 @@ def ingest(
 @app.command()
 def status(
     ctx: typer.Context,
+    as_of: AsOfOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """What is catalogued: frames by type and group, unclassified, rejected and missing files."""
     state = state_of(ctx)
-    with state.catalog() as catalog:
+    with state.catalog(as_of=as_of_time(as_of)) as catalog:
         report = catalog_status(catalog)
     if as_json:
         print_json(report)
