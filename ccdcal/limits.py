@@ -10,6 +10,7 @@ option objects check their fields against it in their constructors (``ProcessOpt
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import numbers
 from dataclasses import dataclass
@@ -116,6 +117,9 @@ READNOISE = Range("--readnoise", 0.0, 1000.0, unit="e-")
 CR_SIGCLIP = Range("--cr-sigclip", 0.0, 100.0, low_open=True)
 #: ``process --cr-objlim``: L.A.Cosmic's contrast limit.
 CR_OBJLIM = Range("--cr-objlim", 0.0, 100.0, low_open=True)
+#: ``--max-age`` (process; ``max_age_bias`` ... of config.ini): the largest time between a light and the
+#: frames of the master it is given, in days.
+MAX_AGE = Range("--max-age", 0.0, 36525.0, low_open=True, unit="days")
 #: ``preview --max-size``: the longest side in pixels (0: every pixel).
 MAX_SIZE = Range("--max-size", 0, 65536, integer=True, unit="pixels")
 #: ``preview --hdu``: the HDU shown.
@@ -143,6 +147,7 @@ RANGES = {
         READNOISE,
         CR_SIGCLIP,
         CR_OBJLIM,
+        MAX_AGE,
         MAX_SIZE,
         HDU,
         SEED,
@@ -161,3 +166,53 @@ def check_flat_low(flat_low: object, flat_min: float) -> None:
             f"--flat-low {_number(flat_low)} is out of range: use {_number(flat_min)} < x < 1 "
             "(above --flat-min)"
         )
+
+
+def parse_utc(text: str, option: str) -> dt.datetime:
+    """An ISO date or date-time (``2026-03-14``, ``2026-03-14T18:00``, ``...+01:00``) as naive UTC, for
+    ``option`` (``--since``, ``--as-of``, ``--from``, ``--to``). A value without an offset is UTC.
+
+    Raises
+    ------
+    UsageError
+        The text is not an ISO date, or is outside the years 1 to 9999 in UTC.
+    """
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"{option} {text!r} is not a date: give an ISO date such as 2026-03-14 or 2026-03-14T18:00 "
+            "(UTC unless an offset such as +01:00 is given)"
+        ) from None
+    if value.tzinfo is not None:
+        try:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:  # 0001-01-01T00:00+01:00 in UTC is before the first date there is
+            raise UsageError(
+                f"{option} {text!r}: in UTC that is outside the years 1 to 9999; give another date"
+            ) from None
+    return value
+
+
+#: The units of an age (``--max-age``, ``max_age_*`` of config.ini), in seconds: days, hours, weeks.
+AGE_UNITS = {"d": 86400.0, "h": 3600.0, "w": 7 * 86400.0}
+
+
+def parse_age(value: str, option: str) -> dt.timedelta:
+    """``30d``, ``12h``, ``2w`` (a bare number is days) as a time span within :data:`MAX_AGE`.
+
+    Raises
+    ------
+    UsageError
+        Not an age, or out of range (naming ``option``, written before the value: ``--max-age flat=``).
+    """
+    text = value.strip()
+    unit = text[-1:].lower()
+    number = text[:-1] if unit in AGE_UNITS else text
+    try:
+        days = float(number) * AGE_UNITS.get(unit, 86400.0) / 86400.0
+    except ValueError:
+        raise UsageError(f"{option}{value} is not an age: write it as 30d, 12h or 2w") from None
+    if not MAX_AGE.contains(days):
+        raise UsageError(f"{option}{value} is out of range: use {MAX_AGE.text}")
+    return dt.timedelta(days=days)

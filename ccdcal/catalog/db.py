@@ -15,6 +15,7 @@ and commit to still be the file that was opened: one deleted or replaced meanwhi
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import importlib.metadata
 import importlib.resources
@@ -42,6 +43,7 @@ from ccdcal.catalog.engine import (
     shadow,
     sqlite_read_only,
 )
+from ccdcal.catalog.history import AS_OF_MODELS, as_of_rows
 from ccdcal.catalog.models import CATALOG_ID, Base, CatalogInfo, Run, utcnow
 from ccdcal.errors import (
     CatalogError,
@@ -50,19 +52,20 @@ from ccdcal.errors import (
     CatalogTooNewError,
     NoCatalogError,
     NotACatalogError,
+    UsageError,
 )
 from ccdcal.runtime.interrupts import shielded
 
 #: The newest schema revision this code knows. A test checks it equals the Alembic script head, so that
 #: opening an up-to-date catalog needs neither Alembic nor the migration scripts.
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 #: Seconds a stopping command's cleanup (its run row, its claims) waits for a lock another program holds:
 #: past it the cleanup is left to the next run's recovery, and the command stops all the same.
 STOPPING_PATIENCE = 2.0
 #: The oldest revision this code reads without upgrading it (a read-only catalog cannot be upgraded): the
 #: revisions after it only add what no reading command reads. Raise it with a revision that changes what
 #: they read.
-OLDEST_READABLE = "0005"
+OLDEST_READABLE = "0007"
 
 _log = logging.getLogger(__name__)
 
@@ -150,6 +153,10 @@ class Catalog:
         self._planner = self.engine.execution_options(**plans)  # for scratch()
         self._catalog_id: str | None = None
         self._identity: tuple[int, int] | None = None
+        #: Read the catalog as it stood at this time (naive UTC; ``--as-of``): every reading session and
+        #: scratch plan sees the rows and states of then (:mod:`ccdcal.catalog.history`), and no session
+        #: may write. ``None``: as it is.
+        self.as_of: dt.datetime | None = None
         try:
             #: The schema revision the catalog had when opened (``None``: it was empty).
             self.revision_on_open = self.ensure_schema(upgrade=upgrade and self.read_only is None)[0]
@@ -285,6 +292,10 @@ class Catalog:
             The catalog's file was deleted or replaced: checked when the session begins and just before it
             commits (the transaction is then rolled back).
         """
+        if self.as_of is not None:
+            raise UsageError(
+                "--as-of reads the catalog as it stood then: a command that writes cannot use it"
+            )
         self.require_writable()
         self.check_present()
         if patience is None:
@@ -306,7 +317,13 @@ class Catalog:
         It reads one snapshot of the catalog (PostgreSQL: ``REPEATABLE READ``, read only) while other
         processes write; on SQLite it does not take the write lock that :meth:`session` takes at once
         (``BEGIN IMMEDIATE``), so that writers are not kept waiting and two readers read at the same time.
+
+        With :attr:`as_of` set, it reads the catalog as it stood then (a :meth:`scratch` session).
         """
+        if self.as_of is not None:
+            with self.scratch() as session:
+                yield session
+            return
         with self._transaction(self._readers()) as session:
             yield session
 
@@ -317,7 +334,15 @@ class Catalog:
         of the same names, which the session's statements read and write instead (provisional rows). Its
         transaction is rolled back and its connection closed at the end, temporary tables with it. Works on
         a read-only catalog.
+
+        With :attr:`as_of` set, the tables whose rows or states change are copied as they stood then
+        (:data:`ccdcal.catalog.history.AS_OF_MODELS`, ``shadowed`` among them).
         """
+        models: tuple[type[Base], ...] = shadowed
+        sources = None
+        if self.as_of is not None:
+            models = (*AS_OF_MODELS, *(model for model in shadowed if model not in AS_OF_MODELS))
+            sources = as_of_rows(self.as_of)
         try:
             connection = self._planner.connect()
         except DatabaseError as exc:
@@ -326,7 +351,7 @@ class Catalog:
             transaction = connection.begin()
             session = Session(bind=connection, expire_on_commit=False)
             try:
-                shadow(connection, shadowed)
+                shadow(connection, models, sources)
                 yield session
             finally:
                 with shielded(), suppress(Exception):

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Engine,
     Index,
     MetaData,
+    Select,
     Table,
     create_engine,
     event,
@@ -346,32 +347,59 @@ def file_identity(url: URL) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def shadow(connection: Connection, models: tuple[type[Base], ...]) -> None:
+def shadow(
+    connection: Connection,
+    models: Sequence[type[Base]],
+    sources: Mapping[type[Base], Select[Any]] | None = None,
+) -> None:
     """Copy each model's table into a temporary table of the same name, which the connection's unqualified
     statements then read and write (SQLite and PostgreSQL look in the temporary schema first). Columns
-    keep their types (and so SQLite's affinities), without defaults or foreign keys; indexes are copied."""
+    keep their types (and so SQLite's affinities), without defaults or foreign keys; indexes are copied.
+
+    ``sources``: for some models, the select of the rows to copy instead of the table's (its columns in
+    the table's order; the catalog as of a time, :mod:`ccdcal.catalog.history`). They are read first,
+    into temporary tables of other names, while every name still means the catalog's table.
+    """
     if not models:
         return
     schema = (
         "main" if connection.dialect.name == "sqlite" else connection.scalar(text("SELECT current_schema()"))
     )
+    staged: dict[type[Base], Table] = {}
+    for model in models:
+        if sources is not None and model in sources:
+            table = cast(Table, model.__table__)
+            stage = _temporary(table, f"staged_{table.name}", indexes=False)
+            stage.create(connection)
+            names = [column.name for column in table.columns]
+            connection.execute(insert(stage).from_select(names, sources[model]))
+            staged[model] = stage
     for model in models:
         table = cast(Table, model.__table__)
         names = [column.name for column in table.columns]
-        copy = Table(
-            table.name,
-            MetaData(),
-            *(Column(c.name, c.type, primary_key=c.primary_key, autoincrement=False) for c in table.columns),
-            prefixes=["TEMPORARY"],
-        )
+        copy = _temporary(table, table.name, indexes=True)
+        source = staged.get(model)
+        if source is None:
+            source = Table(
+                table.name, MetaData(), *(Column(c.name, c.type) for c in table.columns), schema=schema
+            )
+        copy.create(connection)
+        connection.execute(insert(copy).from_select(names, select(*(source.c[name] for name in names))))
+
+
+def _temporary(table: Table, name: str, *, indexes: bool) -> Table:
+    """A temporary table of ``table``'s columns (no defaults, no foreign keys), with its indexes."""
+    copy = Table(
+        name,
+        MetaData(),
+        *(Column(c.name, c.type, primary_key=c.primary_key, autoincrement=False) for c in table.columns),
+        prefixes=["TEMPORARY"],
+    )
+    if indexes:
         for index in table.indexes:
             if len(index.columns) == len(index.expressions):  # an index of columns only
                 Index(index.name, *(copy.c[column.name] for column in index.columns), unique=index.unique)
-        source = Table(
-            table.name, MetaData(), *(Column(c.name, c.type) for c in table.columns), schema=schema
-        )
-        copy.create(connection)
-        connection.execute(insert(copy).from_select(names, select(*(source.c[name] for name in names))))
+    return copy
 
 
 def _explain_errors(engine: Engine, name: str) -> None:

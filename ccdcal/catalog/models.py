@@ -207,6 +207,10 @@ class Master(Base):
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
     #: Why a newer master replaced this one (an input marked bad, a new calibrator ...); revision 0002.
     superseded_reason: Mapped[str | None] = mapped_column(Text)
+    #: The dates of the lights the master may serve (UTC, inclusive, NULL open): ``ccdcal certify`` and
+    #: ``decertify`` set them; revision 0007.
+    valid_from: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    valid_to: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
 class MasterInput(Base):
@@ -291,6 +295,31 @@ class CatalogInfo(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class StateChange(Base):
+    """One change of one column of one catalog row that decides what may be used (revision 0007): a master
+    becoming current or superseded, a frame or master marked bad or good, a frame gone missing or back, a
+    calibration superseded, a master's validity range set by hand; with when, the values before and after
+    (as text: ``true``/``false``, dates as ``YYYY-MM-DD HH:MM:SS.ffffff``) and the run that made it.
+
+    Written in the transaction of the change itself (:mod:`ccdcal.catalog.history`), never updated; the
+    catalog as it stood at a time is read from them (``--as-of``).
+    """
+
+    __tablename__ = "state_changes"
+    __table_args__ = (Index("ix_state_changes_row", "table", "row_id", "column", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    #: ``masters``, ``frames`` or ``calibrations``.
+    table_name: Mapped[str] = mapped_column("table", String(32))
+    row_id: Mapped[int] = mapped_column(Integer)
+    #: ``status``, ``superseded_reason``, ``is_bad``, ``bad_reason``, ``valid_from``, ``valid_to``.
+    column_name: Mapped[str] = mapped_column("column", String(32))
+    old: Mapped[str | None] = mapped_column(Text)
+    new: Mapped[str | None] = mapped_column(Text)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
 
 
 #: The ``catalog_info`` key of the catalog's UUID.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -29,7 +30,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
 from ccdcal.catalog.models import Frame, HeaderCard, Master, MasterCalibrator, MasterInput
-from ccdcal.limits import EXPTIME_TOLERANCE, TEMP_TOLERANCE
+from ccdcal.errors import UsageError
+from ccdcal.limits import EXPTIME_TOLERANCE, MAX_AGE, TEMP_TOLERANCE, parse_age
 
 #: Keys every master group shares (docs/design.md, Grouping and matching).
 CAMERA_KEYS = (
@@ -195,6 +197,87 @@ def kind_available(session: Session, kind: str, target: Mapping[str, Any]) -> bo
 TEMP_SLACK = 1e-9
 
 
+#: The kinds a maximum age applies to, and the units an age is written in (``--max-age``).
+AGE_KINDS = ("bias", "dark", "flat")
+_AGE_FORM = "use KIND=AGE[,KIND=AGE...], KIND bias, dark or flat, AGE as 30d, 12h or 2w"
+
+
+@dataclass(frozen=True)
+class MaxAge:
+    """The largest time between a light's DATE-OBS and the mean DATE-OBS of the frames of a master it is
+    given, per kind (``None``: any age, the default). ``--max-age bias=30d,dark=90d,flat=7d``.
+
+    Raises
+    ------
+    UsageError
+        An age outside :data:`ccdcal.limits.MAX_AGE`.
+    """
+
+    bias: dt.timedelta | None = None
+    dark: dt.timedelta | None = None
+    flat: dt.timedelta | None = None
+
+    def __post_init__(self) -> None:
+        for kind in AGE_KINDS:
+            age = getattr(self, kind)
+            if age is not None:
+                days = age.total_seconds() / 86400.0
+                if not MAX_AGE.contains(days):
+                    raise UsageError(
+                        f"--max-age {kind}={duration_text(age)} is out of range: use {MAX_AGE.text}"
+                    )
+
+    def of(self, kind: str) -> dt.timedelta | None:
+        """The maximum age of a kind's masters (``None``: any; a ``bpm`` has none)."""
+        age: dt.timedelta | None = getattr(self, kind) if kind in AGE_KINDS else None
+        return age
+
+    def text(self) -> str | None:
+        """``bias=30d,flat=7d`` as given to ``--max-age`` (``None`` when no kind has one)."""
+        parts = [f"{k}={_age_text(getattr(self, k))}" for k in AGE_KINDS if getattr(self, k) is not None]
+        return ",".join(parts) or None
+
+    @classmethod
+    def parse(cls, text: str | None) -> MaxAge:
+        """``bias=30d,dark=90d,flat=7d`` (days ``d``, hours ``h``, weeks ``w``; a bare number is days).
+
+        Raises
+        ------
+        UsageError
+            Text of another form, a kind given twice, or an age out of range.
+        """
+        ages: dict[str, dt.timedelta] = {}
+        for part in (text or "").split(","):
+            if not part.strip():
+                continue
+            kind, equals, value = (piece.strip() for piece in part.partition("="))
+            kind = kind.lower()
+            if not equals or kind not in AGE_KINDS or kind in ages:
+                why = f"{kind!r} given twice" if kind in ages else f"{part.strip()!r}"
+                raise UsageError(f"--max-age {text}: {why}: {_AGE_FORM}")
+            ages[kind] = parse_age(value, f"--max-age {kind}=")
+        return cls(**ages)
+
+
+def _age_text(age: dt.timedelta) -> str:
+    seconds = age.total_seconds()
+    for unit, size in (("w", 7 * 86400.0), ("d", 86400.0), ("h", 3600.0)):
+        if seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds / 86400.0:g}d"
+
+
+def duration_text(age: dt.timedelta) -> str:
+    """``12 days``, ``1 day``, ``5.5 hours``: a time span for messages."""
+    seconds = abs(age.total_seconds())
+    if seconds >= 86400.0:
+        value, unit = seconds / 86400.0, "day"
+    else:
+        value, unit = seconds / 3600.0, "hour"
+    shown = f"{round(value, 1):g}"
+    return f"{shown} {unit}{'' if shown == '1' else 's'}"
+
+
 @dataclass(frozen=True)
 class MatchRules:
     """Tolerances and choices of master matching (docs/design.md, Grouping and matching).
@@ -208,6 +291,12 @@ class MatchRules:
     dark_scale : bool
         Choose the dark of nearest exposure (preferring one at least as long) to be scaled, instead of
         requiring the same exposure.
+    max_age : MaxAge
+        The largest |master date − target date| per kind (a target without a date is not checked).
+    validity : bool
+        Take only masters whose validity range (``valid_from``, ``valid_to``) holds the target's date (a
+        target without a date is not checked). Off for the calibrators of masters
+        (:meth:`for_masters`): a master's validity is about the lights it serves.
 
     Raises
     ------
@@ -219,18 +308,23 @@ class MatchRules:
     temp_tolerance: float = 2.0
     exptime_tolerance: float = 1e-6
     dark_scale: bool = False
+    max_age: MaxAge = field(default_factory=MaxAge)
+    validity: bool = True
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         TEMP_TOLERANCE.check(self.temp_tolerance)
         EXPTIME_TOLERANCE.check(self.exptime_tolerance)
         # Hashed once: planning looks a ranking up by its rules three times a light.
-        object.__setattr__(
-            self, "_hash", hash((self.temp_tolerance, self.exptime_tolerance, self.dark_scale))
-        )
+        key = (self.temp_tolerance, self.exptime_tolerance, self.dark_scale, self.max_age, self.validity)
+        object.__setattr__(self, "_hash", hash(key))
 
     def __hash__(self) -> int:
         return self._hash
+
+    def for_masters(self) -> MatchRules:
+        """The rules of a master's calibrators: without the lights' maximum ages and validity ranges."""
+        return MatchRules(self.temp_tolerance, self.exptime_tolerance, self.dark_scale, validity=False)
 
 
 class epoch_seconds(FunctionElement[float]):

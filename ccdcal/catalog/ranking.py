@@ -59,6 +59,10 @@ class Columns:
         Where the value is NULL.
     includes_bias : ndarray of bool
         Masters only: the dark still contains the bias.
+    when : ndarray of int64
+        Lights only: DATE-OBS as exact microseconds (0 where unknown), for the validity ranges.
+    valid_from, valid_to : ndarray of int64
+        Masters only: the validity range as exact microseconds (open ends the extreme values).
     """
 
     ids: np.ndarray
@@ -70,11 +74,14 @@ class Columns:
     no_epoch: np.ndarray
     no_exptime: np.ndarray
     includes_bias: np.ndarray
+    when: np.ndarray
+    valid_from: np.ndarray
+    valid_to: np.ndarray
 
     @classmethod
     def of(cls, rows: Sequence[Sequence[Any]], exact_time: bool, *, with_bias: bool = False) -> Columns:
-        """From rows starting (id, *MATCH_KEYS, filter, temperature, time, exposure[, includes_bias]);
-        further values in a row are ignored."""
+        """From rows starting (id, *MATCH_KEYS, filter, temperature, time, exposure), then for lights their
+        DATE-OBS, for masters (``with_bias``) includes_bias, valid_from and valid_to."""
         width = len(MATCH_KEYS) + 1
         keys = [tuple(row[1 : 1 + width]) for row in rows]
         temp, when, exptime = ([row[1 + width + i] for row in rows] for i in range(3))
@@ -88,6 +95,14 @@ class Columns:
         temps = np.array([np.nan if v is None else v for v in temp], dtype=np.float64)
         exps = np.array([np.nan if v is None else v for v in exptime], dtype=np.float64)
         bias = [bool(row[4 + width]) for row in rows] if with_bias else [False] * len(rows)
+        low, high = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+        if with_bias:
+            valid_from = _exact([row[5 + width] for row in rows], low)
+            valid_to = _exact([row[6 + width] for row in rows], high)
+            dates = np.zeros(len(rows), dtype=np.int64)
+        else:
+            valid_from = valid_to = np.zeros(len(rows), dtype=np.int64)
+            dates = _exact([row[4 + width] if len(row) > 4 + width else None for row in rows], 0)
         return cls(
             ids=np.array([row[0] for row in rows], dtype=np.int64),
             keys=keys,
@@ -98,6 +113,9 @@ class Columns:
             no_epoch=no_epoch,
             no_exptime=np.isnan(exps),
             includes_bias=np.array(bias, dtype=bool),
+            when=dates,
+            valid_from=valid_from,
+            valid_to=valid_to,
         )
 
     def take(self, index: np.ndarray) -> Columns:
@@ -112,7 +130,17 @@ class Columns:
             no_epoch=self.no_epoch[index],
             no_exptime=self.no_exptime[index],
             includes_bias=self.includes_bias[index],
+            when=self.when[index],
+            valid_from=self.valid_from[index],
+            valid_to=self.valid_to[index],
         )
+
+
+def _exact(values: list[dt.datetime | None], unknown: int) -> np.ndarray:
+    """Dates as exact microseconds since 1970 (``unknown`` where NULL)."""
+    return np.array(
+        [unknown if v is None else (v - _EPOCH_ORIGIN) // _MICROSECOND for v in values], dtype=np.int64
+    )
 
 
 def _time_column(column: Any, exact: bool) -> Any:
@@ -135,6 +163,7 @@ def target_columns(exact: bool) -> list[Any]:
         Frame.ccd_temp,
         _time_column(Frame.date_obs, exact).label("epoch"),
         Frame.exptime,
+        Frame.date_obs.label("when"),
     ]
 
 
@@ -196,6 +225,8 @@ def candidates_query(
         _time_column(Master.date_obs_mean, exact),
         Master.exptime,
         Master.includes_bias,
+        Master.valid_from,
+        Master.valid_to,
     ).where(*conditions)
 
 
@@ -270,7 +301,7 @@ def best_masters_ranked(
 
 def _best(kind: str, lights: Columns, masters: Columns, rules: MatchRules) -> np.ndarray:
     """For each light, the index in ``masters`` of its best master (-1: none), as match_terms ranks."""
-    valid = _temperature_ok(lights, masters, rules)
+    valid = _temperature_ok(lights, masters, rules) & _dates_ok(kind, lights, masters, rules)
     order: list[np.ndarray] = []
     if kind == "dark":
         exposure_ok, order = _dark_exposure(lights, masters, rules)
@@ -304,6 +335,23 @@ def _temperature_ok(lights: Columns, masters: Columns, rules: MatchRules) -> np.
     gap = np.abs(masters.temp[None, :] - lights.temp[:, None])
     with np.errstate(invalid="ignore"):
         ok: np.ndarray = both_unknown | (gap <= rules.temp_tolerance + TEMP_SLACK)
+    return ok
+
+
+def _dates_ok(kind: str, lights: Columns, masters: Columns, rules: MatchRules) -> np.ndarray:
+    """The rules on a light's date (``selection.dated_conditions``): within the master's validity range
+    (exact microseconds, as the databases compare dates) and the kind's maximum age (in the units of
+    :attr:`Columns.epoch`, as SQL computes the gap); a light without a date passes."""
+    undated = lights.no_epoch[:, None]
+    ok: np.ndarray = np.ones((len(lights.ids), len(masters.ids)), dtype=bool)
+    if rules.validity:
+        when = lights.when[:, None]
+        ok &= undated | ((masters.valid_from[None, :] <= when) & (when <= masters.valid_to[None, :]))
+    age = rules.max_age.of(kind)
+    if age is not None:
+        limit = age // _MICROSECOND if masters.epoch.dtype.kind == "i" else age.total_seconds()
+        gap = np.abs(masters.epoch[None, :] - lights.epoch[:, None])
+        ok &= undated | (~masters.no_epoch[None, :] & (gap <= limit))
     return ok
 
 

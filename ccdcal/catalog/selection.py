@@ -18,8 +18,9 @@ or calibrator, :func:`~ccdcal.catalog.queries.unusable_masters`) with the same c
 (:data:`~ccdcal.catalog.queries.MATCH_KEYS`, NULL matching NULL only) and |ΔT| within the tolerance (a
 target without temperature takes only masters without one); darks of the same exposure within the relative
 tolerance, or with dark scaling the nearest exposure, preferring one at least as long, among darks that can
-be scaled; flats of the same filter. Among candidates: nearest temperature, then nearest in time (masters
-without a date last), then the newest.
+be scaled; flats of the same filter; on the target's date, when it has one, the master's validity range and
+the kind's maximum age (:func:`dated_conditions`). Among candidates: nearest temperature, then nearest in
+time (masters without a date last), then the newest.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def match_terms(
     if kind == "flat":
         conditions.append(same(Master.filter, target["filter"]))
     when = target["date_obs"]
+    conditions += dated_conditions(kind, when, rules)
     delta_time = func.abs(epoch_seconds(Master.date_obs_mean) - epoch_seconds(when))
     order += [
         func.coalesce(func.abs(Master.ccd_temp_mean - temp), 0.0),
@@ -97,6 +99,24 @@ def match_terms(
         Master.id.desc(),
     ]
     return conditions, order
+
+
+def dated_conditions(kind: str, when: Any, rules: MatchRules) -> list[Any]:
+    """The rules on the target's date (none for a target without one): the master's validity range holds
+    it (``valid_from``/``valid_to``, inclusive, NULL open), and the master's mean DATE-OBS is within the
+    kind's maximum age of it (a master without a date is not: its age is unknown)."""
+    conditions: list[Any] = []
+    if rules.validity:
+        inside = and_(
+            or_(Master.valid_from.is_(None), Master.valid_from <= when),
+            or_(Master.valid_to.is_(None), Master.valid_to >= when),
+        )
+        conditions.append(or_(when.is_(None), inside))
+    age = rules.max_age.of(kind)
+    if age is not None:
+        gap = func.abs(epoch_seconds(Master.date_obs_mean) - epoch_seconds(when))
+        conditions.append(or_(when.is_(None), gap <= age.total_seconds()))
+    return conditions
 
 
 def candidate_conditions(

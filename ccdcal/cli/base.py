@@ -4,6 +4,7 @@ tables, JSON, and the option types several commands take."""
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import json
 import logging
@@ -313,13 +314,18 @@ class State:
     def quiet(self) -> bool:
         return self.verbosity < 0
 
-    def catalog(self, *, create: bool = False, upgrade: bool = True) -> Catalog:
+    def catalog(
+        self, *, create: bool = False, upgrade: bool = True, as_of: dt.datetime | None = None
+    ) -> Catalog:
         """The catalog of ``--db``. Only the commands that make one (``ingest``, ``db upgrade``) pass
-        ``create``: the others refuse a catalog that does not exist, creating nothing."""
+        ``create``: the others refuse a catalog that does not exist, creating nothing. ``as_of``: read it
+        as it stood then (``--as-of``)."""
         # Imported here for start-up time (see _catalog_name).
         from ccdcal.catalog.db import Catalog
 
-        return Catalog(self.db, upgrade=upgrade, create=create)
+        catalog = Catalog(self.db, upgrade=upgrade, create=create)
+        catalog.as_of = as_of
+        return catalog
 
 
 def _version(value: bool) -> None:
@@ -525,6 +531,23 @@ def key_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+AsOfOption = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        metavar="DATETIME",
+        help="Answer as the catalog stood at this time: an ISO date or date-time, UTC unless an offset "
+        "is given (2026-03-14T18:00, 2026-03-14T20:00+02:00).",
+        show_default=False,
+    ),
+]
+
+
+def as_of_time(text: str | None) -> dt.datetime | None:
+    """The time of ``--as-of`` as naive UTC (``None``: not given)."""
+    return None if text is None else limits.parse_utc(text, "--as-of")
 
 
 TARGET_HELP = "A calibrated file, master or raw frame (its path), or calibration:N, master:N, frame:N."

@@ -10,6 +10,7 @@ import typer
 
 from ccdcal import limits
 from ccdcal.cli.base import (
+    AsOfOption,
     FlatDarkScaleOption,
     MastersUncertaintyOption,
     MemLimitOption,
@@ -18,6 +19,7 @@ from ccdcal.cli.base import (
     SaturationOption,
     UncertaintyOption,
     app,
+    as_of_time,
     byte_size,
     err,
     out,
@@ -28,6 +30,7 @@ from ccdcal.cli.base import (
     progress_bar,
     state_of,
 )
+from ccdcal.errors import UsageError
 from ccdcal.runtime.words import counted
 
 
@@ -98,6 +101,7 @@ def masters(
     ] = False,
     show: Annotated[bool, typer.Option("--list", help="List the masters instead of building.")] = False,
     all_versions: Annotated[bool, typer.Option("--all", help="With --list: superseded ones too.")] = False,
+    as_of: AsOfOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Build the missing or stale master bias, dark and flat frames.
@@ -113,8 +117,11 @@ def masters(
     from ccdcal.masters.groups import MasterOptions, check_options
 
     state = state_of(ctx)
+    when = as_of_time(as_of)
+    if when is not None and not show:
+        raise UsageError("--as-of lists the masters as they stood then: use it with --list")
     if show:
-        with state.catalog() as catalog:
+        with state.catalog(as_of=when) as catalog:
             rows = list_masters(catalog, include_superseded=all_versions)
         if as_json:
             print_json(rows)
@@ -319,6 +326,17 @@ def process(
             "are the raw frame's. Without it they are listed, not written.",
         ),
     ] = False,
+    max_age: Annotated[
+        str | None,
+        typer.Option(
+            "--max-age",
+            metavar="KIND=AGE,...",
+            help="The oldest master of a kind a light may be given, from the light's DATE-OBS: "
+            f"bias=30d,dark=90d,flat=7d (d days, h hours, w weeks; {limits.MAX_AGE.text}). Default: any age.",
+            show_default=False,
+        ),
+    ] = None,
+    as_of: AsOfOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Calibrate every light, building the masters it needs first.
@@ -327,16 +345,19 @@ def process(
     (the masters used and why) is recorded. Lights already calibrated as they would be now are skipped.
     """
     # Imported here to keep start-up fast.
-    from ccdcal.catalog.queries import MatchRules
+    from ccdcal.catalog.queries import MatchRules, MaxAge
     from ccdcal.kernels.options import StepOptions
     from ccdcal.lights import pipeline
     from ccdcal.lights.options import ProcessOptions, check_options
 
     state = state_of(ctx)
+    when = as_of_time(as_of)
+    if when is not None and not dry_run:
+        raise UsageError("--as-of plans as the catalog stood then: use it with --dry-run")
     options = ProcessOptions(
         masters_dir=masters_dir,
         output_dir=output_dir,
-        rules=MatchRules(temp_tolerance, exptime_tolerance, dark_scale),
+        rules=MatchRules(temp_tolerance, exptime_tolerance, dark_scale, max_age=MaxAge.parse(max_age)),
         no_bias=no_bias,
         flat_dark_scale=flat_dark_scale,
         no_dark=no_dark,
@@ -366,7 +387,7 @@ def process(
         write_uncalibrated=write_uncalibrated,
     )
     check_options(options)  # a wrong option is told before a missing catalog
-    with state.catalog() as catalog:
+    with state.catalog(as_of=when) as catalog:
         if dry_run:
             summary = pipeline.dry_run(catalog, options)
         else:

@@ -9,7 +9,9 @@ import typer
 
 from ccdcal import limits
 from ccdcal.cli.base import (
+    AsOfOption,
     app,
+    as_of_time,
     db_app,
     err,
     key_text,
@@ -139,6 +141,7 @@ def ingest(
 )
 def status(
     ctx: typer.Context,
+    as_of: AsOfOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show what is catalogued and what is left to do.
@@ -150,7 +153,7 @@ def status(
     from ccdcal.status import catalog_status, pending_lines
 
     state = state_of(ctx)
-    with state.catalog() as catalog:
+    with state.catalog(as_of=as_of_time(as_of)) as catalog:
         report = catalog_status(catalog)
     if as_json:
         print_json(report)

@@ -1,8 +1,9 @@
 """Commands that trace what made what: ``provenance``, ``audit``, ``reproduce``, ``impact``, ``mark-bad``,
-``mark-good``."""
+``mark-good``, ``certify``, ``decertify``."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -12,8 +13,10 @@ import typer
 from ccdcal import limits
 from ccdcal.cli.base import (
     TARGET_HELP,
+    AsOfOption,
     State,
     app,
+    as_of_time,
     err,
     out,
     print_json,
@@ -29,6 +32,7 @@ if TYPE_CHECKING:  # types only: a command loads its library when it runs
     from ccdcal.catalog.db import Catalog
     from ccdcal.trace.impact import MarkResult
     from ccdcal.trace.provenance import Node
+    from ccdcal.trace.validity import ValidityResult
 
 
 @app.command(
@@ -59,6 +63,7 @@ def provenance(
             help="With --from-header: look for the files named under this folder too.",
         ),
     ] = None,
+    as_of: AsOfOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the tree as JSON.")] = False,
 ) -> None:
     """Show the tree of what made a file, each file checked against its sha256.
@@ -79,11 +84,14 @@ def provenance(
         raise UsageError("give a FILE or ID, or --from-header FILE (not both)")
     if search and from_header is None:
         raise UsageError("--search is used with --from-header only")
+    when = as_of_time(as_of)
+    if when is not None and from_header is not None:
+        raise UsageError("--as-of reads the catalog: it cannot be used with --from-header")
     if from_header is not None:
         result = trace_header(from_header, search or [])
     else:
         assert target is not None
-        with state.catalog() as catalog:
+        with state.catalog(as_of=when) as catalog:
             result = provenance_tree(catalog, target)
     if as_json:
         print_json(result.as_dict())
@@ -315,3 +323,99 @@ def _marked(state: State, marked: Callable[[Catalog], MarkResult], as_json: bool
         print_json(result.as_dict())
     elif not state.quiet:
         out.print(result.headline(), markup=False)
+
+
+FromOption = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        metavar="DATETIME",
+        help="The first DATE-OBS of the span: an ISO date or date-time, UTC unless an offset is given. "
+        "Default: open (no start).",
+        show_default=False,
+    ),
+]
+ToOption = Annotated[
+    str | None,
+    typer.Option(
+        "--to",
+        metavar="DATETIME",
+        help="The last DATE-OBS of the span (inclusive): an ISO date or date-time, UTC unless an offset is "
+        "given. Default: open (no end).",
+        show_default=False,
+    ),
+]
+
+
+@app.command(
+    epilog="""
+    ccdcal certify master:3 --from 2026-03-01 --to 2026-03-31T23:59:59
+    ccdcal certify masters/master_flat_b1x1_g100_sNA_C-10_Ha.fits --from 2026-03-14T18:00+01:00
+    ccdcal certify master:3
+    """
+)
+def certify(
+    ctx: typer.Context,
+    target: Annotated[
+        str, typer.Argument(metavar="MASTER", help="A master: its path, or master:N.", show_default=False)
+    ],
+    start: FromOption = None,
+    end: ToOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Set the dates of the lights a master may serve (its validity range, inclusive).
+
+    Lights whose DATE-OBS is outside it get another master; without --from and --to the master is valid
+    at any time again. The change is recorded with its run.
+    """
+    # Imported here to keep start-up fast: a command loads only the library it calls.
+    from ccdcal.trace.validity import certify as certify_master
+
+    begin, finish = _span(start, end)
+    _validity(state_of(ctx), lambda catalog: certify_master(catalog, target, begin, finish), as_json)
+
+
+@app.command(
+    epilog="""
+    ccdcal decertify master:3 --from 2026-03-20
+    ccdcal decertify master:3 --to 2026-03-05T06:00
+    """
+)
+def decertify(
+    ctx: typer.Context,
+    target: Annotated[
+        str, typer.Argument(metavar="MASTER", help="A master: its path, or master:N.", show_default=False)
+    ],
+    start: FromOption = None,
+    end: ToOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Take a span of dates out of a master's validity range.
+
+    The next `ccdcal process` calibrates again the lights of that span it served, with another master
+    (or lists them with the reason). The span must reach the start or the end of the range.
+    """
+    # Imported here to keep start-up fast: a command loads only the library it calls.
+    from ccdcal.trace.validity import decertify as decertify_master
+
+    begin, finish = _span(start, end)
+    _validity(state_of(ctx), lambda catalog: decertify_master(catalog, target, begin, finish), as_json)
+
+
+def _span(start: str | None, end: str | None) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """``--from`` and ``--to`` as naive UTC."""
+    return (
+        None if start is None else limits.parse_utc(start, "--from"),
+        None if end is None else limits.parse_utc(end, "--to"),
+    )
+
+
+def _validity(state: State, changed: Callable[[Catalog], ValidityResult], as_json: bool) -> None:
+    """Change a master's validity range and print the result."""
+    with state.catalog() as catalog:
+        result = changed(catalog)
+    if as_json:
+        print_json(result.as_dict())
+    elif not state.quiet:
+        out.print(result.headline(), markup=False)
+        print_lines(out, (f"  calibration:{c['id']} (from {c['light_path']})" for c in result.affected))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ccdcal import limits
-from ccdcal.errors import ConfigError
+from ccdcal.errors import ConfigError, UsageError
 from ccdcal.ingestion.normalise import normalise_imagetyp
 
 #: The sections, in file order.
@@ -80,6 +80,13 @@ dispersion = mad_std
 mem_limit = 2G
 # (ccdcal) |ΔT| in °C allowed between a master bias or dark and the frames it pre-calibrates.
 temp_tolerance = 2
+# (ccdcal) The largest time between a light's DATE-OBS and the frames of the master bias it is given:
+# 30d, 12h, 2w. Empty: any age.
+max_age_bias =
+# (ccdcal) The same for master darks (empty: any age, so a dark library keeps serving).
+max_age_dark =
+# (ccdcal) The same for master flats (dust moves: observatories often use a week or less).
+max_age_flat =
 
 [CALIBRATION]
 # Folder of the frames to calibrate, catalogued recursively (default: raw_root).
@@ -127,6 +134,7 @@ KINDS = {
     **{"database": "database", "jobs": "jobs", "dispersion": "dispersion", "mem_limit": "size"},
     "saturation": "saturation",
     "file_type": "frame_type",
+    **dict.fromkeys(("max_age_bias", "max_age_dark", "max_age_flat"), "age"),
 }
 
 
@@ -228,6 +236,11 @@ def convert(option: Option, raw: str, folder: Path) -> Any:
 
 def _convert(option: Option, raw: str, folder: Path) -> Any:
     name, kind = option.name, option.kind
+    if kind == "age":
+        try:
+            return limits.parse_age(raw, f"{name} = ") if raw else None
+        except UsageError as exc:
+            raise BadValue(f"{exc}; write e.g. {name} = 7d, or leave it empty (any age)") from None
     if not raw and kind not in ("folder_in", "folder_out", "database", "jobs", "saturation"):
         example = f"{name} = yes or {name} = no" if kind == "bool" else f"e.g. {name} = {option.default}"
         raise BadValue(f"{name} has no value; write {example}")

@@ -18,6 +18,7 @@ are declared once, in :data:`ccdcal.config.inifile.DEFAULT_CONFIG` (the commente
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -75,6 +76,9 @@ class SeedConfig:
     dispersion: str
     mem_limit: int
     masters_temp_tolerance: float
+    max_age_bias: dt.timedelta | None
+    max_age_dark: dt.timedelta | None
+    max_age_flat: dt.timedelta | None
     input_root: Path
     output_dir: Path
     master_files: Path
@@ -128,14 +132,15 @@ class SeedConfig:
         """The options of the calibration (``[CALIBRATION]``); kinds not built may be missing."""
         # Imported here to keep start-up fast: reading and checking a config needs none of the calibration
         # stack.
-        from ccdcal.catalog.queries import MatchRules
+        from ccdcal.catalog.queries import MatchRules, MaxAge
         from ccdcal.kernels.options import StepOptions
         from ccdcal.lights.options import ProcessOptions
 
+        ages = MaxAge(self.max_age_bias, self.max_age_dark, self.max_age_flat)
         return ProcessOptions(
             masters_dir=self.master_files,
             output_dir=self.output_dir,
-            rules=MatchRules(self.temp_tolerance, self.exptime_tolerance, self.dark_scale),
+            rules=MatchRules(self.temp_tolerance, self.exptime_tolerance, self.dark_scale, max_age=ages),
             no_bias=self.no_bias,
             flat_dark_scale=self.masters_dark_scale,  # recorded: `status` plans the masters as the run did
             allow_missing=tuple(kind for kind in ("bias", "dark", "flat") if kind not in self.build),

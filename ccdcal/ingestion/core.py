@@ -30,15 +30,15 @@ from sqlalchemy.orm import Session
 
 from ccdcal import limits
 from ccdcal.catalog.db import Catalog, lock_writers
+from ccdcal.catalog.history import record as record_changes
 from ccdcal.catalog.models import FRAME_KINDS, Calibration, Frame, HeaderCard, Master, utcnow
 from ccdcal.catalog.queries import in_chunks
 from ccdcal.errors import NoFitsError, UsageError
+from ccdcal.ingestion.forced import force_by_name, force_type
 from ccdcal.ingestion.normalise import (
-    TypeRule,
     folders_between,
     parse_type_rule,
     type_from_folders,
-    type_from_name,
 )
 from ccdcal.ingestion.reader import CardColumns, FrameRecord, ReadTask
 from ccdcal.ingestion.readers import Progress, read_all, reader_plan
@@ -255,13 +255,17 @@ def ingest(
                     _write_batch(session, batch, known, imagetyp, run.id, summary)
         with catalog.session() as session:
             if vanished:
+                was = {row.id: row.status for row in known.values()}
+                record_changes(
+                    session, "frames", ((i, "status", was[i], "missing") for i in vanished), run_id=run.id
+                )
                 session.execute(
                     update(Frame).where(Frame.id.in_(vanished)).values(status="missing", run_id=run.id)
                 )
             if imagetyp is not None:
-                summary.forced = _force_type(session, under, imagetyp)
+                summary.forced = force_type(session, _under(under), imagetyp)
             if rules:
-                summary.forced += _force_by_name(session, under, rules)
+                summary.forced += force_by_name(session, _under(under), rules)
             _tally(session, under, summary)
         summary.skipped.sort()
         run.summary = summary.as_dict()
@@ -379,6 +383,7 @@ def _write_batch(
     new_rows: list[dict[str, Any]] = []
     new_cards: list[tuple[int, int, CardColumns]] = []
     pending_cards: list[tuple[int, CardColumns]] = []
+    statuses: list[tuple[int, str, Any, Any]] = []  # the known frames' changes of status
     outputs = _recorded_outputs(session, [r.sha256 for r in batch if r.sha256 and r.error is None])
     for record in batch:
         note = record.skipped or outputs.get(record.sha256 or "")
@@ -400,6 +405,7 @@ def _write_batch(
         if same_content and record.error is None:
             # Touched but identical (or back from missing): refresh the file identity only.
             values = {"size": record.size, "mtime": record.mtime, "status": "ok", "run_id": run_id}
+            statuses.append((previous.id, "status", previous.status, "ok"))
             if forced is None:
                 values.update(
                     {k: row[k] for k in ("imagetyp", "imagetyp_source") if previous.imagetyp is None}
@@ -412,6 +418,7 @@ def _write_batch(
             row["changed_at"] = now
             summary.changed += 1
         del row["path"]
+        statuses.append((previous.id, "status", previous.status, row["status"]))
         session.execute(update(Frame).where(Frame.id == previous.id).values(**row))
         session.execute(delete(HeaderCard).where(HeaderCard.frame_id == previous.id))
         new_cards.append((previous.id, record.hdu or 0, record.cards))
@@ -421,6 +428,7 @@ def _write_batch(
             (frame_id, hdu, cards) for frame_id, (hdu, cards) in zip(ids, pending_cards, strict=True)
         )
     _insert_cards(session, new_cards)
+    record_changes(session, "frames", statuses, run_id=run_id, at=now)
 
 
 def _recorded_outputs(session: Session, sha256s: list[str]) -> dict[str, str]:
@@ -544,35 +552,6 @@ _NORMALISED = (
     "bitpix",
     "date_obs",
 )
-
-
-def _force_type(session: Session, roots: list[str], kind: str) -> int:
-    result = session.execute(
-        update(Frame)
-        .where(_under(roots), Frame.status != "missing")
-        .values(imagetyp=kind, imagetyp_source="forced")
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def _force_by_name(session: Session, roots: list[str], rules: list[TypeRule]) -> int:
-    """Apply ``--type-from-name`` rules to the frames under the roots; return how many matched."""
-    query = select(Frame.id, Frame.path).where(_under(roots), Frame.status != "missing")
-    by_kind: dict[str, list[int]] = {}
-    for frame_id, path in session.execute(query):
-        kind = type_from_name(os.path.basename(path), rules)
-        if kind is not None:
-            by_kind.setdefault(kind, []).append(frame_id)
-    for kind, ids in by_kind.items():
-        for chunk in in_chunks(ids):
-            session.execute(
-                update(Frame)
-                .where(Frame.id.in_(chunk))
-                .values(imagetyp=kind, imagetyp_source="forced")
-                .execution_options(synchronize_session=False)
-            )
-    return sum(len(ids) for ids in by_kind.values())
 
 
 def _tally(session: Session, roots: list[str], summary: IngestSummary) -> None:

@@ -34,10 +34,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog
+from ccdcal.catalog.history import record as record_changes
 from ccdcal.catalog.models import CHANGED_MTIME, Calibration, CalibrationMaster, Frame, utcnow
+from ccdcal.catalog.queries import in_chunks
 from ccdcal.errors import CatalogGoneError
 from ccdcal.files.fitsio import output_error, remove_stale_temporaries, sync_folder, temporary_path
 from ccdcal.files.journal import Entry, Journal
@@ -291,6 +294,7 @@ def register(catalog: Catalog, finished: list[tuple[LightReport, FrameResult]], 
                 if result.error is None
             ]
             if superseded:
+                _record_superseded(session, superseded, run_id)
                 connection.execute(_SUPERSEDE, superseded)
             changed = [
                 {"light": report.frame_id, "was": report.task.sha256, "now": utcnow()}
@@ -374,6 +378,23 @@ _SUPERSEDE = (
     )
     .values(status="superseded", superseded_reason=bindparam("why"))
 )
+
+
+def _record_superseded(session: Session, superseded: list[dict[str, Any]], run_id: int) -> None:
+    """Record the calibrations :data:`_SUPERSEDE` is about to supersede (``state_changes``)."""
+    why = {row["light"]: row["why"] for row in superseded}
+    new = [row["new"] for row in superseded]
+    changes: list[tuple[int, str, Any, Any]] = []
+    for lights in in_chunks(why):
+        query = select(Calibration.id, Calibration.frame_id, Calibration.superseded_reason).where(
+            Calibration.frame_id.in_(lights), Calibration.status == "current", Calibration.id.not_in(new)
+        )
+        for calibration_id, frame_id, reason in session.execute(query):
+            changes += [
+                (calibration_id, "status", "current", "superseded"),
+                (calibration_id, "superseded_reason", reason, why[frame_id]),
+            ]
+    record_changes(session, "calibrations", changes, run_id=run_id)
 
 
 #: A light whose worker read other bytes than the catalog's (:data:`RAW_CHANGED`): its ``mtime`` becomes

@@ -93,6 +93,8 @@ class Decision(NamedTuple):
     reason: str | None = None
     master: MasterInfo | None = None
     pinned: bool = False
+    #: Added to a matched step's reason (:data:`UNDATED`).
+    note: str = ""
 
     def step(self, values: LightValues) -> Step:
         """The step of the light with these ``values``."""
@@ -102,7 +104,9 @@ class Decision(NamedTuple):
         delta_temp, delta_time = _deltas(master, values)
         scale = _scale(master, values[2]) if self.role == "dark" else None
         if self.reason is None:
-            return MatchedStep(self.role, APPLIED, None, master, delta_temp, delta_time, scale)
+            return MatchedStep(
+                self.role, APPLIED, None, master, delta_temp, delta_time, scale, note=self.note
+            )
         return Step(self.role, APPLIED, self.reason, master, delta_temp, delta_time, scale, self.pinned)
 
 
@@ -351,7 +355,17 @@ def _step(
         if role in options.allow_missing:
             return Decision(role, ALLOWED_MISSING, f"{reason}; allowed by --allow-missing {role}")
         return Decision(role, MISSING, reason)
-    return choices.matched(role, info)
+    decision = choices.matched(role, info)
+    rules = options.rules
+    if target.get("date_obs") is None and (
+        rules.max_age.of(role) is not None or (rules.validity and (info.valid_from or info.valid_to))
+    ):
+        return decision._replace(note=UNDATED)
+    return decision
+
+
+#: The end of the reason of a step matched for a light without a date, where a date rule would apply.
+UNDATED = "; the light has no DATE-OBS: matched without its validity range and max age"
 
 
 def _bias_query(

@@ -8,7 +8,9 @@ once per set-up (:func:`setup_masters`, :func:`nearest_among`, through
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -16,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from ccdcal.catalog.lineage import unusable_reason
 from ccdcal.catalog.models import Master
-from ccdcal.catalog.queries import MATCH_KEYS, SETUP_KEYS, MatchRules, unusable_masters
+from ccdcal.catalog.queries import MATCH_KEYS, SETUP_KEYS, MatchRules, duration_text, unusable_masters
 from ccdcal.files.naming import number_text
 
 
@@ -68,10 +70,48 @@ def nearest_among(
     if not candidates:
         return f"no usable {kind} master for this camera{why}"
     same_camera = [m for m in candidates if not _camera_difference(m, target)]
+    dated = [m for m in same_camera if distance(m)[0] == 0 and dated_rule(m, kind, target, rules)]
+    if dated:  # they would match but for the light's date: name the rule
+        closest = min(dated, key=lambda m: _time_gap(m, target))
+        return f"{dated_rule(closest, kind, target, rules)}{why}"
     best = min(same_camera or candidates, key=distance)
     described = _describe(best, kind)
     difference = _camera_difference(best, target)
     return f"nearest: {difference + ', ' if difference else ''}{described}{why}"
+
+
+def dated_rule(master: Master, kind: str, target: Mapping[str, Any], rules: MatchRules) -> str:
+    """The rule on the light's date that ``master`` fails (``""``: none, or the light has no date):
+    ``newest is 12 days old, max age 7 days``, or its validity range."""
+    when = target.get("date_obs")
+    if when is None:
+        return ""
+    start, end = master.valid_from, master.valid_to
+    if rules.validity and ((start is not None and when < start) or (end is not None and when > end)):
+        return (
+            f"{Path(master.path).name} is valid {_date_text(start, 'any time')} to "
+            f"{_date_text(end, 'any time')}, the light is of {_date_text(when, '')}"
+        )
+    age = rules.max_age.of(kind)
+    if age is None:
+        return ""
+    if master.date_obs_mean is None:
+        return f"the {kind} masters have no DATE-OBS, max age {duration_text(age)}"
+    gap = when - master.date_obs_mean
+    if abs(gap) <= age:
+        return ""
+    span = duration_text(gap)
+    old = f"newest is {span} old" if gap > dt.timedelta(0) else f"nearest is {span} after the light"
+    return f"{old}, max age {duration_text(age)}"
+
+
+def _time_gap(master: Master, target: Mapping[str, Any]) -> float:
+    when, mean = target.get("date_obs"), master.date_obs_mean
+    return abs((when - mean).total_seconds()) if when is not None and mean is not None else float("inf")
+
+
+def _date_text(value: dt.datetime | None, open_end: str) -> str:
+    return open_end if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _camera_difference(master: Master, target: Mapping[str, Any]) -> str:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from ccdcal import limits
 from ccdcal.catalog.models import Master
-from ccdcal.catalog.queries import MatchRules
+from ccdcal.catalog.queries import MatchRules, MaxAge
 from ccdcal.errors import ConfigError, UsageError
 from ccdcal.kernels.options import FLAT_LOW, FLAT_MIN, StepOptions
 from ccdcal.lights.matching import MatchOptions
@@ -129,6 +129,7 @@ class ProcessOptions:
                     "temp_tolerance": value.temp_tolerance,
                     "exptime_tolerance": value.exptime_tolerance,
                     "dark_scale": value.dark_scale,
+                    "max_age": value.max_age.text(),
                 }
             elif isinstance(value, Path):
                 data[item.name] = str(value.expanduser().resolve())
@@ -155,7 +156,8 @@ class ProcessOptions:
         read = {key: _recorded(arguments, key, kinds) for key, kinds in _ARGUMENT_TYPES.items()}
         found = {key: value for key, value in read.items() if value is not None}
         rules = MatchRules(
-            **{k: found[k] for k in ("temp_tolerance", "exptime_tolerance", "dark_scale") if k in found}
+            **{k: found[k] for k in ("temp_tolerance", "exptime_tolerance", "dark_scale") if k in found},
+            max_age=MaxAge.parse(found.get("max_age")),
         )
         values: dict[str, Any] = {"rules": rules, "optional": StepOptions.from_arguments(found)}
         for item in fields(cls):
@@ -190,6 +192,7 @@ class ProcessArguments(TypedDict, total=False):
     temp_tolerance: float
     exptime_tolerance: float
     dark_scale: bool
+    max_age: str | None
     no_bias: bool
     flat_dark_scale: bool
     no_dark: bool
@@ -219,7 +222,9 @@ class ProcessArguments(TypedDict, total=False):
 
 #: The JSON types of each recorded option (``float`` takes whole numbers too).
 _ARGUMENT_TYPES: dict[str, tuple[type, ...]] = {
-    **dict.fromkeys(("masters_dir", "output_dir", "bias", "dark", "flat", "scheduler", "overscan"), (str,)),
+    **dict.fromkeys(
+        ("masters_dir", "output_dir", "bias", "dark", "flat", "scheduler", "overscan", "max_age"), (str,)
+    ),
     **dict.fromkeys(
         (
             "temp_tolerance",

@@ -54,6 +54,9 @@ class MasterInfo:
     gain: float | None = None
     offset: float | None = None
     readout_mode: str | None = None
+    #: The dates of the lights it may serve (``certify``, ``decertify``).
+    valid_from: dt.datetime | None = None
+    valid_to: dt.datetime | None = None
 
     @classmethod
     def of(cls, master: Master) -> MasterInfo:
@@ -79,6 +82,8 @@ class MasterInfo:
             gain=master.gain,
             offset=master.offset,
             readout_mode=master.readout_mode,
+            valid_from=master.valid_from,
+            valid_to=master.valid_to,
         )
 
     @cached_property
@@ -130,7 +135,7 @@ class MatchedStep(Step):
     ``nearest match: ΔT +0.12 °C, Δt -1.50 h`` — is written when first read: a plan of 100,000 lights
     shows few of them, or none. Otherwise a :class:`Step` (same fields, equality and JSON)."""
 
-    __slots__ = ("_reason",)
+    __slots__ = ("_note", "_reason")
 
     def __init__(
         self,
@@ -142,15 +147,17 @@ class MatchedStep(Step):
         delta_time: float | None = None,
         scale: float | None = None,
         pinned: bool = False,
+        note: str = "",
     ) -> None:
         self.role, self.status, self._reason, self.master = role, status, reason, master
+        self._note = note
         self.delta_temp, self.delta_time, self.scale, self.pinned = delta_temp, delta_time, scale, pinned
 
     @property
     def reason(self) -> str:
         """The step's reason (see the class docstring)."""
         if self._reason is None:
-            self._reason = matched_text(self.delta_temp, self.delta_time, self.scale)
+            self._reason = matched_text(self.delta_temp, self.delta_time, self.scale) + self._note
         return self._reason
 
     @reason.setter

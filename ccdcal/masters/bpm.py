@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog, lock_writers
+from ccdcal.catalog.history import change, created
 from ccdcal.catalog.models import Frame, Master, MasterCalibrator
 from ccdcal.catalog.queries import MATCH_KEYS, unusable_masters
 from ccdcal.errors import FitsFormatError
@@ -125,7 +126,7 @@ def _one_setup(
             report.outcome, report.path, report.master_id = "current", existing.path, existing.id
             report.version = existing.version
             return report
-    restored = _restore(catalog, keys, identity, _names(dark, flat))
+    restored = _restore(catalog, keys, identity, _names(dark, flat), run_id)
     if restored is not None:
         report.outcome, report.path, report.master_id = "restored", restored.path, restored.id
         report.version, report.reason = restored.version, restored_reason(restored)
@@ -141,7 +142,9 @@ def _one_setup(
     return report
 
 
-def _restore(catalog: Catalog, keys: dict[str, Any], identity: str, sources: str) -> Master | None:
+def _restore(
+    catalog: Catalog, keys: dict[str, Any], identity: str, sources: str, run_id: int
+) -> Master | None:
     """Make the superseded mask of ``identity`` current again when its file is intact, superseding the
     set-up's current one, in one transaction (``None``: there is none; the mask is then built).
     ``sources``: the names of the dark and flat it is made from."""
@@ -152,7 +155,9 @@ def _restore(catalog: Catalog, keys: dict[str, Any], identity: str, sources: str
         if master is None:
             return None
         current = session.scalars(same.where(Master.status == "current"))
-        make_current(master, current, lambda _old: f"{restored_reason(master)}: made from {sources}")
+        make_current(
+            session, master, current, lambda _old: f"{restored_reason(master)}: made from {sources}", run_id
+        )
     return master
 
 
@@ -311,9 +316,17 @@ def _register(
             session.add(master)
             session.flush()
             master_id = master.id
+            created(session, master, run_id=run_id)
             for old in session.scalars(same.where(Master.status == "current", Master.id != master.id)):
-                old.status = "superseded"
-                old.superseded_reason = f"new bad-pixel mask {written.name} ({_names(dark, flat)})"
+                why = f"new bad-pixel mask {written.name} ({_names(dark, flat)})"
+                change(
+                    session,
+                    old,
+                    run_id=run_id,
+                    at=master.created_at,
+                    status="superseded",
+                    superseded_reason=why,
+                )
             session.add_all(
                 MasterCalibrator(master_id=master.id, role=role, calibrator_id=source.id)
                 for role, source in (("dark", dark), ("flat", flat))

@@ -180,7 +180,7 @@ def _one_group(
         if restoring is not None and restoring.is_bad:  # as the same master current and marked bad
             return up_to_date(report, restoring)
     if restoring is not None:
-        restored, here = restore_master(catalog, plan, options, restoring)
+        restored, here = restore_master(catalog, plan, options, restoring, run_id)
         if restored is not None:
             up_to_date(report, restored)
             if here:  # else a concurrent run made it current first

@@ -56,7 +56,7 @@ def plan_group(
     """
     plan = GroupPlan(kind, keys, frames)
     if kind in ("dark", "flat") and not options.no_bias and _setup_has_bias(session, keys):
-        plan.bias = select_master(session, "bias", plan.target, options.rules)
+        plan.bias = select_master(session, "bias", plan.target, options.rules.for_masters())
         if plan.bias is None:
             return plan, (
                 f"no master bias matches the {kind} group {describe_keys(keys)} (±"
@@ -65,7 +65,7 @@ def plan_group(
     if kind == "dark":
         plan.includes_bias = plan.bias is None
     if kind == "flat":
-        _choose_flat_dark(session, plan, options.rules, scale=options.flat_dark_scale)
+        _choose_flat_dark(session, plan, options.rules.for_masters(), scale=options.flat_dark_scale)
     if cards is None:
         cards = header_values(session, group_cards(options), frame_ids=[f["id"] for f in frames])
     option = options.optional.saturation

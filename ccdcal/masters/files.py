@@ -6,6 +6,7 @@ extension. :mod:`ccdcal.masters.build` plans the groups and combines them."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog, lock_writers
+from ccdcal.catalog.history import change, created
 from ccdcal.catalog.lineage import rebuild_reason, unusable_reason
 from ccdcal.catalog.models import Master, MasterCalibrator, MasterInput
 from ccdcal.files.cardtext import card_name
@@ -290,8 +292,9 @@ def register_master(
             )
             master = _master_row(session, plan, version, built, written, digest, options, run_id)
             master_id = master.id
+            created(session, master, run_id=run_id)
             for old in session.scalars(same_group(plan).where(Master.id != master.id)):
-                _supersede(session, old, plan)
+                _supersede(session, old, plan, run_id, master.created_at)
             session.add_all(
                 MasterInput(master_id=master.id, frame_id=f["id"], sha256=f["sha256"]) for f in plan.frames
             )
@@ -306,14 +309,15 @@ def register_master(
         raise
 
 
-def _supersede(session: Session, old: Master, plan: GroupPlan) -> None:
-    """Mark a group's previous master ``superseded``, recording why the plan replaces it."""
-    old.superseded_reason = (
+def _supersede(session: Session, old: Master, plan: GroupPlan, run_id: int, at: dt.datetime) -> None:
+    """Mark a group's previous master ``superseded`` (recorded at ``at``, when the new one became current),
+    with why the plan replaces it."""
+    reason = (
         "no UNCERT extension: built again with one (--uncertainty)"
         if old.identity in plan.identities  # the same pixels, built by an earlier ccdcal
         else plan_reason(session, old, plan)
     )
-    old.status = "superseded"
+    change(session, old, run_id=run_id, at=at, status="superseded", superseded_reason=reason)
 
 
 def plan_reason(session: Session, old: Master, plan: GroupPlan) -> str:

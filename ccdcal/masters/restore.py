@@ -22,7 +22,8 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog, lock_writers
-from ccdcal.catalog.models import Master
+from ccdcal.catalog.history import change
+from ccdcal.catalog.models import Master, utcnow
 from ccdcal.files.fitsio import sha256_file
 from ccdcal.masters.files import existing_master, plan_reason, same_group
 from ccdcal.masters.groups import GroupPlan, MasterOptions, lacks_uncertainty
@@ -54,14 +55,21 @@ def _intact(master: Master) -> bool:
         return False
 
 
-def make_current(master: Master, current: Iterable[Master], reason: Callable[[Master], str]) -> None:
+def make_current(
+    session: Session,
+    master: Master,
+    current: Iterable[Master],
+    reason: Callable[[Master], str],
+    run_id: int | None,
+) -> None:
     """Make ``master`` current again and supersede ``current`` (its group's current masters), each with
-    ``reason(old)`` as its ``superseded_reason``: a row update each, in the caller's transaction."""
+    ``reason(old)`` as its ``superseded_reason``: a row update each, recorded, in the caller's
+    transaction."""
+    at = utcnow()
     for old in current:
         if old.id != master.id:
-            old.superseded_reason = reason(old)
-            old.status = "superseded"
-    master.status, master.superseded_reason = "current", None
+            change(session, old, run_id=run_id, at=at, status="superseded", superseded_reason=reason(old))
+    change(session, master, run_id=run_id, at=at, status="current", superseded_reason=None)
 
 
 def restorable(
@@ -86,7 +94,7 @@ def restored_reason(master: Master) -> str:
 
 
 def restore_master(
-    catalog: Catalog, plan: GroupPlan, options: MasterOptions, chosen: Master
+    catalog: Catalog, plan: GroupPlan, options: MasterOptions, chosen: Master, run_id: int | None = None
 ) -> tuple[Master | None, bool]:
     """Make ``chosen``, the plan's superseded master found intact by :func:`restorable` (its file hashed
     once, before the lock), current again, in one transaction under the writers' lock.
@@ -110,6 +118,10 @@ def restore_master(
             return None, False
         current = list(session.scalars(same_group(plan)))
         make_current(
-            master, current, lambda old: f"{restored_reason(master)}: {plan_reason(session, old, plan)}"
+            session,
+            master,
+            current,
+            lambda old: f"{restored_reason(master)}: {plan_reason(session, old, plan)}",
+            run_id,
         )
     return master, True

@@ -35,6 +35,7 @@ from ccdcal.catalog.targets import is_row_id
 from ccdcal.errors import NotFoundError, UsageError
 from ccdcal.lights.records import count_of, number_of, step_records, step_warnings, text_of
 from ccdcal.lights.steps import APPLIED, STEP_LABELS
+from ccdcal.limits import parse_utc
 from ccdcal.masters.groups import describe_keys, qa_warnings
 from ccdcal.report.levels import DriftSeries, select_levels
 
@@ -84,21 +85,7 @@ def parse_since(text: str) -> dt.datetime:
     UsageError
         The text is not an ISO date.
     """
-    try:
-        value = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(
-            f"--since {text!r} is not a date: give an ISO date such as 2026-03-14 or 2026-03-14T18:00 "
-            "(UTC unless an offset such as +01:00 is given)"
-        ) from None
-    if value.tzinfo is not None:
-        try:
-            value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        except OverflowError:  # 0001-01-01T00:00+01:00 in UTC is before the first date there is
-            raise UsageError(
-                f"--since {text!r}: in UTC that is outside the years 1 to 9999; give another date"
-            ) from None
-    return value
+    return parse_utc(text, "--since")
 
 
 def json_object(value: object) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from ccdcal import limits
 from ccdcal.catalog.db import Catalog
+from ccdcal.catalog.history import change
 from ccdcal.catalog.models import Calibration, Frame, Master
 from ccdcal.errors import UsageError
 from ccdcal.files.hashing import MISSING, OK, UNCHECKED, fits_files, hash_files
@@ -224,7 +225,7 @@ def audit(
             with catalog.session() as session:
                 for item in report.problems:
                     if item.state == MOVED:
-                        _repoint(session, item)
+                        _repoint(session, item, run.id)
         run.summary = {"checked": checked, "counts": report.counts()}
         run.partial = report.exit_code != 0
     return report
@@ -285,7 +286,7 @@ def _find_moved(
             item.note = f"not re-pointed: {not_text_reason(found)}, then run audit --fix-missing again"
 
 
-def _repoint(session: Session, item: AuditItem) -> None:
+def _repoint(session: Session, item: AuditItem, run_id: int) -> None:
     """Point a moved file's row at the file found (unless another row of its table has that path, or the
     path is not text)."""
     assert item.found is not None
@@ -301,7 +302,7 @@ def _repoint(session: Session, item: AuditItem) -> None:
         stat = os.stat(item.found)
         frame.path, frame.size, frame.mtime = item.found, stat.st_size, stat.st_mtime
         if frame.status == MISSING:
-            frame.status = "ok"
+            change(session, frame, run_id=run_id, status="ok")
     elif item.what == "master":
         other = session.scalar(select(Master.id).where(Master.path == item.found))
         if other is not None:

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog
+from ccdcal.catalog.history import change
 from ccdcal.catalog.models import Calibration, Frame, Master
 from ccdcal.catalog.queries import calibrations_using, downstream_masters
 from ccdcal.catalog.targets import Target, find_target
@@ -285,7 +286,7 @@ def _mark(catalog: Catalog, text: str, bad: bool, reason: str | None, command: s
     with catalog.run(command, arguments) as run, catalog.session() as session:
         row = _row(session, target)
         was_bad = row.is_bad
-        row.is_bad, row.bad_reason = bad, (reason if bad else None)
+        change(session, row, run_id=run.id, is_bad=bad, bad_reason=reason if bad else None)
         session.flush()
         result = MarkResult(run.id, target, was_bad, bad, reason, impact_of(session, target))
         run.summary = {

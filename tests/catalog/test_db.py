@@ -24,6 +24,7 @@ TABLES = {
     "runs",
     "claims",
     "catalog_info",
+    "state_changes",
 }
 
 
@@ -140,7 +141,7 @@ def test_revision_0006_gives_a_catalog_at_0005_its_id(db_url: str) -> None:
     engine.dispose()
     with Catalog(db_url) as catalog:
         assert catalog.revision_on_open == "0005"
-        assert catalog.current_revision() == SCHEMA_HEAD == "0006"
+        assert catalog.current_revision() == SCHEMA_HEAD
         with catalog.reading() as session:
             rows = session.scalars(select(CatalogInfo)).all()
             assert [run.command for run in session.scalars(select(Run))] == ["ingest"]

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, make_url, select, text, update
 
 from ccdcal import __version__
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import Calibration, CalibrationMaster, Frame
+from ccdcal.catalog.models import Calibration, CalibrationMaster, Frame, Run, StateChange
 from ccdcal.ingestion.core import ingest
 from ccdcal.lights.options import ProcessOptions
 from ccdcal.lights.pipeline import process
@@ -228,6 +228,11 @@ def expected(p: Processed, title: str) -> list[tuple[Any, ...]]:
             ("flat", str(masters / FLAT_HA), 3),
             ("flat", str(masters / FLAT_R), 3),
         ],
+        "validity of the masters used by a light (NULL: open)": lambda: [
+            (role, path, None, None) for role, path, *_ in _masters_of(p, output[1])
+        ],
+        "what changed between two dates (UTC): masters current or superseded, marks, calibrations "
+        "superseded": lambda: _changes(p),
         "masters and calibrated files replaced by newer ones, and why": lambda: [
             ("calibration", output[2], "raw file changed"),
             ("calibration", output[3], f"new dark master {DARK_300_V2} (replaces {DARKS[3]})"),
@@ -235,6 +240,23 @@ def expected(p: Processed, title: str) -> list[tuple[Any, ...]]:
         ],
     }
     return answers[title]()
+
+
+def _changes(p: Processed) -> list[tuple[Any, ...]]:
+    """Every state change of the night, from the ORM rows: a master bias, 4 darks and 2 flats current; a
+    dark marked bad, its new version current and the old one superseded; 2 calibrations superseded."""
+    with Catalog(p.url) as catalog, catalog.reading() as session:
+        commands = {run.id: run.command for run in session.scalars(select(Run))}
+        rows = session.scalars(select(StateChange).order_by(StateChange.at, StateChange.id)).all()
+        found = [
+            (ANY, c.table_name, c.row_id, c.column_name, c.old, c.new, commands.get(c.run_id or 0))
+            for c in rows
+        ]
+    assert [(t, col, new) for _, t, _, col, _, new, _ in found if col == "is_bad"] == [
+        ("frames", "is_bad", "true")
+    ]
+    assert sum(1 for _, t, _, col, _, new, _ in found if t == "calibrations" and new == "superseded") == 2
+    return found
 
 
 def _raw(p: Processed, prefix: str) -> list[str]:
@@ -263,8 +285,10 @@ TITLES = list(readme_queries())
 
 
 def test_the_readme_has_the_recipes_the_issue_asks_for() -> None:
-    assert len(TITLES) >= 14
+    assert len(TITLES) >= 16
     for wanted in (
+        "validity of the masters used by a light",
+        "what changed between two dates",
         "all raw frames behind one calibrated file",
         "every light calibrated with a given master",
         "made by a given ccdcal version",

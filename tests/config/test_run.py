@@ -442,7 +442,7 @@ def test_default_config_declares_every_option_with_its_default(tmp_path: Path) -
     assert {**vars(defaults), "path": None} == {**vars(full), "path": None}
     assert full.database == str(tmp_path / "c" / "ccdcal.db")
     names = [(o.section, o.name) for o in OPTIONS]
-    assert len(names) == len(set(names)) == 27
+    assert len(names) == len(set(names)) == 30
     assert [f.name for f in fields(SeedConfig)] == ["path", *(o.field for o in OPTIONS)]
     assert {o.name for o in OPTIONS if o.seed} == {
         "debug",
