@@ -350,7 +350,7 @@ ToOption = Annotated[
 @app.command(
     epilog="""
     ccdcal certify master:3 --from 2026-03-01 --to 2026-03-31T23:59:59
-    ccdcal certify masters/master_flat_b1x1_g100_sNA_C-10_Ha.fits --from 2026-03-14T18:00+01:00
+    ccdcal certify masters/master_flat_Ha.fits --from 2026-03-14T18:00+01:00
     ccdcal certify master:3
     """
 )
