@@ -59,7 +59,7 @@ from ccdcal.catalog.models import (
 #: The columns whose changes are recorded, by table.
 TRACKED: dict[str, tuple[str, ...]] = {
     "masters": ("status", "superseded_reason", "is_bad", "bad_reason", "valid_from", "valid_to"),
-    "frames": ("status", "is_bad", "bad_reason"),
+    "frames": ("status", "is_bad", "bad_reason", "sha256", "imagetyp", "imagetyp_source"),
     "calibrations": ("status", "superseded_reason"),
 }
 

@@ -144,6 +144,7 @@ class _Known(NamedTuple):
     status: str
     sha256: str | None
     imagetyp: str | None
+    imagetyp_source: str | None
 
 
 def ingest(
@@ -263,9 +264,9 @@ def ingest(
                     update(Frame).where(Frame.id.in_(vanished)).values(status="missing", run_id=run.id)
                 )
             if imagetyp is not None:
-                summary.forced = force_type(session, _under(under), imagetyp)
+                summary.forced = force_type(session, _under(under), imagetyp, run.id)
             if rules:
-                summary.forced += force_by_name(session, _under(under), rules)
+                summary.forced += force_by_name(session, _under(under), rules, run.id)
             _tally(session, under, summary)
         summary.skipped.sort()
         run.summary = summary.as_dict()
@@ -336,6 +337,7 @@ def _known_rows(session: Session, condition: Any) -> dict[str, _Known]:
             Frame.status,
             Frame.sha256,
             Frame.imagetyp,
+            Frame.imagetyp_source,
         ).where(condition)
     )
     return {row[0]: _Known(*row[1:]) for row in rows}
@@ -417,8 +419,11 @@ def _write_batch(
         if previous.sha256 is not None and previous.sha256 != record.sha256:
             row["changed_at"] = now
             summary.changed += 1
-        del row["path"]
+        del row["path"], row["ingested_at"]  # the frame has been known since then (--as-of)
         statuses.append((previous.id, "status", previous.status, row["status"]))
+        statuses.append((previous.id, "sha256", previous.sha256, row["sha256"]))
+        statuses.append((previous.id, "imagetyp", previous.imagetyp, row["imagetyp"]))
+        statuses.append((previous.id, "imagetyp_source", previous.imagetyp_source, row["imagetyp_source"]))
         session.execute(update(Frame).where(Frame.id == previous.id).values(**row))
         session.execute(delete(HeaderCard).where(HeaderCard.frame_id == previous.id))
         new_cards.append((previous.id, record.hdu or 0, record.cards))

@@ -4,6 +4,7 @@ state is recorded; the catalog read back as it stood at a time."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,3 +183,40 @@ def test_values_are_stored_as_text() -> None:
     assert as_text(None) is None
     assert as_text(dt.datetime(2026, 3, 1, 2, 3, 4, 5)) == "2026-03-01 02:03:04.000005"
     assert as_text("current") == "current"
+
+
+def test_a_frame_read_again_and_a_forced_type_read_as_they_stood(catalog: Catalog, tmp_path: Path) -> None:
+    """A file rewritten and read again by a later ingest keeps the time it was first catalogued, and its
+    sha256 and type as they were read then; a type forced by ``--imagetyp`` is recorded too."""
+    import time
+
+    import numpy as np
+    from astropy.io import fits
+
+    from ccdcal.ingestion.core import ingest
+
+    path = tmp_path / "raw" / "f.fits"
+    path.parent.mkdir()
+    header = fits.Header({"IMAGETYP": "LIGHT", "EXPTIME": 10.0})
+    fits.PrimaryHDU(np.zeros((4, 4), np.uint16), header).writeto(path)
+    ingest(catalog, [tmp_path / "raw"])
+    with catalog.reading() as session:
+        first = session.scalars(select(Frame)).one()
+    time.sleep(0.01)
+    between = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    time.sleep(0.01)
+    fits.PrimaryHDU(np.ones((4, 4), np.uint16), header).writeto(path, overwrite=True)
+    ingest(catalog, [tmp_path / "raw"], imagetyp="flat")
+    with catalog.reading() as session:
+        now = session.scalars(select(Frame)).one()
+    assert (now.ingested_at, now.imagetyp) == (first.ingested_at, "flat")
+    assert now.sha256 != first.sha256
+    catalog.as_of = between
+    with catalog.reading() as session:
+        then = session.scalars(select(Frame)).one()
+    assert (then.id, then.sha256, then.imagetyp, then.imagetyp_source) == (
+        first.id,
+        first.sha256,
+        "light",
+        first.imagetyp_source,
+    )
