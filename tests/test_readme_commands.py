@@ -14,9 +14,12 @@ a line of any other tool fails the test until it is sorted here.
 The exit status a line must have: 0, or N when its comment (with the comment lines continuing it) says
 ``(exit status N)``.
 
-A plain ``ccdcal ARGS`` line (no shell operator, variable, redirection or wildcard outside quotes) runs in
-this process, with the words the shell would give it (``shlex``), because a new process per line would
-take a minute; any other line runs in bash, the installed ``ccdcal`` first on its PATH.
+A plain ``ccdcal ARGS`` line (no shell operator, variable, redirection or wildcard outside quotes) of a
+command that starts no worker process (:data:`IN_PROCESS`) runs in this process, with the words the shell
+would give it (``shlex``), because a new process per line would take a minute; any other line runs in
+bash, the installed ``ccdcal`` first on its PATH. (Worker processes are forked: forked from the test
+runner, which holds other tests' threads — Dask's, a pool's — a worker can wait for ever on a lock one of
+them held.)
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ UNRUNNABLE = ("HOST", "@host", "@dbhost", "/mnt/", "dask scheduler", "dask worke
 OTHER_TOOLS = {"make", "pip", ".venv/bin/python"}
 #: What a line needs a shell for (outside quotes).
 SHELL_SYNTAX = re.compile(r"[|&;<>$`*?~(){}\[\]]|^\w+=")
+#: The commands whose lines run in this process: none of them starts a worker process.
+IN_PROCESS = frozenset(
+    {"status", "provenance", "impact", "mark-bad", "mark-good", "certify", "decertify", "report", "preview"}
+    | {"db", "reproduce", "--help", "-h", "--version"}
+)
 
 
 @dataclass(frozen=True)
@@ -167,7 +175,13 @@ class _in_folder:
 
 def run_line(command: str, folder: Path) -> tuple[int, str]:
     """Run one README line in ``folder``: its exit status and what it printed."""
-    if _kind(command) == "ccdcal" and not SHELL_SYNTAX.search(_unquoted(command)):
+    words = shlex.split(command)  # its command: the first word after ccdcal that is not an option's
+    command_word = next((w for w in words[1:] if not w.startswith("-") or w in IN_PROCESS), "")
+    if (
+        _kind(command) == "ccdcal"
+        and not SHELL_SYNTAX.search(_unquoted(command))
+        and command_word in IN_PROCESS
+    ):
         with _in_folder(folder):
             result = CliRunner().invoke(app, shlex.split(command)[1:], catch_exceptions=False)
         return result.exit_code, result.output
