@@ -703,7 +703,9 @@ CASES: tuple[Case, ...] = (
         "flat",
         "saturated_light.fits",
         _flat_saturated,
-        master_message="filter Sat: saturated_flat_1.fits: 100% of its pixels are at its maximum",
+        master_message=(
+            "filter Sat: saturated_flat_1.fits: 100% of its pixels are saturated (at or above 65535)"
+        ),
     ),
     # Odd but usable: calibrated.
     Case("non-ascii", "bytes outside ASCII in a header value", CALIBRATED, "", "non_ascii.fits", _non_ascii),
