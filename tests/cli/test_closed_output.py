@@ -92,7 +92,7 @@ def test_a_broken_pipe_that_is_not_the_output_is_an_error(
     def broken(*_: object) -> None:
         raise BrokenPipeError(errno.EPIPE, "Broken pipe")
 
-    monkeypatch.setattr("ccdcal.cli.catalog.catalog_status", broken)
+    monkeypatch.setattr("ccdcal.status.catalog_status", broken)
     result = CliRunner().invoke(app, ["--db", str(catalog), "status"])
     assert (result.exit_code, result.stdout, result.stderr) == (
         2,
