@@ -325,6 +325,9 @@ def _marked(state: State, marked: Callable[[Catalog], MarkResult], as_json: bool
         out.print(result.headline(), markup=False)
 
 
+MasterArgument = Annotated[
+    str, typer.Argument(metavar="MASTER", help="A master: its path, or master:N.", show_default=False)
+]
 FromOption = Annotated[
     str | None,
     typer.Option(
@@ -356,9 +359,7 @@ ToOption = Annotated[
 )
 def certify(
     ctx: typer.Context,
-    target: Annotated[
-        str, typer.Argument(metavar="MASTER", help="A master: its path, or master:N.", show_default=False)
-    ],
+    target: MasterArgument,
     start: FromOption = None,
     end: ToOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
@@ -383,9 +384,7 @@ def certify(
 )
 def decertify(
     ctx: typer.Context,
-    target: Annotated[
-        str, typer.Argument(metavar="MASTER", help="A master: its path, or master:N.", show_default=False)
-    ],
+    target: MasterArgument,
     start: FromOption = None,
     end: ToOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
