@@ -60,8 +60,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def read_image(path: str | os.PathLike[str], hdu: int = 0, dtype: type = np.float32) -> np.ndarray:
-    """The pixels of one image HDU with BZERO/BSCALE applied, as ``dtype``.
+def read_image(path: str | os.PathLike[str], hdu: int = 0, dtype: type | None = np.float32) -> np.ndarray:
+    """The pixels of one image HDU with BZERO/BSCALE applied, as ``dtype`` (``None``: the type astropy
+    gives them, e.g. uint16 for unsigned 16-bit data).
 
     Raises
     ------

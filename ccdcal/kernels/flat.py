@@ -15,7 +15,8 @@ import numpy as np
 
 
 def finite_median(image: np.ndarray) -> float:
-    """The median of an image's finite pixels.
+    """The median of an image's finite pixels, as ``numpy.median`` of them
+    (:func:`ccdcal.kernels.select.finite_median`, without copying them).
 
     Parameters
     ----------
@@ -27,8 +28,10 @@ def finite_median(image: np.ndarray) -> float:
     float
         The median, NaN when no pixel is finite.
     """
-    values = np.asarray(image)[np.isfinite(image)]
-    return float(np.median(values)) if values.size else float("nan")
+    # Imported here for start-up time: the planners import this module without numba.
+    from ccdcal.kernels.select import finite_median as median
+
+    return median(np.asarray(image))
 
 
 def flat_level(frame: np.ndarray, offset: np.ndarray | float = 0.0, saturation: float | None = None) -> float:
@@ -38,7 +41,8 @@ def flat_level(frame: np.ndarray, offset: np.ndarray | float = 0.0, saturation: 
     Parameters
     ----------
     frame : numpy.ndarray
-        A raw flat (or one prepared with its saturated pixels already NaN).
+        A raw flat as astropy scales it, of any real dtype (or one prepared with its saturated pixels
+        already NaN); the subtraction is done in float64.
     offset : numpy.ndarray or float
         What pre-calibration subtracts (see :func:`precalibration_offset`).
     saturation : float, optional

@@ -67,11 +67,7 @@ def master_stats(image: np.ndarray) -> dict[str, float]:
     dict
         ``median``, ``mean``, ``std`` (population), each NaN when no pixel is finite.
     """
-    values = np.asarray(image, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if not values.size:
-        return {"median": float("nan"), "mean": float("nan"), "std": float("nan")}
-    return {"median": float(np.median(values)), "mean": float(np.mean(values)), "std": float(np.std(values))}
+    return describe_master(image)[0]
 
 
 #: The clipping of :func:`clipped_level`: bounds median ∓ LEVEL_SIGMA × std, at most LEVEL_MAXITERS passes
@@ -108,7 +104,8 @@ def clipped_level(image: np.ndarray) -> Level | None:
     The pixels are clipped as ``astropy.stats.sigma_clipped_stats`` does by default (centre the median,
     dispersion the standard deviation, :data:`LEVEL_SIGMA` low and high, at most :data:`LEVEL_MAXITERS`
     passes), so hot pixels, cosmic-ray residues and dead columns do not move the level; the mean of what
-    is kept is not quantised as the median of integer data is.
+    is kept is not quantised as the median of integer data is. The clipping is
+    :func:`ccdcal.kernels.select.describe`'s: the same values kept, without copies.
 
     Parameters
     ----------
@@ -120,30 +117,31 @@ def clipped_level(image: np.ndarray) -> Level | None:
     Level or None
         ``None`` when no pixel is finite.
     """
-    # Imported here for start-up time: the planners read this module's constants without astropy.
-    from astropy.stats import sigma_clip
+    return describe_master(image)[1]
 
-    values = np.asarray(image, dtype=np.float64).ravel()
-    values = values[np.isfinite(values)]
-    if not values.size:
-        return None
-    kept = np.asarray(
-        sigma_clip(
-            values,
-            sigma=LEVEL_SIGMA,
-            maxiters=LEVEL_MAXITERS,
-            cenfunc="median",
-            stdfunc="std",
-            axis=None,
-            masked=False,
-            copy=False,
-        ),
-        dtype=np.float64,
-    )
-    if not kept.size:  # cannot happen with a centre among the values; kept for safety
-        kept = values
-    std = float(np.std(kept, ddof=1)) if kept.size > 1 else 0.0
-    return Level(float(np.mean(kept)), std / float(np.sqrt(kept.size)), std, int(kept.size))
+
+def describe_master(image: np.ndarray) -> tuple[dict[str, float], Level | None]:
+    """:func:`master_stats` and :func:`clipped_level` of a master, from one description of its pixels.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        A master frame.
+
+    Returns
+    -------
+    tuple of (dict, Level or None)
+        The statistics and the level.
+    """
+    # Imported here for start-up time: the planners read this module's constants without numba.
+    from ccdcal.kernels.select import describe
+
+    found = describe(image, LEVEL_SIGMA, LEVEL_MAXITERS)
+    stats = {"median": found.median, "mean": found.mean, "std": found.std}
+    if not found.count:
+        return stats, None
+    error = found.kept_std / float(np.sqrt(found.kept)) if found.kept else 0.0
+    return stats, Level(found.kept_mean, error, found.kept_std, found.kept)
 
 
 def pixel_noise(image: np.ndarray) -> float:
@@ -162,15 +160,16 @@ def pixel_noise(image: np.ndarray) -> float:
     float
         The noise (0 for an image with fewer than two rows or no finite differences).
     """
-    # Imported here for start-up time (see clipped_level).
-    from astropy.stats import mad_std
+    # Imported here for start-up time (see describe_master).
+    from ccdcal.kernels.select import mad_std
 
     values = np.asarray(image, dtype=np.float64)
     if values.ndim != 2 or values.shape[0] < 2:
         return 0.0
     steps = np.diff(values, axis=0)
-    steps = steps[np.isfinite(steps)]
-    return float(mad_std(steps)) / np.sqrt(2.0) if steps.size else 0.0
+    if not np.isfinite(steps).any():
+        return 0.0
+    return float(mad_std(steps) / np.sqrt(2.0))
 
 
 @dataclass(frozen=True)
@@ -222,15 +221,15 @@ def compare_masters(new: np.ndarray, old: np.ndarray) -> Comparison | None:
     """
     if np.shape(new) != np.shape(old):
         return None
-    # Imported here for start-up time (see clipped_level).
-    from astropy.stats import mad_std
+    # Imported here for start-up time (see describe_master).
+    from ccdcal.kernels.select import finite_median, mad_std
 
     difference = np.asarray(new, dtype=np.float64) - np.asarray(old, dtype=np.float64)
     finite = difference[np.isfinite(difference)]
     if not finite.size:
         return None
-    shift = float(np.median(finite))
-    sigma = max(float(mad_std(finite)), pixel_noise(new))
+    shift = finite_median(finite)
+    sigma = max(mad_std(finite), pixel_noise(new))
     if sigma > 0:
         outliers = float(np.mean(np.abs(finite - shift) > QA_OUTLIER_SIGMA * sigma))
     else:  # identical noiseless images: any differing pixel is an outlier

@@ -44,10 +44,9 @@ from ccdcal.kernels.qa import (
     QA_OUTLIER_FRACTION,
     QA_OUTLIER_SIGMA,
     QA_SHIFT_SIGMA,
-    clipped_level,
     compare_masters,
+    describe_master,
     finite_fraction,
-    master_stats,
 )
 from ccdcal.masters.bpm import build_bpms
 from ccdcal.masters.calibrators import plan_group
@@ -222,10 +221,11 @@ def combine_master(
     from ccdcal.masters.combine import combine_group
 
     combined = combine_group(plan, options, cluster)
-    built = BuiltMaster(combined.image, master_stats(combined.image), combined.rejected_fraction)
+    stats, level = describe_master(combined.image)
+    built = BuiltMaster(combined.image, stats, combined.rejected_fraction)
     built.flat_levels, built.uncertainty = combined.flat_levels, combined.uncertainty
     built.overscan_levels, built.saturated = combined.overscan_levels, combined.saturated
-    built.level = clipped_level(combined.image)
+    built.level = level
     return built
 
 

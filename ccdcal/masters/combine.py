@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,15 +209,27 @@ class CombineJob:
             Naming the file whose level is not that of a flat.
         """
         offsets = self.offsets(None, frames) or [0.0] * len(frames)
-        levels = []
-        for index, offset in zip(frames, offsets, strict=True):
-            path = Path(self.paths[index])
+        threads = min(len(frames), os.cpu_count() or 1)
+        if threads < 2:
+            return [self._flat_level(i, offset) for i, offset in zip(frames, offsets, strict=True)]
+        # The reading (numpy's scaling) and the median (numba, nogil) release the GIL: one thread a core.
+        with ThreadPoolExecutor(threads, thread_name_prefix="ccdcal-flat-level") as pool:
+            futures = [pool.submit(self._flat_level, i, o) for i, o in zip(frames, offsets, strict=True)]
             try:
-                level = self.saturation[index] if self.saturation else None
-                levels.append(flat_level(read_image(path, self.hdu, np.float64), offset, level))
-            except ValueError as exc:
-                raise ValueError(f"{path.name}: {exc}") from None
-        return levels
+                return [future.result() for future in futures]
+            finally:
+                for future in futures:
+                    future.cancel()
+
+    def _flat_level(self, index: int, offset: np.ndarray | float) -> float:
+        """The level of frame ``index`` after ``offset`` (see :meth:`flat_levels`)."""
+        path = Path(self.paths[index])
+        try:
+            level = self.saturation[index] if self.saturation else None
+            # As astropy scales them (uint16 for most raw flats): flat_level subtracts in float64.
+            return flat_level(read_image(path, self.hdu, None), offset, level)
+        except ValueError as exc:
+            raise ValueError(f"{path.name}: {exc}") from None
 
 
 # -- the tasks (run by Dask workers) ---------------------------------------------------------------------
