@@ -79,6 +79,7 @@ bench: $(STAMP)
 	      || echo "warning: could not install siril; the benchmarks give no Siril ratio"; \
 	  else echo "note: siril not installed (apt-get install siril); the benchmarks give no Siril ratio"; fi; }
 	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_masters.py
 	$(BIN)/python benchmarks/bench_night.py
 
 clean:
