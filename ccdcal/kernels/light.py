@@ -62,7 +62,16 @@ def flat_reciprocal(clamped: np.ndarray) -> np.ndarray:
     numpy.ndarray
         float32 reciprocal, contiguous, of ``clamped``'s shape.
     """
-    return np.divide(1.0, np.asarray(clamped, dtype=np.float64)).astype(np.float32)
+    flat = np.ascontiguousarray(clamped).reshape(-1)
+    inverse = np.empty(flat.size, dtype=np.float32)
+    for start in range(0, flat.size, _RECIPROCAL_BLOCK):  # by blocks: no float64 copy of the whole flat
+        block = flat[start : start + _RECIPROCAL_BLOCK]
+        inverse[start : start + block.size] = np.divide(1.0, block.astype(np.float64))
+    return inverse.reshape(np.shape(clamped))
+
+
+#: Pixels of a flat whose reciprocal is computed at a time (in float64: 2 MiB).
+_RECIPROCAL_BLOCK = 1 << 18
 
 
 def clamp_flat(flat: np.ndarray, flat_min: float = FLAT_MIN) -> tuple[np.ndarray, np.ndarray, int]:
