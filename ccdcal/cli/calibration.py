@@ -345,66 +345,70 @@ def process(
     (the masters used and why) is recorded. Lights already calibrated as they would be now are skipped.
     """
     # Imported here to keep start-up fast.
-    from ccdcal.catalog.queries import MatchRules, MaxAge
     from ccdcal.kernels.options import StepOptions
-    from ccdcal.lights import pipeline
-    from ccdcal.lights.options import ProcessOptions, check_options
+    from ccdcal.lights.workers import early_workers
 
-    state = state_of(ctx)
-    when = as_of_time(as_of)
-    if when is not None and not dry_run:
-        raise UsageError("--as-of plans as the catalog stood then: use it with --dry-run")
-    options = ProcessOptions(
-        masters_dir=masters_dir,
-        output_dir=output_dir,
-        rules=MatchRules(temp_tolerance, exptime_tolerance, dark_scale, max_age=MaxAge.parse(max_age)),
-        no_bias=no_bias,
-        flat_dark_scale=flat_dark_scale,
-        no_dark=no_dark,
-        no_flat=no_flat,
-        allow_missing=tuple(k.lower() for k in allow_missing or ()),
-        bias=bias,
-        dark=dark,
-        flat=flat,
-        flat_min=flat_min,
-        flat_low=flat_low,
-        jobs=jobs,
-        scheduler=scheduler,
-        redo=redo,
-        min_frames=min_frames,
-        mem_limit=byte_size(mem_limit),
-        optional=StepOptions.parse(
-            overscan=overscan,
-            saturation=saturation,
-            uncertainty=uncertainty,
-            gain=gain,
-            readnoise=readnoise,
-            cosmic_rays=cosmic_rays,
-            cr_sigclip=cr_sigclip,
-            cr_objlim=cr_objlim,
-        ),
-        no_bpm=no_bpm,
-        write_uncalibrated=write_uncalibrated,
-    )
-    check_options(options)  # a wrong option is told before a missing catalog
-    with state.catalog(as_of=when) as catalog:
-        if dry_run:
-            summary = pipeline.dry_run(catalog, options)
-        else:
-            with progress_bar(state, "Processing") as progress:
-                summary = pipeline.process(
-                    catalog, options, lambda _label, done, total: progress(done, total)
-                )
-    if as_json:
-        print_json(summary.as_dict())
-    elif not state.quiet:
-        steps = None if summary.dry_run else summary.steps_line()
-        print_lines(
-            out,
-            summary.plan_lines() if summary.dry_run else [summary.headline(), *([steps] if steps else [])],
+    # The worker process is forked first, before the catalog's libraries load: it loads the kernels while
+    # this process plans (ccdcal.lights.workers).
+    with early_workers(jobs, wanted=not dry_run and not scheduler):
+        # Imported here to keep start-up fast (and after the fork: the worker process needs none of them).
+        from ccdcal.catalog.queries import MatchRules, MaxAge
+        from ccdcal.lights import pipeline
+        from ccdcal.lights.options import ProcessOptions, check_options
+
+        state = state_of(ctx)
+        when = as_of_time(as_of)
+        if when is not None and not dry_run:
+            raise UsageError("--as-of plans as the catalog stood then: use it with --dry-run")
+        options = ProcessOptions(
+            masters_dir=masters_dir,
+            output_dir=output_dir,
+            rules=MatchRules(temp_tolerance, exptime_tolerance, dark_scale, max_age=MaxAge.parse(max_age)),
+            no_bias=no_bias,
+            flat_dark_scale=flat_dark_scale,
+            no_dark=no_dark,
+            no_flat=no_flat,
+            allow_missing=tuple(k.lower() for k in allow_missing or ()),
+            bias=bias,
+            dark=dark,
+            flat=flat,
+            flat_min=flat_min,
+            flat_low=flat_low,
+            jobs=jobs,
+            scheduler=scheduler,
+            redo=redo,
+            min_frames=min_frames,
+            mem_limit=byte_size(mem_limit),
+            optional=StepOptions.parse(
+                overscan=overscan,
+                saturation=saturation,
+                uncertainty=uncertainty,
+                gain=gain,
+                readnoise=readnoise,
+                cosmic_rays=cosmic_rays,
+                cr_sigclip=cr_sigclip,
+                cr_objlim=cr_objlim,
+            ),
+            no_bpm=no_bpm,
+            write_uncalibrated=write_uncalibrated,
         )
-        rows = summary.table_rows() if not (summary.dry_run or summary.nothing_done) else []
-        print_table(out, rows)
-    if not as_json:
-        print_problems(state, summary.problem_lines())
-    raise typer.Exit(summary.exit_code)
+        check_options(options)  # a wrong option is told before a missing catalog
+        with state.catalog(as_of=when) as catalog:
+            if dry_run:
+                summary = pipeline.dry_run(catalog, options)
+            else:
+                with progress_bar(state, "Processing") as progress:
+                    summary = pipeline.process(
+                        catalog, options, lambda _label, done, total: progress(done, total)
+                    )
+        if as_json:
+            print_json(summary.as_dict())
+        elif not state.quiet:
+            steps = None if summary.dry_run else summary.steps_line()
+            lines = [summary.headline(), *([steps] if steps else [])]
+            print_lines(out, summary.plan_lines() if summary.dry_run else lines)
+            rows = summary.table_rows() if not (summary.dry_run or summary.nothing_done) else []
+            print_table(out, rows)
+        if not as_json:
+            print_problems(state, summary.problem_lines())
+        raise typer.Exit(summary.exit_code)

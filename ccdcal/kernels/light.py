@@ -62,7 +62,16 @@ def flat_reciprocal(clamped: np.ndarray) -> np.ndarray:
     numpy.ndarray
         float32 reciprocal, contiguous, of ``clamped``'s shape.
     """
-    return np.divide(1.0, np.asarray(clamped, dtype=np.float64)).astype(np.float32)
+    flat = np.ascontiguousarray(clamped).reshape(-1)
+    inverse = np.empty(flat.size, dtype=np.float32)
+    for start in range(0, flat.size, _RECIPROCAL_BLOCK):  # by blocks: no float64 copy of the whole flat
+        block = flat[start : start + _RECIPROCAL_BLOCK]
+        inverse[start : start + block.size] = np.divide(1.0, block.astype(np.float64))
+    return inverse.reshape(np.shape(clamped))
+
+
+#: Pixels of a flat whose reciprocal is computed at a time (in float64: 2 MiB).
+_RECIPROCAL_BLOCK = 1 << 18
 
 
 def clamp_flat(flat: np.ndarray, flat_min: float = FLAT_MIN) -> tuple[np.ndarray, np.ndarray, int]:
@@ -341,10 +350,24 @@ def be_words(image: np.ndarray, out: np.ndarray) -> int:
     return int(_be_words(native.view(np.uint32), out))
 
 
-def warm_up(step_sets: Iterable[tuple[bool, bool, bool]] = ((True, True, True),)) -> None:
+def warm_up(
+    step_sets: Iterable[tuple[bool, bool, bool]] = ((True, True, True),),
+    signed: Iterable[bool] = (False, True),
+    generic: bool = True,
+) -> None:
     """Compile (or load from numba's cache) the kernels for these (bias, dark, flat) step sets.
 
-    Called before worker processes are forked, so that they share the compiled code.
+    Called before worker processes are forked, so that they share the compiled code, or in a worker
+    process as it starts.
+
+    Parameters
+    ----------
+    step_sets : iterable of (bool, bool, bool)
+        The steps applied, each a variant of the fused kernel.
+    signed : iterable of bool
+        The pixel encodings of the fused kernel (``False``: BZERO 32768, the usual camera's).
+    generic : bool
+        Load :func:`calibrate_image` and :func:`be_words` too (the path of other layouts).
     """
     raw = np.zeros(4, dtype=np.uint16)
     plane = np.ones(4, dtype=np.float32)
@@ -353,8 +376,8 @@ def warm_up(step_sets: Iterable[tuple[bool, bool, bool]] = ((True, True, True),)
     mask = np.empty(4, dtype=np.uint8)
     for bias, dark, flat in set(step_sets):
         masters = (plane if bias else None, plane if dark else None, 1.0, inverse if flat else None)
-        for signed in (False, True):
-            calibrate_be16_words(raw, signed, *masters, words, mask=mask, bits=mask, saturation=1.0)
-    for values in (raw, raw.astype(np.float32), raw.astype(np.float64)):  # float64: overscan-corrected
-        be_words(calibrate_image(values, plane, plane, 1.0, plane), words)
+        for encoding in signed:
+            calibrate_be16_words(raw, encoding, *masters, words, mask=mask, bits=mask, saturation=1.0)
+    for values in (raw, raw.astype(np.float32), raw.astype(np.float64)) if generic else ():
+        be_words(calibrate_image(values, plane, plane, 1.0, plane), words)  # float64: overscan-corrected
     mask_bit_counts(mask)

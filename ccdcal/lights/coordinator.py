@@ -44,14 +44,15 @@ from ccdcal.catalog.queries import in_chunks
 from ccdcal.errors import CatalogGoneError
 from ccdcal.files.fitsio import output_error, remove_stale_temporaries, sync_folder, temporary_path
 from ccdcal.files.journal import Entry, Journal
+from ccdcal.lights import workers
 from ccdcal.lights.options import ProcessOptions
 from ccdcal.lights.plan import LightReport
 from ccdcal.lights.steps import APPLIED
-from ccdcal.lights.task import RAW_CHANGED, FrameResult, FrameTask
+from ccdcal.lights.task import RAW_CHANGED, FrameResult, FrameTask, work_order
 from ccdcal.runtime.cluster import dask_cluster
 from ccdcal.runtime.cores import usable_cores
 from ccdcal.runtime.interrupts import ignore_interrupts, shielded
-from ccdcal.runtime.pools import cancel_pending, submit
+from ccdcal.runtime.pools import ForkedThreads, can_fork, cancel_pending, submit
 
 Progress = Callable[[str, int, int], None]
 
@@ -85,16 +86,9 @@ def calibrate_lights(
     tasks = [r.task for r in reports if r.task is not None]
     if not tasks:
         return
-    # Imported here for start-up time: a process with nothing to calibrate loads no numba or astropy.
-    from ccdcal.kernels.light import warm_up
-    from ccdcal.lights.pixels import preload
-
     folder = Path(options.output_dir).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder)
-    warm_up({(t.bias is not None, t.dark is not None, t.flat is not None) for t in tasks})
-    if not options.scheduler:  # forked workers inherit them; Dask workers read their own
-        preload(tasks)
     by_frame = {r.frame_id: r for r in reports}
     done = 0
     if progress:
@@ -170,38 +164,57 @@ def _synced(result: FrameResult) -> FrameResult:
 
 @contextmanager
 def _workers(jobs: int, scheduler: str | None) -> Iterator[tuple[Executor | None, int]]:
-    """Where frames are calibrated, and how many at once: a Dask cluster (``--scheduler``), worker
-    processes (``--jobs`` over 1), or this process (``None``)."""
+    """Where frames are calibrated, and how many at once: a Dask cluster (``--scheduler``), the threads of
+    a worker process (:mod:`ccdcal.lights.workers`: the one forked early, else one forked now for
+    ``--jobs`` over 1), worker processes where none can be forked, or this process (``None``)."""
     if scheduler:
         with dask_cluster(scheduler) as cluster:
             yield cluster.executor, cluster.workers
         return
-    if jobs <= 1:
+    pool: Executor | None = workers.take()
+    if pool is None and jobs > 1:
+        if can_fork():
+            pool = workers.start(jobs)
+        else:
+            pool = ProcessPoolExecutor(max_workers=jobs, initializer=ignore_interrupts)
+    if pool is None:
+        _warm_up_here()
         yield None, 1
         return
-    context = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    )
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=ignore_interrupts)
     try:
-        yield pool, jobs
+        yield pool, pool.threads if isinstance(pool, ForkedThreads) else jobs
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _warm_up_here() -> None:
+    """Load the kernels in this process, which calibrates the frames itself."""
+    # Imported here for start-up time: a process with nothing to calibrate loads no numba or astropy.
+    from ccdcal.kernels.light import warm_up
+
+    warm_up()
+
+
 def _results(tasks: list[FrameTask], pool: Executor | None) -> Iterator[list[FrameResult]]:
     """Results as they come: in this process without a pool, else in batches of the finished."""
-    # Imported here for start-up time (see calibrate_lights).
-    from ccdcal.lights.worker import calibrate_frame
-
     if pool is None:
+        # Imported here for start-up time: a process with nothing to calibrate loads no numba or astropy.
+        from ccdcal.lights.worker import calibrate_frame
+
         for task in tasks:
             yield [calibrate_frame(task)]
         return
     pending: set[Future[FrameResult]] = set()
     unclaimed: list[FrameResult] = []
     try:
-        pending = {submit(pool, calibrate_frame, task) for task in tasks}
+        # Each master read once, in parallel, just before the first frame that needs it; Dask workers read
+        # their own. By name (ccdcal.lights.workers): this process loads neither numba nor astropy for them.
+        local = isinstance(pool, ForkedThreads | ProcessPoolExecutor)
+        for item in work_order(tasks) if local else tasks:
+            if isinstance(item, FrameTask):
+                pending.add(submit(pool, workers.calibrate, item))
+            else:
+                submit(pool, workers.load_master, *item)
         while pending:
             finished, pending = _wait(pending)
             if not finished:

@@ -6,8 +6,8 @@ words handed to the fused kernel (:func:`ccdcal.kernels.light.calibrate_be16_wor
 (compressed, float, 32-bit, image in an extension) is read with astropy, from the file's bytes read once.
 Either way every byte is hashed (sha256) as it is read: the worker compares the hash with the catalog's,
 so a file rewritten with its size and mtime kept is never calibrated under the old file's hash. Masters
-are read once per worker process, checked against their catalog sha256, and kept (:func:`preload` fills
-the cache before workers are forked). Nothing here touches the catalog.
+are read once per worker process (threads share them), checked against their catalog sha256, and kept
+(:func:`load_master`, called for each master before the frames). Nothing here touches the catalog.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 from ccdcal.errors import CcdcalError, FitsFormatError
 from ccdcal.kernels.light import clamp_flat, flat_bits, flat_reciprocal
-from ccdcal.lights.task import FrameTask, MasterUse
+from ccdcal.lights.task import MASTERS_KEPT, FrameTask, MasterUse, masters_to_preload
 
 _BLOCK = 2880
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -40,7 +40,7 @@ _MAX_HEADER_BLOCKS = 2000
 #: Bytes outside ASCII read as ``?``, as ``astropy.io.fits`` reads them.
 _ASCII_ONLY = bytes(range(128)) + b"?" * 128
 #: Masters (and clamped flats) a worker keeps in memory.
-_CACHE_SIZE = 8
+_CACHE_SIZE = MASTERS_KEPT
 
 # -- a light far below its bias ---------------------------------------------------------------------------
 
@@ -222,6 +222,8 @@ def _read_astropy(task: FrameTask, content: bytes) -> RawFrame:
 _CACHE: OrderedDict[tuple[Any, ...], object] = OrderedDict()
 #: A Dask worker may calibrate several frames at once in threads: the cache is shared, behind a lock.
 _CACHE_LOCK = threading.Lock()
+#: The keys a thread is making, each with the event it sets when done.
+_MAKING: dict[tuple[Any, ...], threading.Event] = {}
 
 
 _T = TypeVar("_T")
@@ -229,17 +231,31 @@ _T = TypeVar("_T")
 
 def cached(key: tuple[Any, ...], make: Callable[[], _T]) -> _T:
     """The value kept under ``key`` in this process's cache of :data:`_CACHE_SIZE` entries, made by
-    ``make`` when absent (least recently used dropped first)."""
-    with _CACHE_LOCK:
-        if key in _CACHE:
+    ``make`` when absent (least recently used dropped first). Made once: a thread that needs a value
+    another thread is making waits for it (worker threads share the masters they read)."""
+    while True:
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                _CACHE.move_to_end(key)
+                return cast(_T, _CACHE[key])
+            making = _MAKING.get(key)
+            mine = making is None
+            if making is None:
+                making = _MAKING[key] = threading.Event()
+        if mine:
+            break
+        making.wait()  # made (or failed, and then tried again here) by another thread
+    try:
+        value = make()  # outside the lock: other threads read other masters meanwhile
+        with _CACHE_LOCK:
+            kept = cast(_T, _CACHE.setdefault(key, value))  # a key always holds what its maker makes
             _CACHE.move_to_end(key)
-            return cast(_T, _CACHE[key])
-    value = make()  # outside the lock: two threads may both read a new master; the second is dropped
-    with _CACHE_LOCK:
-        kept = cast(_T, _CACHE.setdefault(key, value))  # a key always holds what its maker makes
-        _CACHE.move_to_end(key)
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    finally:
+        with _CACHE_LOCK:
+            del _MAKING[key]
+        making.set()
     return kept
 
 
@@ -283,41 +299,25 @@ def prepared_flat(use: MasterUse, flat_min: float, flat_low: float, shape: tuple
 
 
 def preload(tasks: Iterable[FrameTask]) -> int:
-    """Read (and check) the masters of ``tasks`` into this process's cache, as many as it holds.
+    """Read (and check) the masters of ``tasks`` into this process's cache, as many as it holds
+    (:func:`masters_to_preload`, :func:`load_master`). Returns the number of masters loaded."""
+    return sum(load_master(*one) for one in masters_to_preload(tasks))
 
-    Called by the coordinator before worker processes are forked: they inherit the pixels (shared
-    copy-on-write, never written) instead of each reading and hashing every master again. A master that
-    cannot be read is left to the workers, which record the failure against each light. Returns the
-    number of masters loaded.
-    """
-    Thresholds = tuple[float, float] | None  # a flat's flat_min and flat_low
-    seen: dict[tuple[str, str, Thresholds], tuple[MasterUse, Thresholds]] = {}
-    room = _CACHE_SIZE  # entries: a master's pixels, and its prepared flat or bias level
-    for task in tasks:
-        if task.optional is not None and task.optional.any:
-            continue  # overscan and trimming may change the shape the masters are checked against
-        flat = (task.flat_min, task.flat_low)
-        for use, thresholds in ((task.bias, None), (task.dark, None), (task.flat, flat)):
-            if use is None:
-                continue
-            key = (use.path, use.sha256, thresholds)
-            entries = 1 if use.role == "dark" else 2
-            if key not in seen and entries <= room:
-                seen[key] = (use, thresholds)
-                room -= entries
-    loaded = 0
-    for use, thresholds in seen.values():
-        try:
-            pixels = master_pixels(use, None)
-            assert pixels is not None
-            if thresholds is not None:
-                prepared_flat(use, *thresholds, pixels.shape)
-            elif use.role == "bias":
-                bias_level(use, pixels)
-        except (CcdcalError, OSError, ValueError):
-            continue
-        loaded += 1
-    return loaded
+
+def load_master(use: MasterUse, thresholds: tuple[float, float] | None) -> bool:
+    """Read (and check) one master into this process's cache, with its prepared flat (``thresholds``:
+    ``flat_min`` and ``flat_low``) or its bias level. A master that cannot be read is left to the frames,
+    which record the failure against each light: returns whether it was loaded."""
+    try:
+        pixels = master_pixels(use, None)
+        assert pixels is not None
+        if thresholds is not None:
+            prepared_flat(use, *thresholds, pixels.shape)
+        elif use.role == "bias":
+            bias_level(use, pixels)
+    except (CcdcalError, OSError, ValueError):
+        return False
+    return True
 
 
 def _read_master(use: MasterUse) -> np.ndarray:

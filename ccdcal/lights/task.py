@@ -8,6 +8,7 @@ paths, sha256s, masters, scales, the optional steps — and a worker
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,49 @@ class FrameResult:
     details: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     raw_sha256: str | None = None
+
+
+#: Masters (with their prepared flats and bias levels) a worker keeps in memory.
+MASTERS_KEPT = 8
+
+#: A master to preload, with the thresholds of the flat prepared from it (``None``: not a flat).
+Preload = tuple[MasterUse, tuple[float, float] | None]
+
+
+def masters_to_preload(tasks: Iterable[FrameTask]) -> list[Preload]:
+    """The masters of ``tasks`` a worker keeps (:data:`MASTERS_KEPT` entries: a master's pixels, and its
+    prepared flat or bias level), in the order the tasks first use them: a worker loads each of them
+    (:func:`ccdcal.lights.pixels.load_master`) before the frames."""
+    seen: dict[tuple[str, str, tuple[float, float] | None], Preload] = {}
+    room = MASTERS_KEPT
+    for task in tasks:
+        if task.optional is not None and task.optional.any:
+            continue  # overscan and trimming may change the shape the masters are checked against
+        flat = (task.flat_min, task.flat_low)
+        for use, thresholds in ((task.bias, None), (task.dark, None), (task.flat, flat)):
+            if use is None:
+                continue
+            key = (use.path, use.sha256, thresholds)
+            entries = 1 if use.role == "dark" else 2
+            if key not in seen and entries <= room:
+                seen[key] = (use, thresholds)
+                room -= entries
+    return list(seen.values())
+
+
+def work_order(tasks: list[FrameTask]) -> list[FrameTask | Preload]:
+    """``tasks`` with the masters to preload (:func:`masters_to_preload`), each just before the first task
+    that uses it: worker threads read the masters of the first frames while the others are still read."""
+    order: list[FrameTask | Preload] = []
+    preload = {
+        (use.path, use.sha256, thresholds): (use, thresholds) for use, thresholds in masters_to_preload(tasks)
+    }
+    for task in tasks:
+        flat = (task.flat_min, task.flat_low)
+        for use, thresholds in ((task.bias, None), (task.dark, None), (task.flat, flat)):
+            if use is not None:
+                one = preload.pop((use.path, use.sha256, thresholds), None)
+                if one is not None:
+                    order.append(one)
+        order.append(task)
+    return order
