@@ -29,6 +29,7 @@ from typer.core import TyperGroup
 
 from ccdcal import limits
 from ccdcal._version import __version__
+from ccdcal.cli.coercion import DirectValues
 from ccdcal.cli.helptext import HELP_WIDTH, CcdcalTyper, PlainHelp
 from ccdcal.errors import CatalogError, CcdcalError, UsageError
 from ccdcal.runtime.interrupts import (
@@ -73,7 +74,7 @@ _PARSER_EXITS: tuple[type[BaseException], ...] = (
 )
 
 
-class CcdcalGroup(PlainHelp, TyperGroup):
+class CcdcalGroup(DirectValues, PlainHelp, TyperGroup):
     """The command group; turns library errors and Ctrl-C into one-line messages and exit statuses.
 
     The library raises ccdcal's errors where a problem arises; what can arise anywhere from the
