@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
 from ccdcal import limits
@@ -388,7 +387,12 @@ def state_of(ctx: typer.Context) -> State:
 @contextmanager
 def progress_bar(state: State, label: str) -> Iterator[Any]:
     """A Rich progress bar on a terminal (stderr); a silent callback in pipes or with -q."""
-    show = err.is_terminal and not state.quiet
+    if not err.is_terminal or state.quiet:
+        yield _unshown
+        return
+    # Imported here for start-up time: a bar is drawn only on a terminal.
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -396,7 +400,6 @@ def progress_bar(state: State, label: str) -> Iterator[Any]:
         TimeRemainingColumn(),
         console=err,
         transient=True,
-        disable=not show,
     ) as bar:
         task = bar.add_task(label, total=None)
 
@@ -404,6 +407,10 @@ def progress_bar(state: State, label: str) -> Iterator[Any]:
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+def _unshown(done: int, total: int) -> None:
+    """The progress of a command whose bar is not shown (in a pipe, or with -q)."""
 
 
 def print_json(data: Any) -> None:
