@@ -252,7 +252,8 @@ def ingest(
         with _bulk_card_load(catalog, len(to_read)):
             plan = reader_plan(jobs, sizes, scheduler)
             for batch in _batches(read_all(to_read, plan, progress, BATCH), BATCH):
-                with catalog.session() as session:
+                # Unchecked foreign keys: each card's frame, each frame's run, are this run's rows.
+                with catalog.session(checked=False) as session:
                     _write_batch(session, batch, known, imagetyp, run.id, summary)
         with catalog.session() as session:
             if vanished:
