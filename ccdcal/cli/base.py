@@ -43,9 +43,8 @@ from ccdcal.runtime.interrupts import (
 if TYPE_CHECKING:
     from ccdcal.catalog.db import Catalog
 
-# The numerical stack (numpy, astropy) and each command's library modules are imported by the commands
-# that need them, so that catalog commands and --help start quickly; the catalog (SQLAlchemy) by the
-# commands that open one, and by the messages of its errors.
+# The numerical stack (numpy, astropy) and each command's library modules are imported by the commands that
+# need them, so that catalog commands and --help start quickly; SQLAlchemy by those that open a catalog.
 
 
 class PipeConsole(Console):
@@ -387,8 +386,8 @@ def state_of(ctx: typer.Context) -> State:
 @contextmanager
 def progress_bar(state: State, label: str) -> Iterator[Any]:
     """A Rich progress bar on a terminal (stderr); a silent callback in pipes or with -q."""
-    if not err.is_terminal or state.quiet:
-        yield _unshown
+    if not err.is_terminal or state.quiet:  # no bar: nothing to draw, nothing to import
+        yield lambda done, total: None
         return
     # Imported here for start-up time: a bar is drawn only on a terminal.
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -407,10 +406,6 @@ def progress_bar(state: State, label: str) -> Iterator[Any]:
             bar.update(task, completed=done, total=total)
 
         yield update
-
-
-def _unshown(done: int, total: int) -> None:
-    """The progress of a command whose bar is not shown (in a pipe, or with -q)."""
 
 
 def print_json(data: Any) -> None:
