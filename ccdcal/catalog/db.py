@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ccdcal._version import __version__
 from ccdcal.catalog.engine import (
     READ_OPTION,
+    UNCHECKED_OPTION,
     describe,
     file_identity,
     lock_patience,
@@ -143,6 +144,8 @@ class Catalog:
         self.gone: str | None = None
         self.engine = make_engine(self.url, read_only)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        unchecked = self.engine.execution_options(**{UNCHECKED_OPTION: True})
+        self._unchecked = sessionmaker(unchecked, expire_on_commit=False)  # see session(checked=False)
         reads: dict[str, Any] = {READ_OPTION: True}
         plans: dict[str, Any] = {READ_OPTION: True}
         if self.engine.dialect.name == "postgresql":  # one snapshot, as SQLite's deferred transaction
@@ -273,8 +276,11 @@ class Catalog:
         return self._catalog_id
 
     @contextmanager
-    def session(self, patience: float | None = None) -> Iterator[Session]:
+    def session(self, patience: float | None = None, *, checked: bool = True) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on any exception.
+
+        With ``checked`` false, an SQLite catalog does not check the transaction's foreign keys: for bulk
+        inserts whose references hold by construction (ingest's frames and header cards).
 
         With ``patience``, the transaction waits at most that many seconds for a lock another program
         holds (SQLite's write lock, PostgreSQL's row and advisory locks), then fails: for the cleanup of a
@@ -298,13 +304,14 @@ class Catalog:
             )
         self.require_writable()
         self.check_present()
+        sessions = self._sessions if checked else self._unchecked
         if patience is None:
-            with self._transaction(self._sessions(), before_commit=self.check_present) as session:
+            with self._transaction(sessions(), before_commit=self.check_present) as session:
                 yield session
             return
         with (
             lock_patience(patience),
-            self._transaction(self._sessions(), before_commit=self.check_present) as session,
+            self._transaction(sessions(), before_commit=self.check_present) as session,
         ):
             if self.dialect == "postgresql":
                 session.execute(text(f"SET LOCAL lock_timeout = {int(patience * 1000)}"))

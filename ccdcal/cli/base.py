@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
 from ccdcal import limits
 from ccdcal._version import __version__
+from ccdcal.cli.coercion import DirectValues
 from ccdcal.cli.helptext import HELP_WIDTH, CcdcalTyper, PlainHelp
 from ccdcal.errors import CatalogError, CcdcalError, UsageError
 from ccdcal.runtime.interrupts import (
@@ -43,9 +43,8 @@ from ccdcal.runtime.interrupts import (
 if TYPE_CHECKING:
     from ccdcal.catalog.db import Catalog
 
-# The numerical stack (numpy, astropy) and each command's library modules are imported by the commands
-# that need them, so that catalog commands and --help start quickly; the catalog (SQLAlchemy) by the
-# commands that open one, and by the messages of its errors.
+# The numerical stack (numpy, astropy) and each command's library modules are imported by the commands that
+# need them, so that catalog commands and --help start quickly; SQLAlchemy by those that open a catalog.
 
 
 class PipeConsole(Console):
@@ -73,7 +72,7 @@ _PARSER_EXITS: tuple[type[BaseException], ...] = (
 )
 
 
-class CcdcalGroup(PlainHelp, TyperGroup):
+class CcdcalGroup(DirectValues, PlainHelp, TyperGroup):
     """The command group; turns library errors and Ctrl-C into one-line messages and exit statuses.
 
     The library raises ccdcal's errors where a problem arises; what can arise anywhere from the
@@ -387,7 +386,12 @@ def state_of(ctx: typer.Context) -> State:
 @contextmanager
 def progress_bar(state: State, label: str) -> Iterator[Any]:
     """A Rich progress bar on a terminal (stderr); a silent callback in pipes or with -q."""
-    show = err.is_terminal and not state.quiet
+    if not err.is_terminal or state.quiet:  # no bar: nothing to draw, nothing to import
+        yield lambda done, total: None
+        return
+    # Imported here for start-up time: a bar is drawn only on a terminal.
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -395,7 +399,6 @@ def progress_bar(state: State, label: str) -> Iterator[Any]:
         TimeRemainingColumn(),
         console=err,
         transient=True,
-        disable=not show,
     ) as bar:
         task = bar.add_task(label, total=None)
 

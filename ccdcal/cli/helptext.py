@@ -13,6 +13,8 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 from typer.models import CommandFunctionType
 
+from ccdcal.cli.coercion import DirectValues
+
 
 class PlainHelp:
     """The help of ccdcal's commands and groups: plain text wrapped to the terminal (at most 100
@@ -72,8 +74,9 @@ def _argument_name(param: Any) -> str:
     return name if param.nargs == 1 or name.endswith("...") else f"{name}..."
 
 
-class CcdcalCommand(PlainHelp, TyperCommand):
-    """A command of ccdcal: its help as :class:`PlainHelp` formats it."""
+class CcdcalCommand(DirectValues, PlainHelp, TyperCommand):
+    """A command of ccdcal: its help as :class:`PlainHelp` formats it, its values read as
+    :class:`~ccdcal.cli.coercion.DirectValues` reads them."""
 
 
 class CcdcalTyper(typer.Typer):

@@ -252,7 +252,8 @@ def ingest(
         with _bulk_card_load(catalog, len(to_read)):
             plan = reader_plan(jobs, sizes, scheduler)
             for batch in _batches(read_all(to_read, plan, progress, BATCH), BATCH):
-                with catalog.session() as session:
+                # Unchecked foreign keys: each card's frame, each frame's run, are this run's rows.
+                with catalog.session(checked=False) as session:
                     _write_batch(session, batch, known, imagetyp, run.id, summary)
         with catalog.session() as session:
             if vanished:
@@ -486,35 +487,42 @@ def _insert_cards(session: Session, cards_by_frame: list[tuple[int, int, CardCol
     itself; here rows are zipped from the card columns in C and go to the driver as plain tuples
     (PostgreSQL: ``COPY``). Values stay parameters.
     """
-    rows = list(
+    width = len(_CARD_COLUMNS)
+    # One flat list of every row's values, in row order: the rows are zipped and flattened in C, no
+    # tuple kept per row (zip reuses its tuple once the flattening has read it).
+    flat = list(
         chain.from_iterable(
-            zip(repeat(frame_id), repeat(hdu), count(), *columns) for frame_id, hdu, columns in cards_by_frame
+            chain.from_iterable(
+                zip(repeat(frame_id), repeat(hdu), count(), *columns)
+                for frame_id, hdu, columns in cards_by_frame
+            )
         )
     )
-    if not rows:
+    if not flat:
         return
     connection = session.connection()
     columns = ", ".join(_CARD_COLUMNS)
     if connection.dialect.name == "postgresql":
         dbapi: Any = connection.connection.dbapi_connection
         with dbapi.cursor() as cursor, cursor.copy(f"COPY header_cards ({columns}) FROM STDIN") as copy:
-            for row in rows:
+            for row in zip(*[iter(flat)] * width, strict=True):
                 copy.write_row(row)
         return
     if connection.dialect.paramstyle != "qmark":  # pragma: no cover - other drivers: the portable path
+        rows = zip(*[iter(flat)] * width, strict=True)
         connection.execute(insert(HeaderCard), [dict(zip(_CARD_COLUMNS, r, strict=True)) for r in rows])
         return
     # Many rows per statement: SQLite spends less per row than with one statement per row. 140 rows of
     # 7 values stay under 999 parameters, the limit of older SQLite builds.
-    one = "(" + ", ".join("?" * len(_CARD_COLUMNS)) + ")"
-    full = len(rows) // ROWS_PER_INSERT * ROWS_PER_INSERT
+    one = "(" + ", ".join("?" * width) + ")"
+    step = ROWS_PER_INSERT * width
+    full = len(flat) // step * step
     if full:
-        flat = list(chain.from_iterable(rows[:full]))
-        width = ROWS_PER_INSERT * len(_CARD_COLUMNS)
         many = f"INSERT INTO header_cards ({columns}) VALUES " + ", ".join([one] * ROWS_PER_INSERT)
-        connection.exec_driver_sql(many, [tuple(flat[i : i + width]) for i in range(0, len(flat), width)])
-    if full < len(rows):
-        connection.exec_driver_sql(f"INSERT INTO header_cards ({columns}) VALUES {one}", rows[full:])
+        connection.exec_driver_sql(many, [tuple(flat[i : i + step]) for i in range(0, full, step)])
+    if full < len(flat):
+        rest = list(zip(*[iter(flat[full:])] * width, strict=True))
+        connection.exec_driver_sql(f"INSERT INTO header_cards ({columns}) VALUES {one}", rest)
 
 
 def _frame_values(record: FrameRecord, forced: str | None, run_id: int, now: Any) -> dict[str, Any]:

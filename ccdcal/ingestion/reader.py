@@ -132,6 +132,8 @@ def _written_by_ccdcal(head: bytes) -> str | None:
     """The note of a file whose primary header (within ``head``) has ccdcal's CCDCALV card, else ``None``."""
     if not head.startswith(b"SIMPLE  ="):
         return None
+    if b"CCDCALV " not in head:  # no card of that keyword (its field is "CCDCALV "): the common case, in C
+        return None
     found: dict[str, Any] = {}
     for offset in range(0, len(head) - 79, 80):
         card = head[offset : offset + 80]

@@ -324,3 +324,12 @@ def test_an_interrupt_held_back_by_the_run_rows_commit_marks_the_run_interrupted
         event.remove(Session, "after_commit", interrupt_once)
     with catalog.reading() as session:
         assert [(r.command, r.status) for r in session.scalars(select(Run))] == [("ingest", "interrupted")]
+
+
+def test_an_unchecked_session_skips_foreign_keys_and_the_next_checks_them(tmp_path: Path) -> None:
+    """``session(checked=False)`` (ingest's batches) turns SQLite's foreign-key checks off for its
+    transaction alone: every other writing session checks them, on the same pooled connection too."""
+    with Catalog(tmp_path / "c.db", create=True) as catalog:
+        for checked in (True, False, True, False, True):
+            with catalog.session(checked=checked) as session:
+                assert session.execute(text("PRAGMA foreign_keys")).scalar() == int(checked)

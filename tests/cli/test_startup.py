@@ -1,6 +1,7 @@
 """What each command loads: ``--version`` and ``--help`` no database library, ``status`` and a ``process``
-with nothing to do neither numba nor astropy nor Alembic (docs/design.md, Architecture). Checked on the
-modules a new process holds when the command ends, not on timings (those are benchmarks/bench_startup.py's).
+with nothing to do neither numba nor astropy nor Alembic, nor pydantic, which Typer would load to convert
+values (docs/design.md, Architecture). Checked on the modules a new process holds when the command ends,
+not on timings (those are benchmarks/bench_startup.py's).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ CALIBRATION = {"numba", "llvmlite", "scipy", "astropy", "ccdproc", "matplotlib",
 CLUSTER = {"dask", "distributed"}
 MIGRATIONS = {"alembic", "mako"}
 DATABASE = {"sqlalchemy", "psycopg"}
+#: What recent Typer versions convert values with; ccdcal reads its values without it (cli/coercion.py).
+PYDANTIC = {"pydantic", "pydantic_core"}
 
 
 def command(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
@@ -62,14 +65,14 @@ def test_help_loads_no_database_library(tmp_path: Path) -> None:
     done, loaded = command("--help", cwd=tmp_path)
     assert done.returncode == 0
     assert "status" in done.stdout
-    assert loaded & (CALIBRATION | CLUSTER | MIGRATIONS | DATABASE | {"numpy"}) == set()
+    assert loaded & (CALIBRATION | CLUSTER | MIGRATIONS | DATABASE | PYDANTIC | {"numpy"}) == set()
 
 
 def test_status_plans_without_the_calibration_stack(night: Night) -> None:
     done, loaded = command("--db", str(night.db), "status", cwd=night.root)
     assert done.returncode == 0, done.stderr
     assert "Pending: nothing (2 lights calibrated)" in done.stdout
-    assert loaded & (CALIBRATION | CLUSTER | MIGRATIONS) == set()
+    assert loaded & (CALIBRATION | CLUSTER | MIGRATIONS | PYDANTIC) == set()
 
 
 def test_process_with_nothing_to_do_loads_no_kernels(night: Night) -> None:
@@ -77,4 +80,4 @@ def test_process_with_nothing_to_do_loads_no_kernels(night: Night) -> None:
     done, loaded = command("--db", str(night.db), "process", *folders, cwd=night.root)
     assert done.returncode == 0, done.stderr
     assert "nothing to do: 2 lights already calibrated" in done.stdout
-    assert loaded & (CALIBRATION | CLUSTER | MIGRATIONS) == set()
+    assert loaded & (CALIBRATION | CLUSTER | MIGRATIONS | PYDANTIC) == set()
