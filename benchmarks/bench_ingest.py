@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from peers import ENV
 from sqlalchemy import text
 
 from ccdcal.catalog.db import Catalog
@@ -134,7 +135,7 @@ def timed(function, *args, **kwargs) -> tuple[float, object]:
 def command_seconds(args: list[str]) -> float:
     """Wall seconds of one run of a command in a new process (it must succeed)."""
     start = time.perf_counter()
-    subprocess.run(args, check=True, capture_output=True)
+    subprocess.run(args, check=True, capture_output=True, env=ENV)
     return time.perf_counter() - start
 
 

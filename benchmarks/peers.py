@@ -21,6 +21,11 @@ from typing import Any
 
 SAMPLE_EVERY = 0.02
 
+#: The commands' environment: byte-code cached as in an installed ccdcal (``pip install .`` compiles it; a
+#: development shell's ``PYTHONDONTWRITEBYTECODE`` would make every command compile the modules changed
+#: since their last cached byte-code).
+ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+
 
 @dataclass
 class Timed:
@@ -70,7 +75,7 @@ def run_timed(
     try:
         begun = time.perf_counter()
         process = subprocess.Popen(
-            list(args), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            list(args), cwd=cwd, env=env or ENV, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         stop = threading.Event()
 
