@@ -28,7 +28,18 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from peers import SIRIL, Timed, link_files, median, run_siril, run_timed, siril_version
+from peers import (
+    SIRIL,
+    Timed,
+    fresh,
+    link_files,
+    median,
+    print_table,
+    round_line,
+    run_siril,
+    run_timed,
+    siril_version,
+)
 
 HERE = Path(__file__).resolve().parent
 TARGET_SIRIL = {"small": 1.0, "large": 3.0}
@@ -52,13 +63,6 @@ def build_biases(folder: Path, n: int, size: int) -> list[Path]:
 
     night = simulate_night(folder, seed=11, shape=(size, size), n_bias=n, n_dark=0, n_flat=0, n_light=0)
     return sorted(night.root / r for r, info in night.truth["frames"].items() if info["kind"] == "bias")
-
-
-def fresh(folder: Path) -> Path:
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    return folder
 
 
 def ccdcal_command() -> str:
@@ -117,13 +121,8 @@ def bench(base: Path, name: str, n: int, size: int, rounds: int, with_ccdproc: b
             results["siril"].append(run_siril_stack(base, files, base / "siril.log"))
         if with_ccdproc:
             results["ccdproc"].append(run_ccdproc(base, stack, base / "ccdproc.log"))
-        shown = ", ".join(f"{tool} {runs[-1].seconds:.2f} s" for tool, runs in results.items())
-        print(f"round {number}: {shown}", flush=True)
-    print(f"{'':10} {'median s':>9} {'runs s':>24} {'peak MB':>9}")
-    for tool, runs in results.items():
-        each = " ".join(f"{r.seconds:.2f}" for r in runs)
-        peak = max(r.peak_mb for r in runs)
-        print(f"{tool:10} {median([r.seconds for r in runs]):9.2f} {each:>24} {peak:9.0f}")
+        print(round_line(number, results), flush=True)
+    print_table(results)
     ours = median([r.seconds for r in results["ccdcal"]])
     if "siril" in results:
         theirs = median([r.seconds for r in results["siril"]])

@@ -32,7 +32,18 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from peers import SIRIL, Timed, link_files, median, run_siril, run_timed, siril_version
+from peers import (
+    SIRIL,
+    Timed,
+    fresh,
+    link_files,
+    median,
+    print_table,
+    round_line,
+    run_siril,
+    run_timed,
+    siril_version,
+)
 
 HERE = Path(__file__).resolve().parent
 TARGET_SIRIL = 2.0
@@ -114,13 +125,6 @@ def siril_script(groups: dict[str, list[Path]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fresh(folder: Path) -> Path:
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    return folder
-
-
 def run_ccdcal(base: Path, log: Path) -> Timed:
     work = fresh(base / "ccdcal")
     ccdcal = str(Path(sys.executable).with_name("ccdcal"))
@@ -170,14 +174,9 @@ def main() -> int:
                 results["siril"].append(run_siril_night(base, groups, base / "siril.log"))
             if not args.skip_ccdproc:
                 results["ccdproc"].append(run_ccdproc(base, raw, base / "ccdproc.log"))
-            shown = ", ".join(f"{name} {runs[-1].seconds:.2f} s" for name, runs in results.items())
-            print(f"round {number}: {shown}", flush=True)
+            print(round_line(number, results), flush=True)
         print()
-        print(f"{'':10} {'median s':>9} {'runs s':>24} {'peak MB':>9}")
-        for name, runs in results.items():
-            each = " ".join(f"{r.seconds:.2f}" for r in runs)
-            peak = max(r.peak_mb for r in runs)
-            print(f"{name:10} {median([r.seconds for r in runs]):9.2f} {each:>24} {peak:9.0f}")
+        print_table(results)
         ours = median([r.seconds for r in results["ccdcal"]])
         memory = max(r.peak_mb for r in results["ccdcal"])
         print()

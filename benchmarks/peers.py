@@ -104,6 +104,29 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def fresh(folder: Path) -> Path:
+    """``folder``, emptied (made when missing)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def round_line(number: int, results: dict[str, list[Timed]]) -> str:
+    """One round's line: each tool's last time."""
+    shown = ", ".join(f"{tool} {runs[-1].seconds:.2f} s" for tool, runs in results.items())
+    return f"round {number}: {shown}"
+
+
+def print_table(results: dict[str, list[Timed]]) -> None:
+    """Each tool's median, its runs and its peak memory."""
+    print(f"{'':10} {'median s':>9} {'runs s':>24} {'peak MB':>9}")
+    for tool, runs in results.items():
+        each = " ".join(f"{r.seconds:.2f}" for r in runs)
+        peak = max(r.peak_mb for r in runs)
+        print(f"{tool:10} {median([r.seconds for r in runs]):9.2f} {each:>24} {peak:9.0f}")
+
+
 # -- Siril ---------------------------------------------------------------------------------------------------
 
 SIRIL = shutil.which("siril-cli")

@@ -130,16 +130,23 @@ def _bin_values(
 
 
 @njit(cache=True, nogil=True)
+def _locate(hist: Any, rank: int) -> tuple[int, int]:
+    """The entry of ``hist`` holding ``rank`` (from 0, counted across its entries) and the rank within it."""
+    j = 0
+    while rank >= hist[j]:
+        rank -= hist[j]
+        j += 1
+    return j, rank
+
+
+@njit(cache=True, nogil=True)
 def _rank(values: Any, lo: float, hi: float, a: float, b: float, hist: Any, rank: int) -> float:
     """The value of ``rank`` (from 0) among the finite values within ``[lo, hi]``, given ``hist``, their
     histogram from ``a`` to ``b`` (:func:`_histogram`; refilled when the search narrows)."""
     nbins = hist.size - 2
     own = False
     while True:
-        j = 0
-        while rank >= hist[j]:
-            rank -= hist[j]
-            j += 1
+        j, rank = _locate(hist, rank)
         count = hist[j]
         keep = count <= SORT_AT_MOST or count == hist.sum()  # or binning again would not narrow it
         vmin, vmax, picked = _bin_values(values, lo, hi, a, b, nbins, j - 1, count, keep)
@@ -161,11 +168,7 @@ def _cached_rank(
 ) -> tuple[float, int, Any]:
     """:func:`_rank` over all finite values, keeping the sorted values of the bin it reads
     (``cached``, ``sorted_bin``: -1 and an empty array at first) for the next rank that falls in it."""
-    j = 0
-    inside = rank
-    while inside >= hist[j]:
-        inside -= hist[j]
-        j += 1
+    j, inside = _locate(hist, rank)
     if j == cached:
         return sorted_bin[inside], cached, sorted_bin
     count = hist[j]
