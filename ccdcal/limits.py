@@ -129,6 +129,15 @@ SEED = Range("--seed", 0, 2**63 - 1, integer=True, shown="a whole number x >= 0"
 #: ``report --run``: a run id.
 RUN_ID = Range("--run", 1, 2**63 - 1, integer=True, shown="a whole number x >= 1")
 
+#: Frame QA (``ccdcal masters``, ``process``, ``[QA]``): how far a frame may stray from its group.
+QA_OUTLIER_SIGMA = Range("--qa-outlier-sigma", 1.0, 1e6, unit="sigma")
+QA_TEMP_TOLERANCE = Range("--qa-temp-tolerance", 0.0, 100.0, low_open=True, unit="°C")
+QA_FLAT_MIN_SNR = Range("--qa-flat-min-snr", 0.0, 1e6)
+QA_FLAT_MIN_FRACTION = Range("--qa-flat-min-fraction", 0.0, 1.0, high_open=True)
+QA_FLAT_MAX_SATURATED = Range("--qa-flat-max-saturated", 0.0, 1.0)
+QA_FLAT_MAX_LEVEL = Range("--qa-flat-max-level", 0.0, 1.0, low_open=True)
+QA_TAIL_FRACTION = Range("--qa-tail-fraction", 0.0, 1.0, low_open=True)
+
 #: Every range, by option (``--help`` and the README's table show them).
 RANGES = {
     r.option: r
@@ -136,6 +145,13 @@ RANGES = {
         FLAT_MIN,
         FLAT_LOW,
         SATURATION,
+        QA_OUTLIER_SIGMA,
+        QA_TEMP_TOLERANCE,
+        QA_FLAT_MIN_SNR,
+        QA_FLAT_MIN_FRACTION,
+        QA_FLAT_MAX_SATURATED,
+        QA_FLAT_MAX_LEVEL,
+        QA_TAIL_FRACTION,
         TEMP_TOLERANCE,
         EXPTIME_TOLERANCE,
         SIGMA,

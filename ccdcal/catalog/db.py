@@ -59,7 +59,7 @@ from ccdcal.runtime.interrupts import shielded
 
 #: The newest schema revision this code knows. A test checks it equals the Alembic script head, so that
 #: opening an up-to-date catalog needs neither Alembic nor the migration scripts.
-SCHEMA_HEAD = "0007"
+SCHEMA_HEAD = "0008"
 #: Seconds a stopping command's cleanup (its run row, its claims) waits for a lock another program holds:
 #: past it the cleanup is left to the next run's recovery, and the command stops all the same.
 STOPPING_PATIENCE = 2.0

@@ -322,5 +322,78 @@ class StateChange(Base):
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
 
 
+class FrameStat(Base):
+    """The statistics of one version of one calibration frame's image (revision 0008): measured once per
+    file content (its sha256 and image HDU) while the frame is read for a master's combine, and read by
+    the frame QA rules (:mod:`ccdcal.masters.frameqa`).
+
+    ``level`` and ``noise`` are the median and ``mad_std`` of the frame's values (as the combine reads
+    them: overscan-subtracted when the inputs are), on a regular grid of pixels; ``diff_level`` and
+    ``diff_noise`` the same of its difference from the median frame of the group it was combined in;
+    ``gradient`` the level's change across the detector (a plane fitted to the medians of 8 x 8 cells);
+    ``saturated_fraction`` the share of its pixels at or above its saturation level; ``tail_fraction``
+    the share of its difference above ``diff_level + 10 diff_noise`` (stars in a "bias"); ``signal`` a
+    flat's level after the bias and dark (what it is divided by; NULL for biases and darks).
+    """
+
+    __tablename__ = "frame_stats"
+    __table_args__ = (Index("ix_frame_stats_file", "sha256", "hdu", unique=True),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    hdu: Mapped[int] = mapped_column(Integer)
+    #: The frame measured (another path of the same content shares the row).
+    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    samples: Mapped[int] = mapped_column(Integer)
+    level: Mapped[float | None] = mapped_column(Float)
+    noise: Mapped[float | None] = mapped_column(Float)
+    diff_level: Mapped[float | None] = mapped_column(Float)
+    diff_noise: Mapped[float | None] = mapped_column(Float)
+    gradient: Mapped[float | None] = mapped_column(Float)
+    saturated_fraction: Mapped[float | None] = mapped_column(Float)
+    tail_fraction: Mapped[float | None] = mapped_column(Float)
+    signal: Mapped[float | None] = mapped_column(Float)
+    measured_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+
+
+class FrameQa(Base):
+    """One frame-QA decision about one version of one calibration frame (revision 0008): set aside by a
+    rule (with the rule, its numbers and the reason), or kept again — by the rules (a threshold changed)
+    or by a person (``ccdcal mark-good``, which overrides the rules for that file content). Never updated:
+    the newest row of a frame and sha256 is its decision."""
+
+    __tablename__ = "frame_qa"
+    __table_args__ = (Index("ix_frame_qa_frame", "frame_id", "sha256", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id", ondelete="CASCADE"))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    #: The rule that set the frame aside (or that a person overrode); ``person`` for a person's own.
+    rule: Mapped[str] = mapped_column(String(32), index=True)
+    #: ``set_aside`` or ``kept``.
+    decision: Mapped[str] = mapped_column(String(16), index=True)
+    #: ``rule`` or ``person``.
+    decided_by: Mapped[str] = mapped_column(String(8))
+    numbers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+
+
+class MasterSetAside(Base):
+    """One frame of a master's group that the frame QA set aside (revision 0008): not combined, with the
+    rule and the reason (also in the master's header)."""
+
+    __tablename__ = "master_set_aside"
+
+    master_id: Mapped[int] = mapped_column(ForeignKey("masters.id", ondelete="CASCADE"), primary_key=True)
+    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id"), primary_key=True, index=True)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    rule: Mapped[str] = mapped_column(String(32), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+
+
 #: The ``catalog_info`` key of the catalog's UUID.
 CATALOG_ID = "catalog_id"

@@ -14,6 +14,7 @@ import itertools
 import numpy as np
 
 from ccdcal.kernels.combine import RESULT_BYTES, ClipParams, CombineResult, rejected_fraction
+from ccdcal.kernels.framestats import FrameSamples
 
 __all__ = ["Stitcher", "plan_bands"]
 
@@ -78,6 +79,7 @@ class Stitcher:
         self.block_rows = 0
         self.n_blocks = 0
         self._filled = np.zeros(shape[0], np.bool_)
+        self._samples: list[FrameSamples] = []
 
     def add(self, band: CombineResult) -> None:
         """Copy one band's result into place (the band may then be dropped).
@@ -105,6 +107,8 @@ class Stitcher:
         self.n_saturated += band.n_saturated
         self.block_rows = max(self.block_rows, band.block_rows)
         self.n_blocks += band.n_blocks
+        if band.samples is not None:
+            self._samples.append(band.samples)
 
     def result(self) -> CombineResult:
         """The whole combine, as ``combine_files`` without ``rows`` returns it.
@@ -128,4 +132,5 @@ class Stitcher:
             block_rows=self.block_rows,
             n_blocks=self.n_blocks,
             params=self.params,
+            samples=self._samples[0].merged(self._samples[1:]) if self._samples else None,
         )

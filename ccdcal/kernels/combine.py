@@ -70,6 +70,7 @@ from ccdcal.limits import ITERATIONS, SIGMA
 
 if TYPE_CHECKING:
     from ccdcal.kernels.clipblock import Decoding, Transform
+    from ccdcal.kernels.framestats import FrameSamples
 
 # The engine (clipblock and its numba kernel, fitsblocks and astropy) is imported where a combine runs:
 # the planners and `ccdcal status` import ClipParams from here without it (start-up time).
@@ -185,6 +186,9 @@ class CombineResult:
         The clipping parameters used.
     first_row : int
         Image row of ``image[0]``: 0, or the first row of the band combined (``combine_files(rows=)``).
+    samples : FrameSamples or None
+        The inputs' grid samples and their differences from ``image`` (``combine_files(measure=True)``,
+        :mod:`ccdcal.kernels.framestats`), else ``None``.
     """
 
     image: np.ndarray
@@ -198,6 +202,7 @@ class CombineResult:
     n_blocks: int = 0
     params: ClipParams = field(default_factory=ClipParams)
     first_row: int = 0
+    samples: FrameSamples | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -366,6 +371,7 @@ def combine_files(
     progress: Callable[[int, int], None] | None = None,
     rows: tuple[int, int] | None = None,
     saturation: Sequence[float | None] | None = None,
+    measure: bool = False,
 ) -> CombineResult:
     """Sigma-clipped median of FITS images (or of a band of their rows), read in row blocks within a
     memory budget.
@@ -406,6 +412,9 @@ def combine_files(
         Per-file saturation level (:mod:`ccdcal.kernels.saturation`; ``None``: none): a sample whose value
         (as ``getdata`` returns it, before offset and scale) is at or above it is left out, as a
         non-finite sample is, and counted (``n_saturated``).
+    measure : bool
+        Also gather each file's grid samples and their differences from the combined image, block by
+        block as they are read (the frame QA's statistics: ``samples``, :mod:`ccdcal.kernels.framestats`).
 
     Returns
     -------
@@ -433,6 +442,7 @@ def combine_files(
     # Imported here for start-up time: the numba kernel and astropy load when a combine runs.
     from ccdcal.kernels.clipblock import build_transform
     from ccdcal.kernels.fitsblocks import FitsStack, plan_rows
+    from ccdcal.kernels.framestats import Decoded, FrameSamples
 
     paths = [Path(p) for p in paths]
     n = len(paths)
@@ -460,6 +470,8 @@ def combine_files(
         uncertainty = np.empty((ny, nx), np.float32)
         n_nonfinite = n_saturated = 0
         n_blocks = 0
+        samples = FrameSamples.start(full, saturation, n) if measure else None
+        decoded = Decoded(decoding.kind, decoding.bscale, decoding.bzero, decoding.blank, decoding.use_blank)
         with contextlib.closing(stack.blocks(block_rows, (first, stop))) as blocks:
             for start, block in blocks:
                 r0, r1 = start - first, start - first + block.shape[1]  # rows of the band
@@ -476,6 +488,8 @@ def combine_files(
                     ns,
                     uncertainty[r0:r1],
                 )
+                if samples is not None:
+                    samples.add(start, block, decoded, *samples_of(transform, image, r0, r1))
                 n_nonfinite += int(nf.sum(dtype=np.int64))
                 n_saturated += int(ns.sum(dtype=np.int64))
                 n_blocks += 1
@@ -493,7 +507,22 @@ def combine_files(
         n_blocks=n_blocks,
         params=params,
         first_row=first,
+        samples=samples,
     )
+
+
+def samples_of(
+    transform: Transform, image: np.ndarray, r0: int, r1: int
+) -> tuple[np.ndarray, list[np.ndarray | float] | None, np.ndarray | None]:
+    """The combined rows ``r0:r1`` of the band, each frame's offset of those rows and the factors, as
+    :meth:`ccdcal.kernels.framestats.FrameSamples.add` takes them."""
+    if not transform.active:
+        return image[r0:r1], None, None
+    offsets: list[np.ndarray | float] = [
+        transform.off_img[r0:r1, int(j), :] if j >= 0 else float(transform.off_val[i])
+        for i, j in enumerate(transform.off_idx)
+    ]
+    return image[r0:r1], offsets, transform.scale
 
 
 def rejected_fraction(rejected: np.ndarray, n: int) -> float:

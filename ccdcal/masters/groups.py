@@ -27,6 +27,7 @@ from ccdcal.kernels.options import StepOptions
 from ccdcal.kernels.qa import LEVEL_MAXITERS, LEVEL_SIGMA, Comparison, Level
 from ccdcal.kernels.saturation import Saturation
 from ccdcal.limits import MEM_LIMIT, MIN_FRAMES
+from ccdcal.masters.frameqa import QaOptions
 from ccdcal.masters.optional import InputSteps
 from ccdcal.runtime.cluster import check_address
 from ccdcal.runtime.pathtext import is_text, not_text_reason, shown
@@ -339,6 +340,8 @@ class MasterOptions:
     bpm: bool = False
     #: ``--scheduler``: combine in bands of rows on a Dask cluster (:mod:`ccdcal.masters.combine`).
     scheduler: str | None = None
+    #: The frame-QA rules' thresholds, ``--no-frame-qa`` (:mod:`ccdcal.masters.frameqa`).
+    qa: QaOptions = field(default_factory=QaOptions)
 
     def __post_init__(self) -> None:
         MIN_FRAMES.check(self.min_frames)
