@@ -41,6 +41,10 @@ CELLS = 8
 #: A difference sample more than this many ``diff_noise`` above ``diff_level`` is in the tail (a star, a
 #: cosmic ray, a hot pixel that the group's other frames lack).
 TAIL_SIGMA = 10.0
+#: The noise is the standard deviation of the values within this many of it from the median ...
+CLIP_SIGMA = 4.0
+#: ... found again this many times from its first estimate (``mad_std``).
+CLIP_PASSES = 2
 #: ``mad_std``'s factor, as astropy's.
 MAD_TO_STD = 1.482602218505602
 
@@ -65,6 +69,11 @@ class Decoded:
     bzero: np.ndarray
     blank: np.ndarray
     use_blank: np.ndarray
+
+    @classmethod
+    def native(cls, n: int) -> Decoded:
+        """Native numbers used as they are, for ``n`` frames."""
+        return cls(0, np.ones(n), np.zeros(n), np.zeros(n), np.zeros(n, np.bool_))
 
     def decode(self, frame: int, stored: np.ndarray) -> np.ndarray:
         """The values of some stored samples of ``frame`` (:func:`decode_samples`)."""
@@ -136,12 +145,27 @@ def decode_samples(
 
 
 def robust(values: np.ndarray) -> tuple[float, float, int]:
-    """Median, ``mad_std`` and number of the finite ``values`` (NaN, NaN, 0 when none)."""
+    """Median, noise and number of the finite ``values`` (NaN, NaN, 0 when none).
+
+    The noise is the standard deviation of the values within :data:`CLIP_SIGMA` of the median, the
+    bounds set from ``mad_std`` and then twice from the standard deviation itself: as robust to a few
+    wild values (cosmic rays, stars) as ``mad_std``, and not quantised as ``mad_std`` is on integer data
+    (whose median absolute deviation takes whole or half values only).
+    """
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return math.nan, math.nan, 0
     median = float(np.median(finite))
-    return median, float(np.median(np.abs(finite - median)) * MAD_TO_STD), int(finite.size)
+    deviation = np.abs(finite - median)
+    noise = float(np.median(deviation)) * MAD_TO_STD
+    if noise == 0.0:
+        noise = float(deviation.mean()) * math.sqrt(math.pi / 2)  # mostly one value: the mean deviation
+    for _ in range(CLIP_PASSES):
+        kept = finite[deviation <= CLIP_SIGMA * noise]
+        if kept.size < 2:
+            break
+        noise = float(kept.std())
+    return median, noise, int(finite.size)
 
 
 def plane_gradient(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> float:

@@ -45,7 +45,6 @@ from ccdcal.kernels.qa import (
     QA_OUTLIER_SIGMA,
     QA_SHIFT_SIGMA,
     compare_masters,
-    describe_master,
     finite_fraction,
 )
 from ccdcal.masters.bpm import build_bpms
@@ -68,6 +67,13 @@ from ccdcal.masters.groups import (
 )
 from ccdcal.masters.recovery import recover
 from ccdcal.masters.restore import restorable, restore_master, restored_reason
+from ccdcal.masters.screen import (
+    Screening,
+    calibrator_ids,
+    combine_master,
+    screen_group,
+    update_differences,
+)
 from ccdcal.runtime.cluster import ClusterOnDemand
 
 
@@ -170,8 +176,18 @@ def _one_group(
         return report
     with catalog.session() as session:
         plan, report.reason = plan_group(session, kind, keys, frames, options)
-        if report.reason:
-            return report
+    if report.reason:
+        return report
+    try:
+        screening = screen_group(catalog, plan, options, cluster, run_id)
+        if screening.set_aside:
+            plan, report.reason = _plan_kept(catalog, plan, screening, options)
+            if report.reason:
+                return report
+    except (FitsFormatError, ValueError) as exc:
+        report.reason = f"cannot build the {kind} master of group {describe_keys(keys)}: {exc}"
+        return report
+    with catalog.session() as session:
         existing = existing_master(session, plan, options)
         if existing is not None:
             return up_to_date(report, existing)
@@ -186,7 +202,7 @@ def _one_group(
                 report.outcome, report.reason = "restored", restored_reason(restored)
             return report
     try:
-        built = combine_master(plan, options, cluster)
+        built = screening.measured or _combine(catalog, plan, options, cluster, screening)
     except (FitsFormatError, ValueError) as exc:
         report.reason = f"cannot build the {kind} master of group {describe_keys(keys)}: {exc}"
         return report
@@ -211,21 +227,42 @@ def _one_group(
 # -- numbers -------------------------------------------------------------------------------------------
 
 
-def combine_master(
-    plan: GroupPlan, options: MasterOptions, cluster: ClusterOnDemand | None = None
-) -> BuiltMaster:
-    """Combine a group's frames (:func:`ccdcal.masters.combine.combine_group`: here or on Dask workers)
-    into the master before its QA: pixels, uncertainty, statistics, level. ``ccdcal reproduce`` makes a
-    recorded master again through it."""
-    # Imported here for start-up time: the combine engine (numba, astropy) loads when a combine runs.
-    from ccdcal.masters.combine import combine_group
+def _plan_kept(
+    catalog: Catalog, plan: GroupPlan, screening: Screening, options: MasterOptions
+) -> tuple[GroupPlan, str | None]:
+    """The plan of a group's frames that the frame QA kept (its calibrators chosen for them), or why
+    there is none: too few frames are left."""
+    kind, keys, aside = plan.kind, plan.keys, screening.set_aside
+    if len(screening.kept) < options.min_frames:
+        lines = "; ".join(a.line for a in aside)
+        return plan, (
+            f"{len(screening.kept)} of the {len(plan.frames)} {kind} frames of group {describe_keys(keys)} "
+            f"are left after the frame QA, fewer than --min-frames {options.min_frames}: {lines}; add good "
+            "frames, or `ccdcal mark-good` a frame the rules set aside wrongly"
+        )
+    with catalog.session() as session:
+        kept, reason = plan_group(session, kind, keys, screening.kept, options)
+    kept.set_aside = list(aside)
+    return kept, reason
 
-    combined = combine_group(plan, options, cluster)
-    stats, level = describe_master(combined.image)
-    built = BuiltMaster(combined.image, stats, combined.rejected_fraction)
-    built.flat_levels, built.uncertainty = combined.flat_levels, combined.uncertainty
-    built.overscan_levels, built.saturated = combined.overscan_levels, combined.saturated
-    built.level = level
+
+def _combine(
+    catalog: Catalog,
+    plan: GroupPlan,
+    options: MasterOptions,
+    cluster: ClusterOnDemand,
+    screening: Screening,
+) -> BuiltMaster:
+    """The master of the plan: combined here or on the cluster; a flat group's levels reused when they
+    were measured after the same calibrators, and its frames' differences from it stored."""
+    levels: list[float] | None = None
+    if plan.kind == "flat" and screening.flat_calibrators == calibrator_ids(plan):
+        found = [screening.flat_levels.get(int(f["id"])) for f in plan.frames]
+        levels = [v for v in found if v is not None] if all(v is not None for v in found) else None
+    measure = options.qa.enabled and plan.kind == "flat"
+    built = combine_master(plan, options, cluster, levels=levels, measure=measure)
+    if built.measures:
+        update_differences(catalog, plan.frames, built.measures)
     return built
 
 

@@ -20,6 +20,7 @@ dies is survived as for the calibration (:mod:`ccdcal.runtime.cluster`): its ban
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -36,6 +37,7 @@ from ccdcal.kernels.bands import Stitcher, plan_bands
 from ccdcal.kernels.combine import ClipParams, CombineResult, combine_files
 from ccdcal.kernels.fitsblocks import FitsStack
 from ccdcal.kernels.flat import flat_level, normalise_to_median, precalibration_offset
+from ccdcal.kernels.framestats import FrameMeasure
 from ccdcal.kernels.prepare import prepared_inputs
 from ccdcal.runtime.cluster import Cluster, ClusterOnDemand
 
@@ -46,12 +48,16 @@ if TYPE_CHECKING:  # for the types only: the Dask workers that import this modul
 __all__ = [
     "CombineJob",
     "Combined",
+    "FlatMeasure",
     "MasterFile",
     "combine_band",
     "combine_group",
     "flat_levels",
+    "flat_measures",
+    "measure_flats",
     "run_combine",
     "run_flat_levels",
+    "run_flat_measures",
 ]
 
 #: Bands of rows per worker: enough to balance uneven workers and to lose little when one dies.
@@ -158,6 +164,8 @@ class CombineJob:
     dark_scales: tuple[float, ...] = ()
     scale: tuple[float, ...] | None = None
     saturation: tuple[float | None, ...] = ()
+    #: Gather the frame-QA samples in the combine's pass (:mod:`ccdcal.kernels.framestats`).
+    measure: bool = False
 
     def offsets(
         self, rows: tuple[int, int] | None = None, frames: Sequence[int] | None = None
@@ -197,6 +205,7 @@ class CombineJob:
             offset=self.offsets(rows),
             rows=rows,
             saturation=self.saturation or None,
+            measure=self.measure,
         )
 
     def flat_levels(self, frames: Sequence[int]) -> list[float]:
@@ -221,6 +230,38 @@ class CombineJob:
                 for future in futures:
                     future.cancel()
 
+    def flat_measures(self, frames: Sequence[int]) -> list[FlatMeasure]:
+        """The level and the frame-QA statistics of each of ``frames`` (:meth:`_flat_measure`), one
+        thread a core as :meth:`flat_levels`; a frame whose level is not that of a flat gets NaN and why."""
+        offsets = self.offsets(None, frames) or [0.0] * len(frames)
+        threads = min(len(frames), os.cpu_count() or 1)
+        if threads < 2:
+            return [self._flat_measure(i, offset) for i, offset in zip(frames, offsets, strict=True)]
+        with ThreadPoolExecutor(threads, thread_name_prefix="ccdcal-flat-measure") as pool:
+            futures = [pool.submit(self._flat_measure, i, o) for i, o in zip(frames, offsets, strict=True)]
+            try:
+                return [future.result() for future in futures]
+            finally:
+                for future in futures:
+                    future.cancel()
+
+    def _flat_measure(self, index: int, offset: np.ndarray | float) -> FlatMeasure:
+        """Frame ``index``'s level after ``offset`` (NaN, with the reason, when it is not a flat's) and its
+        grid statistics, from one read of the file."""
+        # Imported here for start-up time, as the combine's kernel is.
+        from ccdcal.kernels.framestats import Decoded, FrameSamples
+
+        path = Path(self.paths[index])
+        saturation = self.saturation[index] if self.saturation else None
+        data = read_image(path, self.hdu, None)
+        samples = FrameSamples.start(data.shape, [saturation], 1)
+        samples.add(0, data[None], Decoded.native(1))
+        try:
+            level, error = flat_level(data, offset, saturation), None
+        except ValueError as exc:
+            level, error = math.nan, str(exc)
+        return FlatMeasure(level, error, samples.measures()[0])
+
     def _flat_level(self, index: int, offset: np.ndarray | float) -> float:
         """The level of frame ``index`` after ``offset`` (see :meth:`flat_levels`)."""
         path = Path(self.paths[index])
@@ -239,6 +280,14 @@ def combine_band(job: CombineJob, rows: tuple[int, int]) -> CombineResult | Exce
     """Task: the combine of one band of rows, or the error about the inputs (returned, not retried)."""
     try:
         return job.combine(rows)
+    except (CcdcalError, ValueError) as exc:
+        return exc
+
+
+def flat_measures(job: CombineJob, frames: list[int]) -> tuple[list[int], list[FlatMeasure]] | Exception:
+    """Task: some flats' levels and statistics, or the error about the inputs (returned, not retried)."""
+    try:
+        return frames, job.flat_measures(frames)
     except (CcdcalError, ValueError) as exc:
         return exc
 
@@ -305,7 +354,30 @@ def run_flat_levels(job: CombineJob, cluster: Cluster | None) -> list[float]:
     return [levels[i] for i in range(n)]
 
 
+def run_flat_measures(job: CombineJob, cluster: Cluster | None) -> list[FlatMeasure]:
+    """Every flat's level and statistics: here, or on the cluster's workers in chunks of frames."""
+    n = len(job.paths)
+    if cluster is None:
+        return job.flat_measures(range(n))
+    count = min(n, cluster.workers * LEVEL_CHUNKS_PER_WORKER)
+    chunks = [list(range(n * i // count, n * (i + 1) // count)) for i in range(count)]
+    found: dict[int, FlatMeasure] = {}
+    for chunk, values in _gathered(cluster, flat_measures, job, chunks):
+        found.update(zip(chunk, values, strict=True))
+    return [found[i] for i in range(n)]
+
+
 # -- a group ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlatMeasure:
+    """A flat's level after the bias and dark (NaN when it is not a flat's, ``error`` saying why) and its
+    grid statistics (:mod:`ccdcal.kernels.framestats`), from the flat-level pass."""
+
+    level: float
+    error: str | None
+    stats: FrameMeasure
 
 
 @dataclass
@@ -320,10 +392,17 @@ class Combined:
     overscan_levels: list[float | None] = field(default_factory=list)
     #: Saturated samples left out of the combine.
     saturated: int = 0
+    #: Each input's frame-QA statistics and differences from the combine (``measure``), else empty.
+    measures: list[FrameMeasure] = field(default_factory=list)
 
 
 def combine_group(
-    plan: GroupPlan, options: MasterOptions, cluster: ClusterOnDemand | None = None
+    plan: GroupPlan,
+    options: MasterOptions,
+    cluster: ClusterOnDemand | None = None,
+    *,
+    levels: Sequence[float] | None = None,
+    measure: bool = False,
 ) -> Combined:
     """Pre-calibrate (as the combine's per-frame offsets and scales) and combine a group's frames.
 
@@ -342,6 +421,10 @@ def combine_group(
         Clipping parameters, ``mem_limit``, the masters folder.
     cluster : ClusterOnDemand, optional
         Where the work goes (``--scheduler``); default here.
+    levels : sequence of float, optional
+        A flat group's levels, measured already with the same calibrators (:func:`measure_flats`).
+    measure : bool
+        Gather each input's frame-QA statistics in the combine's pass (``Combined.measures``).
 
     Raises
     ------
@@ -366,19 +449,55 @@ def combine_group(
             dark=MasterFile.of(plan.dark),
             dark_scales=tuple(plan.dark_scales),
             saturation=() if prepared.saturated else saturation,  # prepared: their NaN already
+            measure=measure,
         )
         pool = cluster.get() if cluster is not None else None
-        levels: list[float] = []
+        found: list[float] = []
         if plan.kind == "flat":  # each flat is divided by its own level: a first pass over the files
-            levels = run_flat_levels(job, pool)
-            job = replace(job, scale=tuple(1.0 / level for level in levels))
+            found = list(levels) if levels is not None else run_flat_levels(job, pool)
+            job = replace(job, scale=tuple(1.0 / level for level in found))
         result = run_combine(job, pool)  # its uncertainty computed in the same pass
     image, sigma = result.image, result.uncertainty
     if plan.kind == "flat":
         image, median = normalise_to_median(image)
         sigma = (sigma / np.float64(median)).astype(np.float32)
     saturated = result.n_saturated + sum(prepared.saturated)
-    return Combined(image, float(result.rejected_fraction), sigma, levels, prepared.levels, saturated)
+    combined = Combined(image, float(result.rejected_fraction), sigma, found, prepared.levels, saturated)
+    if result.samples is not None:
+        combined.measures = result.samples.measures()
+    return combined
+
+
+def measure_flats(
+    plan: GroupPlan, options: MasterOptions, cluster: ClusterOnDemand | None = None
+) -> list[FlatMeasure]:
+    """Each flat of a group: its level after the plan's calibrators and its frame-QA statistics, in one
+    read (the flat-level pass of :func:`combine_group`, whose levels it can be given); a flat whose
+    level is not that of a flat (empty, negative, saturated) gets NaN and the reason instead of an error.
+
+    Raises
+    ------
+    FitsFormatError, ValueError
+        An input or calibrator that cannot be read.
+    """
+    raw_paths = [Path(f["path"]) for f in plan.frames]
+    overscan = plan.input_steps.overscan if plan.input_steps else None
+    folder = options.masters_dir.expanduser().resolve()
+    calibrators = [m.path if m else None for m in (plan.bias, plan.dark)]
+    hdu = plan.frames[0]["hdu"] or 0
+    saturation = plan.saturation_levels
+    with prepared_inputs(raw_paths, hdu, overscan, folder, calibrators, saturation) as prepared:
+        job = CombineJob(
+            tuple(str(p) for p in prepared.paths),
+            prepared.hdu,
+            options.params,
+            options.mem_limit,
+            bias=MasterFile.of(plan.bias),
+            dark=MasterFile.of(plan.dark),
+            dark_scales=tuple(plan.dark_scales),
+            saturation=() if prepared.saturated else saturation,
+        )
+        return run_flat_measures(job, cluster.get() if cluster is not None else None)
 
 
 def _check_saturated_flats(

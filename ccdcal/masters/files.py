@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from ccdcal.catalog.db import Catalog, lock_writers
 from ccdcal.catalog.history import change, created
 from ccdcal.catalog.lineage import rebuild_reason, unusable_reason
-from ccdcal.catalog.models import Master, MasterCalibrator, MasterInput
+from ccdcal.catalog.models import Master, MasterCalibrator, MasterInput, MasterSetAside
 from ccdcal.files.cardtext import card_name
 from ccdcal.files.fitsio import add_history, set_card, stamp_version, write_free
 from ccdcal.files.journal import Journal
@@ -192,6 +192,9 @@ def _input_cards(header: fits.Header, plan: GroupPlan) -> None:
         set_card(header, f"IMCMB{index:03d}", card_name(Path(frame["path"]).name))
         if frame["sha256"]:
             set_card(header, f"IMSHA{index:03d}", frame["sha256"])  # the value fills the card
+    set_card(header, "NSETASID", len(plan.set_aside), "frames of the group set aside by the frame QA")
+    for index, aside in enumerate(plan.set_aside[:MAX_IMCMB], 1):
+        set_card(header, f"SETAS{index:03d}", card_name(Path(aside.path).name), f"rule {aside.rule}")
     if plan.kind == "dark":
         set_card(header, "WITHBIAS", plan.includes_bias, "the dark still contains the bias")
     if plan.bias is not None:
@@ -246,6 +249,7 @@ def _history(plan: GroupPlan, built: BuiltMaster, params: ClipParams) -> list[st
             "UNCERT: combine uncertainty as ccdproc Combiner.median_combine: 1.4826 x MAD of the "
             "samples kept by the clipping / sqrt(their number)"
         )
+    lines.extend(f"frame QA: {a.line}" for a in plan.set_aside)
     lines.extend(f"QA warning: {w}" for w in built.warnings)
     return lines
 
@@ -299,6 +303,12 @@ def register_master(
                 MasterInput(master_id=master.id, frame_id=f["id"], sha256=f["sha256"]) for f in plan.frames
             )
             session.add_all(_calibrator_rows(plan, master.id))
+            session.add_all(
+                MasterSetAside(
+                    master_id=master.id, frame_id=a.frame_id, sha256=a.sha256, rule=a.rule, reason=a.reason
+                )
+                for a in plan.set_aside
+            )
         journal.discard()
         return master
     except BaseException:
@@ -417,6 +427,10 @@ def _parameters(plan: GroupPlan, built: BuiltMaster, options: MasterOptions) -> 
             "outlier_fraction": built.comparison.outlier_fraction,
         }
     parameters["qa"] = qa
+    parameters["frame_qa"] = {
+        **options.qa.as_dict(),
+        "set_aside": [{"frame_id": a.frame_id, "rule": a.rule, "reason": a.reason} for a in plan.set_aside],
+    }
     return parameters
 
 

@@ -17,8 +17,9 @@ The rules (docs/design.md, Frame QA):
 - ``light_leak`` (bias, dark): the level changes across the detector (a plane fitted to 8 x 8 cells) more
   than the group's by ``outlier_sigma`` spreads (at least :data:`LEVEL_FLOOR` of the noise);
 - ``wrong_type``: a bias or dark whose difference from the group has a bright tail (stars: more than
-  ``tail_fraction`` of its pixels ten times its noise above), or a flat whose level after the bias is
-  within its noise of zero (it is a bias or a dark, not a flat);
+  ``tail_fraction`` of its pixels ten times its noise above, and :data:`TAIL_FACTOR` times the
+  group's), or a flat whose level after the bias is within its noise of zero (a bias or a dark, not a
+  flat);
 - ``temperature`` (dark, flat): the CCD temperature is off the group's set point (the median temperature
   of its frames: what the cooler held) by more than ``temp_tolerance`` °C;
 - ``flat_faint`` (flat): the signal after the bias is below ``flat_min_snr`` times the flat's noise, or
@@ -61,7 +62,10 @@ __all__ = [
 #: The spread of levels and gradients is taken at least this share of the frames' noise.
 LEVEL_FLOOR = 0.25
 #: The spread of the noises is taken at least this share of the group's noise.
-NOISE_FLOOR = 0.02
+NOISE_FLOOR = 0.05
+#: A bias's or dark's tail must also be this many times its group's (cosmic rays and hot pixels are in
+#: every frame of a long dark).
+TAIL_FACTOR = 5.0
 #: Fewer measured frames than this are not judged against their group's spread.
 MIN_GROUP = 3
 #: ``mad_std``'s factor.
@@ -86,7 +90,7 @@ class QaOptions:
     #: ... and at least this share of its group's median signal.
     flat_min_fraction: float = 0.1
     #: Largest share of a flat's pixels that may be saturated.
-    flat_max_saturated: float = 0.01
+    flat_max_saturated: float = 0.05
     #: Largest level of a flat as a share of its saturation level (above it: the non-linear range).
     flat_max_level: float = 0.9
     #: Largest share of a bias's or dark's pixels ten times its noise above its group's (stars).
@@ -183,6 +187,7 @@ class Group:
     noise: float
     ccd_temp: float
     signal: float
+    tail_fraction: float
 
     @classmethod
     def of(cls, facts: Sequence[FrameFacts]) -> Group:
@@ -193,8 +198,18 @@ class Group:
         noise, _ = _centre(f.diff_noise if math.isfinite(f.diff_noise) else f.noise for f in facts)
         ccd_temp, _ = _centre([f.ccd_temp for f in facts], minimum=1)
         signal, _ = _centre([f.signal for f in facts], minimum=1)
+        tail, _ = _centre([f.tail_fraction for f in facts])
         return cls(
-            level, level_spread, diff_noise, diff_spread, gradient, gradient_spread, noise, ccd_temp, signal
+            level,
+            level_spread,
+            diff_noise,
+            diff_spread,
+            gradient,
+            gradient_spread,
+            noise,
+            ccd_temp,
+            signal,
+            tail,
         )
 
 
@@ -270,11 +285,14 @@ def _light_leak(f: FrameFacts, g: Group, o: QaOptions) -> Failure | None:
 def _wrong_type(f: FrameFacts, g: Group, o: QaOptions) -> Failure | None:
     if not (math.isfinite(f.tail_fraction) and f.tail_fraction > o.tail_fraction):
         return None
+    if math.isfinite(g.tail_fraction) and f.tail_fraction <= TAIL_FACTOR * g.tail_fraction:
+        return None
     return Failure(
         "wrong_type",
         {"tail_fraction": f.tail_fraction},
         f"{f.tail_fraction:.2%} of its pixels are far above the group's median frame (limit "
-        f"{o.tail_fraction:.2%}): stars or light, not a frame without light",
+        f"{o.tail_fraction:.2%} and {number_text(TAIL_FACTOR)} x the group's {_n(g.tail_fraction * 100)}%): "
+        "stars or light, not a frame without light",
     )
 
 

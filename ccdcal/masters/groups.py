@@ -23,6 +23,7 @@ from ccdcal.catalog.queries import MatchRules
 from ccdcal.errors import UsageError
 from ccdcal.files.naming import number_text
 from ccdcal.kernels.combine import ClipParams
+from ccdcal.kernels.framestats import FrameMeasure
 from ccdcal.kernels.options import StepOptions
 from ccdcal.kernels.qa import LEVEL_MAXITERS, LEVEL_SIGMA, Comparison, Level
 from ccdcal.kernels.saturation import Saturation
@@ -415,6 +416,22 @@ def up_to_date(report: MasterReport, master: Master) -> MasterReport:
     return report
 
 
+@dataclass(frozen=True)
+class SetAside:
+    """A frame of a group that the frame QA set aside: the rule (the first it fails) and the reason."""
+
+    frame_id: int
+    path: str
+    sha256: str | None
+    rule: str
+    reason: str
+
+    @property
+    def line(self) -> str:
+        """``frame X set aside: <reason>`` for messages."""
+        return f"frame {Path(self.path).name} set aside: {self.reason}"
+
+
 # -- one group ----------------------------------------------------------------------------------------
 
 
@@ -438,6 +455,8 @@ class GroupPlan:
     saturation
         Per input, its saturation level (:func:`~ccdcal.kernels.saturation.resolve_saturation`): its
         samples at or above it are left out of the combine; empty until planned.
+    set_aside
+        The group's frames that the frame QA set aside, with the reason (not combined).
     identities
         sha256 of what makes the master's pixels what they are
         (:func:`~ccdcal.masters.calibrators.master_identities`): the identity a new master is registered
@@ -454,6 +473,8 @@ class GroupPlan:
     identities: tuple[str, ...] = ()
     input_steps: InputSteps | None = None
     saturation: list[Saturation] = field(default_factory=list)
+    #: The group's frames that the frame QA set aside (not in :attr:`frames`; :mod:`ccdcal.masters.screen`).
+    set_aside: list[SetAside] = field(default_factory=list)
 
     @property
     def saturation_levels(self) -> tuple[float | None, ...]:
@@ -498,6 +519,8 @@ class BuiltMaster:
     level: Level | None = None
     #: Saturated samples left out of the combine.
     saturated: int = 0
+    #: Each input's frame-QA statistics, when the combine measured them.
+    measures: list[FrameMeasure] = field(default_factory=list)
 
 
 def cannot_group(

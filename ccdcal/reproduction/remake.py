@@ -4,7 +4,7 @@
   (:func:`ccdcal.reproduction.recipes.light_recipe`), the fused path or the one with optional steps as
   that task chooses, written where the worker writes (a temporary file beside the output, here in the
   folder);
-- a combined master: :func:`ccdcal.masters.build.combine_master` on its group's plan (inputs prepared,
+- a combined master: :func:`ccdcal.masters.screen.combine_master` on its group's plan (inputs prepared,
   pre-calibrated, clipped and combined with their uncertainty, as ``ccdcal masters`` does), written as
   :func:`ccdcal.masters.files.master_hdul` lays out its file;
 - a bad-pixel mask: :func:`ccdcal.masters.bpm.make_bpm` from its dark and flat.
@@ -22,9 +22,9 @@ from ccdcal.errors import CcdcalError
 from ccdcal.files.fitsio import write_atomic
 from ccdcal.lights.worker import calibrate_frame
 from ccdcal.masters.bpm import make_bpm, mask_hdul
-from ccdcal.masters.build import combine_master
 from ccdcal.masters.files import master_hdul
 from ccdcal.masters.groups import MasterOptions
+from ccdcal.masters.screen import combine_master
 from ccdcal.reproduction.recipes import Recipe, with_output
 
 
