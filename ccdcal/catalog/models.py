@@ -333,7 +333,8 @@ class FrameStat(Base):
     ``gradient`` the level's change across the detector (a plane fitted to the medians of 8 x 8 cells);
     ``saturated_fraction`` the share of its pixels at or above its saturation level; ``tail_fraction``
     the share of its difference above ``diff_level + 10 diff_noise`` (stars in a "bias"); ``signal`` a
-    flat's level after the bias and dark (what it is divided by; NULL for biases and darks).
+    flat's level after the bias and dark (what it is divided by) and ``signal_noise`` its pixel-to-pixel
+    noise after them (NULL for biases and darks).
     """
 
     __tablename__ = "frame_stats"
@@ -354,6 +355,7 @@ class FrameStat(Base):
     saturated_fraction: Mapped[float | None] = mapped_column(Float)
     tail_fraction: Mapped[float | None] = mapped_column(Float)
     signal: Mapped[float | None] = mapped_column(Float)
+    signal_noise: Mapped[float | None] = mapped_column(Float)
     measured_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
 

@@ -30,8 +30,10 @@ __all__ = [
     "SampleGrid",
     "decode_samples",
     "measure",
+    "pixel_noise",
     "plane_gradient",
     "robust",
+    "spread",
 ]
 
 #: About this many pixels of each frame are sampled.
@@ -135,8 +137,8 @@ def decode_samples(
     size = stored.dtype.itemsize
     if kind == 0:
         return np.asarray(stored, dtype=np.float64)
-    if kind == 2:
-        return np.asarray(stored.view(_BE_FLOAT[size]), dtype=np.float64)
+    if kind == 2:  # BSCALE and BZERO apply to floats too (a float32 bias written with BZERO 32768)
+        return np.asarray(stored.view(_BE_FLOAT[size]), dtype=np.float64) * bscale + bzero
     words = stored.view(_BE_INT[size])
     values: np.ndarray = words.astype(np.float64) * bscale + bzero
     if blank is not None:
@@ -145,7 +147,14 @@ def decode_samples(
 
 
 def robust(values: np.ndarray) -> tuple[float, float, int]:
-    """Median, noise and number of the finite ``values`` (NaN, NaN, 0 when none).
+    """Median, noise and number of the finite ``values`` (NaN, NaN, 0 when none): :func:`spread`'s
+    first, third and fourth numbers."""
+    median, noise, _, count = spread(values)
+    return median, noise, count
+
+
+def spread(values: np.ndarray) -> tuple[float, float, float, int]:
+    """Median, noise, ``mad_std`` and number of the finite ``values`` (NaN, NaN, NaN, 0 when none).
 
     The noise is the standard deviation of the values within :data:`CLIP_SIGMA` of the median, the
     bounds set from ``mad_std`` and then twice from the standard deviation itself: as robust to a few
@@ -154,10 +163,10 @@ def robust(values: np.ndarray) -> tuple[float, float, int]:
     """
     finite = values[np.isfinite(values)]
     if finite.size == 0:
-        return math.nan, math.nan, 0
+        return math.nan, math.nan, math.nan, 0
     median = float(np.median(finite))
     deviation = np.abs(finite - median)
-    noise = float(np.median(deviation)) * MAD_TO_STD
+    mad = noise = float(np.median(deviation)) * MAD_TO_STD
     if noise == 0.0:
         noise = float(deviation.mean()) * math.sqrt(math.pi / 2)  # mostly one value: the mean deviation
     for _ in range(CLIP_PASSES):
@@ -165,7 +174,7 @@ def robust(values: np.ndarray) -> tuple[float, float, int]:
         if kept.size < 2:
             break
         noise = float(kept.std())
-    return median, noise, int(finite.size)
+    return median, noise, mad, int(finite.size)
 
 
 def plane_gradient(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> float:
@@ -366,9 +375,11 @@ def measure(
     gradient = plane_gradient(values, rows, grid.cols, grid.shape) if kept else math.nan
     diff_level = diff_noise = tail = math.nan
     if diffs is not None and diffs.size:
-        diff_level, diff_noise, finite = robust(diffs.ravel())
+        diff_level, diff_noise, mad, finite = spread(diffs.ravel())
         if finite and math.isfinite(diff_noise):
-            above = np.count_nonzero(diffs > diff_level + TAIL_SIGMA * diff_noise)
+            # Above the wider of the two noises: a difference of two structures (an infrared array's
+            # bias) has a narrow core and wide wings, which mad_std sees.
+            above = np.count_nonzero(diffs > diff_level + TAIL_SIGMA * max(diff_noise, mad))
             tail = float(above) / finite
     return FrameMeasure(
         samples=count,
@@ -380,3 +391,21 @@ def measure(
         saturated_fraction=saturated / count if count else math.nan,
         tail_fraction=tail,
     )
+
+
+def pixel_noise(values: np.ndarray, rows: np.ndarray) -> float:
+    """The pixel-to-pixel noise of an image on some of its rows: the noise (:func:`robust`) of the
+    differences of neighbouring pixels along each row, divided by ``√2`` — shot and read noise, without
+    the smooth illumination or the bias structure that the plain noise of a flat holds (NaN: none).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (ny, nx) image.
+    rows : numpy.ndarray
+        The rows used.
+    """
+    if values.shape[1] < 2 or rows.size == 0:
+        return math.nan
+    differences = np.diff(np.asarray(values[rows], dtype=np.float64), axis=1)
+    return robust(differences.ravel())[1] / math.sqrt(2.0)

@@ -72,6 +72,7 @@ from ccdcal.masters.screen import (
     calibrator_ids,
     combine_master,
     screen_group,
+    too_few_left,
     update_differences,
 )
 from ccdcal.runtime.cluster import ClusterOnDemand
@@ -121,6 +122,7 @@ def build_masters(
         "saturation": options.optional.saturation,
         "uncertainty": options.optional.uncertainty,
         "bpm": options.bpm,
+        "frame_qa": options.qa.as_dict(),
     }
     if options.scheduler is not None:
         arguments["scheduler"] = options.scheduler
@@ -232,17 +234,12 @@ def _plan_kept(
 ) -> tuple[GroupPlan, str | None]:
     """The plan of a group's frames that the frame QA kept (its calibrators chosen for them), or why
     there is none: too few frames are left."""
-    kind, keys, aside = plan.kind, plan.keys, screening.set_aside
-    if len(screening.kept) < options.min_frames:
-        lines = "; ".join(a.line for a in aside)
-        return plan, (
-            f"{len(screening.kept)} of the {len(plan.frames)} {kind} frames of group {describe_keys(keys)} "
-            f"are left after the frame QA, fewer than --min-frames {options.min_frames}: {lines}; add good "
-            "frames, or `ccdcal mark-good` a frame the rules set aside wrongly"
-        )
+    reason = too_few_left(plan, len(screening.kept), screening.set_aside, options)
+    if reason:
+        return plan, reason
     with catalog.session() as session:
-        kept, reason = plan_group(session, kind, keys, screening.kept, options)
-    kept.set_aside = list(aside)
+        kept, reason = plan_group(session, plan.kind, plan.keys, screening.kept, options)
+    kept.set_aside = list(screening.set_aside)
     return kept, reason
 
 

@@ -249,18 +249,21 @@ class CombineJob:
         """Frame ``index``'s level after ``offset`` (NaN, with the reason, when it is not a flat's) and its
         grid statistics, from one read of the file."""
         # Imported here for start-up time, as the combine's kernel is.
-        from ccdcal.kernels.framestats import Decoded, FrameSamples
+        from ccdcal.kernels.framestats import Decoded, FrameSamples, pixel_noise
 
         path = Path(self.paths[index])
         saturation = self.saturation[index] if self.saturation else None
         data = read_image(path, self.hdu, None)
         samples = FrameSamples.start(data.shape, [saturation], 1)
         samples.add(0, data[None], Decoded.native(1))
+        rows = samples.grid.rows(0, data.shape[0])
+        after = data[rows] - (offset[rows] if isinstance(offset, np.ndarray) else offset)
+        noise = pixel_noise(after, np.arange(rows.size))
         try:
             level, error = flat_level(data, offset, saturation), None
         except ValueError as exc:
             level, error = math.nan, str(exc)
-        return FlatMeasure(level, error, samples.measures()[0])
+        return FlatMeasure(level, error, samples.measures()[0], noise)
 
     def _flat_level(self, index: int, offset: np.ndarray | float) -> float:
         """The level of frame ``index`` after ``offset`` (see :meth:`flat_levels`)."""
@@ -378,6 +381,9 @@ class FlatMeasure:
     level: float
     error: str | None
     stats: FrameMeasure
+    #: The flat's pixel-to-pixel noise after the bias and dark
+    #: (:func:`~ccdcal.kernels.framestats.pixel_noise`).
+    noise: float
 
 
 @dataclass

@@ -18,12 +18,13 @@ The rules (docs/design.md, Frame QA):
   than the group's by ``outlier_sigma`` spreads (at least :data:`LEVEL_FLOOR` of the noise);
 - ``wrong_type``: a bias or dark whose difference from the group has a bright tail (stars: more than
   ``tail_fraction`` of its pixels ten times its noise above, and :data:`TAIL_FACTOR` times the
-  group's), or a flat whose level after the bias is within its noise of zero (a bias or a dark, not a
-  flat);
+  group's), or a flat whose level after the bias is within its pixel-to-pixel noise of zero (a bias or
+  a dark, not a flat);
 - ``temperature`` (dark, flat): the CCD temperature is off the group's set point (the median temperature
   of its frames: what the cooler held) by more than ``temp_tolerance`` °C;
-- ``flat_faint`` (flat): the signal after the bias is below ``flat_min_snr`` times the flat's noise, or
-  below ``flat_min_fraction`` of the group's median signal;
+- ``flat_faint`` (flat): the signal after the bias is below ``flat_min_snr`` times the flat's
+  pixel-to-pixel noise (shot and read noise, without the illumination's structure), or below
+  ``flat_min_fraction`` of the group's median signal;
 - ``flat_bright`` (flat): more than ``flat_max_saturated`` of its pixels are saturated, or its level is
   above ``flat_max_level`` of the saturation level (the non-linear range).
 """
@@ -94,7 +95,7 @@ class QaOptions:
     #: Largest level of a flat as a share of its saturation level (above it: the non-linear range).
     flat_max_level: float = 0.9
     #: Largest share of a bias's or dark's pixels ten times its noise above its group's (stars).
-    tail_fraction: float = 0.002
+    tail_fraction: float = 0.01
 
     def __post_init__(self) -> None:
         QA_OUTLIER_SIGMA.check(self.outlier_sigma)
@@ -133,6 +134,8 @@ class FrameFacts:
         Share of its difference ten times its noise above its level.
     signal : float
         A flat's level after the bias and dark (NaN: not a flat, or not measurable).
+    signal_noise : float
+        A flat's pixel-to-pixel noise after the bias and dark.
     ccd_temp : float
         Its CCD temperature (NaN: unknown).
     saturation : float
@@ -148,6 +151,7 @@ class FrameFacts:
     saturated_fraction: float = math.nan
     tail_fraction: float = math.nan
     signal: float = math.nan
+    signal_noise: float = math.nan
     ccd_temp: float = math.nan
     saturation: float = math.inf
 
@@ -297,15 +301,15 @@ def _wrong_type(f: FrameFacts, g: Group, o: QaOptions) -> Failure | None:
 
 
 def _flat_type(f: FrameFacts, g: Group, o: QaOptions) -> Failure | None:
-    if math.isfinite(f.signal) and math.isfinite(f.noise) and f.signal > f.noise:
+    if math.isfinite(f.signal) and math.isfinite(f.signal_noise) and f.signal > f.signal_noise:
         return None
-    if math.isnan(f.signal) and math.isnan(f.level):
+    if math.isnan(f.level):
         return None  # not measured
     return Failure(
         "wrong_type",
-        {"signal": f.signal if math.isfinite(f.signal) else None, "noise": f.noise},
-        f"level after the bias {_n(f.signal)} ADU, within its noise {_n(f.noise)} of zero: a bias or "
-        "a dark, not a flat",
+        {"signal": f.signal if math.isfinite(f.signal) else None, "noise": f.signal_noise},
+        f"level after the bias {_n(f.signal)} ADU, within its noise {_n(f.signal_noise)} of zero: a "
+        "bias or a dark, not a flat",
     )
 
 
@@ -324,15 +328,15 @@ def _temperature(f: FrameFacts, g: Group, o: QaOptions) -> Failure | None:
 
 
 def _flat_faint(f: FrameFacts, g: Group, o: QaOptions) -> Failure | None:
-    if not (math.isfinite(f.signal) and math.isfinite(f.noise) and f.signal > f.noise):
+    if not (math.isfinite(f.signal) and math.isfinite(f.signal_noise) and f.signal > f.signal_noise):
         return None  # not measured, or wrong_type's
-    snr = f.signal / f.noise if f.noise > 0 else math.inf
+    snr = f.signal / f.signal_noise if f.signal_noise > 0 else math.inf
     share = f.signal / g.signal if math.isfinite(g.signal) and g.signal > 0 else math.inf
     if snr >= o.flat_min_snr and share >= o.flat_min_fraction:
         return None
     return Failure(
         "flat_faint",
-        {"signal": f.signal, "noise": f.noise, "snr": snr, "group_signal": g.signal},
+        {"signal": f.signal, "noise": f.signal_noise, "snr": snr, "group_signal": g.signal},
         f"signal {_n(f.signal)} ADU after the bias, S/N {_n(snr)} (floor {number_text(o.flat_min_snr)}), "
         f"{_n(share * 100)}% of the group's {_n(g.signal)} ADU "
         f"(floor {number_text(o.flat_min_fraction * 100)}%)",

@@ -45,6 +45,7 @@ from ccdcal.masters.groups import (
     up_to_date,
 )
 from ccdcal.masters.restore import restorable
+from ccdcal.masters.screen import judged_frames, too_few_left
 
 
 def plan_masters(session: Session, options: MasterOptions | None = None) -> list[MasterReport]:
@@ -92,6 +93,8 @@ def _plan_kind(session: Session, kind: str, options: MasterOptions, folder: Path
             report.version, report.reason = serving.version, None
         if report.reason is None and serving is None:
             plan, report.reason = plan_group(session, kind, keys, frames, options, cards)
+            if report.reason is None and options.qa.enabled:
+                plan, report.reason = _screened(session, plan, options, cards)
             if report.reason is None:
                 planned.append((report, plan))
     existing = _by_identity(session, [i for _, plan in planned for i in plan.identities], "current")
@@ -126,6 +129,22 @@ def _plan_kind(session: Session, kind: str, options: MasterOptions, folder: Path
             execution_options={"synchronize_session": "evaluate"},
         )
     return reports
+
+
+def _screened(
+    session: Session, plan: GroupPlan, options: MasterOptions, cards: dict[int, dict[str, Any]]
+) -> tuple[GroupPlan, str | None]:
+    """The plan of the frames the frame QA keeps, judged on their stored statistics (a frame not measured
+    yet is counted in: it is measured when the group is built), or why the group is left too small."""
+    kept, aside, _, _ = judged_frames(session, plan, options)
+    if not aside:
+        return plan, None
+    reason = too_few_left(plan, len(kept), aside, options)
+    if reason:
+        return plan, reason
+    screened, reason = plan_group(session, plan.kind, plan.keys, kept, options, cards)
+    screened.set_aside = aside
+    return screened, reason
 
 
 def _section_cards(session: Session, kind: str, options: MasterOptions) -> dict[int, dict[str, Any]]:

@@ -34,13 +34,21 @@ from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.models import FrameQa, FrameStat, Master
 from ccdcal.kernels.qa import describe_master
 from ccdcal.masters.frameqa import FrameFacts, Verdict, failures_text, judge, numbers_of
-from ccdcal.masters.groups import BuiltMaster, GroupPlan, MasterOptions, SetAside
+from ccdcal.masters.groups import BuiltMaster, GroupPlan, MasterOptions, SetAside, describe_keys
 from ccdcal.runtime.cluster import ClusterOnDemand
 
 if TYPE_CHECKING:  # for the types only: the statistics' module loads with the combine
     from ccdcal.kernels.framestats import FrameMeasure
 
-__all__ = ["Screening", "calibrator_ids", "combine_master", "judged_frames", "screen_group", "stored_stats"]
+__all__ = [
+    "Screening",
+    "calibrator_ids",
+    "combine_master",
+    "judged_frames",
+    "screen_group",
+    "stored_stats",
+    "too_few_left",
+]
 
 #: The ``frame_stats`` columns of a :class:`~ccdcal.kernels.framestats.FrameMeasure`.
 _MEASURED = (
@@ -117,6 +125,7 @@ def _facts(frame: dict[str, Any], stat: FrameStat | None, saturation: float | No
         saturated_fraction=_number(stat.saturated_fraction),
         tail_fraction=_number(stat.tail_fraction),
         signal=_number(stat.signal),
+        signal_noise=_number(stat.signal_noise),
         ccd_temp=temp,
         saturation=level,
     )
@@ -152,6 +161,19 @@ def judged_frames(
         else:
             kept.append(frame)
     return kept, aside, verdicts, decisions
+
+
+def too_few_left(plan: GroupPlan, kept: int, aside: Sequence[SetAside], options: MasterOptions) -> str | None:
+    """Why a group cannot make a master once the frame QA set frames aside: fewer than ``--min-frames``
+    are left (``None``: enough are)."""
+    if kept >= options.min_frames:
+        return None
+    lines = "; ".join(a.line for a in aside)
+    return (
+        f"{kept} of the {len(plan.frames)} {plan.kind} frames of group {describe_keys(plan.keys)} are left "
+        f"after the frame QA, fewer than --min-frames {options.min_frames}: {lines}; add good frames, or "
+        "`ccdcal mark-good` a frame the rules set aside wrongly"
+    )
 
 
 def screen_group(
@@ -212,7 +234,7 @@ def combine_master(
 
 def _measure(
     plan: GroupPlan, options: MasterOptions, cluster: ClusterOnDemand | None, screening: Screening
-) -> tuple[list[FrameMeasure], list[float | None]]:
+) -> tuple[list[FrameMeasure], list[tuple[float | None, float | None]]]:
     """Every frame's statistics, from the pass that reads them: a flat group's level pass, or the
     combine of a bias or dark group (kept as the master if no frame is set aside)."""
     # Imported here for start-up time: the combine engine (numba, astropy) loads when a combine runs.
@@ -224,10 +246,10 @@ def _measure(
             if math.isfinite(found.level):
                 screening.flat_levels[int(frame["id"])] = found.level
         screening.flat_calibrators = calibrator_ids(plan)
-        return [f.stats for f in flats], [f.level if math.isfinite(f.level) else None for f in flats]
+        return [f.stats for f in flats], [(_finite(f.level), _finite(f.noise)) for f in flats]
     built = combine_master(plan, options, cluster, measure=True)
     screening.measured = built
-    return built.measures, [None] * len(plan.frames)
+    return built.measures, [(None, None)] * len(plan.frames)
 
 
 def calibrator_ids(plan: GroupPlan) -> tuple[int | None, int | None]:
@@ -247,13 +269,13 @@ def _store(
     catalog: Catalog,
     plan: GroupPlan,
     measures: Sequence[FrameMeasure],
-    signals: Sequence[float | None],
+    signals: Sequence[tuple[float | None, float | None]],
     run_id: int,
 ) -> None:
     """Store the statistics of the frames' contents not stored yet (another run may have stored some)."""
     with catalog.session() as session:
         stored = stored_stats(session, plan.frames)
-        for frame, measure, signal in zip(plan.frames, measures, signals, strict=True):
+        for frame, measure, (signal, noise) in zip(plan.frames, measures, signals, strict=True):
             key = _key(frame)
             if key in stored or not frame["sha256"]:
                 continue
@@ -264,6 +286,7 @@ def _store(
                 frame_id=int(frame["id"]),
                 kind=plan.kind,
                 signal=signal,
+                signal_noise=noise,
                 run_id=run_id,
                 **{k: (v if k == "samples" else _finite(v)) for k, v in values.items()},
             )

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog
 from ccdcal.catalog.history import change
-from ccdcal.catalog.models import Calibration, Frame, Master
+from ccdcal.catalog.models import Calibration, Frame, FrameQa, Master
 from ccdcal.catalog.queries import calibrations_using, downstream_masters
 from ccdcal.catalog.targets import Target, find_target
 from ccdcal.errors import UsageError
@@ -210,16 +210,21 @@ class MarkResult:
     is_bad: bool
     reason: str | None
     impact: Impact
+    #: ``mark-good`` of a frame the frame QA had set aside: the rule a person overrode (else ``None``).
+    overrode: str | None = None
 
     @property
     def changed(self) -> bool:
-        """Whether the mark changed (marking a bad row bad again only updates its reason)."""
-        return self.was_bad != self.is_bad
+        """Whether the mark changed (marking a bad row bad again only updates its reason; marking good a
+        frame the frame QA set aside keeps it again)."""
+        return self.was_bad != self.is_bad or self.overrode is not None
 
     def headline(self) -> str:
         """One line for the terminal."""
         if self.is_bad:
             verb = "marked bad" if self.changed else "already marked bad; reason updated"
+        elif self.overrode is not None:
+            verb = f"kept again (a person overrode the frame QA's {self.overrode} rule)"
         else:
             verb = "marked good" if self.changed else "was not marked bad"
         masters, calibrations = self.impact.current_masters(), self.impact.current_calibrations()
@@ -242,6 +247,7 @@ class MarkResult:
             "was_bad": self.was_bad,
             "is_bad": self.is_bad,
             "reason": self.reason,
+            "overrode": self.overrode,
             "impact": self.impact.as_dict(),
         }
 
@@ -274,6 +280,32 @@ def mark_good(catalog: Catalog, text: str, reason: str | None = None) -> MarkRes
     return _mark(catalog, text, False, reason, "mark-good")
 
 
+def _override_frame_qa(session: Session, frame: Frame, reason: str | None, run_id: int) -> str | None:
+    """Keep a frame the frame QA set aside (its content's newest ``frame_qa`` decision): a row ``kept``
+    by ``person`` that overrides the rules until the file changes. The rule overridden, else ``None``."""
+    newest = session.scalars(
+        select(FrameQa)
+        .where(FrameQa.frame_id == frame.id, FrameQa.sha256 == frame.sha256)
+        .order_by(FrameQa.id.desc())
+        .limit(1)
+    ).first()
+    if newest is None or newest.decision != "set_aside" or frame.sha256 is None:
+        return None
+    session.add(
+        FrameQa(
+            frame_id=frame.id,
+            sha256=frame.sha256,
+            rule=newest.rule,
+            decision="kept",
+            decided_by="person",
+            numbers={},
+            reason=reason or "`ccdcal mark-good`",
+            run_id=run_id,
+        )
+    )
+    return newest.rule
+
+
 def _mark(catalog: Catalog, text: str, bad: bool, reason: str | None, command: str) -> MarkResult:
     with catalog.session() as session:
         target = find_target(session, text)
@@ -287,10 +319,14 @@ def _mark(catalog: Catalog, text: str, bad: bool, reason: str | None, command: s
         row = _row(session, target)
         was_bad = row.is_bad
         change(session, row, run_id=run.id, is_bad=bad, bad_reason=reason if bad else None)
+        overrode = None
+        if not bad and isinstance(row, Frame):
+            overrode = _override_frame_qa(session, row, reason, run.id)
         session.flush()
-        result = MarkResult(run.id, target, was_bad, bad, reason, impact_of(session, target))
+        result = MarkResult(run.id, target, was_bad, bad, reason, impact_of(session, target), overrode)
         run.summary = {
             "was_bad": was_bad,
+            "overrode": overrode,
             "masters_downstream": len(result.impact.current_masters()),
             "calibrations_downstream": len(result.impact.current_calibrations()),
         }

@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("saturated_fraction", sa.Float(), nullable=True),
         sa.Column("tail_fraction", sa.Float(), nullable=True),
         sa.Column("signal", sa.Float(), nullable=True),
+        sa.Column("signal_noise", sa.Float(), nullable=True),
         sa.Column("measured_at", sa.DateTime(), nullable=False),
         sa.Column("run_id", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(
