@@ -20,6 +20,7 @@ from ccdcal.kernels.combine import ClipParams
 from ccdcal.kernels.cosmic import CosmicParams
 from ccdcal.kernels.options import StepOptions
 from ccdcal.lights.options import ProcessOptions
+from ccdcal.masters.frameqa import QaOptions
 from ccdcal.masters.groups import MasterOptions
 
 
@@ -118,6 +119,34 @@ API = {
         "--cr-sigclip 1e+30 is out of range: use 0 < x <= 100",
     ),
     "cr-objlim": (lambda: CosmicParams(objlim=0.0), "--cr-objlim 0 is out of range: use 0 < x <= 100"),
+    "qa-outlier-sigma": (
+        lambda: QaOptions(outlier_sigma=0.5),
+        "--qa-outlier-sigma 0.5 is out of range: use 1 <= x <= 1000000 sigma",
+    ),
+    "qa-temp-tolerance": (
+        lambda: QaOptions(temp_tolerance=0.0),
+        "--qa-temp-tolerance 0 is out of range: use 0 < x <= 100 °C",
+    ),
+    "qa-flat-min-snr": (
+        lambda: QaOptions(flat_min_snr=math.nan),
+        "--qa-flat-min-snr nan is out of range: use 0 <= x <= 1000000",
+    ),
+    "qa-flat-min-fraction": (
+        lambda: QaOptions(flat_min_fraction=1.0),
+        "--qa-flat-min-fraction 1 is out of range: use 0 <= x < 1",
+    ),
+    "qa-flat-max-saturated": (
+        lambda: QaOptions(flat_max_saturated=-0.5),
+        "--qa-flat-max-saturated -0.5 is out of range: use 0 <= x <= 1",
+    ),
+    "qa-flat-max-level": (
+        lambda: QaOptions(flat_max_level=0.0),
+        "--qa-flat-max-level 0 is out of range: use 0 < x <= 1",
+    ),
+    "qa-tail-fraction": (
+        lambda: QaOptions(tail_fraction=math.inf),
+        "--qa-tail-fraction inf is out of range: use 0 < x <= 1",
+    ),
 }
 
 
@@ -163,6 +192,19 @@ COMMANDS = [
         "--min-frames 70000 is out of range: use a whole number 1 <= x <= 65535",
     ),
     (["masters", "--mem-limit", "1e30G"], None),
+    (
+        ["masters", "--qa-outlier-sigma", "0"],
+        "--qa-outlier-sigma 0 is out of range: use 1 <= x <= 1000000 sigma",
+    ),
+    (["process", "--qa-temp-tolerance", "0"], "--qa-temp-tolerance 0 is out of range: use 0 < x <= 100 °C"),
+    (["masters", "--qa-flat-min-snr", "-1"], "--qa-flat-min-snr -1 is out of range: use 0 <= x <= 1000000"),
+    (["process", "--qa-flat-min-fraction", "1"], "--qa-flat-min-fraction 1 is out of range: use 0 <= x < 1"),
+    (
+        ["masters", "--qa-flat-max-saturated", "2"],
+        "--qa-flat-max-saturated 2 is out of range: use 0 <= x <= 1",
+    ),
+    (["process", "--qa-flat-max-level", "nan"], "--qa-flat-max-level nan is out of range: use 0 < x <= 1"),
+    (["masters", "--qa-tail-fraction", "0"], "--qa-tail-fraction 0 is out of range: use 0 < x <= 1"),
     (["ingest", "--jobs", "0", "."], "--jobs 0 is out of range: use a whole number 1 <= x <= 1024"),
     (["audit", "--jobs", "5000"], "--jobs 5000 is out of range: use a whole number 1 <= x <= 1024"),
     (["report", "--run", "0"], "--run 0 is out of range: use a whole number x >= 1"),
@@ -226,5 +268,12 @@ def test_help_shows_the_ranges() -> None:
         "--jobs",
         "--gain",
         "--readnoise",
+        "--qa-outlier-sigma",
+        "--qa-temp-tolerance",
+        "--qa-flat-min-snr",
+        "--qa-flat-min-fraction",
+        "--qa-flat-max-saturated",
+        "--qa-flat-max-level",
+        "--qa-tail-fraction",
     ):
         assert limits.RANGES[option].text in " ".join(text.split()), option

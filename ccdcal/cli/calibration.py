@@ -30,6 +30,17 @@ from ccdcal.cli.base import (
     progress_bar,
     state_of,
 )
+from ccdcal.cli.frameqa import (
+    NoFrameQaOption,
+    QaFlatMaxLevelOption,
+    QaFlatMaxSaturatedOption,
+    QaFlatMinFractionOption,
+    QaFlatMinSnrOption,
+    QaOutlierSigmaOption,
+    QaTailFractionOption,
+    QaTempToleranceOption,
+    qa_options,
+)
 from ccdcal.errors import UsageError
 from ccdcal.runtime.words import counted
 
@@ -99,6 +110,14 @@ def masters(
             "--bpm", help="Also build bad-pixel masks: hot pixels of master darks, ccdmask of master flats."
         ),
     ] = False,
+    no_frame_qa: NoFrameQaOption = False,
+    qa_outlier_sigma: QaOutlierSigmaOption = 10.0,
+    qa_temp_tolerance: QaTempToleranceOption = 2.0,
+    qa_flat_min_snr: QaFlatMinSnrOption = 5.0,
+    qa_flat_min_fraction: QaFlatMinFractionOption = 0.1,
+    qa_flat_max_saturated: QaFlatMaxSaturatedOption = 0.01,
+    qa_flat_max_level: QaFlatMaxLevelOption = 0.9,
+    qa_tail_fraction: QaTailFractionOption = 0.002,
     show: Annotated[bool, typer.Option("--list", help="List the masters instead of building.")] = False,
     all_versions: Annotated[bool, typer.Option("--all", help="With --list: superseded ones too.")] = False,
     as_of: AsOfOption = None,
@@ -161,6 +180,16 @@ def masters(
         optional=StepOptions.parse(overscan=overscan, saturation=saturation, uncertainty=uncertainty),
         bpm=bpm,
         scheduler=scheduler,
+        qa=qa_options(
+            no_frame_qa=no_frame_qa,
+            outlier_sigma=qa_outlier_sigma,
+            temp_tolerance=qa_temp_tolerance,
+            flat_min_snr=qa_flat_min_snr,
+            flat_min_fraction=qa_flat_min_fraction,
+            flat_max_saturated=qa_flat_max_saturated,
+            flat_max_level=qa_flat_max_level,
+            tail_fraction=qa_tail_fraction,
+        ),
     )
     check_options(options)  # a wrong option is told before a missing catalog
     with state.catalog() as catalog, progress_bar(state, "Building masters") as progress:
@@ -264,6 +293,14 @@ def process(
     saturation: SaturationOption = None,
     min_frames: MinFramesOption = 3,
     mem_limit: MemLimitOption = "2G",
+    no_frame_qa: NoFrameQaOption = False,
+    qa_outlier_sigma: QaOutlierSigmaOption = 10.0,
+    qa_temp_tolerance: QaTempToleranceOption = 2.0,
+    qa_flat_min_snr: QaFlatMinSnrOption = 5.0,
+    qa_flat_min_fraction: QaFlatMinFractionOption = 0.1,
+    qa_flat_max_saturated: QaFlatMaxSaturatedOption = 0.01,
+    qa_flat_max_level: QaFlatMaxLevelOption = 0.9,
+    qa_tail_fraction: QaTailFractionOption = 0.002,
     jobs: Annotated[
         int | None,
         typer.Option(
@@ -391,6 +428,16 @@ def process(
             ),
             no_bpm=no_bpm,
             write_uncalibrated=write_uncalibrated,
+            qa=qa_options(
+                no_frame_qa=no_frame_qa,
+                outlier_sigma=qa_outlier_sigma,
+                temp_tolerance=qa_temp_tolerance,
+                flat_min_snr=qa_flat_min_snr,
+                flat_min_fraction=qa_flat_min_fraction,
+                flat_max_saturated=qa_flat_max_saturated,
+                flat_max_level=qa_flat_max_level,
+                tail_fraction=qa_tail_fraction,
+            ),
         )
         check_options(options)  # a wrong option is told before a missing catalog
         with state.catalog(as_of=when) as catalog:

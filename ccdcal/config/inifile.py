@@ -21,7 +21,7 @@ from ccdcal.errors import ConfigError, UsageError
 from ccdcal.ingestion.normalise import normalise_imagetyp
 
 #: The sections, in file order.
-SECTIONS = ("GENERAL", "MASTERS", "CALIBRATION")
+SECTIONS = ("GENERAL", "MASTERS", "CALIBRATION", "QA")
 
 #: Default catalog file, beside the config.
 DEFAULT_DATABASE = "ccdcal.db"
@@ -116,6 +116,32 @@ flat_low = 0.5
 # (ccdcal) Write the frames no calibration step applies to (no bias, dark, flat or overscan), their
 # pixels the raw frame's; no: list them with the reason, unwritten.
 write_uncalibrated = no
+
+[QA]
+# (ccdcal) Frame QA: set a bad bias, dark or flat aside, with the reason, before it is combined into a
+# master. no: combine every usable frame (as --no-frame-qa).
+frame_qa = yes
+# (ccdcal) A bias or dark whose level, noise or gradient strays from its group's by more than this many
+# robust standard deviations is set aside (as --qa-outlier-sigma).
+outlier_sigma = 10
+# (ccdcal) A dark or flat whose CCD temperature is further than this many °C from its group's set point
+# (the median of its frames') is set aside (as --qa-temp-tolerance).
+temp_tolerance = 2
+# (ccdcal) A flat whose signal after the bias is below this many times its noise is set aside (as
+# --qa-flat-min-snr).
+flat_min_snr = 5
+# (ccdcal) A flat whose signal after the bias is below this share of its group's median signal is set
+# aside (as --qa-flat-min-fraction).
+flat_min_fraction = 0.1
+# (ccdcal) A flat with more than this share of its pixels saturated is set aside (as
+# --qa-flat-max-saturated).
+flat_max_saturated = 0.01
+# (ccdcal) A flat whose level is above this share of its saturation level (the non-linear range) is set
+# aside (as --qa-flat-max-level).
+flat_max_level = 0.9
+# (ccdcal) A bias or dark with more than this share of its pixels ten times its noise above its group's
+# (stars: a light) is set aside (as --qa-tail-fraction).
+tail_fraction = 0.002
 """
 
 #: How each option's value is read (see :func:`convert`): ``folder_in`` must exist, ``folder_out`` is
@@ -123,14 +149,25 @@ write_uncalibrated = no
 #: empty for none.
 KINDS = {
     **dict.fromkeys(
-        ("debug", "build_bias", "build_dark", "build_flat", "dark_scale", "no_bias", "write_uncalibrated"),
+        (
+            "debug",
+            "build_bias",
+            "build_dark",
+            "build_flat",
+            "dark_scale",
+            "no_bias",
+            "write_uncalibrated",
+            "frame_qa",
+        ),
         "bool",
     ),
     **dict.fromkeys(("raw_root", "input_root"), "folder_in"),
     **dict.fromkeys(("master_output", "output_dir", "master_files"), "folder_out"),
     **dict.fromkeys(("min_frames", "iterations"), "count"),
-    **dict.fromkeys(("temp_tolerance", "exptime_tolerance"), "number"),
-    **dict.fromkeys(("sigma", "flat_min", "flat_low"), "positive"),
+    **dict.fromkeys(("temp_tolerance", "exptime_tolerance", "flat_min_snr"), "number"),
+    **dict.fromkeys(("flat_min_fraction", "flat_max_saturated"), "number"),
+    **dict.fromkeys(("sigma", "flat_min", "flat_low", "outlier_sigma"), "positive"),
+    **dict.fromkeys(("flat_max_level", "tail_fraction"), "positive"),
     **{"database": "database", "jobs": "jobs", "dispersion": "dispersion", "mem_limit": "size"},
     "saturation": "saturation",
     "file_type": "frame_type",
@@ -165,17 +202,24 @@ def _options() -> tuple[Option, ...]:
         else:
             name, default = (part.strip() for part in line.split("=", 1))
             text = " ".join(comment)
-            field_ = (
-                f"masters_{name}"
-                if section == "MASTERS" and name in ("dark_scale", "temp_tolerance")
-                else name
-            )
+            field_ = _field(section, name)
             seed = not text.startswith("(ccdcal)")
             options.append(
                 Option(section, name, KINDS[name], default, text.removeprefix("(ccdcal) "), field_, seed)
             )
             comment = []
     return tuple(options)
+
+
+def _field(section: str, name: str) -> str:
+    """The field of :class:`~ccdcal.config.run.SeedConfig` an option sets: its name, but for the names
+    another section has too (``masters_dark_scale``, ``masters_temp_tolerance``) and the thresholds of
+    ``[QA]`` (``qa_outlier_sigma`` ...: the options ``--qa-...``)."""
+    if section == "MASTERS" and name in ("dark_scale", "temp_tolerance"):
+        return f"masters_{name}"
+    if section == "QA" and name != "frame_qa":
+        return f"qa_{name}"
+    return name
 
 
 #: Every option, in the order of the default file.
@@ -188,11 +232,13 @@ BY_SECTION: dict[str, dict[str, Option]] = {
 DERIVED = {"input_root": "raw_root", "master_files": "master_output"}
 
 
-#: The range of each numeric option (:mod:`ccdcal.limits`): the command line's and the API's.
+#: The range of each numeric option, by the field it sets (:attr:`Option.field`; :mod:`ccdcal.limits`):
+#: the command line's and the API's.
 RANGES = {
     "min_frames": limits.MIN_FRAMES,
     "iterations": limits.ITERATIONS,
     "sigma": limits.SIGMA,
+    "masters_temp_tolerance": limits.TEMP_TOLERANCE,
     "temp_tolerance": limits.TEMP_TOLERANCE,
     "exptime_tolerance": limits.EXPTIME_TOLERANCE,
     "flat_min": limits.FLAT_MIN,
@@ -200,6 +246,13 @@ RANGES = {
     "saturation": limits.SATURATION,
     "jobs": limits.JOBS,
     "mem_limit": limits.MEM_LIMIT,
+    "qa_outlier_sigma": limits.QA_OUTLIER_SIGMA,
+    "qa_temp_tolerance": limits.QA_TEMP_TOLERANCE,
+    "qa_flat_min_snr": limits.QA_FLAT_MIN_SNR,
+    "qa_flat_min_fraction": limits.QA_FLAT_MIN_FRACTION,
+    "qa_flat_max_saturated": limits.QA_FLAT_MAX_SATURATED,
+    "qa_flat_max_level": limits.QA_FLAT_MAX_LEVEL,
+    "qa_tail_fraction": limits.QA_TAIL_FRACTION,
 }
 
 
@@ -225,7 +278,7 @@ def convert(option: Option, raw: str, folder: Path) -> Any:
     """The value of ``option`` written as ``raw``; raises :class:`BadValue` with the problem and the fix
     (a number outside its range, :data:`RANGES`, included)."""
     value = _convert(option, raw, folder)
-    limit = RANGES.get(option.name)
+    limit = RANGES.get(option.field)
     if limit is not None and value is not None and not limit.contains(value):
         example = {"auto": "4", "": "65535"}.get(option.default, option.default)  # jobs, saturation
         raise BadValue(
@@ -387,7 +440,7 @@ def _parse(text: str, shown: str) -> configparser.ConfigParser:
     except configparser.MissingSectionHeaderError as exc:
         raise ConfigError(
             f"{shown}, line {exc.lineno}: {exc.line.strip()!r} comes before any section; put it under "
-            "[GENERAL], [MASTERS] or [CALIBRATION]"
+            "[GENERAL], [MASTERS], [CALIBRATION] or [QA]"
         ) from None
     except configparser.DuplicateSectionError as exc:
         raise ConfigError(
@@ -408,7 +461,7 @@ def unknown_section(section: str) -> str:
     """The message for an unknown section: the closest known one, and the list."""
     close = difflib.get_close_matches(section.strip().upper(), SECTIONS, n=1, cutoff=0.6)
     hint = f"did you mean [{close[0]}]? " if close else ""
-    return f"unknown section [{section}]; {hint}the sections are [GENERAL], [MASTERS] and [CALIBRATION]"
+    return f"unknown section [{section}]; {hint}the sections are [GENERAL], [MASTERS], [CALIBRATION] and [QA]"
 
 
 def unknown_option(section: str, name: str) -> str:

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ccdcal.ingestion.core import IngestSummary
     from ccdcal.lights.options import ProcessOptions
     from ccdcal.lights.summary import ProcessSummary
+    from ccdcal.masters.frameqa import QaOptions
     from ccdcal.masters.groups import MasterOptions
 
 Progress = Callable[[str, int, int], None]
@@ -54,9 +55,10 @@ class SeedConfig:
     """A checked config file: every option resolved (paths absolute), defaults filled in.
 
     The attributes are the options of :data:`ccdcal.config.inifile.OPTIONS` (``masters_dark_scale`` and
-    ``masters_temp_tolerance`` are ``dark_scale`` and ``temp_tolerance`` of ``[MASTERS]``), plus ``path``
-    (the config file, resolved). ``database`` is a URL or an absolute path (``ccdcal.db`` beside the
-    config by default; ``None`` when the file says ``database =``, which means the same).
+    ``masters_temp_tolerance`` are ``dark_scale`` and ``temp_tolerance`` of ``[MASTERS]``;
+    ``qa_outlier_sigma`` ... the thresholds of ``[QA]``), plus ``path`` (the config file, resolved).
+    ``database`` is a URL or an absolute path (``ccdcal.db`` beside the config by default; ``None`` when
+    the file says ``database =``, which means the same).
     """
 
     path: Path
@@ -90,6 +92,14 @@ class SeedConfig:
     flat_min: float
     flat_low: float
     write_uncalibrated: bool
+    frame_qa: bool
+    qa_outlier_sigma: float
+    qa_temp_tolerance: float
+    qa_flat_min_snr: float
+    qa_flat_min_fraction: float
+    qa_flat_max_saturated: float
+    qa_flat_max_level: float
+    qa_tail_fraction: float
 
     @property
     def build(self) -> tuple[str, ...]:
@@ -126,6 +136,7 @@ class SeedConfig:
             rules=MatchRules(self.masters_temp_tolerance, dark_scale=self.masters_dark_scale),
             flat_dark_scale=self.masters_dark_scale,
             optional=StepOptions(saturation=self.saturation),
+            qa=self.qa_options(),
         )
 
     def process_options(self) -> ProcessOptions:
@@ -151,6 +162,24 @@ class SeedConfig:
             mem_limit=self.mem_limit,
             write_uncalibrated=self.write_uncalibrated,
             optional=StepOptions(saturation=self.saturation),
+            qa=self.qa_options(),  # recorded: `status` plans the masters as the run did
+        )
+
+    def qa_options(self) -> QaOptions:
+        """The frame QA of the master build (``[QA]``: ``frame_qa`` and the rules' thresholds)."""
+        # Imported here to keep start-up fast: reading and checking a config needs none of the calibration
+        # stack.
+        from ccdcal.masters.frameqa import QaOptions
+
+        return QaOptions(
+            enabled=self.frame_qa,
+            outlier_sigma=self.qa_outlier_sigma,
+            temp_tolerance=self.qa_temp_tolerance,
+            flat_min_snr=self.qa_flat_min_snr,
+            flat_min_fraction=self.qa_flat_min_fraction,
+            flat_max_saturated=self.qa_flat_max_saturated,
+            flat_max_level=self.qa_flat_max_level,
+            tail_fraction=self.qa_tail_fraction,
         )
 
     def arguments(self) -> dict[str, Any]:

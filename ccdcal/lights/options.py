@@ -18,6 +18,7 @@ from ccdcal.errors import ConfigError, UsageError
 from ccdcal.kernels.options import FLAT_LOW, FLAT_MIN, StepOptions
 from ccdcal.lights.matching import MatchOptions
 from ccdcal.lights.steps import ROLES, MasterInfo
+from ccdcal.masters.frameqa import QaOptions
 from ccdcal.masters.groups import FLAT_DARK_SCALE_NO_BIAS, MasterOptions, check_folder_text
 from ccdcal.masters.optional import preparation_mismatch
 from ccdcal.runtime.cluster import check_address
@@ -67,13 +68,17 @@ class ProcessOptions:
     write_uncalibrated : bool
         Write the lights no calibration step applies to (no bias, dark, flat or overscan), their pixels the
         raw frame's; without it they are not written and reported with the reason.
+    qa : QaOptions
+        Frame QA of the master build (:mod:`ccdcal.masters.frameqa`): ``--no-frame-qa`` and the rules'
+        thresholds ``--qa-...``, recorded as those options (:data:`QA_ARGUMENTS`).
 
     Raises
     ------
     UsageError
         When a number is outside its range (:mod:`ccdcal.limits`: ``flat_min``, ``flat_low``, ``jobs``,
         ``min_frames``,
-        ``mem_limit``; the tolerances by :class:`MatchRules`, the optional steps' by :class:`StepOptions`).
+        ``mem_limit``; the tolerances by :class:`MatchRules`, the optional steps' by :class:`StepOptions`,
+        the frame-QA thresholds by :class:`QaOptions`).
     """
 
     masters_dir: Path = Path("masters")
@@ -97,6 +102,7 @@ class ProcessOptions:
     optional: StepOptions = field(default_factory=StepOptions)
     no_bpm: bool = False
     write_uncalibrated: bool = False
+    qa: QaOptions = field(default_factory=QaOptions)
 
     def __post_init__(self) -> None:
         limits.FLAT_MIN.check(self.flat_min)
@@ -124,6 +130,8 @@ class ProcessOptions:
             value = getattr(self, item.name)
             if item.name == "optional":
                 data |= self.optional.arguments()
+            elif item.name == "qa":
+                data |= qa_arguments(value)
             elif item.name == "rules":
                 data |= {
                     "temp_tolerance": value.temp_tolerance,
@@ -159,7 +167,11 @@ class ProcessOptions:
             **{k: found[k] for k in ("temp_tolerance", "exptime_tolerance", "dark_scale") if k in found},
             max_age=MaxAge.parse(found.get("max_age")),
         )
-        values: dict[str, Any] = {"rules": rules, "optional": StepOptions.from_arguments(found)}
+        values: dict[str, Any] = {
+            "rules": rules,
+            "optional": StepOptions.from_arguments(found),
+            "qa": qa_from_arguments(found),
+        }
         for item in fields(cls):
             if item.name in found and item.name not in values:
                 value = found[item.name]
@@ -180,7 +192,32 @@ MASTER_FIELDS = (
     "rules",
     "optional",
     "scheduler",
+    "qa",
 )
+
+#: The recorded name of each :class:`QaOptions` field: the option that sets it (``enabled`` is
+#: ``--no-frame-qa``, recorded as its opposite).
+QA_ARGUMENTS = {
+    "enabled": "no_frame_qa",
+    **{item.name: f"qa_{item.name}" for item in fields(QaOptions) if item.name != "enabled"},
+}
+
+
+def qa_arguments(qa: QaOptions) -> dict[str, float | bool]:
+    """The frame-QA options as a run records them: ``no_frame_qa`` and ``qa_outlier_sigma`` ... (the
+    options' names, as the rest of :meth:`ProcessOptions.arguments`)."""
+    return {
+        QA_ARGUMENTS[name]: not value if name == "enabled" else value for name, value in qa.as_dict().items()
+    }
+
+
+def qa_from_arguments(found: Mapping[str, Any]) -> QaOptions:
+    """The frame-QA options of recorded arguments (checked for their types): those absent take their
+    defaults."""
+    values = {name: found[key] for name, key in QA_ARGUMENTS.items() if key in found}
+    if "enabled" in values:
+        values["enabled"] = not values["enabled"]
+    return QaOptions(**values)
 
 
 class ProcessArguments(TypedDict, total=False):
@@ -218,6 +255,14 @@ class ProcessArguments(TypedDict, total=False):
     cr_objlim: float
     no_bpm: bool
     write_uncalibrated: bool
+    no_frame_qa: bool
+    qa_outlier_sigma: float
+    qa_temp_tolerance: float
+    qa_flat_min_snr: float
+    qa_flat_min_fraction: float
+    qa_flat_max_saturated: float
+    qa_flat_max_level: float
+    qa_tail_fraction: float
 
 
 #: The JSON types of each recorded option (``float`` takes whole numbers too).
@@ -236,6 +281,7 @@ _ARGUMENT_TYPES: dict[str, tuple[type, ...]] = {
             "readnoise",
             "cr_sigclip",
             "cr_objlim",
+            *(key for key in QA_ARGUMENTS.values() if key != "no_frame_qa"),
         ),
         (float, int),
     ),
@@ -251,6 +297,7 @@ _ARGUMENT_TYPES: dict[str, tuple[type, ...]] = {
             "cosmic_rays",
             "no_bpm",
             "write_uncalibrated",
+            "no_frame_qa",
         ),
         (bool,),
     ),

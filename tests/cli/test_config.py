@@ -36,17 +36,20 @@ def written_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
+#: The last lines of SEED_CONFIG: a [QA] section is added after them (its header on line 20).
+QA_AFTER = "no_bias = no\ndark_scale = no\n"
+
 # Each config error: (how the seed's example is changed: old, new text, pairs in turn; the message after
 # "Error: {config}").
 ERRORS = {
     "unknown section": (
         ("[MASTERS]", "[MASTER]"),
-        ", line 4: unknown section [MASTER]; did you mean [MASTERS]? the sections are [GENERAL], [MASTERS] "
-        "and [CALIBRATION]",
+        ", line 4: unknown section [MASTER]; did you mean [MASTERS]? the sections are [GENERAL], [MASTERS], "
+        "[CALIBRATION] and [QA]",
     ),
     "DEFAULT is no section of ours": (
         ("[GENERAL]", "[DEFAULT]"),
-        ", line 1: unknown section [DEFAULT]; the sections are [GENERAL], [MASTERS] and [CALIBRATION]",
+        ", line 1: unknown section [DEFAULT]; the sections are [GENERAL], [MASTERS], [CALIBRATION] and [QA]",
     ),
     "unknown option": (
         ("build_dark = yes", "buld_dark = yes"),
@@ -191,6 +194,36 @@ ERRORS = {
         ", line 14: output_dir = ../raw/calibrated ({project}/raw/calibrated) is inside raw_root "
         "({project}/raw), which is catalogued as raw frames; choose a folder outside it",
     ),
+    "QA temp_tolerance out of range": (
+        (QA_AFTER, QA_AFTER + "\n[QA]\nframe_qa = yes\ntemp_tolerance = 0\n"),
+        ", line 22: temp_tolerance = 0 is out of range: use 0 < x <= 100 °C; write e.g. temp_tolerance = 2",
+    ),
+    "QA outlier_sigma out of range": (
+        (QA_AFTER, QA_AFTER + "\n[QA]\noutlier_sigma = 0.5\n"),
+        ", line 21: outlier_sigma = 0.5 is out of range: use 1 <= x <= 1000000 sigma; write e.g. "
+        "outlier_sigma = 10",
+    ),
+    "QA flat_min_fraction out of range": (
+        (QA_AFTER, QA_AFTER + "\n[QA]\nflat_min_fraction = 1\n"),
+        ", line 21: flat_min_fraction = 1 is out of range: use 0 <= x < 1; write e.g. "
+        "flat_min_fraction = 0.1",
+    ),
+    "QA flat_max_level not a number": (
+        (QA_AFTER, QA_AFTER + "\n[QA]\nflat_max_level = high\n"),
+        ", line 21: flat_max_level = high is not a number above 0; write e.g. flat_max_level = 0.9",
+    ),
+    "QA bad frame_qa": (
+        (QA_AFTER, QA_AFTER + "\n[QA]\nframe_qa = sometimes\n"),
+        ", line 21: frame_qa = sometimes is not yes or no; write frame_qa = yes or frame_qa = no",
+    ),
+    "QA option in [MASTERS]": (
+        ("dark_scale = no\n\n[CALIBRATION]", "dark_scale = no\ntail_fraction = 0.01\n\n[CALIBRATION]"),
+        ", line 11: tail_fraction is not an option of [MASTERS]; move it to [QA]",
+    ),
+    "QA misspelt option": (
+        (QA_AFTER, QA_AFTER + "\n[QA]\nflat_min_sn = 3\n"),
+        ", line 21: unknown option flat_min_sn in [QA]; did you mean flat_min_snr?",
+    ),
     "duplicate option": (
         ("debug = yes", "debug = yes\ndebug = no"),
         ", line 3: debug appears a second time in [GENERAL]; keep one",
@@ -201,8 +234,8 @@ ERRORS = {
     ),
     "line before any section": (
         ("[GENERAL]\n", "debug = yes\n[GENERAL]\n"),
-        ", line 1: 'debug = yes' comes before any section; put it under [GENERAL], [MASTERS] or "
-        "[CALIBRATION]",
+        ", line 1: 'debug = yes' comes before any section; put it under [GENERAL], [MASTERS], "
+        "[CALIBRATION] or [QA]",
     ),
     "line that is no option": (
         ("debug = yes", "debug yes"),

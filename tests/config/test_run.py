@@ -28,7 +28,9 @@ from ccdcal.config.run import RunResult, SeedConfig, load_config, run_config, wr
 from ccdcal.errors import ConfigError, FolderOwnerError
 from ccdcal.files.naming import calibrated_name, master_name
 from ccdcal.files.ownership import MARKER
+from ccdcal.lights.options import ProcessOptions
 from ccdcal.lights.pipeline import pending_work
+from ccdcal.masters.frameqa import QaOptions
 from ccdcal.simulate import simulate_night
 from tests.conftest import ROOT, fitsverify_counts
 
@@ -406,6 +408,41 @@ def test_new_options_map_onto_the_library(tmp_path: Path) -> None:
     assert load_config(tmp_path / "c" / "empty.ini").process_options().optional.saturation is None
 
 
+def test_the_qa_section_maps_onto_the_frame_qa_options(tmp_path: Path) -> None:
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "c").mkdir()
+    text = SEED_CONFIG + (
+        "\n[QA]\nframe_qa = no\noutlier_sigma = 6\ntemp_tolerance = 0.5\nflat_min_snr = 12\n"
+        "flat_min_fraction = 0.25\nflat_max_saturated = 0.05\nflat_max_level = 0.75\ntail_fraction = 0.01\n"
+    )
+    (tmp_path / "c" / "config.ini").write_text(text)
+    config = load_config(tmp_path / "c" / "config.ini")
+    made = QaOptions(
+        enabled=False,
+        outlier_sigma=6,
+        temp_tolerance=0.5,
+        flat_min_snr=12,
+        flat_min_fraction=0.25,
+        flat_max_saturated=0.05,
+        flat_max_level=0.75,
+        tail_fraction=0.01,
+    )
+    assert config.qa_options() == made
+    assert config.master_options().qa == made  # the masters of the run
+    assert config.process_options().qa == config.process_options().master_options().qa == made
+    # [QA] temp_tolerance is frame QA's alone: the matching tolerances keep their defaults
+    assert (config.masters_temp_tolerance, config.temp_tolerance, config.qa_temp_tolerance) == (2, 2, 0.5)
+    recorded = config.arguments()  # the run's: `status` plans the masters as the run did
+    assert ProcessOptions.from_arguments(recorded).qa == made
+    assert (recorded["no_frame_qa"], recorded["config"]["frame_qa"]) == (True, False)
+    assert recorded["config"]["qa_outlier_sigma"] == 6
+    # a section left out, or an option: the commands' defaults
+    (tmp_path / "c" / "part.ini").write_text(SEED_CONFIG + "\n[QA]\nflat_max_level = 0.8\n")
+    assert load_config(tmp_path / "c" / "part.ini").qa_options() == QaOptions(flat_max_level=0.8)
+    (tmp_path / "c" / "none.ini").write_text(SEED_CONFIG)
+    assert load_config(tmp_path / "c" / "none.ini").master_options().qa == QaOptions()
+
+
 def test_database_option_and_override(tmp_path: Path) -> None:
     config_path = seed_project(tmp_path, jobs="1")
     config_path.write_text(
@@ -442,7 +479,7 @@ def test_default_config_declares_every_option_with_its_default(tmp_path: Path) -
     assert {**vars(defaults), "path": None} == {**vars(full), "path": None}
     assert full.database == str(tmp_path / "c" / "ccdcal.db")
     names = [(o.section, o.name) for o in OPTIONS]
-    assert len(names) == len(set(names)) == 30
+    assert len(names) == len(set(names)) == 38
     assert [f.name for f in fields(SeedConfig)] == ["path", *(o.field for o in OPTIONS)]
     assert {o.name for o in OPTIONS if o.seed} == {
         "debug",

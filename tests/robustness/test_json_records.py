@@ -47,6 +47,7 @@ from ccdcal.lights.records import CalibrationSteps, StepRecord, mask_of, step_re
 from ccdcal.lights.steps import APPLIED, ROLES
 from ccdcal.lights.summary import ProcessRecord
 from ccdcal.masters.build import _listed
+from ccdcal.masters.frameqa import QaOptions
 from ccdcal.masters.groups import (
     MasterParameters,
     MastersRecord,
@@ -392,6 +393,17 @@ OPTIONS = st.builds(
     mem_limit=st.integers(16 << 20, 1 << 40),
     optional=STEPS,
     no_bpm=st.booleans(),
+    qa=st.builds(
+        QaOptions,
+        enabled=st.booleans(),
+        outlier_sigma=st.floats(1, 1e6),
+        temp_tolerance=st.floats(0, 100, exclude_min=True),
+        flat_min_snr=st.floats(0, 1e6),
+        flat_min_fraction=st.floats(0, 1, exclude_max=True),
+        flat_max_saturated=st.floats(0, 1),
+        flat_max_level=st.floats(0, 1, exclude_min=True),
+        tail_fraction=st.floats(0, 1, exclude_min=True),
+    ),
 )
 
 
