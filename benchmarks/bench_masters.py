@@ -8,7 +8,8 @@ Two stacks (``ccdcal.simulate``'s bias frames: uint16 with BZERO 32768, read noi
 
 1. ccdcal: ``ccdcal ingest`` once (not timed), then ``ccdcal masters --kind bias`` on a copy of that
    catalog each round: start-up, catalog, reading, the clipped median (3σ, ``mad_std``, 5 passes), the
-   master's statistics and level, its file (hashed, synced) and rows;
+   frames' QA statistics and rules, the master's statistics and level, its file (hashed, synced) and rows;
+   and the same with ``--no-frame-qa`` (the frame QA's share of the wall time: target at most 15 %);
 2. Siril (``siril-cli``, Debian package ``siril``; skipped when absent): ``convert`` then ``stack rej s 3 3
    -nonorm`` (sigma clipping about the median);
 3. ccdproc: :func:`peers.ccdproc_combine` (median, 3σ clipping with ``mad_std``) written as float32.
@@ -44,6 +45,8 @@ from peers import (
 HERE = Path(__file__).resolve().parent
 TARGET_SIRIL = {"small": 1.0, "large": 3.0}
 TARGET_CCDPROC = 30.0
+#: The frame QA's share of the masters command's wall time (the same command with --no-frame-qa).
+TARGET_QA = 0.15
 
 CCDPROC_SCRIPT = r"""
 import sys, warnings
@@ -76,11 +79,11 @@ def prepare_ccdcal(base: Path, raw: Path) -> Path:
     return work / "ccdcal.db"
 
 
-def run_ccdcal(base: Path, catalog: Path, log: Path) -> Timed:
+def run_ccdcal(base: Path, catalog: Path, log: Path, *extra: str) -> Timed:
     work = fresh(base / "ccdcal")
     shutil.copy(catalog, work / "ccdcal.db")
     args = [ccdcal_command(), "--db", "ccdcal.db", "masters", "--kind", "bias", "--masters-dir", "masters"]
-    return run_timed(args, work, log=log)
+    return run_timed([*args, *extra], work, log=log)
 
 
 def run_siril_stack(base: Path, files: list[Path], log: Path) -> Timed:
@@ -117,6 +120,7 @@ def bench(base: Path, name: str, n: int, size: int, rounds: int, with_ccdproc: b
     results: dict[str, list[Timed]] = defaultdict(list)
     for number in range(1, rounds + 1):
         results["ccdcal"].append(run_ccdcal(base, catalog, base / "ccdcal.log"))
+        results["no QA"].append(run_ccdcal(base, catalog, base / "ccdcal.log", "--no-frame-qa"))
         if SIRIL:
             results["siril"].append(run_siril_stack(base, files, base / "siril.log"))
         if with_ccdproc:
@@ -124,6 +128,11 @@ def bench(base: Path, name: str, n: int, size: int, rounds: int, with_ccdproc: b
         print(round_line(number, results), flush=True)
     print_table(results)
     ours = median([r.seconds for r in results["ccdcal"]])
+    plain = median([r.seconds for r in results["no QA"]])
+    print(
+        f"frame QA (its frames measured in the combine's pass, judged, recorded): {ours - plain:+.2f} s, "
+        f"{(ours - plain) / ours:.0%} of the masters command's wall time (target <= {TARGET_QA:.0%})"
+    )
     if "siril" in results:
         theirs = median([r.seconds for r in results["siril"]])
         print(f"ccdcal vs Siril: {theirs / ours:.2f}x faster (target {TARGET_SIRIL[name]:g}x)")

@@ -47,7 +47,7 @@ QaFlatMinSnrOption = Annotated[
     typer.Option(
         "--qa-flat-min-snr",
         metavar="RATIO",
-        help="Set aside a flat whose signal after the bias is below this many times its noise "
+        help="Set aside a flat whose signal after the bias is below this many times its pixel-to-pixel noise "
         f"({limits.QA_FLAT_MIN_SNR.text}).",
     ),
 ]
@@ -84,7 +84,8 @@ QaTailFractionOption = Annotated[
         "--qa-tail-fraction",
         metavar="FRACTION",
         help="Set aside, as the wrong type, a bias or dark with more than this share of its pixels ten "
-        f"times its noise above its group's: stars ({limits.QA_TAIL_FRACTION.text}).",
+        f"times its noise above its group's median frame, and five times the group's share: stars "
+        f"({limits.QA_TAIL_FRACTION.text}).",
     ),
 ]
 

@@ -127,21 +127,21 @@ outlier_sigma = 10
 # (ccdcal) A dark or flat whose CCD temperature is further than this many °C from its group's set point
 # (the median of its frames') is set aside (as --qa-temp-tolerance).
 temp_tolerance = 2
-# (ccdcal) A flat whose signal after the bias is below this many times its noise is set aside (as
-# --qa-flat-min-snr).
+# (ccdcal) A flat whose signal after the bias is below this many times its pixel-to-pixel noise is set
+# aside (as --qa-flat-min-snr).
 flat_min_snr = 5
 # (ccdcal) A flat whose signal after the bias is below this share of its group's median signal is set
 # aside (as --qa-flat-min-fraction).
 flat_min_fraction = 0.1
 # (ccdcal) A flat with more than this share of its pixels saturated is set aside (as
 # --qa-flat-max-saturated).
-flat_max_saturated = 0.01
+flat_max_saturated = 0.05
 # (ccdcal) A flat whose level is above this share of its saturation level (the non-linear range) is set
 # aside (as --qa-flat-max-level).
 flat_max_level = 0.9
 # (ccdcal) A bias or dark with more than this share of its pixels ten times its noise above its group's
-# (stars: a light) is set aside (as --qa-tail-fraction).
-tail_fraction = 0.002
+# median frame, and five times the group's share (stars: a light), is set aside (as --qa-tail-fraction).
+tail_fraction = 0.01
 """
 
 #: How each option's value is read (see :func:`convert`): ``folder_in`` must exist, ``folder_out`` is

@@ -31,7 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import FrameQa, FrameStat, Master
+from ccdcal.catalog.models import FrameQa, FrameStat, Master, utcnow
 from ccdcal.kernels.qa import describe_master
 from ccdcal.masters.frameqa import FrameFacts, Verdict, failures_text, judge, numbers_of
 from ccdcal.masters.groups import BuiltMaster, GroupPlan, MasterOptions, SetAside, describe_keys
@@ -272,26 +272,42 @@ def _store(
     signals: Sequence[tuple[float | None, float | None]],
     run_id: int,
 ) -> None:
-    """Store the statistics of the frames' contents not stored yet (another run may have stored some)."""
+    """Store the statistics of the frames' contents not stored yet; a row another run stored meanwhile
+    is kept (``ON CONFLICT DO NOTHING``: the same content measures the same)."""
+    rows: dict[tuple[str, int], dict[str, object]] = {}
+    for frame, measure, (signal, noise) in zip(plan.frames, measures, signals, strict=True):
+        if not frame["sha256"]:
+            continue
+        values: dict[str, object] = {name: _finite(getattr(measure, name)) for name in _MEASURED}
+        values["samples"] = measure.samples
+        sha256, hdu = _key(frame)
+        rows.setdefault(
+            (sha256, hdu),
+            {
+                **values,
+                "sha256": sha256,
+                "hdu": hdu,
+                "frame_id": int(frame["id"]),
+                "kind": plan.kind,
+                "signal": signal,
+                "signal_noise": noise,
+                "measured_at": utcnow(),
+                "run_id": run_id,
+            },
+        )
+    if not rows:
+        return
     with catalog.session() as session:
-        stored = stored_stats(session, plan.frames)
-        for frame, measure, (signal, noise) in zip(plan.frames, measures, signals, strict=True):
-            key = _key(frame)
-            if key in stored or not frame["sha256"]:
-                continue
-            values = {name: getattr(measure, name) for name in _MEASURED}
-            row = FrameStat(
-                sha256=key[0],
-                hdu=key[1],
-                frame_id=int(frame["id"]),
-                kind=plan.kind,
-                signal=signal,
-                signal_noise=noise,
-                run_id=run_id,
-                **{k: (v if k == "samples" else _finite(v)) for k, v in values.items()},
-            )
-            session.add(row)
-            stored[key] = row
+        if session.get_bind().dialect.name == "postgresql":
+            # Imported here for start-up time: a dialect's module is loaded by its catalog's engine.
+            from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+            session.execute(postgresql_insert(FrameStat).on_conflict_do_nothing(), list(rows.values()))
+        else:
+            # Imported here for start-up time (as above).
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            session.execute(sqlite_insert(FrameStat).on_conflict_do_nothing(), list(rows.values()))
 
 
 def update_differences(
