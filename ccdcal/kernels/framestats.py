@@ -15,7 +15,9 @@ apart (Dask workers) and put together give the same samples as one pass (:meth:`
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -328,18 +330,23 @@ class FrameSamples:
         return merged
 
     def measures(self) -> list[FrameMeasure]:
-        """Each frame's statistics (:func:`measure`)."""
+        """Each frame's statistics (:func:`measure`), the frames on a thread a core."""
         if not self._rows:
             return [measure(np.empty((0, 0)), None, np.empty(0), self.grid, math.inf) for _ in range(self.n)]
         rows = np.concatenate(self._rows)
         values = np.concatenate(self._values, axis=1)
         diffs = np.concatenate(self._diffs, axis=1) if len(self._diffs) == len(self._rows) else None
-        return [
-            measure(
-                values[i], None if diffs is None else diffs[i], rows, self.grid, float(self.saturation[i])
-            )
-            for i in range(self.n)
-        ]
+
+        def one(i: int) -> FrameMeasure:
+            found = None if diffs is None else diffs[i]
+            return measure(values[i], found, rows, self.grid, float(self.saturation[i]))
+
+        threads = min(self.n, os.cpu_count() or 1)
+        if threads < 2:
+            return [one(i) for i in range(self.n)]
+        # numpy's medians and sorts release the GIL: one thread a core.
+        with ThreadPoolExecutor(threads, thread_name_prefix="ccdcal-frame-stats") as pool:
+            return list(pool.map(one, range(self.n)))
 
 
 def measure(
