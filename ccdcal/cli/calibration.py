@@ -115,9 +115,9 @@ def masters(
     qa_temp_tolerance: QaTempToleranceOption = 2.0,
     qa_flat_min_snr: QaFlatMinSnrOption = 5.0,
     qa_flat_min_fraction: QaFlatMinFractionOption = 0.1,
-    qa_flat_max_saturated: QaFlatMaxSaturatedOption = 0.01,
+    qa_flat_max_saturated: QaFlatMaxSaturatedOption = 0.05,
     qa_flat_max_level: QaFlatMaxLevelOption = 0.9,
-    qa_tail_fraction: QaTailFractionOption = 0.002,
+    qa_tail_fraction: QaTailFractionOption = 0.01,
     show: Annotated[bool, typer.Option("--list", help="List the masters instead of building.")] = False,
     all_versions: Annotated[bool, typer.Option("--all", help="With --list: superseded ones too.")] = False,
     as_of: AsOfOption = None,
@@ -298,9 +298,9 @@ def process(
     qa_temp_tolerance: QaTempToleranceOption = 2.0,
     qa_flat_min_snr: QaFlatMinSnrOption = 5.0,
     qa_flat_min_fraction: QaFlatMinFractionOption = 0.1,
-    qa_flat_max_saturated: QaFlatMaxSaturatedOption = 0.01,
+    qa_flat_max_saturated: QaFlatMaxSaturatedOption = 0.05,
     qa_flat_max_level: QaFlatMaxLevelOption = 0.9,
-    qa_tail_fraction: QaTailFractionOption = 0.002,
+    qa_tail_fraction: QaTailFractionOption = 0.01,
     jobs: Annotated[
         int | None,
         typer.Option(

@@ -220,7 +220,8 @@ def _one_group(
     _quality_gate(catalog, plan, built)
     master = register_master(catalog, plan, built, folder, options, run_id)
     report.outcome, report.path, report.master_id = "built", master.path, master.id
-    report.version, report.warnings = master.version, built.warnings
+    report.version = master.version
+    report.warnings = [a.line for a in plan.set_aside] + built.warnings
     if master.run_id != run_id:  # a concurrent run registered the same master first
         report.outcome, report.warnings = "current", []
     return report

@@ -36,7 +36,7 @@ from ccdcal.files.fitsio import read_image, sha256_file
 from ccdcal.kernels.bands import Stitcher, plan_bands
 from ccdcal.kernels.combine import ClipParams, CombineResult, combine_files
 from ccdcal.kernels.fitsblocks import FitsStack
-from ccdcal.kernels.flat import flat_level, normalise_to_median, precalibration_offset
+from ccdcal.kernels.flat import finite_median, flat_level, normalise_to_median, precalibration_offset
 from ccdcal.kernels.framestats import FrameMeasure
 from ccdcal.kernels.prepare import prepared_inputs
 from ccdcal.runtime.cluster import Cluster, ClusterOnDemand
@@ -261,9 +261,11 @@ class CombineJob:
         noise = pixel_noise(after, np.arange(rows.size))
         try:
             level, error = flat_level(data, offset, saturation), None
-        except ValueError as exc:
+            signal = level
+        except ValueError as exc:  # not a flat's level: the frame QA says why, with the median found
             level, error = math.nan, str(exc)
-        return FlatMeasure(level, error, samples.measures()[0], noise)
+            signal = finite_median(np.subtract(data, offset, dtype=np.float64))
+        return FlatMeasure(level, error, samples.measures()[0], noise, signal)
 
     def _flat_level(self, index: int, offset: np.ndarray | float) -> float:
         """The level of frame ``index`` after ``offset`` (see :meth:`flat_levels`)."""
@@ -384,6 +386,8 @@ class FlatMeasure:
     #: The flat's pixel-to-pixel noise after the bias and dark
     #: (:func:`~ccdcal.kernels.framestats.pixel_noise`).
     noise: float
+    #: Its median after them: the level, or what stands instead of one (zero, negative, saturated).
+    signal: float
 
 
 @dataclass

@@ -63,7 +63,7 @@ __all__ = [
 #: The spread of levels and gradients is taken at least this share of the frames' noise.
 LEVEL_FLOOR = 0.25
 #: The spread of the noises is taken at least this share of the group's noise.
-NOISE_FLOOR = 0.05
+NOISE_FLOOR = 0.1
 #: A bias's or dark's tail must also be this many times its group's (cosmic rays and hot pixels are in
 #: every frame of a long dark).
 TAIL_FACTOR = 5.0
@@ -227,7 +227,11 @@ def _centre(values: Iterable[float], minimum: int = MIN_GROUP) -> tuple[float, f
 
 
 def _n(value: float) -> str:
-    return number_text(float(f"{value:.4g}")) if math.isfinite(value) else "NaN"
+    """A number for a reason: four significant digits, whole numbers up to 999,999 in full."""
+    if not math.isfinite(value):
+        return "NaN"
+    digits = 6 if abs(value) >= 1000 and float(value).is_integer() else 4
+    return number_text(float(f"{value:.{digits}g}"))
 
 
 def _outlier(value: float, centre: float, spread: float, floor: float, sigma: float) -> float | None:
@@ -308,8 +312,8 @@ def _flat_type(f: FrameFacts, g: Group, o: QaOptions) -> Failure | None:
     return Failure(
         "wrong_type",
         {"signal": f.signal if math.isfinite(f.signal) else None, "noise": f.signal_noise},
-        f"level after the bias {_n(f.signal)} ADU, within its noise {_n(f.signal_noise)} of zero: a "
-        "bias or a dark, not a flat",
+        f"level after the bias {_n(f.signal)} ADU, not above its pixel-to-pixel noise "
+        f"{_n(f.signal_noise)}: a bias or a dark, not a flat",
     )
 
 
@@ -350,11 +354,16 @@ def _flat_bright(f: FrameFacts, g: Group, o: QaOptions) -> Failure | None:
         share = 0.0
     if saturated <= o.flat_max_saturated and share <= o.flat_max_level:
         return None
+    reason = f"{saturated:.2%} of its pixels saturated (limit {o.flat_max_saturated:.2%})"
+    if math.isfinite(f.level):
+        reason += (
+            f", level {_n(f.level)} ADU = {share:.0%} of saturation {_n(f.saturation)} "
+            f"(limit {o.flat_max_level:.0%})"
+        )
     return Failure(
         "flat_bright",
         {"saturated_fraction": saturated, "level": f.level, "saturation": f.saturation},
-        f"{saturated:.2%} of its pixels saturated (limit {o.flat_max_saturated:.2%}), level "
-        f"{_n(f.level)} ADU = {share:.0%} of saturation {_n(f.saturation)} (limit {o.flat_max_level:.0%})",
+        reason + ": saturated or in the non-linear range",
     )
 
 

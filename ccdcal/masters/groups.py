@@ -111,14 +111,38 @@ class InputStepsRecord(TypedDict, total=False):
     saturation: SaturationRecord
 
 
+class SetAsideRecord(TypedDict):
+    """A frame of the master's group that the frame QA set aside (``parameters.frame_qa.set_aside``)."""
+
+    frame_id: int
+    rule: str
+    reason: str
+
+
+class FrameQaRecord(TypedDict):
+    """The frame QA of a master's group (``parameters.frame_qa``): whether it ran, its thresholds
+    (:class:`~ccdcal.masters.frameqa.QaOptions`) and the frames it set aside."""
+
+    enabled: bool
+    outlier_sigma: float
+    temp_tolerance: float
+    flat_min_snr: float
+    flat_min_fraction: float
+    flat_max_saturated: float
+    flat_max_level: float
+    tail_fraction: float
+    set_aside: list[SetAsideRecord]
+
+
 class MasterParameters(TypedDict, total=False):
     """``masters.parameters`` as written: a combined master's clipping parameters (with the definition they
     match), its options, the ids of its inputs in the order combined (``input_ids``, which the inputs'
     dark scales and flat levels follow; absent from masters built before it was recorded), the inputs'
     dark scales, flat levels and optional steps, its level (absent from the masters of ccdcal before 0.2
-    and when no pixel is finite) and the QA result; a bad-pixel mask's
-    method, thresholds, masters and counts; ``provisional`` on the rows of a dry run (rolled back). Read by
-    :func:`qa_warnings`, :func:`recorded_level`, :func:`overscan_level` and the report."""
+    and when no pixel is finite), the QA result and the frame QA (absent from masters built before it); a
+    bad-pixel mask's method, thresholds, masters and counts; ``provisional`` on the rows of a dry run
+    (rolled back). Read by :func:`qa_warnings`, :func:`recorded_level`, :func:`overscan_level` and the
+    report."""
 
     method: str
     sigma_lower: float
@@ -136,6 +160,7 @@ class MasterParameters(TypedDict, total=False):
     steps: InputStepsRecord
     level: LevelRecord
     qa: QaRecord
+    frame_qa: FrameQaRecord
     provisional: bool
     hot_sigma: float
     lsigma: float

@@ -246,7 +246,7 @@ def _measure(
             if math.isfinite(found.level):
                 screening.flat_levels[int(frame["id"])] = found.level
         screening.flat_calibrators = calibrator_ids(plan)
-        return [f.stats for f in flats], [(_finite(f.level), _finite(f.noise)) for f in flats]
+        return [f.stats for f in flats], [(_finite(f.signal), _finite(f.noise)) for f in flats]
     built = combine_master(plan, options, cluster, measure=True)
     screening.measured = built
     return built.measures, [(None, None)] * len(plan.frames)

@@ -86,7 +86,8 @@ def test_a_light_leak_is_a_gradient_far_above_the_groups() -> None:
 
 
 def test_noise_above_the_groups_is_an_outlier_but_not_below() -> None:
-    assert failed("bias", biases(diff_noise=20.0)) == {4: ["outlier_noise"]}
+    assert failed("bias", biases(diff_noise=21.0)) == {4: ["outlier_noise"]}
+    assert failed("bias", biases(diff_noise=19.0)) == {}  # below twice the group's
     assert failed("bias", biases(diff_noise=5.0)) == {}
 
 

@@ -685,7 +685,7 @@ CASES: tuple[Case, ...] = (
         "flat",
         "zero_light.fits",
         _flat_zero,
-        master_message="filter Zero: zero_flat_1.fits: its level after bias/dark subtraction is -500.0",
+        master_message="filter Zero are left after the frame QA",
     ),
     Case(
         "flat-negative",
@@ -694,7 +694,7 @@ CASES: tuple[Case, ...] = (
         "flat",
         "negative_light.fits",
         _flat_negative,
-        master_message="filter Neg: negative_flat_1.fits: its level after bias/dark subtraction",
+        master_message="filter Neg are left after the frame QA",
     ),
     Case(
         "flat-saturated",
@@ -703,9 +703,7 @@ CASES: tuple[Case, ...] = (
         "flat",
         "saturated_light.fits",
         _flat_saturated,
-        master_message=(
-            "filter Sat: saturated_flat_1.fits: 100% of its pixels are saturated (at or above 65535)"
-        ),
+        master_message="filter Sat are left after the frame QA",
     ),
     # Odd but usable: calibrated.
     Case("non-ascii", "bytes outside ASCII in a header value", CALIBRATED, "", "non_ascii.fits", _non_ascii),
