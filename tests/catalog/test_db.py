@@ -25,6 +25,9 @@ TABLES = {
     "claims",
     "catalog_info",
     "state_changes",
+    "frame_stats",
+    "frame_qa",
+    "master_set_aside",
 }
 
 
