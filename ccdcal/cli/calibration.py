@@ -36,10 +36,9 @@ from ccdcal.runtime.words import counted
 
 @app.command(
     epilog="""
-    ccdcal masters                # build the missing or stale masters
-    ccdcal masters --list --all   # every master, superseded ones too
-    ccdcal masters --list -v      # and their inputs' statistics, the frames set aside
-    ccdcal masters --bpm          # bad-pixel masks too, from darks and flats
+    ccdcal masters                  # build the missing or stale masters
+    ccdcal masters --list --all -v  # every master, its frames' statistics
+    ccdcal masters --bpm            # bad-pixel masks too, from darks and flats
     """
 )
 def masters(

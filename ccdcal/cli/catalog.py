@@ -135,9 +135,8 @@ def ingest(
 @app.command(
     epilog="""
     ccdcal status                      # frames, groups and the work left to do
-    ccdcal status -v                   # and the frame QA: frames set aside, with the reason
+    ccdcal status -v                   # also the frames set aside, and why
     ccdcal status --json > status.json
-    ccdcal --db night.db status        # another catalog
     """
 )
 def status(
