@@ -198,6 +198,8 @@ def _print_frame_qa(rows: list[dict[str, object]]) -> None:
     from ccdcal.masters.listing import master_heading, set_aside_lines, statistics_table
 
     for row in rows:
+        if not row["inputs"] and not row["set_aside"]:
+            continue  # a bad-pixel mask: made from masters, not frames
         table = statistics_table(row)
         print_lines(out, ["", master_heading(row)])
         if table:

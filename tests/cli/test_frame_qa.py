@@ -195,3 +195,28 @@ def test_masters_list_v_json_has_the_inputs_and_the_frames_set_aside(db: str) ->
     status, plain = invoke(db, "masters", "--list", "--json")
     assert status == 0
     assert all("inputs" not in row and "set_aside" not in row for row in json.loads(plain))
+
+
+def test_masters_list_v_shows_no_frames_of_a_bad_pixel_mask(db: str) -> None:
+    from ccdcal.catalog.models import Master
+    from tests.frame_qa_rows import T0
+
+    with Catalog(db) as catalog, catalog.session() as session:
+        session.add(
+            Master(
+                id=4,
+                kind="bpm",
+                path="/m/bpm.fits",
+                sha256="4" * 64,
+                identity="bpm",
+                n_inputs=0,
+                method="bpm",
+                parameters={},
+                created_at=T0,
+            )
+        )
+    status, stdout = invoke(db, "masters", "--list", "-v")
+    assert status == 0
+    assert "4   bpm   bpm.fits" in stdout
+    assert stdout.splitlines()[len(LISTED) + 1 :] == LISTED_QA
+    assert "master:4" not in stdout
