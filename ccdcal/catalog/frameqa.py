@@ -279,10 +279,11 @@ def measured_counts(
 
 
 def reason_text(rule: str, reason: str | None) -> str:
-    """A rule's reason as shown: ``level 812 ADU, group 500 ± 2 (...) (outlier_level rule)`` (the rule once,
-    where the reason already ends with it)."""
+    """A rule's reason as shown: ``level 812 ADU, group 500 ± 2 (...) (outlier_level rule)``; the rule named
+    once, where the reason already names it (the build writes each failure's reason with its rule:
+    ``REASON (outlier_level rule); REASON (light_leak rule)``)."""
     named = f"({rule} rule)"
     text = (reason or "").strip()
-    if text.endswith(named):
+    if named in text:
         return text
     return f"{text} {named}" if text else named

@@ -127,3 +127,5 @@ def test_reason_text_names_the_rule_once() -> None:
         "level 812 ADU (outlier_level rule)"
     )
     assert reason_text("wrong_type", None) == "(wrong_type rule)"
+    both = "level 812 ADU (outlier_level rule); level changes by 40 ADU (light_leak rule)"
+    assert reason_text("outlier_level", both) == both
