@@ -13,26 +13,42 @@ and checks every file), ``status`` counts instead, with a few selects that read 
   marked bad); the rest are current. They are listed, with that reason, when at most ``limit`` are
   pending;
 - master groups (the groups of ``status``): without a current master; or whose current master was made
-  from another number of frames, or from a frame since marked bad or gone, or is marked bad.
+  from another number of frames (those it combined and those the frame QA set aside), or from a frame
+  since marked bad or gone, or is marked bad.
 
 Those are facts of the catalog. What ``ccdcal process`` will do about them — which master each light
 gets, or that none matches; whether the output files are still there — is the plan's:
 ``ccdcal process --dry-run``. Every select reads an index, and ``status`` reads in a snapshot that keeps
 no writer waiting (:meth:`~ccdcal.catalog.db.Catalog.reading`).
+
+With ``-v`` (:func:`frame_qa_status`, :func:`frame_qa_lines`) ``status`` also reads the frame QA: per
+calibration kind the usable frames measured and those set aside now, each with its rule and reason, and
+the frames a person kept against a rule. Without it nothing of the frame QA is read.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import PurePath
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog
-from ccdcal.catalog.models import FRAME_KINDS, Frame, Master
-from ccdcal.catalog.queries import GROUP_KEYS, frame_groups, no_jit
+from ccdcal.catalog.frameqa import (
+    BY_PERSON,
+    KEPT,
+    QA_KINDS,
+    SET_ASIDE,
+    current_decisions,
+    measured_counts,
+    reason_text,
+)
+from ccdcal.catalog.models import FRAME_KINDS, Frame, Master, MasterSetAside
+from ccdcal.catalog.queries import GROUP_KEYS, frame_groups, in_chunks, no_jit
 from ccdcal.catalog.states import (
     CURRENT,
     FAILED,
@@ -166,13 +182,18 @@ def groups_to_build(session: Session, groups: dict[str, list[dict[str, Any]]]) -
     """The master groups whose current master is missing or not made from the group's frames as they are
     now (see the module docstring), each with the reason."""
     masters: dict[tuple[Any, ...], list[Any]] = {}
+    # The frames of its group the frame QA set aside (revision 0008) are the group's too: read with the
+    # master, from the primary key of master_set_aside.
+    set_aside = (
+        select(func.count()).where(MasterSetAside.master_id == Master.id).scalar_subquery().label("set_aside")
+    )
     for kind in _MASTER_KINDS:
         columns = [getattr(Master, name) for name in GROUP_KEYS[kind]]
-        query = select(Master.id, Master.n_inputs, Master.is_bad, *columns).where(
+        query = select(Master.id, Master.n_inputs, Master.is_bad, set_aside, *columns).where(
             Master.kind == kind, Master.status == "current"
         )
         for row in session.execute(query):
-            masters.setdefault((kind, *row[3:]), []).append(row)
+            masters.setdefault((kind, *row[4:]), []).append(row)
     damaged = _damaged(session, [row.id for rows in masters.values() for row in rows])
     found = []
     for kind in _MASTER_KINDS:
@@ -186,12 +207,13 @@ def groups_to_build(session: Session, groups: dict[str, list[dict[str, Any]]]) -
 
 
 def _group_reason(masters: list[Any], frames: int, damaged: set[int]) -> str | None:
-    """Why a group needs its master built (``None``: one of its current masters is as its frames)."""
+    """Why a group needs its master built (``None``: one of its current masters is as its frames: it
+    combined them, or set them aside)."""
     if not masters:
         return NO_MASTER
     reasons = []
     for master in masters:
-        if master.n_inputs != frames:
+        if master.n_inputs + master.set_aside != frames:
             reasons.append(FRAMES_CHANGED)
         elif master.id in damaged:
             reasons.append(INPUT_GONE)
@@ -209,8 +231,16 @@ def _damaged(session: Session, master_ids: list[int]) -> set[int]:
     return {master_id for master_id in session.scalars(gone_inputs_query()) if master_id in wanted}
 
 
-def catalog_status(catalog: Catalog) -> dict[str, Any]:
+def catalog_status(catalog: Catalog, *, frame_qa: bool = False) -> dict[str, Any]:
     """A JSON-ready description of the catalog.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The open catalog.
+    frame_qa : bool
+        Also describe the frame QA (``status -v``): :func:`frame_qa_status`, read in the same snapshot.
+        Without it nothing more is read.
 
     Returns
     -------
@@ -219,7 +249,8 @@ def catalog_status(catalog: Catalog) -> dict[str, Any]:
         keys and frame count of each group), ``unclassified``, ``rejected`` (path and reason), ``missing``
         and ``bad`` (path and reason), and ``pending``: what ``ccdcal process`` would do now — planned
         (masters to build; lights to calibrate, that cannot be, or that failed, each with the reason) or,
-        on a large catalog, counted (see :func:`ccdcal.status.pending_status`).
+        on a large catalog, counted (see :func:`ccdcal.status.pending_status`); with ``frame_qa``, also
+        ``frame_qa``.
     """
     with ThreadPoolExecutor(1, thread_name_prefix="ccdcal-status") as background:
         with catalog.reading() as session:
@@ -250,6 +281,7 @@ def catalog_status(catalog: Catalog) -> dict[str, Any]:
                     select(Frame.path, Frame.bad_reason).where(Frame.is_bad.is_(True)).order_by(Frame.path)
                 )
             ]
+            qa = frame_qa_status(session, as_of=catalog.as_of) if frame_qa else None
         pending = pending_status(catalog, groups, state_counts=state_counts)
     return {
         "catalog": catalog.name,
@@ -261,7 +293,109 @@ def catalog_status(catalog: Catalog) -> dict[str, Any]:
         "missing": missing,
         "bad": bad,
         "pending": pending,
+    } | ({} if qa is None else {"frame_qa": qa})
+
+
+def frame_qa_status(session: Session, *, as_of: dt.datetime | None = None) -> dict[str, Any]:
+    """The frame QA of the usable calibration frames (status ``ok``, not marked bad): per kind how many
+    are measured and how many are set aside now, and the frames whose decision is worth a look.
+
+    A frame is set aside when its current decision (:func:`ccdcal.catalog.frameqa.current_decisions`,
+    about its current content) is ``set_aside``; a person's ``kept`` overrides the rules for that content
+    and is listed as such. A frame kept by the rules is not listed (that is every frame judged good).
+
+    Parameters
+    ----------
+    session : Session
+        A reading session of the catalog.
+    as_of : datetime, optional
+        The decisions and statistics as they stood then (``--as-of``).
+
+    Returns
+    -------
+    dict
+        ``kinds``: per kind (bias, dark, flat) ``frames``, ``measured``, ``set_aside`` and
+        ``kept_by_person`` counts; ``frames``: the frames set aside or kept by a person, by kind and path,
+        each with ``frame_id``, ``path``, ``kind``, ``decision``, ``decided_by``, ``rule``, ``reason``,
+        ``numbers``, ``decided_at`` (text, UTC) and ``run_id``.
+    """
+    counts = measured_counts(session, as_of=as_of)
+    decisions = {
+        frame_id: row
+        for frame_id, row in current_decisions(session, as_of=as_of).items()
+        if row.decision == SET_ASIDE or row.decided_by == BY_PERSON
     }
+    frames: list[dict[str, Any]] = []
+    for ids in in_chunks(decisions):
+        query = select(Frame.id, Frame.path, Frame.imagetyp).where(
+            Frame.id.in_(ids),
+            Frame.imagetyp.in_(QA_KINDS),
+            Frame.status == "ok",
+            Frame.is_bad.is_not(True),
+        )
+        for frame_id, path, kind in session.execute(query):
+            row = decisions[frame_id]
+            frames.append(
+                {
+                    "frame_id": frame_id,
+                    "path": path,
+                    "kind": kind,
+                    "decision": row.decision,
+                    "decided_by": row.decided_by,
+                    "rule": row.rule,
+                    "reason": row.reason,
+                    "numbers": row.numbers if isinstance(row.numbers, dict) else {},
+                    "decided_at": str(row.decided_at),
+                    "run_id": row.run_id,
+                }
+            )
+    frames.sort(key=lambda f: (QA_KINDS.index(f["kind"]), f["path"], f["frame_id"]))
+    kinds = {}
+    for kind, (total, measured) in counts.items():
+        of_kind = [f for f in frames if f["kind"] == kind]
+        kinds[kind] = {
+            "frames": total,
+            "measured": measured,
+            "set_aside": sum(f["decision"] == SET_ASIDE for f in of_kind),
+            "kept_by_person": sum(f["decision"] == KEPT for f in of_kind),
+        }
+    return {"kinds": kinds, "frames": frames}
+
+
+def frame_qa_lines(frame_qa: dict[str, Any]) -> list[str]:
+    """The frame QA of :func:`frame_qa_status` as text lines (what ``ccdcal status -v`` prints): per kind
+    with frames, the counts, then its frames set aside or kept by a person, one a line::
+
+        frame:12 b5.fits set aside: level 812 ADU, group 500 ± 2 (156σ, limit 10σ) (outlier_level rule)
+    """
+    lines = ["Frame QA:"]
+    for kind, count in frame_qa["kinds"].items():
+        listed = [f for f in frame_qa["frames"] if f["kind"] == kind]
+        if not count["frames"] and not listed:
+            continue
+        aside = f"{count['set_aside']} set aside" if count["set_aside"] else "none set aside"
+        kept = f", {count['kept_by_person']} kept by a person" if count["kept_by_person"] else ""
+        lines.append(
+            f"  {kind}: {count['measured']} of {counted(count['frames'], 'frame')} measured, {aside}{kept}"
+        )
+        lines += [f"    {decision_line(frame)}" for frame in listed]
+    if len(lines) == 1:
+        lines.append("  no calibration frames")
+    return lines
+
+
+def decision_line(frame: dict[str, Any]) -> str:
+    """One frame's decision as shown: ``frame:12 b5.fits set aside: REASON (RULE rule)``, ``frame:14
+    d3.fits kept by a person, over the outlier_noise rule: REASON``."""
+    name = f"frame:{frame['frame_id']} {PurePath(frame['path']).name}"
+    rule, reason = str(frame["rule"]), frame["reason"]
+    if frame["decision"] != SET_ASIDE:
+        over = f", over the {rule} rule" if rule != BY_PERSON else ""
+        return f"{name} kept by a person{over}" + (f": {reason}" if reason else "")
+    if frame["decided_by"] == BY_PERSON:
+        said = reason if rule == BY_PERSON else reason_text(rule, reason)
+        return f"{name} set aside by a person" + (f": {said}" if said else "")
+    return f"{name} set aside: {reason_text(rule, reason)}"
 
 
 def pending_lines(pending: dict[str, Any]) -> list[str]:

@@ -3,6 +3,8 @@ one), in the same JSON keys as the plan, and the lines that point to ``ccdcal pr
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,15 @@ from ccdcal.ingestion.core import ingest
 from ccdcal.lights.options import ProcessOptions
 from ccdcal.lights.pipeline import process
 from ccdcal.simulate import SimulatedNight, simulate_night
-from ccdcal.status import FRAMES_CHANGED, NO_MASTER, catalog_status, pending_lines
+from ccdcal.status import (
+    FRAMES_CHANGED,
+    NO_MASTER,
+    catalog_status,
+    decision_line,
+    frame_qa_lines,
+    pending_lines,
+)
+from tests.frame_qa_rows import B5_REASON, D3_KEPT, T0, add_frame_qa_rows
 
 KEYS = {"options_of_run", "masters_to_build", "lights", "current", "planned", "counts"}
 
@@ -164,3 +174,103 @@ def test_status_plans_with_the_defaults_when_the_last_runs_options_cannot_be_use
     found = pending(catalog)
     assert found["options_of_run"] is None
     assert found["counts"] == {"calibrate": 3, "current": 0}  # the default folders hold no output
+
+
+# -- frame QA (status -v) ----------------------------------------------------------------------------------
+
+QA_KINDS_SHOWN = {
+    "bias": {"frames": 6, "measured": 5, "set_aside": 1, "kept_by_person": 0},
+    "dark": {"frames": 3, "measured": 3, "set_aside": 0, "kept_by_person": 1},
+    "flat": {"frames": 3, "measured": 2, "set_aside": 0, "kept_by_person": 0},
+}
+QA_LINES = [
+    "Frame QA:",
+    "  bias: 5 of 6 frames measured, 1 set aside",
+    f"    frame:5 b5.fits set aside: {B5_REASON} (outlier_level rule)",
+    "  dark: 3 of 3 frames measured, none set aside, 1 kept by a person",
+    f"    frame:10 d3.fits kept by a person, over the outlier_noise rule: {D3_KEPT}",
+    "  flat: 2 of 3 frames measured, none set aside",
+]
+
+
+def test_status_shows_the_frame_qa_when_asked(catalog: Catalog) -> None:
+    """Per kind the usable frames measured and set aside now; the frames set aside (not b6, marked bad
+    since; not b7, judged in an older content; not f3, kept again by the rules) and the person's
+    override, each with its rule and reason."""
+    add_frame_qa_rows(catalog)
+    found = catalog_status(catalog, frame_qa=True)["frame_qa"]
+    assert found["kinds"] == QA_KINDS_SHOWN
+    assert [
+        {k: f[k] for k in ("frame_id", "kind", "decision", "decided_by", "rule")} for f in found["frames"]
+    ] == [
+        {
+            "frame_id": 5,
+            "kind": "bias",
+            "decision": "set_aside",
+            "decided_by": "rule",
+            "rule": "outlier_level",
+        },
+        {"frame_id": 10, "kind": "dark", "decision": "kept", "decided_by": "person", "rule": "outlier_noise"},
+    ]
+    b5, d3 = found["frames"]
+    assert (b5["path"], b5["reason"], b5["run_id"], b5["decided_at"]) == (
+        "/raw/b5.fits",
+        B5_REASON,
+        2,
+        "2026-12-01 21:01:00",
+    )
+    assert (d3["reason"], d3["numbers"], d3["run_id"]) == (D3_KEPT, {}, 3)
+    json.dumps(found, allow_nan=False)  # JSON-ready as it is
+    assert frame_qa_lines(found) == QA_LINES
+
+
+def test_status_without_frame_qa_reads_none_of_it(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    add_frame_qa_rows(catalog)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the frame QA was read")
+
+    monkeypatch.setattr(status_module, "frame_qa_status", refused)
+    assert "frame_qa" not in catalog_status(catalog)
+
+
+def test_status_frame_qa_as_the_catalog_stood(catalog: Catalog) -> None:
+    """--as-of: the decisions and statistics of then (here: before any frame was measured or judged)."""
+    add_frame_qa_rows(catalog)
+    catalog.as_of = T0 + dt.timedelta(minutes=30)
+    found = catalog_status(catalog, frame_qa=True)["frame_qa"]
+    assert found["frames"] == []
+    assert {kind: (c["measured"], c["set_aside"]) for kind, c in found["kinds"].items()} == {
+        "bias": (0, 0),
+        "dark": (0, 0),
+        "flat": (0, 0),
+    }
+
+
+def test_frame_qa_lines_of_a_person_who_set_a_frame_aside() -> None:
+    frame = {"frame_id": 3, "path": "/raw/b3.fits", "decision": "set_aside", "decided_by": "person"}
+    assert decision_line(frame | {"rule": "person", "reason": "cosmic shower"}) == (
+        "frame:3 b3.fits set aside by a person: cosmic shower"
+    )
+    assert decision_line(frame | {"rule": "light_leak", "reason": None}) == (
+        "frame:3 b3.fits set aside by a person: (light_leak rule)"
+    )
+    kept = frame | {"decision": "kept", "rule": "person", "reason": None}
+    assert decision_line(kept) == "frame:3 b3.fits kept by a person"
+    nothing = {
+        "kinds": {"bias": {"frames": 0, "measured": 0, "set_aside": 0, "kept_by_person": 0}},
+        "frames": [],
+    }
+    assert frame_qa_lines(nothing) == ["Frame QA:", "  no calibration frames"]
+
+
+@pytest.mark.usefixtures("counted")
+def test_a_master_group_counts_the_frames_it_set_aside(catalog: Catalog) -> None:
+    """Counted (a large catalog): a master made of its group's frames but those the frame QA set aside
+    is the group's master as its frames are now."""
+    add_frame_qa_rows(catalog)
+    reasons = {g["kind"]: g["reason"] for g in pending(catalog)["groups_to_build"]}
+    assert reasons == {"bias": FRAMES_CHANGED}  # b7: neither combined nor set aside
+    with catalog.session() as session:
+        session.execute(update(Frame).where(Frame.id == 7).values(is_bad=True, bad_reason="stars"))
+    assert pending(catalog)["groups_to_build"] == []  # 4 combined + b5 set aside = its 5 frames

@@ -65,8 +65,8 @@ SCHEMA_HEAD = "0008"
 STOPPING_PATIENCE = 2.0
 #: The oldest revision this code reads without upgrading it (a read-only catalog cannot be upgraded): the
 #: revisions after it only add what no reading command reads. Raise it with a revision that changes what
-#: they read.
-OLDEST_READABLE = "0007"
+#: they read: 0008 adds the frame QA tables that ``status -v``, ``masters --list -v`` and ``report`` read.
+OLDEST_READABLE = "0008"
 
 _log = logging.getLogger(__name__)
 

@@ -47,9 +47,9 @@ from ccdcal.runtime.words import counted
 
 @app.command(
     epilog="""
-    ccdcal masters                # build the missing or stale masters
-    ccdcal masters --list --all   # every master, superseded ones too
-    ccdcal masters --bpm          # bad-pixel masks too, from darks and flats
+    ccdcal masters                  # build the missing or stale masters
+    ccdcal masters --list --all -v  # every master, its frames' statistics
+    ccdcal masters --bpm            # bad-pixel masks too, from darks and flats
     """
 )
 def masters(
@@ -126,7 +126,8 @@ def masters(
     """Build the missing or stale master bias, dark and flat frames.
 
     Each master is the sigma-clipped median of a group of raw frames of one camera set-up (and exposure,
-    or filter), calibrated by the masters before it; --list shows the masters instead.
+    or filter), calibrated by the masters before it; --list shows the masters instead (with -v their
+    inputs' statistics and the frames the frame QA set aside, with the rule and reason).
     """
     # Imported here to keep start-up fast (as in every command): `ccdcal --help` loads none of them.
     from ccdcal.catalog.queries import MatchRules
@@ -141,7 +142,13 @@ def masters(
         raise UsageError("--as-of lists the masters as they stood then: use it with --list")
     if show:
         with state.catalog(as_of=when) as catalog:
-            rows = list_masters(catalog, include_superseded=all_versions)
+            if state.verbosity > 0:
+                # Imported here to keep start-up fast (as above): only -v reads the frame QA.
+                from ccdcal.masters.listing import list_masters_qa
+
+                rows = list_masters_qa(catalog, include_superseded=all_versions)
+            else:
+                rows = list_masters(catalog, include_superseded=all_versions)
         if as_json:
             print_json(rows)
             return
@@ -167,6 +174,8 @@ def masters(
                 ),
             ],
         )
+        if state.verbosity > 0:
+            _print_frame_qa(rows)
         return
     options = MasterOptions(
         masters_dir=masters_dir,
@@ -210,6 +219,23 @@ def masters(
         skipped = summary.of("skipped")
         print_lines(err, [f"Skipped ({len(skipped)}):", *(f"  {report.reason}" for report in skipped)])
     raise typer.Exit(summary.exit_code)
+
+
+def _print_frame_qa(rows: list[dict[str, object]]) -> None:
+    """``masters --list -v``: each master's inputs' statistics and the frames its group set aside."""
+    # Imported here to keep start-up fast (as in every command).
+    from ccdcal.masters.listing import master_heading, set_aside_lines, statistics_table
+
+    for row in rows:
+        if not row["inputs"] and not row["set_aside"]:
+            continue  # a bad-pixel mask: made from masters, not frames
+        table = statistics_table(row)
+        print_lines(out, ["", master_heading(row)])
+        if table:
+            print_table(out, [["", *cells] for cells in table], right=tuple(range(3, len(table[0]))))
+        elif row["inputs"]:
+            print_lines(out, ["  inputs not measured (built before frame QA)"])
+        print_lines(out, (f"  {line}" for line in set_aside_lines(row)))
 
 
 @app.command(

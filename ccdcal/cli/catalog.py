@@ -135,8 +135,8 @@ def ingest(
 @app.command(
     epilog="""
     ccdcal status                      # frames, groups and the work left to do
+    ccdcal status -v                   # also the frames set aside, and why
     ccdcal status --json > status.json
-    ccdcal --db night.db status        # another catalog
     """
 )
 def status(
@@ -146,15 +146,16 @@ def status(
 ) -> None:
     """Show what is catalogued and what is left to do.
 
-    Frames by type and group; unclassified, rejected, missing and bad files; then the pending work: the
+    Frames by type and group; unclassified, rejected, missing and bad files; with -v the frame QA (the
+    calibration frames measured, and those set aside with the rule and reason); then the pending work: the
     masters to build and the lights to calibrate, each with the reason.
     """
     # Imported here to keep start-up fast: a command loads only the library it calls.
-    from ccdcal.status import catalog_status, pending_lines
+    from ccdcal.status import catalog_status, frame_qa_lines, pending_lines
 
     state = state_of(ctx)
     with state.catalog(as_of=as_of_time(as_of)) as catalog:
-        report = catalog_status(catalog)
+        report = catalog_status(catalog, frame_qa=state.verbosity > 0)
     if as_json:
         print_json(report)
         return
@@ -206,6 +207,8 @@ def status(
                 f"{title} ({len(report[key])}):",
                 *(f"  {i['path']}: {i['reason']}" for i in report[key]),
             ]
+    if "frame_qa" in report:
+        lines += frame_qa_lines(report["frame_qa"])
     print_lines(out, [*lines, *pending_lines(report["pending"])])
 
 

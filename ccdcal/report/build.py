@@ -30,6 +30,7 @@ from ccdcal.report.data import (
     select_masters,
     select_runs,
 )
+from ccdcal.report.frameqa import select_frame_qa
 from ccdcal.report.plots import DRIFT_TITLES, drift_plot
 from ccdcal.report.previews import Preview, check_output, preview, quiet_fits, write_bytes_atomic
 
@@ -171,6 +172,7 @@ def gather(catalog: Catalog, scope: ReportScope) -> ReportData:
         referenced = {m.run_id for m in masters} | {light.run_id for light in lights} | {plan_run}
         runs = select_runs(session, scope, {r for r in referenced if r is not None})
         drift = select_drift(session, masters)
+        frame_qa = select_frame_qa(session, masters, run_id=scope.run_id, since=scope.since)
     if scope.run_id is not None or scope.since is not None:
         found = problems.from_runs(runs)
     return ReportData(
@@ -184,6 +186,7 @@ def gather(catalog: Catalog, scope: ReportScope) -> ReportData:
         problems=found,
         pending=pending,
         plan_run=plan_run,
+        frame_qa=frame_qa,
     )
 
 

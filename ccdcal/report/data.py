@@ -1,5 +1,5 @@
-"""What a report shows, read from the catalog: masters, calibrated lights, runs, and the bias level and
-dark current over time (:mod:`ccdcal.report.levels`).
+"""What a report shows, read from the catalog: masters, calibrated lights, runs, the bias level and dark
+current over time (:mod:`ccdcal.report.levels`) and the frame QA (:mod:`ccdcal.report.frameqa`).
 
 :func:`gather` selects, for a :class:`ReportScope`:
 
@@ -37,6 +37,7 @@ from ccdcal.lights.records import count_of, number_of, step_records, step_warnin
 from ccdcal.lights.steps import APPLIED, STEP_LABELS
 from ccdcal.limits import parse_utc
 from ccdcal.masters.groups import describe_keys, qa_warnings
+from ccdcal.report.frameqa import FrameQaData
 from ccdcal.report.levels import DriftSeries, select_levels
 
 #: Master kinds in report order.
@@ -209,6 +210,7 @@ class ReportData:
     problems: list[Problem] = field(default_factory=list)
     pending: list[Problem] = field(default_factory=list)
     plan_run: int | None = None
+    frame_qa: FrameQaData = field(default_factory=FrameQaData)
 
 
 def select_lights(session: Session, scope: ReportScope) -> list[LightEntry]:

@@ -2,7 +2,8 @@
 
 Every value that comes from a header, a path, a reason or the catalog goes through :func:`esc`
 (``html.escape``): a FILTER card of ``<script>`` shows as text. Sections: masters (preview, statistics,
-inputs, rejected fraction), the bias level and dark current over time (plots and their points), calibrated
+inputs, rejected fraction), the frame QA (the frames set aside with rule and reason, the statistics of each
+master's frames), the bias level and dark current over time (plots and their points), calibrated
 lights (raw and calibrated previews, the masters used with ΔT, Δt and scale), problems with their reasons,
 and the runs with their parameters and software versions.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 from ccdcal._version import __version__
 from ccdcal.report.data import KINDS, LightEntry, MasterEntry, MasterLink, Problem, ReportData, RunEntry
+from ccdcal.report.frameqa import FrameQaData, MasterQa
 from ccdcal.report.levels import DriftSeries
 from ccdcal.report.plots import DRIFT_TITLES
 from ccdcal.report.previews import Preview
@@ -111,6 +113,7 @@ def render(data: ReportData, images: Images) -> str:
         f'<a href="#{anchor}">{esc(title)}</a>'
         for anchor, title in (
             ("masters", f"Masters ({len(data.masters)})"),
+            ("frameqa", f"Frame QA ({_set_aside_count(data.frame_qa)} set aside)"),
             ("drift", "Bias level and dark current"),
             ("lights", f"Calibrated lights ({len(data.lights)})"),
             ("problems", f"Problems ({problems})"),
@@ -120,6 +123,7 @@ def render(data: ReportData, images: Images) -> str:
     body = "".join(
         [
             _masters(data.masters, images),
+            _frame_qa(data),
             _drift(data, images),
             _lights(data.lights, images),
             _problems(data),
@@ -202,6 +206,87 @@ def _master(m: MasterEntry, shown: Shown | None) -> str:
         + (f'<ul class="warnings">{warnings}</ul>' if warnings else "")
         + f"<details><summary>{len(m.inputs)} input frames</summary><ul class='files'>{inputs}</ul>"
         f"</details></article>"
+    )
+
+
+# -- frame QA ---------------------------------------------------------------------------------------------
+
+
+def _set_aside_count(qa: FrameQaData) -> int:
+    return sum(d.decision == "set_aside" for d in qa.decisions)
+
+
+def _frame_name(frame_id: int, path: str) -> str:
+    return f'<span title="{esc(path)}">frame:{frame_id} {esc(_name(path))}</span>'
+
+
+def _frame_qa(data: ReportData) -> str:
+    qa = data.frame_qa
+    now = data.scope.run_id is None and data.scope.since is None
+    parts = [f'<section id="frameqa"><h2>Frame QA ({_set_aside_count(qa)} set aside)</h2>']
+    parts.append(
+        "<p>Calibration frames the frame-QA rules set aside before they were combined into a master, each "
+        "with its rule and reason, and those a person kept against a rule (<code>ccdcal mark-good</code>), "
+        + ("as decided now (the newest decision about each usable frame's current content)." if now else "")
+        + ("" if now else "as decided in this scope.")
+        + "</p>"
+    )
+    if qa.decisions:
+        rows = "".join(
+            f"<tr><td>{_frame_name(d.frame_id, d.path)}</td><td>{esc(d.kind)}</td><td>{esc(d.rule)}</td>"
+            f"<td>{esc(d.reason)}</td><td>{esc(d.decision.replace('_', ' '))}</td>"
+            f"<td>{esc(d.decided_by)}</td><td>{esc(_time(d.decided_at))}</td>"
+            f"<td>{esc(_num(d.run_id, 'd'))}</td></tr>"
+            for d in qa.decisions
+        )
+        parts.append(
+            "<table class='grid-table qa'><tr><th>frame</th><th>kind</th><th>rule</th><th>reason</th>"
+            f"<th>decision</th><th>decided by</th><th>when (UTC)</th><th>run</th></tr>{rows}</table>"
+        )
+    else:
+        parts.append("<p>No frame set aside.</p>")
+    if qa.masters:
+        parts.append(
+            "<h3>The frames of each master</h3><p>The statistics of each input as combined (median level, "
+            "noise, noise of its difference from the group's median frame, level change across the "
+            "detector, saturated share, and a flat's signal after the bias), then the frames its group "
+            "set aside.</p>"
+        )
+        parts += [_master_frames(m) for m in qa.masters]
+    if qa.not_measured:
+        parts.append(
+            f"<p class='note'>{_count(qa.not_measured, 'master')} shown above with inputs never measured "
+            "(built before frame QA).</p>"
+        )
+    parts.append("</section>\n")
+    return "".join(parts)
+
+
+def _master_frames(master: MasterQa) -> str:
+    flat = master.kind == "flat"
+    headings = ["frame", "level", "noise", "diff noise", "gradient", "saturated", *(["signal"] * flat), ""]
+    rows = []
+    for f in master.frames:
+        note = "changed since" if f.changed else ""
+        if f.rule is not None:
+            note = f"set aside: {f.reason}"
+        cells = [
+            _frame_name(f.frame_id, f.path),
+            esc(_num(f.level)),
+            esc(_num(f.noise, ".4g")),
+            esc(_num(f.diff_noise, ".4g")),
+            esc(_num(f.gradient, ".4g")),
+            esc(_num(f.saturated_fraction, ".3%")),
+            *([esc(_num(f.signal))] * flat),
+            esc(note),
+        ]
+        style = " class='aside'" if f.rule is not None else ""
+        rows.append(f"<tr{style}>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    head = "".join(f"<th>{esc(h)}</th>" for h in headings)
+    return (
+        f'<h4><a href="#master-{master.master_id}" title="{esc(master.path)}">{esc(_name(master.path))}</a>'
+        f" · {esc(master.kind)} {esc(master.label)}</h4>"
+        f"<table class='grid-table qa'><tr>{head}</tr>{''.join(rows)}</table>"
     )
 
 
@@ -426,4 +511,5 @@ table{border-collapse:collapse;font-size:.85em}.kv th{text-align:left;padding-ri
 .warnings{color:#8a4b00;font-size:.85em}.warn{color:#b00}.note{color:#555;font-style:italic}
 .nopreview{background:#eee;color:#555;padding:2em 1em;font-size:.85em}
 details{font-size:.85em}.files{columns:2;margin:.3em 0}.levels ul{margin:0;padding-left:1.1em}
+.qa td{font-variant-numeric:tabular-nums}.qa tr.aside td{background:#fbe9d8}
 """

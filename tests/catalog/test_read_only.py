@@ -168,17 +168,18 @@ def test_writing_commands_refuse_a_read_only_catalog_before_writing(night: Path)
 
 
 def test_a_read_only_catalog_at_an_older_revision_is_refused_with_what_to_do(night: Path) -> None:
-    """Revision 0007 adds what the reading commands read (the masters' validity, the state changes of
-    ``--as-of``): a read-only catalog at 0006 cannot be read as it is and is refused with what to do."""
+    """Revision 0008 adds what the reading commands read (the frame QA tables of ``status -v``,
+    ``masters --list -v`` and ``report``): a read-only catalog at 0007 cannot be read as it is and is
+    refused with what to do."""
     with sqlite3.connect(night / "c.db") as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '0006'")
+        conn.execute("UPDATE alembic_version SET version_num = '0007'")
     conn.close()
     checkpointed(night / "c.db")
     with pytest.raises(CatalogReadOnlyError) as refused:
         Catalog(read_only(night))
     assert str(refused.value) == (
-        f"the catalog {night / 'c.db'} is read-only (opened with mode=ro) and at schema revision 0006, older "
-        f"than ccdcal {__import__('ccdcal').__version__} reads without upgrading (0007): upgrade a writable "
+        f"the catalog {night / 'c.db'} is read-only (opened with mode=ro) and at schema revision 0007, older "
+        f"than ccdcal {__import__('ccdcal').__version__} reads without upgrading (0008): upgrade a writable "
         "copy with `ccdcal db upgrade`"
     )
 
@@ -321,7 +322,7 @@ def test_an_archive_on_read_only_media_through_the_command_line(night: Path) -> 
     for args, (status, _stdout, stderr, crashed) in zip(readers, results, strict=False):
         assert (status, stderr, crashed) == (0, "", None), args
     assert results[0][1] == expected_plan
-    assert "revision 0007 (head)" in results[5][1]
+    assert "revision 0008 (head)" in results[5][1]
     assert report.is_file()
     why = f"{night / 'c.db'} cannot be written"
     for args, (status, stdout, stderr, crashed) in zip(writers, results[len(readers) :], strict=True):

@@ -75,6 +75,13 @@ def test_status_plans_without_the_calibration_stack(night: Night) -> None:
     assert loaded & (CALIBRATION | CLUSTER | MIGRATIONS | PYDANTIC) == set()
 
 
+def test_status_v_reads_the_frame_qa_without_the_calibration_stack(night: Night) -> None:
+    done, loaded = command("--db", str(night.db), "status", "-v", cwd=night.root)
+    assert done.returncode == 0, done.stderr
+    assert "Frame QA:\n  bias: " in done.stdout
+    assert loaded & (CALIBRATION | CLUSTER | MIGRATIONS | PYDANTIC) == set()
+
+
 def test_process_with_nothing_to_do_loads_no_kernels(night: Night) -> None:
     folders = ["--masters-dir", str(night.masters), "--output-dir", str(night.calibrated)]
     done, loaded = command("--db", str(night.db), "process", *folders, cwd=night.root)

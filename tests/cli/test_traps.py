@@ -180,7 +180,7 @@ def test_global_options_are_taken_after_the_command_too(
     assert runner.invoke(app, ["status", "--db", str(db), "-q"]).output == ""
     assert (
         runner.invoke(app, ["db", "current", "--db", str(db)]).stdout
-        == before.stdout.splitlines()[0].replace("Catalog ", "") + ": revision 0007 (head)\n"
+        == before.stdout.splitlines()[0].replace("Catalog ", "") + ": revision 0008 (head)\n"
     )
     # the value of a command's option stays its own, however it looks
     marked = runner.invoke(app, ["mark-bad", "frame:1", "--reason", "-v", "--db", str(db), "-q"])
