@@ -192,7 +192,7 @@ def _one_group(
     with catalog.session() as session:
         existing = existing_master(session, plan, options)
         if existing is not None:
-            return up_to_date(report, existing)
+            return _noted(up_to_date(report, existing), plan)
         restoring = restorable(session, plan, options)
         if restoring is not None and restoring.is_bad:  # as the same master current and marked bad
             return up_to_date(report, restoring)
@@ -202,7 +202,7 @@ def _one_group(
             up_to_date(report, restored)
             if here:  # else a concurrent run made it current first
                 report.outcome, report.reason = "restored", restored_reason(restored)
-            return report
+            return _noted(report, plan)
     try:
         built = screening.measured or _combine(catalog, plan, options, cluster, screening)
     except (FitsFormatError, ValueError) as exc:
@@ -224,6 +224,14 @@ def _one_group(
     report.warnings = [a.line for a in plan.set_aside] + built.warnings
     if master.run_id != run_id:  # a concurrent run registered the same master first
         report.outcome, report.warnings = "current", []
+    return _noted(report, plan)
+
+
+def _noted(report: MasterReport, plan: GroupPlan) -> MasterReport:
+    """``report`` of a group served with frames the frame QA set aside: it counts the frames combined (not
+    the group's: ``built FILE (N frames)``)."""
+    if plan.set_aside and report.outcome != "skipped":
+        report.n_inputs = len(plan.frames)
     return report
 
 

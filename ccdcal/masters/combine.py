@@ -474,7 +474,7 @@ def combine_group(
     saturated = result.n_saturated + sum(prepared.saturated)
     combined = Combined(image, float(result.rejected_fraction), sigma, found, prepared.levels, saturated)
     if result.samples is not None:
-        combined.measures = result.samples.measures()
+        combined.measures = _with_saturated(result.samples.measures(), prepared.saturated, image.size)
     return combined
 
 
@@ -507,7 +507,21 @@ def measure_flats(
             dark_scales=tuple(plan.dark_scales),
             saturation=() if prepared.saturated else saturation,
         )
-        return run_flat_measures(job, cluster.get() if cluster is not None else None)
+        found = run_flat_measures(job, cluster.get() if cluster is not None else None)
+        pixels = int(np.prod(image_shape(job))) if prepared.saturated else 0
+        stats = _with_saturated([f.stats for f in found], prepared.saturated, pixels)
+        return [replace(f, stats=s) for f, s in zip(found, stats, strict=True)]
+
+
+def _with_saturated(measures: list[FrameMeasure], counts: Sequence[int], pixels: int) -> list[FrameMeasure]:
+    """The statistics of prepared inputs with their saturated share: preparing wrote their ``counts``
+    saturated samples NaN (of ``pixels`` a frame), which the grid no longer sees as saturated."""
+    if not counts:
+        return measures
+    return [
+        replace(m, saturated_fraction=count / max(pixels, 1))
+        for m, count in zip(measures, counts, strict=True)
+    ]
 
 
 def _check_saturated_flats(
