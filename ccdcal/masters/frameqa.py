@@ -378,7 +378,8 @@ class Rule:
     check: Callable[[FrameFacts, Group, QaOptions], Failure | None]
 
 
-#: The rules, in the order their failures are reported (the first is the frame's reason).
+#: The rules, in the order they are checked; a frame's failures are reported those without a distance from
+#: the group first, then the farthest outlier first (:func:`_severity`): the first is the frame's rule.
 RULES: tuple[Rule, ...] = (
     Rule("wrong_type", ("bias", "dark"), "tail_fraction", _wrong_type),
     Rule("wrong_type", ("flat",), "flat_min_snr", _flat_type),
@@ -420,8 +421,17 @@ def judge(kind: str, facts: Sequence[FrameFacts], options: QaOptions) -> dict[in
                 failure = rule.check(frame, group, options)
                 if failure is not None and all(f.rule != failure.rule for f in verdict.failures):
                     verdict.failures.append(failure)
+        verdict.failures.sort(key=_severity)
         verdicts[frame.frame_id] = verdict
     return verdicts
+
+
+def _severity(failure: Failure) -> tuple[int, float]:
+    """The order a frame's failures are reported in: the rules without a distance from the group first
+    (in :data:`RULES` order: the sort is stable), then the group-outlier rules, farthest first — a light
+    leak across the detector is first a ``light_leak``, a sky frame labelled bias an ``outlier_level``."""
+    sigma = failure.numbers.get("sigma")
+    return (0, 0.0) if sigma is None else (1, -sigma)
 
 
 def failures_text(failures: Sequence[Failure]) -> str:

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ccdcal.catalog.db import Catalog
+from ccdcal.catalog.frameqa import current_decisions, stats_of
 from ccdcal.catalog.models import FrameQa, FrameStat, Master, utcnow
 from ccdcal.kernels.qa import describe_master
 from ccdcal.masters.frameqa import FrameFacts, Verdict, failures_text, judge, numbers_of
@@ -46,7 +46,6 @@ __all__ = [
     "combine_master",
     "judged_frames",
     "screen_group",
-    "stored_stats",
     "too_few_left",
 ]
 
@@ -81,30 +80,6 @@ def _key(frame: dict[str, Any]) -> tuple[str, int]:
     return str(frame["sha256"]), int(frame["hdu"] or 0)
 
 
-def stored_stats(session: Session, frames: Sequence[dict[str, Any]]) -> dict[tuple[str, int], FrameStat]:
-    """The ``frame_stats`` rows of the frames' contents, by (sha256, HDU)."""
-    shas = sorted({str(f["sha256"]) for f in frames if f["sha256"]})
-    if not shas:
-        return {}
-    rows = session.scalars(select(FrameStat).where(FrameStat.sha256.in_(shas)))
-    return {(r.sha256, r.hdu): r for r in rows}
-
-
-def latest_decisions(session: Session, frames: Sequence[dict[str, Any]]) -> dict[int, FrameQa]:
-    """The newest ``frame_qa`` row of each frame's current content, by frame id."""
-    ids = [int(f["id"]) for f in frames]
-    if not ids:
-        return {}
-    newest = (
-        select(func.max(FrameQa.id))
-        .where(FrameQa.frame_id.in_(ids))
-        .group_by(FrameQa.frame_id, FrameQa.sha256)
-    )
-    rows = session.scalars(select(FrameQa).where(FrameQa.id.in_(newest)))
-    current = {int(f["id"]): f["sha256"] for f in frames}
-    return {r.frame_id: r for r in rows if current.get(r.frame_id) == r.sha256}
-
-
 def _number(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
@@ -137,10 +112,11 @@ def judged_frames(
     """The rules' verdict on a group's frames from their stored statistics (none measured here): the
     frames kept, those set aside, every verdict and the newest decisions. A frame not measured yet is
     kept (it is judged once measured); so is a frame a person kept."""
-    stats = stored_stats(session, plan.frames)
-    decisions = latest_decisions(session, plan.frames)
+    ids = [int(f["id"]) for f in plan.frames]
+    stats = stats_of(session, ids)
+    decisions = current_decisions(session, ids)
     levels = plan.saturation_levels or (None,) * len(plan.frames)
-    facts = [_facts(f, stats.get(_key(f)), level) for f, level in zip(plan.frames, levels, strict=True)]
+    facts = [_facts(f, stats.get(int(f["id"])), level) for f, level in zip(plan.frames, levels, strict=True)]
     verdicts = judge(plan.kind, facts, options.qa)
     kept: list[dict[str, Any]] = []
     aside: list[SetAside] = []
@@ -148,7 +124,7 @@ def judged_frames(
         verdict = verdicts[int(frame["id"])]
         latest = decisions.get(int(frame["id"]))
         overridden = latest is not None and latest.decided_by == "person" and latest.decision == "kept"
-        if verdict.set_aside and not overridden and _key(frame) in stats:
+        if verdict.set_aside and not overridden and int(frame["id"]) in stats:
             aside.append(
                 SetAside(
                     int(frame["id"]),
@@ -194,9 +170,9 @@ def screen_group(
     if not options.qa.enabled:
         return Screening(list(plan.frames))
     with catalog.reading() as session:
-        stats = stored_stats(session, plan.frames)
+        stats = stats_of(session, [int(f["id"]) for f in plan.frames])
     screening = Screening([])
-    missing = [f for f in plan.frames if _key(f) not in stats and f["sha256"]]
+    missing = [f for f in plan.frames if int(f["id"]) not in stats and f["sha256"]]
     if missing:
         measures, signals = _measure(plan, options, cluster, screening)
         _store(catalog, plan, measures, signals, run_id)
@@ -316,9 +292,9 @@ def update_differences(
     """Fill the difference statistics of the frames' ``frame_stats`` rows that lack them (a flat group's
     level pass measured the frames alone; its combine measures their differences)."""
     with catalog.session() as session:
-        stored = stored_stats(session, frames)
+        stored = stats_of(session, [int(f["id"]) for f in frames])
         for frame, measure in zip(frames, measures, strict=True):
-            row = stored.get(_key(frame))
+            row = stored.get(int(frame["id"]))
             if row is not None and row.diff_noise is None:
                 row.diff_level = _finite(measure.diff_level)
                 row.diff_noise = _finite(measure.diff_noise)

@@ -295,12 +295,12 @@ def same_pixels(master: Master, clean: np.ndarray) -> None:
 # -- 1. a light leak ----------------------------------------------------------------------------------------
 
 LEAK_REASONS = {
-    # A leak across the detector raises its level first: outlier_level is the first rule failed.
+    # A leak across the detector: its gradient is its farthest outlier, so light_leak is its rule.
     "ramp": (
-        "outlier_level",
-        "level 150 ADU, group 1 ± 0.271 (550σ, limit 10σ) (outlier_level rule); level changes by 301.4 ADU "
-        "across the detector, the group's by 1.403 (856σ, limit 10σ): a light leak (light_leak rule); noise "
-        "62.81 ADU about the group's median frame, group 1.084 ± 0.1084 (569σ, limit 10σ) (outlier_noise "
+        "light_leak",
+        "level changes by 301.4 ADU across the detector, the group's by 1.403 (856σ, limit 10σ): a light "
+        "leak (light_leak rule); noise 62.81 ADU about the group's median frame, group 1.084 ± 0.1084 (569σ, "
+        "limit 10σ) (outlier_noise rule); level 150 ADU, group 1 ± 0.271 (550σ, limit 10σ) (outlier_level "
         "rule)",
     ),
     # A leak at a corner leaves the level (3 ADU) within 10σ: its bright corner is wrong_type's tail.
@@ -494,7 +494,7 @@ def test_mark_good_brings_a_set_aside_bias_back_and_its_lights_are_recalibrated(
     options = ProcessOptions(masters_dir=tmp_path / "masters", output_dir=tmp_path / "out", jobs=1)
     first = process(catalog, options)
     assert (first.exit_code, len(first.of("calibrated"))) == (0, 5)
-    assert qa_rows(catalog) == [(LEAKED, "outlier_level", "set_aside", "rule")]
+    assert qa_rows(catalog) == [(LEAKED, "light_leak", "set_aside", "rule")]
     leaked = frame_id(catalog, LEAKED)
     before = impact(catalog, f"frame:{leaked}")
     assert (before.masters, before.calibrations) == ([], [])  # nothing was made from it
@@ -503,14 +503,14 @@ def test_mark_good_brings_a_set_aside_bias_back_and_its_lights_are_recalibrated(
     assert (marked.was_bad, marked.is_bad, marked.overrode, marked.changed) == (
         False,
         False,
-        "outlier_level",
+        "light_leak",
         True,
     )
     assert marked.headline() == (
         f"frame:{leaked} {raw.resolve() / LEAKED}: kept again (a person overrode the frame QA's "
-        "outlier_level rule); `ccdcal process` may use it again"
+        "light_leak rule); `ccdcal process` may use it again"
     )
-    assert qa_rows(catalog)[1:] == [(LEAKED, "outlier_level", "kept", "person")]
+    assert qa_rows(catalog)[1:] == [(LEAKED, "light_leak", "kept", "person")]
     person = newest_qa(catalog)
     assert (person.reason, person.numbers, person.run_id) == (
         "the leak is below the noise of the lights",
@@ -713,8 +713,8 @@ def test_a_larger_outlier_sigma_keeps_a_frame_set_aside_before(catalog: Catalog,
     loose = QaOptions(outlier_sigma=2000.0)
     summary = build_masters(catalog, MasterOptions(masters_dir=masters, kinds=("bias",), qa=loose))
     assert qa_rows(catalog) == [
-        (LEAKED, "outlier_level", "set_aside", "rule"),
-        (LEAKED, "outlier_level", "kept", "rule"),
+        (LEAKED, "light_leak", "set_aside", "rule"),
+        (LEAKED, "light_leak", "kept", "rule"),
     ]
     kept = newest_qa(catalog)
     assert (kept.reason, kept.numbers, kept.run_id) == (
@@ -736,7 +736,7 @@ def test_a_larger_outlier_sigma_keeps_a_frame_set_aside_before(catalog: Catalog,
 
     # the default thresholds again: set aside again, the first master made current again
     back = build_masters(catalog, MasterOptions(masters_dir=masters, kinds=("bias",)))
-    assert qa_rows(catalog)[2:] == [(LEAKED, "outlier_level", "set_aside", "rule")]
+    assert qa_rows(catalog)[2:] == [(LEAKED, "light_leak", "set_aside", "rule")]
     (report,) = back.reports
     assert (report.outcome, report.master_id, report.n_inputs) == ("restored", first.id, 4)
     assert report.reason == f"{Path(first.path).name} (version 1) made current again, its file intact"
