@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -181,7 +182,10 @@ def spread(values: np.ndarray) -> tuple[float, float, float, int]:
 
 def plane_gradient(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> float:
     """The change of a frame's level across the detector: a plane fitted to the medians of its
-    :data:`CELLS` x :data:`CELLS` cells, ``|d/dx| nx + |d/dy| ny`` (NaN with fewer than 3 cells).
+    :data:`CELLS` x :data:`CELLS` cells of samples, ``|d/dx| nx + |d/dy| ny`` (NaN with fewer than 3 cells).
+
+    The samples are cut into cells of equal numbers of rows and columns (the last few rows and columns
+    of samples beyond a multiple of :data:`CELLS` left out), so the medians are one call.
 
     Parameters
     ----------
@@ -193,31 +197,25 @@ def plane_gradient(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape
         (ny, nx) of the whole image.
     """
     ny, nx = shape
-    row_cell = (rows * CELLS) // max(ny, 1)
-    col_cell = (cols * CELLS) // max(nx, 1)
-    row_edges = np.searchsorted(row_cell, np.arange(CELLS + 1))
-    col_edges = np.searchsorted(col_cell, np.arange(CELLS + 1))
-    xs: list[float] = []
-    ys: list[float] = []
-    zs: list[float] = []
-    for a in range(CELLS):
-        r0, r1 = row_edges[a], row_edges[a + 1]
-        if r0 == r1:
-            continue
-        for b in range(CELLS):
-            c0, c1 = col_edges[b], col_edges[b + 1]
-            if c0 == c1:
-                continue
-            cell = values[r0:r1, c0:c1]
-            cell = cell[np.isfinite(cell)]
-            if cell.size:
-                zs.append(float(np.median(cell)))
-                ys.append(float(rows[r0:r1].mean()))
-                xs.append(float(cols[c0:c1].mean()))
-    if len(zs) < 3:
+    cells_y, cells_x = min(CELLS, rows.size), min(CELLS, cols.size)
+    if cells_y * cells_x < 3:
         return math.nan
-    design = np.column_stack([np.ones(len(zs)), xs, ys])
-    coef, *_ = np.linalg.lstsq(design, np.asarray(zs), rcond=None)
+    height, width = rows.size // cells_y, cols.size // cells_x
+    cut = values[: cells_y * height, : cells_x * width]
+    blocks = cut.reshape(cells_y, height, cells_x, width).transpose(0, 2, 1, 3).reshape(cells_y * cells_x, -1)
+    if np.isfinite(blocks).all():
+        medians = np.median(blocks, axis=1)
+    else:
+        with warnings.catch_warnings():  # a cell of NaN only (no finite sample) is left out below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            medians = np.nanmedian(blocks, axis=1)
+    ys = np.repeat(rows[: cells_y * height].reshape(cells_y, height).mean(axis=1), cells_x)
+    xs = np.tile(cols[: cells_x * width].reshape(cells_x, width).mean(axis=1), cells_y)
+    good = np.isfinite(medians)
+    if np.count_nonzero(good) < 3:
+        return math.nan
+    design = np.column_stack([np.ones(int(good.sum())), xs[good], ys[good]])
+    coef, *_ = np.linalg.lstsq(design, medians[good].astype(np.float64), rcond=None)
     return float(abs(coef[1]) * nx + abs(coef[2]) * ny)
 
 
