@@ -46,6 +46,7 @@ from ccdcal.lights.pipeline import process
 from ccdcal.masters.build import build_masters
 from ccdcal.masters.frameqa import QaOptions
 from ccdcal.masters.groups import MasterOptions, MasterReport, MastersSummary
+from ccdcal.reproduction.core import reproduce
 from ccdcal.simulate import simulate_night
 from ccdcal.trace.impact import impact, mark_bad, mark_good
 from tests.conftest import real_set
@@ -298,7 +299,7 @@ LEAK_REASONS = {
     # A leak across the detector: its gradient is its farthest outlier, so light_leak is its rule.
     "ramp": (
         "light_leak",
-        "level changes by 301.4 ADU across the detector, the group's by 1.403 (856σ, limit 10σ): a light "
+        "level changes by 301.4 ADU across the detector, the group's by 1.367 (769σ, limit 10σ): a light "
         "leak (light_leak rule); noise 62.81 ADU about the group's median frame, group 1.084 ± 0.1084 (569σ, "
         "limit 10σ) (outlier_noise rule); level 150 ADU, group 1 ± 0.271 (550σ, limit 10σ) (outlier_level "
         "rule)",
@@ -307,8 +308,8 @@ LEAK_REASONS = {
     "corner": (
         "wrong_type",
         "9.56% of its pixels are far above the group's median frame (limit 1.00% and 5 x the group's "
-        "0.001337%): stars or light, not a frame without light (wrong_type rule); level changes by 99.52 ADU "
-        "across the detector, the group's by 1.403 (280σ, limit 10σ): a light leak (light_leak rule); noise "
+        "0.001337%): stars or light, not a frame without light (wrong_type rule); level changes by 100.9 ADU "
+        "across the detector, the group's by 1.367 (255σ, limit 10σ): a light leak (light_leak rule); noise "
         "3.657 ADU about the group's median frame, group 1.119 ± 0.1119 (23σ, limit 10σ) (outlier_noise "
         "rule)",
     ),
@@ -352,9 +353,9 @@ def test_a_bias_with_a_light_leak_is_set_aside(catalog: Catalog, tmp_path: Path,
 # -- 2. a light labelled bias -------------------------------------------------------------------------------
 
 SKY_REASON = (
-    "level 7080 ADU, group 1 ± 0.271 (26124σ, limit 10σ) (outlier_level rule); level changes by 759.5 ADU "
-    "across the detector, the group's by 1.403 (2162σ, limit 10σ): a light leak (light_leak rule); noise "
-    "160.5 ADU about the group's median frame, group 1.084 ± 0.1084 (1471σ, limit 10σ) (outlier_noise rule)"
+    "level 7080 ADU, group 1 ± 0.271 (26124σ, limit 10σ) (outlier_level rule); noise 160.5 ADU about the "
+    "group's median frame, group 1.084 ± 0.1084 (1471σ, limit 10σ) (outlier_noise rule); level changes by "
+    "515.3 ADU across the detector, the group's by 1.367 (1317σ, limit 10σ): a light leak (light_leak rule)"
 )
 
 
@@ -375,6 +376,12 @@ def test_a_sky_frame_labelled_bias_is_set_aside(catalog: Catalog, tmp_path: Path
     # its stars are 0.26% of its pixels: below wrong_type's 1%, so its level tells it
     assert round(stat.tail_fraction, 4) == 0.0026
     same_pixels(master, clean_master(tmp_path, clean, "bias", kinds=("bias",)))
+    # made again from what the catalog recorded (its inputs, not the frame set aside): bit for bit
+    remade = reproduce(catalog, f"master:{master.id}")
+    assert remade.exit_code == 0
+    assert remade.lines() == [
+        f"master:{master.id} {Path(master.path).name}: reproduced bit for bit (PRIMARY, UNCERT)"
+    ]
 
 
 # -- 3. a flat at the bias level and a saturated flat -------------------------------------------------------
