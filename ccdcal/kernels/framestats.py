@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -203,12 +202,13 @@ def plane_gradient(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape
     height, width = rows.size // cells_y, cols.size // cells_x
     cut = values[: cells_y * height, : cells_x * width]
     blocks = cut.reshape(cells_y, height, cells_x, width).transpose(0, 2, 1, 3).reshape(cells_y * cells_x, -1)
-    if np.isfinite(blocks).all():
+    finite = np.isfinite(blocks)
+    if finite.all():
         medians = np.median(blocks, axis=1)
-    else:
-        with warnings.catch_warnings():  # a cell of NaN only (no finite sample) is left out below
-            warnings.simplefilter("ignore", RuntimeWarning)
-            medians = np.nanmedian(blocks, axis=1)
+    else:  # cell by cell (no warning to silence: the frames are measured on threads), NaN-only cells NaN
+        medians = np.array(
+            [np.median(b[f]) if f.any() else np.nan for b, f in zip(blocks, finite, strict=True)]
+        )
     ys = np.repeat(rows[: cells_y * height].reshape(cells_y, height).mean(axis=1), cells_x)
     xs = np.tile(cols[: cells_x * width].reshape(cells_x, width).mean(axis=1), cells_y)
     good = np.isfinite(medians)

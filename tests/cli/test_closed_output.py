@@ -89,7 +89,7 @@ def test_the_error_is_still_said_when_only_stdout_is_closed(catalog: Path, close
 def test_a_broken_pipe_that_is_not_the_output_is_an_error(
     catalog: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*_: object) -> None:
+    def broken(*_: object, **__: object) -> None:
         raise BrokenPipeError(errno.EPIPE, "Broken pipe")
 
     monkeypatch.setattr("ccdcal.status.catalog_status", broken)

@@ -155,3 +155,13 @@ def test_a_frame_samples_alone_without_differences() -> None:
     assert m.level == np.median(data[data < 9])
     assert math.isnan(m.diff_noise)
     assert math.isnan(m.tail_fraction)
+
+
+def test_the_gradient_leaves_out_cells_without_a_finite_sample() -> None:
+    rows, cols = np.arange(0, 96, 2), np.arange(0, 128, 2)
+    _, xx = np.meshgrid(rows, cols, indexing="ij")
+    values = 1000 + 300 * xx / 128
+    values[:6, :8] = np.nan  # a whole cell
+    values[20, 30] = np.nan  # one sample: its cell's median is of the others
+    assert plane_gradient(values, rows, cols, SHAPE) == pytest.approx(300, rel=1e-3)
+    assert math.isnan(plane_gradient(np.full((48, 64), np.nan), rows, cols, SHAPE))

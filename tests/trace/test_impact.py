@@ -207,7 +207,12 @@ def test_mark_bad_errors_and_runs(db_url: str, tmp_path: Path, runner: CliRunner
         "path": str(night.raw("Bias_001.fits")),
         "reason": "satellite trail",
     }
-    assert runs[3].summary == {"was_bad": True, "masters_downstream": 7, "calibrations_downstream": 2}
+    assert runs[3].summary == {
+        "was_bad": True,
+        "overrode": None,
+        "masters_downstream": 7,
+        "calibrations_downstream": 2,
+    }
     data = json.loads(runner.invoke(app, [*db, "impact", "frame:1", "--json"]).stdout)
     assert list(data) == ["target", "masters", "calibrations"]
     assert data["target"] == {
