@@ -294,9 +294,11 @@ class FrameSamples:
         rows = self.grid.rows(first, first + block.shape[1])
         if rows.size == 0:
             return
-        local = rows - first
-        cols = self.grid.cols
-        stored = block[:, local][:, :, cols]
+        step = self.grid.step
+        # The grid is regular: its rows and columns of the block are slices, read in place (no copy).
+        local = slice(int(rows[0]) - first, int(rows[-1]) - first + 1, step)
+        cols = slice(step // 2, None, step)
+        stored = block[:, local, cols]
         values = np.empty(stored.shape, np.float64)
         for i in range(self.n):
             values[i] = decoding.decode(i, stored[i])
@@ -304,11 +306,11 @@ class FrameSamples:
         self._values.append(values.astype(np.float32))
         if combined is None:
             return
-        reference = combined[local][:, cols].astype(np.float64)
+        reference = combined[local, cols].astype(np.float64)
         for i in range(self.n):
             offset = offsets[i] if offsets is not None else 0.0
             if isinstance(offset, np.ndarray):
-                values[i] -= offset[local][:, cols]
+                values[i] -= offset[local, cols]
             else:
                 values[i] -= offset
             values[i] -= reference if scales is None else reference / scales[i]
