@@ -400,19 +400,31 @@ def measure(
     )
 
 
-def pixel_noise(values: np.ndarray, rows: np.ndarray) -> float:
-    """The pixel-to-pixel noise of an image on some of its rows: the noise (:func:`robust`) of the
-    differences of neighbouring pixels along each row, divided by ``√2`` — shot and read noise, without
-    the smooth illumination or the bias structure that the plain noise of a flat holds (NaN: none).
+def pixel_noise(image: np.ndarray, grid: SampleGrid, offset: np.ndarray | float = 0.0) -> float:
+    """The pixel-to-pixel noise of ``image - offset`` on a grid: the noise (:func:`robust`) of the
+    differences between each grid pixel and its right-hand neighbour, divided by ``√2`` — shot and read
+    noise, without the smooth illumination or the bias structure that the plain noise of a flat holds
+    (NaN: none).
 
     Parameters
     ----------
-    values : numpy.ndarray
+    image : numpy.ndarray
         (ny, nx) image.
-    rows : numpy.ndarray
-        The rows used.
+    grid : SampleGrid
+        The pixels used (with their neighbours).
+    offset : numpy.ndarray or float
+        Subtracted first (an image of the same shape, or a number).
     """
-    if values.shape[1] < 2 or rows.size == 0:
+    ny, nx = image.shape
+    if nx < 2 or ny == 0:
         return math.nan
-    differences = np.diff(np.asarray(values[rows], dtype=np.float64), axis=1)
+    rows = slice(grid.step // 2, None, grid.step)
+    left = slice(grid.step // 2, nx - 1, grid.step)
+    right = slice(grid.step // 2 + 1, nx, grid.step)
+
+    def taken(columns: slice) -> np.ndarray:
+        values = np.asarray(image[rows, columns], dtype=np.float64)
+        return values - offset[rows, columns] if isinstance(offset, np.ndarray) else values - offset
+
+    differences = taken(right) - taken(left)
     return robust(differences.ravel())[1] / math.sqrt(2.0)

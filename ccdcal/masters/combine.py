@@ -256,9 +256,7 @@ class CombineJob:
         data = read_image(path, self.hdu, None)
         samples = FrameSamples.start(data.shape, [saturation], 1)
         samples.add(0, data[None], Decoded.native(1))
-        rows = samples.grid.rows(0, data.shape[0])
-        after = data[rows] - (offset[rows] if isinstance(offset, np.ndarray) else offset)
-        noise = pixel_noise(after, np.arange(rows.size))
+        noise = pixel_noise(data, samples.grid, offset)
         try:
             level, error = flat_level(data, offset, saturation), None
             signal = level

@@ -99,7 +99,10 @@ def test_pixel_noise_leaves_the_illumination_out() -> None:
     rng = np.random.default_rng(2)
     yy, xx = np.mgrid[0:200, 0:300]
     image = 20000 * (1.2 - ((xx - 150) ** 2 + (yy - 100) ** 2) / 1e6) + rng.normal(0, 30, (200, 300))
-    assert pixel_noise(image, np.arange(0, 200, 4)) == pytest.approx(30, rel=0.05)
+    assert pixel_noise(image, SampleGrid((200, 300), 2)) == pytest.approx(30, rel=0.05)
+    assert pixel_noise(image + 7, SampleGrid((200, 300), 2), np.full((200, 300), 7.0)) == pytest.approx(
+        30, rel=0.05
+    )
     assert robust(image.ravel())[1] > 100  # the plain noise holds the vignetting
 
 

@@ -388,7 +388,7 @@ def test_a_sky_frame_labelled_bias_is_set_aside(catalog: Catalog, tmp_path: Path
 
 FLAT_REASONS = {
     "auto": {
-        "20190326.0111.fits": "level after the bias 0 ADU, not above its pixel-to-pixel noise 1.171: a bias "
+        "20190326.0111.fits": "level after the bias 0 ADU, not above its pixel-to-pixel noise 1.17: a bias "
         "or a dark, not a flat (wrong_type rule)",
         "20190326.0112.fits": "72.82% of its pixels saturated (limit 5.00%), level 51108 ADU = 78% of "
         "saturation 65535 (limit 90%): saturated or in the non-linear range (flat_bright rule)",
