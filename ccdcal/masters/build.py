@@ -71,6 +71,7 @@ from ccdcal.masters.screen import (
     Screening,
     calibrator_ids,
     combine_master,
+    lacks_differences,
     screen_group,
     too_few_left,
     update_differences,
@@ -265,7 +266,7 @@ def _combine(
     if plan.kind == "flat" and screening.flat_calibrators == calibrator_ids(plan):
         found = [screening.flat_levels.get(int(f["id"])) for f in plan.frames]
         levels = [v for v in found if v is not None] if all(v is not None for v in found) else None
-    measure = options.qa.enabled and plan.kind == "flat"
+    measure = options.qa.enabled and plan.kind == "flat" and lacks_differences(catalog, plan.frames)
     built = combine_master(plan, options, cluster, levels=levels, measure=measure)
     if built.measures:
         update_differences(catalog, plan.frames, built.measures)

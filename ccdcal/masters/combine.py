@@ -20,13 +20,14 @@ dies is survived as for the calibration (:mod:`ccdcal.runtime.cluster`): its ban
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from astropy.io import fits
@@ -38,7 +39,7 @@ from ccdcal.kernels.combine import ClipParams, CombineResult, combine_files
 from ccdcal.kernels.fitsblocks import FitsStack
 from ccdcal.kernels.flat import finite_median, flat_level, normalise_to_median, precalibration_offset
 from ccdcal.kernels.framestats import FrameMeasure
-from ccdcal.kernels.prepare import prepared_inputs
+from ccdcal.kernels.prepare import Prepared, prepared_inputs
 from ccdcal.runtime.cluster import Cluster, ClusterOnDemand
 
 if TYPE_CHECKING:  # for the types only: the Dask workers that import this module need no catalog
@@ -59,6 +60,8 @@ __all__ = [
     "run_flat_levels",
     "run_flat_measures",
 ]
+
+_T = TypeVar("_T")
 
 #: Bands of rows per worker: enough to balance uneven workers and to lose little when one dies.
 BANDS_PER_WORKER = 4
@@ -217,28 +220,22 @@ class CombineJob:
         ValueError
             Naming the file whose level is not that of a flat.
         """
-        offsets = self.offsets(None, frames) or [0.0] * len(frames)
-        threads = min(len(frames), os.cpu_count() or 1)
-        if threads < 2:
-            return [self._flat_level(i, offset) for i, offset in zip(frames, offsets, strict=True)]
-        # The reading (numpy's scaling) and the median (numba, nogil) release the GIL: one thread a core.
-        with ThreadPoolExecutor(threads, thread_name_prefix="ccdcal-flat-level") as pool:
-            futures = [pool.submit(self._flat_level, i, o) for i, o in zip(frames, offsets, strict=True)]
-            try:
-                return [future.result() for future in futures]
-            finally:
-                for future in futures:
-                    future.cancel()
+        return self._each_flat(self._flat_level, frames)
 
     def flat_measures(self, frames: Sequence[int]) -> list[FlatMeasure]:
         """The level and the frame-QA statistics of each of ``frames`` (:meth:`_flat_measure`), one
         thread a core as :meth:`flat_levels`; a frame whose level is not that of a flat gets NaN and why."""
+        return self._each_flat(self._flat_measure, frames)
+
+    def _each_flat(self, work: Callable[[int, np.ndarray | float], _T], frames: Sequence[int]) -> list[_T]:
+        """``work(index, offset)`` for each of ``frames``, in order, one thread a core."""
         offsets = self.offsets(None, frames) or [0.0] * len(frames)
         threads = min(len(frames), os.cpu_count() or 1)
         if threads < 2:
-            return [self._flat_measure(i, offset) for i, offset in zip(frames, offsets, strict=True)]
-        with ThreadPoolExecutor(threads, thread_name_prefix="ccdcal-flat-measure") as pool:
-            futures = [pool.submit(self._flat_measure, i, o) for i, o in zip(frames, offsets, strict=True)]
+            return [work(i, offset) for i, offset in zip(frames, offsets, strict=True)]
+        # The reading (numpy's scaling) and the medians (numba, nogil; numpy) release the GIL.
+        with ThreadPoolExecutor(threads, thread_name_prefix="ccdcal-flat") as pool:
+            futures = [pool.submit(work, i, o) for i, o in zip(frames, offsets, strict=True)]
             try:
                 return [future.result() for future in futures]
             finally:
@@ -440,25 +437,11 @@ def combine_group(
         An input or calibrator that cannot be read or used (the group is then skipped).
     """
     raw_paths = [Path(f["path"]) for f in plan.frames]
-    overscan = plan.input_steps.overscan if plan.input_steps else None  # as every frame is prepared
-    folder = options.masters_dir.expanduser().resolve()
-    calibrators = [m.path if m else None for m in (plan.bias, plan.dark)]
-    hdu = plan.frames[0]["hdu"] or 0
     saturation = plan.saturation_levels
-    with prepared_inputs(raw_paths, hdu, overscan, folder, calibrators, saturation) as prepared:
+    with _prepared(plan, options) as prepared:
         if any(prepared.saturated) and plan.kind == "flat":
             _check_saturated_flats(raw_paths, prepared.saturated, prepared.paths, saturation)
-        job = CombineJob(
-            tuple(str(p) for p in prepared.paths),
-            prepared.hdu,
-            options.params,
-            options.mem_limit,
-            bias=MasterFile.of(plan.bias),
-            dark=MasterFile.of(plan.dark),
-            dark_scales=tuple(plan.dark_scales),
-            saturation=() if prepared.saturated else saturation,  # prepared: their NaN already
-            measure=measure,
-        )
+        job = _job(plan, options, prepared, measure)
         pool = cluster.get() if cluster is not None else None
         found: list[float] = []
         if plan.kind == "flat":  # each flat is divided by its own level: a first pass over the files
@@ -476,6 +459,34 @@ def combine_group(
     return combined
 
 
+def _prepared(plan: GroupPlan, options: MasterOptions) -> contextlib.AbstractContextManager[Prepared]:
+    """A group's inputs prepared as every frame is (overscan, trim: :func:`prepared_inputs`), written
+    beside the masters where the workers see them."""
+    return prepared_inputs(
+        [Path(f["path"]) for f in plan.frames],
+        plan.frames[0]["hdu"] or 0,
+        plan.input_steps.overscan if plan.input_steps else None,
+        options.masters_dir.expanduser().resolve(),
+        [m.path if m else None for m in (plan.bias, plan.dark)],
+        plan.saturation_levels,
+    )
+
+
+def _job(plan: GroupPlan, options: MasterOptions, prepared: Prepared, measure: bool = False) -> CombineJob:
+    """The combine of a group's prepared inputs (a prepared input has its saturated samples NaN already)."""
+    return CombineJob(
+        tuple(str(p) for p in prepared.paths),
+        prepared.hdu,
+        options.params,
+        options.mem_limit,
+        bias=MasterFile.of(plan.bias),
+        dark=MasterFile.of(plan.dark),
+        dark_scales=tuple(plan.dark_scales),
+        saturation=() if prepared.saturated else plan.saturation_levels,
+        measure=measure,
+    )
+
+
 def measure_flats(
     plan: GroupPlan, options: MasterOptions, cluster: ClusterOnDemand | None = None
 ) -> list[FlatMeasure]:
@@ -488,23 +499,8 @@ def measure_flats(
     FitsFormatError, ValueError
         An input or calibrator that cannot be read.
     """
-    raw_paths = [Path(f["path"]) for f in plan.frames]
-    overscan = plan.input_steps.overscan if plan.input_steps else None
-    folder = options.masters_dir.expanduser().resolve()
-    calibrators = [m.path if m else None for m in (plan.bias, plan.dark)]
-    hdu = plan.frames[0]["hdu"] or 0
-    saturation = plan.saturation_levels
-    with prepared_inputs(raw_paths, hdu, overscan, folder, calibrators, saturation) as prepared:
-        job = CombineJob(
-            tuple(str(p) for p in prepared.paths),
-            prepared.hdu,
-            options.params,
-            options.mem_limit,
-            bias=MasterFile.of(plan.bias),
-            dark=MasterFile.of(plan.dark),
-            dark_scales=tuple(plan.dark_scales),
-            saturation=() if prepared.saturated else saturation,
-        )
+    with _prepared(plan, options) as prepared:
+        job = _job(plan, options, prepared)
         found = run_flat_measures(job, cluster.get() if cluster is not None else None)
         pixels = int(np.prod(image_shape(job))) if prepared.saturated else 0
         stats = _with_saturated([f.stats for f in found], prepared.saturated, pixels)

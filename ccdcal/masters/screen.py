@@ -45,6 +45,7 @@ __all__ = [
     "calibrator_ids",
     "combine_master",
     "judged_frames",
+    "lacks_differences",
     "screen_group",
     "too_few_left",
 ]
@@ -284,6 +285,14 @@ def _store(
             from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
             session.execute(sqlite_insert(FrameStat).on_conflict_do_nothing(), list(rows.values()))
+
+
+def lacks_differences(catalog: Catalog, frames: Sequence[dict[str, Any]]) -> bool:
+    """Whether a frame's ``frame_stats`` row lacks its difference statistics (a flat measured in its level
+    pass, whose group was not combined since): its group's combine then measures them."""
+    with catalog.reading() as session:
+        stored = stats_of(session, [int(f["id"]) for f in frames])
+    return any(row.diff_noise is None for row in stored.values())
 
 
 def update_differences(
